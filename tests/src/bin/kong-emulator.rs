@@ -1,0 +1,56 @@
+//! `kong-emulator`: the Kong 3.4 Admin API emulator as a process (for end-to-end tests and manual trials).
+
+use clap::Parser;
+use nasiko_tests::kong::{KongEmulator, Options, DEFAULT_PLUGINS};
+use std::net::SocketAddr;
+
+/// A stand-in for Kong 3.4 in DB mode: the Admin API (services, routes, plugins) and a proxy
+/// listener that forwards requests by the routes it holds. Not Kong: for tests and local trials.
+///
+/// Control endpoints (on both listeners): GET|DELETE /__emulator/requests,
+/// PUT /__emulator/fault {"mode":"none|refuse|error500|delay","delay_ms":N},
+/// PUT /__emulator/plugins {"available":[names]}.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Address of the Admin API listener (Kong's 8001).
+    #[arg(long, env = "EMULATOR_ADMIN_LISTEN", default_value = "127.0.0.1:8001")]
+    admin_listen: SocketAddr,
+    /// Address of the proxy listener (Kong's 8000).
+    #[arg(long, env = "EMULATOR_PROXY_LISTEN", default_value = "127.0.0.1:8000")]
+    proxy_listen: SocketAddr,
+    /// Comma-separated plugins the node reports in `GET /` as available_on_server
+    /// (drop `nasiko-auth` to emulate a node without it).
+    #[arg(long, env = "EMULATOR_PLUGINS", value_delimiter = ',', default_values_t = DEFAULT_PLUGINS.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
+    plugins: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let a = Args::parse();
+    let emu = match KongEmulator::start(Options {
+        admin: a.admin_listen,
+        proxy: a.proxy_listen,
+        plugins: a.plugins,
+    })
+    .await
+    {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("kong-emulator: cannot listen on {} / {}: {e}. Is the port taken? Pass --admin-listen/--proxy-listen.", a.admin_listen, a.proxy_listen);
+            std::process::exit(1);
+        }
+    };
+    println!(
+        "kong-emulator: admin on {}, proxy on {} (stand-in, not Kong)",
+        emu.admin_url(),
+        emu.proxy_url()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+    drop(emu);
+}

@@ -1,0 +1,257 @@
+//! The Admin API router: maps method + path onto store operations, parses bodies
+//! (JSON, form; 415 for anything else) and serves `GET /`, `/status`, `/plugins/enabled`.
+
+use super::entities::Kind;
+use super::errors::Answer;
+use super::paging::{parse_query, unescape_uri};
+use super::store::{Row, Store};
+use serde_json::{json, Map, Value};
+
+pub struct AdminRequest<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub content_type: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+pub fn handle(store: &mut Store, req: &AdminRequest) -> Answer {
+    let path = if req.path.len() > 1 {
+        req.path.trim_end_matches('/')
+    } else {
+        req.path
+    };
+    let raw: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<String> = raw.iter().map(|s| unescape_uri(s)).collect();
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let m = req.method;
+    let query = parse_query(req.query);
+    let body = || parse_body(req);
+
+    match s.as_slice() {
+        [] => match m {
+            "GET" | "HEAD" => Answer::ok(200, root_info(store)),
+            _ => Answer::method_not_allowed(),
+        },
+        ["status"] => match m {
+            "GET" | "HEAD" => Answer::ok(200, status_info()),
+            _ => Answer::method_not_allowed(),
+        },
+        ["config"] => Answer::message(
+            400,
+            "this endpoint is only available when Kong is configured to not use a database",
+        ),
+        ["plugins", "enabled"] if m == "GET" => {
+            Answer::ok(200, json!({ "enabled_plugins": store.available_plugins }))
+        }
+        [e] => {
+            let Some(kind) = Kind::from_segment(e) else {
+                return Answer::not_found();
+            };
+            match m {
+                "GET" => store.list(kind, None, &query, &format!("/{}", kind.name())),
+                "POST" => match body() {
+                    Ok(b) => store.create(kind, b, None),
+                    Err(a) => a,
+                },
+                _ => Answer::method_not_allowed(),
+            }
+        }
+        [e, id] => {
+            let Some(kind) = Kind::from_segment(e) else {
+                return Answer::not_found();
+            };
+            entity_op(store, kind, id, m, body, None)
+        }
+        ["routes", r, "service"] => route_service(store, r, m, body),
+        [p, pid, c, rest @ ..] if rest.len() <= 1 => {
+            let (Some(pk), Some(ck)) = (Kind::from_segment(p), Kind::from_segment(c)) else {
+                return Answer::not_found();
+            };
+            let fk = match (pk, ck) {
+                (Kind::Services, Kind::Routes) => "service",
+                (Kind::Services, Kind::Plugins) => "service",
+                (Kind::Routes, Kind::Plugins) => "route",
+                _ => return Answer::not_found(),
+            };
+            let parent = match store.find(pk, pid) {
+                Err(a) => return a,
+                Ok(None) => return Answer::not_found(),
+                Ok(Some(id)) => id,
+            };
+            let scope = Some((fk, parent.as_str()));
+            match rest {
+                [] => match m {
+                    "GET" => store.list(ck, scope, &query, &format!("/{p}/{}/{c}", raw[1])),
+                    "POST" => match body() {
+                        Ok(b) => store.create(ck, b, scope),
+                        Err(a) => a,
+                    },
+                    _ => Answer::method_not_allowed(),
+                },
+                [cid] => entity_op(store, ck, cid, m, body, scope),
+                _ => Answer::not_found(),
+            }
+        }
+        _ => Answer::not_found(),
+    }
+}
+
+fn entity_op(
+    store: &mut Store,
+    kind: Kind,
+    seg: &str,
+    method: &str,
+    body: impl Fn() -> Result<Row, Answer>,
+    scope: Option<(&str, &str)>,
+) -> Answer {
+    match method {
+        "GET" => store.get(kind, seg, scope),
+        "DELETE" => store.delete(kind, seg, scope),
+        "PUT" => match body() {
+            Ok(b) => store.upsert(kind, seg, b, scope),
+            Err(a) => a,
+        },
+        "PATCH" => match body() {
+            Ok(b) => store.patch(kind, seg, b, scope),
+            Err(a) => a,
+        },
+        _ => Answer::method_not_allowed(),
+    }
+}
+
+/// `/routes/{r}/service`: the parent as a sub-resource (DELETE is 405).
+fn route_service(
+    store: &mut Store,
+    r: &str,
+    method: &str,
+    body: impl Fn() -> Result<Row, Answer>,
+) -> Answer {
+    let route = match store.find(Kind::Routes, r) {
+        Err(a) => return a,
+        Ok(None) => return Answer::not_found(),
+        Ok(Some(id)) => id,
+    };
+    let svc = store.route_service(&route);
+    match (method, svc) {
+        ("GET", Some(s)) => store.get(Kind::Services, &s, None),
+        ("GET", None) => Answer::not_found(),
+        ("PATCH", Some(s)) => match body() {
+            Ok(b) => store.patch(Kind::Services, &s, b, None),
+            Err(a) => a,
+        },
+        ("PATCH", None) => Answer::not_found(),
+        ("PUT", existing) => {
+            let b = match body() {
+                Ok(b) => b,
+                Err(a) => return a,
+            };
+            let sid = existing.unwrap_or_else(|| store.new_uuid());
+            let a = store.upsert(Kind::Services, &sid, b, None);
+            if a.status == 200 {
+                let patch: Row = json!({"service": {"id": sid}})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                store.patch(Kind::Routes, &route, patch, None);
+            }
+            a
+        }
+        _ => Answer::method_not_allowed(),
+    }
+}
+
+/// Parse a POST/PUT/PATCH body. JSON is taken as is; form input is type-inferred.
+fn parse_body(req: &AdminRequest) -> Result<Row, Answer> {
+    let ct = req.content_type.map(|c| {
+        c.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
+    match ct.as_deref() {
+        None if req.body.is_empty() => Ok(Map::new()),
+        Some("application/json") => {
+            if req.body.iter().all(|b| b.is_ascii_whitespace()) {
+                return Ok(Map::new());
+            }
+            match serde_json::from_slice::<Value>(req.body) {
+                Ok(Value::Object(m)) => Ok(m),
+                Ok(_) | Err(_) => Err(Answer::message(400, "Cannot parse JSON body")),
+            }
+        }
+        Some("application/x-www-form-urlencoded") => {
+            Ok(form_to_row(&String::from_utf8_lossy(req.body)))
+        }
+        Some("multipart/form-data") => Ok(Map::new()),
+        _ => Err(Answer::message(415, "Unsupported Media Type")),
+    }
+}
+
+/// `a=1&b.c=x&paths[]=/p&paths[]=/q` → `{"a":1,"b":{"c":"x"},"paths":["/p","/q"]}`.
+fn form_to_row(body: &str) -> Row {
+    let mut out = Map::new();
+    for (k, v) in parse_query(body) {
+        let infer = |v: &str| -> Value {
+            if let Ok(n) = v.parse::<i64>() {
+                json!(n)
+            } else if v == "true" || v == "false" {
+                json!(v == "true")
+            } else {
+                json!(v)
+            }
+        };
+        let (key, is_array) = match k.find('[') {
+            Some(i) => (k[..i].to_string(), true),
+            None => (k.clone(), false),
+        };
+        if let Some((a, b)) = key.split_once('.') {
+            let e = out.entry(a.to_string()).or_insert_with(|| json!({}));
+            if let Some(o) = e.as_object_mut() {
+                o.insert(b.to_string(), infer(&v));
+            }
+        } else if is_array {
+            let e = out.entry(key).or_insert_with(|| json!([]));
+            if let Some(a) = e.as_array_mut() {
+                a.push(json!(v));
+            }
+        } else {
+            out.insert(key, infer(&v));
+        }
+    }
+    out
+}
+
+fn root_info(store: &Store) -> Value {
+    let available: Map<String, Value> = store
+        .available_plugins
+        .iter()
+        .map(|p| (p.clone(), json!({"version": "3.4.2", "priority": 1000})))
+        .collect();
+    json!({
+        "tagline": "Welcome to kong",
+        "version": "3.4.2",
+        "hostname": "kong-emulator",
+        "node_id": store.node_id,
+        "timers": {"running": 0, "pending": 0},
+        "plugins": {"available_on_server": available, "enabled_in_cluster": store.plugins_in_use()},
+        "lua_version": "LuaJIT 2.1.0-20230410",
+        "configuration": {"database": "postgres", "admin_listen": ["0.0.0.0:8001"], "pg_password": "******"},
+        "pids": {"master": std::process::id(), "workers": [std::process::id()]},
+    })
+}
+
+fn status_info() -> Value {
+    json!({
+        "database": {"reachable": true},
+        "memory": {
+            "lua_shared_dicts": {"kong": {"allocated_slabs": "0.04 MiB", "capacity": "5.00 MiB"},
+                                  "kong_db_cache": {"allocated_slabs": "0.80 MiB", "capacity": "128.00 MiB"}},
+            "workers_lua_vms": [{"http_allocated_gc": "40.21 MiB", "pid": std::process::id()}]
+        },
+        "server": {"connections_accepted": 0, "connections_active": 0, "connections_handled": 0,
+                   "connections_reading": 0, "connections_waiting": 0, "connections_writing": 0,
+                   "total_requests": 0}
+    })
+}

@@ -1,0 +1,934 @@
+//! Kong 3.4 entity schemas (services, routes, plugins): defaults, type checks and entity checks,
+//! turning a request body into a stored row or a schema violation (kong-admin-3.4.md §1–3).
+
+use super::errors::FieldErrors;
+use serde_json::{json, Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Services,
+    Routes,
+    Plugins,
+}
+
+impl Kind {
+    pub fn from_segment(s: &str) -> Option<Kind> {
+        match s {
+            "services" => Some(Kind::Services),
+            "routes" => Some(Kind::Routes),
+            "plugins" => Some(Kind::Plugins),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Services => "services",
+            Kind::Routes => "routes",
+            Kind::Plugins => "plugins",
+        }
+    }
+    /// The field a non-UUID path segment is matched against.
+    pub fn endpoint_key(self) -> &'static str {
+        match self {
+            Kind::Plugins => "instance_name",
+            _ => "name",
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Ty {
+    Str,
+    Name,
+    Host,
+    SvcPath,
+    Int(i64, i64),
+    Bool,
+    OneOf(&'static [&'static str]),
+    /// A set (de-duplicated) of strings, each element checked by the inner rule.
+    Set(Elem),
+    /// An array (kept as is) of strings.
+    Array(Elem),
+    Tags,
+    Headers,
+    Foreign,
+    UuidArray,
+    Config,
+    /// A field the server owns: id / created_at / updated_at.
+    Auto,
+}
+
+#[derive(Clone, Copy)]
+enum Elem {
+    Any,
+    Protocol,
+    Method,
+    RoutePath,
+    CorsMethod,
+    Host,
+}
+
+struct Field {
+    name: &'static str,
+    ty: Ty,
+    required: bool,
+    default: fn() -> Value,
+}
+
+const fn f(name: &'static str, ty: Ty, required: bool, default: fn() -> Value) -> Field {
+    Field {
+        name,
+        ty,
+        required,
+        default,
+    }
+}
+fn null() -> Value {
+    Value::Null
+}
+
+const SERVICE_PROTOCOLS: &[&str] = &[
+    "grpc",
+    "grpcs",
+    "http",
+    "https",
+    "tcp",
+    "tls",
+    "tls_passthrough",
+    "udp",
+];
+const ROUTE_PROTOCOLS: &[&str] = SERVICE_PROTOCOLS;
+const CORS_METHODS: &[&str] = &[
+    "GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+];
+
+const SERVICE_FIELDS: &[Field] = &[
+    f("id", Ty::Auto, false, null),
+    f("created_at", Ty::Auto, false, null),
+    f("updated_at", Ty::Auto, false, null),
+    f("name", Ty::Name, false, null),
+    f("retries", Ty::Int(0, 32767), false, || json!(5)),
+    f("protocol", Ty::OneOf(SERVICE_PROTOCOLS), true, || {
+        json!("http")
+    }),
+    f("host", Ty::Host, true, null),
+    f("port", Ty::Int(0, 65535), true, || json!(80)),
+    f("path", Ty::SvcPath, false, null),
+    f("connect_timeout", Ty::Int(1, 2147483646), false, || {
+        json!(60000)
+    }),
+    f("write_timeout", Ty::Int(1, 2147483646), false, || {
+        json!(60000)
+    }),
+    f("read_timeout", Ty::Int(1, 2147483646), false, || {
+        json!(60000)
+    }),
+    f("tags", Ty::Tags, false, null),
+    f("client_certificate", Ty::Foreign, false, null),
+    f("tls_verify", Ty::Bool, false, null),
+    f("tls_verify_depth", Ty::Int(0, 64), false, null),
+    f("ca_certificates", Ty::UuidArray, false, null),
+    f("enabled", Ty::Bool, true, || json!(true)),
+];
+
+const ROUTE_FIELDS: &[Field] = &[
+    f("id", Ty::Auto, false, null),
+    f("created_at", Ty::Auto, false, null),
+    f("updated_at", Ty::Auto, false, null),
+    f("name", Ty::Name, false, null),
+    f("protocols", Ty::Set(Elem::Protocol), true, || {
+        json!(["http", "https"])
+    }),
+    f("methods", Ty::Set(Elem::Method), false, null),
+    f("hosts", Ty::Array(Elem::Host), false, null),
+    f("headers", Ty::Headers, false, null),
+    f("paths", Ty::Array(Elem::RoutePath), false, null),
+    f("snis", Ty::Set(Elem::Any), false, null),
+    f("sources", Ty::Set(Elem::Any), false, null),
+    f("destinations", Ty::Set(Elem::Any), false, null),
+    f("regex_priority", Ty::Int(i64::MIN, i64::MAX), false, || {
+        json!(0)
+    }),
+    f("strip_path", Ty::Bool, false, || json!(true)),
+    f("path_handling", Ty::OneOf(&["v0", "v1"]), false, || {
+        json!("v0")
+    }),
+    f("preserve_host", Ty::Bool, false, || json!(false)),
+    f("request_buffering", Ty::Bool, false, || json!(true)),
+    f("response_buffering", Ty::Bool, false, || json!(true)),
+    f("https_redirect_status_code", Ty::Int(0, 999), false, || {
+        json!(426)
+    }),
+    f("tags", Ty::Tags, false, null),
+    f("service", Ty::Foreign, false, null),
+];
+
+const PLUGIN_FIELDS: &[Field] = &[
+    f("id", Ty::Auto, false, null),
+    f("name", Ty::Str, true, null),
+    f("instance_name", Ty::Name, false, null),
+    f("created_at", Ty::Auto, false, null),
+    f("updated_at", Ty::Auto, false, null),
+    f("route", Ty::Foreign, false, null),
+    f("service", Ty::Foreign, false, null),
+    f("consumer", Ty::Foreign, false, null),
+    f("config", Ty::Config, false, null),
+    f("protocols", Ty::Set(Elem::Protocol), true, || {
+        json!(["grpc", "grpcs", "http", "https"])
+    }),
+    f("enabled", Ty::Bool, false, || json!(true)),
+    f("tags", Ty::Tags, false, null),
+];
+
+fn fields_of(kind: Kind) -> &'static [Field] {
+    match kind {
+        Kind::Services => SERVICE_FIELDS,
+        Kind::Routes => ROUTE_FIELDS,
+        Kind::Plugins => PLUGIN_FIELDS,
+    }
+}
+
+/// Foreign-key fields of a kind and the entity they point at.
+pub fn foreign_keys(kind: Kind) -> &'static [(&'static str, &'static str)] {
+    match kind {
+        Kind::Services => &[],
+        Kind::Routes => &[("service", "services")],
+        Kind::Plugins => &[
+            ("route", "routes"),
+            ("service", "services"),
+            ("consumer", "consumers"),
+        ],
+    }
+}
+
+pub fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// `utf8_name`: alphanumerics and `. - _ ~`, or any non-ASCII UTF-8.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_~".contains(c) || !c.is_ascii())
+}
+
+pub fn name_error(s: &str) -> String {
+    format!("invalid value '{s}': the only accepted ascii characters are alphanumerics or ., -, _, and ~")
+}
+
+fn valid_tag(s: &str) -> bool {
+    s.chars()
+        .all(|c| (c.is_ascii() && !c.is_ascii_control() && c != ',' && c != '/') || !c.is_ascii())
+}
+
+fn check_host(h: &str) -> Result<(), String> {
+    if let Some((_, port)) = h.rsplit_once(':') {
+        if !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()) && !h.contains("::") {
+            return Err("must not have a port".into());
+        }
+    }
+    let body = h.strip_suffix('.').unwrap_or(h);
+    let chars_ok = h
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+    let labels_ok = body.split('.').all(|l| !l.is_empty() && !l.ends_with('-'));
+    if chars_ok && labels_ok {
+        Ok(())
+    } else {
+        Err(format!("invalid value: {h}"))
+    }
+}
+
+const RFC3986: &str = "-._~!$&'()*+,;=:@/%";
+
+fn check_path_chars(p: &str) -> Result<(), String> {
+    if !p
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || RFC3986.contains(c))
+    {
+        return Err(format!(
+            "invalid path: '{p}' (characters outside of the reserved list of RFC 3986 found)"
+        ));
+    }
+    let b = p.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let ok = b.get(i + 1).is_some_and(|c| c.is_ascii_hexdigit())
+                && b.get(i + 2).is_some_and(|c| c.is_ascii_hexdigit());
+            if !ok {
+                return Err(format!("invalid url-encoded value: '{p}'"));
+            }
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+fn check_service_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err("should start with: /".into());
+    }
+    if p.contains("//") {
+        return Err("must not have empty segments".into());
+    }
+    check_path_chars(p)
+}
+
+fn normalize_path(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let trailing = p.ends_with('/') && p.len() > 1;
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut n = format!("/{}", out.join("/"));
+    if trailing && n != "/" {
+        n.push('/');
+    }
+    n
+}
+
+fn check_route_path(p: &str) -> Result<(), String> {
+    if let Some(re) = p.strip_prefix('~') {
+        if !re.starts_with('/') {
+            return Err("should start with: / (fixed path) or ~/ (regex path)".into());
+        }
+        let opens = re.matches('(').count();
+        let closes = re.matches(')').count();
+        if opens != closes {
+            return Err(format!(
+                "invalid regex: '{re}' (PCRE returned: pcre_compile() failed: missing ) in \"{re}\")"
+            ));
+        }
+        return Ok(());
+    }
+    if !p.starts_with('/') {
+        return Err("should start with: / (fixed path) or ~/ (regex path)".into());
+    }
+    if p.contains("//") {
+        return Err("must not have empty segments".into());
+    }
+    check_path_chars(p)?;
+    let n = normalize_path(p);
+    if n != p {
+        return Err(format!("non-normalized path, consider use '{n}' instead"));
+    }
+    Ok(())
+}
+
+fn check_elem(e: Elem, v: &Value) -> Result<(), String> {
+    let Some(s) = v.as_str() else {
+        return Err("expected a string".into());
+    };
+    if s.is_empty() {
+        return Err("length must be at least 1".into());
+    }
+    match e {
+        Elem::Any => Ok(()),
+        Elem::Protocol => one_of(s, ROUTE_PROTOCOLS),
+        Elem::Method => {
+            if s.chars().all(|c| c.is_ascii_uppercase()) {
+                Ok(())
+            } else {
+                Err(format!("invalid value: {s}"))
+            }
+        }
+        Elem::CorsMethod => one_of(s, CORS_METHODS),
+        Elem::RoutePath => check_route_path(s),
+        Elem::Host => {
+            let wild = s.matches('*').count();
+            if wild > 1 {
+                return Err("invalid wildcard: must have at most one wildcard".into());
+            }
+            if wild == 1 && !(s.starts_with("*.") || s.ends_with(".*")) {
+                return Err(
+                    "invalid wildcard: must be placed at leftmost or rightmost label".into(),
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn one_of(s: &str, allowed: &[&str]) -> Result<(), String> {
+    if allowed.contains(&s) {
+        Ok(())
+    } else {
+        Err(format!("expected one of: {}", allowed.join(", ")))
+    }
+}
+
+/// Check one array/set of strings; returns the (maybe de-duplicated) value or a field error.
+fn check_list(v: &Value, elem: Elem, is_set: bool) -> Result<Value, Value> {
+    let Some(items) = v.as_array() else {
+        return Err(json!(if is_set {
+            "expected a set"
+        } else {
+            "expected an array"
+        }));
+    };
+    let mut errs: Vec<Value> = Vec::new();
+    let mut any = false;
+    for item in items {
+        match check_elem(elem, item) {
+            Ok(()) => errs.push(Value::Null),
+            Err(e) => {
+                any = true;
+                errs.push(json!(e))
+            }
+        }
+    }
+    if any {
+        return Err(Value::Array(errs));
+    }
+    if is_set {
+        let mut out: Vec<Value> = Vec::new();
+        for i in items {
+            if !out.contains(i) {
+                out.push(i.clone());
+            }
+        }
+        Ok(Value::Array(out))
+    } else {
+        Ok(v.clone())
+    }
+}
+
+/// Type-check one field value. Ok carries the normalized value.
+fn check_field(fd: &Field, v: &Value) -> Result<Value, Value> {
+    if v.is_null() {
+        return Ok(Value::Null);
+    }
+    let s_err = |m: String| Err(json!(m));
+    match fd.ty {
+        Ty::Auto => Ok(v.clone()),
+        Ty::Str | Ty::Name | Ty::Host | Ty::SvcPath | Ty::OneOf(_) => {
+            let Some(s) = v.as_str() else {
+                return s_err("expected a string".into());
+            };
+            if s.is_empty() {
+                return s_err("length must be at least 1".into());
+            }
+            let r = match fd.ty {
+                Ty::Name if !valid_name(s) => Err(name_error(s)),
+                Ty::Host => check_host(s),
+                Ty::SvcPath => check_service_path(s),
+                Ty::OneOf(allowed) => one_of(s, allowed),
+                _ => Ok(()),
+            };
+            r.map(|_| v.clone()).map_err(|m| json!(m))
+        }
+        Ty::Int(min, max) => {
+            let Some(n) = v.as_i64().filter(|_| v.is_i64() || v.is_u64()) else {
+                return s_err("expected an integer".into());
+            };
+            if n < min || n > max {
+                return s_err(format!("value should be between {min} and {max}"));
+            }
+            Ok(v.clone())
+        }
+        Ty::Bool => {
+            if v.is_boolean() {
+                Ok(v.clone())
+            } else {
+                s_err("expected a boolean".into())
+            }
+        }
+        Ty::Set(e) => check_list(v, e, true),
+        Ty::Array(e) => check_list(v, e, false),
+        Ty::Tags => {
+            let Some(items) = v.as_array() else {
+                return s_err("expected a set".into());
+            };
+            let mut errs = Vec::new();
+            let mut any = false;
+            for t in items {
+                match t.as_str() {
+                    Some(s) if !s.is_empty() && valid_tag(s) => errs.push(Value::Null),
+                    Some(s) => {
+                        any = true;
+                        errs.push(json!(format!(
+                            "invalid tag '{s}': expected printable ascii (except `,` and `/`) or valid utf-8 sequences"
+                        )))
+                    }
+                    None => {
+                        any = true;
+                        errs.push(json!("expected a string"))
+                    }
+                }
+            }
+            if any {
+                return Err(Value::Array(errs));
+            }
+            check_list(v, Elem::Any, true)
+        }
+        Ty::Headers => {
+            let Some(m) = v.as_object() else {
+                return s_err("expected a map".into());
+            };
+            for (k, vals) in m {
+                if k.eq_ignore_ascii_case("host") {
+                    return s_err(
+                        "cannot contain 'host' header, which must be specified in the 'hosts' attribute"
+                            .into(),
+                    );
+                }
+                if check_list(vals, Elem::Any, false).is_err() {
+                    return Err(json!({ k: "expected an array" }));
+                }
+            }
+            Ok(v.clone())
+        }
+        Ty::Foreign => {
+            if v.is_object() {
+                Ok(v.clone())
+            } else {
+                s_err("expected a record".into())
+            }
+        }
+        Ty::UuidArray => {
+            let Some(items) = v.as_array() else {
+                return s_err("expected an array".into());
+            };
+            if items.iter().all(|i| i.as_str().is_some_and(is_uuid)) {
+                Ok(v.clone())
+            } else {
+                s_err("expected a valid UUID".into())
+            }
+        }
+        Ty::Config => {
+            if v.is_object() {
+                Ok(v.clone())
+            } else {
+                s_err("expected a record".into())
+            }
+        }
+    }
+}
+
+/// Validate only the fields present in `input` (PATCH first pass: validation before existence).
+pub fn check_partial(kind: Kind, input: &Map<String, Value>) -> FieldErrors {
+    let mut errs = FieldErrors::default();
+    let fields = fields_of(kind);
+    for (k, v) in input {
+        if kind == Kind::Services && k == "url" {
+            continue;
+        }
+        match fields.iter().find(|fd| fd.name == k) {
+            None => errs.field(k, "unknown field"),
+            Some(fd) => {
+                if let Err(e) = check_field(fd, v) {
+                    errs.nested(k, e);
+                }
+            }
+        }
+    }
+    errs
+}
+
+/// Apply the `url` shorthand of services: writes protocol, host, port and path.
+pub fn apply_url_shorthand(input: &mut Map<String, Value>) -> Result<(), FieldErrors> {
+    let Some(url) = input.remove("url") else {
+        return Ok(());
+    };
+    let mut errs = FieldErrors::default();
+    let Some(url) = url.as_str() else {
+        errs.field("url", "expected a string");
+        return Err(errs);
+    };
+    if url.is_empty() {
+        errs.field("url", "length must be at least 1");
+        return Err(errs);
+    }
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r))
+            if !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
+            (Some(s.to_ascii_lowercase()), r)
+        }
+        _ => (None, url),
+    };
+    let (authority, path) = if scheme.is_some() {
+        match rest.find('/') {
+            Some(i) => (&rest[..i], Some(&rest[i..])),
+            None => (rest, None),
+        }
+    } else {
+        // LuaSocket parses a scheme-less string as a path only.
+        ("", Some(rest))
+    };
+    let authority = authority
+        .rsplit_once('@')
+        .map(|(_, a)| a)
+        .unwrap_or(authority);
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty() => {
+            (h, p.parse::<i64>().ok())
+        }
+        _ => (authority, None),
+    };
+    let path = path
+        .map(|p| p.split(['?', '#']).next().unwrap_or(""))
+        .filter(|p| !p.is_empty());
+    let protocol = scheme.unwrap_or_else(|| {
+        if port == Some(443) {
+            "https".into()
+        } else {
+            "http".into()
+        }
+    });
+    let port = port.unwrap_or(if protocol == "https" { 443 } else { 80 });
+    input.insert("protocol".into(), json!(protocol));
+    input.insert(
+        "host".into(),
+        if host.is_empty() {
+            Value::Null
+        } else {
+            json!(host)
+        },
+    );
+    input.insert("port".into(), json!(port));
+    input.insert("path".into(), path.map_or(Value::Null, |p| json!(p)));
+    Ok(())
+}
+
+/// Full validation of a candidate row: unknown fields, types, defaults, required, entity checks.
+/// `available` is the list of plugins the node has. Returns the complete row.
+pub fn validate_full(
+    kind: Kind,
+    mut input: Map<String, Value>,
+    available: &[String],
+) -> Result<Map<String, Value>, FieldErrors> {
+    if kind == Kind::Services {
+        apply_url_shorthand(&mut input)?;
+    }
+    let mut errs = FieldErrors::default();
+    let mut row = Map::new();
+    for (k, _) in input.iter() {
+        if !fields_of(kind).iter().any(|fd| fd.name == k) {
+            errs.field(k, "unknown field");
+        }
+    }
+    for fd in fields_of(kind) {
+        let given = input.get(fd.name);
+        let v = match given {
+            None => (fd.default)(),
+            Some(v) => match check_field(fd, v) {
+                Ok(v) => v,
+                Err(e) => {
+                    errs.nested(fd.name, e);
+                    continue;
+                }
+            },
+        };
+        if v.is_null() && fd.required {
+            errs.field(fd.name, "required field missing");
+        }
+        row.insert(fd.name.to_string(), v);
+    }
+    // route grpc defaults: strip_path defaults to false
+    if kind == Kind::Routes && !input.contains_key("strip_path") && is_grpc(&row) {
+        row.insert("strip_path".into(), json!(false));
+    }
+    if errs.is_empty() {
+        match kind {
+            Kind::Services => service_checks(&row, &mut errs),
+            Kind::Routes => route_checks(&row, &mut errs),
+            Kind::Plugins => plugin_checks(&mut row, available, &mut errs),
+        }
+    }
+    if errs.is_empty() {
+        Ok(row)
+    } else {
+        Err(errs)
+    }
+}
+
+fn strs(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default()
+}
+
+fn is_set(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(m)) => !m.is_empty(),
+        Some(_) => true,
+    }
+}
+
+fn is_grpc(row: &Map<String, Value>) -> bool {
+    strs(&row["protocols"])
+        .iter()
+        .any(|p| *p == "grpc" || *p == "grpcs")
+}
+
+fn service_checks(row: &Map<String, Value>, errs: &mut FieldErrors) {
+    let protocol = row["protocol"].as_str().unwrap_or("http");
+    let cond = "failed conditional validation given value of field 'protocol'";
+    if ["tcp", "tls", "udp", "grpc", "grpcs"].contains(&protocol) && !row["path"].is_null() {
+        errs.entity(cond);
+        errs.field("path", "value must be null");
+    }
+    if !["https", "tls"].contains(&protocol) {
+        for k in [
+            "client_certificate",
+            "tls_verify",
+            "tls_verify_depth",
+            "ca_certificates",
+        ] {
+            if !row[k].is_null() {
+                if errs.entity.is_empty() {
+                    errs.entity(cond);
+                }
+                errs.field(k, "value must be null");
+            }
+        }
+    }
+}
+
+fn route_checks(row: &Map<String, Value>, errs: &mut FieldErrors) {
+    let protocols = strs(&row["protocols"]);
+    let groups: [&[&str]; 4] = [
+        &["http", "https"],
+        &["tcp", "tls", "udp"],
+        &["tls_passthrough"],
+        &["grpc", "grpcs"],
+    ];
+    let used: Vec<&[&str]> = groups
+        .iter()
+        .copied()
+        .filter(|g| protocols.iter().any(|p| g.contains(p)))
+        .collect();
+    if used.len() > 1 {
+        let fmt = |g: &[&str]| {
+            format!(
+                "({})",
+                g.iter()
+                    .map(|p| format!("'{p}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        errs.field(
+            "protocols",
+            format!(
+                "these sets are mutually exclusive: {}, {}",
+                fmt(used[0]),
+                fmt(used[1])
+            ),
+        );
+        return;
+    }
+    let has = |k: &str| is_set(row.get(k));
+    if is_grpc(row) {
+        if row["strip_path"] == json!(true) {
+            errs.field(
+                "strip_path",
+                "cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'",
+            );
+        }
+        if has("methods") {
+            errs.field(
+                "methods",
+                "cannot set 'methods' when 'protocols' is 'grpc' or 'grpcs'",
+            );
+        }
+        if !errs.is_empty() {
+            return;
+        }
+        if !(has("hosts") || has("headers") || has("paths") || has("snis")) {
+            let p = if protocols.contains(&"grpcs") {
+                "grpcs"
+            } else {
+                "grpc"
+            };
+            errs.entity(format!(
+                "must set one of 'hosts', 'headers', 'paths', 'snis' when 'protocols' is '{p}'"
+            ));
+        }
+        return;
+    }
+    if has("snis")
+        && !protocols
+            .iter()
+            .any(|p| ["grpcs", "https", "tls", "tls_passthrough"].contains(p))
+    {
+        errs.field(
+            "snis",
+            "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
+        );
+        return;
+    }
+    if protocols.contains(&"https") {
+        if !(has("methods") || has("hosts") || has("headers") || has("paths") || has("snis")) {
+            errs.entity("must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'https'");
+        }
+    } else if protocols.contains(&"http") {
+        if !(has("methods") || has("hosts") || has("headers") || has("paths")) {
+            errs.entity(
+                "must set one of 'methods', 'hosts', 'headers', 'paths' when 'protocols' is 'http'",
+            );
+        }
+    } else if protocols.contains(&"tls_passthrough") {
+        if !has("snis") {
+            errs.entity("must set snis when 'protocols' is 'tls_passthrough'");
+        }
+    } else if !(has("sources") || has("destinations") || has("snis")) {
+        let p = protocols.first().copied().unwrap_or("tcp");
+        errs.entity(format!(
+            "must set one of 'sources', 'destinations', 'snis' when 'protocols' is '{p}'"
+        ));
+    }
+}
+
+/// A plugin config schema: (field, type, default).
+struct ConfField {
+    name: &'static str,
+    ty: Ty,
+    default: fn() -> Value,
+}
+const fn cf(name: &'static str, ty: Ty, default: fn() -> Value) -> ConfField {
+    ConfField { name, ty, default }
+}
+
+const CORS_CONFIG: &[ConfField] = &[
+    cf("origins", Ty::Array(Elem::Any), null),
+    cf("headers", Ty::Array(Elem::Any), null),
+    cf("exposed_headers", Ty::Array(Elem::Any), null),
+    cf("methods", Ty::Array(Elem::CorsMethod), || {
+        json!(["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS", "TRACE", "CONNECT"])
+    }),
+    cf("max_age", Ty::Int(i64::MIN, i64::MAX), null),
+    cf("credentials", Ty::Bool, || json!(false)),
+    cf("preflight_continue", Ty::Bool, || json!(false)),
+];
+const TERMINATION_CONFIG: &[ConfField] = &[
+    cf("status_code", Ty::Int(100, 599), || json!(503)),
+    cf("message", Ty::Str, null),
+    cf("content_type", Ty::Str, null),
+    cf("body", Ty::Str, null),
+    cf("echo", Ty::Bool, || json!(false)),
+    cf("trigger", Ty::Str, null),
+];
+const NASIKO_AUTH_CONFIG: &[ConfField] = &[
+    cf("auth_service_url", Ty::Str, null),
+    cf("timeout", Ty::Int(0, i64::MAX), || json!(5000)),
+];
+const CHAT_LOGGER_CONFIG: &[ConfField] = &[
+    cf("chat_service_url", Ty::Str, null),
+    cf("timeout", Ty::Int(0, i64::MAX), || json!(5000)),
+];
+
+fn config_schema(plugin: &str) -> Option<&'static [ConfField]> {
+    match plugin {
+        "cors" => Some(CORS_CONFIG),
+        "request-termination" => Some(TERMINATION_CONFIG),
+        "nasiko-auth" => Some(NASIKO_AUTH_CONFIG),
+        "chat-logger" => Some(CHAT_LOGGER_CONFIG),
+        _ => None,
+    }
+}
+
+fn plugin_checks(row: &mut Map<String, Value>, available: &[String], errs: &mut FieldErrors) {
+    let name = row["name"].as_str().unwrap_or_default().to_string();
+    if !available.contains(&name) {
+        errs.field(
+            "name",
+            format!("plugin '{name}' not enabled; add it to the 'plugins' configuration property"),
+        );
+        return;
+    }
+    let given = row["config"].as_object().cloned().unwrap_or_default();
+    let config = match config_schema(&name) {
+        None => Value::Object(given),
+        Some(schema) => {
+            let mut out = Map::new();
+            let mut cerrs = Map::new();
+            for k in given.keys() {
+                if !schema.iter().any(|c| c.name == k) {
+                    cerrs.insert(k.clone(), json!("unknown field"));
+                }
+            }
+            for c in schema {
+                let fd = Field {
+                    name: c.name,
+                    ty: c.ty,
+                    required: false,
+                    default: c.default,
+                };
+                match given.get(c.name) {
+                    None => {
+                        out.insert(c.name.into(), (c.default)());
+                    }
+                    Some(v) => match check_field(&fd, v) {
+                        Ok(v) => {
+                            out.insert(c.name.into(), v);
+                        }
+                        Err(e) => {
+                            cerrs.insert(c.name.into(), e);
+                        }
+                    },
+                }
+            }
+            if cerrs.is_empty() && name == "request-termination" {
+                let set = |k: &str| !out[k].is_null();
+                let mut ent = Vec::new();
+                if set("message") && (set("content_type") || set("body")) {
+                    ent.push("message cannot be used with content_type or body");
+                }
+                if set("content_type") && !set("body") {
+                    ent.push("content_type requires a body");
+                }
+                if out["echo"] == json!(true) && set("content_type") && set("body") {
+                    ent.push("echo cannot be used with content_type and body");
+                }
+                if !ent.is_empty() {
+                    cerrs.insert("@entity".into(), json!(ent));
+                }
+            }
+            if !cerrs.is_empty() {
+                errs.nested("config", Value::Object(cerrs));
+                return;
+            }
+            Value::Object(out)
+        }
+    };
+    row.insert("config".into(), config);
+    if name == "cors" && !row["consumer"].is_null() {
+        errs.field("consumer", "value must be null");
+    }
+}
+
+/// Deep-merge `patch` into `base` the way `Schema:merge_values` does: records key by key, arrays replaced.
+pub fn merge_config(base: &Value, patch: &Value) -> Value {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            let mut out = b.clone();
+            for (k, v) in p {
+                let merged = match out.get(k) {
+                    Some(old) if old.is_object() && v.is_object() => merge_config(old, v),
+                    _ => v.clone(),
+                };
+                out.insert(k.clone(), merged);
+            }
+            Value::Object(out)
+        }
+        (_, p) => p.clone(),
+    }
+}

@@ -1,0 +1,375 @@
+//! A Kong 3.4 (DB mode) Admin API emulator with a proxy listener, fault switches and a
+//! request record, for tests and manual trials (Kong itself cannot be installed here).
+//!
+//! Control endpoints live under `/__emulator/` (a prefix Kong does not use) on both the admin
+//! and the proxy listener, so they stay reachable while the admin listener refuses connections:
+//! `GET|DELETE /__emulator/requests`, `PUT /__emulator/fault {"mode":"none|refuse|error500|delay","delay_ms":N}`,
+//! `PUT /__emulator/plugins {"available":[…]}`.
+
+pub mod admin;
+pub mod entities;
+pub mod errors;
+pub mod paging;
+pub mod proxy;
+pub mod store;
+
+use crate::http::{json_response, spawn_connection, HttpClient, Incoming_, Resp};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// The plugins a stock node offers, plus Nasiko's two custom ones.
+pub const DEFAULT_PLUGINS: &[&str] = &[
+    "cors",
+    "request-termination",
+    "key-auth",
+    "rate-limiting",
+    "nasiko-auth",
+    "chat-logger",
+];
+
+/// How the admin listener misbehaves, for fault tests.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum Fault {
+    #[default]
+    None,
+    /// Close the admin listener: connections are refused until the fault is cleared.
+    Refuse,
+    /// Answer every Admin API request with 500 `An unexpected error occurred`.
+    Error500,
+    /// Answer after `delay_ms`.
+    Delay { delay_ms: u64 },
+}
+
+/// One Admin API request as the emulator saw it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+}
+
+impl Recorded {
+    pub fn is_write(&self) -> bool {
+        matches!(self.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE")
+    }
+}
+
+struct Shared {
+    store: Mutex<Store>,
+    record: Mutex<Vec<Recorded>>,
+    fault: watch::Sender<Fault>,
+    kill: watch::Sender<u64>,
+    client: HttpClient,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub admin: SocketAddr,
+    pub proxy: SocketAddr,
+    pub plugins: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            admin: "127.0.0.1:0".parse().expect("literal address"),
+            proxy: "127.0.0.1:0".parse().expect("literal address"),
+            plugins: DEFAULT_PLUGINS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// A running emulator. Dropping it stops both listeners.
+pub struct KongEmulator {
+    pub admin_addr: SocketAddr,
+    pub proxy_addr: SocketAddr,
+    shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for KongEmulator {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.shared.kill.send_modify(|g| *g += 1);
+    }
+}
+
+impl KongEmulator {
+    pub async fn start(opts: Options) -> std::io::Result<KongEmulator> {
+        let admin = TcpListener::bind(opts.admin).await?;
+        let proxy = TcpListener::bind(opts.proxy).await?;
+        let admin_addr = admin.local_addr()?;
+        let proxy_addr = proxy.local_addr()?;
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::new(opts.plugins)),
+            record: Mutex::new(Vec::new()),
+            fault: watch::channel(Fault::None).0,
+            kill: watch::channel(0).0,
+            client: HttpClient::new(Duration::from_secs(300)),
+        });
+        let tasks = vec![
+            tokio::spawn(admin_loop(admin, admin_addr, shared.clone())),
+            tokio::spawn(proxy_loop(proxy, shared.clone())),
+        ];
+        Ok(KongEmulator {
+            admin_addr,
+            proxy_addr,
+            shared,
+            tasks,
+        })
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr)
+    }
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.proxy_addr)
+    }
+    pub fn set_fault(&self, f: Fault) {
+        set_fault(&self.shared, f);
+    }
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.record.lock().expect("record lock").clone()
+    }
+    pub fn clear_requests(&self) {
+        self.shared.record.lock().expect("record lock").clear();
+    }
+    pub fn set_available_plugins(&self, plugins: Vec<String>) {
+        self.shared
+            .store
+            .lock()
+            .expect("store lock")
+            .available_plugins = plugins;
+    }
+    /// Run a closure over the store (for direct inspection in tests).
+    pub fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        f(&mut self.shared.store.lock().expect("store lock"))
+    }
+}
+
+fn set_fault(shared: &Shared, f: Fault) {
+    if f == Fault::Refuse {
+        // drop live keep-alive connections too, as a stopped Kong would
+        shared.kill.send_modify(|g| *g += 1);
+    }
+    shared.fault.send_replace(f);
+}
+
+async fn admin_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
+    let mut listener = Some(listener);
+    let mut fault_rx = shared.fault.subscribe();
+    let handler = {
+        let shared = shared.clone();
+        Arc::new(move |req: Incoming_| admin_request(shared.clone(), req))
+    };
+    loop {
+        let refusing = *fault_rx.borrow() == Fault::Refuse;
+        if refusing {
+            listener = None;
+            if fault_rx.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        if listener.is_none() {
+            match TcpListener::bind(addr).await {
+                Ok(l) => listener = Some(l),
+                Err(e) => {
+                    tracing::warn!("emulator could not re-bind {addr}: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            }
+        }
+        let l = listener.as_ref().expect("bound above");
+        tokio::select! {
+            accepted = l.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    spawn_connection(stream, handler.clone(), shared.kill.subscribe());
+                }
+            }
+            r = fault_rx.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+async fn admin_request(shared: Arc<Shared>, req: Incoming_) -> Resp {
+    if req.path.starts_with("/__emulator/") {
+        return control(&shared, req);
+    }
+    let fault = *shared.fault.borrow();
+    let answer = match fault {
+        Fault::Error500 => errors::Answer::message(500, "An unexpected error occurred"),
+        _ => {
+            if let Fault::Delay { delay_ms } = fault {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            }
+            let ct = req
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
+            let mut store = shared.store.lock().expect("store lock");
+            admin::handle(
+                &mut store,
+                &admin::AdminRequest {
+                    method: &req.method,
+                    path: &req.path,
+                    query: &req.query,
+                    content_type: ct.as_deref(),
+                    body: &req.body,
+                },
+            )
+        }
+    };
+    let path = if req.query.is_empty() {
+        req.path.clone()
+    } else {
+        format!("{}?{}", req.path, req.query)
+    };
+    shared.record.lock().expect("record lock").push(Recorded {
+        method: req.method.clone(),
+        path,
+        status: answer.status,
+    });
+    let body = if req.method == "HEAD" {
+        None
+    } else {
+        answer.body.as_ref()
+    };
+    json_response(answer.status, body)
+}
+
+fn control(shared: &Shared, req: Incoming_) -> Resp {
+    match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/__emulator/requests") => {
+            let rec = shared.record.lock().expect("record lock").clone();
+            json_response(200, Some(&json!({ "requests": rec })))
+        }
+        ("DELETE", "/__emulator/requests") => {
+            shared.record.lock().expect("record lock").clear();
+            json_response(204, None)
+        }
+        ("GET", "/__emulator/fault") => {
+            let f = *shared.fault.borrow();
+            json_response(200, Some(&json!(f)))
+        }
+        ("PUT", "/__emulator/fault") => match serde_json::from_slice::<Fault>(&req.body) {
+            Ok(f) => {
+                set_fault(shared, f);
+                json_response(200, Some(&json!(f)))
+            }
+            Err(e) => json_response(
+                400,
+                Some(
+                    &json!({"message": format!("bad fault: {e}; expected {{\"mode\":\"none|refuse|error500|delay\",\"delay_ms\":N}}")}),
+                ),
+            ),
+        },
+        ("PUT", "/__emulator/plugins") => {
+            let v: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+            let Some(list) = v["available"].as_array() else {
+                return json_response(
+                    400,
+                    Some(&json!({"message": "expected {\"available\":[names]}"})),
+                );
+            };
+            let names = list
+                .iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect();
+            shared.store.lock().expect("store lock").available_plugins = names;
+            json_response(200, Some(&v))
+        }
+        _ => json_response(404, Some(&json!({"message": "Not found"}))),
+    }
+}
+
+async fn proxy_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let handler = {
+        let shared = shared.clone();
+        Arc::new(move |req: Incoming_| proxy_request(shared.clone(), req))
+    };
+    loop {
+        if let Ok((stream, _)) = listener.accept().await {
+            // proxy connections are not killed by admin faults
+            spawn_connection(stream, handler.clone(), watch::channel(0).1);
+        }
+    }
+}
+
+async fn proxy_request(shared: Arc<Shared>, req: Incoming_) -> Resp {
+    if req.path.starts_with("/__emulator/") {
+        return control(&shared, req);
+    }
+    let m = {
+        let store = shared.store.lock().expect("store lock");
+        proxy::route_request(&store, &req.method, &req.path, &req.query)
+    };
+    let up = match m {
+        proxy::Match::NoRoute => {
+            return json_response(
+                404,
+                Some(&json!({"message": "no Route matched with those values"})),
+            )
+        }
+        proxy::Match::NoService => {
+            return json_response(
+                503,
+                Some(&json!({"message": "no Service found with those values"})),
+            )
+        }
+        proxy::Match::To(up) => up,
+    };
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for (k, v) in req.headers.iter() {
+        let k = k.as_str();
+        if k == "host" && !up.preserve_host || k == "connection" || k == "content-length" {
+            continue;
+        }
+        if let Ok(v) = v.to_str() {
+            headers.push((k.to_string(), v.to_string()));
+        }
+    }
+    let hdrs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    match shared
+        .client
+        .send(&req.method, &up.url, &hdrs, req.body.clone())
+        .await
+    {
+        Ok((status, h, body)) => {
+            let mut b = hyper::Response::builder().status(status);
+            for (k, v) in h.iter() {
+                if k != "connection" && k != "transfer-encoding" && k != "content-length" {
+                    b = b.header(k, v);
+                }
+            }
+            b.header("Via", "kong/3.4.2")
+                .body(http_body_util::Full::new(body))
+                .unwrap_or_else(|_| json_response(502, None))
+        }
+        Err(e) => {
+            tracing::debug!("proxy to {} failed: {e}", up.url);
+            let _ = Bytes::new();
+            json_response(
+                502,
+                Some(
+                    &json!({"message": "An invalid response was received from the upstream server"}),
+                ),
+            )
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! The emulator's database: services, routes and plugins in DB-mode (Postgres) semantics —
+//! ids ordered ascending, unique names, foreign-key refusal and plugin cascade (kong-admin-3.4.md §1–5).
+
+use super::entities::{self, foreign_keys, is_uuid, valid_name, Kind};
+use super::errors::{self, Answer, FieldErrors};
+use super::paging;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub type Row = Map<String, Value>;
+
+/// A nested collection's parent: (foreign-key field on the child, parent id).
+pub type Scope<'a> = Option<(&'a str, &'a str)>;
+
+pub struct Store {
+    services: BTreeMap<String, Row>,
+    routes: BTreeMap<String, Row>,
+    plugins: BTreeMap<String, Row>,
+    pub available_plugins: Vec<String>,
+    pub node_id: String,
+    seed: u64,
+    counter: u64,
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    pub fn new(available_plugins: Vec<String>) -> Self {
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(7)
+            ^ (std::process::id() as u64).rotate_left(32);
+        let mut s = Store {
+            services: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            plugins: BTreeMap::new(),
+            available_plugins,
+            node_id: String::new(),
+            seed,
+            counter: 0,
+        };
+        s.node_id = s.new_uuid();
+        s
+    }
+
+    /// A random-looking v4 UUID (splitmix64 over a per-process seed; unique, not cryptographic).
+    pub fn new_uuid(&mut self) -> String {
+        let mut next = || {
+            self.counter += 1;
+            let mut z = self
+                .seed
+                .wrapping_add(self.counter.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let (a, b) = (next(), next());
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&a.to_be_bytes());
+        bytes[8..].copy_from_slice(&b.to_be_bytes());
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        let h: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    }
+
+    fn table(&self, kind: Kind) -> &BTreeMap<String, Row> {
+        match kind {
+            Kind::Services => &self.services,
+            Kind::Routes => &self.routes,
+            Kind::Plugins => &self.plugins,
+        }
+    }
+    fn table_mut(&mut self, kind: Kind) -> &mut BTreeMap<String, Row> {
+        match kind {
+            Kind::Services => &mut self.services,
+            Kind::Routes => &mut self.routes,
+            Kind::Plugins => &mut self.plugins,
+        }
+    }
+
+    pub fn all(&self, kind: Kind) -> impl Iterator<Item = &Row> {
+        self.table(kind).values()
+    }
+
+    /// Resolve a path segment: a UUID is always an id, anything else the endpoint key.
+    /// Err is the 400 code-10 answer for an invalid name.
+    pub fn find(&self, kind: Kind, seg: &str) -> Result<Option<String>, Answer> {
+        if is_uuid(seg) {
+            let id = seg.to_ascii_lowercase();
+            return Ok(self.table(kind).contains_key(&id).then_some(id));
+        }
+        if !valid_name(seg) {
+            return Err(errors::invalid_unique(kind.endpoint_key(), seg));
+        }
+        let key = kind.endpoint_key();
+        Ok(self
+            .table(kind)
+            .iter()
+            .find(|(_, r)| r.get(key).and_then(|v| v.as_str()) == Some(seg))
+            .map(|(id, _)| id.clone()))
+    }
+
+    fn belongs(&self, kind: Kind, id: &str, scope: Scope) -> bool {
+        match scope {
+            None => true,
+            Some((fk, parent)) => {
+                self.table(kind)[id]
+                    .get(fk)
+                    .and_then(|v| v.get("id"))
+                    .and_then(|v| v.as_str())
+                    == Some(parent)
+            }
+        }
+    }
+
+    pub fn get(&self, kind: Kind, seg: &str, scope: Scope) -> Answer {
+        match self.find(kind, seg) {
+            Err(a) => a,
+            Ok(Some(id)) if self.belongs(kind, &id, scope) => {
+                Answer::ok(200, Value::Object(self.table(kind)[&id].clone()))
+            }
+            Ok(_) => Answer::not_found(),
+        }
+    }
+
+    /// Turn `{"name": …}` foreign references into `{"id": …}`; code 13 / code 2 on failure.
+    fn resolve_foreign(&self, kind: Kind, body: &mut Row) -> Result<(), Answer> {
+        for (fk, target) in foreign_keys(kind) {
+            let Some(Value::Object(r)) = body.get(*fk).cloned() else {
+                continue;
+            };
+            if let Some(id) = r.get("id").filter(|v| !v.is_null()) {
+                body.insert((*fk).into(), json!({ "id": id }));
+                continue;
+            }
+            let key = if *target == "consumers" {
+                "username"
+            } else {
+                "name"
+            };
+            match r.get(key).and_then(|v| v.as_str()) {
+                Some(name) => {
+                    let found = match *target {
+                        "services" => self.find(Kind::Services, name).ok().flatten(),
+                        "routes" => self.find(Kind::Routes, name).ok().flatten(),
+                        _ => None,
+                    };
+                    match found {
+                        Some(id) => {
+                            body.insert((*fk).into(), json!({ "id": id }));
+                        }
+                        None => return Err(errors::fk_unresolved(fk, key, name, target)),
+                    }
+                }
+                None => {
+                    let mut e = FieldErrors::default();
+                    e.nested(fk, json!({"id": "missing primary key"}));
+                    return Err(e.into_answer());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Foreign ids must exist (code 4); uniqueness (code 5) and plugin protocol checks.
+    fn check_relations(&self, kind: Kind, row: &Row, self_id: Option<&str>) -> Result<(), Answer> {
+        for (fk, target) in foreign_keys(kind) {
+            if let Some(id) = row.get(*fk).and_then(|v| v.get("id")) {
+                let Some(id_s) = id.as_str().filter(|s| is_uuid(s)) else {
+                    let mut e = FieldErrors::default();
+                    e.nested(fk, json!({"id": "expected a valid UUID"}));
+                    return Err(e.into_answer());
+                };
+                let exists = match *target {
+                    "services" => self.services.contains_key(&id_s.to_ascii_lowercase()),
+                    "routes" => self.routes.contains_key(&id_s.to_ascii_lowercase()),
+                    _ => false,
+                };
+                if !exists {
+                    return Err(errors::fk_unknown_id(fk, target, id_s));
+                }
+            }
+        }
+        let others = self
+            .table(kind)
+            .iter()
+            .filter(|(id, _)| Some(id.as_str()) != self_id)
+            .map(|(_, r)| r);
+        let key = kind.endpoint_key();
+        if let Some(name) = row.get(key).filter(|v| !v.is_null()) {
+            if others.clone().any(|r| r.get(key) == Some(name)) {
+                return Err(errors::unique_violation(json!({ key: name })));
+            }
+        }
+        if kind == Kind::Plugins {
+            let ck = |r: &Row| json!({"consumer": r["consumer"], "name": r["name"], "route": r["route"], "service": r["service"]});
+            let mine = ck(row);
+            if others.clone().any(|r| ck(r) == mine) {
+                return Err(errors::unique_violation(mine));
+            }
+            if let Some(rid) = row["route"].get("id").and_then(|v| v.as_str()) {
+                let rp: Vec<&Value> = self.routes[&rid.to_ascii_lowercase()]["protocols"]
+                    .as_array()
+                    .map(|a| a.iter().collect())
+                    .unwrap_or_default();
+                let pp = row["protocols"].as_array().cloned().unwrap_or_default();
+                if !pp.iter().any(|p| rp.contains(&p)) {
+                    let mut e = FieldErrors::default();
+                    e.field("protocols", "must match the associated route's protocols");
+                    return Err(e.into_answer());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn force_scope(body: &mut Row, scope: Scope) {
+        if let Some((fk, parent)) = scope {
+            body.insert(fk.into(), json!({ "id": parent }));
+        }
+    }
+
+    pub fn create(&mut self, kind: Kind, mut body: Row, scope: Scope) -> Answer {
+        Self::force_scope(&mut body, scope);
+        if let Err(a) = self.resolve_foreign(kind, &mut body) {
+            return a;
+        }
+        let mut row = match entities::validate_full(kind, body, &self.available_plugins) {
+            Ok(r) => r,
+            Err(e) => return e.into_answer(),
+        };
+        let id = match row.get("id").and_then(|v| v.as_str()) {
+            Some(id) if is_uuid(id) => {
+                let id = id.to_ascii_lowercase();
+                if self.table(kind).contains_key(&id) {
+                    return errors::primary_key_violation(&id);
+                }
+                id
+            }
+            Some(_) => {
+                let mut e = FieldErrors::default();
+                e.field("id", "expected a valid UUID");
+                return e.into_answer();
+            }
+            None => self.new_uuid(),
+        };
+        if let Err(a) = self.check_relations(kind, &row, None) {
+            return a;
+        }
+        let t = now();
+        row.insert("id".into(), json!(id));
+        stamp(&mut row, "created_at", t);
+        stamp(&mut row, "updated_at", t);
+        self.table_mut(kind).insert(id, row.clone());
+        Answer::ok(201, Value::Object(row))
+    }
+
+    /// PUT: an upsert that fully replaces the row; the URL key wins over the body.
+    pub fn upsert(&mut self, kind: Kind, seg: &str, mut body: Row, scope: Scope) -> Answer {
+        let existing = match self.find(kind, seg) {
+            Ok(e) => e,
+            Err(a) => return a,
+        };
+        if let (Some(id), Some(_)) = (&existing, scope) {
+            if !self.belongs(kind, id, scope) {
+                return Answer::not_found();
+            }
+        }
+        Self::force_scope(&mut body, scope);
+        if is_uuid(seg) {
+            body.insert("id".into(), json!(seg.to_ascii_lowercase()));
+        } else {
+            body.insert(kind.endpoint_key().into(), json!(seg));
+        }
+        if let Err(a) = self.resolve_foreign(kind, &mut body) {
+            return a;
+        }
+        let mut row = match entities::validate_full(kind, body, &self.available_plugins) {
+            Ok(r) => r,
+            Err(e) => return e.into_answer(),
+        };
+        let id = match &existing {
+            Some(id) => id.clone(),
+            None => match row.get("id").and_then(|v| v.as_str()) {
+                Some(id) if is_uuid(id) => id.to_ascii_lowercase(),
+                _ => self.new_uuid(),
+            },
+        };
+        if let Err(a) = self.check_relations(kind, &row, Some(&id)) {
+            return a;
+        }
+        let t = now();
+        row.insert("id".into(), json!(id));
+        stamp(&mut row, "created_at", t);
+        row.insert("updated_at".into(), json!(t));
+        self.table_mut(kind).insert(id, row.clone());
+        Answer::ok(200, Value::Object(row))
+    }
+
+    pub fn patch(&mut self, kind: Kind, seg: &str, mut body: Row, scope: Scope) -> Answer {
+        let partial = entities::check_partial(kind, &body);
+        if !partial.is_empty() {
+            return partial.into_answer();
+        }
+        let existing = match self.find(kind, seg) {
+            Ok(e) => e,
+            Err(a) => return a,
+        };
+        let Some(id) = existing.filter(|id| self.belongs(kind, id, scope)) else {
+            if kind == Kind::Plugins || scope.is_some() {
+                return Answer::not_found();
+            }
+            return if is_uuid(seg) {
+                errors::dao_not_found("id", &seg.to_ascii_lowercase())
+            } else {
+                errors::dao_not_found(kind.endpoint_key(), seg)
+            };
+        };
+        if let Err(a) = self.resolve_foreign(kind, &mut body) {
+            return a;
+        }
+        let old = self.table(kind)[&id].clone();
+        let mut merged = old.clone();
+        for (k, v) in body {
+            let v = if kind == Kind::Plugins && k == "config" {
+                entities::merge_config(&old["config"], &v)
+            } else {
+                v
+            };
+            merged.insert(k, v);
+        }
+        if kind == Kind::Plugins {
+            // name, route, service and consumer come from the stored row unless given
+            merged.insert("id".into(), json!(id));
+        }
+        let mut row = match entities::validate_full(kind, merged, &self.available_plugins) {
+            Ok(r) => r,
+            Err(e) => return e.into_answer(),
+        };
+        if let Err(a) = self.check_relations(kind, &row, Some(&id)) {
+            return a;
+        }
+        row.insert("id".into(), json!(id));
+        row.insert("created_at".into(), old["created_at"].clone());
+        row.insert("updated_at".into(), json!(now()));
+        self.table_mut(kind).insert(id, row.clone());
+        Answer::ok(200, Value::Object(row))
+    }
+
+    pub fn delete(&mut self, kind: Kind, seg: &str, scope: Scope) -> Answer {
+        let id = match self.find(kind, seg) {
+            Err(a) => return a,
+            Ok(None) => return Answer::no_content(),
+            Ok(Some(id)) => id,
+        };
+        if !self.belongs(kind, &id, scope) {
+            return Answer::not_found();
+        }
+        let refs = |r: &Row, fk: &str| {
+            r.get(fk).and_then(|v| v.get("id")).and_then(|v| v.as_str()) == Some(id.as_str())
+        };
+        if kind == Kind::Services && self.routes.values().any(|r| refs(r, "service")) {
+            return errors::fk_referenced_by("routes", "services");
+        }
+        let fk = match kind {
+            Kind::Services => Some("service"),
+            Kind::Routes => Some("route"),
+            Kind::Plugins => None,
+        };
+        if let Some(fk) = fk {
+            self.plugins.retain(|_, p| !refs(p, fk));
+        }
+        self.table_mut(kind).remove(&id);
+        Answer::no_content()
+    }
+
+    /// GET a collection (top-level or nested), with `size`, `offset` and (top-level only) `tags`.
+    pub fn list(
+        &self,
+        kind: Kind,
+        scope: Scope,
+        query: &[(String, String)],
+        base_path: &str,
+    ) -> Answer {
+        let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let size = match q("size") {
+            None => 100,
+            Some(s) => match s.parse::<f64>() {
+                Err(_) => return errors::invalid_size("size must be a number"),
+                Ok(n) if n.fract() != 0.0 || !(1.0..=1000.0).contains(&n) => {
+                    return errors::invalid_size("size must be an integer between 1 and 1000")
+                }
+                Ok(n) => n as usize,
+            },
+        };
+        let tags = if scope.is_none() {
+            match q("tags").map(paging::TagFilter::parse) {
+                None => None,
+                Some(Ok(f)) => Some(f),
+                Some(Err(why)) => return errors::invalid_tags_option(why),
+            }
+        } else {
+            None
+        };
+        let after = match q("offset") {
+            None => None,
+            Some(tok) => match paging::decode_offset(tok) {
+                Ok(id) => Some(id),
+                Err(why) => return errors::invalid_offset(tok, why),
+            },
+        };
+        let rows: Vec<&Row> = self
+            .table(kind)
+            .iter()
+            .filter(|(id, _)| after.as_ref().is_none_or(|a| id.as_str() > a.as_str()))
+            .filter(|(id, _)| self.belongs(kind, id, scope))
+            .filter(|(_, r)| tags.as_ref().is_none_or(|f| f.matches(r.get("tags"))))
+            .map(|(_, r)| r)
+            .collect();
+        let page: Vec<Value> = rows
+            .iter()
+            .take(size)
+            .map(|r| Value::Object((*r).clone()))
+            .collect();
+        if rows.len() > size {
+            let last = page
+                .last()
+                .and_then(|r| r["id"].as_str())
+                .unwrap_or_default();
+            let token = paging::encode_offset(last);
+            let mut next = format!("{base_path}?offset={}", paging::escape_uri(&token));
+            if scope.is_none() {
+                if let Some(t) = q("tags") {
+                    next.push_str(&format!("&tags={}", paging::escape_uri(t)));
+                }
+                if let Some(s) = q("size") {
+                    next.push_str(&format!("&size={s}"));
+                }
+            }
+            Answer::ok(200, json!({"data": page, "next": next, "offset": token}))
+        } else {
+            Answer::ok(200, json!({"data": page, "next": null}))
+        }
+    }
+
+    /// Distinct plugin names in use (`enabled_in_cluster`).
+    pub fn plugins_in_use(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .plugins
+            .values()
+            .filter_map(|p| p["name"].as_str().map(String::from))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The id a route's `service` points at, if any.
+    pub fn route_service(&self, route_id: &str) -> Option<String> {
+        self.routes
+            .get(route_id)
+            .and_then(|r| r["service"].get("id"))
+            .and_then(|v| v.as_str())
+            .map(String::from)
+    }
+
+    pub fn row(&self, kind: Kind, id: &str) -> Option<&Row> {
+        self.table(kind).get(id)
+    }
+}
+
+fn stamp(row: &mut Row, key: &str, t: i64) {
+    if row.get(key).is_none_or(|v| v.is_null()) {
+        row.insert(key.into(), json!(t));
+    }
+}

@@ -1,0 +1,6 @@
+//! Support for cross-binary tests: the Kong Admin API emulator, the backend stand-in,
+//! HTTP plumbing, and helpers for real Docker and Redis.
+
+pub mod backend;
+pub mod http;
+pub mod kong;

@@ -1,0 +1,1202 @@
+//! Conformance of the Kong Admin API emulator with Kong 3.4.2 (kong-admin-3.4.md §8 and §9):
+//! exact statuses and bodies, over real HTTP.
+
+use bytes::Bytes;
+use nasiko_tests::http::HttpClient;
+use nasiko_tests::kong::{Fault, KongEmulator, Options};
+use serde_json::{json, Value};
+
+struct K {
+    emu: KongEmulator,
+    http: HttpClient,
+}
+
+impl K {
+    async fn new() -> K {
+        K {
+            emu: KongEmulator::start(Options::default()).await.unwrap(),
+            http: HttpClient::default(),
+        }
+    }
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{}", self.emu.admin_url(), path);
+        self.http.json(method, &url, body.as_ref()).await.unwrap()
+    }
+    async fn raw(&self, method: &str, path: &str, ct: Option<&str>, body: &str) -> (u16, Value) {
+        let url = format!("{}{}", self.emu.admin_url(), path);
+        let h: Vec<(&str, &str)> = ct.map(|c| vec![("content-type", c)]).unwrap_or_default();
+        let (s, _, b) = self
+            .http
+            .send(method, &url, &h, Bytes::from(body.to_string()))
+            .await
+            .unwrap();
+        (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    }
+    async fn service(&self, name: &str) -> Value {
+        let (s, b) = self
+            .call(
+                "POST",
+                "/services",
+                Some(json!({"name": name, "host": "example.com"})),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        b
+    }
+}
+
+fn without_times(mut v: Value) -> Value {
+    for k in ["id", "created_at", "updated_at"] {
+        v.as_object_mut().unwrap().remove(k);
+    }
+    v
+}
+
+#[tokio::test]
+async fn a_service_gets_every_default_and_the_full_shape() {
+    let k = K::new().await;
+    let (s, b) = k
+        .call("POST", "/services", Some(json!({"host": "example.com"})))
+        .await;
+    assert_eq!(s, 201);
+    assert!(
+        b["id"].as_str().unwrap().len() == 36
+            && b["created_at"].is_i64()
+            && b["updated_at"].is_i64()
+    );
+    assert_eq!(
+        without_times(b),
+        json!({"name":null,"protocol":"http","host":"example.com","port":80,"path":null,
+               "connect_timeout":60000,"write_timeout":60000,"read_timeout":60000,"retries":5,
+               "enabled":true,"tags":null,"client_certificate":null,"ca_certificates":null,
+               "tls_verify":null,"tls_verify_depth":null})
+    );
+}
+
+#[tokio::test]
+async fn the_url_shorthand_is_split_and_never_echoed() {
+    let k = K::new().await;
+    let (s, b) = k
+        .call(
+            "POST",
+            "/services",
+            Some(json!({"name": "u", "url": "https://service.com/"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    assert_eq!(
+        (
+            b["protocol"].clone(),
+            b["host"].clone(),
+            b["port"].clone(),
+            b["path"].clone()
+        ),
+        (json!("https"), json!("service.com"), json!(443), json!("/"))
+    );
+    assert!(b.get("url").is_none());
+    // three successive PATCHes (10-services "updates with url")
+    let cases = [
+        (
+            "http://example.test:443",
+            "http",
+            "example.test",
+            443,
+            Value::Null,
+        ),
+        (
+            "https://example2.test:80/",
+            "https",
+            "example2.test",
+            80,
+            json!("/"),
+        ),
+        (
+            "http://example2.test",
+            "http",
+            "example2.test",
+            80,
+            Value::Null,
+        ),
+    ];
+    for (url, proto, host, port, path) in cases {
+        let (s, b) = k
+            .call("PATCH", "/services/u", Some(json!({"url": url})))
+            .await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["protocol"], json!(proto));
+        assert_eq!(b["host"], json!(host));
+        assert_eq!(b["port"], json!(port));
+        assert_eq!(b["path"], path, "{url}");
+        assert_eq!(b["connect_timeout"], json!(60000));
+    }
+}
+
+#[tokio::test]
+async fn invalid_service_input_gets_exact_schema_violations() {
+    let k = K::new().await;
+    let (s, b) = k
+        .call("POST", "/services", Some(json!({"url": "invalid url"})))
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        b,
+        json!({"code":2,"name":"schema violation",
+        "message":"2 schema violations (host: required field missing; path: should start with: /)",
+        "fields":{"host":"required field missing","path":"should start with: /"}})
+    );
+    let (s, b) = k.call("POST", "/services", Some(json!({}))).await;
+    assert_eq!(
+        (s, b),
+        (
+            400,
+            json!({"code":2,"name":"schema violation",
+        "message":"schema violation (host: required field missing)","fields":{"host":"required field missing"}})
+        )
+    );
+    let (s, b) = k
+        .call(
+            "POST",
+            "/services",
+            Some(json!({"host": "x.com", "protocol": "foo"})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        b["fields"],
+        json!({"protocol":"expected one of: grpc, grpcs, http, https, tcp, tls, tls_passthrough, udp"})
+    );
+    let (s, b) = k
+        .call(
+            "POST",
+            "/services",
+            Some(json!({"host": "x.com", "port": "80"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["fields"].clone()),
+        (400, json!({"port": "expected an integer"}))
+    );
+    let (s, b) = k
+        .call(
+            "POST",
+            "/services",
+            Some(json!({"host": "x.com", "foo": 1})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["message"].clone(), b["fields"].clone()),
+        (
+            400,
+            json!("schema violation (foo: unknown field)"),
+            json!({"foo": "unknown field"})
+        )
+    );
+    let (s, b) = k
+        .call(
+            "POST",
+            "/services",
+            Some(json!({"host": "x.com", "name": "foo bar"})),
+        )
+        .await;
+    assert_eq!((s, b["fields"]["name"].clone()), (400, json!("invalid value 'foo bar': the only accepted ascii characters are alphanumerics or ., -, _, and ~")));
+    let (s, b) = k
+        .call(
+            "POST",
+            "/services",
+            Some(json!({"host": "x.com", "name": ""})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["fields"]["name"].clone()),
+        (400, json!("length must be at least 1"))
+    );
+    let (s, b) = k
+        .call("POST", "/services", Some(json!({"host": "example.com:80"})))
+        .await;
+    assert_eq!(
+        (s, b["fields"]["host"].clone()),
+        (400, json!("must not have a port"))
+    );
+    let (s, _) = k
+        .call(
+            "POST",
+            "/services",
+            Some(json!({"host": "example_api.com."})),
+        )
+        .await;
+    assert_eq!(s, 201, "underscores and a trailing dot are valid hosts");
+    let (s, b) = k
+        .call(
+            "POST",
+            "/services",
+            Some(json!({"host": "x.com", "protocol": "tcp", "path": "/a"})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        b["fields"],
+        json!({"@entity":["failed conditional validation given value of field 'protocol'"],"path":"value must be null"})
+    );
+}
+
+#[tokio::test]
+async fn empty_lists_and_size_propagation_in_next() {
+    let k = K::new().await;
+    assert_eq!(
+        k.call("GET", "/services", None).await,
+        (200, json!({"data": [], "next": null}))
+    );
+    for i in 0..10 {
+        k.service(&format!("s{i}")).await;
+    }
+    let (s, b) = k.call("GET", "/services?size=3", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(b["data"].as_array().unwrap().len(), 3);
+    let token = b["offset"].as_str().unwrap().to_string();
+    let esc: String = token
+        .bytes()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+                (c as char).to_string()
+            } else {
+                format!("%{c:02X}")
+            }
+        })
+        .collect();
+    assert_eq!(b["next"], json!(format!("/services?offset={esc}&size=3")));
+    // walk every page via `next`; ids ascending, nothing missed
+    let mut ids = Vec::new();
+    let mut next = Some("/services?size=3".to_string());
+    while let Some(p) = next {
+        let (_, b) = k.call("GET", &p, None).await;
+        ids.extend(
+            b["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_str().unwrap().to_string()),
+        );
+        next = b["next"].as_str().map(String::from);
+        if next.is_none() {
+            assert!(
+                b.get("offset").is_none(),
+                "offset is absent on the last page"
+            );
+        }
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted);
+    assert_eq!(ids.len(), 10);
+    for (q, msg) in [
+        ("size=0", "size must be an integer between 1 and 1000"),
+        ("size=1001", "size must be an integer between 1 and 1000"),
+        ("size=foo", "size must be a number"),
+    ] {
+        assert_eq!(
+            k.call("GET", &format!("/services?{q}"), None).await,
+            (400, json!({"code":9,"name":"invalid size","message":msg}))
+        );
+    }
+    assert_eq!(
+        k.call("GET", "/services?offset=!!!", None).await,
+        (
+            400,
+            json!({"code":7,"name":"invalid offset","message":"'!!!' is not a valid offset: bad base64 encoding"})
+        )
+    );
+    // unknown query args are ignored
+    let (_, b) = k.call("GET", "/services?name=s1", None).await;
+    assert_eq!(b["data"].as_array().unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn delete_is_204_even_when_missing_and_refused_while_routes_reference_the_service() {
+    let k = K::new().await;
+    assert_eq!(
+        k.call(
+            "DELETE",
+            "/services/7a2c1f4e-0000-4000-8000-000000000000",
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(k.call("DELETE", "/services/not-there", None).await.0, 204);
+    k.service("svc").await;
+    let (s, _) = k
+        .call(
+            "POST",
+            "/services/svc/routes",
+            Some(json!({"name": "r", "paths": ["/x"]})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    assert_eq!(
+        k.call("DELETE", "/services/svc", None).await,
+        (
+            400,
+            json!({"code":4,"name":"foreign key violation",
+        "message":"an existing 'routes' entity references this 'services' entity","fields":{"@referenced_by":"routes"}})
+        )
+    );
+    assert_eq!(k.call("DELETE", "/routes/r", None).await.0, 204);
+    assert_eq!(k.call("DELETE", "/services/svc", None).await.0, 204);
+    assert_eq!(
+        k.call("GET", "/services/svc", None).await,
+        (404, json!({"message": "Not found"}))
+    );
+}
+
+#[tokio::test]
+async fn duplicate_names_and_plugins_give_409_code_5() {
+    let k = K::new().await;
+    let svc = k.service("svc").await;
+    let (s, b) = k
+        .call(
+            "POST",
+            "/services",
+            Some(json!({"name": "svc", "host": "a.com"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b),
+        (
+            409,
+            json!({"code":5,"name":"unique constraint violation",
+        "message":"UNIQUE violation detected on '{name=\"svc\"}'","fields":{"name":"svc"}})
+        )
+    );
+    let sid = svc["id"].as_str().unwrap();
+    assert_eq!(
+        k.call(
+            "POST",
+            "/services/svc/plugins",
+            Some(json!({"name": "cors"}))
+        )
+        .await
+        .0,
+        201
+    );
+    let (s, b) = k
+        .call(
+            "POST",
+            "/services/svc/plugins",
+            Some(json!({"name": "cors"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b),
+        (
+            409,
+            json!({"code":5,"name":"unique constraint violation",
+        "message": format!("UNIQUE violation detected on '{{consumer=null,name=\"cors\",route=null,service={{id=\"{sid}\"}}}}'"),
+        "fields":{"consumer":null,"name":"cors","route":null,"service":{"id":sid}}})
+        )
+    );
+    let (_, r) = k
+        .call(
+            "POST",
+            "/routes",
+            Some(json!({"name": "r", "paths": ["/r"], "service": {"name": "svc"}})),
+        )
+        .await;
+    let rid = r["id"].as_str().unwrap();
+    assert_eq!(
+        k.call("POST", "/routes/r/plugins", Some(json!({"name": "cors"})))
+            .await
+            .0,
+        201
+    );
+    let (s, b) = k
+        .call("POST", "/routes/r/plugins", Some(json!({"name": "cors"})))
+        .await;
+    assert_eq!((s, b["message"].clone()), (409, json!(format!("UNIQUE violation detected on '{{consumer=null,name=\"cors\",route={{id=\"{rid}\"}},service=null}}'"))));
+    // a duplicate primary key is 400 code 3, not 409
+    let (s, b) = k
+        .call(
+            "POST",
+            "/services",
+            Some(json!({"id": sid, "host": "a.com"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b),
+        (
+            400,
+            json!({"code":3,"name":"primary key violation",
+        "message": format!("primary key violation on key '{{id=\"{sid}\"}}'"),"fields":{"id":sid}})
+        )
+    );
+}
+
+#[tokio::test]
+async fn route_input_errors_are_exact() {
+    let k = K::new().await;
+    assert_eq!(
+        k.call("POST", "/routes", Some(json!({}))).await,
+        (
+            400,
+            json!({"code":2,"name":"schema violation",
+        "message":"schema violation (must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'https')",
+        "fields":{"@entity":["must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'https'"]}})
+        )
+    );
+    let (s, b) = k
+        .call("POST", "/routes", Some(json!({"protocols": ["http"]})))
+        .await;
+    assert_eq!(
+        (s, b["fields"]["@entity"][0].clone()),
+        (
+            400,
+            json!(
+                "must set one of 'methods', 'hosts', 'headers', 'paths' when 'protocols' is 'http'"
+            )
+        )
+    );
+    let (s, b) = k
+        .call(
+            "POST",
+            "/routes",
+            Some(json!({"paths": ["/x"], "service": {"name": "non-existing"}})),
+        )
+        .await;
+    assert_eq!(
+        (s, b),
+        (
+            400,
+            json!({"code":13,"name":"foreign keys unresolved",
+        "message":"foreign key unresolved (service.name: the foreign key cannot be resolved with '{name=\"non-existing\"}' for an existing 'services' entity)",
+        "fields":{"service":{"name":"the foreign key cannot be resolved with '{name=\"non-existing\"}' for an existing 'services' entity"}}})
+        )
+    );
+    let (s, b) = k
+        .call(
+            "POST",
+            "/routes",
+            Some(json!({"paths": ["/x"], "service": {"protocol": "http"}})),
+        )
+        .await;
+    assert_eq!(
+        (s, b),
+        (
+            400,
+            json!({"code":2,"name":"schema violation","message":"schema violation (service.id: missing primary key)",
+        "fields":{"service":{"id":"missing primary key"}}})
+        )
+    );
+    let unknown = "7a2c1f4e-0000-4000-8000-000000000000";
+    let (s, b) = k
+        .call(
+            "POST",
+            "/routes",
+            Some(json!({"paths": ["/x"], "service": {"id": unknown}})),
+        )
+        .await;
+    assert_eq!(
+        (s, b),
+        (
+            400,
+            json!({"code":4,"name":"foreign key violation",
+        "message": format!("the foreign key '{{id=\"{unknown}\"}}' does not reference an existing 'services' entity."),
+        "fields":{"service":{"id":unknown}}})
+        )
+    );
+    let (s, b) = k
+        .call("POST", "/routes", Some(json!({"paths": ["x", "/ok"]})))
+        .await;
+    assert_eq!(
+        (s, b["message"].clone(), b["fields"].clone()),
+        (
+            400,
+            json!(
+                "schema violation (paths.1: should start with: / (fixed path) or ~/ (regex path))"
+            ),
+            json!({"paths": ["should start with: / (fixed path) or ~/ (regex path)", null]})
+        )
+    );
+    let (s, b) = k
+        .call("POST", "/routes", Some(json!({"methods": ["get"]})))
+        .await;
+    assert_eq!(
+        (s, b["fields"]["methods"].clone()),
+        (400, json!(["invalid value: get"]))
+    );
+    let (s, b) = k
+        .call(
+            "POST",
+            "/routes",
+            Some(json!({"paths": ["/x"], "regex_priority": "foobar"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["message"].clone()),
+        (
+            400,
+            json!("schema violation (regex_priority: expected an integer)")
+        )
+    );
+    let (s, b) = k
+        .call(
+            "POST",
+            "/routes",
+            Some(json!({"paths": ["/x"], "protocols": ["http", "tcp"]})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["fields"]["protocols"].clone()),
+        (
+            400,
+            json!("these sets are mutually exclusive: ('http', 'https'), ('tcp', 'tls', 'udp')")
+        )
+    );
+}
+
+#[tokio::test]
+async fn put_is_a_full_replacement_that_answers_200() {
+    let k = K::new().await;
+    k.service("svc").await;
+    let (s, created) = k
+        .call(
+            "PUT",
+            "/routes/my-route",
+            Some(json!({"paths": ["/a"], "service": {"name": "svc"}, "methods": ["GET"]})),
+        )
+        .await;
+    assert_eq!(s, 200, "PUT creates with 200, never 201");
+    assert_eq!(created["name"], json!("my-route"));
+    assert!(created["service"]["id"].is_string());
+    let (s, updated) = k
+        .call(
+            "PUT",
+            "/routes/my-route",
+            Some(json!({"paths": ["/b"], "name": "ignored"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(updated["id"], created["id"], "the id is kept on update");
+    assert_eq!(
+        updated["name"],
+        json!("my-route"),
+        "the URL wins over the body name"
+    );
+    assert_eq!(updated["methods"], Value::Null, "omitted fields are reset");
+    assert_eq!(
+        updated["service"],
+        Value::Null,
+        "a PUT without service detaches the route"
+    );
+    let (s, b) = k.call("PUT", "/services/x", Some(json!({}))).await;
+    assert_eq!(
+        (s, b["fields"].clone()),
+        (400, json!({"host": "required field missing"}))
+    );
+    // the route default shape
+    assert_eq!(
+        without_times(updated),
+        json!({"name":"my-route","protocols":["http","https"],"methods":null,"hosts":null,
+        "headers":null,"paths":["/b"],"snis":null,"sources":null,"destinations":null,"regex_priority":0,
+        "strip_path":true,"path_handling":"v0","preserve_host":false,"request_buffering":true,
+        "response_buffering":true,"https_redirect_status_code":426,"tags":null,"service":null})
+    );
+}
+
+#[tokio::test]
+async fn patch_merges_clears_with_null_and_reports_missing_entities() {
+    let k = K::new().await;
+    k.service("svc").await;
+    k.call(
+        "POST",
+        "/routes",
+        Some(json!({"name": "r", "paths": ["/a"], "methods": ["GET"], "service": {"name": "svc"}})),
+    )
+    .await;
+    let (s, b) = k
+        .call(
+            "PATCH",
+            "/routes/r",
+            Some(json!({"methods": [], "hosts": ["a.com"]})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(b["methods"], json!([]), "[] stays []");
+    assert_eq!(b["paths"], json!(["/a"]), "absent fields are kept");
+    let (_, b) = k
+        .call("PATCH", "/routes/r", Some(json!({"service": null})))
+        .await;
+    assert_eq!(b["service"], Value::Null);
+    assert_eq!(
+        k.call("PATCH", "/services/nope", Some(json!({"retries": 1})))
+            .await,
+        (
+            404,
+            json!({"code":6,"name":"not found",
+        "message":"could not find the entity with '{name=\"nope\"}'","fields":{"name":"nope"}})
+        )
+    );
+    let id = "7a2c1f4e-0000-4000-8000-000000000000";
+    assert_eq!(
+        k.call(
+            "PATCH",
+            &format!("/services/{id}"),
+            Some(json!({"retries": 1}))
+        )
+        .await,
+        (
+            404,
+            json!({"code":6,"name":"not found",
+        "message": format!("could not find the entity with primary key '{{id=\"{id}\"}}'"),"fields":{"id":id}})
+        )
+    );
+    // validation runs before the existence check
+    assert_eq!(
+        k.call("PATCH", "/services/nope", Some(json!({"port": "x"})))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        k.call(
+            "PATCH",
+            "/plugins/7a2c1f4e-0000-4000-8000-000000000001",
+            Some(json!({"enabled": false}))
+        )
+        .await,
+        (404, json!({"message": "Not found"}))
+    );
+}
+
+#[tokio::test]
+async fn names_in_paths_uuids_and_invalid_segments() {
+    let k = K::new().await;
+    let svc = k.service("svc").await;
+    let id = svc["id"].as_str().unwrap();
+    assert_eq!(
+        k.call("GET", &format!("/services/{}", id.to_uppercase()), None)
+            .await
+            .0,
+        200,
+        "UUID match is case-insensitive"
+    );
+    assert_eq!(
+        k.call("GET", "/services/foo%20bar", None).await,
+        (
+            400,
+            json!({"code":10,"name":"invalid unique name",
+        "message":"invalid value 'foo bar': the only accepted ascii characters are alphanumerics or ., -, _, and ~"})
+        )
+    );
+    // an entity named like a UUID cannot be reached by name
+    let uuid_name = "11111111-2222-4333-8444-555555555555";
+    k.call(
+        "POST",
+        "/services",
+        Some(json!({"name": uuid_name, "host": "a.com"})),
+    )
+    .await;
+    assert_eq!(
+        k.call("GET", &format!("/services/{uuid_name}"), None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(k.call("GET", "/services/%E5%86%86", None).await.0, 404);
+    k.call(
+        "POST",
+        "/services",
+        Some(json!({"name": "円", "host": "a.com"})),
+    )
+    .await;
+    assert_eq!(k.call("GET", "/services/%E5%86%86", None).await.0, 200);
+    assert_eq!(
+        k.call("GET", "/services/", None).await.0,
+        200,
+        "a trailing slash is tolerated"
+    );
+    assert_eq!(
+        k.call("GET", "/non-existing", None).await,
+        (404, json!({"message": "Not found"}))
+    );
+    assert_eq!(
+        k.call("DELETE", "/routes", None).await,
+        (405, json!({"message": "Method not allowed"}))
+    );
+    assert_eq!(k.call("PATCH", "/plugins", None).await.0, 405);
+}
+
+#[tokio::test]
+async fn bodies_need_a_known_content_type_and_valid_json() {
+    let k = K::new().await;
+    assert_eq!(
+        k.raw("POST", "/services", Some("application/json"), "{bad")
+            .await,
+        (400, json!({"message": "Cannot parse JSON body"}))
+    );
+    assert_eq!(
+        k.raw("POST", "/services", Some("text/plain"), "host=x.com")
+            .await
+            .0,
+        415
+    );
+    assert_eq!(k.raw("POST", "/services", None, "host=x.com").await.0, 415);
+    let (s, b) = k
+        .raw(
+            "POST",
+            "/services",
+            Some("application/x-www-form-urlencoded"),
+            "host=x.com&port=8080",
+        )
+        .await;
+    assert_eq!(
+        (s, b["port"].clone()),
+        (201, json!(8080)),
+        "form input is type-inferred"
+    );
+    assert_eq!(
+        k.raw("GET", "/services", Some("application/json"), "{bad")
+            .await
+            .0,
+        200,
+        "a body on GET is ignored"
+    );
+}
+
+#[tokio::test]
+async fn plugins_default_their_config_cascade_and_check_names() {
+    let k = K::new().await;
+    k.service("svc").await;
+    k.call(
+        "POST",
+        "/routes",
+        Some(json!({"name": "r", "paths": ["/a"], "service": {"name": "svc"}})),
+    )
+    .await;
+    let (s, p) = k
+        .call(
+            "POST",
+            "/routes/r/plugins",
+            Some(json!({"name": "cors", "config": {"origins": ["*"]}})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    assert_eq!(
+        p["config"],
+        json!({"origins":["*"],"headers":null,"exposed_headers":null,
+        "methods":["GET","HEAD","PUT","PATCH","POST","DELETE","OPTIONS","TRACE","CONNECT"],
+        "max_age":null,"credentials":false,"preflight_continue":false})
+    );
+    assert_eq!(p["protocols"], json!(["grpc", "grpcs", "http", "https"]));
+    assert_eq!(
+        (
+            p["instance_name"].clone(),
+            p["consumer"].clone(),
+            p["enabled"].clone()
+        ),
+        (Value::Null, Value::Null, json!(true))
+    );
+    let pid = p["id"].as_str().unwrap().to_string();
+    // PATCH deep-merges config
+    let (_, p2) = k
+        .call(
+            "PATCH",
+            &format!("/plugins/{pid}"),
+            Some(json!({"config": {"max_age": 3600}})),
+        )
+        .await;
+    assert_eq!(
+        (
+            p2["config"]["origins"].clone(),
+            p2["config"]["max_age"].clone()
+        ),
+        (json!(["*"]), json!(3600))
+    );
+    let (s, b) = k
+        .call(
+            "PATCH",
+            &format!("/plugins/{pid}"),
+            Some(json!({"config": "bar"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["message"].clone()),
+        (400, json!("schema violation (config: expected a record)"))
+    );
+    let (s, b) = k
+        .call("POST", "/plugins", Some(json!({"name": "foo"})))
+        .await;
+    assert_eq!(
+        (s, b["fields"]["name"].clone()),
+        (
+            400,
+            json!("plugin 'foo' not enabled; add it to the 'plugins' configuration property")
+        )
+    );
+    let (s, b) = k.call("POST", "/plugins", Some(json!({}))).await;
+    assert_eq!(
+        (s, b["message"].clone()),
+        (
+            400,
+            json!("schema violation (name: required field missing)")
+        )
+    );
+    // only size/offset/tags are honoured: ?name= does not filter
+    k.call(
+        "POST",
+        "/plugins",
+        Some(json!({"name": "request-termination"})),
+    )
+    .await;
+    let (_, l) = k.call("GET", "/plugins?name=cors", None).await;
+    assert_eq!(l["data"].as_array().unwrap().len(), 2);
+    // deleting the route cascades to its plugins
+    k.call("DELETE", "/routes/r", None).await;
+    assert_eq!(k.call("GET", &format!("/plugins/{pid}"), None).await.0, 404);
+    let (_, l) = k.call("GET", "/plugins", None).await;
+    assert_eq!(l["data"].as_array().unwrap().len(), 1);
+    // service-scoped plugins cascade with the service
+    k.call(
+        "POST",
+        "/services/svc/plugins",
+        Some(json!({"name": "cors"})),
+    )
+    .await;
+    k.call("DELETE", "/services/svc", None).await;
+    let (_, l) = k.call("GET", "/plugins", None).await;
+    assert_eq!(l["data"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn plugins_upsert_by_instance_name_and_validate_config() {
+    let k = K::new().await;
+    let (s, a) = k
+        .call("PUT", "/plugins/my-cors", Some(json!({"name": "cors"})))
+        .await;
+    assert_eq!((s, a["instance_name"].clone()), (200, json!("my-cors")));
+    let (s, b) = k
+        .call(
+            "PUT",
+            "/plugins/my-cors",
+            Some(json!({"name": "cors", "config": {"max_age": 5}})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        b["id"], a["id"],
+        "the id is kept across PUTs by instance_name"
+    );
+    let (s, b) = k
+        .call(
+            "POST",
+            "/plugins",
+            Some(json!({"name": "request-termination", "config": {"status_code": 42}})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["fields"]["config"]["status_code"].clone()),
+        (400, json!("value should be between 100 and 599"))
+    );
+    let (s, b) = k
+        .call(
+            "POST",
+            "/plugins",
+            Some(json!({"name": "request-termination", "config": {"message": "x", "body": "y"}})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["fields"]["config"]["@entity"].clone()),
+        (
+            400,
+            json!(["message cannot be used with content_type or body"])
+        )
+    );
+    let (_, t) = k
+        .call(
+            "POST",
+            "/plugins",
+            Some(json!({"name": "request-termination"})),
+        )
+        .await;
+    assert_eq!(
+        t["config"],
+        json!({"status_code":503,"message":null,"content_type":null,"body":null,"echo":false,"trigger":null})
+    );
+}
+
+#[tokio::test]
+async fn tags_filter_with_and_or_but_not_on_nested_lists() {
+    let k = K::new().await;
+    for (n, tags) in [
+        ("a", json!(["x", "y"])),
+        ("b", json!(["x"])),
+        ("c", json!(["z"])),
+    ] {
+        k.call(
+            "POST",
+            "/services",
+            Some(json!({"name": n, "host": "h.com", "tags": tags})),
+        )
+        .await;
+    }
+    let names = |b: &Value| {
+        let mut v: Vec<String> = b["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(&k.call("GET", "/services?tags=x", None).await.1),
+        ["a", "b"]
+    );
+    assert_eq!(
+        names(&k.call("GET", "/services?tags=x,y", None).await.1),
+        ["a"]
+    );
+    assert_eq!(
+        names(&k.call("GET", "/services?tags=y/z", None).await.1),
+        ["a", "c"]
+    );
+    assert_eq!(
+        k.call("GET", "/services?tags=x,y/z", None).await,
+        (
+            400,
+            json!({"code":11,"name":"invalid options",
+        "message":"invalid option (tags: invalid filter syntax)","options":{"tags":"invalid filter syntax"}})
+        )
+    );
+    let (_, b) = k.call("GET", "/services?tags=x&size=1", None).await;
+    let next = b["next"].as_str().unwrap();
+    assert!(
+        next.starts_with("/services?offset=") && next.ends_with("&tags=x&size=1"),
+        "{next}"
+    );
+    k.call(
+        "POST",
+        "/services/a/routes",
+        Some(json!({"paths": ["/1"], "tags": ["q"]})),
+    )
+    .await;
+    k.call("POST", "/services/a/routes", Some(json!({"paths": ["/2"]})))
+        .await;
+    let (_, b) = k.call("GET", "/services/a/routes?tags=q", None).await;
+    assert_eq!(
+        b["data"].as_array().unwrap().len(),
+        2,
+        "nested lists ignore tags"
+    );
+    let (s, b) = k
+        .call(
+            "POST",
+            "/services",
+            Some(json!({"host": "h.com", "tags": ["a,b"]})),
+        )
+        .await;
+    assert_eq!((s, b["fields"]["tags"][0].clone()), (400, json!("invalid tag 'a,b': expected printable ascii (except `,` and `/`) or valid utf-8 sequences")));
+}
+
+#[tokio::test]
+async fn nested_endpoints_scope_to_their_parent() {
+    let k = K::new().await;
+    k.service("s1").await;
+    k.service("s2").await;
+    assert_eq!(
+        k.call("GET", "/services/none/routes", None).await,
+        (404, json!({"message": "Not found"}))
+    );
+    assert_eq!(
+        k.call(
+            "POST",
+            "/services/none/routes",
+            Some(json!({"paths": ["/x"]}))
+        )
+        .await
+        .0,
+        404
+    );
+    let (_, r) = k
+        .call(
+            "POST",
+            "/services/s1/routes",
+            Some(json!({"name": "r1", "paths": ["/x"], "service": {"name": "s2"}})),
+        )
+        .await;
+    let (_, s1) = k.call("GET", "/services/s1", None).await;
+    assert_eq!(
+        r["service"]["id"], s1["id"],
+        "the URL's service wins over the body"
+    );
+    assert_eq!(k.call("GET", "/services/s2/routes/r1", None).await.0, 404);
+    assert_eq!(k.call("GET", "/services/s1/routes/r1", None).await.0, 200);
+    assert_eq!(
+        k.call("GET", "/routes/r1/service", None).await.1["name"],
+        json!("s1")
+    );
+    assert_eq!(
+        k.call("DELETE", "/routes/r1/service", None).await,
+        (405, json!({"message": "Method not allowed"}))
+    );
+    let (_, l) = k.call("GET", "/services/s2/routes", None).await;
+    assert_eq!(l, json!({"data": [], "next": null}));
+}
+
+#[tokio::test]
+async fn root_and_status_describe_the_node() {
+    let k = K::new().await;
+    let (s, b) = k.call("GET", "/", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        (b["tagline"].clone(), b["version"].clone()),
+        (json!("Welcome to kong"), json!("3.4.2"))
+    );
+    assert!(b["plugins"]["available_on_server"]["nasiko-auth"].is_object());
+    assert_eq!(b["plugins"]["enabled_in_cluster"], json!([]));
+    assert_eq!(
+        k.call("POST", "/", None).await,
+        (405, json!({"message": "Method not allowed"}))
+    );
+    let (_, st) = k.call("GET", "/status", None).await;
+    assert_eq!(st["database"], json!({"reachable": true}));
+    assert!(st.get("configuration_hash").is_none());
+    assert_eq!(
+        k.call("GET", "/config", None).await,
+        (
+            400,
+            json!({"message": "this endpoint is only available when Kong is configured to not use a database"})
+        )
+    );
+    k.emu.set_available_plugins(vec!["cors".into()]);
+    let (_, b) = k.call("GET", "/", None).await;
+    assert!(b["plugins"]["available_on_server"]
+        .get("nasiko-auth")
+        .is_none());
+}
+
+#[tokio::test]
+async fn the_proxy_routes_by_longest_prefix_strip_path_and_methods() {
+    let k = K::new().await;
+    // an upstream: the emulator's own admin API is a real HTTP server
+    let up = k.emu.admin_addr;
+    k.call(
+        "POST",
+        "/services",
+        Some(json!({"name": "admin", "url": format!("http://{up}")})),
+    )
+    .await;
+    k.call("POST", "/routes", Some(json!({"name": "wide", "paths": ["/gw"], "service": {"name": "admin"}, "strip_path": true}))).await;
+    k.call(
+        "POST",
+        "/services",
+        Some(json!({"name": "admin-status", "url": format!("http://{up}/status")})),
+    )
+    .await;
+    k.call("POST", "/routes", Some(json!({"name": "narrow", "paths": ["/gw/deep"], "methods": ["GET"], "service": {"name": "admin-status"}}))).await;
+    let http = HttpClient::default();
+    let p = k.emu.proxy_url();
+    let (s, b) = http
+        .json("GET", &format!("{p}/gw/services"), None)
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(
+        b["data"].as_array().unwrap().len(),
+        2,
+        "strip_path forwards /services"
+    );
+    let (s, b) = http
+        .json("GET", &format!("{p}/gw/deep"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (s, b["database"].clone()),
+        (200, json!({"reachable": true})),
+        "the longest prefix wins and the service path is used"
+    );
+    let (s, b) = http
+        .json("POST", &format!("{p}/gw/deep"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (s, b),
+        (404, json!({"message": "Not found"})),
+        "a POST falls back to the wide route: POST /deep on the admin API"
+    );
+    let (s, b) = http
+        .json("GET", &format!("{p}/nothing"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (s, b),
+        (
+            404,
+            json!({"message": "no Route matched with those values"})
+        )
+    );
+}
+
+#[tokio::test]
+async fn faults_refuse_fail_and_the_record_counts_requests() {
+    let k = K::new().await;
+    k.service("svc").await;
+    k.call("GET", "/services", None).await;
+    let rec = k.emu.requests();
+    assert_eq!(rec.len(), 2);
+    assert_eq!(
+        (rec[0].method.as_str(), rec[0].path.as_str(), rec[0].status),
+        ("POST", "/services", 201)
+    );
+    assert_eq!(rec.iter().filter(|r| r.is_write()).count(), 1);
+    k.emu.set_fault(Fault::Error500);
+    assert_eq!(
+        k.call("GET", "/services", None).await,
+        (500, json!({"message": "An unexpected error occurred"}))
+    );
+    k.emu.set_fault(Fault::Refuse);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let err = k
+        .http
+        .json("GET", &format!("{}/services", k.emu.admin_url()), None)
+        .await;
+    assert!(err.is_err(), "connections are refused: {err:?}");
+    // the control endpoints stay reachable on the proxy listener
+    let http = HttpClient::default();
+    let (s, _) = http
+        .json(
+            "PUT",
+            &format!("{}/__emulator/fault", k.emu.proxy_url()),
+            Some(&json!({"mode": "none"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    let mut ok = false;
+    for _ in 0..50 {
+        if let Ok((200, _)) = k
+            .http
+            .json("GET", &format!("{}/services", k.emu.admin_url()), None)
+            .await
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(ok, "the admin listener comes back");
+    let (s, b) = http
+        .json(
+            "GET",
+            &format!("{}/__emulator/requests", k.emu.admin_url()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    assert!(b["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| !r["path"].as_str().unwrap().starts_with("/__emulator")));
+}
