@@ -1,0 +1,137 @@
+//! The HTTP API on :8080 — the Python registry's shapes (`/health`, `/status`, `/services`,
+//! `POST /sync`) plus `/agents` and Prometheus `/metrics`.
+
+use crate::config::DiscoveryMode;
+use crate::reconciler::SyncRequest;
+use crate::status::{now_unix, Counters, Status};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Clone)]
+pub struct Api {
+    pub status: Arc<Status>,
+    pub sync: mpsc::Sender<SyncRequest>,
+    pub mode: DiscoveryMode,
+}
+
+fn respond(status: u16, body: &Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap_or_default())))
+        .expect("static response parts are valid")
+}
+
+impl Api {
+    pub async fn serve(self, listener: TcpListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let api = self.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let api = api.clone();
+                    async move { Ok::<_, std::convert::Infallible>(api.handle(req.method().as_str(), req.uri().path()).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    }
+
+    async fn handle(&self, method: &str, path: &str) -> Response<Full<Bytes>> {
+        match (method, path.trim_end_matches('/')) {
+            ("GET" | "HEAD", "/health") => respond(200, &json!({"status": "healthy", "timestamp": now_unix()})),
+            ("GET", "/status") => respond(200, &self.status_body()),
+            ("GET", "/services") => {
+                let s = self.status.read();
+                respond(200, &json!({"services": s.managed_services}))
+            }
+            ("GET", "/agents") => {
+                let s = self.status.read();
+                respond(200, &json!({"agents": s.agents, "waiting": s.waiting, "skipped_malformed": s.malformed}))
+            }
+            ("GET", "/metrics") => Response::builder()
+                .status(200)
+                .header("content-type", "text/plain; version=0.0.4")
+                .body(Full::new(Bytes::from(self.metrics())))
+                .expect("static response parts are valid"),
+            ("POST", "/sync") => {
+                let (tx, rx) = oneshot::channel();
+                if self.sync.send(tx).await.is_err() {
+                    return respond(503, &json!({"message": "the reconciler is not running"}));
+                }
+                match tokio::time::timeout(Duration::from_secs(60), rx).await {
+                    Ok(Ok(o)) => match o.error {
+                        None => respond(200, &json!({"message": format!("Sync completed. Registered {} Docker services.", o.agents), "writes": o.writes})),
+                        Some(e) => respond(503, &json!({"message": format!("Sync failed: {e}"), "writes": o.writes})),
+                    },
+                    _ => respond(504, &json!({"message": "Sync did not finish within 60 s; see /status"})),
+                }
+            }
+            (_, "/health" | "/status" | "/services" | "/agents" | "/metrics" | "/sync") => respond(405, &json!({"message": "Method not allowed"})),
+            _ => respond(404, &json!({"message": "Not found", "endpoints": ["/health", "/status", "/services", "POST /sync", "/agents", "/metrics"]})),
+        }
+    }
+
+    fn status_body(&self) -> Value {
+        let s = self.status.read();
+        let c = &self.status.counters;
+        let healthy = s.kong_reachable && s.docker_reachable && s.last_error.is_none() && s.static_file_error.is_none();
+        json!({
+            "status": if healthy { "healthy" } else { "degraded" },
+            "services_count": s.managed_services.len(),
+            "last_sync": s.last_sync.clone().unwrap_or_else(|| "never".into()),
+            "kong_status": if s.kong_reachable { "healthy" } else { "unhealthy" },
+            "discovery_mode": match self.mode { DiscoveryMode::Docker => "docker", DiscoveryMode::Kubernetes => "kubernetes" },
+            "docker_status": if s.docker_reachable { "healthy" } else { "unhealthy" },
+            "docker_listed": s.docker_listed,
+            "last_error": s.last_error,
+            "last_sync_writes": s.last_sync_writes,
+            "static_proxies": s.static_proxies,
+            "static_routes_source": s.static_file,
+            "static_routes_error": s.static_file_error,
+            "agents": s.agents.iter().map(|a| a.service_name()).collect::<Vec<_>>(),
+            "agents_waiting": s.waiting,
+            "agents_skipped_malformed": s.malformed,
+            "missing_plugins": s.missing_plugins,
+            "counters": {
+                "syncs": Counters::get(&c.syncs),
+                "sync_failures": Counters::get(&c.sync_failures),
+                "kong_requests": Counters::get(&c.kong_requests),
+                "kong_writes": Counters::get(&c.kong_writes),
+                "kong_errors": Counters::get(&c.kong_errors),
+                "docker_events": Counters::get(&c.docker_events),
+                "docker_reconnects": Counters::get(&c.docker_reconnects),
+            }
+        })
+    }
+
+    fn metrics(&self) -> String {
+        let c = &self.status.counters;
+        let s = self.status.read();
+        let mut out = String::new();
+        let mut m = |name: &str, kind: &str, help: &str, v: f64| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+        };
+        m("registry_syncs_total", "counter", "Syncs run.", Counters::get(&c.syncs) as f64);
+        m("registry_sync_failures_total", "counter", "Syncs that failed.", Counters::get(&c.sync_failures) as f64);
+        m("registry_kong_requests_total", "counter", "Kong Admin API requests.", Counters::get(&c.kong_requests) as f64);
+        m("registry_kong_writes_total", "counter", "Kong Admin API writes (POST/PUT/PATCH/DELETE).", Counters::get(&c.kong_writes) as f64);
+        m("registry_kong_errors_total", "counter", "Kong Admin API errors.", Counters::get(&c.kong_errors) as f64);
+        m("registry_docker_events_total", "counter", "Docker events received.", Counters::get(&c.docker_events) as f64);
+        m("registry_docker_reconnects_total", "counter", "Docker reconnects.", Counters::get(&c.docker_reconnects) as f64);
+        m("registry_event_lag_seconds_sum", "counter", "Sum of Docker event to Kong applied lags.", Counters::get(&c.event_lag_ms_sum) as f64 / 1000.0);
+        m("registry_event_lag_seconds_count", "counter", "Number of lags summed.", Counters::get(&c.event_lag_count) as f64);
+        m("registry_agents", "gauge", "Agents routed.", s.agents.len() as f64);
+        m("registry_kong_up", "gauge", "Kong reachable at the last sync.", if s.kong_reachable { 1.0 } else { 0.0 });
+        m("registry_docker_up", "gauge", "Docker reachable.", if s.docker_reachable { 1.0 } else { 0.0 });
+        out
+    }
+}

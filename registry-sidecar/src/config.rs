@@ -1,0 +1,164 @@
+//! Configuration: the clap arguments (every env var of contracts.md §2, each also a flag) and
+//! the validated `Config` the daemon runs with.
+
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiscoveryMode {
+    /// Watch the Docker engine for agent containers on the agents network.
+    Docker,
+    /// Watch Kubernetes Services (not built yet: see issue 8).
+    Kubernetes,
+}
+
+/// Keeps Kong's services, routes and plugins in step with the Nasiko agent containers running on
+/// the agents network, plus the platform's static proxies. A drop-in for `kong-service-registry`.
+///
+/// Agent containers are found by the label `nasiko.type=agent` (or, unlabelled, by a name starting
+/// with `agent-`). Every Kong entity it writes carries an ownership tag; it never touches others.
+#[derive(Debug, Parser)]
+#[command(name = "registry-sidecar", version)]
+pub struct Args {
+    /// Kong Admin API base URL.
+    #[arg(long, env = "KONG_ADMIN_URL", default_value = "http://kong-gateway:8001")]
+    pub kong_admin_url: String,
+
+    /// Seconds between full resyncs with Kong (events trigger syncs in between).
+    #[arg(long, env = "REGISTRY_INTERVAL", default_value_t = 30)]
+    pub registry_interval: u64,
+
+    /// Docker network the agents are attached to; their IP on it becomes the upstream.
+    #[arg(long, env = "AGENTS_NETWORK", default_value = "nasiko-network")]
+    pub agents_network: String,
+
+    /// Where agents are discovered: docker or kubernetes.
+    #[arg(long, env = "DISCOVERY_MODE", value_enum)]
+    pub discovery_mode: Option<DiscoveryMode>,
+
+    /// Legacy switch of the Python registry: true means kubernetes, false means docker.
+    /// DISCOVERY_MODE wins when both are set.
+    #[arg(long, env = "K8S_ENABLED")]
+    pub k8s_enabled: Option<bool>,
+
+    /// Host of the backend API proxy upstream.
+    #[arg(long, env = "KONG_BACKEND_HOST", default_value = "nasiko-backend")]
+    pub kong_backend_host: String,
+    /// Host of the web app upstream.
+    #[arg(long, env = "KONG_WEB_HOST", default_value = "nasiko-web")]
+    pub kong_web_host: String,
+    /// Route path of the web app.
+    #[arg(long, env = "KONG_WEB_PATH", default_value = "/app")]
+    pub kong_web_path: String,
+    /// Host of the auth service (auth proxy and the nasiko-auth plugin).
+    #[arg(long, env = "KONG_AUTH_HOST", default_value = "nasiko-auth-service")]
+    pub kong_auth_host: String,
+    /// Port of the auth service.
+    #[arg(long, env = "KONG_AUTH_PORT", default_value_t = 8001)]
+    pub kong_auth_port: u16,
+    /// Full auth service URL for the nasiko-auth plugin (overrides host and port).
+    #[arg(long, env = "KONG_AUTH_SERVICE_URL")]
+    pub kong_auth_service_url: Option<String>,
+    /// Host of the router upstream.
+    #[arg(long, env = "KONG_ROUTER_HOST", default_value = "nasiko-router")]
+    pub kong_router_host: String,
+    /// Host of the n8n upstream.
+    #[arg(long, env = "KONG_N8N_HOST", default_value = "n8n")]
+    pub kong_n8n_host: String,
+
+    /// Docker endpoint (unix:///var/run/docker.sock, tcp://host:2375). Unset: the local socket.
+    #[arg(long, env = "DOCKER_HOST")]
+    pub docker_host: Option<String>,
+
+    /// The declarative static-proxies file (reloaded on change). Missing: built-in defaults.
+    #[arg(long, env = "STATIC_ROUTES_FILE", default_value = "/etc/nasiko/static-routes.yml")]
+    pub static_routes_file: PathBuf,
+
+    /// Address of the HTTP API (/health, /status, /services, /sync, /agents, /metrics).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Ownership tag put on every Kong entity the sidecar writes (no `,` or `/`).
+    #[arg(long, env = "OWNER_TAG", default_value = "managed-by-nasiko-registry")]
+    pub owner_tag: String,
+
+    /// Timeout of one Kong Admin API request, in milliseconds.
+    #[arg(long, env = "KONG_TIMEOUT_MS", default_value_t = 5000)]
+    pub kong_timeout_ms: u64,
+
+    /// Concurrent Kong writes during a sync.
+    #[arg(long, env = "KONG_WRITE_CONCURRENCY", default_value_t = 8)]
+    pub write_concurrency: usize,
+
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kong_admin_url: String,
+    pub interval: Duration,
+    pub agents_network: String,
+    pub mode: DiscoveryMode,
+    pub hosts: crate::static_routes::HostOverrides,
+    pub docker_host: Option<String>,
+    pub static_routes_file: PathBuf,
+    pub listen: SocketAddr,
+    pub owner_tag: String,
+    pub kong_timeout: Duration,
+    pub write_concurrency: usize,
+}
+
+impl Args {
+    /// Validate into a `Config`; the error says what to change.
+    pub fn into_config(self) -> Result<Config, String> {
+        let mode = match (self.discovery_mode, self.k8s_enabled) {
+            (Some(m), _) => m,
+            (None, Some(true)) => DiscoveryMode::Kubernetes,
+            _ => DiscoveryMode::Docker,
+        };
+        if self.owner_tag.is_empty() || self.owner_tag.contains([',', '/']) {
+            return Err(format!(
+                "OWNER_TAG '{}' is not a valid Kong tag: it must be non-empty and contain no ',' or '/'",
+                self.owner_tag
+            ));
+        }
+        let url = self.kong_admin_url.trim_end_matches('/').to_string();
+        if !url.starts_with("http://") {
+            return Err(format!(
+                "KONG_ADMIN_URL '{url}' must be an http:// URL, e.g. http://kong-gateway:8001"
+            ));
+        }
+        if self.registry_interval == 0 {
+            return Err("REGISTRY_INTERVAL must be at least 1 second".into());
+        }
+        let auth_url = self.kong_auth_service_url.clone().unwrap_or_else(|| {
+            format!("http://{}:{}", self.kong_auth_host, self.kong_auth_port)
+        });
+        Ok(Config {
+            kong_admin_url: url,
+            interval: Duration::from_secs(self.registry_interval),
+            agents_network: self.agents_network,
+            mode,
+            hosts: crate::static_routes::HostOverrides {
+                backend: self.kong_backend_host,
+                web: self.kong_web_host,
+                web_path: self.kong_web_path,
+                auth: self.kong_auth_host,
+                auth_port: self.kong_auth_port,
+                auth_service_url: auth_url,
+                router: self.kong_router_host,
+                n8n: self.kong_n8n_host,
+            },
+            docker_host: self.docker_host,
+            static_routes_file: self.static_routes_file,
+            listen: self.listen,
+            owner_tag: self.owner_tag,
+            kong_timeout: Duration::from_millis(self.kong_timeout_ms.max(100)),
+            write_concurrency: self.write_concurrency.clamp(1, 64),
+        })
+    }
+}

@@ -1,0 +1,223 @@
+//! From a container's facts to an `AgentEndpoint` (contracts.md §1): labels, the naming
+//! fallback, the IP on the agents network, the port rule and the health gate. Pure.
+
+use serde::Serialize;
+use std::collections::HashMap;
+
+pub const DEFAULT_AGENT_PORT: u16 = 5000;
+
+/// What discovery knows about one container (taken from `docker inspect`).
+#[derive(Debug, Clone, Default)]
+pub struct ContainerFacts {
+    pub id: String,
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    pub running: bool,
+    /// `None` when the container has no health check.
+    pub health: Option<String>,
+    /// network name → IP address
+    pub networks: HashMap<String, String>,
+    /// e.g. `5000/tcp`
+    pub exposed_ports: Vec<String>,
+    pub started_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Discovered {
+    Label,
+    NameFallback,
+}
+
+/// A routable agent: one Kong service + route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentEndpoint {
+    pub name: String,
+    pub container_id: String,
+    pub container_name: String,
+    pub ip: String,
+    pub port: u16,
+    pub owner: String,
+    pub version: Option<String>,
+    pub upload_id: Option<String>,
+    pub discovered_by: Discovered,
+    pub started_at: String,
+}
+
+impl AgentEndpoint {
+    pub fn service_name(&self) -> String {
+        format!("agent-{}", self.name)
+    }
+    pub fn url(&self) -> String {
+        format!("http://{}:{}", self.ip, self.port)
+    }
+}
+
+/// The outcome for one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Classified {
+    Agent(AgentEndpoint),
+    /// Not an agent at all (infrastructure, dependency, other project): silently ignored.
+    NotAgent,
+    /// An agent that cannot be routed now (not running, unhealthy, not on the network).
+    Waiting(String),
+    /// An agent whose labels are malformed: skipped with this reason (logged once per change).
+    Malformed(String),
+}
+
+/// Agent names: lower-case `[a-z0-9][a-z0-9_.-]*` (contracts.md §4.2).
+pub fn valid_agent_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
+        && n.len() <= 200
+}
+
+pub fn classify(c: &ContainerFacts, network: &str) -> Classified {
+    let ty = c.labels.get("nasiko.type").map(String::as_str);
+    let (name, discovered_by) = match ty {
+        Some("agent") => match c.labels.get("nasiko.name").map(|s| s.trim()) {
+            None | Some("") => {
+                return Classified::Malformed(format!(
+                    "container {} is labelled nasiko.type=agent but nasiko.name is empty or missing; set nasiko.name",
+                    c.name
+                ))
+            }
+            Some(n) if !valid_agent_name(n) => {
+                return Classified::Malformed(format!(
+                    "container {}: nasiko.name '{n}' is not a valid agent name (lower-case letters, digits, '_', '.', '-')",
+                    c.name
+                ))
+            }
+            Some(n) => (n.to_string(), Discovered::Label),
+        },
+        Some(_) => return Classified::NotAgent,
+        None => match c.name.strip_prefix("agent-") {
+            Some(n) if valid_agent_name(n) => (n.to_string(), Discovered::NameFallback),
+            _ => return Classified::NotAgent,
+        },
+    };
+    let port = match c.labels.get("nasiko.port").map(|s| s.trim()) {
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => {
+                return Classified::Malformed(format!(
+                    "agent '{name}' (container {}): nasiko.port '{p}' is not a port number 1-65535",
+                    c.name
+                ))
+            }
+        },
+        None => match c.exposed_ports.as_slice() {
+            [one] => match one.split('/').next().and_then(|p| p.parse::<u16>().ok()) {
+                Some(p) if p > 0 => p,
+                _ => DEFAULT_AGENT_PORT,
+            },
+            _ => DEFAULT_AGENT_PORT,
+        },
+    };
+    if !c.running {
+        return Classified::Waiting(format!("agent '{name}': container {} is not running", c.name));
+    }
+    if let Some(h) = &c.health {
+        if h != "healthy" {
+            return Classified::Waiting(format!("agent '{name}': container {} is {h}, routed once healthy", c.name));
+        }
+    }
+    let Some(ip) = c.networks.get(network).filter(|ip| !ip.is_empty()) else {
+        return Classified::Waiting(format!("agent '{name}': container {} has no IP on network {network}", c.name));
+    };
+    Classified::Agent(AgentEndpoint {
+        name,
+        container_id: c.id.clone(),
+        container_name: c.name.clone(),
+        ip: ip.clone(),
+        port,
+        owner: c.labels.get("nasiko.owner").cloned().unwrap_or_default(),
+        version: c.labels.get("nasiko.version").cloned(),
+        upload_id: c.labels.get("nasiko.upload-id").cloned(),
+        discovered_by,
+        started_at: c.started_at.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(name: &str, labels: &[(&str, &str)]) -> ContainerFacts {
+        ContainerFacts {
+            id: format!("id-{name}"),
+            name: name.into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            running: true,
+            health: None,
+            networks: [("nasiko-network".to_string(), "172.20.0.5".to_string())].into(),
+            exposed_ports: vec![],
+            started_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn agent(c: &ContainerFacts) -> AgentEndpoint {
+        match classify(c, "nasiko-network") {
+            Classified::Agent(a) => a,
+            other => panic!("expected an agent, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_labelled_container_is_an_agent_with_the_default_port() {
+        let a = agent(&facts("agent-x", &[("nasiko.type", "agent"), ("nasiko.name", "translator"), ("nasiko.owner", "u1")]));
+        assert_eq!((a.name.as_str(), a.port, a.owner.as_str()), ("translator", 5000, "u1"));
+        assert_eq!(a.service_name(), "agent-translator");
+        assert_eq!(a.url(), "http://172.20.0.5:5000");
+    }
+
+    #[test]
+    fn the_port_comes_from_the_label_then_the_single_exposed_port() {
+        let mut c = facts("agent-x", &[("nasiko.type", "agent"), ("nasiko.name", "x")]);
+        c.exposed_ports = vec!["8080/tcp".into()];
+        assert_eq!(agent(&c).port, 8080);
+        c.exposed_ports = vec!["8080/tcp".into(), "9090/tcp".into()];
+        assert_eq!(agent(&c).port, 5000, "several exposed ports: the convention");
+        c.labels.insert("nasiko.port".into(), "7000".into());
+        assert_eq!(agent(&c).port, 7000);
+    }
+
+    #[test]
+    fn unlabelled_agent_containers_use_the_python_naming_fallback() {
+        let a = agent(&facts("agent-legacy", &[]));
+        assert_eq!((a.name.as_str(), a.discovered_by.clone()), ("legacy", Discovered::NameFallback));
+        assert_eq!(classify(&facts("redis", &[]), "nasiko-network"), Classified::NotAgent);
+        assert_eq!(classify(&facts("agent-db", &[("nasiko.type", "agent-dependency")]), "nasiko-network"), Classified::NotAgent);
+        assert_eq!(classify(&facts("agent-Bad Name", &[]), "nasiko-network"), Classified::NotAgent);
+    }
+
+    #[test]
+    fn malformed_labels_are_skipped_with_a_reason() {
+        for (labels, needle) in [
+            (vec![("nasiko.type", "agent")], "nasiko.name is empty or missing"),
+            (vec![("nasiko.type", "agent"), ("nasiko.name", " ")], "nasiko.name is empty"),
+            (vec![("nasiko.type", "agent"), ("nasiko.name", "Bad Name")], "not a valid agent name"),
+            (vec![("nasiko.type", "agent"), ("nasiko.name", "x"), ("nasiko.port", "http")], "not a port number"),
+            (vec![("nasiko.type", "agent"), ("nasiko.name", "x"), ("nasiko.port", "0")], "not a port number"),
+            (vec![("nasiko.type", "agent"), ("nasiko.name", "x"), ("nasiko.port", "70000")], "not a port number"),
+        ] {
+            match classify(&facts("c", &labels), "nasiko-network") {
+                Classified::Malformed(m) => assert!(m.contains(needle), "{m}"),
+                other => panic!("{labels:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unhealthy_stopped_or_off_network_agents_wait() {
+        let mut c = facts("agent-x", &[("nasiko.type", "agent"), ("nasiko.name", "x")]);
+        c.health = Some("starting".into());
+        assert!(matches!(classify(&c, "nasiko-network"), Classified::Waiting(_)));
+        c.health = Some("healthy".into());
+        assert!(matches!(classify(&c, "nasiko-network"), Classified::Agent(_)));
+        assert!(matches!(classify(&c, "other-net"), Classified::Waiting(_)));
+        c.running = false;
+        assert!(matches!(classify(&c, "nasiko-network"), Classified::Waiting(_)));
+    }
+}

@@ -1,0 +1,188 @@
+//! The Kong Admin API client: reads the entities we own (tag-scoped, paginated), reads the node's
+//! plugins, and applies writes with a per-request timeout and retries on 5xx/connection errors.
+
+use crate::diff::{KongWrite, OwnedState};
+use crate::status::Counters;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub enum KongError {
+    /// Connection refused, reset, or timed out: Kong is not there.
+    Unreachable(String),
+    /// Kong answered with an error status.
+    Status { method: String, path: String, status: u16, body: String },
+}
+
+impl KongError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            KongError::Unreachable(_) => true,
+            KongError::Status { status, .. } => *status >= 500,
+        }
+    }
+}
+
+impl std::fmt::Display for KongError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KongError::Unreachable(e) => write!(f, "Kong Admin API unreachable: {e}. Is Kong up? Check KONG_ADMIN_URL"),
+            KongError::Status { method, path, status, body } => write!(f, "Kong answered {status} to {method} {path}: {body}"),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct KongClient {
+    base: String,
+    http: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+    owner_tag: String,
+    counters: Arc<crate::status::Status>,
+}
+
+impl KongClient {
+    pub fn new(base: &str, timeout: Duration, owner_tag: &str, status: Arc<crate::status::Status>) -> Self {
+        let mut conn = HttpConnector::new();
+        conn.set_connect_timeout(Some(timeout));
+        conn.set_nodelay(true);
+        KongClient {
+            base: base.trim_end_matches('/').to_string(),
+            http: Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(conn),
+            timeout,
+            owner_tag: owner_tag.to_string(),
+            counters: status,
+        }
+    }
+
+    async fn request_once(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), KongError> {
+        let c = &self.counters.counters;
+        Counters::inc(&c.kong_requests);
+        if method != "GET" {
+            Counters::inc(&c.kong_writes);
+        }
+        let mut b = hyper::Request::builder().method(method).uri(format!("{}{}", self.base, path));
+        let bytes = match body {
+            Some(v) => {
+                b = b.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+            }
+            None => Bytes::new(),
+        };
+        let req = b.body(Full::new(bytes)).map_err(|e| KongError::Unreachable(e.to_string()))?;
+        let fut = async {
+            let resp = self.http.request(req).await.map_err(|e| KongError::Unreachable(root_cause(&e)))?;
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.map_err(|e| KongError::Unreachable(e.to_string()))?.to_bytes();
+            Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+        };
+        let out = match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(KongError::Unreachable(format!("{method} {path} timed out after {:?}", self.timeout))),
+        };
+        match out {
+            Ok((status, v)) if status >= 400 => Err(KongError::Status {
+                method: method.into(),
+                path: path.into(),
+                status,
+                body: v.get("message").and_then(|m| m.as_str()).map(String::from).unwrap_or_else(|| v.to_string()),
+            }),
+            other => other,
+        }
+        .inspect_err(|_| Counters::inc(&c.kong_errors))
+    }
+
+    /// A request retried (3 attempts, 200 ms then 400 ms) on connection errors and 5xx.
+    pub async fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), KongError> {
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            match self.request_once(method, path, body).await {
+                Err(e) if e.is_retryable() && attempt < 3 => {
+                    tracing::debug!("retrying {method} {path} in {delay:?}: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Every row of a collection, following `next`.
+    async fn list_all(&self, first: String) -> Result<Vec<Value>, KongError> {
+        let mut rows = Vec::new();
+        let mut next = Some(first);
+        while let Some(path) = next {
+            let (_, page) = self.request("GET", &path, None).await?;
+            if let Some(data) = page["data"].as_array() {
+                rows.extend(data.iter().cloned());
+            }
+            next = page["next"].as_str().map(String::from);
+        }
+        Ok(rows)
+    }
+
+    pub async fn read_owned(&self) -> Result<OwnedState, KongError> {
+        let q = format!("tags={}&size=1000", self.owner_tag);
+        let (services, routes, plugins) = tokio::try_join!(
+            self.list_all(format!("/services?{q}")),
+            self.list_all(format!("/routes?{q}")),
+            self.list_all(format!("/plugins?{q}")),
+        )?;
+        Ok(OwnedState { services, routes, plugins })
+    }
+
+    pub async fn available_plugins(&self) -> Result<BTreeSet<String>, KongError> {
+        let (_, root) = self.request("GET", "/", None).await?;
+        Ok(root["plugins"]["available_on_server"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    pub async fn apply(&self, w: &KongWrite) -> Result<(), KongError> {
+        match w {
+            KongWrite::PutService(s) => self.request("PUT", &format!("/services/{}", s.name), Some(&s.body())).await.map(drop),
+            KongWrite::PutRoute(r) => self.request("PUT", &format!("/routes/{}", r.name), Some(&r.body())).await.map(drop),
+            KongWrite::PutPlugin(p) => {
+                match self.request("PUT", &format!("/plugins/{}", p.instance_name), Some(&p.body())).await {
+                    // an untagged plugin of the same name on the service (the Python registry's): adopt it
+                    Err(KongError::Status { status: 409, .. }) => {
+                        let (_, list) = self.request("GET", &format!("/services/{}/plugins", p.service), None).await?;
+                        let existing = list["data"].as_array().and_then(|d| {
+                            d.iter().find(|x| x["name"] == p.name.as_str() && x["route"].is_null() && x["consumer"].is_null())
+                        });
+                        match existing.and_then(|x| x["id"].as_str()) {
+                            Some(id) => {
+                                tracing::info!(plugin = %p.name, service = %p.service, "adopting an untagged plugin");
+                                self.request("PUT", &format!("/plugins/{id}"), Some(&p.body())).await.map(drop)
+                            }
+                            None => Err(KongError::Status { method: "PUT".into(), path: format!("/plugins/{}", p.instance_name), status: 409, body: "conflict with a plugin we cannot find".into() }),
+                        }
+                    }
+                    other => other.map(drop),
+                }
+            }
+            KongWrite::DeletePlugin { id, .. } => self.request("DELETE", &format!("/plugins/{id}"), None).await.map(drop),
+            KongWrite::DeleteRoute { id, .. } => self.request("DELETE", &format!("/routes/{id}"), None).await.map(drop),
+            KongWrite::DeleteService { id, .. } => self.request("DELETE", &format!("/services/{id}"), None).await.map(drop),
+        }
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: &dyn std::error::Error = e;
+    let mut msg = cur.to_string();
+    while let Some(src) = cur.source() {
+        msg = src.to_string();
+        cur = src;
+    }
+    msg
+}

@@ -1,0 +1,69 @@
+//! registry-sidecar: Docker → Kong. Discovery publishes agent endpoints; the reconciler turns them,
+//! with the static proxies and the node's plugins, into a desired state and converges Kong to it.
+
+pub mod api;
+pub mod backoff;
+pub mod config;
+pub mod desired;
+pub mod diff;
+pub mod discovery;
+pub mod endpoint;
+pub mod kong;
+pub mod reconciler;
+pub mod static_routes;
+pub mod static_watch;
+pub mod status;
+
+use config::{Config, DiscoveryMode};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Run the sidecar until `shutdown` completes.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    if cfg.mode == DiscoveryMode::Kubernetes {
+        return Err("DISCOVERY_MODE=kubernetes is not available in this build yet; use DISCOVERY_MODE=docker (or K8S_ENABLED=false)".into());
+    }
+    let status = Arc::new(status::Status::default());
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}. Is the port taken? Set LISTEN_ADDR", cfg.listen))?;
+    tracing::info!(listen = %cfg.listen, kong = %cfg.kong_admin_url, network = %cfg.agents_network, "registry-sidecar starting");
+
+    let statics = static_watch::initial(&cfg.static_routes_file, &cfg.hosts, &status);
+    let (statics_tx, statics_rx) = watch::channel(Arc::new(statics));
+    let (agents_tx, agents_rx) = watch::channel(discovery::AgentsView::default());
+    let (sync_tx, sync_rx) = mpsc::channel(16);
+
+    let discovery = discovery::Discovery {
+        docker_host: cfg.docker_host.clone(),
+        network: cfg.agents_network.clone(),
+        idle_ping: Duration::from_secs(30),
+        status: status.clone(),
+        tx: agents_tx,
+    };
+    let reconciler = reconciler::Reconciler {
+        kong: kong::KongClient::new(&cfg.kong_admin_url, cfg.kong_timeout, &cfg.owner_tag, status.clone()),
+        status: status.clone(),
+        agents: agents_rx,
+        statics: statics_rx,
+        sync_requests: sync_rx,
+        interval: cfg.interval,
+        owner_tag: cfg.owner_tag.clone(),
+        concurrency: cfg.write_concurrency,
+    };
+    let api = api::Api { status: status.clone(), sync: sync_tx, mode: cfg.mode };
+    let tasks = [
+        tokio::spawn(discovery.run()),
+        tokio::spawn(reconciler.run()),
+        tokio::spawn(api.serve(listener)),
+        tokio::spawn(static_watch::watch_file(cfg.static_routes_file.clone(), cfg.hosts.clone(), status, statics_tx)),
+    ];
+    shutdown.await;
+    tracing::info!("registry-sidecar stopping");
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! The reconcile loop: every trigger (Docker change, static file change, POST /sync, the periodic
+//! resync, a retry after failure) runs the same idempotent sync: read → desired → diff → ordered
+//! writes. An isolated change is applied at once; a burst is coalesced (quiet 250 ms, at most 1 s).
+
+use crate::backoff::Backoff;
+use crate::desired::{build, Inputs};
+use crate::diff::{plan, KongWrite};
+use crate::discovery::AgentsView;
+use crate::kong::{KongClient, KongError};
+use crate::static_routes::StaticConfig;
+use crate::status::{format_time, now_unix, Counters, Status};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+pub const QUIET: Duration = Duration::from_millis(250);
+pub const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// The result of one sync, as POST /sync reports it.
+#[derive(Debug, Clone)]
+pub struct SyncOutcome {
+    pub agents: usize,
+    pub writes: usize,
+    pub error: Option<String>,
+}
+
+pub type SyncRequest = oneshot::Sender<SyncOutcome>;
+
+pub struct Reconciler {
+    pub kong: KongClient,
+    pub status: Arc<Status>,
+    pub agents: watch::Receiver<AgentsView>,
+    pub statics: watch::Receiver<Arc<StaticConfig>>,
+    pub sync_requests: mpsc::Receiver<SyncRequest>,
+    pub interval: Duration,
+    pub owner_tag: String,
+    pub concurrency: usize,
+}
+
+impl Reconciler {
+    pub async fn run(mut self) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+        let mut retry_at: Option<Instant> = None;
+        let mut next_periodic = Instant::now();
+        let mut last_run: Option<Instant> = None;
+        loop {
+            let mut waiters: Vec<SyncRequest> = Vec::new();
+            let retry = retry_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(86400));
+            let from_event = tokio::select! {
+                r = self.agents.changed() => { if r.is_err() { return } true }
+                r = self.statics.changed() => { if r.is_err() { return } true }
+                w = self.sync_requests.recv() => match w { Some(w) => { waiters.push(w); false } None => return },
+                _ = tokio::time::sleep_until(next_periodic) => false,
+                _ = tokio::time::sleep_until(retry) => false,
+            };
+            // in a burst (a sync just ran), wait for a quiet spell, never longer than MAX_WAIT
+            if from_event && last_run.is_some_and(|t| t.elapsed() < QUIET) {
+                let deadline = Instant::now() + MAX_WAIT;
+                loop {
+                    let quiet = (Instant::now() + QUIET).min(deadline);
+                    tokio::select! {
+                        r = self.agents.changed() => if r.is_err() { return },
+                        r = self.statics.changed() => if r.is_err() { return },
+                        Some(w) = self.sync_requests.recv() => waiters.push(w),
+                        _ = tokio::time::sleep_until(quiet) => break,
+                    }
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
+            }
+            let outcome = self.sync_once().await;
+            last_run = Some(Instant::now());
+            next_periodic = Instant::now() + self.interval;
+            retry_at = match &outcome.error {
+                Some(e) => {
+                    let d = backoff.next_delay();
+                    tracing::warn!("sync failed: {e}; retrying in {d:?}");
+                    Some(Instant::now() + d)
+                }
+                None => {
+                    backoff.reset();
+                    None
+                }
+            };
+            for w in waiters {
+                let _ = w.send(outcome.clone());
+            }
+        }
+    }
+
+    async fn sync_once(&mut self) -> SyncOutcome {
+        let view = self.agents.borrow_and_update().clone();
+        let statics = self.statics.borrow_and_update().clone();
+        let agents: Vec<_> = view.agents.values().cloned().collect();
+        let c = &self.status.counters;
+        Counters::inc(&c.syncs);
+        let result = self.converge(&view, &statics, &agents).await;
+        let now = now_unix();
+        let outcome = match result {
+            Ok((writes, desired)) => {
+                if let Some(t) = view.last_event_unix {
+                    let lag = ((now - t) * 1000.0).max(0.0) as u64;
+                    c.event_lag_ms_sum.fetch_add(lag, std::sync::atomic::Ordering::Relaxed);
+                    Counters::inc(&c.event_lag_count);
+                }
+                self.status.update(|s| {
+                    s.kong_reachable = true;
+                    s.last_sync = Some(format_time(now));
+                    s.last_sync_unix = Some(now);
+                    s.last_sync_writes = writes;
+                    s.missing_plugins = desired.missing_plugins.clone();
+                    s.managed_services = desired.services.keys().cloned().collect();
+                    s.last_error = None;
+                });
+                SyncOutcome { agents: agents.len(), writes, error: None }
+            }
+            Err((e, writes)) => {
+                Counters::inc(&c.sync_failures);
+                self.status.update(|s| {
+                    if matches!(e, SyncError::Kong(KongError::Unreachable(_))) {
+                        s.kong_reachable = false;
+                    }
+                    s.last_error = Some(e.to_string());
+                });
+                SyncOutcome { agents: agents.len(), writes, error: Some(e.to_string()) }
+            }
+        };
+        self.status.update(|s| {
+            s.agents = agents;
+            s.waiting = view.waiting.values().cloned().collect();
+            s.malformed = view.malformed.values().cloned().collect();
+        });
+        outcome
+    }
+
+    async fn converge(
+        &self,
+        view: &AgentsView,
+        statics: &StaticConfig,
+        agents: &[crate::endpoint::AgentEndpoint],
+    ) -> Result<(usize, crate::desired::DesiredState), (SyncError, usize)> {
+        let available = self.kong.available_plugins().await.map_err(|e| (SyncError::Kong(e), 0))?;
+        let owned = self.kong.read_owned().await.map_err(|e| (SyncError::Kong(e), 0))?;
+        let desired = build(&Inputs { agents, statics, available_plugins: Some(&available), owner_tag: &self.owner_tag });
+        let allow_deletes = view.complete;
+        let p = plan(&desired, &owned, allow_deletes);
+        if !allow_deletes {
+            tracing::debug!("not deleting anything: Docker has not been listed completely since the last connect");
+        }
+        let mut writes = 0;
+        let mut failures = Vec::new();
+        for phase in p.phases {
+            let results: Vec<(KongWrite, Result<(), KongError>)> = futures_util::stream::iter(phase)
+                .map(|w| async move {
+                    let r = self.kong.apply(&w).await;
+                    (w, r)
+                })
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
+            for (w, r) in results {
+                match r {
+                    Ok(()) => {
+                        writes += 1;
+                        tracing::info!("{}", w.describe());
+                    }
+                    Err(e) => {
+                        tracing::warn!("{} failed: {e}", w.describe());
+                        failures.push((w.describe(), e));
+                    }
+                }
+            }
+            if failures.iter().any(|(_, e)| matches!(e, KongError::Unreachable(_))) {
+                break; // Kong went away mid-sync: stop, retry with backoff
+            }
+        }
+        match failures.into_iter().next() {
+            None => Ok((writes, desired)),
+            Some((what, e)) => Err((SyncError::Write(what, e), writes)),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum SyncError {
+    Kong(KongError),
+    Write(String, KongError),
+}
+
+impl std::fmt::Display for SyncError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncError::Kong(e) => write!(f, "failed to read Kong state: {e}"),
+            SyncError::Write(what, e) => write!(f, "failed to {what}: {e}"),
+        }
+    }
+}

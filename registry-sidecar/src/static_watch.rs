@@ -1,0 +1,102 @@
+//! Loads the static-proxies file and reloads it on change (notify on the parent directory, so
+//! editors' atomic replaces and Kubernetes ConfigMap symlink swaps are seen). A bad edit keeps the
+//! last good version and is reported.
+
+use crate::static_routes::{self, HostOverrides, StaticConfig, EMBEDDED};
+use crate::status::Status;
+use notify::{RecursiveMode, Watcher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Read and parse the file; a missing file means the embedded defaults.
+pub fn load(path: &Path, hosts: &HostOverrides) -> Result<(StaticConfig, String), String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => static_routes::parse(&text, hosts)
+            .map(|c| (c, path.display().to_string()))
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let c = static_routes::parse(EMBEDDED, hosts).map_err(|e| format!("built-in static routes: {e}"))?;
+            Ok((c, format!("built-in defaults ({} not found)", path.display())))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Initial load: falls back to the built-in file (and reports why) when the file is bad.
+pub fn initial(path: &Path, hosts: &HostOverrides, status: &Status) -> StaticConfig {
+    match load(path, hosts) {
+        Ok((c, src)) => {
+            tracing::info!(source = %src, proxies = c.proxies.len(), "static routes loaded");
+            status.update(|s| {
+                s.static_file = src;
+                s.static_file_error = None;
+                s.static_proxies = c.proxies.iter().map(|p| p.name.clone()).collect();
+            });
+            c
+        }
+        Err(e) => {
+            tracing::error!("static routes: {e}; using the built-in defaults until the file is fixed");
+            let c = static_routes::parse(EMBEDDED, hosts).expect("the embedded static routes file is valid");
+            status.update(|s| {
+                s.static_file = "built-in defaults".into();
+                s.static_file_error = Some(e);
+                s.static_proxies = c.proxies.iter().map(|p| p.name.clone()).collect();
+            });
+            c
+        }
+    }
+}
+
+/// Watch `path` and publish every good new version on `tx`. Runs until `tx` has no receivers.
+pub async fn watch_file(path: PathBuf, hosts: HostOverrides, status: Arc<Status>, tx: watch::Sender<Arc<StaticConfig>>) {
+    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+    let file_name = path.file_name().map(|f| f.to_os_string());
+    let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            let _ = ev_tx.send(ev);
+        }
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!("cannot watch {}: {e}; static routes will not reload", path.display());
+            return;
+        }
+    };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        tracing::info!("not watching {} ({e}); static routes reload only on restart", dir.display());
+        return;
+    }
+    while let Some(ev) = ev_rx.recv().await {
+        let ours = ev.paths.iter().any(|p| p.file_name().map(|f| f.to_os_string()) == file_name || p.file_name().is_some_and(|f| f.to_string_lossy().starts_with("..")));
+        if !ours {
+            continue;
+        }
+        // let a burst of writes settle
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while ev_rx.try_recv().is_ok() {}
+        match load(&path, &hosts) {
+            Ok((c, src)) => {
+                if **tx.borrow() != c {
+                    tracing::info!(source = %src, proxies = c.proxies.len(), "static routes reloaded");
+                    status.update(|s| {
+                        s.static_file = src;
+                        s.static_file_error = None;
+                        s.static_proxies = c.proxies.iter().map(|p| p.name.clone()).collect();
+                    });
+                    if tx.send(Arc::new(c)).is_err() {
+                        return;
+                    }
+                } else {
+                    status.update(|s| s.static_file_error = None);
+                }
+            }
+            Err(e) => {
+                tracing::error!("static routes not reloaded: {e}; keeping the previous version");
+                status.update(|s| s.static_file_error = Some(e));
+            }
+        }
+    }
+}

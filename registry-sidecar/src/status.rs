@@ -1,0 +1,100 @@
+//! What the sidecar reports: the last sync, reachability, managed entities, counters.
+//! Shared between the reconciler (writer) and the HTTP API (reader).
+
+use crate::endpoint::AgentEndpoint;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub syncs: AtomicU64,
+    pub sync_failures: AtomicU64,
+    pub kong_requests: AtomicU64,
+    pub kong_writes: AtomicU64,
+    pub kong_errors: AtomicU64,
+    pub docker_events: AtomicU64,
+    pub docker_reconnects: AtomicU64,
+    /// Sum and count of (event time → applied) lags, in milliseconds.
+    pub event_lag_ms_sum: AtomicU64,
+    pub event_lag_count: AtomicU64,
+}
+
+impl Counters {
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Snapshot {
+    pub docker_reachable: bool,
+    pub docker_listed: bool,
+    pub kong_reachable: bool,
+    pub last_sync: Option<String>,
+    pub last_sync_unix: Option<f64>,
+    pub last_sync_writes: usize,
+    pub last_error: Option<String>,
+    pub static_proxies: Vec<String>,
+    pub static_file: String,
+    pub static_file_error: Option<String>,
+    pub agents: Vec<AgentEndpoint>,
+    pub waiting: Vec<String>,
+    pub malformed: Vec<String>,
+    pub missing_plugins: BTreeSet<String>,
+    pub managed_services: Vec<String>,
+}
+
+#[derive(Default)]
+pub struct Status {
+    pub counters: Counters,
+    pub snapshot: Mutex<Snapshot>,
+}
+
+impl Status {
+    pub fn update(&self, f: impl FnOnce(&mut Snapshot)) {
+        f(&mut self.snapshot.lock().expect("status lock"));
+    }
+    pub fn read(&self) -> Snapshot {
+        self.snapshot.lock().expect("status lock").clone()
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) for a unix time, as the Python registry printed `last_sync`.
+pub fn format_time(unix: f64) -> String {
+    let secs = unix as i64;
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    // civil-from-days (Howard Hinnant)
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z.rem_euclid(146097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+pub fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_like_python_strftime() {
+        assert_eq!(super::format_time(0.0), "1970-01-01 00:00:00");
+        assert_eq!(super::format_time(1795478400.5), "2026-11-24 00:00:00");
+    }
+}
