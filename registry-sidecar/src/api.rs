@@ -26,28 +26,40 @@ fn respond(status: u16, body: &Value) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap_or_default())))
+        .body(Full::new(Bytes::from(
+            serde_json::to_vec(body).unwrap_or_default(),
+        )))
         .expect("static response parts are valid")
 }
 
 impl Api {
     pub async fn serve(self, listener: TcpListener) {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let api = self.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let api = api.clone();
-                    async move { Ok::<_, std::convert::Infallible>(api.handle(req.method().as_str(), req.uri().path()).await) }
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            api.handle(req.method().as_str(), req.uri().path()).await,
+                        )
+                    }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     }
 
     async fn handle(&self, method: &str, path: &str) -> Response<Full<Bytes>> {
         match (method, path.trim_end_matches('/')) {
-            ("GET" | "HEAD", "/health") => respond(200, &json!({"status": "healthy", "timestamp": now_unix()})),
+            ("GET" | "HEAD", "/health") => {
+                respond(200, &json!({"status": "healthy", "timestamp": now_unix()}))
+            }
             ("GET", "/status") => respond(200, &self.status_body()),
             ("GET", "/services") => {
                 let s = self.status.read();
@@ -55,7 +67,10 @@ impl Api {
             }
             ("GET", "/agents") => {
                 let s = self.status.read();
-                respond(200, &json!({"agents": s.agents, "waiting": s.waiting, "skipped_malformed": s.malformed}))
+                respond(
+                    200,
+                    &json!({"agents": s.agents, "waiting": s.waiting, "skipped_malformed": s.malformed}),
+                )
             }
             ("GET", "/metrics") => Response::builder()
                 .status(200)
@@ -69,21 +84,38 @@ impl Api {
                 }
                 match tokio::time::timeout(Duration::from_secs(60), rx).await {
                     Ok(Ok(o)) => match o.error {
-                        None => respond(200, &json!({"message": format!("Sync completed. Registered {} Docker services.", o.agents), "writes": o.writes})),
-                        Some(e) => respond(503, &json!({"message": format!("Sync failed: {e}"), "writes": o.writes})),
+                        None => respond(
+                            200,
+                            &json!({"message": format!("Sync completed. Registered {} Docker services.", o.agents), "writes": o.writes}),
+                        ),
+                        Some(e) => respond(
+                            503,
+                            &json!({"message": format!("Sync failed: {e}"), "writes": o.writes}),
+                        ),
                     },
-                    _ => respond(504, &json!({"message": "Sync did not finish within 60 s; see /status"})),
+                    _ => respond(
+                        504,
+                        &json!({"message": "Sync did not finish within 60 s; see /status"}),
+                    ),
                 }
             }
-            (_, "/health" | "/status" | "/services" | "/agents" | "/metrics" | "/sync") => respond(405, &json!({"message": "Method not allowed"})),
-            _ => respond(404, &json!({"message": "Not found", "endpoints": ["/health", "/status", "/services", "POST /sync", "/agents", "/metrics"]})),
+            (_, "/health" | "/status" | "/services" | "/agents" | "/metrics" | "/sync") => {
+                respond(405, &json!({"message": "Method not allowed"}))
+            }
+            _ => respond(
+                404,
+                &json!({"message": "Not found", "endpoints": ["/health", "/status", "/services", "POST /sync", "/agents", "/metrics"]}),
+            ),
         }
     }
 
     fn status_body(&self) -> Value {
         let s = self.status.read();
         let c = &self.status.counters;
-        let healthy = s.kong_reachable && s.docker_reachable && s.last_error.is_none() && s.static_file_error.is_none();
+        let healthy = s.kong_reachable
+            && s.docker_reachable
+            && s.last_error.is_none()
+            && s.static_file_error.is_none();
         json!({
             "status": if healthy { "healthy" } else { "degraded" },
             "services_count": s.managed_services.len(),
@@ -118,20 +150,82 @@ impl Api {
         let s = self.status.read();
         let mut out = String::new();
         let mut m = |name: &str, kind: &str, help: &str, v: f64| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
         };
-        m("registry_syncs_total", "counter", "Syncs run.", Counters::get(&c.syncs) as f64);
-        m("registry_sync_failures_total", "counter", "Syncs that failed.", Counters::get(&c.sync_failures) as f64);
-        m("registry_kong_requests_total", "counter", "Kong Admin API requests.", Counters::get(&c.kong_requests) as f64);
-        m("registry_kong_writes_total", "counter", "Kong Admin API writes (POST/PUT/PATCH/DELETE).", Counters::get(&c.kong_writes) as f64);
-        m("registry_kong_errors_total", "counter", "Kong Admin API errors.", Counters::get(&c.kong_errors) as f64);
-        m("registry_docker_events_total", "counter", "Docker events received.", Counters::get(&c.docker_events) as f64);
-        m("registry_docker_reconnects_total", "counter", "Docker reconnects.", Counters::get(&c.docker_reconnects) as f64);
-        m("registry_event_lag_seconds_sum", "counter", "Sum of Docker event to Kong applied lags.", Counters::get(&c.event_lag_ms_sum) as f64 / 1000.0);
-        m("registry_event_lag_seconds_count", "counter", "Number of lags summed.", Counters::get(&c.event_lag_count) as f64);
-        m("registry_agents", "gauge", "Agents routed.", s.agents.len() as f64);
-        m("registry_kong_up", "gauge", "Kong reachable at the last sync.", if s.kong_reachable { 1.0 } else { 0.0 });
-        m("registry_docker_up", "gauge", "Docker reachable.", if s.docker_reachable { 1.0 } else { 0.0 });
+        m(
+            "registry_syncs_total",
+            "counter",
+            "Syncs run.",
+            Counters::get(&c.syncs) as f64,
+        );
+        m(
+            "registry_sync_failures_total",
+            "counter",
+            "Syncs that failed.",
+            Counters::get(&c.sync_failures) as f64,
+        );
+        m(
+            "registry_kong_requests_total",
+            "counter",
+            "Kong Admin API requests.",
+            Counters::get(&c.kong_requests) as f64,
+        );
+        m(
+            "registry_kong_writes_total",
+            "counter",
+            "Kong Admin API writes (POST/PUT/PATCH/DELETE).",
+            Counters::get(&c.kong_writes) as f64,
+        );
+        m(
+            "registry_kong_errors_total",
+            "counter",
+            "Kong Admin API errors.",
+            Counters::get(&c.kong_errors) as f64,
+        );
+        m(
+            "registry_docker_events_total",
+            "counter",
+            "Docker events received.",
+            Counters::get(&c.docker_events) as f64,
+        );
+        m(
+            "registry_docker_reconnects_total",
+            "counter",
+            "Docker reconnects.",
+            Counters::get(&c.docker_reconnects) as f64,
+        );
+        m(
+            "registry_event_lag_seconds_sum",
+            "counter",
+            "Sum of Docker event to Kong applied lags.",
+            Counters::get(&c.event_lag_ms_sum) as f64 / 1000.0,
+        );
+        m(
+            "registry_event_lag_seconds_count",
+            "counter",
+            "Number of lags summed.",
+            Counters::get(&c.event_lag_count) as f64,
+        );
+        m(
+            "registry_agents",
+            "gauge",
+            "Agents routed.",
+            s.agents.len() as f64,
+        );
+        m(
+            "registry_kong_up",
+            "gauge",
+            "Kong reachable at the last sync.",
+            if s.kong_reachable { 1.0 } else { 0.0 },
+        );
+        m(
+            "registry_docker_up",
+            "gauge",
+            "Docker reachable.",
+            if s.docker_reachable { 1.0 } else { 0.0 },
+        );
         out
     }
 }

@@ -17,12 +17,20 @@ impl Backoff {
             .map(|d| d.subsec_nanos() as u64)
             .unwrap_or(1)
             | 1;
-        Backoff { first, cap, attempt: 0, seed }
+        Backoff {
+            first,
+            cap,
+            attempt: 0,
+            seed,
+        }
     }
 
     /// The next delay: first·2ⁿ capped, with ±20% jitter.
     pub fn next_delay(&mut self) -> Duration {
-        let base = self.first.saturating_mul(1u32 << self.attempt.min(16)).min(self.cap);
+        let base = self
+            .first
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.cap);
         self.attempt = self.attempt.saturating_add(1);
         // xorshift jitter in [0.8, 1.2)
         self.seed ^= self.seed << 13;
@@ -49,9 +57,15 @@ mod tests {
     fn grows_from_about_half_a_second_to_the_cap_and_resets() {
         let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
         let d0 = b.next_delay();
-        assert!(d0 >= Duration::from_millis(400) && d0 <= Duration::from_millis(600), "{d0:?}");
+        assert!(
+            d0 >= Duration::from_millis(400) && d0 <= Duration::from_millis(600),
+            "{d0:?}"
+        );
         let d1 = b.next_delay();
-        assert!(d1 >= Duration::from_millis(800) && d1 <= Duration::from_millis(1200), "{d1:?}");
+        assert!(
+            d1 >= Duration::from_millis(800) && d1 <= Duration::from_millis(1200),
+            "{d1:?}"
+        );
         for _ in 0..20 {
             assert!(b.next_delay() <= Duration::from_secs(10));
         }

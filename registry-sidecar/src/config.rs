@@ -23,7 +23,11 @@ pub enum DiscoveryMode {
 #[command(name = "registry-sidecar", version)]
 pub struct Args {
     /// Kong Admin API base URL.
-    #[arg(long, env = "KONG_ADMIN_URL", default_value = "http://kong-gateway:8001")]
+    #[arg(
+        long,
+        env = "KONG_ADMIN_URL",
+        default_value = "http://kong-gateway:8001"
+    )]
     pub kong_admin_url: String,
 
     /// Seconds between full resyncs with Kong (events trigger syncs in between).
@@ -73,7 +77,11 @@ pub struct Args {
     pub docker_host: Option<String>,
 
     /// The declarative static-proxies file (reloaded on change). Missing: built-in defaults.
-    #[arg(long, env = "STATIC_ROUTES_FILE", default_value = "/etc/nasiko/static-routes.yml")]
+    #[arg(
+        long,
+        env = "STATIC_ROUTES_FILE",
+        default_value = "/etc/nasiko/static-routes.yml"
+    )]
     pub static_routes_file: PathBuf,
 
     /// Address of the HTTP API (/health, /status, /services, /sync, /agents, /metrics).
@@ -135,9 +143,10 @@ impl Args {
         if self.registry_interval == 0 {
             return Err("REGISTRY_INTERVAL must be at least 1 second".into());
         }
-        let auth_url = self.kong_auth_service_url.clone().unwrap_or_else(|| {
-            format!("http://{}:{}", self.kong_auth_host, self.kong_auth_port)
-        });
+        let auth_url = self
+            .kong_auth_service_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}:{}", self.kong_auth_host, self.kong_auth_port));
         Ok(Config {
             kong_admin_url: url,
             interval: Duration::from_secs(self.registry_interval),

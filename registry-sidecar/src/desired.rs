@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Kong's `utf8_name` rule, ASCII part.
 pub fn valid_kong_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || ".-_~".contains(c))
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_~".contains(c))
 }
 
 /// A service upstream split the way Kong splits the `url` shorthand.
@@ -26,20 +28,31 @@ impl Upstream {
             .split_once("://")
             .ok_or_else(|| format!("url '{url}' has no scheme; write http://host:port"))?;
         if protocol != "http" && protocol != "https" {
-            return Err(format!("url '{url}': only http and https upstreams are supported"));
+            return Err(format!(
+                "url '{url}': only http and https upstreams are supported"
+            ));
         }
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], Some(rest[i..].to_string())),
             None => (rest, None),
         };
         let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("url '{url}': bad port '{p}'"))?),
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("url '{url}': bad port '{p}'"))?,
+            ),
             None => (authority, if protocol == "https" { 443 } else { 80 }),
         };
         if host.is_empty() {
             return Err(format!("url '{url}' has no host"));
         }
-        Ok(Upstream { protocol: protocol.into(), host: host.into(), port, path })
+        Ok(Upstream {
+            protocol: protocol.into(),
+            host: host.into(),
+            port,
+            path,
+        })
     }
 }
 
@@ -172,7 +185,9 @@ pub fn build(inp: &Inputs) -> DesiredState {
     };
     let static_tags = vec![inp.owner_tag.to_string(), STATIC_TAG.to_string()];
     for p in &inp.statics.proxies {
-        let Ok(upstream) = Upstream::parse(&p.url) else { continue };
+        let Ok(upstream) = Upstream::parse(&p.url) else {
+            continue;
+        };
         d.services.insert(
             p.name.clone(),
             ServiceSpec {
@@ -207,7 +222,9 @@ pub fn build(inp: &Inputs) -> DesiredState {
     let mut by_name: BTreeMap<&str, &AgentEndpoint> = BTreeMap::new();
     for a in inp.agents {
         let e = by_name.entry(a.name.as_str()).or_insert(a);
-        if (a.started_at.as_str(), a.container_id.as_str()) > (e.started_at.as_str(), e.container_id.as_str()) {
+        if (a.started_at.as_str(), a.container_id.as_str())
+            > (e.started_at.as_str(), e.container_id.as_str())
+        {
             *e = a;
         }
     }
@@ -215,14 +232,22 @@ pub fn build(inp: &Inputs) -> DesiredState {
     for a in by_name.values() {
         let svc = a.service_name();
         if d.services.contains_key(&svc) {
-            d.skipped.push(format!("agent '{}': service name {svc} is taken by a static proxy", a.name));
+            d.skipped.push(format!(
+                "agent '{}': service name {svc} is taken by a static proxy",
+                a.name
+            ));
             continue;
         }
         d.services.insert(
             svc.clone(),
             ServiceSpec {
                 name: svc.clone(),
-                upstream: Upstream { protocol: "http".into(), host: a.ip.clone(), port: a.port, path: None },
+                upstream: Upstream {
+                    protocol: "http".into(),
+                    host: a.ip.clone(),
+                    port: a.port,
+                    path: None,
+                },
                 connect_timeout: 60000,
                 read_timeout: 300000,
                 write_timeout: 300000,
@@ -272,15 +297,42 @@ mod tests {
     #[test]
     fn an_agent_becomes_a_service_a_route_and_three_plugins_in_order() {
         let statics = parse(EMBEDDED, &HostOverrides::default()).unwrap();
-        let all: BTreeSet<String> = ["cors", "nasiko-auth", "chat-logger"].iter().map(|s| s.to_string()).collect();
+        let all: BTreeSet<String> = ["cors", "nasiko-auth", "chat-logger"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let agents = [agent("translator", "10.0.0.2", "t1")];
-        let d = build(&Inputs { agents: &agents, statics: &statics, available_plugins: Some(&all), owner_tag: "own" });
+        let d = build(&Inputs {
+            agents: &agents,
+            statics: &statics,
+            available_plugins: Some(&all),
+            owner_tag: "own",
+        });
         let s = &d.services["agent-translator"];
-        assert_eq!(s.upstream, Upstream { protocol: "http".into(), host: "10.0.0.2".into(), port: 5000, path: None });
-        assert_eq!((s.connect_timeout, s.read_timeout, s.write_timeout, s.retries), (60000, 300000, 300000, 3));
+        assert_eq!(
+            s.upstream,
+            Upstream {
+                protocol: "http".into(),
+                host: "10.0.0.2".into(),
+                port: 5000,
+                path: None
+            }
+        );
+        assert_eq!(
+            (
+                s.connect_timeout,
+                s.read_timeout,
+                s.write_timeout,
+                s.retries
+            ),
+            (60000, 300000, 300000, 3)
+        );
         let r = &d.routes["agent-translator-route"];
         assert_eq!(r.paths, ["/agents/agent-translator"]);
-        assert_eq!(r.methods, ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]);
+        assert_eq!(
+            r.methods,
+            ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+        );
         assert!(r.strip_path && !r.preserve_host);
         for p in ["cors", "nasiko-auth", "chat-logger"] {
             assert!(d.plugins.contains_key(&format!("agent-translator.{p}")));
@@ -295,24 +347,57 @@ mod tests {
         let statics = parse(EMBEDDED, &HostOverrides::default()).unwrap();
         let only_cors: BTreeSet<String> = ["cors".to_string()].into();
         let agents = [agent("a", "10.0.0.2", "t1")];
-        let d = build(&Inputs { agents: &agents, statics: &statics, available_plugins: Some(&only_cors), owner_tag: "own" });
+        let d = build(&Inputs {
+            agents: &agents,
+            statics: &statics,
+            available_plugins: Some(&only_cors),
+            owner_tag: "own",
+        });
         assert!(d.plugins.values().all(|p| p.name == "cors"));
-        assert_eq!(d.missing_plugins, ["chat-logger".to_string(), "nasiko-auth".to_string()].into());
-        let d = build(&Inputs { agents: &agents, statics: &statics, available_plugins: None, owner_tag: "own" });
+        assert_eq!(
+            d.missing_plugins,
+            ["chat-logger".to_string(), "nasiko-auth".to_string()].into()
+        );
+        let d = build(&Inputs {
+            agents: &agents,
+            statics: &statics,
+            available_plugins: None,
+            owner_tag: "own",
+        });
         assert!(d.plugins.is_empty() && d.missing_plugins.is_empty());
     }
 
     #[test]
     fn the_most_recently_started_container_of_an_agent_wins() {
-        let statics = StaticConfig { plugins: Default::default(), agent_plugins: vec![], proxies: vec![] };
-        let agents = [agent("a", "10.0.0.2", "2026-01-01T00:00:01Z"), agent("a", "10.0.0.3", "2026-01-01T00:00:02Z")];
-        let d = build(&Inputs { agents: &agents, statics: &statics, available_plugins: None, owner_tag: "own" });
+        let statics = StaticConfig {
+            plugins: Default::default(),
+            agent_plugins: vec![],
+            proxies: vec![],
+        };
+        let agents = [
+            agent("a", "10.0.0.2", "2026-01-01T00:00:01Z"),
+            agent("a", "10.0.0.3", "2026-01-01T00:00:02Z"),
+        ];
+        let d = build(&Inputs {
+            agents: &agents,
+            statics: &statics,
+            available_plugins: None,
+            owner_tag: "own",
+        });
         assert_eq!(d.services["agent-a"].upstream.host, "10.0.0.3");
     }
 
     #[test]
     fn upstream_urls_split_like_kong() {
-        assert_eq!(Upstream::parse("http://web:4000/app/").unwrap(), Upstream { protocol: "http".into(), host: "web".into(), port: 4000, path: Some("/app/".into()) });
+        assert_eq!(
+            Upstream::parse("http://web:4000/app/").unwrap(),
+            Upstream {
+                protocol: "http".into(),
+                host: "web".into(),
+                port: 4000,
+                path: Some("/app/".into())
+            }
+        );
         assert_eq!(Upstream::parse("https://x").unwrap().port, 443);
         assert!(Upstream::parse("x:1").is_err());
         assert!(Upstream::parse("http://x:notaport").is_err());

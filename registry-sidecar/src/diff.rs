@@ -27,7 +27,14 @@ impl KongWrite {
     /// One line for the logs: what changes.
     pub fn describe(&self) -> String {
         match self {
-            KongWrite::PutService(s) => format!("upsert service {} -> {}://{}:{}{}", s.name, s.upstream.protocol, s.upstream.host, s.upstream.port, s.upstream.path.as_deref().unwrap_or("")),
+            KongWrite::PutService(s) => format!(
+                "upsert service {} -> {}://{}:{}{}",
+                s.name,
+                s.upstream.protocol,
+                s.upstream.host,
+                s.upstream.port,
+                s.upstream.path.as_deref().unwrap_or("")
+            ),
             KongWrite::PutRoute(r) => format!("upsert route {} {:?}", r.name, r.paths),
             KongWrite::PutPlugin(p) => format!("upsert plugin {} on {}", p.name, p.service),
             KongWrite::DeletePlugin { label, .. } => format!("delete plugin {label}"),
@@ -57,7 +64,9 @@ fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
 }
 
 fn str_list(v: &Value) -> Vec<&str> {
-    v.as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect()).unwrap_or_default()
+    v.as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default()
 }
 
 fn same_tags(want: &[String], have: &Value) -> bool {
@@ -110,30 +119,46 @@ fn plugin_matches(want: &PluginSpec, have: &Value, service_id: Option<&str>) -> 
 /// Plan the writes that take `owned` to `desired`. Deletes only when `allow_deletes`.
 pub fn plan(desired: &DesiredState, owned: &OwnedState, allow_deletes: bool) -> Plan {
     let by_name = |rows: &[Value], key: &str| -> BTreeMap<String, Value> {
-        rows.iter().filter_map(|r| s(r, key).map(|n| (n.to_string(), r.clone()))).collect()
+        rows.iter()
+            .filter_map(|r| s(r, key).map(|n| (n.to_string(), r.clone())))
+            .collect()
     };
     let services = by_name(&owned.services, "name");
     let routes = by_name(&owned.routes, "name");
     let plugins = by_name(&owned.plugins, "instance_name");
-    let service_id = |name: &str| services.get(name).and_then(|r| s(r, "id")).map(String::from);
+    let service_id = |name: &str| {
+        services
+            .get(name)
+            .and_then(|r| s(r, "id"))
+            .map(String::from)
+    };
 
     let mut put_services = Vec::new();
     for (name, want) in &desired.services {
-        if !services.get(name).is_some_and(|have| service_matches(want, have)) {
+        if !services
+            .get(name)
+            .is_some_and(|have| service_matches(want, have))
+        {
             put_services.push(KongWrite::PutService(want.clone()));
         }
     }
     let mut put_routes = Vec::new();
     for (name, want) in &desired.routes {
         let sid = service_id(&want.service);
-        if !routes.get(name).is_some_and(|have| route_matches(want, have, sid.as_deref())) {
+        if !routes
+            .get(name)
+            .is_some_and(|have| route_matches(want, have, sid.as_deref()))
+        {
             put_routes.push(KongWrite::PutRoute(want.clone()));
         }
     }
     let mut put_plugins = Vec::new();
     for (inst, want) in &desired.plugins {
         let sid = service_id(&want.service);
-        if !plugins.get(inst).is_some_and(|have| plugin_matches(want, have, sid.as_deref())) {
+        if !plugins
+            .get(inst)
+            .is_some_and(|have| plugin_matches(want, have, sid.as_deref()))
+        {
             put_plugins.push(KongWrite::PutPlugin(want.clone()));
         }
     }
@@ -144,8 +169,13 @@ pub fn plan(desired: &DesiredState, owned: &OwnedState, allow_deletes: bool) -> 
             let keep = s(p, "instance_name").is_some_and(|i| desired.plugins.contains_key(i));
             if !keep {
                 if let Some(id) = s(p, "id") {
-                    let label = s(p, "instance_name").map(String::from).unwrap_or_else(|| format!("{} ({id})", s(p, "name").unwrap_or("?")));
-                    del_plugins.push(KongWrite::DeletePlugin { id: id.into(), label });
+                    let label = s(p, "instance_name")
+                        .map(String::from)
+                        .unwrap_or_else(|| format!("{} ({id})", s(p, "name").unwrap_or("?")));
+                    del_plugins.push(KongWrite::DeletePlugin {
+                        id: id.into(),
+                        label,
+                    });
                 }
             }
         }
@@ -153,14 +183,20 @@ pub fn plan(desired: &DesiredState, owned: &OwnedState, allow_deletes: bool) -> 
         for r in &owned.routes {
             let keep = s(r, "name").is_some_and(|n| desired.routes.contains_key(n));
             if let (false, Some(id)) = (keep, s(r, "id")) {
-                del_routes.push(KongWrite::DeleteRoute { id: id.into(), name: s(r, "name").unwrap_or(id).into() });
+                del_routes.push(KongWrite::DeleteRoute {
+                    id: id.into(),
+                    name: s(r, "name").unwrap_or(id).into(),
+                });
             }
         }
         let mut del_services = Vec::new();
         for sv in &owned.services {
             let keep = s(sv, "name").is_some_and(|n| desired.services.contains_key(n));
             if let (false, Some(id)) = (keep, s(sv, "id")) {
-                del_services.push(KongWrite::DeleteService { id: id.into(), name: s(sv, "name").unwrap_or(id).into() });
+                del_services.push(KongWrite::DeleteService {
+                    id: id.into(),
+                    name: s(sv, "name").unwrap_or(id).into(),
+                });
             }
         }
         phases.extend([del_plugins, del_routes, del_services]);
@@ -180,43 +216,71 @@ mod tests {
 
     fn desired(agents: &[(&str, &str)]) -> DesiredState {
         let statics = parse(EMBEDDED, &HostOverrides::default()).unwrap();
-        let all: BTreeSet<String> = ["cors", "nasiko-auth", "chat-logger"].iter().map(|s| s.to_string()).collect();
+        let all: BTreeSet<String> = ["cors", "nasiko-auth", "chat-logger"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let agents: Vec<AgentEndpoint> = agents
             .iter()
             .map(|(n, ip)| AgentEndpoint {
-                name: n.to_string(), container_id: n.to_string(), container_name: format!("agent-{n}"), ip: ip.to_string(),
-                port: 5000, owner: String::new(), version: None, upload_id: None, discovered_by: Discovered::Label, started_at: String::new(),
+                name: n.to_string(),
+                container_id: n.to_string(),
+                container_name: format!("agent-{n}"),
+                ip: ip.to_string(),
+                port: 5000,
+                owner: String::new(),
+                version: None,
+                upload_id: None,
+                discovered_by: Discovered::Label,
+                started_at: String::new(),
             })
             .collect();
-        build(&Inputs { agents: &agents, statics: &statics, available_plugins: Some(&all), owner_tag: "own" })
+        build(&Inputs {
+            agents: &agents,
+            statics: &statics,
+            available_plugins: Some(&all),
+            owner_tag: "own",
+        })
     }
 
     /// What Kong would hold after applying `d` (the full shape, as the emulator answers).
     fn as_kong(d: &DesiredState) -> OwnedState {
         let sid = |n: &str| format!("id-{n}");
         OwnedState {
-            services: d.services.values().map(|s| {
-                let mut b = s.body();
-                b["id"] = json!(sid(&s.name));
-                b["enabled"] = json!(true);
-                b
-            }).collect(),
-            routes: d.routes.values().map(|r| {
-                let mut b = r.body();
-                b["id"] = json!(format!("rid-{}", r.name));
-                b["service"] = json!({"id": sid(&r.service)});
-                b
-            }).collect(),
-            plugins: d.plugins.values().map(|p| {
-                let mut b = p.body();
-                b["id"] = json!(format!("pid-{}", p.instance_name));
-                b["service"] = json!({"id": sid(&p.service)});
-                b["route"] = Value::Null;
-                let mut cfg = p.config.clone();
-                cfg["some_default"] = json!(1);
-                b["config"] = cfg;
-                b
-            }).collect(),
+            services: d
+                .services
+                .values()
+                .map(|s| {
+                    let mut b = s.body();
+                    b["id"] = json!(sid(&s.name));
+                    b["enabled"] = json!(true);
+                    b
+                })
+                .collect(),
+            routes: d
+                .routes
+                .values()
+                .map(|r| {
+                    let mut b = r.body();
+                    b["id"] = json!(format!("rid-{}", r.name));
+                    b["service"] = json!({"id": sid(&r.service)});
+                    b
+                })
+                .collect(),
+            plugins: d
+                .plugins
+                .values()
+                .map(|p| {
+                    let mut b = p.body();
+                    b["id"] = json!(format!("pid-{}", p.instance_name));
+                    b["service"] = json!({"id": sid(&p.service)});
+                    b["route"] = Value::Null;
+                    let mut cfg = p.config.clone();
+                    cfg["some_default"] = json!(1);
+                    b["config"] = cfg;
+                    b
+                })
+                .collect(),
         }
     }
 
@@ -231,9 +295,15 @@ mod tests {
         let d = desired(&[("a", "10.0.0.2")]);
         let p = plan(&d, &OwnedState::default(), true);
         assert_eq!(p.phases.len(), 3);
-        assert!(p.phases[0].iter().all(|w| matches!(w, KongWrite::PutService(_))));
-        assert!(p.phases[1].iter().all(|w| matches!(w, KongWrite::PutRoute(_))));
-        assert!(p.phases[2].iter().all(|w| matches!(w, KongWrite::PutPlugin(_))));
+        assert!(p.phases[0]
+            .iter()
+            .all(|w| matches!(w, KongWrite::PutService(_))));
+        assert!(p.phases[1]
+            .iter()
+            .all(|w| matches!(w, KongWrite::PutRoute(_))));
+        assert!(p.phases[2]
+            .iter()
+            .all(|w| matches!(w, KongWrite::PutPlugin(_))));
         assert_eq!(p.phases[0].len(), 9);
     }
 
@@ -243,7 +313,9 @@ mod tests {
         let after = desired(&[("a", "10.0.0.9")]);
         let p = plan(&after, &as_kong(&before), true);
         assert_eq!(p.len(), 1);
-        assert!(matches!(&p.phases[0][0], KongWrite::PutService(s) if s.upstream.host == "10.0.0.9"));
+        assert!(
+            matches!(&p.phases[0][0], KongWrite::PutService(s) if s.upstream.host == "10.0.0.9")
+        );
     }
 
     #[test]
@@ -253,18 +325,41 @@ mod tests {
         let p = plan(&after, &as_kong(&before), true);
         assert_eq!(p.phases.len(), 3);
         assert_eq!(p.phases[0].len(), 3);
-        assert!(p.phases[0].iter().all(|w| matches!(w, KongWrite::DeletePlugin { .. })));
-        assert_eq!(p.phases[1], vec![KongWrite::DeleteRoute { id: "rid-agent-b-route".into(), name: "agent-b-route".into() }]);
-        assert_eq!(p.phases[2], vec![KongWrite::DeleteService { id: "id-agent-b".into(), name: "agent-b".into() }]);
-        assert!(plan(&after, &as_kong(&before), false).is_empty(), "no deletes while unsafe");
+        assert!(p.phases[0]
+            .iter()
+            .all(|w| matches!(w, KongWrite::DeletePlugin { .. })));
+        assert_eq!(
+            p.phases[1],
+            vec![KongWrite::DeleteRoute {
+                id: "rid-agent-b-route".into(),
+                name: "agent-b-route".into()
+            }]
+        );
+        assert_eq!(
+            p.phases[2],
+            vec![KongWrite::DeleteService {
+                id: "id-agent-b".into(),
+                name: "agent-b".into()
+            }]
+        );
+        assert!(
+            plan(&after, &as_kong(&before), false).is_empty(),
+            "no deletes while unsafe"
+        );
     }
 
     #[test]
     fn drift_in_kong_is_corrected() {
         let d = desired(&[("a", "10.0.0.2")]);
         let mut k = as_kong(&d);
-        k.routes.iter_mut().find(|r| r["name"] == "agent-a-route").unwrap()["strip_path"] = json!(false);
-        k.plugins.iter_mut().find(|p| p["instance_name"] == "agent-a.cors").unwrap()["config"]["max_age"] = json!(1);
+        k.routes
+            .iter_mut()
+            .find(|r| r["name"] == "agent-a-route")
+            .unwrap()["strip_path"] = json!(false);
+        k.plugins
+            .iter_mut()
+            .find(|p| p["instance_name"] == "agent-a.cors")
+            .unwrap()["config"]["max_age"] = json!(1);
         let p = plan(&d, &k, true);
         assert_eq!(p.len(), 2);
     }

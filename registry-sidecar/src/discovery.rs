@@ -50,7 +50,10 @@ enum Disconnect {
 impl std::fmt::Display for Disconnect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Disconnect::Connect(e) => write!(f, "cannot connect to Docker: {e}. Is the socket mounted? Check DOCKER_HOST"),
+            Disconnect::Connect(e) => write!(
+                f,
+                "cannot connect to Docker: {e}. Is the socket mounted? Check DOCKER_HOST"
+            ),
             Disconnect::List(e) => write!(f, "failed to list containers: {e}"),
             Disconnect::Stream(e) => write!(f, "the Docker event stream failed: {e}"),
             Disconnect::Ended => write!(f, "the Docker event stream ended"),
@@ -96,16 +99,24 @@ impl Discovery {
             Ok(d) => d,
             Err(e) => return Disconnect::Connect(e.to_string()),
         };
-        let docker = match tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version()).await {
-            Ok(Ok(d)) => d,
-            Ok(Err(e)) => return Disconnect::Connect(e.to_string()),
-            Err(_) => return Disconnect::Connect("version negotiation timed out".into()),
-        };
+        let docker =
+            match tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version()).await {
+                Ok(Ok(d)) => d,
+                Ok(Err(e)) => return Disconnect::Connect(e.to_string()),
+                Err(_) => return Disconnect::Connect("version negotiation timed out".into()),
+            };
         // Subscribe with `since` a little in the past: events during the list are replayed.
         let since = (now_unix() as i64 - 2).to_string();
         let mut filters = HashMap::new();
-        filters.insert("type".to_string(), vec!["container".to_string(), "network".to_string()]);
-        let mut events = docker.events(Some(EventsOptions { since: Some(since), until: None, filters: Some(filters) }));
+        filters.insert(
+            "type".to_string(),
+            vec!["container".to_string(), "network".to_string()],
+        );
+        let mut events = docker.events(Some(EventsOptions {
+            since: Some(since),
+            until: None,
+            filters: Some(filters),
+        }));
         let view = match self.list(&docker).await {
             Ok(v) => v,
             Err(e) => return Disconnect::List(e),
@@ -150,7 +161,11 @@ impl Discovery {
         let mut filters = HashMap::new();
         filters.insert("network".to_string(), vec![self.network.clone()]);
         let list = docker
-            .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
             .await
             .map_err(|e| e.to_string())?;
         let ids: Vec<String> = list.into_iter().filter_map(|c| c.id).collect();
@@ -159,11 +174,16 @@ impl Discovery {
             .buffer_unordered(16)
             .collect()
             .await;
-        let mut view = AgentsView { complete: true, ..Default::default() };
+        let mut view = AgentsView {
+            complete: true,
+            ..Default::default()
+        };
         for (id, r) in inspected {
             match r {
                 Ok(c) => apply(&mut view, &id, &classify(&facts(&c), &self.network)),
-                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
                 Err(e) => return Err(format!("inspect {id}: {e}")),
             }
         }
@@ -171,12 +191,19 @@ impl Discovery {
     }
 
     async fn on_event(&self, docker: &Docker, e: EventMessage) {
-        let attrs = e.actor.as_ref().and_then(|a| a.attributes.clone()).unwrap_or_default();
+        let attrs = e
+            .actor
+            .as_ref()
+            .and_then(|a| a.attributes.clone())
+            .unwrap_or_default();
         let action = e.action.clone().unwrap_or_default();
         let id = match e.typ {
             Some(EventMessageTypeEnum::CONTAINER) => {
-                let relevant = ["start", "die", "stop", "destroy", "rename", "pause", "unpause", "restart", "kill", "oom"]
-                    .contains(&action.as_str())
+                let relevant = [
+                    "start", "die", "stop", "destroy", "rename", "pause", "unpause", "restart",
+                    "kill", "oom",
+                ]
+                .contains(&action.as_str())
                     || action.starts_with("health_status");
                 if !relevant {
                     return;
@@ -184,7 +211,9 @@ impl Discovery {
                 e.actor.and_then(|a| a.id)
             }
             Some(EventMessageTypeEnum::NETWORK) => {
-                if attrs.get("name") != Some(&self.network) || !(action == "connect" || action == "disconnect") {
+                if attrs.get("name") != Some(&self.network)
+                    || !(action == "connect" || action == "disconnect")
+                {
                     return;
                 }
                 attrs.get("container").cloned()
@@ -197,14 +226,19 @@ impl Discovery {
         } else {
             match docker.inspect_container(&id, None).await {
                 Ok(c) => Some(classify(&facts(&c), &self.network)),
-                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => None,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => None,
                 Err(err) => {
                     tracing::warn!(container = %short(&id), "inspect after {action} failed: {err}; will re-check on the next list");
                     return;
                 }
             }
         };
-        let when = e.time_nano.map(|n| n as f64 / 1e9).or(e.time.map(|t| t as f64));
+        let when = e
+            .time_nano
+            .map(|n| n as f64 / 1e9)
+            .or(e.time.map(|t| t as f64));
         self.tx.send_if_modified(|v| {
             let before = v.clone();
             v.agents.remove(&id);
@@ -218,7 +252,9 @@ impl Discovery {
                     tracing::warn!("skipping container: {m}");
                 }
             }
-            let changed = before.agents != v.agents || before.waiting != v.waiting || before.malformed != v.malformed;
+            let changed = before.agents != v.agents
+                || before.waiting != v.waiting
+                || before.malformed != v.malformed;
             if changed {
                 v.last_event_unix = when;
             }
@@ -250,26 +286,41 @@ fn short(id: &str) -> &str {
 pub fn facts(c: &ContainerInspectResponse) -> ContainerFacts {
     let state = c.state.as_ref();
     let config = c.config.as_ref();
-    let health = state.and_then(|s| s.health.as_ref()).and_then(|h| h.status).and_then(|st| {
-        use bollard::models::HealthStatusEnum as H;
-        match st {
-            H::EMPTY | H::NONE => None,
-            other => Some(other.to_string()),
-        }
-    });
+    let health = state
+        .and_then(|s| s.health.as_ref())
+        .and_then(|h| h.status)
+        .and_then(|st| {
+            use bollard::models::HealthStatusEnum as H;
+            match st {
+                H::EMPTY | H::NONE => None,
+                other => Some(other.to_string()),
+            }
+        });
     ContainerFacts {
         id: c.id.clone().unwrap_or_default(),
-        name: c.name.clone().unwrap_or_default().trim_start_matches('/').to_string(),
+        name: c
+            .name
+            .clone()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
         labels: config.and_then(|c| c.labels.clone()).unwrap_or_default(),
-        running: state.and_then(|s| s.running).unwrap_or(false) && !state.and_then(|s| s.paused).unwrap_or(false),
+        running: state.and_then(|s| s.running).unwrap_or(false)
+            && !state.and_then(|s| s.paused).unwrap_or(false),
         health,
         networks: c
             .network_settings
             .as_ref()
             .and_then(|n| n.networks.as_ref())
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.ip_address.clone().unwrap_or_default())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.ip_address.clone().unwrap_or_default()))
+                    .collect()
+            })
             .unwrap_or_default(),
-        exposed_ports: config.and_then(|c| c.exposed_ports.clone()).unwrap_or_default(),
+        exposed_ports: config
+            .and_then(|c| c.exposed_ports.clone())
+            .unwrap_or_default(),
         started_at: state.and_then(|s| s.started_at.clone()).unwrap_or_default(),
     }
 }

@@ -116,15 +116,24 @@ pub fn classify(c: &ContainerFacts, network: &str) -> Classified {
         },
     };
     if !c.running {
-        return Classified::Waiting(format!("agent '{name}': container {} is not running", c.name));
+        return Classified::Waiting(format!(
+            "agent '{name}': container {} is not running",
+            c.name
+        ));
     }
     if let Some(h) = &c.health {
         if h != "healthy" {
-            return Classified::Waiting(format!("agent '{name}': container {} is {h}, routed once healthy", c.name));
+            return Classified::Waiting(format!(
+                "agent '{name}': container {} is {h}, routed once healthy",
+                c.name
+            ));
         }
     }
     let Some(ip) = c.networks.get(network).filter(|ip| !ip.is_empty()) else {
-        return Classified::Waiting(format!("agent '{name}': container {} has no IP on network {network}", c.name));
+        return Classified::Waiting(format!(
+            "agent '{name}': container {} has no IP on network {network}",
+            c.name
+        ));
     };
     Classified::Agent(AgentEndpoint {
         name,
@@ -148,7 +157,10 @@ mod tests {
         ContainerFacts {
             id: format!("id-{name}"),
             name: name.into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             running: true,
             health: None,
             networks: [("nasiko-network".to_string(), "172.20.0.5".to_string())].into(),
@@ -166,8 +178,18 @@ mod tests {
 
     #[test]
     fn a_labelled_container_is_an_agent_with_the_default_port() {
-        let a = agent(&facts("agent-x", &[("nasiko.type", "agent"), ("nasiko.name", "translator"), ("nasiko.owner", "u1")]));
-        assert_eq!((a.name.as_str(), a.port, a.owner.as_str()), ("translator", 5000, "u1"));
+        let a = agent(&facts(
+            "agent-x",
+            &[
+                ("nasiko.type", "agent"),
+                ("nasiko.name", "translator"),
+                ("nasiko.owner", "u1"),
+            ],
+        ));
+        assert_eq!(
+            (a.name.as_str(), a.port, a.owner.as_str()),
+            ("translator", 5000, "u1")
+        );
         assert_eq!(a.service_name(), "agent-translator");
         assert_eq!(a.url(), "http://172.20.0.5:5000");
     }
@@ -178,7 +200,11 @@ mod tests {
         c.exposed_ports = vec!["8080/tcp".into()];
         assert_eq!(agent(&c).port, 8080);
         c.exposed_ports = vec!["8080/tcp".into(), "9090/tcp".into()];
-        assert_eq!(agent(&c).port, 5000, "several exposed ports: the convention");
+        assert_eq!(
+            agent(&c).port,
+            5000,
+            "several exposed ports: the convention"
+        );
         c.labels.insert("nasiko.port".into(), "7000".into());
         assert_eq!(agent(&c).port, 7000);
     }
@@ -186,21 +212,66 @@ mod tests {
     #[test]
     fn unlabelled_agent_containers_use_the_python_naming_fallback() {
         let a = agent(&facts("agent-legacy", &[]));
-        assert_eq!((a.name.as_str(), a.discovered_by.clone()), ("legacy", Discovered::NameFallback));
-        assert_eq!(classify(&facts("redis", &[]), "nasiko-network"), Classified::NotAgent);
-        assert_eq!(classify(&facts("agent-db", &[("nasiko.type", "agent-dependency")]), "nasiko-network"), Classified::NotAgent);
-        assert_eq!(classify(&facts("agent-Bad Name", &[]), "nasiko-network"), Classified::NotAgent);
+        assert_eq!(
+            (a.name.as_str(), a.discovered_by.clone()),
+            ("legacy", Discovered::NameFallback)
+        );
+        assert_eq!(
+            classify(&facts("redis", &[]), "nasiko-network"),
+            Classified::NotAgent
+        );
+        assert_eq!(
+            classify(
+                &facts("agent-db", &[("nasiko.type", "agent-dependency")]),
+                "nasiko-network"
+            ),
+            Classified::NotAgent
+        );
+        assert_eq!(
+            classify(&facts("agent-Bad Name", &[]), "nasiko-network"),
+            Classified::NotAgent
+        );
     }
 
     #[test]
     fn malformed_labels_are_skipped_with_a_reason() {
         for (labels, needle) in [
-            (vec![("nasiko.type", "agent")], "nasiko.name is empty or missing"),
-            (vec![("nasiko.type", "agent"), ("nasiko.name", " ")], "nasiko.name is empty"),
-            (vec![("nasiko.type", "agent"), ("nasiko.name", "Bad Name")], "not a valid agent name"),
-            (vec![("nasiko.type", "agent"), ("nasiko.name", "x"), ("nasiko.port", "http")], "not a port number"),
-            (vec![("nasiko.type", "agent"), ("nasiko.name", "x"), ("nasiko.port", "0")], "not a port number"),
-            (vec![("nasiko.type", "agent"), ("nasiko.name", "x"), ("nasiko.port", "70000")], "not a port number"),
+            (
+                vec![("nasiko.type", "agent")],
+                "nasiko.name is empty or missing",
+            ),
+            (
+                vec![("nasiko.type", "agent"), ("nasiko.name", " ")],
+                "nasiko.name is empty",
+            ),
+            (
+                vec![("nasiko.type", "agent"), ("nasiko.name", "Bad Name")],
+                "not a valid agent name",
+            ),
+            (
+                vec![
+                    ("nasiko.type", "agent"),
+                    ("nasiko.name", "x"),
+                    ("nasiko.port", "http"),
+                ],
+                "not a port number",
+            ),
+            (
+                vec![
+                    ("nasiko.type", "agent"),
+                    ("nasiko.name", "x"),
+                    ("nasiko.port", "0"),
+                ],
+                "not a port number",
+            ),
+            (
+                vec![
+                    ("nasiko.type", "agent"),
+                    ("nasiko.name", "x"),
+                    ("nasiko.port", "70000"),
+                ],
+                "not a port number",
+            ),
         ] {
             match classify(&facts("c", &labels), "nasiko-network") {
                 Classified::Malformed(m) => assert!(m.contains(needle), "{m}"),
@@ -213,11 +284,20 @@ mod tests {
     fn unhealthy_stopped_or_off_network_agents_wait() {
         let mut c = facts("agent-x", &[("nasiko.type", "agent"), ("nasiko.name", "x")]);
         c.health = Some("starting".into());
-        assert!(matches!(classify(&c, "nasiko-network"), Classified::Waiting(_)));
+        assert!(matches!(
+            classify(&c, "nasiko-network"),
+            Classified::Waiting(_)
+        ));
         c.health = Some("healthy".into());
-        assert!(matches!(classify(&c, "nasiko-network"), Classified::Agent(_)));
+        assert!(matches!(
+            classify(&c, "nasiko-network"),
+            Classified::Agent(_)
+        ));
         assert!(matches!(classify(&c, "other-net"), Classified::Waiting(_)));
         c.running = false;
-        assert!(matches!(classify(&c, "nasiko-network"), Classified::Waiting(_)));
+        assert!(matches!(
+            classify(&c, "nasiko-network"),
+            Classified::Waiting(_)
+        ));
     }
 }

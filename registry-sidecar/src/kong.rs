@@ -17,7 +17,12 @@ pub enum KongError {
     /// Connection refused, reset, or timed out: Kong is not there.
     Unreachable(String),
     /// Kong answered with an error status.
-    Status { method: String, path: String, status: u16, body: String },
+    Status {
+        method: String,
+        path: String,
+        status: u16,
+        body: String,
+    },
 }
 
 impl KongError {
@@ -32,8 +37,16 @@ impl KongError {
 impl std::fmt::Display for KongError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            KongError::Unreachable(e) => write!(f, "Kong Admin API unreachable: {e}. Is Kong up? Check KONG_ADMIN_URL"),
-            KongError::Status { method, path, status, body } => write!(f, "Kong answered {status} to {method} {path}: {body}"),
+            KongError::Unreachable(e) => write!(
+                f,
+                "Kong Admin API unreachable: {e}. Is Kong up? Check KONG_ADMIN_URL"
+            ),
+            KongError::Status {
+                method,
+                path,
+                status,
+                body,
+            } => write!(f, "Kong answered {status} to {method} {path}: {body}"),
         }
     }
 }
@@ -48,26 +61,40 @@ pub struct KongClient {
 }
 
 impl KongClient {
-    pub fn new(base: &str, timeout: Duration, owner_tag: &str, status: Arc<crate::status::Status>) -> Self {
+    pub fn new(
+        base: &str,
+        timeout: Duration,
+        owner_tag: &str,
+        status: Arc<crate::status::Status>,
+    ) -> Self {
         let mut conn = HttpConnector::new();
         conn.set_connect_timeout(Some(timeout));
         conn.set_nodelay(true);
         KongClient {
             base: base.trim_end_matches('/').to_string(),
-            http: Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(conn),
+            http: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(conn),
             timeout,
             owner_tag: owner_tag.to_string(),
             counters: status,
         }
     }
 
-    async fn request_once(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), KongError> {
+    async fn request_once(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), KongError> {
         let c = &self.counters.counters;
         Counters::inc(&c.kong_requests);
         if method != "GET" {
             Counters::inc(&c.kong_writes);
         }
-        let mut b = hyper::Request::builder().method(method).uri(format!("{}{}", self.base, path));
+        let mut b = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path));
         let bytes = match body {
             Some(v) => {
                 b = b.header("content-type", "application/json");
@@ -75,23 +102,41 @@ impl KongClient {
             }
             None => Bytes::new(),
         };
-        let req = b.body(Full::new(bytes)).map_err(|e| KongError::Unreachable(e.to_string()))?;
+        let req = b
+            .body(Full::new(bytes))
+            .map_err(|e| KongError::Unreachable(e.to_string()))?;
         let fut = async {
-            let resp = self.http.request(req).await.map_err(|e| KongError::Unreachable(root_cause(&e)))?;
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| KongError::Unreachable(root_cause(&e)))?;
             let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await.map_err(|e| KongError::Unreachable(e.to_string()))?.to_bytes();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| KongError::Unreachable(e.to_string()))?
+                .to_bytes();
             Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
         };
         let out = match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(KongError::Unreachable(format!("{method} {path} timed out after {:?}", self.timeout))),
+            Err(_) => Err(KongError::Unreachable(format!(
+                "{method} {path} timed out after {:?}",
+                self.timeout
+            ))),
         };
         match out {
             Ok((status, v)) if status >= 400 => Err(KongError::Status {
                 method: method.into(),
                 path: path.into(),
                 status,
-                body: v.get("message").and_then(|m| m.as_str()).map(String::from).unwrap_or_else(|| v.to_string()),
+                body: v
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .map(String::from)
+                    .unwrap_or_else(|| v.to_string()),
             }),
             other => other,
         }
@@ -99,7 +144,12 @@ impl KongClient {
     }
 
     /// A request retried (3 attempts, 200 ms then 400 ms) on connection errors and 5xx.
-    pub async fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), KongError> {
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), KongError> {
         let mut delay = Duration::from_millis(200);
         let mut attempt = 1;
         loop {
@@ -136,7 +186,11 @@ impl KongClient {
             self.list_all(format!("/routes?{q}")),
             self.list_all(format!("/plugins?{q}")),
         )?;
-        Ok(OwnedState { services, routes, plugins })
+        Ok(OwnedState {
+            services,
+            routes,
+            plugins,
+        })
     }
 
     pub async fn available_plugins(&self) -> Result<BTreeSet<String>, KongError> {
@@ -149,30 +203,65 @@ impl KongClient {
 
     pub async fn apply(&self, w: &KongWrite) -> Result<(), KongError> {
         match w {
-            KongWrite::PutService(s) => self.request("PUT", &format!("/services/{}", s.name), Some(&s.body())).await.map(drop),
-            KongWrite::PutRoute(r) => self.request("PUT", &format!("/routes/{}", r.name), Some(&r.body())).await.map(drop),
+            KongWrite::PutService(s) => self
+                .request("PUT", &format!("/services/{}", s.name), Some(&s.body()))
+                .await
+                .map(drop),
+            KongWrite::PutRoute(r) => self
+                .request("PUT", &format!("/routes/{}", r.name), Some(&r.body()))
+                .await
+                .map(drop),
             KongWrite::PutPlugin(p) => {
-                match self.request("PUT", &format!("/plugins/{}", p.instance_name), Some(&p.body())).await {
+                match self
+                    .request(
+                        "PUT",
+                        &format!("/plugins/{}", p.instance_name),
+                        Some(&p.body()),
+                    )
+                    .await
+                {
                     // an untagged plugin of the same name on the service (the Python registry's): adopt it
                     Err(KongError::Status { status: 409, .. }) => {
-                        let (_, list) = self.request("GET", &format!("/services/{}/plugins", p.service), None).await?;
+                        let (_, list) = self
+                            .request("GET", &format!("/services/{}/plugins", p.service), None)
+                            .await?;
                         let existing = list["data"].as_array().and_then(|d| {
-                            d.iter().find(|x| x["name"] == p.name.as_str() && x["route"].is_null() && x["consumer"].is_null())
+                            d.iter().find(|x| {
+                                x["name"] == p.name.as_str()
+                                    && x["route"].is_null()
+                                    && x["consumer"].is_null()
+                            })
                         });
                         match existing.and_then(|x| x["id"].as_str()) {
                             Some(id) => {
                                 tracing::info!(plugin = %p.name, service = %p.service, "adopting an untagged plugin");
-                                self.request("PUT", &format!("/plugins/{id}"), Some(&p.body())).await.map(drop)
+                                self.request("PUT", &format!("/plugins/{id}"), Some(&p.body()))
+                                    .await
+                                    .map(drop)
                             }
-                            None => Err(KongError::Status { method: "PUT".into(), path: format!("/plugins/{}", p.instance_name), status: 409, body: "conflict with a plugin we cannot find".into() }),
+                            None => Err(KongError::Status {
+                                method: "PUT".into(),
+                                path: format!("/plugins/{}", p.instance_name),
+                                status: 409,
+                                body: "conflict with a plugin we cannot find".into(),
+                            }),
                         }
                     }
                     other => other.map(drop),
                 }
             }
-            KongWrite::DeletePlugin { id, .. } => self.request("DELETE", &format!("/plugins/{id}"), None).await.map(drop),
-            KongWrite::DeleteRoute { id, .. } => self.request("DELETE", &format!("/routes/{id}"), None).await.map(drop),
-            KongWrite::DeleteService { id, .. } => self.request("DELETE", &format!("/services/{id}"), None).await.map(drop),
+            KongWrite::DeletePlugin { id, .. } => self
+                .request("DELETE", &format!("/plugins/{id}"), None)
+                .await
+                .map(drop),
+            KongWrite::DeleteRoute { id, .. } => self
+                .request("DELETE", &format!("/routes/{id}"), None)
+                .await
+                .map(drop),
+            KongWrite::DeleteService { id, .. } => self
+                .request("DELETE", &format!("/services/{id}"), None)
+                .await
+                .map(drop),
         }
     }
 }

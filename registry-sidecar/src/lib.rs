@@ -28,7 +28,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let status = Arc::new(status::Status::default());
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}. Is the port taken? Set LISTEN_ADDR", cfg.listen))?;
+        .map_err(|e| {
+            format!(
+                "cannot listen on {}: {e}. Is the port taken? Set LISTEN_ADDR",
+                cfg.listen
+            )
+        })?;
     tracing::info!(listen = %cfg.listen, kong = %cfg.kong_admin_url, network = %cfg.agents_network, "registry-sidecar starting");
 
     let statics = static_watch::initial(&cfg.static_routes_file, &cfg.hosts, &status);
@@ -44,7 +49,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         tx: agents_tx,
     };
     let reconciler = reconciler::Reconciler {
-        kong: kong::KongClient::new(&cfg.kong_admin_url, cfg.kong_timeout, &cfg.owner_tag, status.clone()),
+        kong: kong::KongClient::new(
+            &cfg.kong_admin_url,
+            cfg.kong_timeout,
+            &cfg.owner_tag,
+            status.clone(),
+        ),
         status: status.clone(),
         agents: agents_rx,
         statics: statics_rx,
@@ -53,12 +63,21 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         owner_tag: cfg.owner_tag.clone(),
         concurrency: cfg.write_concurrency,
     };
-    let api = api::Api { status: status.clone(), sync: sync_tx, mode: cfg.mode };
+    let api = api::Api {
+        status: status.clone(),
+        sync: sync_tx,
+        mode: cfg.mode,
+    };
     let tasks = [
         tokio::spawn(discovery.run()),
         tokio::spawn(reconciler.run()),
         tokio::spawn(api.serve(listener)),
-        tokio::spawn(static_watch::watch_file(cfg.static_routes_file.clone(), cfg.hosts.clone(), status, statics_tx)),
+        tokio::spawn(static_watch::watch_file(
+            cfg.static_routes_file.clone(),
+            cfg.hosts.clone(),
+            status,
+            statics_tx,
+        )),
     ];
     shutdown.await;
     tracing::info!("registry-sidecar stopping");

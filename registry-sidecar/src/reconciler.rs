@@ -103,7 +103,8 @@ impl Reconciler {
             Ok((writes, desired)) => {
                 if let Some(t) = view.last_event_unix {
                     let lag = ((now - t) * 1000.0).max(0.0) as u64;
-                    c.event_lag_ms_sum.fetch_add(lag, std::sync::atomic::Ordering::Relaxed);
+                    c.event_lag_ms_sum
+                        .fetch_add(lag, std::sync::atomic::Ordering::Relaxed);
                     Counters::inc(&c.event_lag_count);
                 }
                 self.status.update(|s| {
@@ -115,7 +116,11 @@ impl Reconciler {
                     s.managed_services = desired.services.keys().cloned().collect();
                     s.last_error = None;
                 });
-                SyncOutcome { agents: agents.len(), writes, error: None }
+                SyncOutcome {
+                    agents: agents.len(),
+                    writes,
+                    error: None,
+                }
             }
             Err((e, writes)) => {
                 Counters::inc(&c.sync_failures);
@@ -125,7 +130,11 @@ impl Reconciler {
                     }
                     s.last_error = Some(e.to_string());
                 });
-                SyncOutcome { agents: agents.len(), writes, error: Some(e.to_string()) }
+                SyncOutcome {
+                    agents: agents.len(),
+                    writes,
+                    error: Some(e.to_string()),
+                }
             }
         };
         self.status.update(|s| {
@@ -142,9 +151,22 @@ impl Reconciler {
         statics: &StaticConfig,
         agents: &[crate::endpoint::AgentEndpoint],
     ) -> Result<(usize, crate::desired::DesiredState), (SyncError, usize)> {
-        let available = self.kong.available_plugins().await.map_err(|e| (SyncError::Kong(e), 0))?;
-        let owned = self.kong.read_owned().await.map_err(|e| (SyncError::Kong(e), 0))?;
-        let desired = build(&Inputs { agents, statics, available_plugins: Some(&available), owner_tag: &self.owner_tag });
+        let available = self
+            .kong
+            .available_plugins()
+            .await
+            .map_err(|e| (SyncError::Kong(e), 0))?;
+        let owned = self
+            .kong
+            .read_owned()
+            .await
+            .map_err(|e| (SyncError::Kong(e), 0))?;
+        let desired = build(&Inputs {
+            agents,
+            statics,
+            available_plugins: Some(&available),
+            owner_tag: &self.owner_tag,
+        });
         let allow_deletes = view.complete;
         let p = plan(&desired, &owned, allow_deletes);
         if !allow_deletes {
@@ -153,14 +175,15 @@ impl Reconciler {
         let mut writes = 0;
         let mut failures = Vec::new();
         for phase in p.phases {
-            let results: Vec<(KongWrite, Result<(), KongError>)> = futures_util::stream::iter(phase)
-                .map(|w| async move {
-                    let r = self.kong.apply(&w).await;
-                    (w, r)
-                })
-                .buffer_unordered(self.concurrency)
-                .collect()
-                .await;
+            let results: Vec<(KongWrite, Result<(), KongError>)> =
+                futures_util::stream::iter(phase)
+                    .map(|w| async move {
+                        let r = self.kong.apply(&w).await;
+                        (w, r)
+                    })
+                    .buffer_unordered(self.concurrency)
+                    .collect()
+                    .await;
             for (w, r) in results {
                 match r {
                     Ok(()) => {
@@ -173,7 +196,10 @@ impl Reconciler {
                     }
                 }
             }
-            if failures.iter().any(|(_, e)| matches!(e, KongError::Unreachable(_))) {
+            if failures
+                .iter()
+                .any(|(_, e)| matches!(e, KongError::Unreachable(_)))
+            {
                 break; // Kong went away mid-sync: stop, retry with backoff
             }
         }

@@ -123,24 +123,35 @@ pub fn parse(text: &str, hosts: &HostOverrides) -> Result<StaticConfig, String> 
     let mut seen = std::collections::BTreeSet::new();
     for p in &cfg.proxies {
         if !crate::desired::valid_kong_name(&p.name) {
-            return Err(format!("proxy name '{}' is not a valid Kong name (letters, digits, . - _ ~)", p.name));
+            return Err(format!(
+                "proxy name '{}' is not a valid Kong name (letters, digits, . - _ ~)",
+                p.name
+            ));
         }
         if !seen.insert(p.name.as_str()) {
             return Err(format!("proxy '{}' is listed twice", p.name));
         }
         crate::desired::Upstream::parse(&p.url).map_err(|e| format!("proxy '{}': {e}", p.name))?;
         if p.paths.is_empty() || p.paths.iter().any(|x| !x.starts_with('/')) {
-            return Err(format!("proxy '{}': paths must be non-empty and each start with '/'", p.name));
+            return Err(format!(
+                "proxy '{}': paths must be non-empty and each start with '/'",
+                p.name
+            ));
         }
         for pl in &p.plugins {
             if !cfg.plugins.contains_key(pl) {
-                return Err(format!("proxy '{}' uses plugin '{pl}' that has no entry under plugins:", p.name));
+                return Err(format!(
+                    "proxy '{}' uses plugin '{pl}' that has no entry under plugins:",
+                    p.name
+                ));
             }
         }
     }
     for pl in &cfg.agent_plugins {
         if !cfg.plugins.contains_key(pl) {
-            return Err(format!("agent_plugins lists '{pl}' that has no entry under plugins:"));
+            return Err(format!(
+                "agent_plugins lists '{pl}' that has no entry under plugins:"
+            ));
         }
     }
     Ok(cfg)
@@ -156,17 +167,36 @@ mod tests {
         let names: Vec<&str> = cfg.proxies.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
             names,
-            ["backend-api-proxy", "web-app-proxy", "auth-proxy", "nasiko-router", "landing-page", "gateway-status", "gateway-health", "n8n"]
+            [
+                "backend-api-proxy",
+                "web-app-proxy",
+                "auth-proxy",
+                "nasiko-router",
+                "landing-page",
+                "gateway-status",
+                "gateway-health",
+                "n8n"
+            ]
         );
         assert_eq!(cfg.agent_plugins, ["cors", "nasiko-auth", "chat-logger"]);
-        assert_eq!(cfg.plugins["nasiko-auth"]["auth_service_url"], "http://nasiko-auth-service:8001");
+        assert_eq!(
+            cfg.plugins["nasiko-auth"]["auth_service_url"],
+            "http://nasiko-auth-service:8001"
+        );
         let landing = &cfg.proxies[4];
-        assert_eq!((landing.url.as_str(), landing.preserve_host), ("http://nasiko-web:4000/app/", true));
+        assert_eq!(
+            (landing.url.as_str(), landing.preserve_host),
+            ("http://nasiko-web:4000/app/", true)
+        );
     }
 
     #[test]
     fn host_overrides_replace_variables() {
-        let hosts = HostOverrides { backend: "be.local".into(), web_path: "/ui".into(), ..Default::default() };
+        let hosts = HostOverrides {
+            backend: "be.local".into(),
+            web_path: "/ui".into(),
+            ..Default::default()
+        };
         let cfg = parse(EMBEDDED, &hosts).unwrap();
         assert_eq!(cfg.proxies[0].url, "http://be.local:8000");
         assert_eq!(cfg.proxies[1].paths, ["/ui"]);
@@ -175,10 +205,29 @@ mod tests {
     #[test]
     fn unknown_variables_and_bad_entries_are_errors_that_say_what_is_wrong() {
         let h = HostOverrides::default();
-        assert!(parse("proxies: [{name: a, url: 'http://${NOPE}:1', paths: [/a]}]", &h).unwrap_err().contains("unknown variable ${NOPE}"));
-        assert!(parse("proxies: [{name: 'a b', url: 'http://x:1', paths: [/a]}]", &h).unwrap_err().contains("not a valid Kong name"));
-        assert!(parse("proxies: [{name: a, url: 'http://x:1', paths: [a]}]", &h).unwrap_err().contains("start with '/'"));
-        assert!(parse("proxies: [{name: a, url: 'http://x:1', paths: [/a], plugins: [cors]}]", &h).unwrap_err().contains("no entry under plugins"));
+        assert!(parse(
+            "proxies: [{name: a, url: 'http://${NOPE}:1', paths: [/a]}]",
+            &h
+        )
+        .unwrap_err()
+        .contains("unknown variable ${NOPE}"));
+        assert!(parse(
+            "proxies: [{name: 'a b', url: 'http://x:1', paths: [/a]}]",
+            &h
+        )
+        .unwrap_err()
+        .contains("not a valid Kong name"));
+        assert!(
+            parse("proxies: [{name: a, url: 'http://x:1', paths: [a]}]", &h)
+                .unwrap_err()
+                .contains("start with '/'")
+        );
+        assert!(parse(
+            "proxies: [{name: a, url: 'http://x:1', paths: [/a], plugins: [cors]}]",
+            &h
+        )
+        .unwrap_err()
+        .contains("no entry under plugins"));
         assert!(parse("proxies: [{name: a, url: 'ftp://x', paths: [/a]}]", &h).is_err());
         assert!(parse("bogus: 1", &h).unwrap_err().contains("invalid YAML"));
     }

@@ -17,8 +17,12 @@ pub fn load(path: &Path, hosts: &HostOverrides) -> Result<(StaticConfig, String)
             .map(|c| (c, path.display().to_string()))
             .map_err(|e| format!("{}: {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let c = static_routes::parse(EMBEDDED, hosts).map_err(|e| format!("built-in static routes: {e}"))?;
-            Ok((c, format!("built-in defaults ({} not found)", path.display())))
+            let c = static_routes::parse(EMBEDDED, hosts)
+                .map_err(|e| format!("built-in static routes: {e}"))?;
+            Ok((
+                c,
+                format!("built-in defaults ({} not found)", path.display()),
+            ))
         }
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
@@ -37,8 +41,11 @@ pub fn initial(path: &Path, hosts: &HostOverrides, status: &Status) -> StaticCon
             c
         }
         Err(e) => {
-            tracing::error!("static routes: {e}; using the built-in defaults until the file is fixed");
-            let c = static_routes::parse(EMBEDDED, hosts).expect("the embedded static routes file is valid");
+            tracing::error!(
+                "static routes: {e}; using the built-in defaults until the file is fixed"
+            );
+            let c = static_routes::parse(EMBEDDED, hosts)
+                .expect("the embedded static routes file is valid");
             status.update(|s| {
                 s.static_file = "built-in defaults".into();
                 s.static_file_error = Some(e);
@@ -50,27 +57,47 @@ pub fn initial(path: &Path, hosts: &HostOverrides, status: &Status) -> StaticCon
 }
 
 /// Watch `path` and publish every good new version on `tx`. Runs until `tx` has no receivers.
-pub async fn watch_file(path: PathBuf, hosts: HostOverrides, status: Arc<Status>, tx: watch::Sender<Arc<StaticConfig>>) {
+pub async fn watch_file(
+    path: PathBuf,
+    hosts: HostOverrides,
+    status: Arc<Status>,
+    tx: watch::Sender<Arc<StaticConfig>>,
+) {
     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
     let file_name = path.file_name().map(|f| f.to_os_string());
-    let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            let _ = ev_tx.send(ev);
-        }
-    }) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!("cannot watch {}: {e}; static routes will not reload", path.display());
-            return;
-        }
-    };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let mut watcher =
+        match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res {
+                let _ = ev_tx.send(ev);
+            }
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot watch {}: {e}; static routes will not reload",
+                    path.display()
+                );
+                return;
+            }
+        };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-        tracing::info!("not watching {} ({e}); static routes reload only on restart", dir.display());
+        tracing::info!(
+            "not watching {} ({e}); static routes reload only on restart",
+            dir.display()
+        );
         return;
     }
     while let Some(ev) = ev_rx.recv().await {
-        let ours = ev.paths.iter().any(|p| p.file_name().map(|f| f.to_os_string()) == file_name || p.file_name().is_some_and(|f| f.to_string_lossy().starts_with("..")));
+        let ours = ev.paths.iter().any(|p| {
+            p.file_name().map(|f| f.to_os_string()) == file_name
+                || p.file_name()
+                    .is_some_and(|f| f.to_string_lossy().starts_with(".."))
+        });
         if !ours {
             continue;
         }

@@ -2,5 +2,8 @@
 //! HTTP plumbing, and helpers for real Docker and Redis.
 
 pub mod backend;
+pub mod docker;
 pub mod http;
 pub mod kong;
+pub mod process;
+pub mod sockproxy;

@@ -1,0 +1,688 @@
+//! The sidecar as a real process against the real Docker engine and the Kong emulator:
+//! agents appear, move, disappear; Kong and Docker go away and come back; ownership holds.
+
+use nasiko_tests::docker::{docker_ok, unique, TestNet};
+use nasiko_tests::http::HttpClient;
+use nasiko_tests::kong::{Fault, KongEmulator, Options};
+use nasiko_tests::process::{free_port, wait_for, ChildGuard};
+use nasiko_tests::sockproxy::SocketProxy;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+struct Harness {
+    kong: KongEmulator,
+    net: TestNet,
+    sidecar: Option<ChildGuard>,
+    api: String,
+    http: HttpClient,
+    static_file: PathBuf,
+    docker_host: Option<String>,
+    port: u16,
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        Self::with_docker_host(None).await
+    }
+
+    async fn with_docker_host(docker_host: Option<String>) -> Harness {
+        let mut h = Self::prepare(docker_host).await;
+        h.start_sidecar().await;
+        h
+    }
+
+    /// Kong emulator and network, without the sidecar yet.
+    async fn prepare(docker_host: Option<String>) -> Harness {
+        let kong = KongEmulator::start(Options::default()).await.unwrap();
+        let net = TestNet::new();
+        let dir = std::env::temp_dir().join(unique("sidecar-static"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let static_file = dir.join("static-routes.yml");
+        let port = free_port();
+        Harness {
+            kong,
+            net,
+            sidecar: None,
+            api: format!("http://127.0.0.1:{port}"),
+            http: HttpClient::default(),
+            static_file,
+            docker_host,
+            port,
+        }
+    }
+
+    async fn start_sidecar(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_registry-sidecar"));
+        cmd.env("KONG_ADMIN_URL", self.kong.admin_url())
+            .env("AGENTS_NETWORK", &self.net.name)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{}", self.port))
+            .env("STATIC_ROUTES_FILE", &self.static_file)
+            .env("REGISTRY_INTERVAL", "30")
+            .env("RUST_LOG", "warn");
+        match &self.docker_host {
+            Some(h) => cmd.env("DOCKER_HOST", h),
+            None => cmd.env_remove("DOCKER_HOST"),
+        };
+        self.sidecar = Some(ChildGuard::spawn("registry-sidecar", &mut cmd));
+        let api = self.api.clone();
+        let http = self.http.clone();
+        wait_for("the sidecar's first sync", T, || {
+            let (api, http) = (api.clone(), http.clone());
+            async move {
+                let (_, s) = http
+                    .json("GET", &format!("{api}/status"), None)
+                    .await
+                    .ok()?;
+                (s["last_sync"] != "never" && s["docker_listed"] == true).then_some(())
+            }
+        })
+        .await;
+    }
+
+    async fn status(&self) -> Value {
+        self.http
+            .json("GET", &format!("{}/status", self.api), None)
+            .await
+            .unwrap()
+            .1
+    }
+
+    async fn kong_get(&self, path: &str) -> (u16, Value) {
+        self.http
+            .json("GET", &format!("{}{path}", self.kong.admin_url()), None)
+            .await
+            .unwrap()
+    }
+
+    /// Wait until Kong's service `name` satisfies `pred`.
+    async fn wait_service(&self, name: &str, what: &str, pred: impl Fn(Option<&Value>) -> bool) {
+        let url = format!("{}/services/{name}", self.kong.admin_url());
+        let http = self.http.clone();
+        let pred = &pred;
+        wait_for(what, T, || {
+            let (url, http) = (url.clone(), http.clone());
+            async move {
+                let (s, v) = http.json("GET", &url, None).await.ok()?;
+                pred((s == 200).then_some(&v)).then_some(())
+            }
+        })
+        .await;
+    }
+
+    async fn plugin_names(&self, service: &str) -> Vec<String> {
+        let (_, l) = self.kong_get(&format!("/services/{service}/plugins")).await;
+        let mut v: Vec<String> = l["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|p| p["name"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+#[tokio::test]
+async fn a_labelled_agent_is_routed_while_running_and_removed_when_stopped() {
+    let h = Harness::new().await;
+    let name = unique("echo");
+    let c = format!("c-{name}");
+    h.net.agent(
+        &c,
+        &[
+            ("nasiko.type", "agent"),
+            ("nasiko.name", &name),
+            ("nasiko.owner", "u1"),
+        ],
+    );
+    let ip = h.net.ip_of(&c);
+    let svc = format!("agent-{name}");
+    h.wait_service(&svc, "the agent's service", |s| {
+        s.is_some_and(|s| s["host"] == ip.as_str() && s["port"] == 5000)
+    })
+    .await;
+    let (_, s) = h.kong_get(&format!("/services/{svc}")).await;
+    assert_eq!(
+        (
+            s["connect_timeout"].clone(),
+            s["read_timeout"].clone(),
+            s["retries"].clone()
+        ),
+        (json!(60000), json!(300000), json!(3))
+    );
+    let (st, r) = h.kong_get(&format!("/routes/{svc}-route")).await;
+    assert_eq!(st, 200);
+    assert_eq!(r["paths"], json!([format!("/agents/{svc}")]));
+    assert_eq!(r["strip_path"], json!(true));
+    assert_eq!(
+        h.plugin_names(&svc).await,
+        ["chat-logger", "cors", "nasiko-auth"]
+    );
+    // the gateway really reaches the container (busybox httpd answers 404 for a missing file)
+    let (code, _, _) = h
+        .http
+        .send(
+            "GET",
+            &format!("{}/agents/{svc}/nothing-here", h.kong.proxy_url()),
+            &[],
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 404);
+    let (st, body) = h
+        .http
+        .json("GET", &format!("{}/agents", h.api), None)
+        .await
+        .unwrap();
+    assert_eq!(st, 200);
+    assert!(body["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["name"] == name.as_str() && a["owner"] == "u1"));
+
+    docker_ok(&["stop", "-t", "0", &c]);
+    h.wait_service(&svc, "the service to go when the container stops", |s| {
+        s.is_none()
+    })
+    .await;
+    assert_eq!(h.kong_get(&format!("/routes/{svc}-route")).await.0, 404);
+    assert!(h.plugin_names(&svc).await.is_empty());
+
+    docker_ok(&["start", &c]);
+    h.wait_service(&svc, "the service to come back on restart", |s| s.is_some())
+        .await;
+}
+
+#[tokio::test]
+async fn a_container_with_a_health_check_is_routed_only_while_healthy() {
+    let h = Harness::new().await;
+    let name = unique("hc");
+    let c = format!("c-{name}");
+    let net = format!("--network={}", h.net.name);
+    let (l1, l2) = (
+        "nasiko.type=agent".to_string(),
+        format!("nasiko.name={name}"),
+    );
+    h.net.run(
+        &c,
+        &[
+            &net,
+            "--label",
+            &l1,
+            "--label",
+            &l2,
+            "--health-cmd",
+            "test -f /tmp/ok",
+            "--health-interval",
+            "1s",
+            "--health-retries",
+            "1",
+        ],
+        &["httpd", "-f", "-p", "5000", "-h", "/www"],
+    );
+    let svc = format!("agent-{name}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        h.kong_get(&format!("/services/{svc}")).await.0,
+        404,
+        "not routed while starting/unhealthy"
+    );
+    let s = h.status().await;
+    assert!(
+        s["agents_waiting"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains(&name)),
+        "{s}"
+    );
+    docker_ok(&["exec", &c, "touch", "/tmp/ok"]);
+    h.wait_service(&svc, "routed once healthy", |s| s.is_some())
+        .await;
+    docker_ok(&["exec", &c, "rm", "/tmp/ok"]);
+    h.wait_service(&svc, "unrouted once unhealthy", |s| s.is_none())
+        .await;
+}
+
+#[tokio::test]
+async fn unlabelled_agent_containers_use_the_naming_fallback_and_other_networks_are_ignored() {
+    let h = Harness::new().await;
+    let legacy = unique("agent-legacy");
+    h.net.agent(&legacy, &[]);
+    h.wait_service(&legacy, "the fallback-named agent", |s| s.is_some())
+        .await;
+    // a labelled agent on another network is not ours
+    let other = unique("elsewhere");
+    let other_c = format!("c-{other}");
+    let (l1, l2) = (
+        "nasiko.type=agent".to_string(),
+        format!("nasiko.name={other}"),
+    );
+    h.net.run(
+        &other_c,
+        &["--label", &l1, "--label", &l2],
+        &["sleep", "60"],
+    );
+    // a renamed fallback container is no longer an agent
+    let renamed = unique("renamed");
+    docker_ok(&["rename", &legacy, &renamed]);
+    h.wait_service(&legacy, "the renamed container's service to go", |s| {
+        s.is_none()
+    })
+    .await;
+    assert_eq!(h.kong_get(&format!("/services/agent-{other}")).await.0, 404);
+    // joining the network later makes it an agent (network connect event)
+    docker_ok(&["network", "connect", &h.net.name, &other_c]);
+    h.wait_service(
+        &format!("agent-{other}"),
+        "routed after network connect",
+        |s| s.is_some(),
+    )
+    .await;
+    docker_ok(&["network", "disconnect", &h.net.name, &other_c]);
+    h.wait_service(
+        &format!("agent-{other}"),
+        "unrouted after network disconnect",
+        |s| s.is_none(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_labels_are_skipped_with_a_clear_reason_and_never_crash_the_sidecar() {
+    let mut h = Harness::new().await;
+    let bad_port = unique("badport");
+    h.net.agent(
+        &format!("c-{bad_port}"),
+        &[
+            ("nasiko.type", "agent"),
+            ("nasiko.name", &bad_port),
+            ("nasiko.port", "http"),
+        ],
+    );
+    h.net.agent(
+        &unique("c-noname"),
+        &[("nasiko.type", "agent"), ("nasiko.name", "")],
+    );
+    let good = unique("good");
+    h.net.agent(
+        &format!("c-{good}"),
+        &[("nasiko.type", "agent"), ("nasiko.name", &good)],
+    );
+    h.wait_service(&format!("agent-{good}"), "the well-labelled agent", |s| {
+        s.is_some()
+    })
+    .await;
+    let s = h.status().await;
+    let skipped = s["agents_skipped_malformed"].to_string();
+    assert!(
+        skipped.contains("nasiko.port 'http' is not a port number"),
+        "{skipped}"
+    );
+    assert!(
+        skipped.contains("nasiko.name is empty or missing"),
+        "{skipped}"
+    );
+    assert_eq!(
+        h.kong_get(&format!("/services/agent-{bad_port}")).await.0,
+        404
+    );
+    assert!(h.sidecar.as_mut().unwrap().is_running());
+}
+
+#[tokio::test]
+async fn converged_state_makes_zero_writes_and_foreign_entities_survive() {
+    let mut h = Harness::prepare(None).await;
+    let http = &h.http.clone();
+    let admin = h.kong.admin_url();
+    // someone else's service, and a Python-era untagged service with one of our names
+    assert_eq!(
+        http.json(
+            "POST",
+            &format!("{admin}/services"),
+            Some(&json!({"name": "someone-else", "host": "x.com"}))
+        )
+        .await
+        .unwrap()
+        .0,
+        201
+    );
+    assert_eq!(
+        http.json(
+            "PUT",
+            &format!("{admin}/services/backend-api-proxy"),
+            Some(&json!({"host": "old-host"}))
+        )
+        .await
+        .unwrap()
+        .0,
+        200
+    );
+    assert_eq!(
+        http.json(
+            "POST",
+            &format!("{admin}/services/backend-api-proxy/plugins"),
+            Some(&json!({"name": "cors"}))
+        )
+        .await
+        .unwrap()
+        .0,
+        201
+    );
+    h.start_sidecar().await;
+    for i in 0..2 {
+        let n = unique(&format!("rest{i}"));
+        h.net.agent(
+            &format!("c-{n}"),
+            &[("nasiko.type", "agent"), ("nasiko.name", &n)],
+        );
+        h.wait_service(&format!("agent-{n}"), "agent routed", |s| s.is_some())
+            .await;
+    }
+    let (s, _) = http
+        .json("POST", &format!("{}/sync", h.api), None)
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    // the Python-era service and its plugin were adopted (tagged, host fixed), not duplicated
+    let (_, b) = h.kong_get("/services/backend-api-proxy").await;
+    assert_eq!(b["host"], "nasiko-backend");
+    assert!(b["tags"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("managed-by-nasiko-registry")));
+    let (_, pl) = h.kong_get("/services/backend-api-proxy/plugins").await;
+    assert_eq!(
+        pl["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["name"] == "cors")
+            .count(),
+        1
+    );
+    // at rest: syncs read, never write
+    h.kong.clear_requests();
+    for _ in 0..3 {
+        let (s, body) = http
+            .json("POST", &format!("{}/sync", h.api), None)
+            .await
+            .unwrap();
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(body["writes"], 0);
+    }
+    let writes: Vec<_> = h
+        .kong
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_write())
+        .collect();
+    assert!(writes.is_empty(), "writes at rest: {writes:?}");
+    assert_eq!(
+        h.kong_get("/services/someone-else").await.0,
+        200,
+        "an untagged entity survives"
+    );
+}
+
+#[tokio::test]
+async fn kong_down_during_a_change_converges_when_it_returns_with_no_deletes() {
+    let h = Harness::new().await;
+    let a = unique("stay");
+    h.net.agent(
+        &format!("c-{a}"),
+        &[("nasiko.type", "agent"), ("nasiko.name", &a)],
+    );
+    h.wait_service(&format!("agent-{a}"), "first agent", |s| s.is_some())
+        .await;
+    h.kong.set_fault(Fault::Refuse);
+    h.kong.clear_requests();
+    let b = unique("late");
+    h.net.agent(
+        &format!("c-{b}"),
+        &[("nasiko.type", "agent"), ("nasiko.name", &b)],
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s = h.status().await;
+    assert_eq!(s["kong_status"], "unhealthy", "{s}");
+    assert!(
+        s["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("KONG_ADMIN_URL"),
+        "{s}"
+    );
+    h.kong.set_fault(Fault::None);
+    h.wait_service(
+        &format!("agent-{b}"),
+        "the agent started while Kong was down",
+        |s| s.is_some(),
+    )
+    .await;
+    assert_eq!(h.kong_get(&format!("/services/agent-{a}")).await.0, 200);
+    let deletes: Vec<_> = h
+        .kong
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
+    assert!(deletes.is_empty(), "{deletes:?}");
+    // 500s are retried the same way
+    h.kong.set_fault(Fault::Error500);
+    let c = unique("after500");
+    h.net.agent(
+        &format!("c-{c}"),
+        &[("nasiko.type", "agent"), ("nasiko.name", &c)],
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    h.kong.set_fault(Fault::None);
+    h.wait_service(
+        &format!("agent-{c}"),
+        "the agent started while Kong answered 500",
+        |s| s.is_some(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_cut_docker_connection_is_recovered_and_re_listed() {
+    let proxy = SocketProxy::start("/var/run/docker.sock").await;
+    let h = Harness::with_docker_host(Some(proxy.docker_host())).await;
+    let a = unique("before-cut");
+    h.net.agent(
+        &format!("c-{a}"),
+        &[("nasiko.type", "agent"), ("nasiko.name", &a)],
+    );
+    h.wait_service(&format!("agent-{a}"), "agent before the cut", |s| {
+        s.is_some()
+    })
+    .await;
+    proxy.cut();
+    let api = h.api.clone();
+    let http = h.http.clone();
+    wait_for("docker to be reported unreachable", T, || {
+        let (api, http) = (api.clone(), http.clone());
+        async move {
+            let (_, s) = http
+                .json("GET", &format!("{api}/status"), None)
+                .await
+                .ok()?;
+            (s["docker_status"] == "unhealthy").then_some(())
+        }
+    })
+    .await;
+    h.kong.clear_requests();
+    // changes while cut: one agent goes, one comes
+    docker_ok(&["rm", "-f", &format!("c-{a}")]);
+    let b = unique("during-cut");
+    h.net.agent(
+        &format!("c-{b}"),
+        &[("nasiko.type", "agent"), ("nasiko.name", &b)],
+    );
+    let (s, _) = h
+        .http
+        .json("POST", &format!("{}/sync", h.api), None)
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "Kong syncs go on while Docker is away");
+    assert_eq!(
+        h.kong_get(&format!("/services/agent-{a}")).await.0,
+        200,
+        "nothing is deleted while Docker is unreachable"
+    );
+    assert!(h.kong.requests().iter().all(|r| r.method != "DELETE"));
+    proxy.restore();
+    h.wait_service(
+        &format!("agent-{b}"),
+        "the agent started during the cut",
+        |s| s.is_some(),
+    )
+    .await;
+    h.wait_service(
+        &format!("agent-{a}"),
+        "the agent removed during the cut",
+        |s| s.is_none(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn editing_the_static_routes_file_is_applied_and_a_bad_edit_is_reported() {
+    let h = Harness::new().await;
+    h.wait_service("backend-api-proxy", "the built-in static proxies", |s| {
+        s.is_some_and(|s| s["host"] == "nasiko-backend")
+    })
+    .await;
+    let s = h.status().await;
+    assert_eq!(s["static_proxies"].as_array().unwrap().len(), 8);
+    let text = include_str!("../../compose-templates/static-routes.yml")
+        .replace("${KONG_BACKEND_HOST}", "backend-v2");
+    std::fs::write(&h.static_file, &text).unwrap();
+    h.wait_service("backend-api-proxy", "the edited backend host", |s| {
+        s.is_some_and(|s| s["host"] == "backend-v2")
+    })
+    .await;
+    std::fs::write(&h.static_file, "proxies: [ {name: broken").unwrap();
+    let api = h.api.clone();
+    let http = h.http.clone();
+    let s = wait_for("the bad edit to be reported", T, || {
+        let (api, http) = (api.clone(), http.clone());
+        async move {
+            let (_, s) = http
+                .json("GET", &format!("{api}/status"), None)
+                .await
+                .ok()?;
+            s["static_routes_error"].is_string().then_some(s)
+        }
+    })
+    .await;
+    assert!(
+        s["static_routes_error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid YAML"),
+        "{s}"
+    );
+    assert_eq!(s["status"], "degraded");
+    assert_eq!(
+        h.kong_get("/services/backend-api-proxy").await.1["host"],
+        "backend-v2",
+        "the last good version stays"
+    );
+    // removing a proxy from the file removes it from Kong
+    let fewer = text.replace("  - name: n8n\n    url: \"http://${KONG_N8N_HOST}:5678\"\n    paths: [\"/n8n\"]\n    strip_path: true\n    plugins: [cors]\n", "");
+    assert_ne!(fewer, text);
+    std::fs::write(&h.static_file, &fewer).unwrap();
+    h.wait_service("n8n", "the removed static proxy to go", |s| s.is_none())
+        .await;
+}
+
+#[tokio::test]
+async fn a_node_without_nasiko_auth_gets_the_other_plugins_and_reports_the_missing_one() {
+    let h = Harness::new().await;
+    h.kong
+        .set_available_plugins(vec!["cors".into(), "chat-logger".into()]);
+    let n = unique("noauth");
+    h.net.agent(
+        &format!("c-{n}"),
+        &[("nasiko.type", "agent"), ("nasiko.name", &n)],
+    );
+    h.wait_service(&format!("agent-{n}"), "agent", |s| s.is_some())
+        .await;
+    let (s, _) = h
+        .http
+        .json("POST", &format!("{}/sync", h.api), None)
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(
+        h.plugin_names(&format!("agent-{n}")).await,
+        ["chat-logger", "cors"]
+    );
+    let st = h.status().await;
+    assert_eq!(st["missing_plugins"], json!(["nasiko-auth"]));
+    assert_eq!(
+        h.kong.requests().iter().filter(|r| r.status == 400).count(),
+        0,
+        "no 400 for the missing plugin on every sync"
+    );
+}
+
+#[tokio::test]
+async fn the_http_api_keeps_the_python_shapes() {
+    let h = Harness::new().await;
+    let (s, b) = h
+        .http
+        .json("GET", &format!("{}/health", h.api), None)
+        .await
+        .unwrap();
+    assert_eq!((s, b["status"].clone()), (200, json!("healthy")));
+    assert!(b["timestamp"].is_f64());
+    let st = h.status().await;
+    for k in ["status", "services_count", "last_sync", "kong_status"] {
+        assert!(st.get(k).is_some(), "{k} in {st}");
+    }
+    assert_eq!(st["services_count"], 8);
+    let (_, sv) = h
+        .http
+        .json("GET", &format!("{}/services", h.api), None)
+        .await
+        .unwrap();
+    assert!(sv["services"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("gateway-health")));
+    let (s, b) = h
+        .http
+        .json("POST", &format!("{}/sync", h.api), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (s, b["message"].clone()),
+        (200, json!("Sync completed. Registered 0 Docker services."))
+    );
+    let (s, _, m) = h
+        .http
+        .send(
+            "GET",
+            &format!("{}/metrics", h.api),
+            &[],
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let m = String::from_utf8_lossy(&m);
+    assert_eq!(s, 200);
+    assert!(
+        m.contains("registry_syncs_total ") && m.contains("registry_kong_writes_total "),
+        "{m}"
+    );
+}

@@ -1,0 +1,182 @@
+//! Real-Docker helpers for tests: a tiny busybox image made locally (no registry here),
+//! per-test networks and containers that are removed on drop, even when the test panics.
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const BUSYBOX_IMAGE: &str = "nasiko-test-busybox:1";
+/// Label on everything a test creates, so cleanup can find it.
+pub const TEST_LABEL: &str = "nasiko.test-run";
+
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI runs")
+}
+
+/// Run docker and return trimmed stdout; panics with stderr on failure.
+pub fn docker_ok(args: &[&str]) -> String {
+    let o = docker(args);
+    assert!(
+        o.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Build (once per machine) a busybox image from the host's busybox-static: `docker import` of a
+/// root with /bin/busybox and its applet links.
+pub fn ensure_busybox_image() -> &'static str {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    if docker(&["image", "inspect", BUSYBOX_IMAGE])
+        .status
+        .success()
+    {
+        return BUSYBOX_IMAGE;
+    }
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("busybox-static is installed (apt-get install -y busybox-static)");
+    let dir = std::env::temp_dir().join(format!("nasiko-busybox-root-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for d in ["bin", "tmp", "www", "etc"] {
+        std::fs::create_dir_all(dir.join(d)).expect("temp dir");
+    }
+    std::fs::copy(busybox, dir.join("bin/busybox")).expect("copy busybox");
+    let st = Command::new(dir.join("bin/busybox"))
+        .args([
+            "--install",
+            "-s",
+            dir.join("bin").to_str().expect("utf-8 path"),
+        ])
+        .status()
+        .expect("busybox --install");
+    assert!(st.success());
+    // busybox --install -s links to the absolute path it was run from: relink to /bin/busybox
+    for e in std::fs::read_dir(dir.join("bin"))
+        .expect("read bin")
+        .flatten()
+    {
+        if e.file_name() != "busybox" {
+            let _ = std::fs::remove_file(e.path());
+            std::os::unix::fs::symlink("/bin/busybox", e.path()).expect("symlink");
+        }
+    }
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )
+    .expect("passwd");
+    std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").expect("group");
+    let cmd = format!(
+        "tar -C {} -c . | docker import -c 'ENV PATH=/bin' -c 'CMD [\"/bin/sh\"]' - {BUSYBOX_IMAGE}",
+        dir.display()
+    );
+    let o = Command::new("sh").args(["-c", &cmd]).output().expect("sh");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        o.status.success(),
+        "docker import failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    BUSYBOX_IMAGE
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this test process and call.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A Docker network and every container started through it; all removed on drop.
+pub struct TestNet {
+    pub name: String,
+    pub run: String,
+}
+
+impl TestNet {
+    pub fn new() -> TestNet {
+        let name = unique("nasiko-test-net");
+        let run = name.clone();
+        docker_ok(&[
+            "network",
+            "create",
+            "--label",
+            &format!("{TEST_LABEL}={run}"),
+            &name,
+        ]);
+        TestNet { name, run }
+    }
+
+    /// `docker run -d` with the run label and the given extra args, image and command.
+    pub fn run(&self, container: &str, extra: &[&str], cmd: &[&str]) -> String {
+        let label = format!("{TEST_LABEL}={}", self.run);
+        let mut args = vec!["run", "-d", "--name", container, "--label", &label];
+        args.extend_from_slice(extra);
+        args.push(ensure_busybox_image());
+        args.extend_from_slice(cmd);
+        docker_ok(&args)
+    }
+
+    /// An agent-like container on this network that serves HTTP on 5000 (busybox httpd).
+    pub fn agent(&self, container: &str, labels: &[(&str, &str)]) -> String {
+        let net = format!("--network={}", self.name);
+        let mut extra: Vec<String> = vec![net];
+        for (k, v) in labels {
+            extra.push("--label".into());
+            extra.push(format!("{k}={v}"));
+        }
+        let refs: Vec<&str> = extra.iter().map(String::as_str).collect();
+        self.run(
+            container,
+            &refs,
+            &["httpd", "-f", "-p", "5000", "-h", "/www"],
+        )
+    }
+
+    pub fn ip_of(&self, container: &str) -> String {
+        docker_ok(&[
+            "inspect",
+            "-f",
+            &format!(
+                "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+                self.name
+            ),
+            container,
+        ])
+    }
+}
+
+impl Default for TestNet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label={TEST_LABEL}={}", self.run),
+        ]);
+        let ids = String::from_utf8_lossy(&ids.stdout).to_string();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(ids);
+            let _ = docker(&args);
+        }
+        let _ = docker(&["network", "rm", &self.name]);
+    }
+}
