@@ -1,0 +1,277 @@
+//! Configuration: clap arguments (every env var of contracts.md §5, each also a flag) and the
+//! validated `Config`.
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Builds and deploys Nasiko agents: consumes deployment jobs from the Redis stream
+/// `orchestration:commands` (consumer group `orchestrator`), builds each agent with `docker build`,
+/// runs it with `docker compose` on the shared network with the `nasiko.*` labels, and reports
+/// progress to Redis and the Nasiko backend.
+#[derive(Debug, Parser)]
+#[command(name = "build-agent", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the worker daemon (the default).
+    Run(RunArgs),
+    /// Queue a deployment job exactly as the Nasiko backend does (XADD).
+    Submit(SubmitArgs),
+    /// Print an agent's status hash.
+    Status {
+        /// Agent name.
+        name: String,
+    },
+    /// Print an agent's latest build log lines.
+    Logs {
+        /// Agent name.
+        name: String,
+        /// How many lines (from the end).
+        #[arg(long, default_value_t = 200)]
+        lines: usize,
+    },
+    /// Print the effective compose configuration for a package, without running anything.
+    Plan {
+        /// The agent package directory.
+        dir: PathBuf,
+        /// Agent name (default: the directory's parent name, as in {root}/{name}/{version}).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "")]
+        owner_id: String,
+    },
+    /// Stop and remove an agent's containers.
+    Undeploy {
+        /// Agent name.
+        name: String,
+    },
+}
+
+/// Settings every subcommand shares.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct Common {
+    /// Redis URL; overrides REDIS_HOST/REDIS_PORT/REDIS_DB when set.
+    #[arg(long, env = "REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+    /// Redis host.
+    #[arg(long, env = "REDIS_HOST", default_value = "localhost", global = true)]
+    pub redis_host: String,
+    /// Redis port.
+    #[arg(long, env = "REDIS_PORT", default_value_t = 6379, global = true)]
+    pub redis_port: u16,
+    /// Redis database number.
+    #[arg(long, env = "REDIS_DB", default_value_t = 0, global = true)]
+    pub redis_db: u32,
+    /// Stream the backend writes jobs to.
+    #[arg(long, env = "STREAM_KEY", default_value = "orchestration:commands", global = true)]
+    pub stream: String,
+    /// Consumer group.
+    #[arg(long, env = "CONSUMER_GROUP", default_value = "orchestrator", global = true)]
+    pub group: String,
+    /// Docker network agents join (created by the platform stack; agent compose files use it as external).
+    #[arg(long, env = "DOCKER_NETWORK", default_value = "nasiko-network", global = true)]
+    pub docker_network: String,
+    /// Agents root on this machine (the backend's uploads folder).
+    #[arg(long, env = "AGENTS_ROOT", default_value = "/app/agents", global = true)]
+    pub agents_root: PathBuf,
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: String,
+}
+
+impl Common {
+    pub fn redis_url(&self) -> String {
+        self.redis_url.clone().unwrap_or_else(|| format!("redis://{}:{}/{}", self.redis_host, self.redis_port, self.redis_db))
+    }
+}
+
+#[derive(Debug, Clone, ClapArgs, Default)]
+pub struct RunArgs {
+    /// Consumer name in the group (default: the hostname).
+    #[arg(long, env = "CONSUMER_NAME")]
+    pub consumer: Option<String>,
+    /// Nasiko backend base URL, used when a job's base_url is missing or a *.svc.cluster.local URL.
+    #[arg(long, env = "NASIKO_API_URL")]
+    pub nasiko_api_url: Option<String>,
+    /// Public gateway URL; an agent's URL is {this}/agents/agent-{name}.
+    #[arg(long, env = "KONG_GATEWAY_URL", default_value = "http://localhost:9100")]
+    pub kong_gateway_url: String,
+    /// Auth service base URL (agent permissions).
+    #[arg(long, env = "AUTH_SERVICE_URL", default_value = "http://nasiko-auth-service:8001")]
+    pub auth_service_url: String,
+    /// Given to agents when set.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+    /// Given to agents when set.
+    #[arg(long, env = "OPENROUTER_API_KEY", hide_env_values = true)]
+    pub openrouter_api_key: Option<String>,
+    /// Given to agents when set.
+    #[arg(long, env = "MINIMAX_API_KEY", hide_env_values = true)]
+    pub minimax_api_key: Option<String>,
+    /// Phoenix collector endpoint given to agents.
+    #[arg(long, env = "PHOENIX_COLLECTOR_ENDPOINT", default_value = "http://phoenix:6006")]
+    pub phoenix_collector_endpoint: String,
+    /// Phoenix gRPC endpoint given to agents.
+    #[arg(long, env = "PHOENIX_GRPC_ENDPOINT", default_value = "http://phoenix:4317")]
+    pub phoenix_grpc_endpoint: String,
+    /// Phoenix HTTP endpoint given to agents.
+    #[arg(long, env = "PHOENIX_HTTP_ENDPOINT", default_value = "http://phoenix:6006/v1/traces")]
+    pub phoenix_http_endpoint: String,
+    /// TRACING_ENABLED given to agents.
+    #[arg(long, env = "TRACING_ENABLED", default_value = "false")]
+    pub tracing_enabled: String,
+    /// Jobs run at once.
+    #[arg(long, env = "MAX_CONCURRENT_JOBS", default_value_t = 2)]
+    pub concurrency: usize,
+    /// Deliveries before a job goes to the dead-letter stream.
+    #[arg(long, env = "MAX_DELIVERIES", default_value_t = 3)]
+    pub max_deliveries: u64,
+    /// Seconds a pending job must be idle before another consumer claims it (longer than the heartbeat).
+    #[arg(long, env = "CLAIM_IDLE_SECS", default_value_t = 60)]
+    pub claim_idle_secs: u64,
+    /// Seconds between heartbeats that keep a running job owned.
+    #[arg(long, env = "HEARTBEAT_SECS", default_value_t = 10)]
+    pub heartbeat_secs: u64,
+    /// Seconds running jobs get to finish after SIGTERM before they are left pending.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 60)]
+    pub grace_secs: u64,
+    /// docker build timeout, seconds (the whole process group is killed).
+    #[arg(long, env = "BUILD_TIMEOUT_SECS", default_value_t = 900)]
+    pub build_timeout_secs: u64,
+    /// Seconds to wait for the agent container to run (and be healthy).
+    #[arg(long, env = "START_TIMEOUT_SECS", default_value_t = 120)]
+    pub start_timeout_secs: u64,
+    /// Private build directory (copies of packages).
+    #[arg(long, env = "WORK_DIR", default_value = "/var/lib/nasiko-build-agent")]
+    pub work_dir: PathBuf,
+    /// How the backend writes agent paths; this prefix is mapped onto AGENTS_ROOT.
+    #[arg(long, env = "AGENTS_PATH_PREFIX", default_value = "/app/agents")]
+    pub agents_path_prefix: PathBuf,
+    /// Compose command: auto, v2 (docker compose) or v1 (docker-compose).
+    #[arg(long, env = "COMPOSE_FLAVOR", default_value = "auto")]
+    pub compose: String,
+    /// Images kept per agent (older ones are removed).
+    #[arg(long, env = "KEEP_IMAGES", default_value_t = 2)]
+    pub keep_images: usize,
+    /// Skip docker build/compose and report success (for load benchmarks of the job lifecycle only).
+    #[arg(long, env = "NOOP_DEPLOY", hide = true)]
+    pub noop_deploy: bool,
+}
+
+#[derive(Debug, Clone, ClapArgs)]
+pub struct SubmitArgs {
+    /// Agent name.
+    #[arg(long)]
+    pub agent_name: String,
+    /// Package path as the backend writes it, e.g. /app/agents/NAME/v1.0.0.
+    #[arg(long)]
+    pub agent_path: String,
+    #[arg(long, default_value = "")]
+    pub owner_id: String,
+    #[arg(long, default_value = "")]
+    pub upload_id: String,
+    /// Backend base URL put in the job.
+    #[arg(long, default_value = "")]
+    pub base_url: String,
+    /// update_agent or rollback_agent (empty: a plain deploy).
+    #[arg(long, default_value = "")]
+    pub action: String,
+    #[arg(long, default_value = "v1.0.0")]
+    pub version: String,
+}
+
+/// The validated daemon settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub redis_url: String,
+    pub stream: String,
+    pub group: String,
+    pub consumer: String,
+    pub dead_letter_stream: String,
+    pub network: String,
+    pub agents_root: PathBuf,
+    pub agents_path_prefix: PathBuf,
+    pub work_dir: PathBuf,
+    pub nasiko_api_url: Option<String>,
+    pub kong_gateway_url: String,
+    pub auth_service_url: String,
+    pub agent_env: Vec<(String, String)>,
+    pub concurrency: usize,
+    pub max_deliveries: u64,
+    pub claim_idle: Duration,
+    pub heartbeat: Duration,
+    pub grace: Duration,
+    pub build_timeout: Duration,
+    pub start_timeout: Duration,
+    pub compose: String,
+    pub keep_images: usize,
+    pub noop_deploy: bool,
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "build-agent".into())
+}
+
+impl Config {
+    pub fn new(c: &Common, r: RunArgs) -> Result<Config, String> {
+        if r.heartbeat_secs == 0 || r.claim_idle_secs <= r.heartbeat_secs * 2 {
+            return Err(format!(
+                "CLAIM_IDLE_SECS ({}) must be more than twice HEARTBEAT_SECS ({}), or running jobs could be stolen",
+                r.claim_idle_secs, r.heartbeat_secs
+            ));
+        }
+        if r.max_deliveries == 0 {
+            return Err("MAX_DELIVERIES must be at least 1".into());
+        }
+        if !["auto", "v1", "v2"].contains(&r.compose.as_str()) {
+            return Err(format!("COMPOSE_FLAVOR '{}' must be auto, v1 or v2", r.compose));
+        }
+        let mut agent_env = Vec::new();
+        for (k, v) in [("OPENAI_API_KEY", &r.openai_api_key), ("OPENROUTER_API_KEY", &r.openrouter_api_key), ("MINIMAX_API_KEY", &r.minimax_api_key)] {
+            if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
+                agent_env.push((k.to_string(), v.clone()));
+            }
+        }
+        agent_env.push(("PHOENIX_COLLECTOR_ENDPOINT".into(), r.phoenix_collector_endpoint));
+        agent_env.push(("PHOENIX_GRPC_ENDPOINT".into(), r.phoenix_grpc_endpoint));
+        agent_env.push(("PHOENIX_HTTP_ENDPOINT".into(), r.phoenix_http_endpoint));
+        agent_env.push(("TRACING_ENABLED".into(), r.tracing_enabled));
+        Ok(Config {
+            redis_url: c.redis_url(),
+            stream: c.stream.clone(),
+            group: c.group.clone(),
+            consumer: r.consumer.unwrap_or_else(hostname),
+            dead_letter_stream: format!("{}:dead-letter", c.stream),
+            network: c.docker_network.clone(),
+            agents_root: c.agents_root.clone(),
+            agents_path_prefix: r.agents_path_prefix,
+            work_dir: r.work_dir,
+            nasiko_api_url: r.nasiko_api_url.filter(|u| !u.is_empty()).map(|u| u.trim_end_matches('/').to_string()),
+            kong_gateway_url: r.kong_gateway_url.trim_end_matches('/').to_string(),
+            auth_service_url: r.auth_service_url.trim_end_matches('/').to_string(),
+            agent_env,
+            concurrency: r.concurrency.clamp(1, 64),
+            max_deliveries: r.max_deliveries,
+            claim_idle: Duration::from_secs(r.claim_idle_secs),
+            heartbeat: Duration::from_secs(r.heartbeat_secs),
+            grace: Duration::from_secs(r.grace_secs),
+            build_timeout: Duration::from_secs(r.build_timeout_secs.max(1)),
+            start_timeout: Duration::from_secs(r.start_timeout_secs.max(1)),
+            compose: r.compose,
+            keep_images: r.keep_images.max(1),
+            noop_deploy: r.noop_deploy,
+        })
+    }
+}

@@ -1,0 +1,383 @@
+//! Compose handling as data in, data out: find and read the user's compose file, refuse unsafe
+//! services, pick the entry service, and generate the override that adds the image, name, labels,
+//! shared network and environment. The user's file is never edited. Pure.
+
+use serde_yaml_ng::{Mapping, Value};
+use std::path::{Component, Path, PathBuf};
+
+pub const COMPOSE_FILES: &[&str] = &["docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml"];
+/// The network name real agent packages use; mapped onto the shared network.
+pub const LEGACY_NETWORK: &str = "agents-net";
+
+pub fn find_compose_file(dir: &Path) -> Option<PathBuf> {
+    COMPOSE_FILES.iter().map(|f| dir.join(f)).find(|p| p.is_file())
+}
+
+/// What the override needs to say.
+#[derive(Debug, Clone)]
+pub struct OverrideSpec<'a> {
+    pub agent: &'a str,
+    pub image: &'a str,
+    /// The Docker network every agent joins (DOCKER_NETWORK).
+    pub network: &'a str,
+    pub owner: &'a str,
+    pub version: &'a str,
+    pub upload_id: &'a str,
+    /// The entry service's environment, in order (later wins).
+    pub env: &'a [(String, String)],
+}
+
+pub fn container_name(agent: &str) -> String {
+    format!("agent-{agent}")
+}
+
+pub fn project_name(agent: &str) -> String {
+    format!("agent-{}", agent.replace('.', "-"))
+}
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_string())
+}
+
+fn services(user: &Value) -> Result<&Mapping, String> {
+    user.get("services").and_then(Value::as_mapping).ok_or_else(|| "the compose file has no 'services' mapping".to_string())
+}
+
+/// Lexically normalize `p` against `base` (no filesystem access).
+fn normalize(base: &Path, p: &Path) -> PathBuf {
+    let joined = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn is_bind_source(src: &str) -> bool {
+    src.starts_with('/') || src.starts_with('.') || src.starts_with('~') || src.contains('/')
+}
+
+fn check_host_path(what: &str, svc: &str, src: &str, dir: &Path) -> Result<(), String> {
+    if src.contains("docker.sock") {
+        return Err(format!("service '{svc}' mounts the Docker socket ({src}); agents may not control the Docker engine"));
+    }
+    if src.starts_with('~') {
+        return Err(format!("service '{svc}' {what} {src} from the home directory; only paths inside the package are allowed"));
+    }
+    let real = normalize(dir, Path::new(src));
+    if !real.starts_with(normalize(dir, Path::new("."))) {
+        return Err(format!("service '{svc}' {what} {src}, outside the package directory; only paths inside the package are allowed"));
+    }
+    Ok(())
+}
+
+/// Refuse services that could take over the host. `dir` is where the compose file lives.
+pub fn check_safety(user: &Value, dir: &Path) -> Result<(), String> {
+    for (name, svc) in services(user)? {
+        let n = name.as_str().unwrap_or("?");
+        let get = |k: &str| svc.get(k);
+        if get("privileged").and_then(Value::as_bool) == Some(true) {
+            return Err(format!("service '{n}' asks for privileged mode, which is not allowed for agents"));
+        }
+        for k in ["cap_add", "devices"] {
+            if get(k).and_then(Value::as_sequence).is_some_and(|v| !v.is_empty()) {
+                return Err(format!("service '{n}' asks for {k}, which is not allowed for agents"));
+            }
+        }
+        if let Some(m) = get("network_mode").and_then(Value::as_str) {
+            if m == "host" || m.starts_with("container:") {
+                return Err(format!("service '{n}' asks for network_mode '{m}', which is not allowed for agents"));
+            }
+        }
+        for k in ["pid", "ipc", "userns_mode", "uts"] {
+            if get(k).and_then(Value::as_str) == Some("host") {
+                return Err(format!("service '{n}' asks for {k}: host, which is not allowed for agents"));
+            }
+        }
+        for v in get("volumes").and_then(Value::as_sequence).into_iter().flatten() {
+            let src = match v {
+                Value::String(spec) => {
+                    let src = spec.split(':').next().unwrap_or("");
+                    if spec.contains(':') && is_bind_source(src) { Some(src.to_string()) } else { None }
+                }
+                Value::Mapping(m) => {
+                    let ty = m.get("type").and_then(Value::as_str).unwrap_or("volume");
+                    let src = m.get("source").and_then(Value::as_str).unwrap_or("");
+                    (ty == "bind" || (ty != "volume" && ty != "tmpfs" && is_bind_source(src))).then(|| src.to_string())
+                }
+                _ => None,
+            };
+            if let Some(src) = src {
+                check_host_path("bind-mounts", n, &src, dir)?;
+            }
+        }
+        let env_files: Vec<&str> = match get("env_file") {
+            Some(Value::String(f)) => vec![f.as_str()],
+            Some(Value::Sequence(v)) => v.iter().filter_map(|x| x.as_str().or_else(|| x.get("path").and_then(Value::as_str))).collect(),
+            _ => vec![],
+        };
+        for f in env_files {
+            check_host_path("reads env_file", n, f, dir)?;
+        }
+    }
+    Ok(())
+}
+
+/// The service that is the agent: key = name, else container_name = name, else the only one,
+/// else the first with a `build`.
+pub fn entry_service(user: &Value, agent: &str) -> Result<String, String> {
+    let svcs = services(user)?;
+    let keys: Vec<&str> = svcs.keys().filter_map(Value::as_str).collect();
+    if keys.contains(&agent) {
+        return Ok(agent.to_string());
+    }
+    for (k, v) in svcs {
+        if v.get("container_name").and_then(Value::as_str) == Some(agent) {
+            return Ok(k.as_str().unwrap_or_default().to_string());
+        }
+    }
+    if keys.len() == 1 {
+        return Ok(keys[0].to_string());
+    }
+    for (k, v) in svcs {
+        if v.get("build").is_some() {
+            return Ok(k.as_str().unwrap_or_default().to_string());
+        }
+    }
+    Err(format!("cannot tell which service is the agent: name one service '{agent}' (or give it container_name: {agent})"))
+}
+
+/// Whether the file format needs the old `external: {name: …}` form (compose v1, versions 2.x–3.4).
+fn old_external_form(version: Option<&str>) -> bool {
+    match version {
+        None => false,
+        Some(v) => {
+            let mut it = v.split('.');
+            let major: u32 = it.next().and_then(|x| x.parse().ok()).unwrap_or(3);
+            let minor: u32 = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+            major < 3 || (major == 3 && minor < 5)
+        }
+    }
+}
+
+fn external(network: &str, old: bool) -> Value {
+    let mut m = Mapping::new();
+    if old {
+        let mut e = Mapping::new();
+        e.insert(s("name"), s(network));
+        m.insert(s("external"), Value::Mapping(e));
+    } else {
+        m.insert(s("external"), Value::Bool(true));
+        m.insert(s("name"), s(network));
+    }
+    Value::Mapping(m)
+}
+
+fn labels(spec: &OverrideSpec, ty: &str) -> Value {
+    let mut l = Mapping::new();
+    l.insert(s("nasiko.type"), s(ty));
+    l.insert(s("nasiko.name"), s(spec.agent));
+    l.insert(s("nasiko.owner"), s(spec.owner));
+    if !spec.version.is_empty() {
+        l.insert(s("nasiko.version"), s(spec.version));
+    }
+    if !spec.upload_id.is_empty() {
+        l.insert(s("nasiko.upload-id"), s(spec.upload_id));
+    }
+    Value::Mapping(l)
+}
+
+fn service_networks(svc: &Value) -> Vec<String> {
+    match svc.get("networks") {
+        Some(Value::Sequence(v)) => v.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
+        Some(Value::Mapping(m)) => m.keys().filter_map(|x| x.as_str().map(String::from)).collect(),
+        _ => vec![],
+    }
+}
+
+/// The override for a package with a compose file, or the whole file for one without (`user` None).
+pub fn build_override(user: Option<&Value>, spec: &OverrideSpec) -> Result<Value, String> {
+    let mut root = Mapping::new();
+    let version = user.and_then(|u| u.get("version")).and_then(|v| v.as_str().map(String::from).or_else(|| v.as_f64().map(|f| f.to_string())));
+    if let Some(v) = &version {
+        root.insert(s("version"), s(v));
+    }
+    let old = old_external_form(version.as_deref());
+    let mut svcs = Mapping::new();
+    let mut nets = Mapping::new();
+    let entry = match user {
+        Some(u) => entry_service(u, spec.agent)?,
+        None => spec.agent.to_string(),
+    };
+    // the network key the entry service joins
+    let entry_nets = user.and_then(|u| u.get("services")).and_then(|x| x.get(entry.as_str())).map(service_networks).unwrap_or_default();
+    let user_net_key = [LEGACY_NETWORK, "nasiko-network", spec.network].into_iter().find(|k| entry_nets.iter().any(|n| n == k));
+    for key in [LEGACY_NETWORK, "nasiko-network", spec.network] {
+        let declared = user.and_then(|u| u.get("networks")).and_then(|n| n.get(key)).is_some();
+        let used = user.and_then(|u| u.get("services")).and_then(Value::as_mapping).is_some_and(|m| m.values().any(|svc| service_networks(svc).iter().any(|n| n == key)));
+        if declared || used {
+            nets.insert(s(key), external(spec.network, old));
+        }
+    }
+    let mut e = Mapping::new();
+    e.insert(s("image"), s(spec.image));
+    e.insert(s("container_name"), s(&container_name(spec.agent)));
+    e.insert(s("labels"), labels(spec, "agent"));
+    e.insert(s("restart"), s("unless-stopped"));
+    let mut env = Mapping::new();
+    for (k, v) in spec.env {
+        env.insert(s(k), s(v));
+    }
+    e.insert(s("environment"), Value::Mapping(env));
+    if user_net_key.is_none() {
+        let key = "nasiko-network";
+        nets.insert(s(key), external(spec.network, old));
+        let mut n = Mapping::new();
+        n.insert(s(key), Value::Mapping(Mapping::new()));
+        if user.is_some() && entry_nets.is_empty() {
+            // keep the project's default network so dependencies stay reachable
+            n.insert(s("default"), Value::Mapping(Mapping::new()));
+        } else {
+            for other in &entry_nets {
+                n.insert(s(other), Value::Mapping(Mapping::new()));
+            }
+        }
+        e.insert(s("networks"), Value::Mapping(n));
+    }
+    if user.is_none() {
+        e.insert(s("expose"), Value::Sequence(vec![s("5000")]));
+    }
+    svcs.insert(s(&entry), Value::Mapping(e));
+    if let Some(u) = user {
+        for k in services(u)?.keys().filter_map(Value::as_str) {
+            if k != entry {
+                let mut d = Mapping::new();
+                d.insert(s("labels"), labels(spec, "agent-dependency"));
+                svcs.insert(s(k), Value::Mapping(d));
+            }
+        }
+    }
+    root.insert(s("services"), Value::Mapping(svcs));
+    root.insert(s("networks"), Value::Mapping(nets));
+    Ok(Value::Mapping(root))
+}
+
+/// Parse a package's `.env`: `KEY=VALUE` lines, `#` comments, optional quotes, `export ` prefix.
+pub fn parse_dotenv(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else { continue };
+        let k = k.trim();
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        let v = v.trim();
+        let v = if v.len() >= 2 && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\''))) {
+            &v[1..v.len() - 1]
+        } else {
+            v.split(" #").next().unwrap_or(v).trim_end()
+        };
+        out.push((k.to_string(), v.to_string()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn y(t: &str) -> Value {
+        serde_yaml_ng::from_str(t).unwrap()
+    }
+
+    fn spec<'a>(env: &'a [(String, String)]) -> OverrideSpec<'a> {
+        OverrideSpec { agent: "translator", image: "nasiko-agent-translator:abc", network: "nasiko-network", owner: "u1", version: "v1", upload_id: "up1", env }
+    }
+
+    const TEMPLATE: &str = "version: '3.8'\nservices:\n  translator:\n    build: .\n    container_name: translator\n    ports: ['5000']\n    networks: [agents-net]\nnetworks:\n  agents-net:\n    external: true\n";
+
+    #[test]
+    fn the_legacy_agents_net_is_mapped_onto_the_shared_network() {
+        let env = vec![("AGENT_NAME".to_string(), "translator".to_string())];
+        let o = build_override(Some(&y(TEMPLATE)), &spec(&env)).unwrap();
+        assert_eq!(o["version"], s("3.8"));
+        let e = &o["services"]["translator"];
+        assert_eq!(e["image"], s("nasiko-agent-translator:abc"));
+        assert_eq!(e["container_name"], s("agent-translator"));
+        assert_eq!(e["labels"]["nasiko.type"], s("agent"));
+        assert_eq!(e["labels"]["nasiko.owner"], s("u1"));
+        assert_eq!(e["environment"]["AGENT_NAME"], s("translator"));
+        assert!(e.get("networks").is_none(), "the service keeps its agents-net, now pointing at nasiko-network");
+        assert_eq!(o["networks"]["agents-net"]["name"], s("nasiko-network"));
+        assert_eq!(o["networks"]["agents-net"]["external"], Value::Bool(true));
+    }
+
+    #[test]
+    fn old_file_versions_get_the_old_external_form() {
+        let o = build_override(Some(&y(&TEMPLATE.replace("3.8", "3.3"))), &spec(&[])).unwrap();
+        assert_eq!(o["networks"]["agents-net"]["external"]["name"], s("nasiko-network"));
+    }
+
+    #[test]
+    fn a_service_on_the_default_network_joins_the_shared_one_and_keeps_default() {
+        let u = y("services:\n  translator:\n    build: .\n  db:\n    image: postgres\n");
+        let o = build_override(Some(&u), &spec(&[])).unwrap();
+        let nets = o["services"]["translator"]["networks"].as_mapping().unwrap();
+        assert!(nets.contains_key("nasiko-network") && nets.contains_key("default"));
+        assert_eq!(o["services"]["db"]["labels"]["nasiko.type"], s("agent-dependency"));
+        assert!(o["services"]["db"].get("image").is_none(), "dependencies keep their own image");
+    }
+
+    #[test]
+    fn without_a_compose_file_a_single_service_is_generated() {
+        let o = build_override(None, &spec(&[])).unwrap();
+        let e = &o["services"]["translator"];
+        assert_eq!(e["expose"][0], s("5000"));
+        assert!(e["networks"].as_mapping().unwrap().contains_key("nasiko-network"));
+        assert_eq!(o["networks"]["nasiko-network"]["name"], s("nasiko-network"));
+    }
+
+    #[test]
+    fn the_entry_service_is_found_by_key_container_name_or_build() {
+        assert_eq!(entry_service(&y("services: {a: {image: x}, translator: {image: y}}"), "translator").unwrap(), "translator");
+        assert_eq!(entry_service(&y("services: {app: {container_name: translator}, db: {}}"), "translator").unwrap(), "app");
+        assert_eq!(entry_service(&y("services: {app: {image: x}}"), "translator").unwrap(), "app");
+        assert_eq!(entry_service(&y("services: {db: {image: x}, app: {build: .}}"), "translator").unwrap(), "app");
+        assert!(entry_service(&y("services: {a: {image: x}, b: {image: y}}"), "translator").unwrap_err().contains("cannot tell"));
+    }
+
+    #[test]
+    fn unsafe_packages_are_refused_with_the_reason() {
+        let dir = Path::new("/work/pkg");
+        let refuse = |t: &str| check_safety(&y(t), dir).unwrap_err();
+        assert!(refuse("services: {a: {privileged: true}}").contains("privileged"));
+        assert!(refuse("services: {a: {cap_add: [SYS_ADMIN]}}").contains("cap_add"));
+        assert!(refuse("services: {a: {devices: ['/dev/sda:/dev/sda']}}").contains("devices"));
+        assert!(refuse("services: {a: {network_mode: host}}").contains("network_mode"));
+        assert!(refuse("services: {a: {pid: host}}").contains("pid: host"));
+        assert!(refuse("services: {a: {ipc: host}}").contains("ipc: host"));
+        assert!(refuse("services: {a: {volumes: ['/var/run/docker.sock:/var/run/docker.sock']}}").contains("Docker socket"));
+        assert!(refuse("services: {a: {volumes: ['/etc:/host-etc:ro']}}").contains("outside the package"));
+        assert!(refuse("services: {a: {volumes: ['../../:/up']}}").contains("outside the package"));
+        assert!(refuse("services: {a: {volumes: [{type: bind, source: /, target: /host}]}}").contains("outside the package"));
+        assert!(refuse("services: {a: {env_file: /etc/shadow}}").contains("env_file"));
+        assert!(check_safety(&y("services: {a: {volumes: ['data:/data', './cfg:/cfg:ro', '/work/pkg/x:/x']}}\nvolumes: {data: {}}"), dir).is_ok());
+    }
+
+    #[test]
+    fn dotenv_lines_comments_and_quotes() {
+        let v = parse_dotenv("# c\nA=1\nexport B=\"two words\"\nC='x'\nbad line\nD=v # trailing\n=nokey\n");
+        assert_eq!(v, vec![("A".into(), "1".into()), ("B".into(), "two words".into()), ("C".into(), "x".into()), ("D".into(), "v".into())]);
+    }
+}

@@ -1,0 +1,123 @@
+//! The Docker and compose commands the deploy stages run (argument vectors only): compose
+//! detection, image existence, build, up, container state, logs, image pruning, undeploy.
+
+use crate::process::{argv, run, CmdError, Output};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const SHORT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComposeCmd {
+    /// `docker compose` (the v2 plugin)
+    V2,
+    /// `docker-compose` (v1)
+    V1,
+}
+
+impl ComposeCmd {
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            ComposeCmd::V2 => argv(&["docker", "compose"]),
+            ComposeCmd::V1 => argv(&["docker-compose"]),
+        }
+    }
+    /// Find the compose command this host has (`flavor`: auto, v1, v2).
+    pub async fn detect(flavor: &str) -> Result<(ComposeCmd, String), String> {
+        let try_one = |c: ComposeCmd| async move {
+            let mut a = c.argv();
+            a.push("version".into());
+            run(&a, Duration::from_secs(20), None).await.ok().map(|o| (c, o.stdout.lines().next().unwrap_or("").to_string()))
+        };
+        let found = match flavor {
+            "v2" => try_one(ComposeCmd::V2).await,
+            "v1" => try_one(ComposeCmd::V1).await,
+            _ => match try_one(ComposeCmd::V2).await {
+                Some(x) => Some(x),
+                None => try_one(ComposeCmd::V1).await,
+            },
+        };
+        found.ok_or_else(|| "neither `docker compose` (v2 plugin) nor `docker-compose` (v1) works on this host; install one (e.g. apt-get install docker-compose)".to_string())
+    }
+}
+
+pub async fn image_exists(tag: &str) -> bool {
+    run(&argv(&["docker", "image", "inspect", "--format", "{{.Id}}", tag]), SHORT, None).await.is_ok()
+}
+
+pub async fn build(dir: &str, tag: &str, agent: &str, hash: &str, timeout: Duration, lines: mpsc::UnboundedSender<String>) -> Result<Output, CmdError> {
+    let a = vec![
+        "docker".into(), "build".into(), "--pull=false".into(),
+        "-t".into(), tag.into(),
+        "--label".into(), format!("nasiko.agent={agent}"),
+        "--label".into(), format!("nasiko.content-hash={hash}"),
+        dir.into(),
+    ];
+    run(&a, timeout, Some(lines)).await
+}
+
+/// `compose -p P --project-directory D -f … <args>`
+pub async fn compose(cmd: &ComposeCmd, project: &str, project_dir: &str, files: &[String], args: &[&str], timeout: Duration) -> Result<Output, CmdError> {
+    let mut a = cmd.argv();
+    a.extend(["-p".into(), project.into(), "--project-directory".into(), project_dir.into()]);
+    for f in files {
+        a.extend(["-f".into(), f.clone()]);
+    }
+    a.extend(args.iter().map(|s| s.to_string()));
+    run(&a, timeout, None).await
+}
+
+/// State of a container: (status, health or "", image, id, restart count). None when absent.
+pub async fn container_state(name: &str) -> Option<(String, String, String, String, u64)> {
+    let f = "{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.Config.Image}}|{{.Id}}|{{.RestartCount}}";
+    let o = run(&argv(&["docker", "inspect", "--format", f, name]), SHORT, None).await.ok()?;
+    let line = o.stdout.trim().to_string();
+    let p: Vec<&str> = line.split('|').collect();
+    (p.len() == 5).then(|| (p[0].into(), p[1].into(), p[2].into(), p[3].into(), p[4].parse().unwrap_or(0)))
+}
+
+pub async fn logs_tail(name: &str, n: usize) -> String {
+    match run(&argv(&["docker", "logs", "--tail", &n.to_string(), name]), SHORT, None).await {
+        Ok(o) => o.tail(n),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Remove images of `agent` beyond the newest `keep`, never `in_use`; scoped by label.
+pub async fn prune_images(agent: &str, keep: usize, in_use: &str) -> Vec<String> {
+    let label = format!("label=nasiko.agent={agent}");
+    let Ok(o) = run(&argv(&["docker", "images", "--filter", &label, "--format", "{{.CreatedAt}}|{{.Repository}}:{{.Tag}}"]), SHORT, None).await else {
+        return vec![];
+    };
+    let mut rows: Vec<(String, String)> = o.stdout.lines().filter_map(|l| l.split_once('|')).map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut removed = Vec::new();
+    for (_, tag) in rows.into_iter().skip(keep) {
+        if tag == in_use || tag.ends_with(":<none>") {
+            continue;
+        }
+        if run(&argv(&["docker", "rmi", &tag]), SHORT, None).await.is_ok() {
+            removed.push(tag);
+        }
+    }
+    removed
+}
+
+/// Remove every container of the agent's compose project, and the fixed-name container.
+pub async fn undeploy(project: &str, container: &str) -> Result<usize, String> {
+    let label = format!("label=com.docker.compose.project={project}");
+    let o = run(&argv(&["docker", "ps", "-aq", "--filter", &label]), SHORT, None).await.map_err(|e| e.to_string())?;
+    let mut ids: Vec<String> = o.stdout.split_whitespace().map(String::from).collect();
+    if container_state(container).await.is_some() {
+        ids.push(container.to_string());
+    }
+    ids.sort();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut a = argv(&["docker", "rm", "-f", "-v"]);
+    a.extend(ids.iter().cloned());
+    run(&a, SHORT, None).await.map_err(|e| e.to_string())?;
+    Ok(ids.len())
+}

@@ -1,0 +1,50 @@
+//! A small JSON HTTP client (hyper) with a per-request timeout, for the backend and auth calls.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl HttpClient {
+    pub fn new(timeout: Duration) -> Self {
+        let mut c = HttpConnector::new();
+        c.set_connect_timeout(Some(timeout));
+        HttpClient { inner: Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(10)).build(c), timeout }
+    }
+
+    /// Send `body` as JSON; Ok(status) when an answer came, Err(cause) when none did.
+    pub async fn send(&self, method: &str, url: &str, body: Option<&Value>) -> Result<u16, String> {
+        let mut b = hyper::Request::builder().method(method).uri(url);
+        let bytes = match body {
+            Some(v) => {
+                b = b.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+            }
+            None => Bytes::new(),
+        };
+        let req = b.body(Full::new(bytes)).map_err(|e| format!("bad request to {url}: {e}"))?;
+        let fut = async {
+            let resp = self.inner.request(req).await.map_err(|e| format!("{url}: {}", root_cause(&e)))?;
+            let status = resp.status().as_u16();
+            let _ = resp.into_body().collect().await;
+            Ok(status)
+        };
+        tokio::time::timeout(self.timeout, fut).await.map_err(|_| format!("{url}: no answer within {:?}", self.timeout))?
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: &dyn std::error::Error = e;
+    while let Some(s) = cur.source() {
+        cur = s;
+    }
+    cur.to_string()
+}

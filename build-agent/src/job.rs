@@ -1,0 +1,308 @@
+//! A raw stream entry becomes a typed `DeployJob` or a typed `Rejection` (contracts.md §3):
+//! dispatch on `action` then `command`, required fields, agent names, `agent_path` confined to the
+//! agents root, the `base_url` fallback. Nothing downstream sees raw strings.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Deploy,
+    Update,
+    Rollback,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Deploy => "deploy_agent",
+            Action::Update => "update_agent",
+            Action::Rollback => "rollback_agent",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeployJob {
+    pub stream_id: String,
+    pub action: Action,
+    /// Validated: `[a-z0-9][a-z0-9_.-]*`.
+    pub agent: String,
+    /// Resolved on this machine, inside the agents root.
+    pub package: PathBuf,
+    pub owner_id: String,
+    pub upload_id: String,
+    pub upload_type: String,
+    pub version: String,
+    /// Where the backend is reachable (after the cluster-URL fallback), if anywhere.
+    pub backend_url: Option<String>,
+    pub webhook_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub stream_id: String,
+    /// The agent the entry was about, when its name is usable for reporting.
+    pub agent: Option<String>,
+    pub owner_id: String,
+    pub upload_id: String,
+    pub backend_url: Option<String>,
+    pub reason: String,
+}
+
+/// What the validator needs to know about this machine.
+pub struct Paths<'a> {
+    pub agents_root: &'a Path,
+    /// The prefix the backend uses for the agents root (mapped onto `agents_root`).
+    pub backend_prefix: &'a Path,
+    pub nasiko_api_url: Option<&'a str>,
+}
+
+/// Docker/compose-safe agent names (contracts.md §4.2).
+pub fn valid_agent_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
+        && n.len() <= 128
+}
+
+fn name_error(field: &str, n: &str) -> String {
+    format!(
+        "{field} '{}' is not a valid agent name: use lower-case letters, digits, '_', '.' or '-', starting with a letter or digit",
+        n.escape_debug()
+    )
+}
+
+/// Use the job's base_url unless it is missing or a Kubernetes-internal URL; then NASIKO_API_URL.
+pub fn backend_url(base_url: Option<&str>, fallback: Option<&str>) -> Option<String> {
+    let usable = base_url
+        .map(str::trim)
+        .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+        .filter(|u| {
+            let host = u.split("://").nth(1).unwrap_or("").split(['/', ':']).next().unwrap_or("");
+            !host.ends_with(".svc.cluster.local") && !host.ends_with(".svc")
+        });
+    usable.or(fallback).map(|u| u.trim_end_matches('/').to_string())
+}
+
+/// Resolve `agent_path` on this machine and confine it to the agents root.
+pub fn confine(agent_path: &str, paths: &Paths) -> Result<PathBuf, String> {
+    let p = Path::new(agent_path);
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(format!("agent_path '{agent_path}' contains '..'; it must point inside the agents root"));
+    }
+    let local = if let Ok(rest) = p.strip_prefix(paths.backend_prefix) {
+        paths.agents_root.join(rest)
+    } else if let Ok(rest) = p.strip_prefix(paths.agents_root) {
+        paths.agents_root.join(rest)
+    } else if p.is_absolute() {
+        return Err(format!(
+            "agent_path '{agent_path}' is outside the agents root {}",
+            paths.backend_prefix.display()
+        ));
+    } else {
+        paths.agents_root.join(p)
+    };
+    let root = paths
+        .agents_root
+        .canonicalize()
+        .map_err(|e| format!("the agents root {} is not usable: {e}", paths.agents_root.display()))?;
+    let real = local
+        .canonicalize()
+        .map_err(|_| format!("agent_path '{agent_path}' does not exist (looked for {})", local.display()))?;
+    if !real.starts_with(&root) || real == root {
+        return Err(format!("agent_path '{agent_path}' resolves to {} which is outside the agents root (symlink escape?)", real.display()));
+    }
+    if !real.is_dir() {
+        return Err(format!("agent_path '{agent_path}' is not a directory"));
+    }
+    if !real.join("Dockerfile").is_file() {
+        return Err(format!("agent package {} has no Dockerfile", real.display()));
+    }
+    Ok(real)
+}
+
+/// Turn raw stream fields into a job or a rejection. Never panics on any input.
+pub fn parse(stream_id: &str, raw: &[(String, Vec<u8>)], paths: &Paths) -> Result<DeployJob, Rejection> {
+    let mut fields: BTreeMap<&str, String> = BTreeMap::new();
+    let mut bad_utf8 = Vec::new();
+    for (k, v) in raw {
+        match std::str::from_utf8(v) {
+            Ok(s) => {
+                fields.insert(k.as_str(), s.to_string());
+            }
+            Err(_) => bad_utf8.push(k.as_str()),
+        }
+    }
+    let get = |k: &str| fields.get(k).map(|s| s.trim()).filter(|s| !s.is_empty());
+    let backend = backend_url(get("base_url"), paths.nasiko_api_url);
+    let reject = |agent: Option<String>, reason: String| Rejection {
+        stream_id: stream_id.to_string(),
+        agent,
+        owner_id: get("owner_id").unwrap_or("").to_string(),
+        upload_id: get("upload_id").unwrap_or("").to_string(),
+        backend_url: backend.clone(),
+        reason,
+    };
+    let action = match (get("action"), get("command")) {
+        (Some("update_agent"), _) => Action::Update,
+        (Some("rollback_agent"), _) => Action::Rollback,
+        (Some(other), _) => {
+            let agent = get("agent_name").filter(|n| valid_agent_name(n)).map(String::from);
+            return Err(reject(agent, format!("unknown action '{}'; expected update_agent or rollback_agent", other.escape_debug())));
+        }
+        (None, Some("deploy_agent")) => Action::Deploy,
+        (None, Some(other)) => {
+            let agent = get("agent_name").filter(|n| valid_agent_name(n)).map(String::from);
+            return Err(reject(agent, format!("unknown command '{}'; expected deploy_agent", other.escape_debug())));
+        }
+        (None, None) => {
+            let agent = get("agent_name").filter(|n| valid_agent_name(n)).map(String::from);
+            let what = if raw.is_empty() { "the entry has no fields".to_string() } else { "missing field 'command'".to_string() };
+            return Err(reject(agent, format!("{what}; a job needs command=deploy_agent (or an action)")));
+        }
+    };
+    let (name_field, name) = match action {
+        Action::Rollback => ("agent_id", get("agent_id")),
+        _ => ("agent_name", get("agent_name")),
+    };
+    let Some(name) = name else {
+        return Err(reject(None, format!("missing required field '{name_field}'")));
+    };
+    if !valid_agent_name(name) {
+        return Err(reject(None, name_error(name_field, name)));
+    }
+    let agent = name.to_string();
+    if let Some(k) = bad_utf8.first() {
+        return Err(reject(Some(agent), format!("field '{k}' is not valid UTF-8")));
+    }
+    let agent_path = match (get("agent_path"), action, get("target_version")) {
+        (Some(p), _, _) => p.to_string(),
+        (None, Action::Rollback, Some(v)) => format!("{}/{}/{}", paths.backend_prefix.display(), agent, v),
+        (None, _, _) => return Err(reject(Some(agent), "missing required field 'agent_path'".into())),
+    };
+    let package = match confine(&agent_path, paths) {
+        Ok(p) => p,
+        Err(e) => return Err(reject(Some(agent), e)),
+    };
+    let version = get("new_version").or(get("target_version")).or(get("version")).unwrap_or("").to_string();
+    Ok(DeployJob {
+        stream_id: stream_id.to_string(),
+        action,
+        agent,
+        package,
+        owner_id: get("owner_id").unwrap_or("").to_string(),
+        upload_id: get("upload_id").unwrap_or("").to_string(),
+        upload_type: get("upload_type").unwrap_or("").to_string(),
+        version,
+        backend_url: backend.clone(),
+        webhook_url: get("webhook_url").map(String::from),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Root(PathBuf);
+    impl Drop for Root {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn root() -> Root {
+        let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let r = std::env::temp_dir().join(format!("ba-job-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(r.join("agents/translator/v1.0.0")).unwrap();
+        std::fs::write(r.join("agents/translator/v1.0.0/Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::create_dir_all(r.join("outside")).unwrap();
+        std::fs::write(r.join("outside/Dockerfile"), "FROM scratch\n").unwrap();
+        std::os::unix::fs::symlink(r.join("outside"), r.join("agents/escape")).unwrap();
+        Root(r)
+    }
+
+    fn f(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect()
+    }
+
+    fn run(r: &Root, pairs: &[(&str, &str)]) -> Result<DeployJob, Rejection> {
+        let agents = r.0.join("agents");
+        let paths = Paths { agents_root: &agents, backend_prefix: Path::new("/app/agents"), nasiko_api_url: Some("http://backend:8000") };
+        parse("1-0", &f(pairs), &paths)
+    }
+
+    fn reason(r: Result<DeployJob, Rejection>) -> String {
+        r.expect_err("expected a rejection").reason
+    }
+
+    #[test]
+    fn a_backend_deploy_job_is_parsed_with_the_path_mapped_onto_the_local_root() {
+        let r = root();
+        let j = run(&r, &[("command", "deploy_agent"), ("agent_name", "translator"), ("agent_path", "/app/agents/translator/v1.0.0"),
+                          ("owner_id", "u1"), ("upload_id", "up1"), ("upload_type", "zip"), ("base_url", "http://nasiko-backend:8000"), ("webhook_url", "http://n8n/x")]).unwrap();
+        assert_eq!(j.action, Action::Deploy);
+        assert_eq!(j.agent, "translator");
+        assert!(j.package.ends_with("agents/translator/v1.0.0"));
+        assert_eq!(j.backend_url.as_deref(), Some("http://nasiko-backend:8000"));
+        assert_eq!(j.webhook_url.as_deref(), Some("http://n8n/x"));
+    }
+
+    #[test]
+    fn action_wins_over_command_and_rollback_uses_agent_id() {
+        let r = root();
+        let j = run(&r, &[("command", "deploy_agent"), ("action", "update_agent"), ("agent_name", "translator"), ("agent_path", "/app/agents/translator/v1.0.0")]).unwrap();
+        assert_eq!(j.action, Action::Update);
+        let j = run(&r, &[("command", "deploy_agent"), ("action", "rollback_agent"), ("agent_name", "My Translator"), ("agent_id", "translator"), ("target_version", "v1.0.0")]).unwrap();
+        assert_eq!((j.action, j.agent.as_str()), (Action::Rollback, "translator"));
+        assert!(j.package.ends_with("translator/v1.0.0"));
+    }
+
+    #[test]
+    fn cluster_base_urls_fall_back_to_nasiko_api_url() {
+        assert_eq!(backend_url(Some("http://nasiko-backend.nasiko.svc.cluster.local:8000"), Some("http://b:1")).as_deref(), Some("http://b:1"));
+        assert_eq!(backend_url(None, Some("http://b:1/")).as_deref(), Some("http://b:1"));
+        assert_eq!(backend_url(Some("http://localhost:8000/"), None).as_deref(), Some("http://localhost:8000"));
+        assert_eq!(backend_url(Some("not a url"), None), None);
+    }
+
+    #[test]
+    fn malformed_entries_are_rejected_with_a_reason_that_says_what_is_wrong() {
+        let r = root();
+        let p = ("agent_path", "/app/agents/translator/v1.0.0");
+        assert!(reason(run(&r, &[])).contains("the entry has no fields"));
+        assert!(reason(run(&r, &[("agent_name", "translator"), p])).contains("missing field 'command'"));
+        assert!(reason(run(&r, &[("command", "deploy_agent"), p])).contains("missing required field 'agent_name'"));
+        assert!(reason(run(&r, &[("command", "deploy_agent"), ("agent_name", "translator")])).contains("missing required field 'agent_path'"));
+        assert!(reason(run(&r, &[("command", "deploy_agent"), ("agent_name", "My Agent"), p])).contains("is not a valid agent name"));
+        assert!(reason(run(&r, &[("command", "deploy_agent"), ("agent_name", "Translator"), p])).contains("is not a valid agent name"));
+        assert!(reason(run(&r, &[("command", "deploy_agent"), ("agent_name", "x;rm -rf /"), p])).contains("is not a valid agent name"));
+        assert!(reason(run(&r, &[("command", "explode"), ("agent_name", "translator"), p])).contains("unknown command 'explode'"));
+        assert!(reason(run(&r, &[("command", "deploy_agent"), ("action", "nuke"), ("agent_name", "translator"), p])).contains("unknown action 'nuke'"));
+        assert!(reason(run(&r, &[("command", "deploy_agent"), ("action", "rollback_agent"), ("agent_name", "translator"), p])).contains("missing required field 'agent_id'"));
+    }
+
+    #[test]
+    fn hostile_paths_are_confined_to_the_agents_root() {
+        let r = root();
+        let job = |p: &str| run(&r, &[("command", "deploy_agent"), ("agent_name", "translator"), ("agent_path", p)]);
+        assert!(reason(job("/app/agents/../../etc")).contains("contains '..'"));
+        assert!(reason(job("../../etc")).contains("contains '..'"));
+        assert!(reason(job("/etc")).contains("outside the agents root"));
+        assert!(reason(job("/app/agents/escape")).contains("outside the agents root (symlink escape?)"));
+        assert!(reason(job("/app/agents/nope/v1")).contains("does not exist"));
+        assert!(reason(job("/app/agents")).contains("outside the agents root"));
+        assert!(reason(job("/app/agents/translator")).contains("has no Dockerfile"));
+    }
+
+    #[test]
+    fn binary_junk_is_rejected_not_crashed_on() {
+        let r = root();
+        let agents = r.0.join("agents");
+        let paths = Paths { agents_root: &agents, backend_prefix: Path::new("/app/agents"), nasiko_api_url: None };
+        let raw = vec![("command".to_string(), b"deploy_agent".to_vec()), ("agent_name".to_string(), b"translator".to_vec()), ("agent_path".to_string(), vec![0xff, 0xfe, 0x00])];
+        assert!(parse("1-0", &raw, &paths).unwrap_err().reason.contains("not valid UTF-8"));
+        let raw = vec![("command".to_string(), vec![0xc3, 0x28])];
+        assert!(parse("1-0", &raw, &paths).is_err());
+    }
+}

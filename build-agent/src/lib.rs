@@ -1,0 +1,21 @@
+//! build-agent: Redis stream → validated job → docker build / docker compose → status.
+
+pub mod card;
+pub mod cli;
+pub mod config;
+pub mod deploy;
+pub mod http;
+pub mod job;
+pub mod pipeline;
+pub mod process;
+pub mod report;
+pub mod runner;
+pub mod stream;
+pub mod worker;
+
+/// Run the daemon until `shutdown` completes.
+pub async fn run(cfg: config::Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), String> {
+    let w = worker::Worker::start(cfg).await?;
+    w.run(shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! One job from received to its terminal status: prepare → build → deploy → register, each stage
+//! reported; the terminal status is recorded before the entry is acknowledged.
+
+use crate::card;
+use crate::config::Config;
+use crate::deploy::{docker, Deployer};
+use crate::job::{DeployJob, Rejection};
+use crate::report::{Facts, Reporter, Stage, Subject};
+use crate::runner::Execute;
+use crate::stream::Stream;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Pipeline {
+    pub cfg: Arc<Config>,
+    pub reporter: Reporter,
+    pub stream: Stream,
+    /// None: the no-op deploy of the lifecycle benchmark.
+    pub deployer: Option<Deployer>,
+}
+
+fn subject(job: &DeployJob) -> Subject {
+    Subject {
+        agent: job.agent.clone(),
+        stream_id: job.stream_id.clone(),
+        owner_id: job.owner_id.clone(),
+        upload_id: job.upload_id.clone(),
+        upload_type: job.upload_type.clone(),
+        backend_url: job.backend_url.clone(),
+    }
+}
+
+impl Pipeline {
+    async fn stage(&self, s: &Subject, stage: Stage, message: &str, f: &Facts) {
+        tracing::info!(job = %s.stream_id, agent = %s.agent, stage = stage.name(), "{message}");
+        if let Err(e) = self.reporter.write_hash(s, stage, message, f).await {
+            tracing::warn!(job = %s.stream_id, "could not write the status hash: {e}");
+        }
+        self.reporter.upload_status(s, stage, message, f, None).await;
+    }
+
+    /// Record a terminal status (retrying the Redis write until it lands), then acknowledge.
+    pub async fn finish(&self, s: &Subject, stage: Stage, message: &str, f: &Facts) {
+        let level_fail = stage == Stage::Failed;
+        if level_fail {
+            tracing::warn!(job = %s.stream_id, agent = %s.agent, stage = stage.name(), "{message}");
+        } else {
+            tracing::info!(job = %s.stream_id, agent = %s.agent, stage = stage.name(), "{message}");
+        }
+        let mut delay = Duration::from_millis(250);
+        if !s.agent.is_empty() {
+            while let Err(e) = self.reporter.write_hash(s, stage, message, f).await {
+                tracing::warn!(job = %s.stream_id, "cannot record the terminal status yet ({e}); retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            self.reporter.upload_status(s, stage, message, f, level_fail.then_some(message)).await;
+        }
+        self.ack(&s.stream_id).await;
+    }
+
+    pub async fn ack(&self, id: &str) {
+        let mut delay = Duration::from_millis(250);
+        while let Err(e) = self.stream.ack(id).await {
+            tracing::warn!(job = %id, "cannot acknowledge yet ({e}); retrying in {delay:?}");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    pub async fn reject(&self, r: &Rejection) {
+        let s = Subject {
+            agent: r.agent.clone().unwrap_or_default(),
+            stream_id: r.stream_id.clone(),
+            owner_id: r.owner_id.clone(),
+            upload_id: r.upload_id.clone(),
+            upload_type: String::new(),
+            backend_url: r.backend_url.clone(),
+        };
+        if s.agent.is_empty() {
+            tracing::warn!(job = %r.stream_id, "rejected: {}", r.reason);
+        }
+        self.finish(&s, Stage::Failed, &format!("rejected: {}", r.reason), &Facts::default()).await;
+    }
+
+    async fn run_job(&self, job: &DeployJob) {
+        let s = subject(job);
+        let started = Instant::now();
+        self.stage(&s, Stage::Received, &format!("{} received", job.action.as_str()), &Facts::default()).await;
+        let Some(d) = &self.deployer else {
+            let f = Facts { url: Some(self.agent_url(&job.agent)), ..Default::default() };
+            self.finish(&s, Stage::Done, "deployed (no-op)", &f).await;
+            return;
+        };
+        match self.deploy(d, job, &s).await {
+            Ok((f, note)) => {
+                let msg = format!("deployed in {:.1}s{note}", started.elapsed().as_secs_f64());
+                self.finish(&s, Stage::Done, &msg, &f).await;
+            }
+            Err(e) => self.finish(&s, Stage::Failed, &e, &Facts::default()).await,
+        }
+    }
+
+    fn agent_url(&self, agent: &str) -> String {
+        format!("{}/agents/agent-{agent}", self.cfg.kong_gateway_url)
+    }
+
+    async fn deploy(&self, d: &Deployer, job: &DeployJob, s: &Subject) -> Result<(Facts, String), String> {
+        let p = d.prepare(job).await?;
+        self.stage(s, Stage::Building, &format!("building {}", p.tag), &Facts::default()).await;
+        let built = d.build(job, &p).await?;
+        let msg = if built { format!("built {}; starting", p.tag) } else { format!("{} unchanged; starting without a rebuild", p.tag) };
+        self.stage(s, Stage::Deploying, &msg, &Facts::default()).await;
+        let dep = d.up(job, &p).await?;
+        let url = self.agent_url(&job.agent);
+        let mut f = Facts { url: Some(url.clone()), container_id: Some(dep.container_id.clone()), ..Default::default() };
+        self.stage(s, Stage::Registering, "registering the agent card", &f).await;
+        let (card, note) = card::registry_card(&p.build_dir, &job.agent, &job.owner_id, &self.cfg.kong_gateway_url);
+        let registered = self.reporter.registry(s, &card).await;
+        f.registry_updated = Some(registered);
+        if registered {
+            f.registry_id = Some(job.agent.clone());
+        }
+        let mut notes = String::new();
+        if let Some(n) = note {
+            notes.push_str(&format!("; {n}"));
+        }
+        if registered {
+            if let Err(e) = self.reporter.permissions(s).await {
+                notes.push_str(&format!("; permissions not set: {e}"));
+            }
+        }
+        let removed = docker::prune_images(&job.agent, self.cfg.keep_images, &dep.image).await;
+        if !removed.is_empty() {
+            tracing::info!(job = %job.stream_id, agent = %job.agent, "removed old images: {}", removed.join(", "));
+        }
+        Ok((f, notes))
+    }
+}
+
+impl Execute for Pipeline {
+    fn execute(&self, job: DeployJob) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move { self.run_job(&job).await })
+    }
+
+    fn superseded(&self, old: DeployJob, by: &DeployJob) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let by = by.stream_id.clone();
+        Box::pin(async move {
+            tracing::info!(job = %old.stream_id, agent = %old.agent, "superseded by the newer job {by}; acknowledged without running");
+            self.ack(&old.stream_id).await;
+        })
+    }
+}

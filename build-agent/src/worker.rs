@@ -1,0 +1,206 @@
+//! The daemon: joins the consumer group, finishes its own pending entries first, then reads new
+//! ones; a reaper claims entries abandoned by dead consumers; a heartbeat keeps held entries
+//! owned; poison entries go to the dead-letter stream. SIGTERM drains within a grace period.
+
+use crate::config::Config;
+use crate::deploy::{docker::ComposeCmd, Deployer};
+use crate::http::HttpClient;
+use crate::job::{self, Paths};
+use crate::pipeline::Pipeline;
+use crate::report::{Reporter, Stage, Subject};
+use crate::runner::Runner;
+use crate::stream::{Entry, Stream};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub async fn connect(url: &str, response_timeout: Duration) -> Result<ConnectionManager, String> {
+    let client = redis::Client::open(url).map_err(|e| format!("bad Redis URL {url}: {e}"))?;
+    let cfg = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(response_timeout))
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match ConnectionManager::new_with_config(client.clone(), cfg.clone()).await {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                tracing::warn!("cannot reach Redis at {url}: {e}; retrying in {delay:?} (is redis-server up? set REDIS_HOST/REDIS_PORT)");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+pub struct Worker {
+    cfg: Arc<Config>,
+    stream: Stream,
+    reader: ConnectionManager,
+    runner: Arc<Runner>,
+    pipeline: Arc<Pipeline>,
+}
+
+impl Worker {
+    pub async fn start(cfg: Config) -> Result<Worker, String> {
+        let cfg = Arc::new(cfg);
+        let con = connect(&cfg.redis_url, Duration::from_secs(10)).await?;
+        let reader = connect(&cfg.redis_url, Duration::from_secs(10)).await?;
+        let stream = Stream { con: con.clone(), key: cfg.stream.clone(), group: cfg.group.clone(), consumer: cfg.consumer.clone(), dead_letter: cfg.dead_letter_stream.clone() };
+        stream.ensure_group().await.map_err(|e| format!("cannot create consumer group {} on {}: {e}", cfg.group, cfg.stream))?;
+        let deployer = if cfg.noop_deploy {
+            tracing::warn!("NOOP_DEPLOY is set: jobs are acknowledged without building or deploying");
+            None
+        } else {
+            let (compose, version) = ComposeCmd::detect(&cfg.compose).await?;
+            tracing::info!(compose = ?compose, "{version}");
+            std::fs::create_dir_all(&cfg.work_dir).map_err(|e| format!("cannot create WORK_DIR {}: {e}", cfg.work_dir.display()))?;
+            Some(Deployer { cfg: cfg.clone(), compose, redis: con.clone() })
+        };
+        let reporter = Reporter { redis: con.clone(), http: HttpClient::new(Duration::from_secs(10)), updated_by: format!("build-agent@{}", cfg.consumer), auth_service_url: cfg.auth_service_url.clone() };
+        let pipeline = Arc::new(Pipeline { cfg: cfg.clone(), reporter, stream: stream.clone(), deployer });
+        let runner = Runner::new(cfg.concurrency, pipeline.clone());
+        tracing::info!(stream = %cfg.stream, group = %cfg.group, consumer = %cfg.consumer, concurrency = cfg.concurrency, "build-agent ready");
+        Ok(Worker { cfg, stream, reader, runner, pipeline })
+    }
+
+    /// Turn one entry into work: dead-letter, rejection, or a job for the runner.
+    async fn dispatch(&self, e: Entry) {
+        if self.runner.holds(&e.id) {
+            return;
+        }
+        let deliveries = self.stream.deliveries(&e.id).await.unwrap_or(1);
+        let Some(fields) = &e.fields else {
+            tracing::warn!(job = %e.id, "the entry was deleted from the stream while pending; acknowledging it");
+            self.pipeline.ack(&e.id).await;
+            return;
+        };
+        let paths = Paths { agents_root: &self.cfg.agents_root, backend_prefix: &self.cfg.agents_path_prefix, nasiko_api_url: self.cfg.nasiko_api_url.as_deref() };
+        let parsed = job::parse(&e.id, fields, &paths);
+        if deliveries > self.cfg.max_deliveries {
+            let reason = format!("delivered {deliveries} times without finishing (limit {}); moved to {}", self.cfg.max_deliveries, self.cfg.dead_letter_stream);
+            let mut delay = Duration::from_millis(250);
+            while let Err(err) = self.stream.dead_letter(&e, &reason, deliveries).await {
+                tracing::warn!(job = %e.id, "cannot write the dead-letter entry yet ({err}); retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            let s = match &parsed {
+                Ok(j) => Subject { agent: j.agent.clone(), stream_id: e.id.clone(), owner_id: j.owner_id.clone(), upload_id: j.upload_id.clone(), upload_type: j.upload_type.clone(), backend_url: j.backend_url.clone() },
+                Err(r) => Subject { agent: r.agent.clone().unwrap_or_default(), stream_id: e.id.clone(), owner_id: r.owner_id.clone(), upload_id: r.upload_id.clone(), upload_type: String::new(), backend_url: r.backend_url.clone() },
+            };
+            self.pipeline.finish(&s, Stage::Failed, &reason, &Default::default()).await;
+            return;
+        }
+        match parsed {
+            Ok(job) => {
+                tracing::info!(job = %job.stream_id, agent = %job.agent, action = job.action.as_str(), delivery = deliveries, "job accepted");
+                self.runner.submit(job);
+            }
+            Err(r) => self.pipeline.reject(&r).await,
+        }
+    }
+
+    /// Run until `shutdown`, then drain.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let me = Arc::new(WorkerRef { stream: self.stream.clone(), runner: self.runner.clone(), cfg: self.cfg.clone() });
+        let hb = tokio::spawn(heartbeat(me.clone()));
+        tokio::pin!(shutdown);
+        // 1. our own pending entries (a previous run of this consumer died holding them)
+        let mut cursor = "0".to_string();
+        loop {
+            let batch = tokio::select! {
+                _ = &mut shutdown => { self.stop(hb).await; return }
+                r = self.stream.read(&mut self.reader, &cursor, 50, None) => r,
+            };
+            match batch {
+                Ok(b) if b.is_empty() => break,
+                Ok(b) => {
+                    tracing::info!("resuming {} pending job(s) of this consumer", b.len());
+                    cursor = b.last().map(|e| e.id.clone()).unwrap_or(cursor);
+                    for e in b {
+                        self.dispatch(e).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("reading pending entries failed: {e}; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        // 2. new entries, with the reaper between reads
+        let mut last_reap = tokio::time::Instant::now() - self.cfg.claim_idle;
+        let mut delay = Duration::from_millis(500);
+        let limit = self.cfg.concurrency * 4;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = self.runner.wait_capacity(limit) => {}
+            }
+            if last_reap.elapsed() >= self.cfg.claim_idle / 4 {
+                last_reap = tokio::time::Instant::now();
+                match self.stream.autoclaim(self.cfg.claim_idle.as_millis() as u64, 10).await {
+                    Ok(claimed) => {
+                        for e in claimed {
+                            tracing::info!(job = %e.id, "claimed an entry abandoned by a dead consumer");
+                            self.dispatch(e).await;
+                        }
+                    }
+                    Err(e) => tracing::debug!("autoclaim failed: {e}"),
+                }
+            }
+            let want = limit.saturating_sub(self.runner.in_flight()).max(1);
+            let read = tokio::select! {
+                _ = &mut shutdown => break,
+                r = self.stream.read(&mut self.reader, ">", want, Some(2000)) => r,
+            };
+            match read {
+                Ok(entries) => {
+                    delay = Duration::from_millis(500);
+                    for e in entries {
+                        self.dispatch(e).await;
+                    }
+                }
+                Err(e) => {
+                    if e.code() == Some("NOGROUP") {
+                        tracing::warn!("the consumer group is gone (Redis restarted without data?); recreating it");
+                        let _ = self.stream.ensure_group().await;
+                        continue;
+                    }
+                    tracing::warn!("reading {} failed: {e}; retrying in {delay:?}", self.cfg.stream);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        self.stop(hb).await;
+    }
+
+    async fn stop(&self, hb: tokio::task::JoinHandle<()>) {
+        tracing::info!("stopping: no new jobs; waiting up to {:?} for running ones", self.cfg.grace);
+        if self.runner.drain(self.cfg.grace).await {
+            tracing::info!("all running jobs finished");
+        } else {
+            tracing::warn!("grace period over; unfinished jobs stay pending and resume on the next start");
+        }
+        hb.abort();
+    }
+}
+
+struct WorkerRef {
+    stream: Stream,
+    runner: Arc<Runner>,
+    cfg: Arc<Config>,
+}
+
+async fn heartbeat(w: Arc<WorkerRef>) {
+    loop {
+        tokio::time::sleep(w.cfg.heartbeat).await;
+        let held = w.runner.held();
+        if let Err(e) = w.stream.heartbeat(&held).await {
+            tracing::warn!("heartbeat for {} job(s) failed: {e}", held.len());
+        }
+    }
+}
