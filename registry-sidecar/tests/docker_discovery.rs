@@ -128,7 +128,7 @@ impl Harness {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_labelled_agent_is_routed_while_running_and_removed_when_stopped() {
     let h = Harness::new().await;
     let name = unique("echo");
@@ -201,7 +201,7 @@ async fn a_labelled_agent_is_routed_while_running_and_removed_when_stopped() {
         .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_with_a_health_check_is_routed_only_while_healthy() {
     let h = Harness::new().await;
     let name = unique("hc");
@@ -252,7 +252,7 @@ async fn a_container_with_a_health_check_is_routed_only_while_healthy() {
         .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unlabelled_agent_containers_use_the_naming_fallback_and_other_networks_are_ignored() {
     let h = Harness::new().await;
     let legacy = unique("agent-legacy");
@@ -296,7 +296,7 @@ async fn unlabelled_agent_containers_use_the_naming_fallback_and_other_networks_
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_labels_are_skipped_with_a_clear_reason_and_never_crash_the_sidecar() {
     let mut h = Harness::new().await;
     let bad_port = unique("badport");
@@ -338,7 +338,7 @@ async fn malformed_labels_are_skipped_with_a_clear_reason_and_never_crash_the_si
     assert!(h.sidecar.as_mut().unwrap().is_running());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn converged_state_makes_zero_writes_and_foreign_entities_survive() {
     let mut h = Harness::prepare(None).await;
     let http = &h.http.clone();
@@ -433,7 +433,7 @@ async fn converged_state_makes_zero_writes_and_foreign_entities_survive() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kong_down_during_a_change_converges_when_it_returns_with_no_deletes() {
     let h = Harness::new().await;
     let a = unique("stay");
@@ -492,7 +492,7 @@ async fn kong_down_during_a_change_converges_when_it_returns_with_no_deletes() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_docker_connection_is_recovered_and_re_listed() {
     let proxy = SocketProxy::start("/var/run/docker.sock").await;
     let h = Harness::with_docker_host(Some(proxy.docker_host())).await;
@@ -554,7 +554,7 @@ async fn a_cut_docker_connection_is_recovered_and_re_listed() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn editing_the_static_routes_file_is_applied_and_a_bad_edit_is_reported() {
     let h = Harness::new().await;
     h.wait_service("backend-api-proxy", "the built-in static proxies", |s| {
@@ -605,7 +605,7 @@ async fn editing_the_static_routes_file_is_applied_and_a_bad_edit_is_reported() 
         .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_nasiko_auth_gets_the_other_plugins_and_reports_the_missing_one() {
     let h = Harness::new().await;
     h.kong
@@ -636,7 +636,7 @@ async fn a_node_without_nasiko_auth_gets_the_other_plugins_and_reports_the_missi
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http_api_keeps_the_python_shapes() {
     let h = Harness::new().await;
     let (s, b) = h

@@ -7,3 +7,5 @@ pub mod http;
 pub mod kong;
 pub mod process;
 pub mod sockproxy;
+pub mod agents;
+pub mod redis_server;

@@ -1,0 +1,96 @@
+//! Sample agent packages (tests/agents/) materialized into a temporary agents root, and a guard
+//! that removes everything an agent's deployment created (containers, networks, volumes, images).
+
+use crate::docker::docker;
+use std::path::{Path, PathBuf};
+
+pub fn samples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("agents")
+}
+
+/// A temporary agents root (the backend's uploads folder), removed on drop.
+pub struct AgentsRoot {
+    pub path: PathBuf,
+}
+
+impl AgentsRoot {
+    pub fn new() -> AgentsRoot {
+        let path = std::env::temp_dir().join(crate::docker::unique("agents-root"));
+        std::fs::create_dir_all(&path).expect("agents root");
+        AgentsRoot { path }
+    }
+
+    /// Copy `sample` to `{root}/{agent}/{version}` with placeholders filled; returns the path as
+    /// the backend would write it (`/app/agents/{agent}/{version}`).
+    pub fn add(&self, sample: &str, agent: &str, version: &str, port: Option<u16>) -> String {
+        let src = samples_dir().join(sample);
+        let dest = self.path.join(agent).join(version);
+        std::fs::create_dir_all(&dest).expect("package dir");
+        for e in std::fs::read_dir(&src).expect("sample exists").flatten() {
+            let text = std::fs::read_to_string(e.path()).expect("sample files are text");
+            let text = text
+                .replace("__AGENT__", agent)
+                .replace("__VERSION__", version)
+                .replace("__PORT__", &port.unwrap_or(0).to_string());
+            std::fs::write(dest.join(e.file_name()), text).expect("write package file");
+        }
+        if dest.join("Dockerfile").exists() && std::fs::read_to_string(dest.join("Dockerfile")).unwrap_or_default().contains("agent.sh") {
+            std::fs::copy(samples_dir().join("common/agent.sh"), dest.join("agent.sh")).expect("agent.sh");
+        }
+        format!("/app/agents/{agent}/{version}")
+    }
+}
+
+impl Default for AgentsRoot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for AgentsRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Removes an agent's containers, compose networks and volumes, and images, on drop.
+pub struct AgentCleanup {
+    pub agents: Vec<String>,
+}
+
+impl AgentCleanup {
+    pub fn new(agents: &[&str]) -> AgentCleanup {
+        AgentCleanup { agents: agents.iter().map(|s| s.to_string()).collect() }
+    }
+}
+
+fn ids(args: &[&str]) -> Vec<String> {
+    String::from_utf8_lossy(&docker(args).stdout).split_whitespace().map(String::from).collect()
+}
+
+impl Drop for AgentCleanup {
+    fn drop(&mut self) {
+        for a in &self.agents {
+            let project = format!("label=com.docker.compose.project=agent-{}", a.replace('.', "-"));
+            let mut c = ids(&["ps", "-aq", "--filter", &project]);
+            c.extend(ids(&["ps", "-aq", "--filter", &format!("name=^agent-{a}$")]));
+            if !c.is_empty() {
+                let mut args = vec!["rm", "-f", "-v"];
+                args.extend(c.iter().map(String::as_str));
+                docker(&args);
+            }
+            for n in ids(&["network", "ls", "-q", "--filter", &project]) {
+                docker(&["network", "rm", &n]);
+            }
+            for v in ids(&["volume", "ls", "-q", "--filter", &project]) {
+                docker(&["volume", "rm", "-f", &v]);
+            }
+            let imgs = ids(&["images", "-q", "--filter", &format!("label=nasiko.agent={a}")]);
+            if !imgs.is_empty() {
+                let mut args = vec!["rmi", "-f"];
+                args.extend(imgs.iter().map(String::as_str));
+                docker(&args);
+            }
+        }
+    }
+}
