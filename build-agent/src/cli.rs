@@ -5,24 +5,50 @@ use crate::config::{Common, Config, RunArgs, SubmitArgs};
 use crate::deploy::{self, compose, docker, package, Prepared};
 use crate::job::{valid_agent_name, Action, DeployJob};
 use crate::worker::connect;
+use clap::Parser;
 use std::time::Duration;
 
+/// The daemon's settings (flags' defaults and the environment), for commands that need them.
+#[derive(Parser)]
+struct RunDefaults {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
 async fn redis(c: &Common) -> Result<redis::aio::ConnectionManager, String> {
-    tokio::time::timeout(Duration::from_secs(10), connect(&c.redis_url(), Duration::from_secs(5)))
-        .await
-        .map_err(|_| format!("cannot reach Redis at {}; is it up? Set REDIS_HOST/REDIS_PORT or REDIS_URL", c.redis_url()))?
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        connect(&c.redis_url(), Duration::from_secs(5)),
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "cannot reach Redis at {}; is it up? Set REDIS_HOST/REDIS_PORT or REDIS_URL",
+            c.redis_url()
+        )
+    })?
 }
 
 fn unix_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 pub async fn submit(c: &Common, a: &SubmitArgs) -> Result<String, String> {
     if !valid_agent_name(&a.agent_name) {
-        return Err(format!("'{}' is not a valid agent name (lower-case letters, digits, '_', '.', '-')", a.agent_name));
+        return Err(format!(
+            "'{}' is not a valid agent name (lower-case letters, digits, '_', '.', '-')",
+            a.agent_name
+        ));
     }
     let mut con = redis(c).await?;
-    let upload_type = if a.action == "update_agent" { "agent_update" } else { "directory" };
+    let upload_type = if a.action == "update_agent" {
+        "agent_update"
+    } else {
+        "directory"
+    };
     let mut fields: Vec<(&str, String)> = vec![
         ("command", "deploy_agent".into()),
         ("agent_name", a.agent_name.clone()),
@@ -40,26 +66,48 @@ pub async fn submit(c: &Common, a: &SubmitArgs) -> Result<String, String> {
         fields.push(("agent_id", a.agent_name.clone()));
         fields.push(("new_version", a.version.clone()));
     }
-    redis::cmd("XADD").arg(&c.stream).arg("*").arg(&fields).query_async::<String>(&mut con).await.map_err(|e| format!("XADD to {} failed: {e}", c.stream))
+    redis::cmd("XADD")
+        .arg(&c.stream)
+        .arg("*")
+        .arg(&fields)
+        .query_async::<String>(&mut con)
+        .await
+        .map_err(|e| format!("XADD to {} failed: {e}", c.stream))
 }
 
 pub async fn status(c: &Common, name: &str) -> Result<Vec<(String, String)>, String> {
     let mut con = redis(c).await?;
-    let mut v: Vec<(String, String)> = redis::cmd("HGETALL").arg(crate::report::status_key(name)).query_async(&mut con).await.map_err(|e| e.to_string())?;
+    let mut v: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(crate::report::status_key(name))
+        .query_async(&mut con)
+        .await
+        .map_err(|e| e.to_string())?;
     v.sort();
     Ok(v)
 }
 
 pub async fn logs(c: &Common, name: &str, lines: usize) -> Result<Vec<String>, String> {
     let mut con = redis(c).await?;
-    let v: redis::Value = redis::cmd("XREVRANGE").arg(deploy::buildlog_key(name)).arg("+").arg("-").arg("COUNT").arg(lines).query_async(&mut con).await.map_err(|e| e.to_string())?;
+    let v: redis::Value = redis::cmd("XREVRANGE")
+        .arg(deploy::buildlog_key(name))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(lines)
+        .query_async(&mut con)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     if let redis::Value::Array(items) = v {
         for it in items {
             if let redis::Value::Array(p) = it {
                 if let Some(redis::Value::Array(kv)) = p.get(1) {
                     for pair in kv.chunks(2) {
-                        if let (Some(redis::Value::BulkString(k)), Some(redis::Value::BulkString(val))) = (pair.first(), pair.get(1)) {
+                        if let (
+                            Some(redis::Value::BulkString(k)),
+                            Some(redis::Value::BulkString(val)),
+                        ) = (pair.first(), pair.get(1))
+                        {
                             if k == b"line" {
                                 out.push(String::from_utf8_lossy(val).into_owned());
                             }
@@ -74,22 +122,60 @@ pub async fn logs(c: &Common, name: &str, lines: usize) -> Result<Vec<String>, S
 }
 
 /// The effective compose for `dir`, as `docker compose config` renders it (nothing is started).
-pub async fn plan(c: &Common, dir: &std::path::Path, name: Option<String>, owner: &str) -> Result<String, String> {
-    let dir = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
-    let name = name.unwrap_or_else(|| dir.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+pub async fn plan(
+    c: &Common,
+    dir: &std::path::Path,
+    name: Option<String>,
+    owner: &str,
+) -> Result<String, String> {
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let name = name.unwrap_or_else(|| {
+        dir.parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
     if !valid_agent_name(&name) {
         return Err(format!("'{name}' is not a valid agent name; pass --name"));
     }
-    let cfg = Config::new(c, RunArgs { claim_idle_secs: 60, heartbeat_secs: 10, max_deliveries: 3, compose: "auto".into(), tracing_enabled: "false".into(), ..Default::default() })?;
+    let cfg = Config::new(c, RunDefaults::parse_from(["build-agent"]).run)?;
     let hash = package::content_hash(&dir)?;
     let tmp = std::env::temp_dir().join(format!("build-agent-plan-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
-    let p = Prepared { build_dir: dir.clone(), agent_dir: tmp.clone(), tag: format!("{}:{hash}", deploy::image_repo(&name)), hash, compose_file: compose::find_compose_file(&dir) };
-    let job = DeployJob { stream_id: "plan".into(), action: Action::Deploy, agent: name.clone(), package: dir.clone(), owner_id: owner.into(), upload_id: String::new(), upload_type: String::new(), version: String::new(), backend_url: None, webhook_url: None };
+    let p = Prepared {
+        build_dir: dir.clone(),
+        agent_dir: tmp.clone(),
+        tag: format!("{}:{hash}", deploy::image_repo(&name)),
+        hash,
+        compose_file: compose::find_compose_file(&dir),
+    };
+    let job = DeployJob {
+        stream_id: "plan".into(),
+        action: Action::Deploy,
+        agent: name.clone(),
+        package: dir.clone(),
+        owner_id: owner.into(),
+        upload_id: String::new(),
+        upload_type: String::new(),
+        version: String::new(),
+        backend_url: None,
+        webhook_url: None,
+    };
     let result = async {
         let files = deploy::write_compose_files(&cfg, &job, &p, &p.tag)?;
         let (cmd, _) = docker::ComposeCmd::detect("auto").await?;
-        let o = docker::compose(&cmd, &compose::project_name(&name), &dir.display().to_string(), &files, &["config"], Duration::from_secs(60)).await.map_err(|e| format!("the compose configuration is invalid: {e}"))?;
+        let o = docker::compose(
+            &cmd,
+            &compose::project_name(&name),
+            &dir.display().to_string(),
+            &files,
+            &["config"],
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| format!("the compose configuration is invalid: {e}"))?;
         Ok(o.stdout)
     }
     .await;

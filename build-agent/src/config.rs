@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the worker daemon (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Queue a deployment job exactly as the Nasiko backend does (XADD).
     Submit(SubmitArgs),
     /// Print an agent's status hash.
@@ -70,16 +70,36 @@ pub struct Common {
     #[arg(long, env = "REDIS_DB", default_value_t = 0, global = true)]
     pub redis_db: u32,
     /// Stream the backend writes jobs to.
-    #[arg(long, env = "STREAM_KEY", default_value = "orchestration:commands", global = true)]
+    #[arg(
+        long,
+        env = "STREAM_KEY",
+        default_value = "orchestration:commands",
+        global = true
+    )]
     pub stream: String,
     /// Consumer group.
-    #[arg(long, env = "CONSUMER_GROUP", default_value = "orchestrator", global = true)]
+    #[arg(
+        long,
+        env = "CONSUMER_GROUP",
+        default_value = "orchestrator",
+        global = true
+    )]
     pub group: String,
     /// Docker network agents join (created by the platform stack; agent compose files use it as external).
-    #[arg(long, env = "DOCKER_NETWORK", default_value = "nasiko-network", global = true)]
+    #[arg(
+        long,
+        env = "DOCKER_NETWORK",
+        default_value = "nasiko-network",
+        global = true
+    )]
     pub docker_network: String,
     /// Agents root on this machine (the backend's uploads folder).
-    #[arg(long, env = "AGENTS_ROOT", default_value = "/app/agents", global = true)]
+    #[arg(
+        long,
+        env = "AGENTS_ROOT",
+        default_value = "/app/agents",
+        global = true
+    )]
     pub agents_root: PathBuf,
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
@@ -88,7 +108,12 @@ pub struct Common {
 
 impl Common {
     pub fn redis_url(&self) -> String {
-        self.redis_url.clone().unwrap_or_else(|| format!("redis://{}:{}/{}", self.redis_host, self.redis_port, self.redis_db))
+        self.redis_url.clone().unwrap_or_else(|| {
+            format!(
+                "redis://{}:{}/{}",
+                self.redis_host, self.redis_port, self.redis_db
+            )
+        })
     }
 }
 
@@ -101,10 +126,18 @@ pub struct RunArgs {
     #[arg(long, env = "NASIKO_API_URL")]
     pub nasiko_api_url: Option<String>,
     /// Public gateway URL; an agent's URL is {this}/agents/agent-{name}.
-    #[arg(long, env = "KONG_GATEWAY_URL", default_value = "http://localhost:9100")]
+    #[arg(
+        long,
+        env = "KONG_GATEWAY_URL",
+        default_value = "http://localhost:9100"
+    )]
     pub kong_gateway_url: String,
     /// Auth service base URL (agent permissions).
-    #[arg(long, env = "AUTH_SERVICE_URL", default_value = "http://nasiko-auth-service:8001")]
+    #[arg(
+        long,
+        env = "AUTH_SERVICE_URL",
+        default_value = "http://nasiko-auth-service:8001"
+    )]
     pub auth_service_url: String,
     /// Given to agents when set.
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
@@ -116,13 +149,25 @@ pub struct RunArgs {
     #[arg(long, env = "MINIMAX_API_KEY", hide_env_values = true)]
     pub minimax_api_key: Option<String>,
     /// Phoenix collector endpoint given to agents.
-    #[arg(long, env = "PHOENIX_COLLECTOR_ENDPOINT", default_value = "http://phoenix:6006")]
+    #[arg(
+        long,
+        env = "PHOENIX_COLLECTOR_ENDPOINT",
+        default_value = "http://phoenix:6006"
+    )]
     pub phoenix_collector_endpoint: String,
     /// Phoenix gRPC endpoint given to agents.
-    #[arg(long, env = "PHOENIX_GRPC_ENDPOINT", default_value = "http://phoenix:4317")]
+    #[arg(
+        long,
+        env = "PHOENIX_GRPC_ENDPOINT",
+        default_value = "http://phoenix:4317"
+    )]
     pub phoenix_grpc_endpoint: String,
     /// Phoenix HTTP endpoint given to agents.
-    #[arg(long, env = "PHOENIX_HTTP_ENDPOINT", default_value = "http://phoenix:6006/v1/traces")]
+    #[arg(
+        long,
+        env = "PHOENIX_HTTP_ENDPOINT",
+        default_value = "http://phoenix:6006/v1/traces"
+    )]
     pub phoenix_http_endpoint: String,
     /// TRACING_ENABLED given to agents.
     #[arg(long, env = "TRACING_ENABLED", default_value = "false")]
@@ -236,15 +281,25 @@ impl Config {
             return Err("MAX_DELIVERIES must be at least 1".into());
         }
         if !["auto", "v1", "v2"].contains(&r.compose.as_str()) {
-            return Err(format!("COMPOSE_FLAVOR '{}' must be auto, v1 or v2", r.compose));
+            return Err(format!(
+                "COMPOSE_FLAVOR '{}' must be auto, v1 or v2",
+                r.compose
+            ));
         }
         let mut agent_env = Vec::new();
-        for (k, v) in [("OPENAI_API_KEY", &r.openai_api_key), ("OPENROUTER_API_KEY", &r.openrouter_api_key), ("MINIMAX_API_KEY", &r.minimax_api_key)] {
+        for (k, v) in [
+            ("OPENAI_API_KEY", &r.openai_api_key),
+            ("OPENROUTER_API_KEY", &r.openrouter_api_key),
+            ("MINIMAX_API_KEY", &r.minimax_api_key),
+        ] {
             if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
                 agent_env.push((k.to_string(), v.clone()));
             }
         }
-        agent_env.push(("PHOENIX_COLLECTOR_ENDPOINT".into(), r.phoenix_collector_endpoint));
+        agent_env.push((
+            "PHOENIX_COLLECTOR_ENDPOINT".into(),
+            r.phoenix_collector_endpoint,
+        ));
         agent_env.push(("PHOENIX_GRPC_ENDPOINT".into(), r.phoenix_grpc_endpoint));
         agent_env.push(("PHOENIX_HTTP_ENDPOINT".into(), r.phoenix_http_endpoint));
         agent_env.push(("TRACING_ENABLED".into(), r.tracing_enabled));
@@ -258,7 +313,10 @@ impl Config {
             agents_root: c.agents_root.clone(),
             agents_path_prefix: r.agents_path_prefix,
             work_dir: r.work_dir,
-            nasiko_api_url: r.nasiko_api_url.filter(|u| !u.is_empty()).map(|u| u.trim_end_matches('/').to_string()),
+            nasiko_api_url: r
+                .nasiko_api_url
+                .filter(|u| !u.is_empty())
+                .map(|u| u.trim_end_matches('/').to_string()),
             kong_gateway_url: r.kong_gateway_url.trim_end_matches('/').to_string(),
             auth_service_url: r.auth_service_url.trim_end_matches('/').to_string(),
             agent_env,

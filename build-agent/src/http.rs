@@ -17,7 +17,12 @@ impl HttpClient {
     pub fn new(timeout: Duration) -> Self {
         let mut c = HttpConnector::new();
         c.set_connect_timeout(Some(timeout));
-        HttpClient { inner: Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(10)).build(c), timeout }
+        HttpClient {
+            inner: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(10))
+                .build(c),
+            timeout,
+        }
     }
 
     /// Send `body` as JSON; Ok(status) when an answer came, Err(cause) when none did.
@@ -30,14 +35,22 @@ impl HttpClient {
             }
             None => Bytes::new(),
         };
-        let req = b.body(Full::new(bytes)).map_err(|e| format!("bad request to {url}: {e}"))?;
+        let req = b
+            .body(Full::new(bytes))
+            .map_err(|e| format!("bad request to {url}: {e}"))?;
         let fut = async {
-            let resp = self.inner.request(req).await.map_err(|e| format!("{url}: {}", root_cause(&e)))?;
+            let resp = self
+                .inner
+                .request(req)
+                .await
+                .map_err(|e| format!("{url}: {}", root_cause(&e)))?;
             let status = resp.status().as_u16();
             let _ = resp.into_body().collect().await;
             Ok(status)
         };
-        tokio::time::timeout(self.timeout, fut).await.map_err(|_| format!("{url}: no answer within {:?}", self.timeout))?
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| format!("{url}: no answer within {:?}", self.timeout))?
     }
 }
 

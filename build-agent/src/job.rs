@@ -2,6 +2,9 @@
 //! dispatch on `action` then `command`, required fields, agent names, `agent_path` confined to the
 //! agents root, the `base_url` fallback. Nothing downstream sees raw strings.
 
+// A job and a rejection are each built once at the boundary and moved; boxing buys nothing.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
@@ -79,17 +82,27 @@ pub fn backend_url(base_url: Option<&str>, fallback: Option<&str>) -> Option<Str
         .map(str::trim)
         .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
         .filter(|u| {
-            let host = u.split("://").nth(1).unwrap_or("").split(['/', ':']).next().unwrap_or("");
+            let host = u
+                .split("://")
+                .nth(1)
+                .unwrap_or("")
+                .split(['/', ':'])
+                .next()
+                .unwrap_or("");
             !host.ends_with(".svc.cluster.local") && !host.ends_with(".svc")
         });
-    usable.or(fallback).map(|u| u.trim_end_matches('/').to_string())
+    usable
+        .or(fallback)
+        .map(|u| u.trim_end_matches('/').to_string())
 }
 
 /// Resolve `agent_path` on this machine and confine it to the agents root.
 pub fn confine(agent_path: &str, paths: &Paths) -> Result<PathBuf, String> {
     let p = Path::new(agent_path);
     if p.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(format!("agent_path '{agent_path}' contains '..'; it must point inside the agents root"));
+        return Err(format!(
+            "agent_path '{agent_path}' contains '..'; it must point inside the agents root"
+        ));
     }
     let local = if let Ok(rest) = p.strip_prefix(paths.backend_prefix) {
         paths.agents_root.join(rest)
@@ -103,13 +116,18 @@ pub fn confine(agent_path: &str, paths: &Paths) -> Result<PathBuf, String> {
     } else {
         paths.agents_root.join(p)
     };
-    let root = paths
-        .agents_root
-        .canonicalize()
-        .map_err(|e| format!("the agents root {} is not usable: {e}", paths.agents_root.display()))?;
-    let real = local
-        .canonicalize()
-        .map_err(|_| format!("agent_path '{agent_path}' does not exist (looked for {})", local.display()))?;
+    let root = paths.agents_root.canonicalize().map_err(|e| {
+        format!(
+            "the agents root {} is not usable: {e}",
+            paths.agents_root.display()
+        )
+    })?;
+    let real = local.canonicalize().map_err(|_| {
+        format!(
+            "agent_path '{agent_path}' does not exist (looked for {})",
+            local.display()
+        )
+    })?;
     if !real.starts_with(&root) || real == root {
         return Err(format!("agent_path '{agent_path}' resolves to {} which is outside the agents root (symlink escape?)", real.display()));
     }
@@ -117,13 +135,20 @@ pub fn confine(agent_path: &str, paths: &Paths) -> Result<PathBuf, String> {
         return Err(format!("agent_path '{agent_path}' is not a directory"));
     }
     if !real.join("Dockerfile").is_file() {
-        return Err(format!("agent package {} has no Dockerfile", real.display()));
+        return Err(format!(
+            "agent package {} has no Dockerfile",
+            real.display()
+        ));
     }
     Ok(real)
 }
 
 /// Turn raw stream fields into a job or a rejection. Never panics on any input.
-pub fn parse(stream_id: &str, raw: &[(String, Vec<u8>)], paths: &Paths) -> Result<DeployJob, Rejection> {
+pub fn parse(
+    stream_id: &str,
+    raw: &[(String, Vec<u8>)],
+    paths: &Paths,
+) -> Result<DeployJob, Rejection> {
     let mut fields: BTreeMap<&str, String> = BTreeMap::new();
     let mut bad_utf8 = Vec::new();
     for (k, v) in raw {
@@ -148,18 +173,43 @@ pub fn parse(stream_id: &str, raw: &[(String, Vec<u8>)], paths: &Paths) -> Resul
         (Some("update_agent"), _) => Action::Update,
         (Some("rollback_agent"), _) => Action::Rollback,
         (Some(other), _) => {
-            let agent = get("agent_name").filter(|n| valid_agent_name(n)).map(String::from);
-            return Err(reject(agent, format!("unknown action '{}'; expected update_agent or rollback_agent", other.escape_debug())));
+            let agent = get("agent_name")
+                .filter(|n| valid_agent_name(n))
+                .map(String::from);
+            return Err(reject(
+                agent,
+                format!(
+                    "unknown action '{}'; expected update_agent or rollback_agent",
+                    other.escape_debug()
+                ),
+            ));
         }
         (None, Some("deploy_agent")) => Action::Deploy,
         (None, Some(other)) => {
-            let agent = get("agent_name").filter(|n| valid_agent_name(n)).map(String::from);
-            return Err(reject(agent, format!("unknown command '{}'; expected deploy_agent", other.escape_debug())));
+            let agent = get("agent_name")
+                .filter(|n| valid_agent_name(n))
+                .map(String::from);
+            return Err(reject(
+                agent,
+                format!(
+                    "unknown command '{}'; expected deploy_agent",
+                    other.escape_debug()
+                ),
+            ));
         }
         (None, None) => {
-            let agent = get("agent_name").filter(|n| valid_agent_name(n)).map(String::from);
-            let what = if raw.is_empty() { "the entry has no fields".to_string() } else { "missing field 'command'".to_string() };
-            return Err(reject(agent, format!("{what}; a job needs command=deploy_agent (or an action)")));
+            let agent = get("agent_name")
+                .filter(|n| valid_agent_name(n))
+                .map(String::from);
+            let what = if raw.is_empty() {
+                "the entry has no fields".to_string()
+            } else {
+                "missing field 'command'".to_string()
+            };
+            return Err(reject(
+                agent,
+                format!("{what}; a job needs command=deploy_agent (or an action)"),
+            ));
         }
     };
     let (name_field, name) = match action {
@@ -167,25 +217,42 @@ pub fn parse(stream_id: &str, raw: &[(String, Vec<u8>)], paths: &Paths) -> Resul
         _ => ("agent_name", get("agent_name")),
     };
     let Some(name) = name else {
-        return Err(reject(None, format!("missing required field '{name_field}'")));
+        return Err(reject(
+            None,
+            format!("missing required field '{name_field}'"),
+        ));
     };
     if !valid_agent_name(name) {
         return Err(reject(None, name_error(name_field, name)));
     }
     let agent = name.to_string();
     if let Some(k) = bad_utf8.first() {
-        return Err(reject(Some(agent), format!("field '{k}' is not valid UTF-8")));
+        return Err(reject(
+            Some(agent),
+            format!("field '{k}' is not valid UTF-8"),
+        ));
     }
     let agent_path = match (get("agent_path"), action, get("target_version")) {
         (Some(p), _, _) => p.to_string(),
-        (None, Action::Rollback, Some(v)) => format!("{}/{}/{}", paths.backend_prefix.display(), agent, v),
-        (None, _, _) => return Err(reject(Some(agent), "missing required field 'agent_path'".into())),
+        (None, Action::Rollback, Some(v)) => {
+            format!("{}/{}/{}", paths.backend_prefix.display(), agent, v)
+        }
+        (None, _, _) => {
+            return Err(reject(
+                Some(agent),
+                "missing required field 'agent_path'".into(),
+            ))
+        }
     };
     let package = match confine(&agent_path, paths) {
         Ok(p) => p,
         Err(e) => return Err(reject(Some(agent), e)),
     };
-    let version = get("new_version").or(get("target_version")).or(get("version")).unwrap_or("").to_string();
+    let version = get("new_version")
+        .or(get("target_version"))
+        .or(get("version"))
+        .unwrap_or("")
+        .to_string();
     Ok(DeployJob {
         stream_id: stream_id.to_string(),
         action,
@@ -212,10 +279,17 @@ mod tests {
     }
 
     fn root() -> Root {
-        let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
         let r = std::env::temp_dir().join(format!("ba-job-{}-{n}", std::process::id()));
         std::fs::create_dir_all(r.join("agents/translator/v1.0.0")).unwrap();
-        std::fs::write(r.join("agents/translator/v1.0.0/Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::write(
+            r.join("agents/translator/v1.0.0/Dockerfile"),
+            "FROM scratch\n",
+        )
+        .unwrap();
         std::fs::create_dir_all(r.join("outside")).unwrap();
         std::fs::write(r.join("outside/Dockerfile"), "FROM scratch\n").unwrap();
         std::os::unix::fs::symlink(r.join("outside"), r.join("agents/escape")).unwrap();
@@ -223,12 +297,19 @@ mod tests {
     }
 
     fn f(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
     }
 
     fn run(r: &Root, pairs: &[(&str, &str)]) -> Result<DeployJob, Rejection> {
         let agents = r.0.join("agents");
-        let paths = Paths { agents_root: &agents, backend_prefix: Path::new("/app/agents"), nasiko_api_url: Some("http://backend:8000") };
+        let paths = Paths {
+            agents_root: &agents,
+            backend_prefix: Path::new("/app/agents"),
+            nasiko_api_url: Some("http://backend:8000"),
+        };
         parse("1-0", &f(pairs), &paths)
     }
 
@@ -239,8 +320,20 @@ mod tests {
     #[test]
     fn a_backend_deploy_job_is_parsed_with_the_path_mapped_onto_the_local_root() {
         let r = root();
-        let j = run(&r, &[("command", "deploy_agent"), ("agent_name", "translator"), ("agent_path", "/app/agents/translator/v1.0.0"),
-                          ("owner_id", "u1"), ("upload_id", "up1"), ("upload_type", "zip"), ("base_url", "http://nasiko-backend:8000"), ("webhook_url", "http://n8n/x")]).unwrap();
+        let j = run(
+            &r,
+            &[
+                ("command", "deploy_agent"),
+                ("agent_name", "translator"),
+                ("agent_path", "/app/agents/translator/v1.0.0"),
+                ("owner_id", "u1"),
+                ("upload_id", "up1"),
+                ("upload_type", "zip"),
+                ("base_url", "http://nasiko-backend:8000"),
+                ("webhook_url", "http://n8n/x"),
+            ],
+        )
+        .unwrap();
         assert_eq!(j.action, Action::Deploy);
         assert_eq!(j.agent, "translator");
         assert!(j.package.ends_with("agents/translator/v1.0.0"));
@@ -251,18 +344,53 @@ mod tests {
     #[test]
     fn action_wins_over_command_and_rollback_uses_agent_id() {
         let r = root();
-        let j = run(&r, &[("command", "deploy_agent"), ("action", "update_agent"), ("agent_name", "translator"), ("agent_path", "/app/agents/translator/v1.0.0")]).unwrap();
+        let j = run(
+            &r,
+            &[
+                ("command", "deploy_agent"),
+                ("action", "update_agent"),
+                ("agent_name", "translator"),
+                ("agent_path", "/app/agents/translator/v1.0.0"),
+            ],
+        )
+        .unwrap();
         assert_eq!(j.action, Action::Update);
-        let j = run(&r, &[("command", "deploy_agent"), ("action", "rollback_agent"), ("agent_name", "My Translator"), ("agent_id", "translator"), ("target_version", "v1.0.0")]).unwrap();
-        assert_eq!((j.action, j.agent.as_str()), (Action::Rollback, "translator"));
+        let j = run(
+            &r,
+            &[
+                ("command", "deploy_agent"),
+                ("action", "rollback_agent"),
+                ("agent_name", "My Translator"),
+                ("agent_id", "translator"),
+                ("target_version", "v1.0.0"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (j.action, j.agent.as_str()),
+            (Action::Rollback, "translator")
+        );
         assert!(j.package.ends_with("translator/v1.0.0"));
     }
 
     #[test]
     fn cluster_base_urls_fall_back_to_nasiko_api_url() {
-        assert_eq!(backend_url(Some("http://nasiko-backend.nasiko.svc.cluster.local:8000"), Some("http://b:1")).as_deref(), Some("http://b:1"));
-        assert_eq!(backend_url(None, Some("http://b:1/")).as_deref(), Some("http://b:1"));
-        assert_eq!(backend_url(Some("http://localhost:8000/"), None).as_deref(), Some("http://localhost:8000"));
+        assert_eq!(
+            backend_url(
+                Some("http://nasiko-backend.nasiko.svc.cluster.local:8000"),
+                Some("http://b:1")
+            )
+            .as_deref(),
+            Some("http://b:1")
+        );
+        assert_eq!(
+            backend_url(None, Some("http://b:1/")).as_deref(),
+            Some("http://b:1")
+        );
+        assert_eq!(
+            backend_url(Some("http://localhost:8000/"), None).as_deref(),
+            Some("http://localhost:8000")
+        );
         assert_eq!(backend_url(Some("not a url"), None), None);
     }
 
@@ -271,25 +399,77 @@ mod tests {
         let r = root();
         let p = ("agent_path", "/app/agents/translator/v1.0.0");
         assert!(reason(run(&r, &[])).contains("the entry has no fields"));
-        assert!(reason(run(&r, &[("agent_name", "translator"), p])).contains("missing field 'command'"));
-        assert!(reason(run(&r, &[("command", "deploy_agent"), p])).contains("missing required field 'agent_name'"));
-        assert!(reason(run(&r, &[("command", "deploy_agent"), ("agent_name", "translator")])).contains("missing required field 'agent_path'"));
-        assert!(reason(run(&r, &[("command", "deploy_agent"), ("agent_name", "My Agent"), p])).contains("is not a valid agent name"));
-        assert!(reason(run(&r, &[("command", "deploy_agent"), ("agent_name", "Translator"), p])).contains("is not a valid agent name"));
-        assert!(reason(run(&r, &[("command", "deploy_agent"), ("agent_name", "x;rm -rf /"), p])).contains("is not a valid agent name"));
-        assert!(reason(run(&r, &[("command", "explode"), ("agent_name", "translator"), p])).contains("unknown command 'explode'"));
-        assert!(reason(run(&r, &[("command", "deploy_agent"), ("action", "nuke"), ("agent_name", "translator"), p])).contains("unknown action 'nuke'"));
-        assert!(reason(run(&r, &[("command", "deploy_agent"), ("action", "rollback_agent"), ("agent_name", "translator"), p])).contains("missing required field 'agent_id'"));
+        assert!(
+            reason(run(&r, &[("agent_name", "translator"), p])).contains("missing field 'command'")
+        );
+        assert!(reason(run(&r, &[("command", "deploy_agent"), p]))
+            .contains("missing required field 'agent_name'"));
+        assert!(reason(run(
+            &r,
+            &[("command", "deploy_agent"), ("agent_name", "translator")]
+        ))
+        .contains("missing required field 'agent_path'"));
+        assert!(reason(run(
+            &r,
+            &[("command", "deploy_agent"), ("agent_name", "My Agent"), p]
+        ))
+        .contains("is not a valid agent name"));
+        assert!(reason(run(
+            &r,
+            &[("command", "deploy_agent"), ("agent_name", "Translator"), p]
+        ))
+        .contains("is not a valid agent name"));
+        assert!(reason(run(
+            &r,
+            &[("command", "deploy_agent"), ("agent_name", "x;rm -rf /"), p]
+        ))
+        .contains("is not a valid agent name"));
+        assert!(reason(run(
+            &r,
+            &[("command", "explode"), ("agent_name", "translator"), p]
+        ))
+        .contains("unknown command 'explode'"));
+        assert!(reason(run(
+            &r,
+            &[
+                ("command", "deploy_agent"),
+                ("action", "nuke"),
+                ("agent_name", "translator"),
+                p
+            ]
+        ))
+        .contains("unknown action 'nuke'"));
+        assert!(reason(run(
+            &r,
+            &[
+                ("command", "deploy_agent"),
+                ("action", "rollback_agent"),
+                ("agent_name", "translator"),
+                p
+            ]
+        ))
+        .contains("missing required field 'agent_id'"));
     }
 
     #[test]
     fn hostile_paths_are_confined_to_the_agents_root() {
         let r = root();
-        let job = |p: &str| run(&r, &[("command", "deploy_agent"), ("agent_name", "translator"), ("agent_path", p)]);
+        let job = |p: &str| {
+            run(
+                &r,
+                &[
+                    ("command", "deploy_agent"),
+                    ("agent_name", "translator"),
+                    ("agent_path", p),
+                ],
+            )
+        };
         assert!(reason(job("/app/agents/../../etc")).contains("contains '..'"));
         assert!(reason(job("../../etc")).contains("contains '..'"));
         assert!(reason(job("/etc")).contains("outside the agents root"));
-        assert!(reason(job("/app/agents/escape")).contains("outside the agents root (symlink escape?)"));
+        assert!(
+            reason(job("/app/agents/escape")).contains("outside the agents root (symlink escape?)")
+        );
         assert!(reason(job("/app/agents/nope/v1")).contains("does not exist"));
         assert!(reason(job("/app/agents")).contains("outside the agents root"));
         assert!(reason(job("/app/agents/translator")).contains("has no Dockerfile"));
@@ -299,9 +479,20 @@ mod tests {
     fn binary_junk_is_rejected_not_crashed_on() {
         let r = root();
         let agents = r.0.join("agents");
-        let paths = Paths { agents_root: &agents, backend_prefix: Path::new("/app/agents"), nasiko_api_url: None };
-        let raw = vec![("command".to_string(), b"deploy_agent".to_vec()), ("agent_name".to_string(), b"translator".to_vec()), ("agent_path".to_string(), vec![0xff, 0xfe, 0x00])];
-        assert!(parse("1-0", &raw, &paths).unwrap_err().reason.contains("not valid UTF-8"));
+        let paths = Paths {
+            agents_root: &agents,
+            backend_prefix: Path::new("/app/agents"),
+            nasiko_api_url: None,
+        };
+        let raw = vec![
+            ("command".to_string(), b"deploy_agent".to_vec()),
+            ("agent_name".to_string(), b"translator".to_vec()),
+            ("agent_path".to_string(), vec![0xff, 0xfe, 0x00]),
+        ];
+        assert!(parse("1-0", &raw, &paths)
+            .unwrap_err()
+            .reason
+            .contains("not valid UTF-8"));
         let raw = vec![("command".to_string(), vec![0xc3, 0x28])];
         assert!(parse("1-0", &raw, &paths).is_err());
     }

@@ -14,7 +14,10 @@ pub mod stream;
 pub mod worker;
 
 /// Run the daemon until `shutdown` completes.
-pub async fn run(cfg: config::Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), String> {
+pub async fn run(
+    cfg: config::Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
     let w = worker::Worker::start(cfg).await?;
     w.run(shutdown).await;
     Ok(())

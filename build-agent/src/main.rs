@@ -12,17 +12,27 @@ async fn main() {
         args.insert(1, "run".into());
         cli = Cli::parse_from(args);
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     if cli.common.log_format == "json" {
-        tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
     }
     let c = &cli.common;
     let result: Result<(), String> = match cli.command {
         None => unreachable!("parsed as run above"),
-        Some(Command::Run(r)) => run(c, r).await,
-        Some(Command::Submit(a)) => build_agent::cli::submit(c, &a).await.map(|id| println!("{id}")),
+        Some(Command::Run(r)) => run(c, *r).await,
+        Some(Command::Submit(a)) => build_agent::cli::submit(c, &a)
+            .await
+            .map(|id| println!("{id}")),
         Some(Command::Status { name }) => build_agent::cli::status(c, &name).await.map(|v| {
             if v.is_empty() {
                 println!("no status for agent '{name}' (nothing deployed in the last 24 h?)");
@@ -31,9 +41,19 @@ async fn main() {
                 println!("{k}: {val}");
             }
         }),
-        Some(Command::Logs { name, lines }) => build_agent::cli::logs(c, &name, lines).await.map(|v| v.iter().for_each(|l| println!("{l}"))),
-        Some(Command::Plan { dir, name, owner_id }) => build_agent::cli::plan(c, &dir, name, &owner_id).await.map(|s| print!("{s}")),
-        Some(Command::Undeploy { name }) => build_agent::cli::undeploy(&name).await.map(|n| println!("removed {n} container(s) of agent '{name}'")),
+        Some(Command::Logs { name, lines }) => build_agent::cli::logs(c, &name, lines)
+            .await
+            .map(|v| v.iter().for_each(|l| println!("{l}"))),
+        Some(Command::Plan {
+            dir,
+            name,
+            owner_id,
+        }) => build_agent::cli::plan(c, &dir, name, &owner_id)
+            .await
+            .map(|s| print!("{s}")),
+        Some(Command::Undeploy { name }) => build_agent::cli::undeploy(&name)
+            .await
+            .map(|n| println!("removed {n} container(s) of agent '{name}'")),
     };
     if let Err(e) = result {
         eprintln!("build-agent: {e}");
@@ -47,7 +67,8 @@ async fn run(c: &build_agent::config::Common, r: RunArgs) -> Result<(), String> 
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

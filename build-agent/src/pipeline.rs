@@ -38,7 +38,9 @@ impl Pipeline {
         if let Err(e) = self.reporter.write_hash(s, stage, message, f).await {
             tracing::warn!(job = %s.stream_id, "could not write the status hash: {e}");
         }
-        self.reporter.upload_status(s, stage, message, f, None).await;
+        self.reporter
+            .upload_status(s, stage, message, f, None)
+            .await;
     }
 
     /// Record a terminal status (retrying the Redis write until it lands), then acknowledge.
@@ -56,7 +58,9 @@ impl Pipeline {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
-            self.reporter.upload_status(s, stage, message, f, level_fail.then_some(message)).await;
+            self.reporter
+                .upload_status(s, stage, message, f, level_fail.then_some(message))
+                .await;
         }
         self.ack(&s.stream_id).await;
     }
@@ -82,15 +86,30 @@ impl Pipeline {
         if s.agent.is_empty() {
             tracing::warn!(job = %r.stream_id, "rejected: {}", r.reason);
         }
-        self.finish(&s, Stage::Failed, &format!("rejected: {}", r.reason), &Facts::default()).await;
+        self.finish(
+            &s,
+            Stage::Failed,
+            &format!("rejected: {}", r.reason),
+            &Facts::default(),
+        )
+        .await;
     }
 
     async fn run_job(&self, job: &DeployJob) {
         let s = subject(job);
         let started = Instant::now();
-        self.stage(&s, Stage::Received, &format!("{} received", job.action.as_str()), &Facts::default()).await;
+        self.stage(
+            &s,
+            Stage::Received,
+            &format!("{} received", job.action.as_str()),
+            &Facts::default(),
+        )
+        .await;
         let Some(d) = &self.deployer else {
-            let f = Facts { url: Some(self.agent_url(&job.agent)), ..Default::default() };
+            let f = Facts {
+                url: Some(self.agent_url(&job.agent)),
+                ..Default::default()
+            };
             self.finish(&s, Stage::Done, "deployed (no-op)", &f).await;
             return;
         };
@@ -107,17 +126,43 @@ impl Pipeline {
         format!("{}/agents/agent-{agent}", self.cfg.kong_gateway_url)
     }
 
-    async fn deploy(&self, d: &Deployer, job: &DeployJob, s: &Subject) -> Result<(Facts, String), String> {
+    async fn deploy(
+        &self,
+        d: &Deployer,
+        job: &DeployJob,
+        s: &Subject,
+    ) -> Result<(Facts, String), String> {
         let p = d.prepare(job).await?;
-        self.stage(s, Stage::Building, &format!("building {}", p.tag), &Facts::default()).await;
+        self.stage(
+            s,
+            Stage::Building,
+            &format!("building {}", p.tag),
+            &Facts::default(),
+        )
+        .await;
         let built = d.build(job, &p).await?;
-        let msg = if built { format!("built {}; starting", p.tag) } else { format!("{} unchanged; starting without a rebuild", p.tag) };
-        self.stage(s, Stage::Deploying, &msg, &Facts::default()).await;
+        let msg = if built {
+            format!("built {}; starting", p.tag)
+        } else {
+            format!("{} unchanged; starting without a rebuild", p.tag)
+        };
+        self.stage(s, Stage::Deploying, &msg, &Facts::default())
+            .await;
         let dep = d.up(job, &p).await?;
         let url = self.agent_url(&job.agent);
-        let mut f = Facts { url: Some(url.clone()), container_id: Some(dep.container_id.clone()), ..Default::default() };
-        self.stage(s, Stage::Registering, "registering the agent card", &f).await;
-        let (card, note) = card::registry_card(&p.build_dir, &job.agent, &job.owner_id, &self.cfg.kong_gateway_url);
+        let mut f = Facts {
+            url: Some(url.clone()),
+            container_id: Some(dep.container_id.clone()),
+            ..Default::default()
+        };
+        self.stage(s, Stage::Registering, "registering the agent card", &f)
+            .await;
+        let (card, note) = card::registry_card(
+            &p.build_dir,
+            &job.agent,
+            &job.owner_id,
+            &self.cfg.kong_gateway_url,
+        );
         let registered = self.reporter.registry(s, &card).await;
         f.registry_updated = Some(registered);
         if registered {
@@ -145,7 +190,11 @@ impl Execute for Pipeline {
         Box::pin(async move { self.run_job(&job).await })
     }
 
-    fn superseded(&self, old: DeployJob, by: &DeployJob) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    fn superseded(
+        &self,
+        old: DeployJob,
+        by: &DeployJob,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         let by = by.stream_id.clone();
         Box::pin(async move {
             tracing::info!(job = %old.stream_id, agent = %old.agent, "superseded by the newer job {by}; acknowledged without running");

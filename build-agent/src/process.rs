@@ -36,8 +36,16 @@ impl std::fmt::Display for CmdError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CmdError::Spawn(c, e) => write!(f, "cannot run `{c}`: {e}. Is it installed?"),
-            CmdError::TimedOut(c, d, tail) => write!(f, "`{c}` timed out after {}s and was killed; last output:\n{tail}", d.as_secs()),
-            CmdError::Failed(c, code, tail) => write!(f, "`{c}` exited with {}: {tail}", code.map_or("a signal".into(), |c| c.to_string())),
+            CmdError::TimedOut(c, d, tail) => write!(
+                f,
+                "`{c}` timed out after {}s and was killed; last output:\n{tail}",
+                d.as_secs()
+            ),
+            CmdError::Failed(c, code, tail) => write!(
+                f,
+                "`{c}` exited with {}: {tail}",
+                code.map_or("a signal".into(), |c| c.to_string())
+            ),
         }
     }
 }
@@ -47,7 +55,11 @@ fn describe(argv: &[String]) -> String {
 }
 
 /// Run `argv` with `timeout`. Every output line is also sent to `lines` when given.
-pub async fn run(argv: &[String], timeout: Duration, lines: Option<mpsc::UnboundedSender<String>>) -> Result<Output, CmdError> {
+pub async fn run(
+    argv: &[String],
+    timeout: Duration,
+    lines: Option<mpsc::UnboundedSender<String>>,
+) -> Result<Output, CmdError> {
     let what = describe(argv);
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -91,7 +103,11 @@ pub async fn run(argv: &[String], timeout: Duration, lines: Option<mpsc::Unbound
     };
     match tokio::time::timeout(timeout, collect).await {
         Ok(Ok(status)) => {
-            let o = Output { code: status.code(), lines: all, stdout };
+            let o = Output {
+                code: status.code(),
+                lines: all,
+                stdout,
+            };
             if o.success() {
                 Ok(o)
             } else {
@@ -102,7 +118,9 @@ pub async fn run(argv: &[String], timeout: Duration, lines: Option<mpsc::Unbound
         Err(_) => {
             if let Some(pid) = pgid {
                 // the whole group: docker build's children too
-                let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .status();
             }
             let start = all.len().saturating_sub(20);
             Err(CmdError::TimedOut(what, timeout, all[start..].join("\n")))
@@ -120,12 +138,26 @@ mod tests {
 
     #[tokio::test]
     async fn output_is_captured_and_failures_carry_status_and_stderr() {
-        let o = run(&argv(&["sh", "-c", "echo out; echo err >&2"]), Duration::from_secs(5), None).await.unwrap();
+        let o = run(
+            &argv(&["sh", "-c", "echo out; echo err >&2"]),
+            Duration::from_secs(5),
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(o.stdout, "out\n");
         assert_eq!(o.lines.len(), 2);
-        let e = run(&argv(&["sh", "-c", "echo boom >&2; exit 3"]), Duration::from_secs(5), None).await.unwrap_err();
+        let e = run(
+            &argv(&["sh", "-c", "echo boom >&2; exit 3"]),
+            Duration::from_secs(5),
+            None,
+        )
+        .await
+        .unwrap_err();
         assert!(e.to_string().contains("exited with 3: boom"), "{e}");
-        let e = run(&argv(&["no-such-binary-xyz"]), Duration::from_secs(5), None).await.unwrap_err();
+        let e = run(&argv(&["no-such-binary-xyz"]), Duration::from_secs(5), None)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("Is it installed?"));
     }
 
@@ -133,10 +165,19 @@ mod tests {
     async fn a_timeout_kills_the_whole_process_group() {
         let marker = format!("ba-timeout-{}", std::process::id());
         let script = format!("sleep 30 & echo started; sleep 31; echo {marker}");
-        let e = run(&argv(&["sh", "-c", &script]), Duration::from_millis(500), None).await.unwrap_err();
+        let e = run(
+            &argv(&["sh", "-c", &script]),
+            Duration::from_millis(500),
+            None,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(e, CmdError::TimedOut(..)), "{e}");
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let ps = std::process::Command::new("pgrep").args(["-f", &marker]).output().unwrap();
+        let ps = std::process::Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()
+            .unwrap();
         assert!(ps.stdout.is_empty(), "the group's children were killed");
     }
 }

@@ -74,7 +74,9 @@ pub struct Reporter {
 }
 
 fn now_iso() -> String {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     let z = days + 719468;
@@ -86,12 +88,24 @@ fn now_iso() -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z", rem / 3600, rem % 3600 / 60, rem % 60, d.subsec_micros())
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
 }
 
 impl Reporter {
     /// Replace the agent's status hash. Errors are returned (the caller decides whether to retry).
-    pub async fn write_hash(&self, s: &Subject, stage: Stage, message: &str, f: &Facts) -> redis::RedisResult<()> {
+    pub async fn write_hash(
+        &self,
+        s: &Subject,
+        stage: Stage,
+        message: &str,
+        f: &Facts,
+    ) -> redis::RedisResult<()> {
         let (status, _) = stage.status();
         let mut fields: Vec<(&str, String)> = vec![
             ("agent_name", s.agent.clone()),
@@ -105,13 +119,20 @@ impl Reporter {
             ("upload_id", s.upload_id.clone()),
             ("upload_type", s.upload_type.clone()),
         ];
-        for (k, v) in [("url", &f.url), ("container_id", &f.container_id), ("registry_id", &f.registry_id)] {
+        for (k, v) in [
+            ("url", &f.url),
+            ("container_id", &f.container_id),
+            ("registry_id", &f.registry_id),
+        ] {
             if let Some(v) = v {
                 fields.push((k, v.clone()));
             }
         }
         if let Some(b) = f.registry_updated {
-            fields.push(("registry_updated", if b { "true" } else { "false" }.to_string()));
+            fields.push((
+                "registry_updated",
+                if b { "true" } else { "false" }.to_string(),
+            ));
         }
         let key = status_key(&s.agent);
         let mut con = self.redis.clone();
@@ -129,10 +150,18 @@ impl Reporter {
 
     /// The backend upload-status PUT. 404 is normal; 5xx and connection errors are retried a
     /// bounded number of times so a dead backend cannot stall the queue.
-    pub async fn upload_status(&self, s: &Subject, stage: Stage, message: &str, f: &Facts, error: Option<&str>) {
+    pub async fn upload_status(
+        &self,
+        s: &Subject,
+        stage: Stage,
+        message: &str,
+        f: &Facts,
+        error: Option<&str>,
+    ) {
         let Some(base) = &s.backend_url else { return };
         let (status, progress) = stage.status();
-        let mut body = json!({"status": status, "progress_percentage": progress, "status_message": message});
+        let mut body =
+            json!({"status": status, "progress_percentage": progress, "status_message": message});
         if let Some(u) = &f.url {
             body["url"] = json!(u);
         }
@@ -143,14 +172,21 @@ impl Reporter {
             body["error_details"] = json!([e]);
         }
         let url = format!("{base}/api/v1/upload-status/agent/{}/latest", s.agent);
-        self.send_with_retries("PUT", &url, Some(&body), &s.stream_id).await;
+        self.send_with_retries("PUT", &url, Some(&body), &s.stream_id)
+            .await;
     }
 
     /// PUT the agent card to the backend registry; true when it was accepted.
     pub async fn registry(&self, s: &Subject, card: &Value) -> bool {
-        let Some(base) = &s.backend_url else { return false };
+        let Some(base) = &s.backend_url else {
+            return false;
+        };
         let url = format!("{base}/api/v1/registry/agent/{}", s.agent);
-        matches!(self.send_with_retries("PUT", &url, Some(card), &s.stream_id).await, Some(200..=299))
+        matches!(
+            self.send_with_retries("PUT", &url, Some(card), &s.stream_id)
+                .await,
+            Some(200..=299)
+        )
     }
 
     /// POST the owner's permissions for the agent; failure is reported, not fatal.
@@ -158,16 +194,38 @@ impl Reporter {
         if s.owner_id.is_empty() {
             return Ok(());
         }
-        let owner: String = s.owner_id.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
-        let url = format!("{}/auth/agents/{}/permissions?owner_id={owner}", self.auth_service_url, s.agent);
-        match self.send_with_retries("POST", &url, None, &s.stream_id).await {
+        let owner: String = s
+            .owner_id
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let url = format!(
+            "{}/auth/agents/{}/permissions?owner_id={owner}",
+            self.auth_service_url, s.agent
+        );
+        match self
+            .send_with_retries("POST", &url, None, &s.stream_id)
+            .await
+        {
             Some(200..=299) => Ok(()),
             Some(code) => Err(format!("auth service answered {code} to {url}")),
             None => Err(format!("auth service unreachable at {url}")),
         }
     }
 
-    async fn send_with_retries(&self, method: &str, url: &str, body: Option<&Value>, stream_id: &str) -> Option<u16> {
+    async fn send_with_retries(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<&Value>,
+        stream_id: &str,
+    ) -> Option<u16> {
         let mut delay = Duration::from_millis(300);
         for attempt in 1..=3 {
             match self.http.send(method, url, body).await {

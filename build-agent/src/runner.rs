@@ -13,7 +13,11 @@ use tokio::sync::{Notify, Semaphore};
 pub trait Execute: Send + Sync + 'static {
     fn execute(&self, job: DeployJob) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
     /// A queued job replaced by a newer one for the same agent: acknowledge it.
-    fn superseded(&self, old: DeployJob, by: &DeployJob) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    fn superseded(
+        &self,
+        old: DeployJob,
+        by: &DeployJob,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
 #[derive(Default)]
@@ -47,7 +51,12 @@ impl Runner {
 
     /// Stream ids this consumer holds (queued or running).
     pub fn held(&self) -> Vec<String> {
-        self.held.lock().expect("held lock").iter().cloned().collect()
+        self.held
+            .lock()
+            .expect("held lock")
+            .iter()
+            .cloned()
+            .collect()
     }
     pub fn holds(&self, id: &str) -> bool {
         self.held.lock().expect("held lock").contains(id)
@@ -68,7 +77,10 @@ impl Runner {
     }
 
     pub fn submit(self: &Arc<Self>, job: DeployJob) {
-        self.held.lock().expect("held lock").insert(job.stream_id.clone());
+        self.held
+            .lock()
+            .expect("held lock")
+            .insert(job.stream_id.clone());
         let mut slots = self.slots.lock().expect("slots lock");
         let slot = slots.entry(job.agent.clone()).or_default();
         if slot.running {
@@ -124,7 +136,8 @@ impl Runner {
 
     /// Stop starting jobs; wait for running ones to end or `grace` to pass. True if all ended.
     pub async fn drain(&self, grace: std::time::Duration) -> bool {
-        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let deadline = tokio::time::Instant::now() + grace;
         loop {
             let n = self.changed.notified();
@@ -159,13 +172,23 @@ mod tests {
                     let mut m = self.max.lock().unwrap();
                     *m = (*m).max(*n);
                 }
-                self.log.lock().unwrap().push(format!("start {} {}", job.agent, job.stream_id));
+                self.log
+                    .lock()
+                    .unwrap()
+                    .push(format!("start {} {}", job.agent, job.stream_id));
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                self.log.lock().unwrap().push(format!("end {} {}", job.agent, job.stream_id));
+                self.log
+                    .lock()
+                    .unwrap()
+                    .push(format!("end {} {}", job.agent, job.stream_id));
                 *self.now.lock().unwrap() -= 1;
             })
         }
-        fn superseded(&self, old: DeployJob, by: &DeployJob) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        fn superseded(
+            &self,
+            old: DeployJob,
+            by: &DeployJob,
+        ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
             let line = format!("superseded {} by {}", old.stream_id, by.stream_id);
             Box::pin(async move { self.log.lock().unwrap().push(line) })
         }
@@ -173,17 +196,35 @@ mod tests {
 
     fn job(agent: &str, id: &str) -> DeployJob {
         DeployJob {
-            stream_id: id.into(), action: crate::job::Action::Deploy, agent: agent.into(), package: PathBuf::new(),
-            owner_id: String::new(), upload_id: String::new(), upload_type: String::new(), version: String::new(),
-            backend_url: None, webhook_url: None,
+            stream_id: id.into(),
+            action: crate::job::Action::Deploy,
+            agent: agent.into(),
+            package: PathBuf::new(),
+            owner_id: String::new(),
+            upload_id: String::new(),
+            upload_type: String::new(),
+            version: String::new(),
+            backend_url: None,
+            webhook_url: None,
         }
     }
 
     #[tokio::test]
     async fn bounded_concurrency_one_per_agent_and_latest_queued_wins() {
-        let probe = Arc::new(Probe { log: Mutex::new(vec![]), now: Mutex::new(0), max: Mutex::new(0) });
+        let probe = Arc::new(Probe {
+            log: Mutex::new(vec![]),
+            now: Mutex::new(0),
+            max: Mutex::new(0),
+        });
         let r = Runner::new(2, probe.clone());
-        for (a, id) in [("a", "1"), ("a", "2"), ("a", "3"), ("b", "4"), ("c", "5"), ("d", "6")] {
+        for (a, id) in [
+            ("a", "1"),
+            ("a", "2"),
+            ("a", "3"),
+            ("b", "4"),
+            ("c", "5"),
+            ("d", "6"),
+        ] {
             r.submit(job(a, id));
         }
         tokio::time::timeout(Duration::from_secs(5), async {
@@ -200,7 +241,9 @@ mod tests {
         let a_events: Vec<&String> = log.iter().filter(|l| l.contains(" a ")).collect();
         assert_eq!(a_events, ["start a 1", "end a 1", "start a 3", "end a 3"]);
         for id in ["4", "5", "6"] {
-            assert!(log.iter().any(|l| l.ends_with(&format!(" {id}")) && l.starts_with("end")));
+            assert!(log
+                .iter()
+                .any(|l| l.ends_with(&format!(" {id}")) && l.starts_with("end")));
         }
     }
 }

@@ -29,8 +29,16 @@ fn parse_entry(v: &Value) -> Option<Entry> {
     let Value::Array(parts) = v else { return None };
     let id = text(parts.first()?)?;
     let fields = match parts.get(1) {
-        Some(Value::Array(kv)) => Some(kv.chunks(2).filter_map(|c| Some((text(&c[0])?, bytes(c.get(1)?)?))).collect()),
-        Some(Value::Map(kv)) => Some(kv.iter().filter_map(|(k, v)| Some((text(k)?, bytes(v)?))).collect()),
+        Some(Value::Array(kv)) => Some(
+            kv.chunks(2)
+                .filter_map(|c| Some((text(&c[0])?, bytes(c.get(1)?)?)))
+                .collect(),
+        ),
+        Some(Value::Map(kv)) => Some(
+            kv.iter()
+                .filter_map(|(k, v)| Some((text(k)?, bytes(v)?)))
+                .collect(),
+        ),
         _ => None,
     };
     Some(Entry { id, fields })
@@ -71,7 +79,14 @@ impl Stream {
     /// Create the group at id 0 with MKSTREAM; an existing group is fine.
     pub async fn ensure_group(&self) -> RedisResult<()> {
         let mut c = self.con.clone();
-        let r: RedisResult<()> = redis::cmd("XGROUP").arg("CREATE").arg(&self.key).arg(&self.group).arg("0").arg("MKSTREAM").query_async(&mut c).await;
+        let r: RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.key)
+            .arg(&self.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut c)
+            .await;
         match r {
             Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
             other => other,
@@ -79,9 +94,19 @@ impl Stream {
     }
 
     /// Read with `id` ">" (new entries, blocking up to `block_ms`) or "0"/an id (own pending after it).
-    pub async fn read(&self, con: &mut ConnectionManager, id: &str, count: usize, block_ms: Option<u64>) -> RedisResult<Vec<Entry>> {
+    pub async fn read(
+        &self,
+        con: &mut ConnectionManager,
+        id: &str,
+        count: usize,
+        block_ms: Option<u64>,
+    ) -> RedisResult<Vec<Entry>> {
         let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(&self.group).arg(&self.consumer).arg("COUNT").arg(count);
+        cmd.arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count);
         if let Some(b) = block_ms {
             cmd.arg("BLOCK").arg(b);
         }
@@ -96,7 +121,16 @@ impl Stream {
         let mut out = Vec::new();
         let mut cursor = "0-0".to_string();
         loop {
-            let v: Value = redis::cmd("XAUTOCLAIM").arg(&self.key).arg(&self.group).arg(&self.consumer).arg(min_idle_ms).arg(&cursor).arg("COUNT").arg(count).query_async(&mut c).await?;
+            let v: Value = redis::cmd("XAUTOCLAIM")
+                .arg(&self.key)
+                .arg(&self.group)
+                .arg(&self.consumer)
+                .arg(min_idle_ms)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut c)
+                .await?;
             let Value::Array(parts) = v else { break };
             let next = parts.first().and_then(text).unwrap_or_else(|| "0-0".into());
             if let Some(e) = parts.get(1) {
@@ -113,7 +147,14 @@ impl Stream {
     /// How many times the entry has been delivered (0 when it is not pending).
     pub async fn deliveries(&self, id: &str) -> RedisResult<u64> {
         let mut c = self.con.clone();
-        let v: Value = redis::cmd("XPENDING").arg(&self.key).arg(&self.group).arg(id).arg(id).arg(1).query_async(&mut c).await?;
+        let v: Value = redis::cmd("XPENDING")
+            .arg(&self.key)
+            .arg(&self.group)
+            .arg(id)
+            .arg(id)
+            .arg(1)
+            .query_async(&mut c)
+            .await?;
         if let Value::Array(rows) = v {
             if let Some(Value::Array(row)) = rows.first() {
                 if let Some(Value::Int(n)) = row.get(3) {
@@ -131,7 +172,10 @@ impl Stream {
         }
         let mut c = self.con.clone();
         let mut cmd = redis::cmd("XCLAIM");
-        cmd.arg(&self.key).arg(&self.group).arg(&self.consumer).arg(0);
+        cmd.arg(&self.key)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(0);
         for id in ids {
             cmd.arg(id);
         }
@@ -142,7 +186,12 @@ impl Stream {
 
     pub async fn ack(&self, id: &str) -> RedisResult<()> {
         let mut c = self.con.clone();
-        let _: i64 = redis::cmd("XACK").arg(&self.key).arg(&self.group).arg(id).query_async(&mut c).await?;
+        let _: i64 = redis::cmd("XACK")
+            .arg(&self.key)
+            .arg(&self.group)
+            .arg(id)
+            .query_async(&mut c)
+            .await?;
         Ok(())
     }
 
@@ -150,11 +199,19 @@ impl Stream {
     pub async fn dead_letter(&self, e: &Entry, reason: &str, deliveries: u64) -> RedisResult<()> {
         let mut c = self.con.clone();
         let mut cmd = redis::cmd("XADD");
-        cmd.arg(&self.dead_letter).arg("MAXLEN").arg("~").arg(10000).arg("*")
-            .arg("original_id").arg(&e.id)
-            .arg("reason").arg(reason)
-            .arg("deliveries").arg(deliveries)
-            .arg("consumer").arg(&self.consumer);
+        cmd.arg(&self.dead_letter)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(10000)
+            .arg("*")
+            .arg("original_id")
+            .arg(&e.id)
+            .arg("reason")
+            .arg(reason)
+            .arg("deliveries")
+            .arg(deliveries)
+            .arg("consumer")
+            .arg(&self.consumer);
         for (k, v) in e.fields.iter().flatten() {
             if !["original_id", "reason", "deliveries", "consumer"].contains(&k.as_str()) {
                 cmd.arg(k).arg(v.as_slice());

@@ -48,22 +48,56 @@ impl Worker {
         let cfg = Arc::new(cfg);
         let con = connect(&cfg.redis_url, Duration::from_secs(10)).await?;
         let reader = connect(&cfg.redis_url, Duration::from_secs(10)).await?;
-        let stream = Stream { con: con.clone(), key: cfg.stream.clone(), group: cfg.group.clone(), consumer: cfg.consumer.clone(), dead_letter: cfg.dead_letter_stream.clone() };
-        stream.ensure_group().await.map_err(|e| format!("cannot create consumer group {} on {}: {e}", cfg.group, cfg.stream))?;
+        let stream = Stream {
+            con: con.clone(),
+            key: cfg.stream.clone(),
+            group: cfg.group.clone(),
+            consumer: cfg.consumer.clone(),
+            dead_letter: cfg.dead_letter_stream.clone(),
+        };
+        stream.ensure_group().await.map_err(|e| {
+            format!(
+                "cannot create consumer group {} on {}: {e}",
+                cfg.group, cfg.stream
+            )
+        })?;
         let deployer = if cfg.noop_deploy {
-            tracing::warn!("NOOP_DEPLOY is set: jobs are acknowledged without building or deploying");
+            tracing::warn!(
+                "NOOP_DEPLOY is set: jobs are acknowledged without building or deploying"
+            );
             None
         } else {
             let (compose, version) = ComposeCmd::detect(&cfg.compose).await?;
             tracing::info!(compose = ?compose, "{version}");
-            std::fs::create_dir_all(&cfg.work_dir).map_err(|e| format!("cannot create WORK_DIR {}: {e}", cfg.work_dir.display()))?;
-            Some(Deployer { cfg: cfg.clone(), compose, redis: con.clone() })
+            std::fs::create_dir_all(&cfg.work_dir)
+                .map_err(|e| format!("cannot create WORK_DIR {}: {e}", cfg.work_dir.display()))?;
+            Some(Deployer {
+                cfg: cfg.clone(),
+                compose,
+                redis: con.clone(),
+            })
         };
-        let reporter = Reporter { redis: con.clone(), http: HttpClient::new(Duration::from_secs(10)), updated_by: format!("build-agent@{}", cfg.consumer), auth_service_url: cfg.auth_service_url.clone() };
-        let pipeline = Arc::new(Pipeline { cfg: cfg.clone(), reporter, stream: stream.clone(), deployer });
+        let reporter = Reporter {
+            redis: con.clone(),
+            http: HttpClient::new(Duration::from_secs(10)),
+            updated_by: format!("build-agent@{}", cfg.consumer),
+            auth_service_url: cfg.auth_service_url.clone(),
+        };
+        let pipeline = Arc::new(Pipeline {
+            cfg: cfg.clone(),
+            reporter,
+            stream: stream.clone(),
+            deployer,
+        });
         let runner = Runner::new(cfg.concurrency, pipeline.clone());
         tracing::info!(stream = %cfg.stream, group = %cfg.group, consumer = %cfg.consumer, concurrency = cfg.concurrency, "build-agent ready");
-        Ok(Worker { cfg, stream, reader, runner, pipeline })
+        Ok(Worker {
+            cfg,
+            stream,
+            reader,
+            runner,
+            pipeline,
+        })
     }
 
     /// Turn one entry into work: dead-letter, rejection, or a job for the runner.
@@ -77,10 +111,17 @@ impl Worker {
             self.pipeline.ack(&e.id).await;
             return;
         };
-        let paths = Paths { agents_root: &self.cfg.agents_root, backend_prefix: &self.cfg.agents_path_prefix, nasiko_api_url: self.cfg.nasiko_api_url.as_deref() };
+        let paths = Paths {
+            agents_root: &self.cfg.agents_root,
+            backend_prefix: &self.cfg.agents_path_prefix,
+            nasiko_api_url: self.cfg.nasiko_api_url.as_deref(),
+        };
         let parsed = job::parse(&e.id, fields, &paths);
         if deliveries > self.cfg.max_deliveries {
-            let reason = format!("delivered {deliveries} times without finishing (limit {}); moved to {}", self.cfg.max_deliveries, self.cfg.dead_letter_stream);
+            let reason = format!(
+                "delivered {deliveries} times without finishing (limit {}); moved to {}",
+                self.cfg.max_deliveries, self.cfg.dead_letter_stream
+            );
             let mut delay = Duration::from_millis(250);
             while let Err(err) = self.stream.dead_letter(&e, &reason, deliveries).await {
                 tracing::warn!(job = %e.id, "cannot write the dead-letter entry yet ({err}); retrying");
@@ -88,10 +129,26 @@ impl Worker {
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
             let s = match &parsed {
-                Ok(j) => Subject { agent: j.agent.clone(), stream_id: e.id.clone(), owner_id: j.owner_id.clone(), upload_id: j.upload_id.clone(), upload_type: j.upload_type.clone(), backend_url: j.backend_url.clone() },
-                Err(r) => Subject { agent: r.agent.clone().unwrap_or_default(), stream_id: e.id.clone(), owner_id: r.owner_id.clone(), upload_id: r.upload_id.clone(), upload_type: String::new(), backend_url: r.backend_url.clone() },
+                Ok(j) => Subject {
+                    agent: j.agent.clone(),
+                    stream_id: e.id.clone(),
+                    owner_id: j.owner_id.clone(),
+                    upload_id: j.upload_id.clone(),
+                    upload_type: j.upload_type.clone(),
+                    backend_url: j.backend_url.clone(),
+                },
+                Err(r) => Subject {
+                    agent: r.agent.clone().unwrap_or_default(),
+                    stream_id: e.id.clone(),
+                    owner_id: r.owner_id.clone(),
+                    upload_id: r.upload_id.clone(),
+                    upload_type: String::new(),
+                    backend_url: r.backend_url.clone(),
+                },
             };
-            self.pipeline.finish(&s, Stage::Failed, &reason, &Default::default()).await;
+            self.pipeline
+                .finish(&s, Stage::Failed, &reason, &Default::default())
+                .await;
             return;
         }
         match parsed {
@@ -105,7 +162,11 @@ impl Worker {
 
     /// Run until `shutdown`, then drain.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
-        let me = Arc::new(WorkerRef { stream: self.stream.clone(), runner: self.runner.clone(), cfg: self.cfg.clone() });
+        let me = Arc::new(WorkerRef {
+            stream: self.stream.clone(),
+            runner: self.runner.clone(),
+            cfg: self.cfg.clone(),
+        });
         let hb = tokio::spawn(heartbeat(me.clone()));
         tokio::pin!(shutdown);
         // 1. our own pending entries (a previous run of this consumer died holding them)
@@ -141,7 +202,11 @@ impl Worker {
             }
             if last_reap.elapsed() >= self.cfg.claim_idle / 4 {
                 last_reap = tokio::time::Instant::now();
-                match self.stream.autoclaim(self.cfg.claim_idle.as_millis() as u64, 10).await {
+                match self
+                    .stream
+                    .autoclaim(self.cfg.claim_idle.as_millis() as u64, 10)
+                    .await
+                {
                     Ok(claimed) => {
                         for e in claimed {
                             tracing::info!(job = %e.id, "claimed an entry abandoned by a dead consumer");
@@ -169,7 +234,10 @@ impl Worker {
                         let _ = self.stream.ensure_group().await;
                         continue;
                     }
-                    tracing::warn!("reading {} failed: {e}; retrying in {delay:?}", self.cfg.stream);
+                    tracing::warn!(
+                        "reading {} failed: {e}; retrying in {delay:?}",
+                        self.cfg.stream
+                    );
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }
@@ -179,11 +247,16 @@ impl Worker {
     }
 
     async fn stop(&self, hb: tokio::task::JoinHandle<()>) {
-        tracing::info!("stopping: no new jobs; waiting up to {:?} for running ones", self.cfg.grace);
+        tracing::info!(
+            "stopping: no new jobs; waiting up to {:?} for running ones",
+            self.cfg.grace
+        );
         if self.runner.drain(self.cfg.grace).await {
             tracing::info!("all running jobs finished");
         } else {
-            tracing::warn!("grace period over; unfinished jobs stay pending and resume on the next start");
+            tracing::warn!(
+                "grace period over; unfinished jobs stay pending and resume on the next start"
+            );
         }
         hb.abort();
     }

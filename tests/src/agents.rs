@@ -34,8 +34,13 @@ impl AgentsRoot {
                 .replace("__PORT__", &port.unwrap_or(0).to_string());
             std::fs::write(dest.join(e.file_name()), text).expect("write package file");
         }
-        if dest.join("Dockerfile").exists() && std::fs::read_to_string(dest.join("Dockerfile")).unwrap_or_default().contains("agent.sh") {
-            std::fs::copy(samples_dir().join("common/agent.sh"), dest.join("agent.sh")).expect("agent.sh");
+        if dest.join("Dockerfile").exists()
+            && std::fs::read_to_string(dest.join("Dockerfile"))
+                .unwrap_or_default()
+                .contains("agent.sh")
+        {
+            std::fs::copy(samples_dir().join("common/agent.sh"), dest.join("agent.sh"))
+                .expect("agent.sh");
         }
         format!("/app/agents/{agent}/{version}")
     }
@@ -60,20 +65,33 @@ pub struct AgentCleanup {
 
 impl AgentCleanup {
     pub fn new(agents: &[&str]) -> AgentCleanup {
-        AgentCleanup { agents: agents.iter().map(|s| s.to_string()).collect() }
+        AgentCleanup {
+            agents: agents.iter().map(|s| s.to_string()).collect(),
+        }
     }
 }
 
 fn ids(args: &[&str]) -> Vec<String> {
-    String::from_utf8_lossy(&docker(args).stdout).split_whitespace().map(String::from).collect()
+    String::from_utf8_lossy(&docker(args).stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
 }
 
 impl Drop for AgentCleanup {
     fn drop(&mut self) {
         for a in &self.agents {
-            let project = format!("label=com.docker.compose.project=agent-{}", a.replace('.', "-"));
+            let project = format!(
+                "label=com.docker.compose.project=agent-{}",
+                a.replace('.', "-")
+            );
             let mut c = ids(&["ps", "-aq", "--filter", &project]);
-            c.extend(ids(&["ps", "-aq", "--filter", &format!("name=^agent-{a}$")]));
+            c.extend(ids(&[
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("name=^agent-{a}$"),
+            ]));
             if !c.is_empty() {
                 let mut args = vec!["rm", "-f", "-v"];
                 args.extend(c.iter().map(String::as_str));
@@ -85,11 +103,44 @@ impl Drop for AgentCleanup {
             for v in ids(&["volume", "ls", "-q", "--filter", &project]) {
                 docker(&["volume", "rm", "-f", &v]);
             }
-            let imgs = ids(&["images", "-q", "--filter", &format!("label=nasiko.agent={a}")]);
+            let imgs = ids(&[
+                "images",
+                "-q",
+                "--filter",
+                &format!("label=nasiko.agent={a}"),
+            ]);
             if !imgs.is_empty() {
                 let mut args = vec!["rmi", "-f"];
                 args.extend(imgs.iter().map(String::as_str));
                 docker(&args);
+            }
+        }
+        remove_dangling_test_images();
+    }
+}
+
+/// Dangling images left by interrupted or failed test builds: only those built on the test base
+/// image (their parent chain reaches it), so nothing else on the machine is touched.
+pub fn remove_dangling_test_images() {
+    let base = ids(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}}",
+        crate::docker::BUSYBOX_IMAGE,
+    ]);
+    let Some(base) = base.first() else { return };
+    for img in ids(&["images", "-q", "--no-trunc", "--filter", "dangling=true"]) {
+        let mut cur = img.clone();
+        for _ in 0..64 {
+            let parent = ids(&["image", "inspect", "--format", "{{.Parent}}", &cur]);
+            match parent.first() {
+                Some(p) if p == base => {
+                    docker(&["rmi", &img]);
+                    break;
+                }
+                Some(p) => cur = p.clone(),
+                None => break,
             }
         }
     }

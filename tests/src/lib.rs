@@ -1,11 +1,11 @@
 //! Support for cross-binary tests: the Kong Admin API emulator, the backend stand-in,
 //! HTTP plumbing, and helpers for real Docker and Redis.
 
+pub mod agents;
 pub mod backend;
 pub mod docker;
 pub mod http;
 pub mod kong;
 pub mod process;
-pub mod sockproxy;
-pub mod agents;
 pub mod redis_server;
+pub mod sockproxy;

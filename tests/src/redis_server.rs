@@ -17,18 +17,37 @@ impl RedisServer {
         let port = free_port();
         let dir = std::env::temp_dir().join(crate::docker::unique("redis-data"));
         std::fs::create_dir_all(&dir).expect("redis data dir");
-        let mut r = RedisServer { port, dir, child: None };
+        let mut r = RedisServer {
+            port,
+            dir,
+            child: None,
+        };
         r.spawn();
         r
     }
 
     fn spawn(&mut self) {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir"])
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        self.child = Some(ChildGuard::spawn("redis-server (apt-get install -y redis-server)", &mut cmd));
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+        ])
+        .arg(&self.dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        self.child = Some(ChildGuard::spawn(
+            "redis-server (apt-get install -y redis-server)",
+            &mut cmd,
+        ));
         let end = Instant::now() + Duration::from_secs(10);
         while Instant::now() < end {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {

@@ -5,12 +5,20 @@
 use serde_yaml_ng::{Mapping, Value};
 use std::path::{Component, Path, PathBuf};
 
-pub const COMPOSE_FILES: &[&str] = &["docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml"];
+pub const COMPOSE_FILES: &[&str] = &[
+    "docker-compose.yml",
+    "docker-compose.yaml",
+    "compose.yml",
+    "compose.yaml",
+];
 /// The network name real agent packages use; mapped onto the shared network.
 pub const LEGACY_NETWORK: &str = "agents-net";
 
 pub fn find_compose_file(dir: &Path) -> Option<PathBuf> {
-    COMPOSE_FILES.iter().map(|f| dir.join(f)).find(|p| p.is_file())
+    COMPOSE_FILES
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
 }
 
 /// What the override needs to say.
@@ -40,12 +48,18 @@ fn s(v: &str) -> Value {
 }
 
 fn services(user: &Value) -> Result<&Mapping, String> {
-    user.get("services").and_then(Value::as_mapping).ok_or_else(|| "the compose file has no 'services' mapping".to_string())
+    user.get("services")
+        .and_then(Value::as_mapping)
+        .ok_or_else(|| "the compose file has no 'services' mapping".to_string())
 }
 
 /// Lexically normalize `p` against `base` (no filesystem access).
 fn normalize(base: &Path, p: &Path) -> PathBuf {
-    let joined = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    };
     let mut out = PathBuf::new();
     for c in joined.components() {
         match c {
@@ -83,33 +97,53 @@ pub fn check_safety(user: &Value, dir: &Path) -> Result<(), String> {
         let n = name.as_str().unwrap_or("?");
         let get = |k: &str| svc.get(k);
         if get("privileged").and_then(Value::as_bool) == Some(true) {
-            return Err(format!("service '{n}' asks for privileged mode, which is not allowed for agents"));
+            return Err(format!(
+                "service '{n}' asks for privileged mode, which is not allowed for agents"
+            ));
         }
         for k in ["cap_add", "devices"] {
-            if get(k).and_then(Value::as_sequence).is_some_and(|v| !v.is_empty()) {
-                return Err(format!("service '{n}' asks for {k}, which is not allowed for agents"));
+            if get(k)
+                .and_then(Value::as_sequence)
+                .is_some_and(|v| !v.is_empty())
+            {
+                return Err(format!(
+                    "service '{n}' asks for {k}, which is not allowed for agents"
+                ));
             }
         }
         if let Some(m) = get("network_mode").and_then(Value::as_str) {
             if m == "host" || m.starts_with("container:") {
-                return Err(format!("service '{n}' asks for network_mode '{m}', which is not allowed for agents"));
+                return Err(format!(
+                    "service '{n}' asks for network_mode '{m}', which is not allowed for agents"
+                ));
             }
         }
         for k in ["pid", "ipc", "userns_mode", "uts"] {
             if get(k).and_then(Value::as_str) == Some("host") {
-                return Err(format!("service '{n}' asks for {k}: host, which is not allowed for agents"));
+                return Err(format!(
+                    "service '{n}' asks for {k}: host, which is not allowed for agents"
+                ));
             }
         }
-        for v in get("volumes").and_then(Value::as_sequence).into_iter().flatten() {
+        for v in get("volumes")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
             let src = match v {
                 Value::String(spec) => {
                     let src = spec.split(':').next().unwrap_or("");
-                    if spec.contains(':') && is_bind_source(src) { Some(src.to_string()) } else { None }
+                    if spec.contains(':') && is_bind_source(src) {
+                        Some(src.to_string())
+                    } else {
+                        None
+                    }
                 }
                 Value::Mapping(m) => {
                     let ty = m.get("type").and_then(Value::as_str).unwrap_or("volume");
                     let src = m.get("source").and_then(Value::as_str).unwrap_or("");
-                    (ty == "bind" || (ty != "volume" && ty != "tmpfs" && is_bind_source(src))).then(|| src.to_string())
+                    (ty == "bind" || (ty != "volume" && ty != "tmpfs" && is_bind_source(src)))
+                        .then(|| src.to_string())
                 }
                 _ => None,
             };
@@ -119,7 +153,10 @@ pub fn check_safety(user: &Value, dir: &Path) -> Result<(), String> {
         }
         let env_files: Vec<&str> = match get("env_file") {
             Some(Value::String(f)) => vec![f.as_str()],
-            Some(Value::Sequence(v)) => v.iter().filter_map(|x| x.as_str().or_else(|| x.get("path").and_then(Value::as_str))).collect(),
+            Some(Value::Sequence(v)) => v
+                .iter()
+                .filter_map(|x| x.as_str().or_else(|| x.get("path").and_then(Value::as_str)))
+                .collect(),
             _ => vec![],
         };
         for f in env_files {
@@ -195,8 +232,14 @@ fn labels(spec: &OverrideSpec, ty: &str) -> Value {
 
 fn service_networks(svc: &Value) -> Vec<String> {
     match svc.get("networks") {
-        Some(Value::Sequence(v)) => v.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
-        Some(Value::Mapping(m)) => m.keys().filter_map(|x| x.as_str().map(String::from)).collect(),
+        Some(Value::Sequence(v)) => v
+            .iter()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect(),
+        Some(Value::Mapping(m)) => m
+            .keys()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect(),
         _ => vec![],
     }
 }
@@ -204,7 +247,11 @@ fn service_networks(svc: &Value) -> Vec<String> {
 /// The override for a package with a compose file, or the whole file for one without (`user` None).
 pub fn build_override(user: Option<&Value>, spec: &OverrideSpec) -> Result<Value, String> {
     let mut root = Mapping::new();
-    let version = user.and_then(|u| u.get("version")).and_then(|v| v.as_str().map(String::from).or_else(|| v.as_f64().map(|f| f.to_string())));
+    let version = user.and_then(|u| u.get("version")).and_then(|v| {
+        v.as_str()
+            .map(String::from)
+            .or_else(|| v.as_f64().map(|f| f.to_string()))
+    });
     if let Some(v) = &version {
         root.insert(s("version"), s(v));
     }
@@ -216,11 +263,26 @@ pub fn build_override(user: Option<&Value>, spec: &OverrideSpec) -> Result<Value
         None => spec.agent.to_string(),
     };
     // the network key the entry service joins
-    let entry_nets = user.and_then(|u| u.get("services")).and_then(|x| x.get(entry.as_str())).map(service_networks).unwrap_or_default();
-    let user_net_key = [LEGACY_NETWORK, "nasiko-network", spec.network].into_iter().find(|k| entry_nets.iter().any(|n| n == k));
+    let entry_nets = user
+        .and_then(|u| u.get("services"))
+        .and_then(|x| x.get(entry.as_str()))
+        .map(service_networks)
+        .unwrap_or_default();
+    let user_net_key = [LEGACY_NETWORK, "nasiko-network", spec.network]
+        .into_iter()
+        .find(|k| entry_nets.iter().any(|n| n == k));
     for key in [LEGACY_NETWORK, "nasiko-network", spec.network] {
-        let declared = user.and_then(|u| u.get("networks")).and_then(|n| n.get(key)).is_some();
-        let used = user.and_then(|u| u.get("services")).and_then(Value::as_mapping).is_some_and(|m| m.values().any(|svc| service_networks(svc).iter().any(|n| n == key)));
+        let declared = user
+            .and_then(|u| u.get("networks"))
+            .and_then(|n| n.get(key))
+            .is_some();
+        let used = user
+            .and_then(|u| u.get("services"))
+            .and_then(Value::as_mapping)
+            .is_some_and(|m| {
+                m.values()
+                    .any(|svc| service_networks(svc).iter().any(|n| n == key))
+            });
         if declared || used {
             nets.insert(s(key), external(spec.network, old));
         }
@@ -277,13 +339,18 @@ pub fn parse_dotenv(text: &str) -> Vec<(String, String)> {
             continue;
         }
         let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         let k = k.trim();
         if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             continue;
         }
         let v = v.trim();
-        let v = if v.len() >= 2 && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\''))) {
+        let v = if v.len() >= 2
+            && ((v.starts_with('"') && v.ends_with('"'))
+                || (v.starts_with('\'') && v.ends_with('\'')))
+        {
             &v[1..v.len() - 1]
         } else {
             v.split(" #").next().unwrap_or(v).trim_end()
@@ -302,7 +369,15 @@ mod tests {
     }
 
     fn spec<'a>(env: &'a [(String, String)]) -> OverrideSpec<'a> {
-        OverrideSpec { agent: "translator", image: "nasiko-agent-translator:abc", network: "nasiko-network", owner: "u1", version: "v1", upload_id: "up1", env }
+        OverrideSpec {
+            agent: "translator",
+            image: "nasiko-agent-translator:abc",
+            network: "nasiko-network",
+            owner: "u1",
+            version: "v1",
+            upload_id: "up1",
+            env,
+        }
     }
 
     const TEMPLATE: &str = "version: '3.8'\nservices:\n  translator:\n    build: .\n    container_name: translator\n    ports: ['5000']\n    networks: [agents-net]\nnetworks:\n  agents-net:\n    external: true\n";
@@ -318,7 +393,10 @@ mod tests {
         assert_eq!(e["labels"]["nasiko.type"], s("agent"));
         assert_eq!(e["labels"]["nasiko.owner"], s("u1"));
         assert_eq!(e["environment"]["AGENT_NAME"], s("translator"));
-        assert!(e.get("networks").is_none(), "the service keeps its agents-net, now pointing at nasiko-network");
+        assert!(
+            e.get("networks").is_none(),
+            "the service keeps its agents-net, now pointing at nasiko-network"
+        );
         assert_eq!(o["networks"]["agents-net"]["name"], s("nasiko-network"));
         assert_eq!(o["networks"]["agents-net"]["external"], Value::Bool(true));
     }
@@ -326,17 +404,28 @@ mod tests {
     #[test]
     fn old_file_versions_get_the_old_external_form() {
         let o = build_override(Some(&y(&TEMPLATE.replace("3.8", "3.3"))), &spec(&[])).unwrap();
-        assert_eq!(o["networks"]["agents-net"]["external"]["name"], s("nasiko-network"));
+        assert_eq!(
+            o["networks"]["agents-net"]["external"]["name"],
+            s("nasiko-network")
+        );
     }
 
     #[test]
     fn a_service_on_the_default_network_joins_the_shared_one_and_keeps_default() {
         let u = y("services:\n  translator:\n    build: .\n  db:\n    image: postgres\n");
         let o = build_override(Some(&u), &spec(&[])).unwrap();
-        let nets = o["services"]["translator"]["networks"].as_mapping().unwrap();
+        let nets = o["services"]["translator"]["networks"]
+            .as_mapping()
+            .unwrap();
         assert!(nets.contains_key("nasiko-network") && nets.contains_key("default"));
-        assert_eq!(o["services"]["db"]["labels"]["nasiko.type"], s("agent-dependency"));
-        assert!(o["services"]["db"].get("image").is_none(), "dependencies keep their own image");
+        assert_eq!(
+            o["services"]["db"]["labels"]["nasiko.type"],
+            s("agent-dependency")
+        );
+        assert!(
+            o["services"]["db"].get("image").is_none(),
+            "dependencies keep their own image"
+        );
     }
 
     #[test]
@@ -344,17 +433,48 @@ mod tests {
         let o = build_override(None, &spec(&[])).unwrap();
         let e = &o["services"]["translator"];
         assert_eq!(e["expose"][0], s("5000"));
-        assert!(e["networks"].as_mapping().unwrap().contains_key("nasiko-network"));
+        assert!(e["networks"]
+            .as_mapping()
+            .unwrap()
+            .contains_key("nasiko-network"));
         assert_eq!(o["networks"]["nasiko-network"]["name"], s("nasiko-network"));
     }
 
     #[test]
     fn the_entry_service_is_found_by_key_container_name_or_build() {
-        assert_eq!(entry_service(&y("services: {a: {image: x}, translator: {image: y}}"), "translator").unwrap(), "translator");
-        assert_eq!(entry_service(&y("services: {app: {container_name: translator}, db: {}}"), "translator").unwrap(), "app");
-        assert_eq!(entry_service(&y("services: {app: {image: x}}"), "translator").unwrap(), "app");
-        assert_eq!(entry_service(&y("services: {db: {image: x}, app: {build: .}}"), "translator").unwrap(), "app");
-        assert!(entry_service(&y("services: {a: {image: x}, b: {image: y}}"), "translator").unwrap_err().contains("cannot tell"));
+        assert_eq!(
+            entry_service(
+                &y("services: {a: {image: x}, translator: {image: y}}"),
+                "translator"
+            )
+            .unwrap(),
+            "translator"
+        );
+        assert_eq!(
+            entry_service(
+                &y("services: {app: {container_name: translator}, db: {}}"),
+                "translator"
+            )
+            .unwrap(),
+            "app"
+        );
+        assert_eq!(
+            entry_service(&y("services: {app: {image: x}}"), "translator").unwrap(),
+            "app"
+        );
+        assert_eq!(
+            entry_service(
+                &y("services: {db: {image: x}, app: {build: .}}"),
+                "translator"
+            )
+            .unwrap(),
+            "app"
+        );
+        assert!(
+            entry_service(&y("services: {a: {image: x}, b: {image: y}}"), "translator")
+                .unwrap_err()
+                .contains("cannot tell")
+        );
     }
 
     #[test]
@@ -367,17 +487,34 @@ mod tests {
         assert!(refuse("services: {a: {network_mode: host}}").contains("network_mode"));
         assert!(refuse("services: {a: {pid: host}}").contains("pid: host"));
         assert!(refuse("services: {a: {ipc: host}}").contains("ipc: host"));
-        assert!(refuse("services: {a: {volumes: ['/var/run/docker.sock:/var/run/docker.sock']}}").contains("Docker socket"));
-        assert!(refuse("services: {a: {volumes: ['/etc:/host-etc:ro']}}").contains("outside the package"));
+        assert!(
+            refuse("services: {a: {volumes: ['/var/run/docker.sock:/var/run/docker.sock']}}")
+                .contains("Docker socket")
+        );
+        assert!(refuse("services: {a: {volumes: ['/etc:/host-etc:ro']}}")
+            .contains("outside the package"));
         assert!(refuse("services: {a: {volumes: ['../../:/up']}}").contains("outside the package"));
-        assert!(refuse("services: {a: {volumes: [{type: bind, source: /, target: /host}]}}").contains("outside the package"));
+        assert!(
+            refuse("services: {a: {volumes: [{type: bind, source: /, target: /host}]}}")
+                .contains("outside the package")
+        );
         assert!(refuse("services: {a: {env_file: /etc/shadow}}").contains("env_file"));
         assert!(check_safety(&y("services: {a: {volumes: ['data:/data', './cfg:/cfg:ro', '/work/pkg/x:/x']}}\nvolumes: {data: {}}"), dir).is_ok());
     }
 
     #[test]
     fn dotenv_lines_comments_and_quotes() {
-        let v = parse_dotenv("# c\nA=1\nexport B=\"two words\"\nC='x'\nbad line\nD=v # trailing\n=nokey\n");
-        assert_eq!(v, vec![("A".into(), "1".into()), ("B".into(), "two words".into()), ("C".into(), "x".into()), ("D".into(), "v".into())]);
+        let v = parse_dotenv(
+            "# c\nA=1\nexport B=\"two words\"\nC='x'\nbad line\nD=v # trailing\n=nokey\n",
+        );
+        assert_eq!(
+            v,
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into()),
+                ("C".into(), "x".into()),
+                ("D".into(), "v".into())
+            ]
+        );
     }
 }

@@ -27,7 +27,10 @@ impl ComposeCmd {
         let try_one = |c: ComposeCmd| async move {
             let mut a = c.argv();
             a.push("version".into());
-            run(&a, Duration::from_secs(20), None).await.ok().map(|o| (c, o.stdout.lines().next().unwrap_or("").to_string()))
+            run(&a, Duration::from_secs(20), None)
+                .await
+                .ok()
+                .map(|o| (c, o.stdout.lines().next().unwrap_or("").to_string()))
         };
         let found = match flavor {
             "v2" => try_one(ComposeCmd::V2).await,
@@ -42,24 +45,55 @@ impl ComposeCmd {
 }
 
 pub async fn image_exists(tag: &str) -> bool {
-    run(&argv(&["docker", "image", "inspect", "--format", "{{.Id}}", tag]), SHORT, None).await.is_ok()
+    run(
+        &argv(&["docker", "image", "inspect", "--format", "{{.Id}}", tag]),
+        SHORT,
+        None,
+    )
+    .await
+    .is_ok()
 }
 
-pub async fn build(dir: &str, tag: &str, agent: &str, hash: &str, timeout: Duration, lines: mpsc::UnboundedSender<String>) -> Result<Output, CmdError> {
+pub async fn build(
+    dir: &str,
+    tag: &str,
+    agent: &str,
+    hash: &str,
+    timeout: Duration,
+    lines: mpsc::UnboundedSender<String>,
+) -> Result<Output, CmdError> {
     let a = vec![
-        "docker".into(), "build".into(), "--pull=false".into(),
-        "-t".into(), tag.into(),
-        "--label".into(), format!("nasiko.agent={agent}"),
-        "--label".into(), format!("nasiko.content-hash={hash}"),
+        "docker".into(),
+        "build".into(),
+        "--pull=false".into(),
+        "--force-rm".into(),
+        "-t".into(),
+        tag.into(),
+        "--label".into(),
+        format!("nasiko.agent={agent}"),
+        "--label".into(),
+        format!("nasiko.content-hash={hash}"),
         dir.into(),
     ];
     run(&a, timeout, Some(lines)).await
 }
 
 /// `compose -p P --project-directory D -f … <args>`
-pub async fn compose(cmd: &ComposeCmd, project: &str, project_dir: &str, files: &[String], args: &[&str], timeout: Duration) -> Result<Output, CmdError> {
+pub async fn compose(
+    cmd: &ComposeCmd,
+    project: &str,
+    project_dir: &str,
+    files: &[String],
+    args: &[&str],
+    timeout: Duration,
+) -> Result<Output, CmdError> {
     let mut a = cmd.argv();
-    a.extend(["-p".into(), project.into(), "--project-directory".into(), project_dir.into()]);
+    a.extend([
+        "-p".into(),
+        project.into(),
+        "--project-directory".into(),
+        project_dir.into(),
+    ]);
     for f in files {
         a.extend(["-f".into(), f.clone()]);
     }
@@ -69,15 +103,38 @@ pub async fn compose(cmd: &ComposeCmd, project: &str, project_dir: &str, files: 
 
 /// State of a container: (status, health or "", image, id, restart count). None when absent.
 pub async fn container_state(name: &str) -> Option<(String, String, String, String, u64)> {
-    let f = "{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.Config.Image}}|{{.Id}}|{{.RestartCount}}";
-    let o = run(&argv(&["docker", "inspect", "--format", f, name]), SHORT, None).await.ok()?;
-    let line = o.stdout.trim().to_string();
-    let p: Vec<&str> = line.split('|').collect();
-    (p.len() == 5).then(|| (p[0].into(), p[1].into(), p[2].into(), p[3].into(), p[4].parse().unwrap_or(0)))
+    let o = run(
+        &argv(&["docker", "inspect", "--type", "container", name]),
+        SHORT,
+        None,
+    )
+    .await
+    .ok()?;
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).ok()?;
+    let c = v.get(0)?;
+    let s = |p: &str| {
+        c.pointer(p)
+            .and_then(|x| x.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    Some((
+        s("/State/Status"),
+        s("/State/Health/Status"),
+        s("/Config/Image"),
+        s("/Id"),
+        c["RestartCount"].as_u64().unwrap_or(0),
+    ))
 }
 
 pub async fn logs_tail(name: &str, n: usize) -> String {
-    match run(&argv(&["docker", "logs", "--tail", &n.to_string(), name]), SHORT, None).await {
+    match run(
+        &argv(&["docker", "logs", "--tail", &n.to_string(), name]),
+        SHORT,
+        None,
+    )
+    .await
+    {
         Ok(o) => o.tail(n),
         Err(e) => e.to_string(),
     }
@@ -86,17 +143,38 @@ pub async fn logs_tail(name: &str, n: usize) -> String {
 /// Remove images of `agent` beyond the newest `keep`, never `in_use`; scoped by label.
 pub async fn prune_images(agent: &str, keep: usize, in_use: &str) -> Vec<String> {
     let label = format!("label=nasiko.agent={agent}");
-    let Ok(o) = run(&argv(&["docker", "images", "--filter", &label, "--format", "{{.CreatedAt}}|{{.Repository}}:{{.Tag}}"]), SHORT, None).await else {
+    let Ok(o) = run(
+        &argv(&[
+            "docker",
+            "images",
+            "--filter",
+            &label,
+            "--format",
+            "{{.CreatedAt}}|{{.Repository}}:{{.Tag}}",
+        ]),
+        SHORT,
+        None,
+    )
+    .await
+    else {
         return vec![];
     };
-    let mut rows: Vec<(String, String)> = o.stdout.lines().filter_map(|l| l.split_once('|')).map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    let mut rows: Vec<(String, String)> = o
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
     rows.sort_by(|a, b| b.0.cmp(&a.0));
     let mut removed = Vec::new();
     for (_, tag) in rows.into_iter().skip(keep) {
         if tag == in_use || tag.ends_with(":<none>") {
             continue;
         }
-        if run(&argv(&["docker", "rmi", &tag]), SHORT, None).await.is_ok() {
+        if run(&argv(&["docker", "rmi", &tag]), SHORT, None)
+            .await
+            .is_ok()
+        {
             removed.push(tag);
         }
     }
@@ -106,10 +184,16 @@ pub async fn prune_images(agent: &str, keep: usize, in_use: &str) -> Vec<String>
 /// Remove every container of the agent's compose project, and the fixed-name container.
 pub async fn undeploy(project: &str, container: &str) -> Result<usize, String> {
     let label = format!("label=com.docker.compose.project={project}");
-    let o = run(&argv(&["docker", "ps", "-aq", "--filter", &label]), SHORT, None).await.map_err(|e| e.to_string())?;
+    let o = run(
+        &argv(&["docker", "ps", "-aq", "--no-trunc", "--filter", &label]),
+        SHORT,
+        None,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let mut ids: Vec<String> = o.stdout.split_whitespace().map(String::from).collect();
-    if container_state(container).await.is_some() {
-        ids.push(container.to_string());
+    if let Some((_, _, _, id, _)) = container_state(container).await {
+        ids.push(id);
     }
     ids.sort();
     ids.dedup();

@@ -49,7 +49,11 @@ pub fn buildlog_key(agent: &str) -> String {
 }
 
 /// The entry service's environment (contracts.md §4.3); later entries win.
-pub fn agent_env(cfg: &Config, job: &DeployJob, dotenv: Vec<(String, String)>) -> Vec<(String, String)> {
+pub fn agent_env(
+    cfg: &Config,
+    job: &DeployJob,
+    dotenv: Vec<(String, String)>,
+) -> Vec<(String, String)> {
     let mut env = cfg.agent_env.clone();
     env.push(("AGENT_PROJECT_NAME".into(), job.agent.clone()));
     env.extend(dotenv);
@@ -68,15 +72,36 @@ pub fn agent_env(cfg: &Config, job: &DeployJob, dotenv: Vec<(String, String)>) -
 }
 
 fn read_user_compose(file: &Path) -> Result<serde_yaml_ng::Value, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    serde_yaml_ng::from_str(&text).map_err(|e| format!("{} is not valid YAML: {e}", file.file_name().unwrap_or_default().to_string_lossy()))
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    serde_yaml_ng::from_str(&text).map_err(|e| {
+        format!(
+            "{} is not valid YAML: {e}",
+            file.file_name().unwrap_or_default().to_string_lossy()
+        )
+    })
 }
 
 /// Write the override (or whole file) for `image`; returns the compose files to pass, in order.
-pub fn write_compose_files(cfg: &Config, job: &DeployJob, p: &Prepared, image: &str) -> Result<Vec<String>, String> {
-    let dotenv = std::fs::read_to_string(p.build_dir.join(".env")).map(|t| compose::parse_dotenv(&t)).unwrap_or_default();
+pub fn write_compose_files(
+    cfg: &Config,
+    job: &DeployJob,
+    p: &Prepared,
+    image: &str,
+) -> Result<Vec<String>, String> {
+    let dotenv = std::fs::read_to_string(p.build_dir.join(".env"))
+        .map(|t| compose::parse_dotenv(&t))
+        .unwrap_or_default();
     let env = agent_env(cfg, job, dotenv);
-    let spec = OverrideSpec { agent: &job.agent, image, network: &cfg.network, owner: &job.owner_id, version: &job.version, upload_id: &job.upload_id, env: &env };
+    let spec = OverrideSpec {
+        agent: &job.agent,
+        image,
+        network: &cfg.network,
+        owner: &job.owner_id,
+        version: &job.version,
+        upload_id: &job.upload_id,
+        env: &env,
+    };
     let user = match &p.compose_file {
         Some(f) => {
             let u = read_user_compose(f)?;
@@ -87,7 +112,11 @@ pub fn write_compose_files(cfg: &Config, job: &DeployJob, p: &Prepared, image: &
     };
     let ov = compose::build_override(user.as_ref(), &spec)?;
     let text = serde_yaml_ng::to_string(&ov).map_err(|e| e.to_string())?;
-    let name = if user.is_some() { "nasiko.override.yml" } else { "nasiko.compose.yml" };
+    let name = if user.is_some() {
+        "nasiko.override.yml"
+    } else {
+        "nasiko.compose.yml"
+    };
     let path = p.agent_dir.join(name);
     std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let mut files = Vec::new();
@@ -105,14 +134,34 @@ impl Deployer {
         let agent_dir = self.cfg.work_dir.join(&job.agent);
         tokio::task::spawn_blocking(move || {
             let hash = package::content_hash(&src)?;
-            std::fs::create_dir_all(&agent_dir).map_err(|e| format!("cannot create the build directory {}: {e}. Set WORK_DIR", agent_dir.display()))?;
+            std::fs::create_dir_all(&agent_dir).map_err(|e| {
+                format!(
+                    "cannot create the build directory {}: {e}. Set WORK_DIR",
+                    agent_dir.display()
+                )
+            })?;
             let build_dir = agent_dir.join(&hash);
             if package::content_hash(&build_dir).ok().as_deref() != Some(hash.as_str()) {
                 package::copy_tree(&src, &build_dir)?;
             }
             let compose_file = compose::find_compose_file(&build_dir);
-            let tag = format!("{}:{hash}", image_repo(agent_dir.file_name().unwrap_or_default().to_string_lossy().as_ref()));
-            Ok(Prepared { build_dir, agent_dir, hash, tag, compose_file })
+            let tag = format!(
+                "{}:{hash}",
+                image_repo(
+                    agent_dir
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .as_ref()
+                )
+            );
+            Ok(Prepared {
+                build_dir,
+                agent_dir,
+                hash,
+                tag,
+                compose_file,
+            })
         })
         .await
         .map_err(|e| format!("prepare task failed: {e}"))?
@@ -121,7 +170,12 @@ impl Deployer {
     /// `docker build` unless the content-derived tag exists. Output goes to the agent's build log.
     pub async fn build(&self, job: &DeployJob, p: &Prepared) -> Result<bool, String> {
         if docker::image_exists(&p.tag).await {
-            self.log_line(&job.agent, &job.stream_id, &format!("=== {} is up to date; not rebuilding", p.tag)).await;
+            self.log_line(
+                &job.agent,
+                &job.stream_id,
+                &format!("=== {} is up to date; not rebuilding", p.tag),
+            )
+            .await;
             return Ok(false);
         }
         let (tx, mut rx) = mpsc::unbounded_channel::<String>();
@@ -132,22 +186,45 @@ impl Deployer {
         let pump = tokio::spawn(async move {
             while let Some(line) = rx.recv().await {
                 let _: redis::RedisResult<String> = redis::cmd("XADD")
-                    .arg(&key).arg("MAXLEN").arg("~").arg(2000).arg("*")
-                    .arg("job").arg(&jid).arg("line").arg(&line)
+                    .arg(&key)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(2000)
+                    .arg("*")
+                    .arg("job")
+                    .arg(&jid)
+                    .arg("line")
+                    .arg(&line)
                     .query_async(&mut redis)
                     .await;
             }
         });
-        let r = docker::build(&p.build_dir.display().to_string(), &p.tag, &job.agent, &p.hash, self.cfg.build_timeout, tx).await;
+        let r = docker::build(
+            &p.build_dir.display().to_string(),
+            &p.tag,
+            &job.agent,
+            &p.hash,
+            self.cfg.build_timeout,
+            tx,
+        )
+        .await;
         let _ = pump.await;
-        r.map(|_| true).map_err(|e| format!("docker build failed: {e}"))
+        r.map(|_| true)
+            .map_err(|e| format!("docker build failed: {e}"))
     }
 
     async fn log_line(&self, agent: &str, job: &str, line: &str) {
         let mut r = self.redis.clone();
         let _: redis::RedisResult<String> = redis::cmd("XADD")
-            .arg(buildlog_key(agent)).arg("MAXLEN").arg("~").arg(2000).arg("*")
-            .arg("job").arg(job).arg("line").arg(line)
+            .arg(buildlog_key(agent))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(2000)
+            .arg("*")
+            .arg("job")
+            .arg(job)
+            .arg("line")
+            .arg(line)
             .query_async(&mut r)
             .await;
     }
@@ -156,30 +233,61 @@ impl Deployer {
     pub async fn up(&self, job: &DeployJob, p: &Prepared) -> Result<Deployed, String> {
         let container = compose::container_name(&job.agent);
         let project = compose::project_name(&job.agent);
-        let previous = docker::container_state(&container).await.map(|s| s.2).filter(|img| *img != p.tag);
+        let previous = docker::container_state(&container)
+            .await
+            .map(|s| s.2)
+            .filter(|img| *img != p.tag);
         let files = write_compose_files(&self.cfg, job, p, &p.tag)?;
         let dir = p.build_dir.display().to_string();
-        docker::compose(&self.compose, &project, &dir, &files, &["config", "-q"], Duration::from_secs(60))
-            .await
-            .map_err(|e| format!("the compose configuration is invalid: {e}"))?;
+        docker::compose(
+            &self.compose,
+            &project,
+            &dir,
+            &files,
+            &["config", "-q"],
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| format!("the compose configuration is invalid: {e}"))?;
         match self.start(&project, &dir, &files, &container).await {
-            Ok(id) => Ok(Deployed { container_id: id, image: p.tag.clone(), built: false }),
+            Ok(id) => Ok(Deployed {
+                container_id: id,
+                image: p.tag.clone(),
+                built: false,
+            }),
             Err(e) => {
                 let Some(prev) = previous else { return Err(e) };
                 tracing::warn!(job = %job.stream_id, agent = %job.agent, "new version failed ({e}); putting {prev} back");
                 let files = write_compose_files(&self.cfg, job, p, &prev)?;
                 match self.start(&project, &dir, &files, &container).await {
-                    Ok(_) => Err(format!("{e}; the previous version ({prev}) was put back and is serving")),
-                    Err(e2) => Err(format!("{e}; putting the previous version ({prev}) back also failed: {e2}")),
+                    Ok(_) => Err(format!(
+                        "{e}; the previous version ({prev}) was put back and is serving"
+                    )),
+                    Err(e2) => Err(format!(
+                        "{e}; putting the previous version ({prev}) back also failed: {e2}"
+                    )),
                 }
             }
         }
     }
 
-    async fn start(&self, project: &str, dir: &str, files: &[String], container: &str) -> Result<String, String> {
-        docker::compose(&self.compose, project, dir, files, &["up", "-d", "--no-build", "--remove-orphans"], Duration::from_secs(300))
-            .await
-            .map_err(|e| format!("docker compose up failed: {e}"))?;
+    async fn start(
+        &self,
+        project: &str,
+        dir: &str,
+        files: &[String],
+        container: &str,
+    ) -> Result<String, String> {
+        docker::compose(
+            &self.compose,
+            project,
+            dir,
+            files,
+            &["up", "-d", "--no-build", "--remove-orphans"],
+            Duration::from_secs(300),
+        )
+        .await
+        .map_err(|e| format!("docker compose up failed: {e}"))?;
         self.wait_running(container).await
     }
 
@@ -191,11 +299,18 @@ impl Deployer {
             match docker::container_state(container).await {
                 None => return Err(format!("container {container} was not created")),
                 Some((status, health, _, id, restarts)) => {
-                    let crashed = matches!(status.as_str(), "exited" | "dead" | "restarting") || stable_since.is_some_and(|(_, r)| restarts > r);
+                    let crashed = matches!(status.as_str(), "exited" | "dead" | "restarting")
+                        || stable_since.is_some_and(|(_, r)| restarts > r);
                     if crashed || health == "unhealthy" {
                         let tail = docker::logs_tail(container, 20).await;
-                        let why = if health == "unhealthy" { "is unhealthy".to_string() } else { format!("exited at start ({status})") };
-                        return Err(format!("container {container} {why}; last log lines:\n{tail}"));
+                        let why = if health == "unhealthy" {
+                            "is unhealthy".to_string()
+                        } else {
+                            format!("exited at start ({status})")
+                        };
+                        return Err(format!(
+                            "container {container} {why}; last log lines:\n{tail}"
+                        ));
                     }
                     if status == "running" && (health.is_empty() || health == "healthy") {
                         match stable_since {
@@ -207,7 +322,10 @@ impl Deployer {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("container {container} did not become ready within {}s", self.cfg.start_timeout.as_secs()));
+                return Err(format!(
+                    "container {container} did not become ready within {}s",
+                    self.cfg.start_timeout.as_secs()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

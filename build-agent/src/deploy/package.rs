@@ -26,7 +26,8 @@ pub fn files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
-        let entries = std::fs::read_dir(dir.join(&rel)).map_err(|e| format!("cannot read {}: {e}", dir.join(&rel).display()))?;
+        let entries = std::fs::read_dir(dir.join(&rel))
+            .map_err(|e| format!("cannot read {}: {e}", dir.join(&rel).display()))?;
         for e in entries.flatten() {
             let ty = e.file_type().map_err(|e| e.to_string())?;
             let r = rel.join(e.file_name());
@@ -47,7 +48,8 @@ pub fn files(dir: &Path) -> Result<Vec<PathBuf>, String> {
 pub fn content_hash(dir: &Path) -> Result<String, String> {
     let mut h = Fnv::new();
     for f in files(dir)? {
-        let data = std::fs::read(dir.join(&f)).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        let data =
+            std::fs::read(dir.join(&f)).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
         h.write(f.to_string_lossy().as_bytes());
         h.write(&[0]);
         h.write(&(data.len() as u64).to_le_bytes());
@@ -63,9 +65,11 @@ pub fn copy_tree(src: &Path, dest: &Path) -> Result<(), String> {
     for f in files(src)? {
         let to = tmp.join(&f);
         if let Some(p) = to.parent() {
-            std::fs::create_dir_all(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+            std::fs::create_dir_all(p)
+                .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
         }
-        std::fs::copy(src.join(&f), &to).map_err(|e| format!("cannot copy {}: {e}", f.display()))?;
+        std::fs::copy(src.join(&f), &to)
+            .map_err(|e| format!("cannot copy {}: {e}", f.display()))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
     let _ = std::fs::remove_dir_all(dest);

@@ -28,7 +28,9 @@ impl Harness {
         let work = std::env::temp_dir().join(unique("ba-work"));
         Harness {
             redis: RedisServer::start(),
-            backend: BackendStandin::start("127.0.0.1:0".parse().unwrap()).await.unwrap(),
+            backend: BackendStandin::start("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap(),
             root: AgentsRoot::new(),
             work,
             network: network.to_string(),
@@ -70,13 +72,23 @@ impl Harness {
     }
 
     pub async fn con(&self) -> redis::aio::MultiplexedConnection {
-        self.redis.client().get_multiplexed_async_connection().await.unwrap()
+        self.redis
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
     }
 
     /// XADD a job exactly as the backend does.
     pub async fn queue(&self, fields: &[(&str, &str)]) -> String {
         let mut c = self.con().await;
-        redis::cmd("XADD").arg("orchestration:commands").arg("*").arg(fields).query_async(&mut c).await.unwrap()
+        redis::cmd("XADD")
+            .arg("orchestration:commands")
+            .arg("*")
+            .arg(fields)
+            .query_async(&mut c)
+            .await
+            .unwrap()
     }
 
     pub async fn queue_raw(&self, fields: &[(&str, &[u8])]) -> String {
@@ -89,19 +101,44 @@ impl Harness {
         cmd.query_async(&mut c).await.unwrap()
     }
 
-    pub fn deploy_fields<'a>(&self, agent: &'a str, path: &'a str, owner: &'a str) -> Vec<(&'a str, &'a str)> {
-        vec![("command", "deploy_agent"), ("agent_name", agent), ("agent_path", path), ("base_url", "http://nasiko-backend.nasiko.svc.cluster.local:8000"),
-             ("owner_id", owner), ("upload_id", "up-1"), ("upload_type", "directory"), ("version", "v1.0.0")]
+    pub fn deploy_fields<'a>(
+        &self,
+        agent: &'a str,
+        path: &'a str,
+        owner: &'a str,
+    ) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("command", "deploy_agent"),
+            ("agent_name", agent),
+            ("agent_path", path),
+            (
+                "base_url",
+                "http://nasiko-backend.nasiko.svc.cluster.local:8000",
+            ),
+            ("owner_id", owner),
+            ("upload_id", "up-1"),
+            ("upload_type", "directory"),
+            ("version", "v1.0.0"),
+        ]
     }
 
     pub async fn status(&self, agent: &str) -> HashMap<String, String> {
         let mut c = self.con().await;
-        redis::cmd("HGETALL").arg(format!("agent:status:{agent}")).query_async(&mut c).await.unwrap()
+        redis::cmd("HGETALL")
+            .arg(format!("agent:status:{agent}"))
+            .query_async(&mut c)
+            .await
+            .unwrap()
     }
 
     pub async fn pending(&self) -> i64 {
         let mut c = self.con().await;
-        let v: redis::Value = redis::cmd("XPENDING").arg("orchestration:commands").arg("orchestrator").query_async(&mut c).await.unwrap_or(redis::Value::Nil);
+        let v: redis::Value = redis::cmd("XPENDING")
+            .arg("orchestration:commands")
+            .arg("orchestrator")
+            .query_async(&mut c)
+            .await
+            .unwrap_or(redis::Value::Nil);
         match v {
             redis::Value::Array(p) => match p.first() {
                 Some(redis::Value::Int(n)) => *n,
@@ -114,19 +151,31 @@ impl Harness {
     /// Wait for the agent's hash to reach a terminal status (completed/failed).
     pub async fn wait_terminal(&self, agent: &str) -> HashMap<String, String> {
         let agent = agent.to_string();
-        wait_for(&format!("agent {agent} to reach a terminal status"), T, || {
-            let agent = agent.clone();
-            async move {
-                let s = self.status(&agent).await;
-                matches!(s.get("status").map(String::as_str), Some("completed") | Some("failed")).then_some(s)
-            }
-        })
+        wait_for(
+            &format!("agent {agent} to reach a terminal status"),
+            T,
+            || {
+                let agent = agent.clone();
+                async move {
+                    let s = self.status(&agent).await;
+                    matches!(
+                        s.get("status").map(String::as_str),
+                        Some("completed") | Some("failed")
+                    )
+                    .then_some(s)
+                }
+            },
+        )
         .await
     }
 
     pub fn upload_statuses(&self, agent: &str) -> Vec<Call> {
         let p = format!("/api/v1/upload-status/agent/{agent}/latest");
-        self.backend.calls().into_iter().filter(|c| c.path == p).collect()
+        self.backend
+            .calls()
+            .into_iter()
+            .filter(|c| c.path == p)
+            .collect()
     }
 }
 

@@ -1,0 +1,434 @@
+//! Real deploys on the real Docker engine with docker compose: the sample packages of
+//! tests/agents/ deploy (or are refused) as specified; everything created is removed.
+
+mod support;
+
+use nasiko_tests::agents::AgentCleanup;
+use nasiko_tests::backend::Call;
+use nasiko_tests::docker::{docker_ok, ensure_busybox_image, unique, TestNet};
+use nasiko_tests::http::HttpClient;
+use nasiko_tests::process::{free_port, wait_for};
+use serde_json::{json, Value};
+use std::time::Duration;
+use support::{Harness, T};
+
+fn inspect(container: &str) -> Value {
+    let out = docker_ok(&["inspect", container]);
+    serde_json::from_str::<Value>(&out).unwrap()[0].clone()
+}
+
+fn env_of(c: &Value) -> Vec<String> {
+    c["Config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// One JSON-RPC `message/send` to the container's IP on `net`; None when it does not answer.
+async fn try_ask(container: &str, net: &str) -> Option<Value> {
+    let out = nasiko_tests::docker::docker(&["inspect", container]);
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let ip = v[0]["NetworkSettings"]["Networks"][net]["IPAddress"]
+        .as_str()?
+        .to_string();
+    let http = HttpClient::new(Duration::from_secs(5));
+    let req = json!({"jsonrpc": "2.0", "id": "req-1", "method": "message/send", "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": "hi"}]}}});
+    let (s, v) = http
+        .json("POST", &format!("http://{ip}:5000/"), Some(&req))
+        .await
+        .ok()?;
+    (s == 200).then_some(v)
+}
+
+/// Ask until the agent answers.
+async fn ask(container: &str, net: &str) -> Value {
+    wait_for("the agent to answer", T, || try_ask(container, net)).await
+}
+
+fn calls_to(h: &Harness, suffix: &str) -> Vec<Call> {
+    h.backend
+        .calls()
+        .into_iter()
+        .filter(|c| c.path.ends_with(suffix))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_template_deploys_with_labels_network_env_card_and_answers() {
+    ensure_busybox_image();
+    let net = TestNet::new();
+    let a = unique("echo");
+    let _clean = AgentCleanup::new(&[&a]);
+    let mut h = Harness::new(&net.name).await;
+    h.extra_env
+        .push(("OPENAI_API_KEY".into(), "sk-test".into()));
+    let path = h.root.add("compose-agents-net", &a, "v1.0.0", None);
+    let _w = h.spawn("c1");
+    let mut fields = h.deploy_fields(&a, &path, "owner-7");
+    fields.push(("webhook_url", "http://n8n:5678/webhook/x"));
+    h.queue(&fields).await;
+    let s = h.wait_terminal(&a).await;
+    assert_eq!(s["status"], "completed", "{s:?}");
+    let c = inspect(&format!("agent-{a}"));
+    let labels = &c["Config"]["Labels"];
+    assert_eq!(
+        (
+            labels["nasiko.type"].as_str(),
+            labels["nasiko.name"].as_str(),
+            labels["nasiko.owner"].as_str()
+        ),
+        (Some("agent"), Some(a.as_str()), Some("owner-7"))
+    );
+    assert!(
+        c["NetworkSettings"]["Networks"].get(&net.name).is_some(),
+        "on the shared network via the agents-net alias"
+    );
+    let env = env_of(&c);
+    for want in [
+        format!("AGENT_NAME={a}"),
+        "OWNER_ID=owner-7".into(),
+        "GREETING=hi there".into(),
+        "FROM_COMPOSE=yes".into(),
+        "WEBHOOK_URL=http://n8n:5678/webhook/x".into(),
+        "OPENAI_API_KEY=from-dotenv".into(),
+        "TRACING_ENABLED=false".into(),
+        format!("AGENT_PROJECT_NAME={a}"),
+    ] {
+        assert!(env.contains(&want), "{want} in {env:?}");
+    }
+    assert_eq!(c["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
+    let reply = ask(&format!("agent-{a}"), &net.name).await;
+    assert_eq!(reply["id"], "req-1");
+    assert_eq!(
+        reply["result"]["parts"][0]["text"],
+        format!("hello from {a} v1.0.0")
+    );
+    // the backend saw the stage table, the card (with its skills) and the permissions call
+    wait_for("the completion at the backend", T, || async {
+        calls_to(&h, "/latest")
+            .iter()
+            .any(|c| c.body["status"] == "completed")
+            .then_some(())
+    })
+    .await;
+    let seq: Vec<String> = calls_to(&h, "/latest")
+        .iter()
+        .map(|c| c.body["status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        seq,
+        [
+            "orchestration_processing",
+            "building",
+            "deploying",
+            "registering",
+            "completed"
+        ]
+    );
+    let reg = calls_to(&h, &format!("/api/v1/registry/agent/{a}"));
+    assert_eq!(reg.len(), 1);
+    assert_eq!(reg[0].body["skills"][0]["id"], "hello");
+    assert_eq!(
+        (
+            reg[0].body["id"].as_str(),
+            reg[0].body["owner_id"].as_str(),
+            reg[0].body["deployment_type"].as_str()
+        ),
+        (Some(a.as_str()), Some("owner-7"), Some("docker-local"))
+    );
+    assert_eq!(
+        reg[0].body["url"],
+        format!("http://gateway.test:9100/agents/agent-{a}")
+    );
+    let perm = calls_to(&h, "/permissions");
+    assert_eq!(
+        (perm.len(), perm[0].query.as_str()),
+        (1, "owner_id=owner-7")
+    );
+    // the source package was not touched
+    let src = h.root.path.join(&a).join("v1.0.0");
+    assert!(!src.join("nasiko.override.yml").exists());
+    // an unchanged redeploy skips the build
+    h.queue(&h.deploy_fields(&a, &path, "owner-7")).await;
+    wait_for("the redeploy", T, || async {
+        h.status(&a)
+            .await
+            .get("message")
+            .filter(|m| m.starts_with("deployed") && h.upload_statuses(&a).len() > 5)
+            .cloned()
+    })
+    .await;
+    let logs = h.command("c1").args(["logs", &a]).output().unwrap();
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.contains("is up to date; not rebuilding"), "{logs}");
+    assert!(
+        logs.contains("=== building"),
+        "the first build's output is in the log: {logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_port_dockerfile_only_and_two_service_packages_deploy() {
+    ensure_busybox_image();
+    let net = TestNet::new();
+    let (p, d, t) = (unique("fixedport"), unique("plain"), unique("twosvc"));
+    let _clean = AgentCleanup::new(&[&p, &d, &t]);
+    let h = Harness::new(&net.name).await;
+    let port = free_port();
+    let pp = h.root.add("compose-fixed-port", &p, "v1.0.0", Some(port));
+    let pd = h.root.add("dockerfile-only", &d, "v1.0.0", None);
+    let pt = h.root.add("two-services", &t, "v1.0.0", None);
+    let _w = h.spawn("c1");
+    for (a, path) in [(&p, &pp), (&d, &pd), (&t, &pt)] {
+        h.queue(&h.deploy_fields(a, path, "u1")).await;
+    }
+    for a in [&p, &d, &t] {
+        let s = h.wait_terminal(a).await;
+        assert_eq!(s["status"], "completed", "{a}: {s:?}");
+        let reply = ask(&format!("agent-{a}"), &net.name).await;
+        assert_eq!(
+            reply["result"]["parts"][0]["text"],
+            format!("hello from {a} v1.0.0")
+        );
+    }
+    // the fixed host port is published
+    let http = HttpClient::new(Duration::from_secs(5));
+    let (s, v) = http
+        .json(
+            "POST",
+            &format!("http://127.0.0.1:{port}/"),
+            Some(&json!({"id": "x"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!((s, v["id"].clone()), (200, json!("x")));
+    // the dependency is labelled, not on the shared network, and keeps its own network
+    let project = format!("label=com.docker.compose.project=agent-{t}");
+    let ids = docker_ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        &project,
+        "--filter",
+        "label=nasiko.type=agent-dependency",
+    ]);
+    assert_eq!(ids.lines().count(), 1);
+    let db = inspect(ids.trim());
+    assert_eq!(db["Config"]["Labels"]["nasiko.name"], t.as_str());
+    assert!(db["NetworkSettings"]["Networks"].get(&net.name).is_none());
+    let entry = inspect(&format!("agent-{t}"));
+    assert_eq!(
+        entry["NetworkSettings"]["Networks"]
+            .as_object()
+            .unwrap()
+            .len(),
+        2,
+        "shared + its backend network"
+    );
+    wait_for("the minimal card", T, || async {
+        (!calls_to(&h, &format!("/api/v1/registry/agent/{d}")).is_empty()).then_some(())
+    })
+    .await;
+    let card = calls_to(&h, &format!("/api/v1/registry/agent/{d}"));
+    for k in ["id", "name", "description", "url", "owner_id"] {
+        assert!(card[0].body.get(k).is_some(), "minimal card has {k}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_builds_crashing_containers_and_unsafe_packages_end_failed_with_the_reason() {
+    ensure_busybox_image();
+    let net = TestNet::new();
+    let (b, x, u) = (unique("buildfail"), unique("crash"), unique("unsafe"));
+    let _clean = AgentCleanup::new(&[&b, &x, &u]);
+    let h = Harness::new(&net.name).await;
+    let pb = h.root.add("build-fails", &b, "v1.0.0", None);
+    let px = h.root.add("exits-at-start", &x, "v1.0.0", None);
+    let pu = h.root.add("unsafe", &u, "v1.0.0", None);
+    let _w = h.spawn("c1");
+    for (a, path) in [(&b, &pb), (&x, &px), (&u, &pu)] {
+        h.queue(&h.deploy_fields(a, path, "u1")).await;
+    }
+    let s = h.wait_terminal(&b).await;
+    assert_eq!(s["status"], "failed");
+    assert!(
+        s["message"].contains("docker build failed") && s["message"].contains("compiling..."),
+        "{}",
+        s["message"]
+    );
+    let s = h.wait_terminal(&x).await;
+    assert_eq!(s["status"], "failed");
+    assert!(
+        s["message"].contains("exited at start")
+            && s["message"].contains("cannot start: missing OPENAI_API_KEY"),
+        "{}",
+        s["message"]
+    );
+    let s = h.wait_terminal(&u).await;
+    assert_eq!(s["status"], "failed");
+    assert!(s["message"].contains("privileged"), "{}", s["message"]);
+    assert!(
+        nasiko_tests::docker::docker(&["inspect", &format!("agent-{u}")])
+            .status
+            .code()
+            != Some(0),
+        "nothing was started for the unsafe package"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_update_puts_the_previous_version_back_and_it_keeps_serving() {
+    ensure_busybox_image();
+    let net = TestNet::new();
+    let a = unique("update");
+    let _clean = AgentCleanup::new(&[&a]);
+    let h = Harness::new(&net.name).await;
+    let v1 = h.root.add("compose-agents-net", &a, "v1.0.0", None);
+    let _w = h.spawn("c1");
+    h.queue(&h.deploy_fields(&a, &v1, "u1")).await;
+    assert_eq!(h.wait_terminal(&a).await["status"], "completed");
+    // a good update: v2 replaces v1
+    let v2 = h.root.add("compose-agents-net", &a, "v2.0.0", None);
+    let mut f = h.deploy_fields(&a, &v2, "u1");
+    f.push(("action", "update_agent"));
+    f.push(("agent_id", &a));
+    h.queue(&f).await;
+    wait_for("v2 serving", T, || async {
+        let r = try_ask(&format!("agent-{a}"), &net.name).await?;
+        (r["result"]["parts"][0]["text"] == format!("hello from {a} v2.0.0")).then_some(())
+    })
+    .await;
+    // a broken update: the container exits; v2 is put back
+    let v3 = h.root.add("exits-at-start", &a, "v3.0.0", None);
+    let mut f = h.deploy_fields(&a, &v3, "u1");
+    f.push(("action", "update_agent"));
+    f.push(("agent_id", &a));
+    h.queue(&f).await;
+    wait_for("the broken update to fail", T, || async {
+        h.status(&a)
+            .await
+            .get("status")
+            .filter(|s| *s == "failed")
+            .map(|_| ())
+    })
+    .await;
+    let st = h.status(&a).await;
+    assert!(
+        st["message"].contains("was put back and is serving"),
+        "{}",
+        st["message"]
+    );
+    let r = ask(&format!("agent-{a}"), &net.name).await;
+    assert_eq!(
+        r["result"]["parts"][0]["text"],
+        format!("hello from {a} v2.0.0")
+    );
+    // at most two images of the agent are kept
+    let imgs = docker_ok(&[
+        "images",
+        "-q",
+        "--filter",
+        &format!("label=nasiko.agent={a}"),
+    ]);
+    assert!(imgs.lines().count() <= 3, "{imgs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_agent_killed_mid_build_resumes_the_job_and_completes_it_once() {
+    ensure_busybox_image();
+    let net = TestNet::new();
+    let a = unique("slowbuild");
+    let _clean = AgentCleanup::new(&[&a]);
+    let h = Harness::new(&net.name).await;
+    let path = h.root.add("dockerfile-only", &a, "v1.0.0", None);
+    let df = h.root.path.join(&a).join("v1.0.0/Dockerfile");
+    let text = std::fs::read_to_string(&df).unwrap().replace(
+        "RUN chmod +x /agent.sh",
+        "RUN chmod +x /agent.sh && sleep 4",
+    );
+    std::fs::write(&df, text).unwrap();
+    let mut w = h.spawn("c1");
+    h.queue(&h.deploy_fields(&a, &path, "u1")).await;
+    wait_for("the build to start", T, || async {
+        h.status(&a)
+            .await
+            .get("status")
+            .filter(|s| *s == "building")
+            .map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    w.signal(9);
+    w.wait_exit(Duration::from_secs(5));
+    assert_eq!(
+        h.pending().await,
+        1,
+        "the job is still pending after the crash"
+    );
+    let _w2 = h.spawn("c1");
+    let s = h.wait_terminal(&a).await;
+    assert_eq!(s["status"], "completed", "{s:?}");
+    wait_for("nothing pending", T, || async {
+        (h.pending().await == 0).then_some(())
+    })
+    .await;
+    let completed = h
+        .upload_statuses(&a)
+        .iter()
+        .filter(|c| c.body["status"] == "completed")
+        .count();
+    assert_eq!(completed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_prints_the_effective_compose_and_undeploy_removes_the_agent() {
+    ensure_busybox_image();
+    let net = TestNet::new();
+    let a = unique("planned");
+    let _clean = AgentCleanup::new(&[&a]);
+    let h = Harness::new(&net.name).await;
+    let path = h.root.add("compose-agents-net", &a, "v1.0.0", None);
+    let dir = h.root.path.join(&a).join("v1.0.0");
+    let out = h
+        .command("c1")
+        .args(["plan", dir.to_str().unwrap(), "--owner-id", "u5"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("container_name: agent-{a}"))
+            && text.contains("nasiko.owner: u5")
+            && text.contains(&net.name),
+        "{text}"
+    );
+    assert!(
+        nasiko_tests::docker::docker(&["inspect", &format!("agent-{a}")])
+            .status
+            .code()
+            != Some(0),
+        "plan runs nothing"
+    );
+    let _w = h.spawn("c1");
+    h.queue(&h.deploy_fields(&a, &path, "u1")).await;
+    assert_eq!(h.wait_terminal(&a).await["status"], "completed");
+    let out = h.command("c1").args(["undeploy", &a]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("removed 1 container"),
+        "{} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        nasiko_tests::docker::docker(&["inspect", &format!("agent-{a}")])
+            .status
+            .code()
+            != Some(0)
+    );
+}
