@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh machine: installs what it needs (redis-server,
-# shellcheck, busybox-static), checks the Docker daemon, then fmt, clippy, shellcheck and
+# Runs the whole test suite on a fresh machine: installs what it needs (redis-server, the
+# ShellCheck linter, busybox-static), checks the Docker daemon, then fmt, clippy, ShellCheck and
 # every test of the workspace (real Docker engine, real redis-server, real docker compose).
 set -euo pipefail
 
@@ -36,7 +36,9 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 [ -x /bin/busybox ] || command -v busybox >/dev/null || need+=(busybox-static)
-command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
+command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v jq >/dev/null || need+=(jq)
+command -v curl >/dev/null || need+=(curl)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$install" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "test.sh: installing ${need[*]}"
@@ -48,12 +50,21 @@ if [ "${#need[@]}" -gt 0 ]; then
   fi
 fi
 
+# compose v2 (the docker compose plugin) beside v1: the build agent is tested with both
+# shellcheck source=lib.sh disable=SC1091
+. scripts/lib.sh
+install_compose_v2 || die "cannot install the compose v2 plugin (see above); the v2 tests need it"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -q -- -D warnings
 echo "== shellcheck"
-shellcheck scripts/*.sh .ci/run
+shellcheck -x scripts/*.sh .ci/run
+echo "== docker compose config (stack files, v1 and v2)"
+scripts/check-compose.sh
+echo "== runtime images from host binaries (used by the stack and end-to-end tests)"
+scripts/build-images.sh
 echo "== cargo build (once, reused by every test)"
 cargo build --workspace --all-targets -q
 echo "== cargo test"

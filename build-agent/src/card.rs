@@ -47,7 +47,12 @@ pub fn registry_card(
         },
     };
     card.insert("id".into(), json!(agent));
-    if card.get("name").and_then(|v| v.as_str()).unwrap_or("").is_empty() {
+    if card
+        .get("name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .is_empty()
+    {
         card.insert("name".into(), json!(agent));
     }
     if !card.get("description").is_some_and(|v| v.is_string()) {

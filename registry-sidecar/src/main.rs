@@ -12,9 +12,15 @@ async fn main() {
         tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init();
     }
     let cfg = match args.into_config() {
         Ok(c) => c,

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Stops the local Nasiko stack (either mode) and, with --volumes, deletes its data after asking.
+set -euo pipefail
+# shellcheck source=lib.sh disable=SC1091
+. "$(dirname "$0")/lib.sh"
+
+usage() {
+  cat <<'USAGE'
+Usage: scripts/local-down.sh [--volumes [--yes]] [--agents] [--env-file FILE]
+
+Stops and removes the stack's containers and its network.
+  --volumes   also delete the stack's volumes (Redis, MongoDB, Kong data); asks first
+  --yes       do not ask (for scripts)
+  --agents    also remove every deployed agent container (label nasiko.type)
+USAGE
+}
+
+volumes=0
+yes=0
+agents=0
+env_file=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --volumes) volumes=1 ;;
+    --yes) yes=1 ;;
+    --agents) agents=1 ;;
+    --env-file) env_file="$2"; shift ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+  esac
+  shift
+done
+
+root="$(repo_root)"
+cd "$root"
+env_file="${env_file:-$root/.env.nasiko}"
+check_docker
+find_compose
+load_env "$env_file"
+project="${NASIKO_PROJECT:-nasiko}"
+env_args=()
+[ -f "$env_file" ] && env_args=(--env-file "$env_file")
+
+if [ "$volumes" = 1 ] && [ "$yes" = 0 ]; then
+  read -r -p "Delete the volumes of project '$project' (Redis, MongoDB and Kong data)? [y/N] " answer
+  [[ "$answer" =~ ^[Yy] ]] || { echo "keeping the volumes"; volumes=0; }
+fi
+if [ "$agents" = 1 ]; then
+  ids="$(docker ps -aq --filter label=nasiko.type)"
+  if [ -n "$ids" ]; then
+    say "removing agent containers"
+    # shellcheck disable=SC2086
+    docker rm -f $ids >/dev/null
+  fi
+fi
+down=(down --remove-orphans)
+[ "$volumes" = 1 ] && down+=(--volumes)
+for f in compose-templates/docker-compose.standalone.yml compose-templates/docker-compose.nasiko.yml; do
+  if [ -n "$("${COMPOSE[@]}" -p "$project" "${env_args[@]}" -f "$f" ps -q 2>/dev/null)" ] || [ "$volumes" = 1 ]; then
+    say "stopping $(basename "$f" .yml) (project $project)"
+    MONGO_PASSWORD="${MONGO_PASSWORD:-x}" KONG_PG_PASSWORD="${KONG_PG_PASSWORD:-x}" JWT_SECRET="${JWT_SECRET:-x}" KONGA_TOKEN_SECRET="${KONGA_TOKEN_SECRET:-x}" \
+      "${COMPOSE[@]}" -p "$project" "${env_args[@]}" -f "$f" "${down[@]}"
+  fi
+done
+if docker network inspect "${NASIKO_NETWORK:-nasiko-network}" >/dev/null 2>&1; then
+  if ! docker network rm "${NASIKO_NETWORK:-nasiko-network}" >/dev/null 2>&1; then
+    echo "note: network ${NASIKO_NETWORK:-nasiko-network} is still used by agent containers; remove them with --agents"
+  fi
+fi
+say "stopped"
