@@ -11,7 +11,8 @@ Usage: scripts/local-down.sh [--volumes [--yes]] [--agents] [--env-file FILE]
 Stops and removes the stack's containers and its network.
   --volumes   also delete the stack's volumes (Redis, MongoDB, Kong data); asks first
   --yes       do not ask (for scripts)
-  --agents    also remove every deployed agent container (label nasiko.type)
+  --agents    also remove the agents deployed on this stack's network (their containers,
+              dependencies and images)
 USAGE
 }
 
@@ -46,12 +47,18 @@ if [ "$volumes" = 1 ] && [ "$yes" = 0 ]; then
   [[ "$answer" =~ ^[Yy] ]] || { echo "keeping the volumes"; volumes=0; }
 fi
 if [ "$agents" = 1 ]; then
-  ids="$(docker ps -aq --filter label=nasiko.type)"
-  if [ -n "$ids" ]; then
-    say "removing agent containers"
+  names="$(docker ps -a --filter "network=${NASIKO_NETWORK:-nasiko-network}" --filter label=nasiko.type --format '{{.Label "nasiko.name"}}' | sort -u)"
+  for n in $names; do
+    say "removing agent $n"
+    ids="$(docker ps -aq --filter "label=nasiko.name=$n")"
     # shellcheck disable=SC2086
-    docker rm -f $ids >/dev/null
-  fi
+    [ -z "$ids" ] || docker rm -f -v $ids >/dev/null
+    imgs="$(docker images -q --filter "label=nasiko.agent=$n")"
+    # shellcheck disable=SC2086
+    [ -z "$imgs" ] || docker rmi -f $imgs >/dev/null 2>&1 || true
+    for net in $(docker network ls -q --filter "label=com.docker.compose.project=agent-${n//./-}"); do docker network rm "$net" >/dev/null || true; done
+    for vol in $(docker volume ls -q --filter "label=com.docker.compose.project=agent-${n//./-}"); do docker volume rm "$vol" >/dev/null || true; done
+  done
 fi
 down=(down --remove-orphans)
 [ "$volumes" = 1 ] && down+=(--volumes)

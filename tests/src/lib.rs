@@ -9,3 +9,4 @@ pub mod kong;
 pub mod process;
 pub mod redis_server;
 pub mod sockproxy;
+pub mod stack;

@@ -1,0 +1,153 @@
+//! The standalone stack (compose-templates/docker-compose.standalone.yml) brought up through
+//! scripts/local-up.sh with a private project, network, ports and folders, and torn down through
+//! scripts/local-down.sh on drop.
+
+use crate::docker::{docker, unique};
+use crate::process::free_port;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const IMAGES: &[&str] = &[
+    "registry-sidecar",
+    "build-agent",
+    "kong-emulator",
+    "backend-standin",
+    "redis",
+];
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+pub struct Stack {
+    pub project: String,
+    pub network: String,
+    pub dir: PathBuf,
+    pub env_file: PathBuf,
+    pub agents_dir: PathBuf,
+    pub proxy_port: u16,
+    pub admin_port: u16,
+    pub registry_port: u16,
+}
+
+impl Stack {
+    /// Write a private env file and run `local-up.sh --standalone --no-build`.
+    pub fn up() -> Stack {
+        for i in IMAGES {
+            let img = format!("nasiko/{i}:local");
+            assert!(
+                docker(&["image", "inspect", &img]).status.success(),
+                "image {img} is missing: run scripts/build-images.sh first"
+            );
+        }
+        let project = unique("e2e").replace('-', "");
+        let dir = std::env::temp_dir().join(&project);
+        let agents_dir = dir.join("agents");
+        let work = dir.join("work");
+        std::fs::create_dir_all(&agents_dir).expect("agents dir");
+        std::fs::create_dir_all(&work).expect("work dir");
+        let (proxy_port, admin_port, registry_port) = (free_port(), free_port(), free_port());
+        let network = format!("{project}-net");
+        let example =
+            std::fs::read_to_string(repo_root().join("compose-templates/nasiko.env.example"))
+                .expect("env example");
+        let mut env = String::new();
+        for line in example.lines() {
+            let key = line.split('=').next().unwrap_or("");
+            let v = match key {
+                "NASIKO_PROJECT" => Some(project.clone()),
+                "NASIKO_NETWORK" => Some(network.clone()),
+                "NASIKO_AGENTS_DIR" => Some(agents_dir.display().to_string()),
+                "NASIKO_WORK_DIR" => Some(work.display().to_string()),
+                "NASIKO_PORT_KONG_PROXY" => Some(proxy_port.to_string()),
+                "NASIKO_PORT_KONG_ADMIN" => Some(admin_port.to_string()),
+                "NASIKO_PORT_REGISTRY" => Some(registry_port.to_string()),
+                "REGISTRY_INTERVAL" => Some("5".into()),
+                _ => None,
+            };
+            match v {
+                Some(v) => env.push_str(&format!("{key}={v}\n")),
+                None => env.push_str(&format!("{}\n", line.replace("=GENERATE", "=test-secret"))),
+            }
+        }
+        let env_file = dir.join("env");
+        std::fs::write(&env_file, env).expect("env file");
+        let s = Stack {
+            project,
+            network,
+            dir,
+            env_file,
+            agents_dir,
+            proxy_port,
+            admin_port,
+            registry_port,
+        };
+        let out = s.script(
+            "local-up.sh",
+            &["--standalone", "--no-build", "--timeout", "120"],
+        );
+        assert!(
+            out.status.success(),
+            "local-up.sh failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        s
+    }
+
+    /// Run one of the scripts with this stack's env file.
+    pub fn script(&self, name: &str, args: &[&str]) -> std::process::Output {
+        Command::new(repo_root().join("scripts").join(name))
+            .args(args)
+            .args(["--env-file", self.env_file.to_str().expect("utf-8 path")])
+            .env_remove("NASIKO_PROJECT")
+            .output()
+            .expect("the script runs")
+    }
+
+    /// The container id of a compose service of this stack.
+    pub fn container(&self, service: &str) -> String {
+        let p = format!("label=com.docker.compose.project={}", self.project);
+        let s = format!("label=com.docker.compose.service={service}");
+        let o = docker(&["ps", "-aq", "--filter", &p, "--filter", &s]);
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_else(|| panic!("no container for service {service}"))
+            .to_string()
+    }
+
+    /// `docker exec` into a service; stdout.
+    pub fn exec(&self, service: &str, args: &[&str]) -> String {
+        let c = self.container(service);
+        let mut a = vec!["exec", c.as_str()];
+        a.extend_from_slice(args);
+        let o = docker(&a);
+        assert!(
+            o.status.success(),
+            "exec {args:?} in {service}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+
+    pub fn gateway(&self) -> String {
+        format!("http://127.0.0.1:{}", self.proxy_port)
+    }
+    pub fn admin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+    pub fn registry(&self) -> String {
+        format!("http://127.0.0.1:{}", self.registry_port)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.script("local-down.sh", &["--agents", "--volumes", "--yes"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

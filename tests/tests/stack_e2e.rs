@@ -1,0 +1,423 @@
+//! The original plan's Phase 4, automated: the standalone stack (both daemons as containers built
+//! by scripts/build-images.sh, on one network) brought up by local-up.sh; an agent queued exactly as
+//! the backend queues it, built, deployed, routed and answering through the gateway; updated;
+//! removed; then the fault runs; then local-down.sh leaves nothing behind.
+
+use nasiko_tests::agents::AgentsRoot;
+use nasiko_tests::docker::{docker, docker_ok};
+use nasiko_tests::http::HttpClient;
+use nasiko_tests::process::wait_for;
+use nasiko_tests::stack::Stack;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(120);
+
+/// Put a sample package into the stack's agents folder as `/app/agents/{name}/{version}`.
+fn add_package(stack: &Stack, sample: &str, name: &str, version: &str) -> String {
+    let root = AgentsRoot {
+        path: stack.agents_dir.clone(),
+    };
+    let p = root.add(sample, name, version, None);
+    std::mem::forget(root); // the stack owns the folder
+    p
+}
+
+/// XADD through the stack's own Redis, with the fields the Nasiko backend sends.
+fn queue(stack: &Stack, name: &str, path: &str, version: &str, action: Option<&str>) -> String {
+    let mut args: Vec<String> = [
+        "redis-cli",
+        "XADD",
+        "orchestration:commands",
+        "*",
+        "command",
+        "deploy_agent",
+        "agent_name",
+        name,
+        "agent_path",
+        path,
+        "base_url",
+        "http://nasiko-backend:8000",
+        "owner_id",
+        "owner-e2e",
+        "upload_id",
+        "up-e2e",
+        "upload_type",
+        "directory",
+        "version",
+        version,
+        "timestamp",
+        "1795000000.0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(a) = action {
+        args.extend(
+            [
+                "action",
+                a,
+                "agent_id",
+                name,
+                "new_version",
+                version,
+                "upload_type",
+                "agent_update",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    stack.exec("redis", &refs).trim().to_string()
+}
+
+fn status(stack: &Stack, name: &str) -> String {
+    stack
+        .exec(
+            "redis",
+            &[
+                "redis-cli",
+                "HGET",
+                &format!("agent:status:{name}"),
+                "status",
+            ],
+        )
+        .trim()
+        .to_string()
+}
+
+async fn wait_status(stack: &Stack, name: &str, want: &str) {
+    wait_for(&format!("agent {name} to be {want}"), T, || async {
+        let s = status(stack, name);
+        if s == "failed" && want != "failed" {
+            let msg = stack.exec(
+                "redis",
+                &[
+                    "redis-cli",
+                    "HGET",
+                    &format!("agent:status:{name}"),
+                    "message",
+                ],
+            );
+            panic!("agent {name} failed: {msg}");
+        }
+        (s == want).then_some(())
+    })
+    .await
+}
+
+async fn send(http: &HttpClient, stack: &Stack, name: &str) -> Option<Value> {
+    let req = json!({"jsonrpc": "2.0", "id": "e2e", "method": "message/send", "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": "hi"}]}}});
+    let (s, v) = http
+        .json(
+            "POST",
+            &format!("{}/agents/agent-{name}", stack.gateway()),
+            Some(&req),
+        )
+        .await
+        .ok()?;
+    (s == 200).then_some(v)
+}
+
+async fn route_exists(http: &HttpClient, stack: &Stack, name: &str) -> bool {
+    matches!(
+        http.json(
+            "GET",
+            &format!("{}/routes/agent-{name}-route", stack.admin()),
+            None
+        )
+        .await,
+        Ok((200, _))
+    )
+}
+
+fn standin_calls(stack: &Stack) -> Vec<Value> {
+    let out = stack.exec(
+        "nasiko-backend",
+        &["wget", "-qO-", "http://127.0.0.1:8000/__standin/calls"],
+    );
+    serde_json::from_str::<Value>(&out).unwrap()["calls"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_docker_plan_phase_4_journey_with_faults() {
+    let stack = tokio::task::spawn_blocking(Stack::up).await.unwrap();
+    let http = HttpClient::new(Duration::from_secs(10));
+
+    // 2. the sidecar shows the static proxies; the gateway's Admin API has them
+    let (_, st) = http
+        .json("GET", &format!("{}/status", stack.registry()), None)
+        .await
+        .unwrap();
+    assert_eq!(st["static_proxies"].as_array().unwrap().len(), 8, "{st}");
+    let kc =
+        std::process::Command::new(nasiko_tests::stack::repo_root().join("scripts/kong-check.sh"))
+            .args(["--admin", &stack.admin(), "--network", &stack.network])
+            .output()
+            .unwrap();
+    assert!(
+        kc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kc.stdout)
+    );
+
+    // 3-6. a deploy queued as the backend queues it; built, deployed, routed, answering
+    let name = format!("echo{}", std::process::id());
+    let path = add_package(&stack, "compose-agents-net", &name, "v1.0.0");
+    queue(&stack, &name, &path, "v1.0.0", None);
+    wait_status(&stack, &name, "completed").await;
+    let c: Value =
+        serde_json::from_str(&docker_ok(&["inspect", &format!("agent-{name}")])).unwrap();
+    let c = &c[0];
+    assert!(c["NetworkSettings"]["Networks"]
+        .get(&stack.network)
+        .is_some());
+    let labels = &c["Config"]["Labels"];
+    assert_eq!(
+        (
+            labels["nasiko.type"].as_str(),
+            labels["nasiko.name"].as_str(),
+            labels["nasiko.owner"].as_str()
+        ),
+        (Some("agent"), Some(name.as_str()), Some("owner-e2e"))
+    );
+    let reply = wait_for("the agent to answer through the gateway", T, || {
+        send(&http, &stack, &name)
+    })
+    .await;
+    assert_eq!(reply["id"], "e2e");
+    assert_eq!(
+        reply["result"]["parts"][0]["text"],
+        format!("hello from {name} v1.0.0")
+    );
+    let calls = standin_calls(&stack);
+    let statuses: Vec<&str> = calls
+        .iter()
+        .filter(|c| {
+            c["path"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("/agent/{name}/latest"))
+        })
+        .map(|c| c["body"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "orchestration_processing",
+            "building",
+            "deploying",
+            "registering",
+            "completed"
+        ]
+    );
+    let card = calls
+        .iter()
+        .find(|c| c["path"] == format!("/api/v1/registry/agent/{name}"))
+        .expect("registry upsert");
+    assert_eq!(card["body"]["skills"][0]["id"], "hello");
+
+    // 7. an update replaces it while requests keep flowing
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (ok, failed, stop, http, url) = (
+            ok.clone(),
+            failed.clone(),
+            stop.clone(),
+            http.clone(),
+            format!("{}/agents/agent-{name}", stack.gateway()),
+        );
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match http.json("POST", &url, Some(&json!({"id": "load"}))).await {
+                    Ok((200, _)) => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let v2 = add_package(&stack, "compose-agents-net", &name, "v2.0.0");
+    queue(&stack, &name, &v2, "v2.0.0", Some("update_agent"));
+    wait_for("v2 answering through the gateway", T, || async {
+        let r = send(&http, &stack, &name).await?;
+        (r["result"]["parts"][0]["text"] == format!("hello from {name} v2.0.0")).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let (okn, failn) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    println!("update: {okn} requests answered, {failn} failed during the switch");
+    assert!(okn > 0);
+
+    // 8. removed: the route disappears
+    stack.exec("nasiko-worker", &["build-agent", "undeploy", &name]);
+    wait_for("the route to disappear", T, || async {
+        (!route_exists(&http, &stack, &name).await).then_some(())
+    })
+    .await;
+
+    // fault: the build agent SIGKILLed mid-build and restarted; the job completes
+    let slow = format!("slow{}", std::process::id());
+    let sp = add_package(&stack, "dockerfile-only", &slow, "v1.0.0");
+    let df = stack.agents_dir.join(&slow).join("v1.0.0/Dockerfile");
+    std::fs::write(
+        &df,
+        std::fs::read_to_string(&df).unwrap().replace(
+            "RUN chmod +x /agent.sh",
+            "RUN chmod +x /agent.sh && sleep 5",
+        ),
+    )
+    .unwrap();
+    queue(&stack, &slow, &sp, "v1.0.0", None);
+    wait_status(&stack, &slow, "building").await;
+    let worker = stack.container("nasiko-worker");
+    docker_ok(&["kill", "-s", "KILL", &worker]);
+    docker(&["start", &worker]);
+    wait_status(&stack, &slow, "completed").await;
+    wait_for("the resumed agent routed", T, || async {
+        route_exists(&http, &stack, &slow).await.then_some(())
+    })
+    .await;
+
+    // fault: the gateway's Admin API down while an agent starts; the route appears once it is back
+    let late = format!("late{}", std::process::id());
+    let lp = add_package(&stack, "dockerfile-only", &late, "v1.0.0");
+    let control = format!("{}/__emulator/fault", stack.gateway());
+    assert_eq!(
+        http.json("PUT", &control, Some(&json!({"mode": "refuse"})))
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    queue(&stack, &late, &lp, "v1.0.0", None);
+    wait_status(&stack, &late, "completed").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        http.json("PUT", &control, Some(&json!({"mode": "none"})))
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    wait_for("the route once the gateway is back", T, || async {
+        route_exists(&http, &stack, &late).await.then_some(())
+    })
+    .await;
+
+    // fault: the sidecar restarted; nothing is deleted or duplicated
+    let before = http
+        .json("GET", &format!("{}/routes", stack.admin()), None)
+        .await
+        .unwrap()
+        .1["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    http.json(
+        "DELETE",
+        &format!("{}/__emulator/requests", stack.gateway()),
+        None,
+    )
+    .await
+    .unwrap();
+    docker_ok(&["restart", &stack.container("kong-service-registry")]);
+    wait_for("the sidecar back", T, || async {
+        let (_, s) = http
+            .json("GET", &format!("{}/status", stack.registry()), None)
+            .await
+            .ok()?;
+        (s["last_sync"] != "never" && s["docker_listed"] == true).then_some(())
+    })
+    .await;
+    let (_, rec) = http
+        .json(
+            "GET",
+            &format!("{}/__emulator/requests", stack.gateway()),
+            None,
+        )
+        .await
+        .unwrap();
+    let writes: Vec<&Value> = rec["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["method"] != "GET")
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "a restarted sidecar over a converged gateway writes nothing: {writes:?}"
+    );
+    let after = http
+        .json("GET", &format!("{}/routes", stack.admin()), None)
+        .await
+        .unwrap()
+        .1["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after);
+
+    // fault: a burst of 20 agents deployed together; all routed, none lost
+    let names: Vec<String> = (0..20)
+        .map(|i| format!("burst{i}x{}", std::process::id()))
+        .collect();
+    for n in &names {
+        let p = add_package(&stack, "dockerfile-only", n, "v1.0.0");
+        queue(&stack, n, &p, "v1.0.0", None);
+    }
+    for n in &names {
+        wait_status(&stack, n, "completed").await;
+    }
+    for n in &names {
+        wait_for(&format!("{n} routed and answering"), T, || {
+            send(&http, &stack, n)
+        })
+        .await;
+    }
+    let (_, agents) = http
+        .json("GET", &format!("{}/agents", stack.registry()), None)
+        .await
+        .unwrap();
+    assert!(agents["agents"].as_array().unwrap().len() >= 22, "{agents}");
+
+    // local-down leaves no container, network or volume behind
+    let project = stack.project.clone();
+    let network = stack.network.clone();
+    drop(stack);
+    let left = docker_ok(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+    ]);
+    assert!(left.is_empty(), "containers left: {left}");
+    assert!(
+        !docker(&["network", "inspect", &network]).status.success(),
+        "network left"
+    );
+    let vols = docker_ok(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+    ]);
+    assert!(vols.is_empty(), "volumes left: {vols}");
+    for n in names.iter().chain([&name, &slow, &late]) {
+        assert!(
+            !docker(&["inspect", &format!("agent-{n}")]).status.success(),
+            "agent-{n} left"
+        );
+    }
+}
