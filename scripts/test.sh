@@ -55,6 +55,24 @@ fi
 . scripts/lib.sh
 install_compose_v2 || die "cannot install the compose v2 plugin (see above); the v2 tests need it"
 
+# Builds interrupted or failed on purpose by the tests leave dangling intermediate images; remove
+# those built on the test base image (their parent chain reaches it) when the suite ends, so
+# nothing else on the machine is touched and no build still running is disturbed.
+remove_dangling_test_images() {
+  local base img cur parent
+  base="$(docker image inspect --format '{{.Id}}' nasiko-test-busybox:1 2>/dev/null)" || return 0
+  for img in $(docker images -q --no-trunc --filter dangling=true); do
+    cur="$img"
+    for _ in $(seq 1 64); do
+      parent="$(docker image inspect --format '{{.Parent}}' "$cur" 2>/dev/null)" || break
+      [ -n "$parent" ] || break
+      if [ "$parent" = "$base" ]; then docker rmi "$img" >/dev/null 2>&1 || true; break; fi
+      cur="$parent"
+    done
+  done
+}
+trap remove_dangling_test_images EXIT
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"

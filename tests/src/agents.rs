@@ -115,33 +115,5 @@ impl Drop for AgentCleanup {
                 docker(&args);
             }
         }
-        remove_dangling_test_images();
-    }
-}
-
-/// Dangling images left by interrupted or failed test builds: only those built on the test base
-/// image (their parent chain reaches it), so nothing else on the machine is touched.
-pub fn remove_dangling_test_images() {
-    let base = ids(&[
-        "image",
-        "inspect",
-        "--format",
-        "{{.Id}}",
-        crate::docker::BUSYBOX_IMAGE,
-    ]);
-    let Some(base) = base.first() else { return };
-    for img in ids(&["images", "-q", "--no-trunc", "--filter", "dangling=true"]) {
-        let mut cur = img.clone();
-        for _ in 0..64 {
-            let parent = ids(&["image", "inspect", "--format", "{{.Parent}}", &cur]);
-            match parent.first() {
-                Some(p) if p == base => {
-                    docker(&["rmi", &img]);
-                    break;
-                }
-                Some(p) => cur = p.clone(),
-                None => break,
-            }
-        }
     }
 }
