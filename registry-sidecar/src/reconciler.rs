@@ -1,6 +1,6 @@
 //! The reconcile loop: every trigger (Docker change, static file change, POST /sync, the periodic
 //! resync, a retry after failure) runs the same idempotent sync: read → desired → diff → ordered
-//! writes. An isolated change is applied at once; a burst is coalesced (quiet 250 ms, at most 1 s).
+//! writes. An isolated change is applied at once; a burst is coalesced (at most one sync per 250 ms).
 
 use crate::backoff::Backoff;
 use crate::desired::{build, Inputs};
@@ -15,8 +15,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-pub const QUIET: Duration = Duration::from_millis(250);
-pub const MAX_WAIT: Duration = Duration::from_secs(1);
+/// The least time between two event-driven syncs: a burst of events is applied together, and
+/// a crash-looping container cannot cause more than four syncs a second.
+pub const MIN_GAP: Duration = Duration::from_millis(250);
 
 /// The result of one sync, as POST /sync reports it.
 #[derive(Debug, Clone)]
@@ -55,19 +56,18 @@ impl Reconciler {
                 _ = tokio::time::sleep_until(next_periodic) => false,
                 _ = tokio::time::sleep_until(retry) => false,
             };
-            // in a burst (a sync just ran), wait for a quiet spell, never longer than MAX_WAIT
-            if from_event && last_run.is_some_and(|t| t.elapsed() < QUIET) {
-                let deadline = Instant::now() + MAX_WAIT;
-                loop {
-                    let quiet = (Instant::now() + QUIET).min(deadline);
-                    tokio::select! {
-                        r = self.agents.changed() => if r.is_err() { return },
-                        r = self.statics.changed() => if r.is_err() { return },
-                        Some(w) = self.sync_requests.recv() => waiters.push(w),
-                        _ = tokio::time::sleep_until(quiet) => break,
-                    }
-                    if Instant::now() >= deadline {
-                        break;
+            // in a burst (a sync ran less than MIN_GAP ago), gather what else arrives until the
+            // gap has passed: at most one sync per MIN_GAP, an isolated change at once
+            if from_event {
+                if let Some(t) = last_run.filter(|t| t.elapsed() < MIN_GAP) {
+                    let until = t + MIN_GAP;
+                    loop {
+                        tokio::select! {
+                            r = self.agents.changed() => if r.is_err() { return },
+                            r = self.statics.changed() => if r.is_err() { return },
+                            Some(w) = self.sync_requests.recv() => waiters.push(w),
+                            _ = tokio::time::sleep_until(until) => break,
+                        }
                     }
                 }
             }

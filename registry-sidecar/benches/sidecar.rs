@@ -1,0 +1,170 @@
+//! Sidecar benchmarks (not tests): container start → route readable in Kong (p50/p95/p99, real
+//! Docker, the release binary as a process, the Kong emulator); Admin API requests of a converged
+//! resync and of a cold sync with 100 and 500 agents (the reconcile code over real HTTP, synthetic
+//! endpoints); sidecar RSS. Run: cargo bench -p registry-sidecar   (BENCH_STARTS=N to change N)
+
+use nasiko_tests::docker::{docker, docker_ok, ensure_busybox_image, unique, TestNet};
+use nasiko_tests::kong::{KongEmulator, Options};
+use nasiko_tests::process::{free_port, ChildGuard};
+use registry_sidecar::desired::{build, Inputs};
+use registry_sidecar::diff::plan;
+use registry_sidecar::endpoint::{AgentEndpoint, Discovered};
+use registry_sidecar::kong::KongClient;
+use registry_sidecar::static_routes::{parse, HostOverrides, EMBEDDED};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let i = ((p / 100.0) * (v.len() as f64 - 1.0)).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn route_present(kong: &KongEmulator, svc: &str) -> bool {
+    kong.with_store(|s| s.all(registry_sidecar_kind()).any(|r| r.get("name").and_then(|n| n.as_str()) == Some(&format!("{svc}-route"))))
+}
+
+fn registry_sidecar_kind() -> nasiko_tests::kong::entities::Kind {
+    nasiko_tests::kong::entities::Kind::Routes
+}
+
+async fn start_to_route(n: usize) {
+    ensure_busybox_image();
+    let kong = KongEmulator::start(Options::default()).await.unwrap();
+    let net = TestNet::new();
+    let port = free_port();
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/registry-sidecar");
+    let mut cmd = Command::new(&bin);
+    cmd.env("KONG_ADMIN_URL", kong.admin_url()).env("AGENTS_NETWORK", &net.name).env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("STATIC_ROUTES_FILE", "/nonexistent").env("RUST_LOG", "warn");
+    let sidecar = ChildGuard::spawn("registry-sidecar", &mut cmd);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let name = unique("bench");
+    let c = format!("c-{name}");
+    let net_arg = format!("--network={}", net.name);
+    let (l1, l2) = ("nasiko.type=agent".to_string(), format!("nasiko.name={name}"));
+    net.run(&c, &[&net_arg, "--label", &l1, "--label", &l2], &["sleep", "100000"]);
+    docker_ok(&["stop", "-t", "0", &c]);
+    let svc = format!("agent-{name}");
+    while route_present(&kong, &svc) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rss_rest = rss_kb(sidecar.pid());
+    let mut lat = Vec::new();
+    for _ in 0..n {
+        let out = docker(&["start", &c]);
+        assert!(out.status.success());
+        let started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &c]);
+        let t_start = parse_rfc3339(&started);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !route_present(&kong, &svc) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        lat.push((now - t_start) * 1000.0);
+        docker_ok(&["stop", "-t", "0", &c]);
+        while route_present(&kong, &svc) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // an isolated start: nothing else happened in the last moment
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let rss_after = rss_kb(sidecar.pid());
+    let (p50, p95, p99) = (pct(&mut lat, 50.0), pct(&mut lat, 95.0), pct(&mut lat, 99.0));
+    println!("container start -> route readable in Kong ({n} starts): p50 {p50:.1} ms, p95 {p95:.1} ms, p99 {p99:.1} ms, max {:.1} ms", lat.last().unwrap());
+    println!("sidecar RSS: {} KiB at rest, {} KiB after {n} start/stop cycles", rss_rest, rss_after);
+    drop(sidecar);
+}
+
+/// Container StartedAt (RFC 3339, ns) as unix seconds.
+fn parse_rfc3339(s: &str) -> f64 {
+    let (date, time) = s.trim().split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let time = time.trim_end_matches('Z');
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    let (y, m, day) = (d[0], d[1], d[2]);
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let frac: f64 = format!("0.{frac}").parse().unwrap_or(0.0);
+    (days * 86400 + t[0] * 3600 + t[1] * 60 + t[2]) as f64 + frac
+}
+
+fn synthetic(n: usize) -> Vec<AgentEndpoint> {
+    (0..n)
+        .map(|i| AgentEndpoint {
+            name: format!("agent{i}"),
+            container_id: format!("c{i}"),
+            container_name: format!("agent-agent{i}"),
+            ip: format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+            port: 5000,
+            owner: String::new(),
+            version: None,
+            upload_id: None,
+            discovered_by: Discovered::Label,
+            started_at: String::new(),
+        })
+        .collect()
+}
+
+async fn sync_costs(n: usize) {
+    let kong = KongEmulator::start(Options::default()).await.unwrap();
+    let status = Arc::new(registry_sidecar::status::Status::default());
+    let client = KongClient::new(&kong.admin_url(), Duration::from_secs(10), "managed-by-nasiko-registry", status.clone());
+    let statics = parse(EMBEDDED, &HostOverrides::default()).unwrap();
+    let agents = synthetic(n);
+    let sync = || async {
+        let available = client.available_plugins().await.unwrap();
+        let owned = client.read_owned().await.unwrap();
+        let d = build(&Inputs { agents: &agents, statics: &statics, available_plugins: Some(&available), owner_tag: "managed-by-nasiko-registry" });
+        let p = plan(&d, &owned, true);
+        for phase in p.phases {
+            futures_util::future::join_all(phase.iter().map(|w| client.apply(w))).await.into_iter().for_each(|r| r.unwrap());
+        }
+    };
+    let t = Instant::now();
+    sync().await;
+    let cold = t.elapsed();
+    let cold_req = kong.requests();
+    kong.clear_requests();
+    let t = Instant::now();
+    sync().await;
+    let warm = t.elapsed();
+    let warm_req = kong.requests();
+    println!(
+        "{n} agents: cold sync {:.0} ms, {} requests ({} writes); converged resync {:.1} ms, {} requests, {} writes (Python registry: ~{} calls per 30 s cycle)",
+        cold.as_secs_f64() * 1000.0,
+        cold_req.len(),
+        cold_req.iter().filter(|r| r.is_write()).count(),
+        warm.as_secs_f64() * 1000.0,
+        warm_req.len(),
+        warm_req.iter().filter(|r| r.is_write()).count(),
+        7 * n
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n: usize = std::env::var("BENCH_STARTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    println!("== registry-sidecar");
+    start_to_route(n).await;
+    for agents in [100, 500] {
+        sync_costs(agents).await;
+    }
+}
