@@ -156,6 +156,13 @@ async fn a_labelled_agent_is_routed_while_running_and_removed_when_stopped() {
         ),
         (json!(60000), json!(300000), json!(3))
     );
+    // services, then routes, then plugins: wait for the last phase
+    let url = format!("{}/services/{svc}/plugins", h.kong.admin_url());
+    wait_for("the agent's plugins", T, || {
+        let (url, http) = (url.clone(), h.http.clone());
+        async move { (http.json("GET", &url, None).await.ok()?.1["data"].as_array()?.len() == 3).then_some(()) }
+    })
+    .await;
     let (st, r) = h.kong_get(&format!("/routes/{svc}-route")).await;
     assert_eq!(st, 200);
     assert_eq!(r["paths"], json!([format!("/agents/{svc}")]));
