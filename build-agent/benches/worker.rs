@@ -139,7 +139,7 @@ async fn deploy_times() {
     let _w = env.worker(false, &net.name);
     let mut c = env.con().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut run = |label: &'static str| {
+    let run = |label: &'static str| {
         let path = path.clone();
         let agent = agent.clone();
         let mut c = c.clone();
@@ -156,7 +156,7 @@ async fn deploy_times() {
     let f = env.root.path.join(&agent).join("v1.0.0/AgentCard.json");
     std::fs::write(&f, r#"{"name":"changed"}"#).unwrap();
     run("changed redeploy").await;
-    let _ = &mut c;
+
 }
 
 #[tokio::main]
