@@ -28,40 +28,72 @@ impl Env {
     async fn new() -> Env {
         Env {
             redis: RedisServer::start(),
-            backend: BackendStandin::start("127.0.0.1:0".parse().unwrap()).await.unwrap(),
+            backend: BackendStandin::start("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap(),
             root: AgentsRoot::new(),
             work: std::env::temp_dir().join(unique("ba-bench-work")),
         }
     }
     fn worker(&self, noop: bool, network: &str) -> ChildGuard {
-        let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/build-agent");
+        let bin =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/build-agent");
         let mut c = Command::new(bin);
-        c.env("REDIS_URL", self.redis.url()).env("AGENTS_ROOT", &self.root.path).env("WORK_DIR", &self.work)
-            .env("NASIKO_API_URL", self.backend.url()).env("AUTH_SERVICE_URL", self.backend.url()).env("DOCKER_NETWORK", network)
-            .env("CONSUMER_NAME", "bench").env("RUST_LOG", "error").env("COMPOSE_FLAVOR", "v1").env("MAX_CONCURRENT_JOBS", "2");
+        c.env("REDIS_URL", self.redis.url())
+            .env("AGENTS_ROOT", &self.root.path)
+            .env("WORK_DIR", &self.work)
+            .env("NASIKO_API_URL", self.backend.url())
+            .env("AUTH_SERVICE_URL", self.backend.url())
+            .env("DOCKER_NETWORK", network)
+            .env("CONSUMER_NAME", "bench")
+            .env("RUST_LOG", "error")
+            .env("COMPOSE_FLAVOR", "v1")
+            .env("MAX_CONCURRENT_JOBS", "2");
         if noop {
             c.env("NOOP_DEPLOY", "true");
         }
         ChildGuard::spawn("build-agent", &mut c)
     }
     async fn con(&self) -> redis::aio::MultiplexedConnection {
-        self.redis.client().get_multiplexed_async_connection().await.unwrap()
+        self.redis
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
     }
 }
 
 async fn xadd(c: &mut redis::aio::MultiplexedConnection, agent: &str, path: &str) -> String {
-    redis::cmd("XADD").arg("orchestration:commands").arg("*")
-        .arg(&[("command", "deploy_agent"), ("agent_name", agent), ("agent_path", path), ("owner_id", "bench"), ("upload_type", "directory")])
-        .query_async(c).await.unwrap()
+    redis::cmd("XADD")
+        .arg("orchestration:commands")
+        .arg("*")
+        .arg(&[
+            ("command", "deploy_agent"),
+            ("agent_name", agent),
+            ("agent_path", path),
+            ("owner_id", "bench"),
+            ("upload_type", "directory"),
+        ])
+        .query_async(c)
+        .await
+        .unwrap()
 }
 
 async fn status(c: &mut redis::aio::MultiplexedConnection, agent: &str) -> Option<String> {
-    redis::cmd("HGET").arg(format!("agent:status:{agent}")).arg("status").query_async(c).await.unwrap()
+    redis::cmd("HGET")
+        .arg(format!("agent:status:{agent}"))
+        .arg("status")
+        .query_async(c)
+        .await
+        .unwrap()
 }
 
 async fn wait_terminal(c: &mut redis::aio::MultiplexedConnection, agent: &str) -> String {
     loop {
-        if let Some(s) = status(c, agent).await.filter(|s| s == "completed" || s == "failed") {
+        if let Some(s) = status(c, agent)
+            .await
+            .filter(|s| s == "completed" || s == "failed")
+        {
             return s;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -72,7 +104,8 @@ async fn lifecycle() {
     let env = Env::new().await;
     let n = 200;
     for i in 0..n {
-        env.root.add("dockerfile-only", &format!("a{i}"), "v1", None);
+        env.root
+            .add("dockerfile-only", &format!("a{i}"), "v1", None);
     }
     let _w = env.worker(true, "nasiko-network");
     let mut c = env.con().await;
@@ -89,10 +122,23 @@ async fn lifecycle() {
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
         wait_terminal(&mut c, &agent).await;
     }
-    println!("XADD -> first status write ({} jobs): p50 {:.2} ms, p95 {:.2} ms", lat.len(), pct(&mut lat, 50.0), pct(&mut lat, 95.0));
+    println!(
+        "XADD -> first status write ({} jobs): p50 {:.2} ms, p95 {:.2} ms",
+        lat.len(),
+        pct(&mut lat, 50.0),
+        pct(&mut lat, 95.0)
+    );
     // throughput: every job queued at once
     let mut c2 = env.con().await;
-    let _: () = redis::cmd("DEL").arg((0..n).map(|i| format!("agent:status:a{i}")).collect::<Vec<_>>()).query_async(&mut c2).await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(
+            (0..n)
+                .map(|i| format!("agent:status:a{i}"))
+                .collect::<Vec<_>>(),
+        )
+        .query_async(&mut c2)
+        .await
+        .unwrap();
     let t = Instant::now();
     for i in 0..n {
         xadd(&mut c, &format!("a{i}"), &format!("/app/agents/a{i}/v1")).await;
@@ -107,7 +153,10 @@ async fn lifecycle() {
 async fn resume_after_kill() {
     let env = Env::new().await;
     env.root.add("dockerfile-only", "k", "v1", None);
-    env.backend.set_mode(Mode { status: None, delay_ms: 2000 });
+    env.backend.set_mode(Mode {
+        status: None,
+        delay_ms: 2000,
+    });
     let mut w = env.worker(true, "nasiko-network");
     let mut c = env.con().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -126,7 +175,10 @@ async fn resume_after_kill() {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    println!("resume after SIGKILL: restart -> the interrupted job completed in {:.0} ms", t.elapsed().as_secs_f64() * 1000.0);
+    println!(
+        "resume after SIGKILL: restart -> the interrupted job completed in {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
 }
 
 async fn deploy_times() {
@@ -144,7 +196,11 @@ async fn deploy_times() {
         let agent = agent.clone();
         let mut c = c.clone();
         async move {
-            let _: () = redis::cmd("DEL").arg(format!("agent:status:{agent}")).query_async(&mut c).await.unwrap();
+            let _: () = redis::cmd("DEL")
+                .arg(format!("agent:status:{agent}"))
+                .query_async(&mut c)
+                .await
+                .unwrap();
             let t = Instant::now();
             xadd(&mut c, &agent, &path).await;
             let s = wait_terminal(&mut c, &agent).await;
@@ -156,7 +212,6 @@ async fn deploy_times() {
     let f = env.root.path.join(&agent).join("v1.0.0/AgentCard.json");
     std::fs::write(&f, r#"{"name":"changed"}"#).unwrap();
     run("changed redeploy").await;
-
 }
 
 #[tokio::main]

@@ -24,12 +24,20 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 fn route_present(kong: &KongEmulator, svc: &str) -> bool {
-    kong.with_store(|s| s.all(registry_sidecar_kind()).any(|r| r.get("name").and_then(|n| n.as_str()) == Some(&format!("{svc}-route"))))
+    kong.with_store(|s| {
+        s.all(registry_sidecar_kind())
+            .any(|r| r.get("name").and_then(|n| n.as_str()) == Some(&format!("{svc}-route")))
+    })
 }
 
 fn registry_sidecar_kind() -> nasiko_tests::kong::entities::Kind {
@@ -41,17 +49,28 @@ async fn start_to_route(n: usize) {
     let kong = KongEmulator::start(Options::default()).await.unwrap();
     let net = TestNet::new();
     let port = free_port();
-    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/registry-sidecar");
+    let bin =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/registry-sidecar");
     let mut cmd = Command::new(&bin);
-    cmd.env("KONG_ADMIN_URL", kong.admin_url()).env("AGENTS_NETWORK", &net.name).env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("STATIC_ROUTES_FILE", "/nonexistent").env("RUST_LOG", "warn");
+    cmd.env("KONG_ADMIN_URL", kong.admin_url())
+        .env("AGENTS_NETWORK", &net.name)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("STATIC_ROUTES_FILE", "/nonexistent")
+        .env("RUST_LOG", "warn");
     let sidecar = ChildGuard::spawn("registry-sidecar", &mut cmd);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let name = unique("bench");
     let c = format!("c-{name}");
     let net_arg = format!("--network={}", net.name);
-    let (l1, l2) = ("nasiko.type=agent".to_string(), format!("nasiko.name={name}"));
-    net.run(&c, &[&net_arg, "--label", &l1, "--label", &l2], &["sleep", "100000"]);
+    let (l1, l2) = (
+        "nasiko.type=agent".to_string(),
+        format!("nasiko.name={name}"),
+    );
+    net.run(
+        &c,
+        &[&net_arg, "--label", &l1, "--label", &l2],
+        &["sleep", "100000"],
+    );
     docker_ok(&["stop", "-t", "0", &c]);
     let svc = format!("agent-{name}");
     while route_present(&kong, &svc) {
@@ -68,7 +87,10 @@ async fn start_to_route(n: usize) {
         while !route_present(&kong, &svc) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
         lat.push((now - t_start) * 1000.0);
         docker_ok(&["stop", "-t", "0", &c]);
         while route_present(&kong, &svc) {
@@ -78,9 +100,16 @@ async fn start_to_route(n: usize) {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let rss_after = rss_kb(sidecar.pid());
-    let (p50, p95, p99) = (pct(&mut lat, 50.0), pct(&mut lat, 95.0), pct(&mut lat, 99.0));
+    let (p50, p95, p99) = (
+        pct(&mut lat, 50.0),
+        pct(&mut lat, 95.0),
+        pct(&mut lat, 99.0),
+    );
     println!("container start -> route readable in Kong ({n} starts): p50 {p50:.1} ms, p95 {p95:.1} ms, p99 {p99:.1} ms, max {:.1} ms", lat.last().unwrap());
-    println!("sidecar RSS: {} KiB at rest, {} KiB after {n} start/stop cycles", rss_rest, rss_after);
+    println!(
+        "sidecar RSS: {} KiB at rest, {} KiB after {n} start/stop cycles",
+        rss_rest, rss_after
+    );
     drop(sidecar);
 }
 
@@ -123,16 +152,29 @@ fn synthetic(n: usize) -> Vec<AgentEndpoint> {
 async fn sync_costs(n: usize) {
     let kong = KongEmulator::start(Options::default()).await.unwrap();
     let status = Arc::new(registry_sidecar::status::Status::default());
-    let client = KongClient::new(&kong.admin_url(), Duration::from_secs(10), "managed-by-nasiko-registry", status.clone());
+    let client = KongClient::new(
+        &kong.admin_url(),
+        Duration::from_secs(10),
+        "managed-by-nasiko-registry",
+        status.clone(),
+    );
     let statics = parse(EMBEDDED, &HostOverrides::default()).unwrap();
     let agents = synthetic(n);
     let sync = || async {
         let available = client.available_plugins().await.unwrap();
         let owned = client.read_owned().await.unwrap();
-        let d = build(&Inputs { agents: &agents, statics: &statics, available_plugins: Some(&available), owner_tag: "managed-by-nasiko-registry" });
+        let d = build(&Inputs {
+            agents: &agents,
+            statics: &statics,
+            available_plugins: Some(&available),
+            owner_tag: "managed-by-nasiko-registry",
+        });
         let p = plan(&d, &owned, true);
         for phase in p.phases {
-            futures_util::future::join_all(phase.iter().map(|w| client.apply(w))).await.into_iter().for_each(|r| r.unwrap());
+            futures_util::future::join_all(phase.iter().map(|w| client.apply(w)))
+                .await
+                .into_iter()
+                .for_each(|r| r.unwrap());
         }
     };
     let t = Instant::now();
@@ -161,7 +203,10 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let n: usize = std::env::var("BENCH_STARTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let n: usize = std::env::var("BENCH_STARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     println!("== registry-sidecar");
     start_to_route(n).await;
     for agents in [100, 500] {

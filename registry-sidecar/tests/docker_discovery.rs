@@ -160,7 +160,13 @@ async fn a_labelled_agent_is_routed_while_running_and_removed_when_stopped() {
     let url = format!("{}/services/{svc}/plugins", h.kong.admin_url());
     wait_for("the agent's plugins", T, || {
         let (url, http) = (url.clone(), h.http.clone());
-        async move { (http.json("GET", &url, None).await.ok()?.1["data"].as_array()?.len() == 3).then_some(()) }
+        async move {
+            (http.json("GET", &url, None).await.ok()?.1["data"]
+                .as_array()?
+                .len()
+                == 3)
+                .then_some(())
+        }
     })
     .await;
     let (st, r) = h.kong_get(&format!("/routes/{svc}-route")).await;

@@ -11,21 +11,48 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 fn add(stack: &Stack, sample: &str, name: &str) -> String {
-    let root = AgentsRoot { path: stack.agents_dir.clone() };
+    let root = AgentsRoot {
+        path: stack.agents_dir.clone(),
+    };
     let p = root.add(sample, name, "v1.0.0", None);
     std::mem::forget(root);
     p
 }
 
 fn queue(stack: &Stack, name: &str, path: &str) {
-    stack.exec("redis", &["redis-cli", "XADD", "orchestration:commands", "*", "command", "deploy_agent", "agent_name", name, "agent_path", path, "owner_id", "bench", "upload_type", "directory"]);
+    stack.exec(
+        "redis",
+        &[
+            "redis-cli",
+            "XADD",
+            "orchestration:commands",
+            "*",
+            "command",
+            "deploy_agent",
+            "agent_name",
+            name,
+            "agent_path",
+            path,
+            "owner_id",
+            "bench",
+            "upload_type",
+            "directory",
+        ],
+    );
 }
 
 async fn answering(http: &HttpClient, stack: &Stack, name: &str) {
     let url = format!("{}/agents/agent-{name}", stack.gateway());
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        if let Ok((200, v)) = http.json("POST", &url, Some(&json!({"jsonrpc": "2.0", "id": "b", "method": "message/send", "params": {}}))).await {
+        if let Ok((200, v)) = http
+            .json(
+                "POST",
+                &url,
+                Some(&json!({"jsonrpc": "2.0", "id": "b", "method": "message/send", "params": {}})),
+            )
+            .await
+        {
             if v["id"] == "b" {
                 return;
             }
@@ -36,9 +63,18 @@ async fn answering(http: &HttpClient, stack: &Stack, name: &str) {
 }
 
 fn rss_mib(container: &str) -> f64 {
-    let out = docker_ok(&["stats", "--no-stream", "--format", "{{.MemUsage}}", container]);
+    let out = docker_ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.MemUsage}}",
+        container,
+    ]);
     let used = out.split('/').next().unwrap_or("").trim().to_string();
-    let (num, unit) = used.split_at(used.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(used.len()));
+    let (num, unit) = used.split_at(
+        used.find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(used.len()),
+    );
     let v: f64 = num.trim().parse().unwrap_or(0.0);
     match unit {
         "KiB" | "kB" => v / 1024.0,
@@ -49,8 +85,20 @@ fn rss_mib(container: &str) -> f64 {
 }
 
 async fn admin_writes(http: &HttpClient, stack: &Stack) -> usize {
-    let (_, rec) = http.json("GET", &format!("{}/__emulator/requests", stack.gateway()), None).await.unwrap();
-    rec["requests"].as_array().unwrap().iter().filter(|r| r["method"] != "GET").count()
+    let (_, rec) = http
+        .json(
+            "GET",
+            &format!("{}/__emulator/requests", stack.gateway()),
+            None,
+        )
+        .await
+        .unwrap();
+    rec["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["method"] != "GET")
+        .count()
 }
 
 #[tokio::main]
@@ -60,13 +108,29 @@ async fn main() {
     }
     println!("== end to end (standalone stack)");
     for i in IMAGES {
-        let size = docker_ok(&["image", "inspect", "--format", "{{.Size}}", &format!("nasiko/{i}:local")]);
-        println!("image nasiko/{i}:local: {:.1} MB", size.parse::<f64>().unwrap_or(0.0) / 1e6);
+        let size = docker_ok(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Size}}",
+            &format!("nasiko/{i}:local"),
+        ]);
+        println!(
+            "image nasiko/{i}:local: {:.1} MB",
+            size.parse::<f64>().unwrap_or(0.0) / 1e6
+        );
     }
     let stack = tokio::task::spawn_blocking(Stack::up).await.unwrap();
     let http = HttpClient::new(Duration::from_secs(10));
-    let (sidecar, worker) = (stack.container("kong-service-registry"), stack.container("nasiko-worker"));
-    println!("RSS at rest: registry-sidecar {:.1} MiB, build-agent {:.1} MiB", rss_mib(&sidecar), rss_mib(&worker));
+    let (sidecar, worker) = (
+        stack.container("kong-service-registry"),
+        stack.container("nasiko-worker"),
+    );
+    println!(
+        "RSS at rest: registry-sidecar {:.1} MiB, build-agent {:.1} MiB",
+        rss_mib(&sidecar),
+        rss_mib(&worker)
+    );
 
     let pid = std::process::id();
     let fresh = format!("fresh{pid}");
@@ -74,27 +138,58 @@ async fn main() {
     let t = Instant::now();
     queue(&stack, &fresh, &p);
     answering(&http, &stack, &fresh).await;
-    println!("job queued -> answering through the gateway, fresh build: {:.2} s", t.elapsed().as_secs_f64());
+    println!(
+        "job queued -> answering through the gateway, fresh build: {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
     let cached = format!("cached{pid}");
     let p = add(&stack, "compose-agents-net", &cached);
     // same files, other name: every layer but the labels comes from the build cache
     let t = Instant::now();
     queue(&stack, &cached, &p);
     answering(&http, &stack, &cached).await;
-    println!("job queued -> answering through the gateway, cached layers: {:.2} s", t.elapsed().as_secs_f64());
+    println!(
+        "job queued -> answering through the gateway, cached layers: {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
     let t = Instant::now();
     queue(&stack, &cached, &p);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let msg = stack.exec("redis", &["redis-cli", "HGET", &format!("agent:status:{cached}"), "message"]);
-        if msg.contains("deployed") && stack.exec("redis", &["redis-cli", "HGET", &format!("agent:status:{cached}"), "status"]).trim() == "completed" && t.elapsed() > Duration::from_millis(200) {
+        let msg = stack.exec(
+            "redis",
+            &[
+                "redis-cli",
+                "HGET",
+                &format!("agent:status:{cached}"),
+                "message",
+            ],
+        );
+        if msg.contains("deployed")
+            && stack
+                .exec(
+                    "redis",
+                    &[
+                        "redis-cli",
+                        "HGET",
+                        &format!("agent:status:{cached}"),
+                        "status",
+                    ],
+                )
+                .trim()
+                == "completed"
+            && t.elapsed() > Duration::from_millis(200)
+        {
             break;
         }
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     answering(&http, &stack, &cached).await;
-    println!("job queued -> answering again, unchanged package (image exists, no build): {:.2} s", t.elapsed().as_secs_f64());
+    println!(
+        "job queued -> answering again, unchanged package (image exists, no build): {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // a burst of 48 more agents (50 in all), then a minute at rest
     let names: Vec<String> = (0..48).map(|i| format!("b{i}x{pid}")).collect();
@@ -108,13 +203,28 @@ async fn main() {
         answering(&http, &stack, n).await;
         peak = (peak.0.max(rss_mib(&sidecar)), peak.1.max(rss_mib(&worker)));
     }
-    println!("burst of 48 agents queued together -> all answering: {:.1} s", t.elapsed().as_secs_f64());
-    println!("RSS under the burst (peak seen): registry-sidecar {:.1} MiB, build-agent {:.1} MiB", peak.0, peak.1);
+    println!(
+        "burst of 48 agents queued together -> all answering: {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    println!(
+        "RSS under the burst (peak seen): registry-sidecar {:.1} MiB, build-agent {:.1} MiB",
+        peak.0, peak.1
+    );
     tokio::time::sleep(Duration::from_secs(6)).await;
-    http.json("DELETE", &format!("{}/__emulator/requests", stack.gateway()), None).await.unwrap();
+    http.json(
+        "DELETE",
+        &format!("{}/__emulator/requests", stack.gateway()),
+        None,
+    )
+    .await
+    .unwrap();
     let rest = Duration::from_secs(60);
     tokio::time::sleep(rest).await;
-    let (_, agents): (u16, Value) = http.json("GET", &format!("{}/agents", stack.registry()), None).await.unwrap();
+    let (_, agents): (u16, Value) = http
+        .json("GET", &format!("{}/agents", stack.registry()), None)
+        .await
+        .unwrap();
     println!(
         "Admin API writes at rest with {} agents over {} s (REGISTRY_INTERVAL=5): {} (Python registry: ~{} per minute)",
         agents["agents"].as_array().map_or(0, |a| a.len()),
@@ -122,7 +232,11 @@ async fn main() {
         admin_writes(&http, &stack).await,
         7 * 50 * 2
     );
-    println!("RSS at rest with 50 agents: registry-sidecar {:.1} MiB, build-agent {:.1} MiB", rss_mib(&sidecar), rss_mib(&worker));
+    println!(
+        "RSS at rest with 50 agents: registry-sidecar {:.1} MiB, build-agent {:.1} MiB",
+        rss_mib(&sidecar),
+        rss_mib(&worker)
+    );
     drop(stack);
     let _ = docker(&["ps"]);
 }
