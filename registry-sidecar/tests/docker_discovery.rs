@@ -699,3 +699,74 @@ async fn the_http_api_keeps_the_python_shapes() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_starts_is_coalesced_into_a_few_syncs() {
+    let h = Harness::new().await;
+    let names: Vec<String> = (0..20).map(|i| unique(&format!("burst{i}"))).collect();
+    let net = format!("--network={}", h.net.name);
+    for n in &names {
+        let (l1, l2) = ("nasiko.type=agent".to_string(), format!("nasiko.name={n}"));
+        let label = format!("{}={}", nasiko_tests::docker::TEST_LABEL, h.net.run);
+        docker_ok(&[
+            "create",
+            "--name",
+            &format!("c-{n}"),
+            "--label",
+            &label,
+            &net,
+            "--label",
+            &l1,
+            "--label",
+            &l2,
+            nasiko_tests::docker::BUSYBOX_IMAGE,
+            "sleep",
+            "600",
+        ]);
+    }
+    let syncs = |m: &str| -> u64 {
+        m.lines()
+            .find(|l| l.starts_with("registry_syncs_total "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
+    };
+    let metrics = || async {
+        String::from_utf8_lossy(
+            &h.http
+                .send(
+                    "GET",
+                    &format!("{}/metrics", h.api),
+                    &[],
+                    Default::default(),
+                )
+                .await
+                .unwrap()
+                .2,
+        )
+        .to_string()
+    };
+    let before = syncs(&metrics().await);
+    // start them all at once
+    let handles: Vec<_> = names
+        .iter()
+        .map(|n| {
+            let c = format!("c-{n}");
+            std::thread::spawn(move || docker_ok(&["start", &c]))
+        })
+        .collect();
+    for t in handles {
+        t.join().unwrap();
+    }
+    for n in &names {
+        h.wait_service(&format!("agent-{n}"), "every agent of the burst", |s| {
+            s.is_some()
+        })
+        .await;
+    }
+    let during = syncs(&metrics().await) - before;
+    assert!(
+        during <= 10,
+        "20 starts caused {during} syncs; a burst must be coalesced"
+    );
+}

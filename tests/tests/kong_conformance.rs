@@ -1200,3 +1200,51 @@ async fn faults_refuse_fail_and_the_record_counts_requests() {
         .iter()
         .all(|r| !r["path"].as_str().unwrap().starts_with("/__emulator")));
 }
+
+#[tokio::test]
+async fn options_lists_the_allowed_methods_with_cors_headers() {
+    let k = K::new().await;
+    let (s, h, body) = k
+        .http
+        .send(
+            "OPTIONS",
+            &format!("{}/routes", k.emu.admin_url()),
+            &[],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((s, body.len()), (204, 0));
+    assert_eq!(h["allow"], "GET, HEAD, OPTIONS, POST");
+    assert_eq!(
+        h["access-control-allow-methods"],
+        "GET, HEAD, OPTIONS, POST"
+    );
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert_eq!(h["access-control-allow-headers"], "Content-Type");
+    let (s, h, _) = k
+        .http
+        .send(
+            "OPTIONS",
+            &format!("{}/services/x", k.emu.admin_url()),
+            &[],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (s, h["allow"].to_str().unwrap()),
+        (204, "DELETE, GET, HEAD, OPTIONS, PATCH, PUT")
+    );
+    let (s, _, _) = k
+        .http
+        .send(
+            "OPTIONS",
+            &format!("{}/nope", k.emu.admin_url()),
+            &[],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 404);
+}

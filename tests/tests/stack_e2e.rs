@@ -260,7 +260,11 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
     assert!(okn > 0);
     // compose recreates the container: the route points at the old address until the sidecar
     // sees the new one (measured: a few requests at 50 ms intervals); never a long outage
-    assert!(failn * 20 <= okn + failn, "more than 5% of requests failed during the update: {failn} of {}", okn + failn);
+    assert!(
+        failn * 20 <= okn + failn,
+        "more than 5% of requests failed during the update: {failn} of {}",
+        okn + failn
+    );
 
     // 8. removed: the route disappears
     stack.exec("nasiko-worker", &["build-agent", "undeploy", &name]);

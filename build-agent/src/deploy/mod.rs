@@ -283,7 +283,14 @@ impl Deployer {
             project,
             dir,
             files,
-            &["up", "-d", "--no-build", "--remove-orphans", "--timeout", "3"],
+            &[
+                "up",
+                "-d",
+                "--no-build",
+                "--remove-orphans",
+                "--timeout",
+                "3",
+            ],
             Duration::from_secs(300),
         )
         .await

@@ -15,6 +15,21 @@ pub struct AdminRequest<'a> {
     pub body: &'a [u8],
 }
 
+/// The `Allow` list for OPTIONS on `path`: collections and entities; None for unknown paths.
+pub fn allowed_methods(path: &str) -> Option<&'static str> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let known = |s: &str| Kind::from_segment(s).is_some();
+    match segs.as_slice() {
+        [] | ["status"] => Some("GET, HEAD, OPTIONS"),
+        [e] if known(e) => Some("GET, HEAD, OPTIONS, POST"),
+        [e, _] if known(e) => Some("DELETE, GET, HEAD, OPTIONS, PATCH, PUT"),
+        ["routes", _, "service"] => Some("GET, HEAD, OPTIONS, PATCH, PUT"),
+        [p, _, c] if known(p) && known(c) => Some("GET, HEAD, OPTIONS, POST"),
+        [p, _, c, _] if known(p) && known(c) => Some("DELETE, GET, HEAD, OPTIONS, PATCH, PUT"),
+        _ => None,
+    }
+}
+
 pub fn handle(store: &mut Store, req: &AdminRequest) -> Answer {
     let path = if req.path.len() > 1 {
         req.path.trim_end_matches('/')

@@ -207,6 +207,19 @@ async fn admin_request(shared: Arc<Shared>, req: Incoming_) -> Resp {
     if req.path.starts_with("/__emulator/") {
         return control(&shared, req);
     }
+    if req.method == "OPTIONS" {
+        if let Some(allow) = admin::allowed_methods(&req.path) {
+            return hyper::Response::builder()
+                .status(204)
+                .header("Server", "kong/3.4.2")
+                .header("Allow", allow)
+                .header("Access-Control-Allow-Methods", allow)
+                .header("Access-Control-Allow-Headers", "Content-Type")
+                .header("Access-Control-Allow-Origin", "*")
+                .body(http_body_util::Full::new(Bytes::new()))
+                .expect("static response parts are valid");
+        }
+    }
     let fault = *shared.fault.borrow();
     let answer = match fault {
         Fault::Error500 => errors::Answer::message(500, "An unexpected error occurred"),
