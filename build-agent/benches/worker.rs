@@ -189,7 +189,7 @@ async fn deploy_times() {
     let _clean = AgentCleanup::new(&[&agent]);
     let path = env.root.add("compose-agents-net", &agent, "v1.0.0", None);
     let _w = env.worker(false, &net.name);
-    let mut c = env.con().await;
+    let c = env.con().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let run = |label: &'static str| {
         let path = path.clone();

@@ -135,6 +135,7 @@ fn parse_rfc3339(s: &str) -> f64 {
 fn synthetic(n: usize) -> Vec<AgentEndpoint> {
     (0..n)
         .map(|i| AgentEndpoint {
+            kong_name: format!("agent-agent{i}"),
             name: format!("agent{i}"),
             container_id: format!("c{i}"),
             container_name: format!("agent-agent{i}"),

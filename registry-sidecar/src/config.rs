@@ -10,7 +10,7 @@ use std::time::Duration;
 pub enum DiscoveryMode {
     /// Watch the Docker engine for agent containers on the agents network.
     Docker,
-    /// Watch Kubernetes Services (not built yet: see issue 8).
+    /// Watch the Services of the agents namespace through the Kubernetes API.
     Kubernetes,
 }
 
@@ -47,30 +47,42 @@ pub struct Args {
     #[arg(long, env = "K8S_ENABLED")]
     pub k8s_enabled: Option<bool>,
 
-    /// Host of the backend API proxy upstream.
-    #[arg(long, env = "KONG_BACKEND_HOST", default_value = "nasiko-backend")]
-    pub kong_backend_host: String,
-    /// Host of the web app upstream.
-    #[arg(long, env = "KONG_WEB_HOST", default_value = "nasiko-web")]
-    pub kong_web_host: String,
+    /// Host of the backend API proxy upstream [docker: nasiko-backend; kubernetes: nasiko-backend.{PLATFORM_NAMESPACE}.svc.cluster.local].
+    #[arg(long, env = "KONG_BACKEND_HOST")]
+    pub kong_backend_host: Option<String>,
+    /// Host of the web app upstream [docker: nasiko-web; kubernetes: nasiko-web.{PLATFORM_NAMESPACE}.svc.cluster.local].
+    #[arg(long, env = "KONG_WEB_HOST")]
+    pub kong_web_host: Option<String>,
     /// Route path of the web app.
     #[arg(long, env = "KONG_WEB_PATH", default_value = "/app")]
     pub kong_web_path: String,
-    /// Host of the auth service (auth proxy and the nasiko-auth plugin).
-    #[arg(long, env = "KONG_AUTH_HOST", default_value = "nasiko-auth-service")]
-    pub kong_auth_host: String,
+    /// Host of the auth service, for the auth proxy and the nasiko-auth plugin [docker: nasiko-auth-service; kubernetes: nasiko-auth.{PLATFORM_NAMESPACE}.svc.cluster.local].
+    #[arg(long, env = "KONG_AUTH_HOST")]
+    pub kong_auth_host: Option<String>,
     /// Port of the auth service.
     #[arg(long, env = "KONG_AUTH_PORT", default_value_t = 8001)]
     pub kong_auth_port: u16,
     /// Full auth service URL for the nasiko-auth plugin (overrides host and port).
     #[arg(long, env = "KONG_AUTH_SERVICE_URL")]
     pub kong_auth_service_url: Option<String>,
-    /// Host of the router upstream.
-    #[arg(long, env = "KONG_ROUTER_HOST", default_value = "nasiko-router")]
-    pub kong_router_host: String,
-    /// Host of the n8n upstream.
-    #[arg(long, env = "KONG_N8N_HOST", default_value = "n8n")]
-    pub kong_n8n_host: String,
+    /// Host of the router upstream [docker: nasiko-router; kubernetes: nasiko-router.{PLATFORM_NAMESPACE}.svc.cluster.local].
+    #[arg(long, env = "KONG_ROUTER_HOST")]
+    pub kong_router_host: Option<String>,
+    /// Host of the n8n upstream [docker: n8n; kubernetes: n8n.{PLATFORM_NAMESPACE}.svc.cluster.local].
+    #[arg(long, env = "KONG_N8N_HOST")]
+    pub kong_n8n_host: Option<String>,
+
+    /// URL of the chat-logger plugin's chat history service [docker: http://nasiko-chat-history:8002;
+    /// kubernetes: http://localhost:8002].
+    #[arg(long, env = "CHAT_LOGGER_URL")]
+    pub chat_logger_url: Option<String>,
+
+    /// Kubernetes mode: the namespace whose Services are agents.
+    #[arg(long, env = "AGENTS_NAMESPACE", default_value = "nasiko-agents")]
+    pub agents_namespace: String,
+    /// Kubernetes mode: the namespace of the platform services (static proxy upstreams).
+    #[arg(long, env = "PLATFORM_NAMESPACE", default_value = "nasiko")]
+    pub platform_namespace: String,
 
     /// Docker endpoint (unix:///var/run/docker.sock, tcp://host:2375). Unset: the local socket.
     #[arg(long, env = "DOCKER_HOST")]
@@ -111,6 +123,7 @@ pub struct Config {
     pub interval: Duration,
     pub agents_network: String,
     pub mode: DiscoveryMode,
+    pub agents_namespace: String,
     pub hosts: crate::static_routes::HostOverrides,
     pub docker_host: Option<String>,
     pub static_routes_file: PathBuf,
@@ -143,24 +156,42 @@ impl Args {
         if self.registry_interval == 0 {
             return Err("REGISTRY_INTERVAL must be at least 1 second".into());
         }
+        let k8s = mode == DiscoveryMode::Kubernetes;
+        let pns = &self.platform_namespace;
+        let host = |given: &Option<String>, docker: &str, k8s_svc: &str| match given {
+            Some(h) if !h.is_empty() => h.clone(),
+            _ if k8s => format!("{k8s_svc}.{pns}.svc.cluster.local"),
+            _ => docker.to_string(),
+        };
+        let auth_host = host(&self.kong_auth_host, "nasiko-auth-service", "nasiko-auth");
         let auth_url = self
             .kong_auth_service_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}:{}", self.kong_auth_host, self.kong_auth_port));
+            .unwrap_or_else(|| format!("http://{}:{}", auth_host, self.kong_auth_port));
+        let chat_logger_url = self.chat_logger_url.clone().unwrap_or_else(|| {
+            let url = if k8s {
+                "http://localhost:8002"
+            } else {
+                "http://nasiko-chat-history:8002"
+            };
+            url.to_string()
+        });
         Ok(Config {
             kong_admin_url: url,
             interval: Duration::from_secs(self.registry_interval),
             agents_network: self.agents_network,
             mode,
+            agents_namespace: self.agents_namespace.clone(),
             hosts: crate::static_routes::HostOverrides {
-                backend: self.kong_backend_host,
-                web: self.kong_web_host,
-                web_path: self.kong_web_path,
-                auth: self.kong_auth_host,
+                backend: host(&self.kong_backend_host, "nasiko-backend", "nasiko-backend"),
+                web: host(&self.kong_web_host, "nasiko-web", "nasiko-web"),
+                web_path: self.kong_web_path.clone(),
+                auth: auth_host,
                 auth_port: self.kong_auth_port,
                 auth_service_url: auth_url,
-                router: self.kong_router_host,
-                n8n: self.kong_n8n_host,
+                router: host(&self.kong_router_host, "nasiko-router", "nasiko-router"),
+                n8n: host(&self.kong_n8n_host, "n8n", "n8n"),
+                chat_logger_url,
             },
             docker_host: self.docker_host,
             static_routes_file: self.static_routes_file,

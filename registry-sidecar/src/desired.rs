@@ -281,6 +281,7 @@ mod tests {
 
     fn agent(name: &str, ip: &str, started: &str) -> AgentEndpoint {
         AgentEndpoint {
+            kong_name: format!("agent-{name}"),
             name: name.into(),
             container_id: format!("c-{name}-{ip}"),
             container_name: format!("agent-{name}"),

@@ -223,6 +223,7 @@ mod tests {
         let agents: Vec<AgentEndpoint> = agents
             .iter()
             .map(|(n, ip)| AgentEndpoint {
+                kong_name: format!("agent-{n}"),
                 name: n.to_string(),
                 container_id: n.to_string(),
                 container_name: format!("agent-{n}"),

@@ -27,12 +27,15 @@ pub struct ContainerFacts {
 pub enum Discovered {
     Label,
     NameFallback,
+    KubernetesService,
 }
 
 /// A routable agent: one Kong service + route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AgentEndpoint {
     pub name: String,
+    /// The Kong service name: `agent-{name}` for Docker, the Service's name for Kubernetes.
+    pub kong_name: String,
     pub container_id: String,
     pub container_name: String,
     pub ip: String,
@@ -46,7 +49,7 @@ pub struct AgentEndpoint {
 
 impl AgentEndpoint {
     pub fn service_name(&self) -> String {
-        format!("agent-{}", self.name)
+        self.kong_name.clone()
     }
     pub fn url(&self) -> String {
         format!("http://{}:{}", self.ip, self.port)
@@ -136,6 +139,7 @@ pub fn classify(c: &ContainerFacts, network: &str) -> Classified {
         ));
     };
     Classified::Agent(AgentEndpoint {
+        kong_name: format!("agent-{name}"),
         name,
         container_id: c.id.clone(),
         container_name: c.name.clone(),

@@ -9,6 +9,7 @@ pub mod diff;
 pub mod discovery;
 pub mod endpoint;
 pub mod kong;
+pub mod kubernetes;
 pub mod reconciler;
 pub mod static_routes;
 pub mod static_watch;
@@ -22,9 +23,10 @@ use tokio::sync::{mpsc, watch};
 
 /// Run the sidecar until `shutdown` completes.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
-    if cfg.mode == DiscoveryMode::Kubernetes {
-        return Err("DISCOVERY_MODE=kubernetes is not available in this build yet; use DISCOVERY_MODE=docker (or K8S_ENABLED=false)".into());
-    }
+    let kube_client = match cfg.mode {
+        DiscoveryMode::Kubernetes => Some(kubernetes::client().await?),
+        DiscoveryMode::Docker => None,
+    };
     let status = Arc::new(status::Status::default());
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -34,19 +36,39 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                 cfg.listen
             )
         })?;
-    tracing::info!(listen = %cfg.listen, kong = %cfg.kong_admin_url, network = %cfg.agents_network, "registry-sidecar starting");
+    match cfg.mode {
+        DiscoveryMode::Docker => {
+            tracing::info!(listen = %cfg.listen, kong = %cfg.kong_admin_url, network = %cfg.agents_network, "registry-sidecar starting (docker discovery)")
+        }
+        DiscoveryMode::Kubernetes => {
+            tracing::info!(listen = %cfg.listen, kong = %cfg.kong_admin_url, namespace = %cfg.agents_namespace, "registry-sidecar starting (kubernetes discovery)")
+        }
+    }
 
     let statics = static_watch::initial(&cfg.static_routes_file, &cfg.hosts, &status);
     let (statics_tx, statics_rx) = watch::channel(Arc::new(statics));
     let (agents_tx, agents_rx) = watch::channel(discovery::AgentsView::default());
     let (sync_tx, sync_rx) = mpsc::channel(16);
 
-    let discovery = discovery::Discovery {
-        docker_host: cfg.docker_host.clone(),
-        network: cfg.agents_network.clone(),
-        idle_ping: Duration::from_secs(30),
-        status: status.clone(),
-        tx: agents_tx,
+    let discovery_task = match kube_client {
+        Some(client) => {
+            let d = kubernetes::KubeDiscovery {
+                namespace: cfg.agents_namespace.clone(),
+                status: status.clone(),
+                tx: agents_tx,
+            };
+            tokio::spawn(d.run(client))
+        }
+        None => {
+            let d = discovery::Discovery {
+                docker_host: cfg.docker_host.clone(),
+                network: cfg.agents_network.clone(),
+                idle_ping: Duration::from_secs(30),
+                status: status.clone(),
+                tx: agents_tx,
+            };
+            tokio::spawn(d.run())
+        }
     };
     let reconciler = reconciler::Reconciler {
         kong: kong::KongClient::new(
@@ -69,7 +91,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         mode: cfg.mode,
     };
     let tasks = [
-        tokio::spawn(discovery.run()),
+        discovery_task,
         tokio::spawn(reconciler.run()),
         tokio::spawn(api.serve(listener)),
         tokio::spawn(static_watch::watch_file(

@@ -21,6 +21,7 @@ pub struct HostOverrides {
     pub auth_service_url: String,
     pub router: String,
     pub n8n: String,
+    pub chat_logger_url: String,
 }
 
 impl HostOverrides {
@@ -34,6 +35,7 @@ impl HostOverrides {
             "KONG_AUTH_SERVICE_URL" => self.auth_service_url.clone(),
             "KONG_ROUTER_HOST" => self.router.clone(),
             "KONG_N8N_HOST" => self.n8n.clone(),
+            "CHAT_LOGGER_URL" => self.chat_logger_url.clone(),
             _ => return None,
         })
     }
@@ -50,6 +52,7 @@ impl Default for HostOverrides {
             auth_service_url: "http://nasiko-auth-service:8001".into(),
             router: "nasiko-router".into(),
             n8n: "n8n".into(),
+            chat_logger_url: "http://nasiko-chat-history:8002".into(),
         }
     }
 }
@@ -107,7 +110,7 @@ fn substitute_line(text: &str, hosts: &HostOverrides) -> Result<String, String> 
         let var = &after[..end];
         match hosts.lookup(var) {
             Some(v) => out.push_str(&v),
-            None => return Err(format!("unknown variable ${{{var}}}; known: KONG_BACKEND_HOST, KONG_WEB_HOST, KONG_WEB_PATH, KONG_AUTH_HOST, KONG_AUTH_PORT, KONG_AUTH_SERVICE_URL, KONG_ROUTER_HOST, KONG_N8N_HOST")),
+            None => return Err(format!("unknown variable ${{{var}}}; known: KONG_BACKEND_HOST, KONG_WEB_HOST, KONG_WEB_PATH, KONG_AUTH_HOST, KONG_AUTH_PORT, KONG_AUTH_SERVICE_URL, KONG_ROUTER_HOST, KONG_N8N_HOST, CHAT_LOGGER_URL")),
         }
         rest = &after[end + 1..];
     }

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod backend;
 pub mod docker;
 pub mod http;
+pub mod k8s_api;
 pub mod kong;
 pub mod process;
 pub mod redis_server;
