@@ -3,43 +3,11 @@
 //! cached image; Admin API writes per minute at rest with 50 agents; RSS of both daemons at rest and
 //! under a burst; image sizes. Run: cargo bench -p nasiko-tests   (after scripts/build-images.sh)
 
-use nasiko_tests::agents::AgentsRoot;
 use nasiko_tests::docker::{docker, docker_ok};
 use nasiko_tests::http::HttpClient;
 use nasiko_tests::stack::{Stack, IMAGES};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-
-fn add(stack: &Stack, sample: &str, name: &str) -> String {
-    let root = AgentsRoot {
-        path: stack.agents_dir.clone(),
-    };
-    let p = root.add(sample, name, "v1.0.0", None);
-    std::mem::forget(root);
-    p
-}
-
-fn queue(stack: &Stack, name: &str, path: &str) {
-    stack.exec(
-        "redis",
-        &[
-            "redis-cli",
-            "XADD",
-            "orchestration:commands",
-            "*",
-            "command",
-            "deploy_agent",
-            "agent_name",
-            name,
-            "agent_path",
-            path,
-            "owner_id",
-            "bench",
-            "upload_type",
-            "directory",
-        ],
-    );
-}
 
 async fn answering(http: &HttpClient, stack: &Stack, name: &str) {
     let url = format!("{}/agents/agent-{name}", stack.gateway());
@@ -134,26 +102,26 @@ async fn main() {
 
     let pid = std::process::id();
     let fresh = format!("fresh{pid}");
-    let p = add(&stack, "compose-agents-net", &fresh);
+    let p = stack.add_package("compose-agents-net", &fresh, "v1.0.0");
     let t = Instant::now();
-    queue(&stack, &fresh, &p);
+    stack.queue(&fresh, &p, "v1.0.0", None);
     answering(&http, &stack, &fresh).await;
     println!(
         "job queued -> answering through the gateway, fresh build: {:.2} s",
         t.elapsed().as_secs_f64()
     );
     let cached = format!("cached{pid}");
-    let p = add(&stack, "compose-agents-net", &cached);
+    let p = stack.add_package("compose-agents-net", &cached, "v1.0.0");
     // same files, other name: every layer but the labels comes from the build cache
     let t = Instant::now();
-    queue(&stack, &cached, &p);
+    stack.queue(&cached, &p, "v1.0.0", None);
     answering(&http, &stack, &cached).await;
     println!(
         "job queued -> answering through the gateway, cached layers: {:.2} s",
         t.elapsed().as_secs_f64()
     );
     let t = Instant::now();
-    queue(&stack, &cached, &p);
+    stack.queue(&cached, &p, "v1.0.0", None);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let msg = stack.exec(
@@ -195,8 +163,8 @@ async fn main() {
     let names: Vec<String> = (0..48).map(|i| format!("b{i}x{pid}")).collect();
     let t = Instant::now();
     for n in &names {
-        let p = add(&stack, "dockerfile-only", n);
-        queue(&stack, n, &p);
+        let p = stack.add_package("dockerfile-only", n, "v1.0.0");
+        stack.queue(n, &p, "v1.0.0", None);
     }
     let mut peak = (0.0f64, 0.0f64);
     for n in &names {

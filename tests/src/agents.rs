@@ -4,6 +4,34 @@
 use crate::docker::docker;
 use std::path::{Path, PathBuf};
 
+/// Copy `sample` to `{root}/{agent}/{version}` with placeholders filled; returns the path as the
+/// backend would write it (`/app/agents/{agent}/{version}`).
+pub fn add_package(
+    root: &Path,
+    sample: &str,
+    agent: &str,
+    version: &str,
+    port: Option<u16>,
+) -> String {
+    let src = samples_dir().join(sample);
+    let dest = root.join(agent).join(version);
+    std::fs::create_dir_all(&dest).expect("package dir");
+    for e in std::fs::read_dir(&src).expect("sample exists").flatten() {
+        let text = std::fs::read_to_string(e.path()).expect("sample files are text");
+        let text = text
+            .replace("__AGENT__", agent)
+            .replace("__VERSION__", version)
+            .replace("__PORT__", &port.unwrap_or(0).to_string());
+        std::fs::write(dest.join(e.file_name()), text).expect("write package file");
+    }
+    let dockerfile = std::fs::read_to_string(dest.join("Dockerfile")).unwrap_or_default();
+    if dockerfile.contains("agent.sh") {
+        std::fs::copy(samples_dir().join("common/agent.sh"), dest.join("agent.sh"))
+            .expect("agent.sh");
+    }
+    format!("/app/agents/{agent}/{version}")
+}
+
 pub fn samples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("agents")
 }
@@ -20,29 +48,9 @@ impl AgentsRoot {
         AgentsRoot { path }
     }
 
-    /// Copy `sample` to `{root}/{agent}/{version}` with placeholders filled; returns the path as
-    /// the backend would write it (`/app/agents/{agent}/{version}`).
+    /// Copy `sample` into this root; see [`add_package`].
     pub fn add(&self, sample: &str, agent: &str, version: &str, port: Option<u16>) -> String {
-        let src = samples_dir().join(sample);
-        let dest = self.path.join(agent).join(version);
-        std::fs::create_dir_all(&dest).expect("package dir");
-        for e in std::fs::read_dir(&src).expect("sample exists").flatten() {
-            let text = std::fs::read_to_string(e.path()).expect("sample files are text");
-            let text = text
-                .replace("__AGENT__", agent)
-                .replace("__VERSION__", version)
-                .replace("__PORT__", &port.unwrap_or(0).to_string());
-            std::fs::write(dest.join(e.file_name()), text).expect("write package file");
-        }
-        if dest.join("Dockerfile").exists()
-            && std::fs::read_to_string(dest.join("Dockerfile"))
-                .unwrap_or_default()
-                .contains("agent.sh")
-        {
-            std::fs::copy(samples_dir().join("common/agent.sh"), dest.join("agent.sh"))
-                .expect("agent.sh");
-        }
-        format!("/app/agents/{agent}/{version}")
+        add_package(&self.path, sample, agent, version, port)
     }
 }
 

@@ -134,6 +134,52 @@ impl Stack {
         String::from_utf8_lossy(&o.stdout).to_string()
     }
 
+    /// Put a sample package into the stack's agents folder; the path as the backend writes it.
+    pub fn add_package(&self, sample: &str, name: &str, version: &str) -> String {
+        crate::agents::add_package(&self.agents_dir, sample, name, version, None)
+    }
+
+    /// XADD a job through the stack's own Redis with the fields the Nasiko backend sends
+    /// (contracts.md §3); `action` makes it an update or rollback.
+    pub fn queue(&self, name: &str, path: &str, version: &str, action: Option<&str>) -> String {
+        let mut args = vec![
+            "redis-cli",
+            "XADD",
+            "orchestration:commands",
+            "*",
+            "command",
+            "deploy_agent",
+            "agent_name",
+            name,
+            "agent_path",
+            path,
+            "base_url",
+            "http://nasiko-backend:8000",
+            "owner_id",
+            "owner-e2e",
+            "upload_id",
+            "up-e2e",
+            "version",
+            version,
+            "timestamp",
+            "1795000000.0",
+        ];
+        match action {
+            Some(a) => args.extend([
+                "action",
+                a,
+                "agent_id",
+                name,
+                "new_version",
+                version,
+                "upload_type",
+                "agent_update",
+            ]),
+            None => args.extend(["upload_type", "directory"]),
+        }
+        self.exec("redis", &args).trim().to_string()
+    }
+
     pub fn gateway(&self) -> String {
         format!("http://127.0.0.1:{}", self.proxy_port)
     }

@@ -3,7 +3,6 @@
 //! the backend queues it, built, deployed, routed and answering through the gateway; updated;
 //! removed; then the fault runs; then local-down.sh leaves nothing behind.
 
-use nasiko_tests::agents::AgentsRoot;
 use nasiko_tests::docker::{docker, docker_ok};
 use nasiko_tests::http::HttpClient;
 use nasiko_tests::process::wait_for;
@@ -14,65 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(120);
-
-/// Put a sample package into the stack's agents folder as `/app/agents/{name}/{version}`.
-fn add_package(stack: &Stack, sample: &str, name: &str, version: &str) -> String {
-    let root = AgentsRoot {
-        path: stack.agents_dir.clone(),
-    };
-    let p = root.add(sample, name, version, None);
-    std::mem::forget(root); // the stack owns the folder
-    p
-}
-
-/// XADD through the stack's own Redis, with the fields the Nasiko backend sends.
-fn queue(stack: &Stack, name: &str, path: &str, version: &str, action: Option<&str>) -> String {
-    let mut args: Vec<String> = [
-        "redis-cli",
-        "XADD",
-        "orchestration:commands",
-        "*",
-        "command",
-        "deploy_agent",
-        "agent_name",
-        name,
-        "agent_path",
-        path,
-        "base_url",
-        "http://nasiko-backend:8000",
-        "owner_id",
-        "owner-e2e",
-        "upload_id",
-        "up-e2e",
-        "upload_type",
-        "directory",
-        "version",
-        version,
-        "timestamp",
-        "1795000000.0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    if let Some(a) = action {
-        args.extend(
-            [
-                "action",
-                a,
-                "agent_id",
-                name,
-                "new_version",
-                version,
-                "upload_type",
-                "agent_update",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        );
-    }
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    stack.exec("redis", &refs).trim().to_string()
-}
 
 fn status(stack: &Stack, name: &str) -> String {
     stack
@@ -169,8 +109,8 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
 
     // 3-6. a deploy queued as the backend queues it; built, deployed, routed, answering
     let name = format!("echo{}", std::process::id());
-    let path = add_package(&stack, "compose-agents-net", &name, "v1.0.0");
-    queue(&stack, &name, &path, "v1.0.0", None);
+    let path = stack.add_package("compose-agents-net", &name, "v1.0.0");
+    stack.queue(&name, &path, "v1.0.0", None);
     wait_status(&stack, &name, "completed").await;
     let c: Value =
         serde_json::from_str(&docker_ok(&["inspect", &format!("agent-{name}")])).unwrap();
@@ -245,8 +185,8 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
             }
         })
     };
-    let v2 = add_package(&stack, "compose-agents-net", &name, "v2.0.0");
-    queue(&stack, &name, &v2, "v2.0.0", Some("update_agent"));
+    let v2 = stack.add_package("compose-agents-net", &name, "v2.0.0");
+    stack.queue(&name, &v2, "v2.0.0", Some("update_agent"));
     wait_for("v2 answering through the gateway", T, || async {
         let r = send(&http, &stack, &name).await?;
         (r["result"]["parts"][0]["text"] == format!("hello from {name} v2.0.0")).then_some(())
@@ -275,7 +215,7 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
 
     // fault: the build agent SIGKILLed mid-build and restarted; the job completes
     let slow = format!("slow{}", std::process::id());
-    let sp = add_package(&stack, "dockerfile-only", &slow, "v1.0.0");
+    let sp = stack.add_package("dockerfile-only", &slow, "v1.0.0");
     let df = stack.agents_dir.join(&slow).join("v1.0.0/Dockerfile");
     std::fs::write(
         &df,
@@ -285,7 +225,7 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         ),
     )
     .unwrap();
-    queue(&stack, &slow, &sp, "v1.0.0", None);
+    stack.queue(&slow, &sp, "v1.0.0", None);
     wait_status(&stack, &slow, "building").await;
     let worker = stack.container("nasiko-worker");
     docker_ok(&["kill", "-s", "KILL", &worker]);
@@ -298,7 +238,7 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
 
     // fault: the gateway's Admin API down while an agent starts; the route appears once it is back
     let late = format!("late{}", std::process::id());
-    let lp = add_package(&stack, "dockerfile-only", &late, "v1.0.0");
+    let lp = stack.add_package("dockerfile-only", &late, "v1.0.0");
     let control = format!("{}/__emulator/fault", stack.gateway());
     assert_eq!(
         http.json("PUT", &control, Some(&json!({"mode": "refuse"})))
@@ -307,7 +247,7 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
             .0,
         200
     );
-    queue(&stack, &late, &lp, "v1.0.0", None);
+    stack.queue(&late, &lp, "v1.0.0", None);
     wait_status(&stack, &late, "completed").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
@@ -380,8 +320,8 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         .map(|i| format!("burst{i}x{}", std::process::id()))
         .collect();
     for n in &names {
-        let p = add_package(&stack, "dockerfile-only", n, "v1.0.0");
-        queue(&stack, n, &p, "v1.0.0", None);
+        let p = stack.add_package("dockerfile-only", n, "v1.0.0");
+        stack.queue(n, &p, "v1.0.0", None);
     }
     for n in &names {
         wait_status(&stack, n, "completed").await;
