@@ -137,6 +137,16 @@ async fn services_appear_change_port_and_disappear_and_kong_follows() {
     // and chat-logger on localhost
     let backend = k.service("backend-api-proxy").await.unwrap();
     assert_eq!(backend["host"], "nasiko-backend.nasiko.svc.cluster.local");
+    // services, then routes, then plugins: wait for the last phase
+    let purl = format!("{}/services/agent-translator/plugins", k.kong.admin_url());
+    wait_for("the agent's plugins", T, || async {
+        (k.http.json("GET", &purl, None).await.ok()?.1["data"]
+            .as_array()?
+            .len()
+            == 3)
+            .then_some(())
+    })
+    .await;
     let (_, plugins) = k
         .http
         .json(
