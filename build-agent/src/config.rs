@@ -202,6 +202,10 @@ pub struct RunArgs {
     /// Compose command: auto, v2 (docker compose) or v1 (docker-compose).
     #[arg(long, env = "COMPOSE_FLAVOR", default_value = "auto")]
     pub compose: String,
+    /// Seconds to wait at each step of an update handover; longer than the sidecar's
+    /// ROUTE_WARMUP_SECS. 0 turns the handover off.
+    #[arg(long, env = "HANDOVER_SECS", default_value_t = 4)]
+    pub handover_secs: u64,
     /// Images kept per agent (older ones are removed).
     #[arg(long, env = "KEEP_IMAGES", default_value_t = 2)]
     pub keep_images: usize,
@@ -257,6 +261,7 @@ pub struct Config {
     pub start_timeout: Duration,
     pub compose: String,
     pub keep_images: usize,
+    pub handover_wait: Duration,
     pub noop_deploy: bool,
 }
 
@@ -329,6 +334,7 @@ impl Config {
             start_timeout: Duration::from_secs(r.start_timeout_secs.max(1)),
             compose: r.compose,
             keep_images: r.keep_images.max(1),
+            handover_wait: Duration::from_secs(r.handover_secs),
             noop_deploy: r.noop_deploy,
         })
     }

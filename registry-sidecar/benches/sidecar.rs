@@ -82,7 +82,7 @@ async fn start_to_route(n: usize) {
         let out = docker(&["start", &c]);
         assert!(out.status.success());
         let started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &c]);
-        let t_start = parse_rfc3339(&started);
+        let t_start = registry_sidecar::endpoint::parse_rfc3339(&started).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !route_present(&kong, &svc) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -111,25 +111,6 @@ async fn start_to_route(n: usize) {
         rss_rest, rss_after
     );
     drop(sidecar);
-}
-
-/// Container StartedAt (RFC 3339, ns) as unix seconds.
-fn parse_rfc3339(s: &str) -> f64 {
-    let (date, time) = s.trim().split_once('T').unwrap();
-    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
-    let time = time.trim_end_matches('Z');
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
-    let (y, m, day) = (d[0], d[1], d[2]);
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    let frac: f64 = format!("0.{frac}").parse().unwrap_or(0.0);
-    (days * 86400 + t[0] * 3600 + t[1] * 60 + t[2]) as f64 + frac
 }
 
 fn synthetic(n: usize) -> Vec<AgentEndpoint> {
@@ -169,6 +150,8 @@ async fn sync_costs(n: usize) {
             statics: &statics,
             available_plugins: Some(&available),
             owner_tag: "managed-by-nasiko-registry",
+            now: 0.0,
+            warmup: 0.0,
         });
         let p = plan(&d, &owned, true);
         for phase in p.phases {

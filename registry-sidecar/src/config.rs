@@ -112,6 +112,11 @@ pub struct Args {
     #[arg(long, env = "KONG_WRITE_CONCURRENCY", default_value_t = 8)]
     pub write_concurrency: usize,
 
+    /// Seconds a second container of the same agent must run before it takes the agent's route
+    /// (lets an update start the new version beside the old one without dropping requests).
+    #[arg(long, env = "ROUTE_WARMUP_SECS", default_value_t = 3.0)]
+    pub route_warmup_secs: f64,
+
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -131,6 +136,7 @@ pub struct Config {
     pub owner_tag: String,
     pub kong_timeout: Duration,
     pub write_concurrency: usize,
+    pub route_warmup: Duration,
 }
 
 impl Args {
@@ -199,6 +205,7 @@ impl Args {
             owner_tag: self.owner_tag,
             kong_timeout: Duration::from_millis(self.kong_timeout_ms.max(100)),
             write_concurrency: self.write_concurrency.clamp(1, 64),
+            route_warmup: Duration::from_secs_f64(self.route_warmup_secs.clamp(0.0, 600.0)),
         })
     }
 }

@@ -157,6 +157,46 @@ pub struct Inputs<'a> {
     /// `None` when unknown (Kong unreachable): then no plugin is planned.
     pub available_plugins: Option<&'a BTreeSet<String>>,
     pub owner_tag: &'a str,
+    /// Unix seconds now, and how long a container runs before it may take an agent's route
+    /// from another running container of the same agent.
+    pub now: f64,
+    pub warmup: f64,
+}
+
+fn is_warm(a: &AgentEndpoint, now: f64, warmup: f64) -> bool {
+    a.started_unix().is_none_or(|t| t + warmup <= now)
+}
+
+/// Which container of an agent gets the route: the newest of those running for `warmup` seconds,
+/// else (none warmed up yet) the oldest. So a replacement started beside a running container takes
+/// over only once it has had time to start listening: the build agent's update handover.
+pub fn pick<'a>(candidates: &[&'a AgentEndpoint], now: f64, warmup: f64) -> &'a AgentEndpoint {
+    let key = |a: &&&AgentEndpoint| (a.started_at.clone(), a.container_id.clone());
+    let newest_warm = candidates
+        .iter()
+        .filter(|a| is_warm(a, now, warmup))
+        .max_by_key(key);
+    match newest_warm {
+        Some(a) => a,
+        None => candidates
+            .iter()
+            .min_by_key(key)
+            .expect("at least one candidate"),
+    }
+}
+
+/// When the route choice may change next by a container warming up (a resync is due then).
+pub fn next_warmup(agents: &[AgentEndpoint], now: f64, warmup: f64) -> Option<f64> {
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for a in agents {
+        *count.entry(a.name.as_str()).or_default() += 1;
+    }
+    agents
+        .iter()
+        .filter(|a| count[a.name.as_str()] > 1)
+        .filter_map(|a| a.started_unix().map(|t| t + warmup))
+        .filter(|t| *t > now)
+        .min_by(|a, b| a.total_cmp(b))
 }
 
 pub fn build(inp: &Inputs) -> DesiredState {
@@ -218,16 +258,15 @@ pub fn build(inp: &Inputs) -> DesiredState {
         );
         add_plugins(&mut d, &p.name, &p.plugins, &static_tags);
     }
-    // one endpoint per agent name: the most recently started container wins
-    let mut by_name: BTreeMap<&str, &AgentEndpoint> = BTreeMap::new();
+    // one endpoint per agent name (see `pick`)
+    let mut groups: BTreeMap<&str, Vec<&AgentEndpoint>> = BTreeMap::new();
     for a in inp.agents {
-        let e = by_name.entry(a.name.as_str()).or_insert(a);
-        if (a.started_at.as_str(), a.container_id.as_str())
-            > (e.started_at.as_str(), e.container_id.as_str())
-        {
-            *e = a;
-        }
+        groups.entry(a.name.as_str()).or_default().push(a);
     }
+    let by_name: BTreeMap<&str, &AgentEndpoint> = groups
+        .iter()
+        .map(|(n, c)| (*n, pick(c, inp.now, inp.warmup)))
+        .collect();
     let agent_tags = vec![inp.owner_tag.to_string(), AGENT_TAG.to_string()];
     for a in by_name.values() {
         let svc = a.service_name();
@@ -308,6 +347,8 @@ mod tests {
             statics: &statics,
             available_plugins: Some(&all),
             owner_tag: "own",
+            now: 0.0,
+            warmup: 0.0,
         });
         let s = &d.services["agent-translator"];
         assert_eq!(
@@ -353,6 +394,8 @@ mod tests {
             statics: &statics,
             available_plugins: Some(&only_cors),
             owner_tag: "own",
+            now: 0.0,
+            warmup: 0.0,
         });
         assert!(d.plugins.values().all(|p| p.name == "cors"));
         assert_eq!(
@@ -364,28 +407,46 @@ mod tests {
             statics: &statics,
             available_plugins: None,
             owner_tag: "own",
+            now: 0.0,
+            warmup: 0.0,
         });
         assert!(d.plugins.is_empty() && d.missing_plugins.is_empty());
     }
 
     #[test]
-    fn the_most_recently_started_container_of_an_agent_wins() {
-        let statics = StaticConfig {
-            plugins: Default::default(),
-            agent_plugins: vec![],
-            proxies: vec![],
-        };
-        let agents = [
-            agent("a", "10.0.0.2", "2026-01-01T00:00:01Z"),
-            agent("a", "10.0.0.3", "2026-01-01T00:00:02Z"),
+    fn a_replacement_takes_the_route_only_once_warmed_up() {
+        let t = |secs: u32| format!("2026-11-24T00:00:{secs:02}Z");
+        let base = 1795478400.0;
+        let old = agent("a", "10.0.0.2", &t(0));
+        let new = agent("a", "10.0.0.3", &t(10));
+        let both = [&old, &new];
+        assert_eq!(
+            pick(&both, base + 11.0, 3.0).ip,
+            "10.0.0.2",
+            "the new one is still warming up"
+        );
+        assert_eq!(
+            pick(&both, base + 13.0, 3.0).ip,
+            "10.0.0.3",
+            "warmed up: the newest takes over"
+        );
+        assert_eq!(
+            pick(&[&new], base + 10.5, 3.0).ip,
+            "10.0.0.3",
+            "alone, a container is routed at once"
+        );
+        let fresh_pair = [
+            &agent("a", "10.0.0.4", &t(20)),
+            &agent("a", "10.0.0.5", &t(21)),
         ];
-        let d = build(&Inputs {
-            agents: &agents,
-            statics: &statics,
-            available_plugins: None,
-            owner_tag: "own",
-        });
-        assert_eq!(d.services["agent-a"].upstream.host, "10.0.0.3");
+        assert_eq!(
+            pick(&fresh_pair, base + 21.5, 3.0).ip,
+            "10.0.0.4",
+            "none warm: the oldest"
+        );
+        let agents = [old.clone(), new.clone()];
+        assert_eq!(next_warmup(&agents, base + 11.0, 3.0), Some(base + 13.0));
+        assert_eq!(next_warmup(&agents, base + 14.0, 3.0), None);
     }
 
     #[test]

@@ -241,6 +241,8 @@ mod tests {
             statics: &statics,
             available_plugins: Some(&all),
             owner_tag: "own",
+            now: 0.0,
+            warmup: 0.0,
         })
     }
 

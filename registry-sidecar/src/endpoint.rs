@@ -54,6 +54,36 @@ impl AgentEndpoint {
     pub fn url(&self) -> String {
         format!("http://{}:{}", self.ip, self.port)
     }
+    /// When the container started, in unix seconds (None when unknown).
+    pub fn started_unix(&self) -> Option<f64> {
+        parse_rfc3339(&self.started_at)
+    }
+}
+
+/// Docker's `State.StartedAt` (RFC 3339, UTC, nanoseconds) as unix seconds.
+pub fn parse_rfc3339(s: &str) -> Option<f64> {
+    let (date, time) = s.trim().split_once('T')?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let time = time.strip_suffix('Z')?;
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    if d.len() != 3 || t.len() != 3 || d[0] < 1971 {
+        return None;
+    }
+    let (y, m, day) = (d[0], d[1], d[2]);
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let days = era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+    let frac: f64 = format!("0.{frac}").parse().unwrap_or(0.0);
+    Some((days * 86400 + t[0] * 3600 + t[1] * 60 + t[2]) as f64 + frac)
 }
 
 /// The outcome for one container.
@@ -178,6 +208,18 @@ mod tests {
             Classified::Agent(a) => a,
             other => panic!("expected an agent, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn docker_start_times_parse_to_unix_seconds() {
+        assert_eq!(
+            parse_rfc3339("1970-01-02T00:00:00Z"),
+            None,
+            "before 1971 means unset (0001-01-01 in Docker)"
+        );
+        assert_eq!(parse_rfc3339("2026-11-24T00:00:00.5Z"), Some(1795478400.5));
+        assert_eq!(parse_rfc3339("0001-01-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339(""), None);
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         interval: cfg.interval,
         owner_tag: cfg.owner_tag.clone(),
         concurrency: cfg.write_concurrency,
+        warmup: cfg.route_warmup,
     };
     let api = api::Api {
         status: status.clone(),

@@ -38,6 +38,8 @@ pub struct Reconciler {
     pub interval: Duration,
     pub owner_tag: String,
     pub concurrency: usize,
+    /// How long a second container of an agent runs before it takes the route (update handover).
+    pub warmup: Duration,
 }
 
 impl Reconciler {
@@ -49,12 +51,20 @@ impl Reconciler {
         loop {
             let mut waiters: Vec<SyncRequest> = Vec::new();
             let retry = retry_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(86400));
+            let warmed = {
+                let agents: Vec<_> = self.agents.borrow().agents.values().cloned().collect();
+                let now = now_unix();
+                crate::desired::next_warmup(&agents, now, self.warmup.as_secs_f64())
+                    .map(|t| Instant::now() + Duration::from_secs_f64((t - now).max(0.0) + 0.05))
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400))
+            };
             let from_event = tokio::select! {
                 r = self.agents.changed() => { if r.is_err() { return } true }
                 r = self.statics.changed() => { if r.is_err() { return } true }
                 w = self.sync_requests.recv() => match w { Some(w) => { waiters.push(w); false } None => return },
                 _ = tokio::time::sleep_until(next_periodic) => false,
                 _ = tokio::time::sleep_until(retry) => false,
+                _ = tokio::time::sleep_until(warmed) => false,
             };
             // in a burst (a sync ran less than MIN_GAP ago), gather what else arrives until the
             // gap has passed: at most one sync per MIN_GAP, an isolated change at once
@@ -162,6 +172,8 @@ impl Reconciler {
             .await
             .map_err(|e| (SyncError::Kong(e), 0))?;
         let desired = build(&Inputs {
+            now: crate::status::now_unix(),
+            warmup: self.warmup.as_secs_f64(),
             agents,
             statics,
             available_plugins: Some(&available),

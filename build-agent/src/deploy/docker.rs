@@ -127,6 +127,12 @@ pub async fn container_state(name: &str) -> Option<(String, String, String, Stri
     ))
 }
 
+pub async fn remove_container(name: &str) -> Result<(), CmdError> {
+    run(&argv(&["docker", "rm", "-f", "-v", name]), SHORT, None)
+        .await
+        .map(drop)
+}
+
 pub async fn logs_tail(name: &str, n: usize) -> String {
     match run(
         &argv(&["docker", "logs", "--tail", &n.to_string(), name]),
@@ -192,8 +198,10 @@ pub async fn undeploy(project: &str, container: &str) -> Result<usize, String> {
     .await
     .map_err(|e| e.to_string())?;
     let mut ids: Vec<String> = o.stdout.split_whitespace().map(String::from).collect();
-    if let Some((_, _, _, id, _)) = container_state(container).await {
-        ids.push(id);
+    for name in [container.to_string(), format!("{container}-handover")] {
+        if let Some((_, _, _, id, _)) = container_state(&name).await {
+            ids.push(id);
+        }
     }
     ids.sort();
     ids.dedup();

@@ -249,7 +249,16 @@ impl Deployer {
         )
         .await
         .map_err(|e| format!("the compose configuration is invalid: {e}"))?;
-        match self.start(&project, &dir, &files, &container).await {
+        let handover = self.start_handover(job, p).await;
+        let started = self.start(&project, &dir, &files, &container).await;
+        if let Some(h) = &handover {
+            if started.is_ok() {
+                // the sidecar moves the route to the new container once it has warmed up
+                tokio::time::sleep(self.cfg.handover_wait).await;
+            }
+            let _ = docker::remove_container(h).await;
+        }
+        match started {
             Ok(id) => Ok(Deployed {
                 container_id: id,
                 image: p.tag.clone(),
@@ -267,6 +276,66 @@ impl Deployer {
                         "{e}; putting the previous version ({prev}) back also failed: {e2}"
                     )),
                 }
+            }
+        }
+    }
+
+    /// Replacing a running agent: start a stand-by of the new version on the shared network
+    /// first. The sidecar gives the route to an agent's newest container once it has run
+    /// ROUTE_WARMUP_SECS, so the route moves to the stand-by while the old container still serves,
+    /// stays there while compose recreates the entry container, and moves to the new one before the
+    /// stand-by is removed: an update without dropped requests. Best effort: without a stand-by the
+    /// update goes on (and may drop requests for a moment).
+    async fn start_handover(&self, job: &DeployJob, p: &Prepared) -> Option<String> {
+        let container = compose::container_name(&job.agent);
+        let running = docker::container_state(&container)
+            .await
+            .is_some_and(|s| s.0 == "running");
+        if !running || self.cfg.handover_wait.is_zero() {
+            return None;
+        }
+        let name = format!("{container}-handover");
+        let _ = docker::remove_container(&name).await;
+        let dotenv = std::fs::read_to_string(p.build_dir.join(".env"))
+            .map(|t| compose::parse_dotenv(&t))
+            .unwrap_or_default();
+        let mut args: Vec<String> = [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            &self.cfg.network,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for (k, v) in [
+            ("nasiko.type", "agent"),
+            ("nasiko.name", job.agent.as_str()),
+            ("nasiko.owner", job.owner_id.as_str()),
+            ("nasiko.handover", "true"),
+        ] {
+            args.extend(["--label".to_string(), format!("{k}={v}")]);
+        }
+        for (k, v) in agent_env(&self.cfg, job, dotenv) {
+            args.extend(["-e".to_string(), format!("{k}={v}")]);
+        }
+        args.push(p.tag.clone());
+        if let Err(e) = crate::process::run(&args, Duration::from_secs(60), None).await {
+            tracing::warn!(job = %job.stream_id, agent = %job.agent, "no stand-by for the update ({e}); requests may drop while the container is recreated");
+            return None;
+        }
+        match self.wait_running(&name).await {
+            Ok(_) => {
+                tokio::time::sleep(self.cfg.handover_wait).await;
+                Some(name)
+            }
+            Err(e) => {
+                tracing::warn!(job = %job.stream_id, agent = %job.agent, "the stand-by did not start ({e}); updating without it");
+                let _ = docker::remove_container(&name).await;
+                None
             }
         }
     }

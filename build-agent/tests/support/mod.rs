@@ -54,6 +54,7 @@ impl Harness {
             .env("START_TIMEOUT_SECS", "30")
             // v1 here; the end-to-end stack runs the worker image with the v2 plugin
             .env("COMPOSE_FLAVOR", "v1")
+            .env("HANDOVER_SECS", "1")
             .env("SHUTDOWN_GRACE_SECS", "20")
             .env("RUST_LOG", "warn,build_agent=info")
             .env_remove("OPENAI_API_KEY");
