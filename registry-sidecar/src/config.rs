@@ -17,8 +17,9 @@ pub enum DiscoveryMode {
 /// Keeps Kong's services, routes and plugins in step with the Nasiko agent containers running on
 /// the agents network, plus the platform's static proxies. A drop-in for `kong-service-registry`.
 ///
-/// Agent containers are found by the label `nasiko.type=agent` (or, unlabelled, by a name starting
-/// with `agent-`). Every Kong entity it writes carries an ownership tag; it never touches others.
+/// Docker mode (the default): agent containers are found by the label `nasiko.type=agent` (or,
+/// unlabelled, by a name starting with `agent-`). Kubernetes mode: the Services of
+/// AGENTS_NAMESPACE. Every Kong entity it writes carries an ownership tag; it never touches others.
 #[derive(Debug, Parser)]
 #[command(name = "registry-sidecar", version)]
 pub struct Args {
