@@ -117,7 +117,7 @@ impl Common {
     }
 }
 
-#[derive(Debug, Clone, ClapArgs, Default)]
+#[derive(Debug, Clone, ClapArgs)]
 pub struct RunArgs {
     /// Consumer name in the group (default: the hostname).
     #[arg(long, env = "CONSUMER_NAME")]

@@ -376,7 +376,6 @@ async fn proxy_request(shared: Arc<Shared>, req: Incoming_) -> Resp {
         }
         Err(e) => {
             tracing::debug!("proxy to {} failed: {e}", up.url);
-            let _ = Bytes::new();
             json_response(
                 502,
                 Some(
