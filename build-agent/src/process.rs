@@ -1,5 +1,6 @@
 //! External commands: argument vectors only (never a shell), a timeout that kills the whole
-//! process group, output captured and optionally streamed line by line.
+//! process group, children that die with the build agent, output captured and optionally
+//! streamed line by line.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -68,6 +69,18 @@ pub async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // If the build agent itself dies (SIGKILL included), its children die too: an orphaned
+    // `docker build` must not go on after the job has been handed to the next run. (The signal
+    // follows the spawning thread: tokio's core worker threads live as long as the runtime.)
+    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = cmd.spawn().map_err(|e| CmdError::Spawn(what.clone(), e))?;
     let pgid = child.id();
     let (tx, mut rx) = mpsc::unbounded_channel::<(bool, String)>();

@@ -362,6 +362,16 @@ async fn a_build_agent_killed_mid_build_resumes_the_job_and_completes_it_once() 
     tokio::time::sleep(Duration::from_secs(1)).await;
     w.signal(9);
     w.wait_exit(Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let orphans = std::process::Command::new("pgrep")
+        .args(["-f", &format!("docker build .*nasiko-agent-{a}")])
+        .output()
+        .unwrap();
+    assert!(
+        orphans.stdout.is_empty(),
+        "the build died with the build agent: {}",
+        String::from_utf8_lossy(&orphans.stdout)
+    );
     assert_eq!(
         h.pending().await,
         1,
@@ -430,5 +440,36 @@ async fn plan_prints_the_effective_compose_and_undeploy_removes_the_agent() {
             .status
             .code()
             != Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compose_v2_plugin_deploys_the_template_too() {
+    ensure_busybox_image();
+    let v2 = std::process::Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .unwrap();
+    assert!(
+        v2.status.success(),
+        "the compose v2 plugin is missing; scripts/test.sh installs it"
+    );
+    let net = TestNet::new();
+    let a = unique("vtwo");
+    let _clean = AgentCleanup::new(&[&a]);
+    let mut h = Harness::new(&net.name).await;
+    h.extra_env.push(("COMPOSE_FLAVOR".into(), "v2".into()));
+    let path = h.root.add("compose-agents-net", &a, "v1.0.0", None);
+    let _w = h.spawn("c1");
+    h.queue(&h.deploy_fields(&a, &path, "u2")).await;
+    let s = h.wait_terminal(&a).await;
+    assert_eq!(s["status"], "completed", "{s:?}");
+    let c = inspect(&format!("agent-{a}"));
+    assert_eq!(c["Config"]["Labels"]["nasiko.owner"], "u2");
+    assert!(c["NetworkSettings"]["Networks"].get(&net.name).is_some());
+    let reply = ask(&format!("agent-{a}"), &net.name).await;
+    assert_eq!(
+        reply["result"]["parts"][0]["text"],
+        format!("hello from {a} v1.0.0")
     );
 }

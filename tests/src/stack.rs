@@ -194,6 +194,15 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         let _ = self.script("local-down.sh", &["--agents", "--volumes", "--yes"]);
+        // agents already undeployed have no container left for --agents to find: clean by name
+        let names: Vec<String> = std::fs::read_dir(&self.agents_dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        drop(crate::agents::AgentCleanup { agents: names });
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -372,5 +372,12 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
             !docker(&["inspect", &format!("agent-{n}")]).status.success(),
             "agent-{n} left"
         );
+        let imgs = docker_ok(&[
+            "images",
+            "-q",
+            "--filter",
+            &format!("label=nasiko.agent={n}"),
+        ]);
+        assert!(imgs.is_empty(), "images of {n} left: {imgs}");
     }
 }
