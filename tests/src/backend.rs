@@ -3,7 +3,7 @@
 //!
 //! Control: `GET|DELETE /__standin/calls`, `PUT /__standin/mode {"status":N|null,"delay_ms":N}`.
 
-use crate::http::{json_response, spawn_connection, Incoming_, Resp};
+use crate::http::{json_response, spawn_connection, ReadRequest, Resp};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -54,7 +54,7 @@ impl BackendStandin {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
         let s2 = shared.clone();
-        let handler = Arc::new(move |req: Incoming_| handle(s2.clone(), req));
+        let handler = Arc::new(move |req: ReadRequest| handle(s2.clone(), req));
         let task = tokio::spawn(async move {
             loop {
                 if let Ok((stream, _)) = listener.accept().await {
@@ -76,7 +76,7 @@ impl BackendStandin {
     }
 }
 
-async fn handle(shared: Arc<Shared>, req: Incoming_) -> Resp {
+async fn handle(shared: Arc<Shared>, req: ReadRequest) -> Resp {
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/__standin/calls") => {
             let calls = shared.calls.lock().expect("calls lock").clone();

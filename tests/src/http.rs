@@ -17,7 +17,7 @@ use tokio::sync::watch;
 pub type Resp = Response<Full<Bytes>>;
 
 /// A request with its body read.
-pub struct Incoming_ {
+pub struct ReadRequest {
     pub method: String,
     pub path: String,
     pub query: String,
@@ -44,7 +44,7 @@ pub fn json_response(status: u16, body: Option<&Value>) -> Resp {
 /// (a closed `kill` channel never ends the connection).
 pub fn spawn_connection<F, Fut>(stream: TcpStream, handler: Arc<F>, mut kill: watch::Receiver<u64>)
 where
-    F: Fn(Incoming_) -> Fut + Send + Sync + 'static,
+    F: Fn(ReadRequest) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Resp> + Send + 'static,
 {
     tokio::spawn(async move {
@@ -57,7 +57,7 @@ where
                     .await
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
-                let inc = Incoming_ {
+                let inc = ReadRequest {
                     method: parts.method.to_string(),
                     path: parts.uri.path().to_string(),
                     query: parts.uri.query().unwrap_or("").to_string(),

@@ -13,7 +13,7 @@ pub mod paging;
 pub mod proxy;
 pub mod store;
 
-use crate::http::{json_response, spawn_connection, HttpClient, Incoming_, Resp};
+use crate::http::{json_response, spawn_connection, HttpClient, ReadRequest, Resp};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -170,7 +170,7 @@ async fn admin_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>
     let mut fault_rx = shared.fault.subscribe();
     let handler = {
         let shared = shared.clone();
-        Arc::new(move |req: Incoming_| admin_request(shared.clone(), req))
+        Arc::new(move |req: ReadRequest| admin_request(shared.clone(), req))
     };
     loop {
         let refusing = *fault_rx.borrow() == Fault::Refuse;
@@ -203,7 +203,7 @@ async fn admin_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>
     }
 }
 
-async fn admin_request(shared: Arc<Shared>, req: Incoming_) -> Resp {
+async fn admin_request(shared: Arc<Shared>, req: ReadRequest) -> Resp {
     if req.path.starts_with("/__emulator/") {
         return control(&shared, req);
     }
@@ -263,7 +263,7 @@ async fn admin_request(shared: Arc<Shared>, req: Incoming_) -> Resp {
     json_response(answer.status, body)
 }
 
-fn control(shared: &Shared, req: Incoming_) -> Resp {
+fn control(shared: &Shared, req: ReadRequest) -> Resp {
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/__emulator/requests") => {
             let rec = shared.record.lock().expect("record lock").clone();
@@ -311,7 +311,7 @@ fn control(shared: &Shared, req: Incoming_) -> Resp {
 async fn proxy_loop(listener: TcpListener, shared: Arc<Shared>) {
     let handler = {
         let shared = shared.clone();
-        Arc::new(move |req: Incoming_| proxy_request(shared.clone(), req))
+        Arc::new(move |req: ReadRequest| proxy_request(shared.clone(), req))
     };
     loop {
         if let Ok((stream, _)) = listener.accept().await {
@@ -321,7 +321,7 @@ async fn proxy_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn proxy_request(shared: Arc<Shared>, req: Incoming_) -> Resp {
+async fn proxy_request(shared: Arc<Shared>, req: ReadRequest) -> Resp {
     if req.path.starts_with("/__emulator/") {
         return control(&shared, req);
     }
