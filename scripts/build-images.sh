@@ -36,7 +36,6 @@ done
 cd "$(dirname "$0")/.."
 # shellcheck source=lib.sh disable=SC1091
 . scripts/lib.sh
-die() { echo "build-images.sh: $*" >&2; exit 1; }
 wanted() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
 
 # Copy the shared libraries of binary $2 into the root $1, at their host paths.
@@ -102,8 +101,7 @@ if [ "$mode" = dockerfile ]; then
   exit 0
 fi
 
-command -v docker >/dev/null || die "the docker CLI is missing"
-docker info >/dev/null 2>&1 || die "the Docker daemon is not reachable; start it or set DOCKER_HOST"
+check_docker
 
 bins=(registry-sidecar build-agent kong-emulator backend-standin)
 if [ -z "${NASIKO_SKIP_CARGO:-}" ]; then

@@ -2,7 +2,7 @@
 # Shared helpers of the local-* scripts: messages, compose detection, env file loading.
 # shellcheck disable=SC2034  # variables are used by the scripts that source this file
 
-die() { echo "error: $*" >&2; exit 1; }
+die() { echo "${0##*/}: $*" >&2; exit 1; }
 say() { echo "==> $*"; }
 
 repo_root() { cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd; }

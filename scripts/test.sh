@@ -26,11 +26,11 @@ done
 
 cd "$(dirname "$0")/.."
 
-die() { echo "test.sh: $*" >&2; exit 1; }
+# shellcheck source=lib.sh disable=SC1091
+. scripts/lib.sh
 
 command -v cargo >/dev/null || die "cargo is not installed; install Rust (rustup) first"
-command -v docker >/dev/null || die "the docker CLI is not installed; install Docker Engine"
-docker info >/dev/null 2>&1 || die "the Docker daemon is not reachable (docker info failed); start it or set DOCKER_HOST"
+check_docker
 
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
@@ -51,8 +51,6 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 # compose v2 (the docker compose plugin) beside v1: the build agent is tested with both
-# shellcheck source=lib.sh disable=SC1091
-. scripts/lib.sh
 install_compose_v2 || die "cannot install the compose v2 plugin (see above); the v2 tests need it"
 
 # Builds interrupted or failed on purpose by the tests leave dangling intermediate images; remove

@@ -134,15 +134,7 @@ impl Api {
             "agents_waiting": s.waiting,
             "agents_skipped_malformed": s.malformed,
             "missing_plugins": s.missing_plugins,
-            "counters": {
-                "syncs": Counters::get(&c.syncs),
-                "sync_failures": Counters::get(&c.sync_failures),
-                "kong_requests": Counters::get(&c.kong_requests),
-                "kong_writes": Counters::get(&c.kong_writes),
-                "kong_errors": Counters::get(&c.kong_errors),
-                "docker_events": Counters::get(&c.docker_events),
-                "docker_reconnects": Counters::get(&c.docker_reconnects),
-            }
+            "counters": c.totals().iter().map(|(k, _, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         })
     }
 
@@ -155,48 +147,9 @@ impl Api {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
             ));
         };
-        m(
-            "registry_syncs_total",
-            "counter",
-            "Syncs run.",
-            Counters::get(&c.syncs) as f64,
-        );
-        m(
-            "registry_sync_failures_total",
-            "counter",
-            "Syncs that failed.",
-            Counters::get(&c.sync_failures) as f64,
-        );
-        m(
-            "registry_kong_requests_total",
-            "counter",
-            "Kong Admin API requests.",
-            Counters::get(&c.kong_requests) as f64,
-        );
-        m(
-            "registry_kong_writes_total",
-            "counter",
-            "Kong Admin API writes (POST/PUT/PATCH/DELETE).",
-            Counters::get(&c.kong_writes) as f64,
-        );
-        m(
-            "registry_kong_errors_total",
-            "counter",
-            "Kong Admin API errors.",
-            Counters::get(&c.kong_errors) as f64,
-        );
-        m(
-            "registry_docker_events_total",
-            "counter",
-            "Docker events received.",
-            Counters::get(&c.docker_events) as f64,
-        );
-        m(
-            "registry_docker_reconnects_total",
-            "counter",
-            "Docker reconnects.",
-            Counters::get(&c.docker_reconnects) as f64,
-        );
+        for (name, help, v) in c.totals() {
+            m(&format!("registry_{name}_total"), "counter", help, v as f64);
+        }
         m(
             "registry_event_lag_seconds_sum",
             "counter",

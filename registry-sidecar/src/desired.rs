@@ -186,13 +186,16 @@ pub fn pick<'a>(candidates: &[&'a AgentEndpoint], now: f64, warmup: f64) -> &'a 
 }
 
 /// When the route choice may change next by a container warming up (a resync is due then).
-pub fn next_warmup(agents: &[AgentEndpoint], now: f64, warmup: f64) -> Option<f64> {
+pub fn next_warmup<'a>(
+    agents: impl Iterator<Item = &'a AgentEndpoint> + Clone,
+    now: f64,
+    warmup: f64,
+) -> Option<f64> {
     let mut count: BTreeMap<&str, usize> = BTreeMap::new();
-    for a in agents {
+    for a in agents.clone() {
         *count.entry(a.name.as_str()).or_default() += 1;
     }
     agents
-        .iter()
         .filter(|a| count[a.name.as_str()] > 1)
         .filter_map(|a| a.started_unix().map(|t| t + warmup))
         .filter(|t| *t > now)
@@ -445,8 +448,11 @@ mod tests {
             "none warm: the oldest"
         );
         let agents = [old.clone(), new.clone()];
-        assert_eq!(next_warmup(&agents, base + 11.0, 3.0), Some(base + 13.0));
-        assert_eq!(next_warmup(&agents, base + 14.0, 3.0), None);
+        assert_eq!(
+            next_warmup(agents.iter(), base + 11.0, 3.0),
+            Some(base + 13.0)
+        );
+        assert_eq!(next_warmup(agents.iter(), base + 14.0, 3.0), None);
     }
 
     #[test]

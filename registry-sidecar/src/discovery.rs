@@ -221,6 +221,21 @@ impl Discovery {
             _ => None,
         };
         let Some(id) = id else { return };
+        // container events carry the labels and name: skip the inspect for containers that can
+        // be no agent (most of a busy host's events), unless we route or track them already
+        if e.typ == Some(EventMessageTypeEnum::CONTAINER) {
+            let candidate = attrs.contains_key("nasiko.type")
+                || attrs.get("name").is_some_and(|n| n.starts_with("agent-"));
+            let known = {
+                let v = self.tx.borrow();
+                v.agents.contains_key(&id)
+                    || v.waiting.contains_key(&id)
+                    || v.malformed.contains_key(&id)
+            };
+            if !candidate && !known {
+                return;
+            }
+        }
         let outcome = if action == "destroy" {
             None
         } else {

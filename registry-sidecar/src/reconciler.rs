@@ -52,9 +52,9 @@ impl Reconciler {
             let mut waiters: Vec<SyncRequest> = Vec::new();
             let retry = retry_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(86400));
             let warmed = {
-                let agents: Vec<_> = self.agents.borrow().agents.values().cloned().collect();
                 let now = now_unix();
-                crate::desired::next_warmup(&agents, now, self.warmup.as_secs_f64())
+                let view = self.agents.borrow();
+                crate::desired::next_warmup(view.agents.values(), now, self.warmup.as_secs_f64())
                     .map(|t| Instant::now() + Duration::from_secs_f64((t - now).max(0.0) + 0.05))
                     .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400))
             };

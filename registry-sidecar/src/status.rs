@@ -28,6 +28,43 @@ impl Counters {
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
     }
+    /// The plain counters as (name, help, value): `/status` shows them by name, `/metrics` as
+    /// `registry_{name}_total`.
+    pub fn totals(&self) -> [(&'static str, &'static str, u64); 7] {
+        [
+            ("syncs", "Syncs run.", Self::get(&self.syncs)),
+            (
+                "sync_failures",
+                "Syncs that failed.",
+                Self::get(&self.sync_failures),
+            ),
+            (
+                "kong_requests",
+                "Kong Admin API requests.",
+                Self::get(&self.kong_requests),
+            ),
+            (
+                "kong_writes",
+                "Kong Admin API writes (POST/PUT/PATCH/DELETE).",
+                Self::get(&self.kong_writes),
+            ),
+            (
+                "kong_errors",
+                "Kong Admin API errors.",
+                Self::get(&self.kong_errors),
+            ),
+            (
+                "docker_events",
+                "Discovery events received.",
+                Self::get(&self.docker_events),
+            ),
+            (
+                "docker_reconnects",
+                "Discovery reconnects.",
+                Self::get(&self.docker_reconnects),
+            ),
+        ]
+    }
 }
 
 #[derive(Debug, Default, Clone, Serialize)]

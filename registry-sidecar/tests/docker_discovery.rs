@@ -68,19 +68,21 @@ impl Harness {
             None => cmd.env_remove("DOCKER_HOST"),
         };
         self.sidecar = Some(ChildGuard::spawn("registry-sidecar", &mut cmd));
-        let api = self.api.clone();
-        let http = self.http.clone();
-        wait_for("the sidecar's first sync", T, || {
-            let (api, http) = (api.clone(), http.clone());
-            async move {
-                let (_, s) = http
-                    .json("GET", &format!("{api}/status"), None)
-                    .await
-                    .ok()?;
-                (s["last_sync"] != "never" && s["docker_listed"] == true).then_some(())
-            }
+        self.wait_status("the sidecar's first sync", |s| {
+            s["last_sync"] != "never" && s["docker_listed"] == true
         })
         .await;
+    }
+
+    /// Wait until the sidecar's /status satisfies `pred`; returns that status.
+    async fn wait_status(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let pred = &pred;
+        wait_for(what, T, || async move {
+            let url = format!("{}/status", self.api);
+            let (_, s) = self.http.json("GET", &url, None).await.ok()?;
+            pred(&s).then_some(s)
+        })
+        .await
     }
 
     async fn status(&self) -> Value {
@@ -519,17 +521,8 @@ async fn a_cut_docker_connection_is_recovered_and_re_listed() {
     })
     .await;
     proxy.cut();
-    let api = h.api.clone();
-    let http = h.http.clone();
-    wait_for("docker to be reported unreachable", T, || {
-        let (api, http) = (api.clone(), http.clone());
-        async move {
-            let (_, s) = http
-                .json("GET", &format!("{api}/status"), None)
-                .await
-                .ok()?;
-            (s["docker_status"] == "unhealthy").then_some(())
-        }
+    h.wait_status("docker to be reported unreachable", |s| {
+        s["docker_status"] == "unhealthy"
     })
     .await;
     h.kong.clear_requests();
@@ -584,19 +577,11 @@ async fn editing_the_static_routes_file_is_applied_and_a_bad_edit_is_reported() 
     })
     .await;
     std::fs::write(&h.static_file, "proxies: [ {name: broken").unwrap();
-    let api = h.api.clone();
-    let http = h.http.clone();
-    let s = wait_for("the bad edit to be reported", T, || {
-        let (api, http) = (api.clone(), http.clone());
-        async move {
-            let (_, s) = http
-                .json("GET", &format!("{api}/status"), None)
-                .await
-                .ok()?;
-            s["static_routes_error"].is_string().then_some(s)
-        }
-    })
-    .await;
+    let s = h
+        .wait_status("the bad edit to be reported", |s| {
+            s["static_routes_error"].is_string()
+        })
+        .await;
     assert!(
         s["static_routes_error"]
             .as_str()

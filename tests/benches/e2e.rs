@@ -6,25 +6,12 @@
 use nasiko_tests::docker::{docker, docker_ok};
 use nasiko_tests::http::HttpClient;
 use nasiko_tests::stack::{Stack, IMAGES};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 async fn answering(http: &HttpClient, stack: &Stack, name: &str) {
-    let url = format!("{}/agents/agent-{name}", stack.gateway());
     let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        if let Ok((200, v)) = http
-            .json(
-                "POST",
-                &url,
-                Some(&json!({"jsonrpc": "2.0", "id": "b", "method": "message/send", "params": {}})),
-            )
-            .await
-        {
-            if v["id"] == "b" {
-                return;
-            }
-        }
+    while stack.ask(http, name).await.is_none() {
         assert!(Instant::now() < deadline, "agent {name} never answered");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -124,28 +111,8 @@ async fn main() {
     stack.queue(&cached, &p, "v1.0.0", None);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let msg = stack.exec(
-            "redis",
-            &[
-                "redis-cli",
-                "HGET",
-                &format!("agent:status:{cached}"),
-                "message",
-            ],
-        );
-        if msg.contains("deployed")
-            && stack
-                .exec(
-                    "redis",
-                    &[
-                        "redis-cli",
-                        "HGET",
-                        &format!("agent:status:{cached}"),
-                        "status",
-                    ],
-                )
-                .trim()
-                == "completed"
+        if stack.agent_status(&cached, "message").contains("deployed")
+            && stack.agent_status(&cached, "status") == "completed"
             && t.elapsed() > Duration::from_millis(200)
         {
             break;

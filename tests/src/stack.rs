@@ -180,6 +180,27 @@ impl Stack {
         self.exec("redis", &args).trim().to_string()
     }
 
+    /// One field of the agent's status hash, through the stack's Redis ("" when unset).
+    pub fn agent_status(&self, name: &str, field: &str) -> String {
+        let key = format!("agent:status:{name}");
+        self.exec("redis", &["redis-cli", "HGET", &key, field])
+            .trim()
+            .to_string()
+    }
+
+    /// One A2A `message/send` (id "e2e") to the agent through the gateway; the reply on a 200.
+    pub async fn ask(
+        &self,
+        http: &crate::http::HttpClient,
+        name: &str,
+    ) -> Option<serde_json::Value> {
+        let req = serde_json::json!({"jsonrpc": "2.0", "id": "e2e", "method": "message/send",
+            "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": "hi"}]}}});
+        let url = format!("{}/agents/agent-{name}", self.gateway());
+        let (s, v) = http.json("POST", &url, Some(&req)).await.ok()?;
+        (s == 200).then_some(v)
+    }
+
     pub fn gateway(&self) -> String {
         format!("http://127.0.0.1:{}", self.proxy_port)
     }

@@ -14,52 +14,18 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(120);
 
-fn status(stack: &Stack, name: &str) -> String {
-    stack
-        .exec(
-            "redis",
-            &[
-                "redis-cli",
-                "HGET",
-                &format!("agent:status:{name}"),
-                "status",
-            ],
-        )
-        .trim()
-        .to_string()
-}
-
 async fn wait_status(stack: &Stack, name: &str, want: &str) {
     wait_for(&format!("agent {name} to be {want}"), T, || async {
-        let s = status(stack, name);
+        let s = stack.agent_status(name, "status");
         if s == "failed" && want != "failed" {
-            let msg = stack.exec(
-                "redis",
-                &[
-                    "redis-cli",
-                    "HGET",
-                    &format!("agent:status:{name}"),
-                    "message",
-                ],
+            panic!(
+                "agent {name} failed: {}",
+                stack.agent_status(name, "message")
             );
-            panic!("agent {name} failed: {msg}");
         }
         (s == want).then_some(())
     })
     .await
-}
-
-async fn send(http: &HttpClient, stack: &Stack, name: &str) -> Option<Value> {
-    let req = json!({"jsonrpc": "2.0", "id": "e2e", "method": "message/send", "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": "hi"}]}}});
-    let (s, v) = http
-        .json(
-            "POST",
-            &format!("{}/agents/agent-{name}", stack.gateway()),
-            Some(&req),
-        )
-        .await
-        .ok()?;
-    (s == 200).then_some(v)
 }
 
 async fn route_exists(http: &HttpClient, stack: &Stack, name: &str) -> bool {
@@ -128,7 +94,7 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         (Some("agent"), Some(name.as_str()), Some("owner-e2e"))
     );
     let reply = wait_for("the agent to answer through the gateway", T, || {
-        send(&http, &stack, &name)
+        stack.ask(&http, &name)
     })
     .await;
     assert_eq!(reply["id"], "e2e");
@@ -188,7 +154,7 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
     let v2 = stack.add_package("compose-agents-net", &name, "v2.0.0");
     stack.queue(&name, &v2, "v2.0.0", Some("update_agent"));
     wait_for("v2 answering through the gateway", T, || async {
-        let r = send(&http, &stack, &name).await?;
+        let r = stack.ask(&http, &name).await?;
         (r["result"]["parts"][0]["text"] == format!("hello from {name} v2.0.0")).then_some(())
     })
     .await;
@@ -334,7 +300,7 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
     }
     for n in &names {
         wait_for(&format!("{n} routed and answering"), T, || {
-            send(&http, &stack, n)
+            stack.ask(&http, n)
         })
         .await;
     }

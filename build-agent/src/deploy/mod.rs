@@ -48,12 +48,12 @@ pub fn buildlog_key(agent: &str) -> String {
     format!("agent:buildlog:{agent}")
 }
 
-/// The entry service's environment (contracts.md §4.3); later entries win.
-pub fn agent_env(
-    cfg: &Config,
-    job: &DeployJob,
-    dotenv: Vec<(String, String)>,
-) -> Vec<(String, String)> {
+/// The entry service's environment (contracts.md §4.3), with the `.env` of the package in
+/// `package_dir`; later entries win.
+pub fn agent_env(cfg: &Config, job: &DeployJob, package_dir: &Path) -> Vec<(String, String)> {
+    let dotenv = std::fs::read_to_string(package_dir.join(".env"))
+        .map(|t| compose::parse_dotenv(&t))
+        .unwrap_or_default();
     let mut env = cfg.agent_env.clone();
     env.push(("AGENT_PROJECT_NAME".into(), job.agent.clone()));
     env.extend(dotenv);
@@ -89,10 +89,7 @@ pub fn write_compose_files(
     p: &Prepared,
     image: &str,
 ) -> Result<Vec<String>, String> {
-    let dotenv = std::fs::read_to_string(p.build_dir.join(".env"))
-        .map(|t| compose::parse_dotenv(&t))
-        .unwrap_or_default();
-    let env = agent_env(cfg, job, dotenv);
+    let env = agent_env(cfg, job, &p.build_dir);
     let spec = OverrideSpec {
         agent: &job.agent,
         image,
@@ -132,6 +129,7 @@ impl Deployer {
     pub async fn prepare(&self, job: &DeployJob) -> Result<Prepared, String> {
         let src = job.package.clone();
         let agent_dir = self.cfg.work_dir.join(&job.agent);
+        let repo = image_repo(&job.agent);
         tokio::task::spawn_blocking(move || {
             let hash = package::content_hash(&src)?;
             std::fs::create_dir_all(&agent_dir).map_err(|e| {
@@ -140,21 +138,13 @@ impl Deployer {
                     agent_dir.display()
                 )
             })?;
+            // named by its content and moved into place whole (copy_tree): present means complete
             let build_dir = agent_dir.join(&hash);
-            if package::content_hash(&build_dir).ok().as_deref() != Some(hash.as_str()) {
+            if !build_dir.is_dir() {
                 package::copy_tree(&src, &build_dir)?;
             }
             let compose_file = compose::find_compose_file(&build_dir);
-            let tag = format!(
-                "{}:{hash}",
-                image_repo(
-                    agent_dir
-                        .file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .as_ref()
-                )
-            );
+            let tag = format!("{repo}:{hash}");
             Ok(Prepared {
                 build_dir,
                 agent_dir,
@@ -296,9 +286,6 @@ impl Deployer {
         }
         let name = format!("{container}-handover");
         let _ = docker::remove_container(&name).await;
-        let dotenv = std::fs::read_to_string(p.build_dir.join(".env"))
-            .map(|t| compose::parse_dotenv(&t))
-            .unwrap_or_default();
         let mut args: Vec<String> = [
             "docker",
             "run",
@@ -319,7 +306,7 @@ impl Deployer {
         ] {
             args.extend(["--label".to_string(), format!("{k}={v}")]);
         }
-        for (k, v) in agent_env(&self.cfg, job, dotenv) {
+        for (k, v) in agent_env(&self.cfg, job, &p.build_dir) {
             args.extend(["-e".to_string(), format!("{k}={v}")]);
         }
         args.push(p.tag.clone());
