@@ -122,7 +122,7 @@ if wanted registry-sidecar; then
   install -D -m 0644 compose-templates/static-routes.yml "$r/etc/nasiko/static-routes.yml"
   image_from_root registry-sidecar "$r" \
     'ENV LISTEN_ADDR=0.0.0.0:8080 STATIC_ROUTES_FILE=/etc/nasiko/static-routes.yml PATH=/usr/local/bin:/usr/bin:/bin' \
-    'USER 10001:10001' 'EXPOSE 8080' \
+    'EXPOSE 8080' \
     'HEALTHCHECK --interval=10s --timeout=3s --retries=3 CMD ["curl", "-fsS", "-o", "/dev/null", "http://localhost:8080/health"]' \
     'ENTRYPOINT ["/usr/local/bin/registry-sidecar"]'
 fi

@@ -37,30 +37,80 @@ load_env() {
 }
 
 cache="${NASIKO_CACHE:-$HOME/.cache/nasiko}"
-compose_deb_url="http://deb.debian.org/debian/pool/main/d/docker-compose/docker-compose_2.26.1-4_amd64.deb"
-compose_deb_sha="47681197cb2b1ab88206b42a1a92fc75f50d9530a6322d03494a473eed0408ea"
 
-# The compose v2 CLI plugin (a static Go binary) from Debian trixie's docker-compose package.
+# Time a step: `step "what" cmd args...` prints the step, runs it, and says how long it took.
+step() {
+  local what="$1" t0; shift
+  t0=$(date +%s)
+  echo "==> $what"
+  "$@"
+  echo "    done in $(( $(date +%s) - t0 ))s"
+}
+
+# apt-get install the named Debian packages that are missing (pairs "command:package"); as root
+# only, else it names them and stops. Package sources are the machine's own apt configuration.
+ensure_packages() {
+  local pair cmd pkg need=()
+  for pair in "$@"; do
+    cmd="${pair%%:*}"; pkg="${pair#*:}"
+    if [ "${cmd:0:1}" = / ]; then [ -e "$cmd" ] && continue; else command -v "$cmd" >/dev/null 2>&1 && continue; fi
+    need+=("$pkg")
+  done
+  [ "${#need[@]}" -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    die "missing: ${need[*]}; install them (e.g. sudo apt-get install -y ${need[*]}) and re-run"
+  fi
+  echo "    installing ${need[*]} (apt-get)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null; } \
+    || die "could not apt-get install ${need[*]}; install them and re-run"
+}
+
+# The newer Debian suite whose docker-compose package is compose v2 (a static Go binary).
+compose_v2_suite=trixie
+
+# Adds $compose_v2_suite beside the configured Debian suite, from the same mirror and keyring as
+# the machine's own apt sources, pinned low (priority 100) so nothing is upgraded from it.
+add_newer_suite() {
+  local list=/etc/apt/sources.list.d/nasiko-$compose_v2_suite.sources
+  [ -f "$list" ] && return 0
+  local uri="" keyring=""
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    uri="$(awk '/^URIs:/ && !/security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)"
+    keyring="$(awk '/^Signed-By:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)"
+  fi
+  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+    uri="$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' /etc/apt/sources.list)"
+  fi
+  [ -n "$uri" ] || die "cannot find a Debian mirror in this machine's apt sources; install the compose v2 plugin (docker compose) by hand"
+  {
+    echo "Types: deb"; echo "URIs: $uri"; echo "Suites: $compose_v2_suite"; echo "Components: main"
+    [ -n "$keyring" ] && echo "Signed-By: $keyring"
+  } > "$list"
+  printf 'Package: *\nPin: release n=%s\nPin-Priority: 100\n' "$compose_v2_suite" > /etc/apt/preferences.d/nasiko-$compose_v2_suite
+  apt-get update -q >/dev/null 2>&1 || { rm -f "$list"; die "apt-get update with the $compose_v2_suite suite failed"; }
+}
+
+# The compose v2 CLI plugin, extracted (not installed: compose v1 stays) from the
+# $compose_v2_suite docker-compose package, which apt downloads by name. Cached; prints its path.
 compose_plugin() {
-  local out="$cache/docker-compose-v2.26.1"
+  local out="$cache/docker-compose-v2"
   if [ ! -x "$out" ]; then
     mkdir -p "$cache"
-    local deb="$cache/docker-compose_2.26.1-4_amd64.deb"
-    if [ ! -f "$deb" ] || ! echo "$compose_deb_sha  $deb" | sha256sum -c --quiet - 2>/dev/null; then
-      echo "fetching the compose v2 plugin from deb.debian.org" >&2
-      curl -fsS -m 300 -o "$deb.part" "$compose_deb_url" || die "cannot download $compose_deb_url (needed for the worker image)"
-      mv "$deb.part" "$deb"
-      echo "$compose_deb_sha  $deb" | sha256sum -c --quiet - || die "checksum mismatch for $deb"
-    fi
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || die "the compose v2 plugin is missing; install it (docker compose) or re-run as root so apt can fetch it"
+    add_newer_suite
     local tmp; tmp="$(mktemp -d)"
-    dpkg-deb -x "$deb" "$tmp"
-    install -m 0755 "$tmp/usr/libexec/docker/cli-plugins/docker-compose" "$out"
+    echo "    fetching docker-compose/$compose_v2_suite with apt-get download" >&2
+    (cd "$tmp" && apt-get download -q "docker-compose/$compose_v2_suite" >/dev/null 2>&1) \
+      || { rm -rf "$tmp"; die "apt-get download docker-compose/$compose_v2_suite failed"; }
+    dpkg-deb -x "$tmp"/docker-compose_*.deb "$tmp/x"
+    install -m 0755 "$tmp/x/usr/libexec/docker/cli-plugins/docker-compose" "$out"
     rm -rf "$tmp"
   fi
   echo "$out"
 }
 
-# Make `docker compose` (v2) available to this user, from the cached Debian package.
+# Make `docker compose` (v2) available to this user.
 install_compose_v2() {
   docker compose version >/dev/null 2>&1 && return 0
   local plugin

@@ -164,7 +164,12 @@ pub async fn plan(
         webhook_url: None,
     };
     let result = async {
-        let files = deploy::write_compose_files(&cfg, &job, &p, &p.tag)?;
+        let cf = deploy::write_compose_files(&cfg, &job, &p, &p.tag)?;
+        let mut head: String = cf.notes.iter().map(|n| format!("# {n}\n")).collect();
+        for net in &cf.own_networks {
+            head.push_str(&format!("# network '{net}' is the package's own: created (labelled {}) at deploy\n", docker::NETWORK_OWNER_LABEL));
+        }
+        let files = cf.files;
         let (cmd, _) = docker::ComposeCmd::detect("auto").await?;
         let o = docker::compose(
             &cmd,
@@ -176,7 +181,7 @@ pub async fn plan(
         )
         .await
         .map_err(|e| format!("the compose configuration is invalid: {e}"))?;
-        Ok(o.stdout)
+        Ok(head + &o.stdout)
     }
     .await;
     let _ = std::fs::remove_dir_all(&tmp);

@@ -1,6 +1,21 @@
 //! Configuration: clap arguments (every env var of contracts.md §5, each also a flag) and the
 //! validated `Config`.
 
+/// Whether the arguments are upstream's legacy worker command (`python -u
+/// /app/orchestrator/redis_stream_listener.py`, kept by upstream's compose file when our image
+/// replaces theirs): that command meant "run the consumer", so it still does.
+pub fn is_legacy_listener_command(argv: &[String]) -> bool {
+    let Some(first) = argv.get(1) else {
+        return false;
+    };
+    let prog = first.rsplit('/').next().unwrap_or(first);
+    let python = prog == "python"
+        || prog
+            .strip_prefix("python")
+            .is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'));
+    python || first.ends_with("redis_stream_listener.py")
+}
+
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -148,25 +163,25 @@ pub struct RunArgs {
     /// Given to agents when set.
     #[arg(long, env = "MINIMAX_API_KEY", hide_env_values = true)]
     pub minimax_api_key: Option<String>,
-    /// Phoenix collector endpoint given to agents.
+    /// Phoenix collector endpoint given to agents (upstream's listener gave these three values).
     #[arg(
         long,
         env = "PHOENIX_COLLECTOR_ENDPOINT",
-        default_value = "http://phoenix:6006"
+        default_value = "http://phoenix-observability:6006/v1/traces"
     )]
     pub phoenix_collector_endpoint: String,
     /// Phoenix gRPC endpoint given to agents.
     #[arg(
         long,
         env = "PHOENIX_GRPC_ENDPOINT",
-        default_value = "http://phoenix:4317"
+        default_value = "http://phoenix-observability:4317"
     )]
     pub phoenix_grpc_endpoint: String,
     /// Phoenix HTTP endpoint given to agents.
     #[arg(
         long,
         env = "PHOENIX_HTTP_ENDPOINT",
-        default_value = "http://phoenix:6006/v1/traces"
+        default_value = "http://phoenix-observability:6006"
     )]
     pub phoenix_http_endpoint: String,
     /// TRACING_ENABLED given to agents.
@@ -206,6 +221,10 @@ pub struct RunArgs {
     /// ROUTE_WARMUP_SECS. 0 turns the handover off.
     #[arg(long, env = "HANDOVER_SECS", default_value_t = 4)]
     pub handover_secs: u64,
+    /// Publish the container ports an agent package lists on 127.0.0.1 (random host ports), for
+    /// debugging. Off: agents are reached only through the gateway, never on a host port.
+    #[arg(long, env = "PUBLISH_AGENT_PORTS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub publish_agent_ports: bool,
     /// Images kept per agent (older ones are removed).
     #[arg(long, env = "KEEP_IMAGES", default_value_t = 2)]
     pub keep_images: usize,
@@ -261,6 +280,7 @@ pub struct Config {
     pub start_timeout: Duration,
     pub compose: String,
     pub keep_images: usize,
+    pub publish_agent_ports: bool,
     pub handover_wait: Duration,
     pub noop_deploy: bool,
 }
@@ -325,6 +345,7 @@ impl Config {
             kong_gateway_url: r.kong_gateway_url.trim_end_matches('/').to_string(),
             auth_service_url: r.auth_service_url.trim_end_matches('/').to_string(),
             agent_env,
+            publish_agent_ports: r.publish_agent_ports,
             concurrency: r.concurrency.clamp(1, 64),
             max_deliveries: r.max_deliveries,
             claim_idle: Duration::from_secs(r.claim_idle_secs),
@@ -337,5 +358,42 @@ impl Config {
             handover_wait: Duration::from_secs(r.handover_secs),
             noop_deploy: r.noop_deploy,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn upstreams_legacy_worker_command_means_run() {
+        let upstream = [
+            "build-agent",
+            "python",
+            "-u",
+            "/app/orchestrator/redis_stream_listener.py",
+        ];
+        assert!(is_legacy_listener_command(&argv(&upstream)));
+        assert!(is_legacy_listener_command(&argv(&[
+            "build-agent",
+            "/usr/local/bin/python3.12",
+            "x.py"
+        ])));
+        assert!(is_legacy_listener_command(&argv(&[
+            "build-agent",
+            "orchestrator/redis_stream_listener.py"
+        ])));
+        for ours in [
+            &["build-agent"][..],
+            &["build-agent", "run"],
+            &["build-agent", "plan", "python"],
+            &["build-agent", "pythonic"],
+        ] {
+            assert!(!is_legacy_listener_command(&argv(ours)), "{ours:?}");
+        }
     }
 }

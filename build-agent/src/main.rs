@@ -1,11 +1,17 @@
 //! build-agent entry point: parse the command line, start logging, dispatch the subcommand.
 
-use build_agent::config::{Cli, Command, Config, RunArgs};
+use build_agent::config::{is_legacy_listener_command, Cli, Command, Config, RunArgs};
 use clap::Parser;
 
 #[tokio::main]
 async fn main() {
-    let mut cli = Cli::parse();
+    let argv: Vec<String> = std::env::args().collect();
+    let legacy = is_legacy_listener_command(&argv);
+    let mut cli = if legacy {
+        Cli::parse_from(&argv[..1])
+    } else {
+        Cli::parse()
+    };
     if cli.command.is_none() {
         // `build-agent` alone is `build-agent run` (with the same flags and environment)
         let mut args: Vec<String> = std::env::args().collect();
@@ -25,6 +31,12 @@ async fn main() {
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .init();
+    }
+    if legacy {
+        tracing::info!(
+            command = %argv[1..].join(" "),
+            "this is the Python listener's command (upstream's compose file); running the consumer (build-agent run) in its place"
+        );
     }
     let c = &cli.common;
     let result: Result<(), String> = match cli.command {

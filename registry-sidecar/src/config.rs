@@ -43,10 +43,11 @@ pub struct Args {
     #[arg(long, env = "DISCOVERY_MODE", value_enum)]
     pub discovery_mode: Option<DiscoveryMode>,
 
-    /// Legacy switch of the Python registry: true means kubernetes, false means docker.
-    /// DISCOVERY_MODE wins when both are set.
+    /// Legacy switch of the Python registry, parsed as it parsed it: 1, true, yes, y or on (any
+    /// case) mean kubernetes, anything else docker. DISCOVERY_MODE wins when both are set; with
+    /// neither, kubernetes inside a pod (KUBERNETES_SERVICE_HOST is set), docker elsewhere.
     #[arg(long, env = "K8S_ENABLED")]
-    pub k8s_enabled: Option<bool>,
+    pub k8s_enabled: Option<String>,
 
     /// Host of the backend API proxy upstream [docker: nasiko-backend; kubernetes: nasiko-backend.{PLATFORM_NAMESPACE}.svc.cluster.local].
     #[arg(long, env = "KONG_BACKEND_HOST")]
@@ -121,6 +122,11 @@ pub struct Args {
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+
+    /// Started as root (as the image starts), switch to this uid:gid, keeping the Docker socket's
+    /// group, before doing anything else: no `group_add` is needed. Empty: stay as started.
+    #[arg(long, env = "RUN_AS_USER", default_value = "10001:10001")]
+    pub run_as_user: String,
 }
 
 #[derive(Debug, Clone)]
@@ -140,14 +146,33 @@ pub struct Config {
     pub route_warmup: Duration,
 }
 
+/// The discovery mode: DISCOVERY_MODE, else the legacy K8S_ENABLED as upstream's registry read
+/// it (`1 true yes y on`, any case, is Kubernetes), else Kubernetes inside a pod, else Docker.
+pub fn resolve_mode(
+    explicit: Option<DiscoveryMode>,
+    k8s_enabled: Option<&str>,
+    in_pod: bool,
+) -> DiscoveryMode {
+    match (explicit, k8s_enabled) {
+        (Some(m), _) => m,
+        (None, Some(v)) => {
+            let v = v.trim().to_ascii_lowercase();
+            if ["1", "true", "yes", "y", "on"].contains(&v.as_str()) {
+                DiscoveryMode::Kubernetes
+            } else {
+                DiscoveryMode::Docker
+            }
+        }
+        (None, None) if in_pod => DiscoveryMode::Kubernetes,
+        (None, None) => DiscoveryMode::Docker,
+    }
+}
+
 impl Args {
     /// Validate into a `Config`; the error says what to change.
     pub fn into_config(self) -> Result<Config, String> {
-        let mode = match (self.discovery_mode, self.k8s_enabled) {
-            (Some(m), _) => m,
-            (None, Some(true)) => DiscoveryMode::Kubernetes,
-            _ => DiscoveryMode::Docker,
-        };
+        let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|v| !v.is_empty());
+        let mode = resolve_mode(self.discovery_mode, self.k8s_enabled.as_deref(), in_pod);
         if self.owner_tag.is_empty() || self.owner_tag.contains([',', '/']) {
             return Err(format!(
                 "OWNER_TAG '{}' is not a valid Kong tag: it must be non-empty and contain no ',' or '/'",
@@ -208,5 +233,29 @@ impl Args {
             write_concurrency: self.write_concurrency.clamp(1, 64),
             route_warmup: Duration::from_secs_f64(self.route_warmup_secs.clamp(0.0, 600.0)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DiscoveryMode::{Docker, Kubernetes};
+
+    #[test]
+    fn k8s_enabled_is_read_as_upstreams_registry_read_it() {
+        for v in ["1", "true", "True", " TRUE ", "yes", "y", "on"] {
+            assert_eq!(resolve_mode(None, Some(v), false), Kubernetes, "{v:?}");
+        }
+        for v in ["0", "false", "False", "no", "off", "", "nonsense"] {
+            assert_eq!(resolve_mode(None, Some(v), true), Docker, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn with_no_setting_a_pod_means_kubernetes_and_elsewhere_docker() {
+        // upstream's Helm chart sets no K8S_ENABLED: upstream then meant Kubernetes
+        assert_eq!(resolve_mode(None, None, true), Kubernetes);
+        assert_eq!(resolve_mode(None, None, false), Docker);
+        assert_eq!(resolve_mode(Some(Docker), Some("true"), true), Docker);
     }
 }

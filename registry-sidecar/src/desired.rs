@@ -56,6 +56,12 @@ impl Upstream {
     }
 }
 
+/// Timeouts and retries of every service the sidecar writes, agents and static proxies alike
+/// (upstream's registry raised them for long `/router` and `/api` calls; contracts.md §2).
+pub const CONNECT_TIMEOUT_MS: u64 = 60_000;
+pub const READ_WRITE_TIMEOUT_MS: u64 = 300_000;
+pub const RETRIES: u64 = 3;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSpec {
     pub name: String,
@@ -236,10 +242,10 @@ pub fn build(inp: &Inputs) -> DesiredState {
             ServiceSpec {
                 name: p.name.clone(),
                 upstream,
-                connect_timeout: 60000,
-                read_timeout: 60000,
-                write_timeout: 60000,
-                retries: 5,
+                connect_timeout: CONNECT_TIMEOUT_MS,
+                read_timeout: READ_WRITE_TIMEOUT_MS,
+                write_timeout: READ_WRITE_TIMEOUT_MS,
+                retries: RETRIES,
                 tags: static_tags.clone(),
             },
         );
@@ -290,10 +296,10 @@ pub fn build(inp: &Inputs) -> DesiredState {
                     port: a.port,
                     path: None,
                 },
-                connect_timeout: 60000,
-                read_timeout: 300000,
-                write_timeout: 300000,
-                retries: 3,
+                connect_timeout: CONNECT_TIMEOUT_MS,
+                read_timeout: READ_WRITE_TIMEOUT_MS,
+                write_timeout: READ_WRITE_TIMEOUT_MS,
+                retries: RETRIES,
                 tags: agent_tags.clone(),
             },
         );
@@ -414,6 +420,28 @@ mod tests {
             warmup: 0.0,
         });
         assert!(d.plugins.is_empty() && d.missing_plugins.is_empty());
+    }
+
+    #[test]
+    fn static_proxies_get_the_long_timeouts_of_upstreams_registry() {
+        // /router and /api calls run for minutes: 60 s read timeouts gave 504s (issue 11)
+        let statics = parse(EMBEDDED, &HostOverrides::default()).unwrap();
+        let d = build(&Inputs {
+            agents: &[],
+            statics: &statics,
+            available_plugins: None,
+            owner_tag: "own",
+            now: 0.0,
+            warmup: 0.0,
+        });
+        for name in ["nasiko-router", "backend-api-proxy"] {
+            let s = &d.services[name];
+            assert_eq!(
+                (s.connect_timeout, s.read_timeout, s.write_timeout, s.retries),
+                (60_000, 300_000, 300_000, 3),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod endpoint;
 pub mod kong;
 pub mod kubernetes;
+pub mod privileges;
 pub mod reconciler;
 pub mod static_routes;
 pub mod static_watch;

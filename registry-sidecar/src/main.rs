@@ -1,10 +1,11 @@
-//! registry-sidecar entry point: parse flags/env, start logging, run until SIGTERM/SIGINT.
+//! registry-sidecar entry point: parse flags/env, start logging, drop root (keeping the Docker
+//! socket's group), then start the runtime and run until SIGTERM/SIGINT.
 
 use clap::Parser;
 use registry_sidecar::config::Args;
+use registry_sidecar::privileges::{self, Outcome};
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args = Args::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
@@ -22,6 +23,20 @@ async fn main() {
             .with_writer(std::io::stderr)
             .init();
     }
+    // before the runtime starts any thread
+    let socket = privileges::socket_path(args.docker_host.as_deref());
+    match privileges::drop_root(&args.run_as_user, socket.as_deref()) {
+        Ok(Outcome::Switched {
+            uid,
+            gid,
+            socket_gid,
+        }) => tracing::info!(uid, gid, ?socket_gid, "running unprivileged, with the Docker socket's group"),
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("registry-sidecar: {e}");
+            std::process::exit(2);
+        }
+    }
     let cfg = match args.into_config() {
         Ok(c) => c,
         Err(e) => {
@@ -29,7 +44,11 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = registry_sidecar::run(cfg, shutdown_signal()).await {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = runtime.block_on(registry_sidecar::run(cfg, shutdown_signal())) {
         eprintln!("registry-sidecar: {e}");
         std::process::exit(1);
     }

@@ -244,6 +244,159 @@ fn service_networks(svc: &Value) -> Vec<String> {
     }
 }
 
+/// The package's compose file made deployable as the Python listener deployed it: what
+/// normalization changed (for the build log) and the external networks of the package's own that
+/// must exist before `up` (agents-net and the shared network are mapped by the override).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Normalized {
+    pub notes: Vec<String>,
+    pub own_networks: Vec<String>,
+}
+
+/// Names a package may not take for a network of its own.
+const RESERVED_NETWORKS: &[&str] = &["host", "bridge", "none", "default"];
+
+/// The container side of a `ports:` entry: "5000", "8085:5000", "127.0.0.1:8085:5000/udp",
+/// "5000-5001", or the long form's `target` (and `protocol`).
+fn container_port(entry: &Value) -> Option<String> {
+    match entry {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(spec) => {
+            let (addr, proto) = match spec.rsplit_once('/') {
+                Some((a, p)) => (a, Some(p)),
+                None => (spec.as_str(), None),
+            };
+            let port = addr.rsplit(':').next()?.trim();
+            (!port.is_empty()).then(|| match proto {
+                Some(p) if p != "tcp" => format!("{port}/{p}"),
+                _ => port.to_string(),
+            })
+        }
+        Value::Mapping(m) => {
+            let target = match m.get("target")? {
+                Value::Number(n) => n.to_string(),
+                Value::String(t) => t.clone(),
+                _ => return None,
+            };
+            Some(match m.get("protocol").and_then(Value::as_str) {
+                Some(p) if p != "tcp" => format!("{target}/{p}"),
+                _ => target,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Make a package's compose file deployable, in place (on our copy of it):
+/// - `environment:` with no entries is an empty environment (compose itself refuses it);
+/// - `ports:` never reach the host: the container ports become `expose` (reached through the
+///   gateway), or with `publish` are published on 127.0.0.1 at random host ports;
+/// - external networks other than the agents network are the package's own: listed so the build
+///   agent can create them (labelled as its own) before `up`.
+pub fn normalize_package(user: &mut Value, shared: &str, publish: bool) -> Result<Normalized, String> {
+    let mut out = Normalized::default();
+    let svcs = user
+        .get_mut("services")
+        .and_then(Value::as_mapping_mut)
+        .ok_or_else(|| "the compose file has no 'services' mapping".to_string())?;
+    for (name, svc) in svcs.iter_mut() {
+        let n = name.as_str().unwrap_or("?").to_string();
+        let Some(svc) = svc.as_mapping_mut() else {
+            return Err(format!("service '{n}' is not a mapping"));
+        };
+        if svc.get("environment").is_some_and(Value::is_null) {
+            svc.remove("environment");
+        }
+        let Some(ports) = svc.remove("ports") else {
+            continue;
+        };
+        let ports = match ports {
+            Value::Sequence(v) => v,
+            Value::Null => vec![],
+            _ => return Err(format!("service '{n}': 'ports' must be a list")),
+        };
+        let mut targets = Vec::new();
+        for p in &ports {
+            let t = container_port(p)
+                .ok_or_else(|| format!("service '{n}': cannot read the port entry {p:?}"))?;
+            if !targets.contains(&t) {
+                targets.push(t);
+            }
+        }
+        if targets.is_empty() {
+            continue;
+        }
+        if publish {
+            let published = targets
+                .iter()
+                .map(|t| s(&format!("127.0.0.1::{t}")))
+                .collect();
+            svc.insert(s("ports"), Value::Sequence(published));
+            out.notes.push(format!(
+                "service '{n}': ports {} published on 127.0.0.1 only (PUBLISH_AGENT_PORTS)",
+                targets.join(", ")
+            ));
+        } else {
+            let expose = svc
+                .entry(s("expose"))
+                .or_insert_with(|| Value::Sequence(vec![]));
+            if let Value::Sequence(e) = expose {
+                for t in &targets {
+                    if !e.iter().any(|x| x.as_str() == Some(t)) {
+                        e.push(s(t));
+                    }
+                }
+            }
+            out.notes.push(format!(
+                "service '{n}': ports {} are not published on the host; the agent is reached through the gateway (set PUBLISH_AGENT_PORTS=true to publish them on 127.0.0.1)",
+                targets.join(", ")
+            ));
+        }
+    }
+    for (key, def) in user
+        .get("networks")
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flatten()
+    {
+        let key = key.as_str().unwrap_or_default();
+        let external = def.get("external");
+        let is_external = match external {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::Mapping(_)) => true,
+            _ => false,
+        };
+        if !is_external {
+            continue;
+        }
+        let name = external
+            .and_then(|e| e.get("name"))
+            .or_else(|| def.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or(key);
+        if [LEGACY_NETWORK, "nasiko-network", shared].contains(&key)
+            || [LEGACY_NETWORK, "nasiko-network", shared].contains(&name)
+        {
+            continue;
+        }
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            && name.len() <= 64;
+        if !valid || RESERVED_NETWORKS.contains(&name) {
+            return Err(format!("the package joins the external network '{name}', which an agent may not use; name a network of the agent's own (letters, digits, '_', '.', '-'), or use agents-net"));
+        }
+        if !out.own_networks.iter().any(|x| x == name) {
+            out.own_networks.push(name.to_string());
+        }
+    }
+    Ok(out)
+}
+
 /// The override for a package with a compose file, or the whole file for one without (`user` None).
 pub fn build_override(user: Option<&Value>, spec: &OverrideSpec) -> Result<Value, String> {
     let mut root = Mapping::new();
@@ -500,6 +653,44 @@ mod tests {
         );
         assert!(refuse("services: {a: {env_file: /etc/shadow}}").contains("env_file"));
         assert!(check_safety(&y("services: {a: {volumes: ['data:/data', './cfg:/cfg:ro', '/work/pkg/x:/x']}}\nvolumes: {data: {}}"), dir).is_ok());
+    }
+
+    #[test]
+    fn real_packages_are_normalized_as_the_python_listener_deployed_them() {
+        // shaped like upstream's a2a-github-agent and a2a-compliance-checker
+        let mut u = y("services:\n  a:\n    build: .\n    environment:\n    stdin_open: true\n    tty: true\n    ports: ['5000', '8085:5000', '127.0.0.1:9000:9000/udp', {target: 7000, published: 7000}]\n    networks: [agents-net, agents-db-net]\nnetworks:\n  agents-net: {external: true}\n  agents-db-net: {external: true}\n");
+        let n = normalize_package(&mut u, "nasiko-network", false).unwrap();
+        let a = &u["services"]["a"];
+        assert!(a.get("environment").is_none(), "an empty environment");
+        assert!(a.get("ports").is_none(), "nothing published on the host");
+        assert_eq!(
+            a["expose"],
+            y("['5000', '9000/udp', '7000']"),
+            "container ports stay reachable on the network"
+        );
+        assert_eq!(n.own_networks, ["agents-db-net"]);
+        assert_eq!(a["stdin_open"], Value::Bool(true));
+
+        let mut u = y("services: {a: {build: ., ports: ['5000']}}");
+        normalize_package(&mut u, "nasiko-network", true).unwrap();
+        assert_eq!(u["services"]["a"]["ports"], y("['127.0.0.1::5000']"));
+    }
+
+    #[test]
+    fn a_package_may_not_join_reserved_or_odd_networks() {
+        for net in ["host", "bridge", "none", "-x", "a b"] {
+            let mut u = y(&format!(
+                "services: {{a: {{build: .}}}}\nnetworks: {{n: {{external: true, name: '{net}'}}}}"
+            ));
+            let e = normalize_package(&mut u, "nasiko-network", false).unwrap_err();
+            assert!(e.contains("may not use"), "{net}: {e}");
+        }
+        let mut u =
+            y("services: {a: {build: .}}\nnetworks: {shared: {external: {name: nasiko-network}}}");
+        assert!(normalize_package(&mut u, "nasiko-network", false)
+            .unwrap()
+            .own_networks
+            .is_empty());
     }
 
     #[test]

@@ -101,6 +101,62 @@ pub async fn compose(
     run(&a, timeout, None).await
 }
 
+/// The label on networks the build agent created for agent packages.
+pub const NETWORK_OWNER_LABEL: &str = "nasiko.managed-by=build-agent";
+
+/// Make sure an external network a package names (other than the agents network) exists: create
+/// it, labelled as ours, when absent; refuse one that exists and is not ours (it could be the
+/// platform's, which agents must not join).
+pub async fn ensure_agent_network(name: &str) -> Result<(), String> {
+    let inspect = run(
+        &argv(&[
+            "docker",
+            "network",
+            "inspect",
+            "--format",
+            "{{json .Labels}}",
+            name,
+        ]),
+        SHORT,
+        None,
+    )
+    .await;
+    let (key, value) = NETWORK_OWNER_LABEL.split_once('=').unwrap_or_default();
+    match inspect {
+        Ok(o) => {
+            let labels: serde_json::Value =
+                serde_json::from_str(o.stdout.trim()).unwrap_or_default();
+            if labels.get(key).and_then(|v| v.as_str()) == Some(value) {
+                Ok(())
+            } else {
+                Err(format!("the package joins the existing network '{name}', which the build agent did not create; an agent may join only agents-net and networks of its own (rename the network in the package)"))
+            }
+        }
+        Err(_) => run(
+            &argv(&[
+                "docker",
+                "network",
+                "create",
+                "--label",
+                NETWORK_OWNER_LABEL,
+                name,
+            ]),
+            SHORT,
+            None,
+        )
+        .await
+        .map(drop)
+        .or_else(|e| {
+            // created meanwhile by a parallel deploy of another agent: fine if it is ours now
+            if e.to_string().contains("already exists") {
+                Ok(())
+            } else {
+                Err(format!("cannot create the package's network '{name}': {e}"))
+            }
+        }),
+    }
+}
+
 /// State of a container: (status, health or "", image, id, restart count). None when absent.
 pub async fn container_state(name: &str) -> Option<(String, String, String, String, u64)> {
     let o = run(

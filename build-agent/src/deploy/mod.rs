@@ -82,13 +82,23 @@ fn read_user_compose(file: &Path) -> Result<serde_yaml_ng::Value, String> {
     })
 }
 
-/// Write the override (or whole file) for `image`; returns the compose files to pass, in order.
+/// The compose files of one deploy, in the order compose takes them, and what the package needs.
+#[derive(Debug, Clone)]
+pub struct ComposeFiles {
+    pub files: Vec<String>,
+    /// External networks of the package's own (created, labelled as ours, before `up`).
+    pub own_networks: Vec<String>,
+    /// What normalization changed, for the build log.
+    pub notes: Vec<String>,
+}
+
+/// Write the normalized package file and the override (or one whole file) for `image`.
 pub fn write_compose_files(
     cfg: &Config,
     job: &DeployJob,
     p: &Prepared,
     image: &str,
-) -> Result<Vec<String>, String> {
+) -> Result<ComposeFiles, String> {
     let env = agent_env(cfg, job, &p.build_dir);
     let spec = OverrideSpec {
         agent: &job.agent,
@@ -99,29 +109,39 @@ pub fn write_compose_files(
         upload_id: &job.upload_id,
         env: &env,
     };
+    let write = |name: &str, v: &serde_yaml_ng::Value| -> Result<String, String> {
+        let text = serde_yaml_ng::to_string(v).map_err(|e| e.to_string())?;
+        let path = p.agent_dir.join(name);
+        std::fs::write(&path, text)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(path.display().to_string())
+    };
+    let mut out = ComposeFiles {
+        files: Vec::new(),
+        own_networks: Vec::new(),
+        notes: Vec::new(),
+    };
     let user = match &p.compose_file {
         Some(f) => {
-            let u = read_user_compose(f)?;
+            let mut u = read_user_compose(f)?;
             compose::check_safety(&u, &p.build_dir)?;
+            let n = compose::normalize_package(&mut u, &cfg.network, cfg.publish_agent_ports)?;
+            out.own_networks = n.own_networks;
+            out.notes = n.notes;
+            // our copy of the user's file; relative paths resolve against --project-directory
+            out.files.push(write("nasiko.package.yml", &u)?);
             Some(u)
         }
         None => None,
     };
     let ov = compose::build_override(user.as_ref(), &spec)?;
-    let text = serde_yaml_ng::to_string(&ov).map_err(|e| e.to_string())?;
     let name = if user.is_some() {
         "nasiko.override.yml"
     } else {
         "nasiko.compose.yml"
     };
-    let path = p.agent_dir.join(name);
-    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    let mut files = Vec::new();
-    if let Some(f) = &p.compose_file {
-        files.push(f.display().to_string());
-    }
-    files.push(path.display().to_string());
-    Ok(files)
+    out.files.push(write(name, &ov)?);
+    Ok(out)
 }
 
 impl Deployer {
@@ -227,7 +247,15 @@ impl Deployer {
             .await
             .map(|s| s.2)
             .filter(|img| *img != p.tag);
-        let files = write_compose_files(&self.cfg, job, p, &p.tag)?;
+        let cf = write_compose_files(&self.cfg, job, p, &p.tag)?;
+        for note in &cf.notes {
+            self.log_line(&job.agent, &job.stream_id, &format!("=== {note}"))
+                .await;
+        }
+        for net in &cf.own_networks {
+            docker::ensure_agent_network(net).await?;
+        }
+        let files = cf.files;
         let dir = p.build_dir.display().to_string();
         docker::compose(
             &self.compose,
@@ -257,7 +285,7 @@ impl Deployer {
             Err(e) => {
                 let Some(prev) = previous else { return Err(e) };
                 tracing::warn!(job = %job.stream_id, agent = %job.agent, "new version failed ({e}); putting {prev} back");
-                let files = write_compose_files(&self.cfg, job, p, &prev)?;
+                let files = write_compose_files(&self.cfg, job, p, &prev)?.files;
                 match self.start(&project, &dir, &files, &container).await {
                     Ok(_) => Err(format!(
                         "{e}; the previous version ({prev}) was put back and is serving"
