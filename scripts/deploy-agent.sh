@@ -44,8 +44,9 @@ check_docker
 project="${NASIKO_PROJECT:-nasiko}"
 worker="$(docker ps -q --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=nasiko-worker" | head -1)"
 [ -n "$worker" ] || die "the build agent (nasiko-worker) of project '$project' is not running; start the stack with scripts/local-up.sh"
-agents_dir="${NASIKO_AGENTS_DIR:-./agents}"
-case "$agents_dir" in /*) ;; *) agents_dir="$root/$agents_dir" ;; esac
+# the folder the running build agent reads packages from (the checkout's ./agents in the full stack)
+agents_dir="$(docker inspect -f '{{range .Mounts}}{{if eq .Destination "/app/agents"}}{{.Source}}{{end}}{{end}}' "$worker")"
+[ -n "$agents_dir" ] || die "the build agent $worker has no /app/agents mount; is it this project's stack?"
 dest="$agents_dir/$name/$version"
 mkdir -p "$dest"
 cp -R "$dir/." "$dest/"

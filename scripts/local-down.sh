@@ -62,13 +62,17 @@ if [ "$agents" = 1 ]; then
 fi
 down=(down --remove-orphans)
 [ "$volumes" = 1 ] && down+=(--volumes)
-for f in compose-templates/docker-compose.standalone.yml compose-templates/docker-compose.nasiko.yml; do
-  if [ -n "$("${COMPOSE[@]}" -p "$project" "${env_args[@]}" -f "$f" ps -q 2>/dev/null)" ] || [ "$volumes" = 1 ]; then
-    say "stopping $(basename "$f" .yml) (project $project)"
-    MONGO_PASSWORD="${MONGO_PASSWORD:-x}" KONG_PG_PASSWORD="${KONG_PG_PASSWORD:-x}" JWT_SECRET="${JWT_SECRET:-x}" KONGA_TOKEN_SECRET="${KONGA_TOKEN_SECRET:-x}" \
-      "${COMPOSE[@]}" -p "$project" "${env_args[@]}" -f "$f" "${down[@]}"
+if [ -n "$(docker ps -aq --filter "label=com.docker.compose.project=$project")" ] || [ "$volumes" = 1 ]; then
+  say "stopping project $project"
+  if [ "${COMPOSE[*]}" = "docker compose" ]; then
+    # v2 takes the project by name, whichever stack file (full or standalone) started it
+    docker compose -p "$project" "${down[@]}"
+  else
+    for f in compose-templates/docker-compose.standalone.yml compose-templates/docker-compose.nasiko.yml; do
+      "${COMPOSE[@]}" -p "$project" "${env_args[@]}" -f "$f" "${down[@]}" 2>/dev/null || true
+    done
   fi
-done
+fi
 if docker network inspect "${NASIKO_NETWORK:-nasiko-network}" >/dev/null 2>&1; then
   if ! docker network rm "${NASIKO_NETWORK:-nasiko-network}" >/dev/null 2>&1; then
     echo "note: network ${NASIKO_NETWORK:-nasiko-network} is still used by agent containers; remove them with --agents"

@@ -1,31 +1,38 @@
 #!/usr/bin/env bash
-# Brings up the local Nasiko stack with Docker Compose: checks the host, creates the env file,
-# builds this project's images, starts the stack, waits for every service to be healthy, and
-# prints where everything is. Idempotent: running it again is harmless.
+# Brings up the local Nasiko stack with Docker Compose: checks and installs what it needs, makes
+# the settings (generated secrets), builds this project's images, starts the stack, waits until
+# every service is healthy, and prints where everything is. A second run changes nothing.
 set -euo pipefail
 # shellcheck source=lib.sh disable=SC1091
 . "$(dirname "$0")/lib.sh"
 
 usage() {
   cat <<'USAGE'
-Usage: scripts/local-up.sh [--standalone | --full] [--env-file FILE] [--timeout SECONDS] [--no-build]
+Usage: scripts/local-up.sh [--full | --standalone] [--env-file FILE] [--timeout SECONDS] [--no-build]
 
-Starts the local Nasiko stack (compose-templates/) on this Docker host.
-  --full        the whole platform (Kong, backend, web, router, auth, ...): needs the platform
-                images from $NASIKO_REGISTRY (or a Nasiko checkout, see README)
+Starts the local Nasiko stack on this Docker host.
+  --full        the whole Nasiko platform, from a Nasiko checkout: run this from inside the
+                checkout, or set NASIKO_CHECKOUT=/path/to/nasiko. Builds what upstream builds
+                (backend, router, chat history, superuser init) and pulls what it pulls (auth,
+                web, Kong, Postgres, MongoDB, Redis, Konga). Links docker-compose.nasiko.yml into
+                the checkout, so upstream's own `nasiko local up|down|status|logs` work too.
   --standalone  the agent pipeline only: Redis, build-agent, registry-sidecar and the project's
-                stand-ins for the gateway and the backend; works on any Docker host
-  (default)     --full when the platform images can be obtained, else --standalone, saying why
-  --env-file F  settings (default .env.nasiko, created from compose-templates/nasiko.env.example)
-  --timeout S   how long to wait for services to become healthy (default 180)
+                stand-ins for the gateway and the backend; works on any Docker host, no registry
+  (default)     --full when a checkout is found and the platform's images can be pulled, else
+                --standalone, saying exactly what was missing
+  --env-file F  settings (default .env.nasiko, made from compose-templates/nasiko.env.example)
+  --timeout S   how long to wait for services to become healthy (default 300)
   --no-build    do not (re)build this project's images
+Installs what is missing (as root, with apt-get): busybox-static, curl, redis-server, and the
+compose v2 plugin. Settings: compose-templates/nasiko.env.example.
 USAGE
 }
 
 mode=auto
 env_file=""
-timeout=180
+timeout=300
 build=1
+start_dir="$PWD"
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -43,137 +50,195 @@ root="$(repo_root)"
 cd "$root"
 env_file="${env_file:-$root/.env.nasiko}"
 
-check_docker
-find_compose
-say "Docker $(docker version --format '{{.Server.Version}}' 2>/dev/null), compose: ${COMPOSE[*]}"
+prepare_host() {
+  check_docker
+  ensure_packages busybox:busybox-static curl:curl redis-server:redis-server ss:iproute2
+  install_compose_v2
+  find_compose
+  echo "    Docker $(docker version --format '{{.Server.Version}}' 2>/dev/null), compose: $("${COMPOSE[@]}" version --short 2>/dev/null || echo '?')"
+}
+step "checking the host" prepare_host
 
-# 1. the env file, with generated secrets on first run
-if [ ! -f "$env_file" ]; then
-  say "creating $env_file from compose-templates/nasiko.env.example (secrets generated)"
+# A random secret; a Fernet key (32 bytes, url-safe base64) for the backend's encryption key.
+secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+fernet_key() { head -c 32 /dev/urandom | base64 | tr '+/' '-_'; }
+is_fernet_key() { [ "${#1}" = 44 ] && [ "$(printf %s "$1" | tr '_-' '/+' | base64 -d 2>/dev/null | wc -c)" = 32 ]; }
+
+# 1. settings
+make_env_file() {
+  if [ -f "$env_file" ]; then echo "    using $env_file"; return; fi
+  local line
   while IFS= read -r line || [ -n "$line" ]; do
-    if [[ "$line" == *=GENERATE ]]; then
-      echo "${line%=GENERATE}=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-    else
-      echo "$line"
-    fi
+    case "$line" in
+      USER_CREDENTIALS_ENCRYPTION_KEY=GENERATE) echo "USER_CREDENTIALS_ENCRYPTION_KEY=$(fernet_key)" ;;
+      *=GENERATE) echo "${line%=GENERATE}=$(secret)" ;;
+      *) echo "$line" ;;
+    esac
   done < compose-templates/nasiko.env.example > "$env_file"
   chmod 600 "$env_file"
+  echo "    created $env_file (secrets generated)"
+}
+step "settings" make_env_file
+
+# 2. a Nasiko checkout: NASIKO_CHECKOUT, else the folder this was started from
+checkout=""
+is_checkout() { [ -f "$1/app/Dockerfile" ] && [ -d "$1/agent-gateway" ]; }
+if [ -n "${NASIKO_CHECKOUT:-}" ]; then
+  is_checkout "$NASIKO_CHECKOUT" || die "NASIKO_CHECKOUT=$NASIKO_CHECKOUT is not a Nasiko checkout (no app/Dockerfile and agent-gateway/); clone one: git clone https://github.com/Nasiko-Labs/nasiko"
+  checkout="$(cd "$NASIKO_CHECKOUT" && pwd)"
+elif is_checkout "$start_dir"; then
+  checkout="$start_dir"
+fi
+# the checkout's settings first, as upstream's CLI reads them; the environment wins over files
+if [ -n "$checkout" ]; then
+  for f in .nasiko.env .nasiko-local.env .env; do
+    if [ -f "$checkout/$f" ]; then echo "    reading $checkout/$f"; load_env "$checkout/$f"; break; fi
+  done
 fi
 load_env "$env_file"
 project="${NASIKO_PROJECT:-nasiko}"
-export DOCKER_GID
-DOCKER_GID="$(stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)"
-agents_dir="${NASIKO_AGENTS_DIR:-./agents}"
-mkdir -p "$agents_dir"
-export NASIKO_AGENTS_DIR
-NASIKO_AGENTS_DIR="$(cd "$agents_dir" && pwd)"
-work_dir="${NASIKO_WORK_DIR:-/var/lib/nasiko-build-agent}"
-mkdir -p "$work_dir" 2>/dev/null || die "cannot create $work_dir (the build agent's work folder); create it or set NASIKO_WORK_DIR in $env_file"
 
-# 2. full or standalone
-platform_images=(nasiko-backend nasiko-web nasiko-router nasiko-auth-service chat-history-service)
-platform_available() {
+# 3. full or standalone
+pulled_images() {
+  echo "${NASIKO_MONGO_IMAGE:-docker.io/library/mongo:latest}" "${NASIKO_REDIS_IMAGE:-redis:7-alpine}" \
+    "${NASIKO_POSTGRES_IMAGE:-postgres:13}" "${NASIKO_KONG_IMAGE:-kong:3.4}" "${NASIKO_KONGA_IMAGE:-pantsel/konga:latest}" \
+    "${NASIKO_AUTH_IMAGE:-docker.io/karannasiko/nasiko-auth:latest}" "${NASIKO_WEB_IMAGE:-docker.io/karannasiko/nasiko-web:oss}"
+}
+missing=""
+platform_reachable() {
   local img
-  for img in "${platform_images[@]}"; do
-    local ref="${NASIKO_REGISTRY:-ghcr.io/nasiko}/$img:${NASIKO_VERSION:-latest}"
-    docker image inspect "$ref" >/dev/null 2>&1 && continue
-    docker pull -q "$ref" >/dev/null 2>&1 || { missing_image="$ref"; return 1; }
-  done
-  for img in "${NASIKO_KONG_IMAGE:-kong:3.4}" "${NASIKO_POSTGRES_IMAGE:-postgres:13}"; do
-    docker image inspect "$img" >/dev/null 2>&1 || docker pull -q "$img" >/dev/null 2>&1 || { missing_image="$img"; return 1; }
+  for img in $(pulled_images); do
+    docker image inspect "$img" >/dev/null 2>&1 && continue
+    echo "    pulling $img"
+    docker pull -q "$img" >/dev/null 2>&1 || { missing="the image $img cannot be pulled (no registry access?)"; return 1; }
   done
 }
-missing_image=""
 if [ "$mode" != standalone ]; then
-  if platform_available; then
+  if [ -z "$checkout" ]; then
+    missing="no Nasiko checkout: run this from inside one, or set NASIKO_CHECKOUT=/path/to/nasiko (git clone https://github.com/Nasiko-Labs/nasiko)"
+  else
+    step "pulling the platform's published images" platform_reachable || true
+  fi
+  if [ -z "$missing" ]; then
     mode=full
   elif [ "$mode" = full ]; then
-    die "the platform image $missing_image cannot be obtained (no registry access?). Set NASIKO_REGISTRY/NASIKO_VERSION, build from a checkout (README), or run: scripts/local-up.sh --standalone"
+    die "cannot start the full platform: $missing. Or run: scripts/local-up.sh --standalone"
   else
-    echo "note: the platform image $missing_image cannot be obtained here (no registry access?)."
+    echo "note: not starting the full platform: $missing."
     echo "      Starting the STANDALONE agent pipeline instead: Redis, build-agent, registry-sidecar,"
-    echo "      and STAND-INS for the gateway and backend. Use --full once the images are available."
+    echo "      and STAND-INS for the gateway and backend (--full once that is solved)."
     mode=standalone
   fi
 fi
-if [ "$mode" = full ]; then
-  files=(-f compose-templates/docker-compose.nasiko.yml)
-  if [ -d "${NASIKO_SOURCE_DIR:-../nasiko}/agent-gateway/plugins/chat-logger" ]; then
-    export KONG_PLUGINS="${KONG_PLUGINS:-bundled,chat-logger,nasiko-auth}"
-    export NASIKO_SOURCE_DIR
-    NASIKO_SOURCE_DIR="$(cd "${NASIKO_SOURCE_DIR:-../nasiko}" && pwd)"
-  else
-    echo "note: no Nasiko checkout at ${NASIKO_SOURCE_DIR:-../nasiko}; Kong runs without chat-logger and nasiko-auth (the sidecar reports them as missing)"
-  fi
-  ports=("${NASIKO_PORT_KONG_PROXY:-9100}" "${NASIKO_PORT_KONG_ADMIN:-9101}" "${NASIKO_PORT_KONG_MANAGER:-9102}" "${NASIKO_PORT_KONGA:-1337}" "${NASIKO_PORT_BACKEND:-8000}" "${NASIKO_PORT_AUTH:-8001}" "${NASIKO_PORT_CHAT_HISTORY:-8002}" "${NASIKO_PORT_ROUTER:-8005}" "${NASIKO_PORT_WEB:-4000}" "${NASIKO_PORT_REGISTRY:-8080}")
-else
-  files=(-f compose-templates/docker-compose.standalone.yml)
-  ports=("${NASIKO_PORT_KONG_PROXY:-9100}" "${NASIKO_PORT_KONG_ADMIN:-9101}" "${NASIKO_PORT_REGISTRY:-8080}")
-fi
-compose() { "${COMPOSE[@]}" -p "$project" --env-file "$env_file" "${files[@]}" "$@"; }
 
-# 3. ports: free, or already ours
-running="$(compose ps -q 2>/dev/null | wc -l)"
-if [ "$running" -eq 0 ]; then
-  for p in "${ports[@]}"; do
-    holder="$(ss -Hltnp "sport = :$p" 2>/dev/null | sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/\1 (pid \2)/p' | head -1)"
-    if [ -n "$holder" ] || ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then
-      die "port $p is in use${holder:+ by $holder}; stop it or change its NASIKO_PORT_* setting in $env_file"
+port_vars=(NASIKO_PORT_KONG NASIKO_PORT_KONG_ADMIN NASIKO_PORT_SERVICE_REGISTRY)
+if [ "$mode" = full ]; then
+  file="$root/compose-templates/docker-compose.nasiko.yml"
+  # exactly the custom Kong plugins the checkout has
+  if [ -z "${KONG_PLUGINS:-}" ]; then
+    KONG_PLUGINS=bundled
+    for h in "$checkout"/agent-gateway/plugins/*/handler.lua; do
+      [ -f "$h" ] && KONG_PLUGINS="$KONG_PLUGINS,$(basename "$(dirname "$h")")"
+    done
+    export KONG_PLUGINS
+  fi
+  if [ -n "${USER_CREDENTIALS_ENCRYPTION_KEY:-}" ] && ! is_fernet_key "$USER_CREDENTIALS_ENCRYPTION_KEY"; then
+    echo "note: USER_CREDENTIALS_ENCRYPTION_KEY is not a Fernet key; the backend uses one it generates (kept in the nasiko-secrets volume)"
+  fi
+  # upstream's CLI runs the checkout's docker-compose.nasiko.yml: offer ours there
+  link="$checkout/docker-compose.nasiko.yml"
+  if [ ! -e "$link" ] && [ ! -L "$link" ]; then
+    ln -s "$file" "$link"
+    echo "    linked $link -> $file (upstream's 'nasiko local up|down|status|logs' use it)"
+  elif ! cmp -s "$link" "$file"; then
+    echo "note: $link is not this project's stack file; using $file (remove that one to let upstream's CLI use ours)"
+  fi
+  files=(--project-directory "$checkout" -f "$file")
+  port_vars+=(NASIKO_PORT_KONG_MANAGER NASIKO_PORT_KONG_SSL NASIKO_PORT_KONGA NASIKO_PORT_BACKEND NASIKO_PORT_AUTH
+    NASIKO_PORT_ROUTER NASIKO_PORT_CHAT NASIKO_PORT_WEB NASIKO_PORT_MONGODB NASIKO_PORT_REDIS)
+else
+  files=(--env-file "$env_file" -f "$root/compose-templates/docker-compose.standalone.yml")
+  agents_dir="${NASIKO_AGENTS_DIR:-./agents}"
+  mkdir -p "$agents_dir"
+  export NASIKO_AGENTS_DIR
+  NASIKO_AGENTS_DIR="$(cd "$agents_dir" && pwd)"
+fi
+work_dir="${NASIKO_WORK_DIR:-/var/lib/nasiko-build-agent}"
+mkdir -p "$work_dir" 2>/dev/null || die "cannot create $work_dir (the build agent's work folder); create it or set NASIKO_WORK_DIR in $env_file"
+compose() { "${COMPOSE[@]}" -p "$project" "${files[@]}" "$@"; }
+[ "$mode" = full ] && [ "${COMPOSE[*]}" != "docker compose" ] && die "the full platform needs compose v2 (docker compose); install it (as root this script does) and re-run"
+
+# 4. ports: free, or already ours
+check_ports() {
+  [ "$(compose ps -q 2>/dev/null | wc -l)" -eq 0 ] || { echo "    the stack is running: its ports are its own"; return 0; }
+  local var p holder defaults
+  defaults="NASIKO_PORT_KONG=9100 NASIKO_PORT_KONG_ADMIN=9101 NASIKO_PORT_KONG_MANAGER=9102 NASIKO_PORT_KONG_SSL=9443 NASIKO_PORT_KONGA=1337 NASIKO_PORT_SERVICE_REGISTRY=8080 NASIKO_PORT_BACKEND=8000 NASIKO_PORT_AUTH=8082 NASIKO_PORT_ROUTER=8081 NASIKO_PORT_CHAT=8083 NASIKO_PORT_WEB=4000 NASIKO_PORT_MONGODB=27017 NASIKO_PORT_REDIS=6379"
+  for var in "${port_vars[@]}"; do
+    p="${!var:-}"
+    [ -n "$p" ] || p="$(tr ' ' '\n' <<<"$defaults" | sed -n "s/^$var=//p")"
+    if ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then
+      holder="$(ss -Hltnp "sport = :$p" 2>/dev/null | sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/\1 (pid \2)/p' | head -1)"
+      die "port $p is in use${holder:+ by $holder}; stop it, or move the stack: set $var to a free port in $env_file"
     fi
   done
-fi
+  echo "    ports free"
+}
+step "checking ports" check_ports
 
-# 4. our images
+# 5. images
 if [ "$build" = 1 ]; then
-  say "building this project's images (scripts/build-images.sh)"
   if [ "$mode" = full ]; then only=registry-sidecar,build-agent; else only=registry-sidecar,build-agent,kong-emulator,backend-standin,redis; fi
-  "$root/scripts/build-images.sh" --only "$only" --tag "${NASIKO_LOCAL_TAG:-local}"
+  step "building this project's images ($only)" "$root/scripts/build-images.sh" --only "$only" --tag "${NASIKO_LOCAL_TAG:-local}"
+  [ "$mode" = full ] && step "building the checkout's images (backend, router, chat history, superuser init)" compose build
 fi
 
-# 5. start and wait
-say "starting the $mode stack (project $project)"
-compose up -d --remove-orphans
-say "waiting for services to be healthy (timeout ${timeout}s)"
-deadline=$(( $(date +%s) + timeout ))
-while :; do
-  pending=()
-  failed=""
-  for svc in $(compose ps --services); do
-    id="$(compose ps -q "$svc" | head -1)"
-    [ -n "$id" ] || { pending+=("$svc"); continue; }
-    state="$(docker inspect -f '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id" 2>/dev/null || echo missing)"
-    case "$state" in
-      "running healthy"|"running ") ;;
-      "exited "*) [ "$svc" = kong-migrations ] && [ "$(docker inspect -f '{{.State.ExitCode}}' "$id")" = 0 ] || failed="$svc" ;;
-      *unhealthy*|dead*|missing) failed="$svc" ;;
-      *) pending+=("$svc") ;;
-    esac
+# 6. start and wait
+step "starting the $mode stack (project $project)" compose up -d --remove-orphans
+wait_healthy() {
+  local deadline=$(( $(date +%s) + timeout )) svc id state pending failed bad last=""
+  while :; do
+    pending=(); failed=""
+    for svc in $(compose ps -a --services 2>/dev/null || compose ps --services); do
+      id="$(compose ps -a -q "$svc" 2>/dev/null | head -1)"
+      [ -n "$id" ] || { pending+=("$svc"); continue; }
+      state="$(docker inspect -f '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id" 2>/dev/null || echo missing)"
+      case "$state" in
+        "running healthy"|"running ") ;;
+        "exited "*)
+          case "$svc" in kong-migrations|nasiko-superuser-init) [ "$(docker inspect -f '{{.State.ExitCode}}' "$id")" = 0 ] || failed="$svc" ;; *) failed="$svc" ;; esac ;;
+        *unhealthy*|dead*|missing) failed="$svc" ;;
+        *) pending+=("$svc") ;;
+      esac
+    done
+    if [ -n "$failed" ] || { [ "${#pending[@]}" -gt 0 ] && [ "$(date +%s)" -ge "$deadline" ]; }; then
+      bad="${failed:-${pending[0]}}"
+      echo "error: service $bad is not healthy${failed:+ (it failed)}; its last log lines:" >&2
+      compose logs --tail 30 "$bad" >&2 || true
+      echo "(all of it: docker logs \$(${COMPOSE[*]} -p $project ps -q $bad); raise --timeout if it was only slow)" >&2
+      return 1
+    fi
+    [ "${#pending[@]}" -eq 0 ] && return 0
+    [ "${pending[*]}" != "$last" ] && echo "    waiting for: ${pending[*]}"
+    last="${pending[*]}"
+    sleep 2
   done
-  if [ -n "$failed" ] || { [ "${#pending[@]}" -gt 0 ] && [ "$(date +%s)" -ge "$deadline" ]; }; then
-    bad="${failed:-${pending[0]}}"
-    echo "error: service $bad is not healthy${failed:+ (it failed)}; its last log lines:" >&2
-    compose logs --tail 30 "$bad" >&2 || true
-    exit 1
-  fi
-  [ "${#pending[@]}" -eq 0 ] && break
-  printf '    waiting for: %s\n' "${pending[*]}"
-  sleep 2
-done
+}
+step "waiting for every service to be healthy (up to ${timeout}s)" wait_healthy
 
-proxy="${NASIKO_PORT_KONG_PROXY:-9100}"
+proxy="${NASIKO_PORT_KONG:-9100}"
 echo
 say "the $mode stack is up"
 printf '  %-28s %s\n' "Gateway (proxy)" "http://localhost:$proxy"
 printf '  %-28s %s\n' "Gateway Admin API" "http://localhost:${NASIKO_PORT_KONG_ADMIN:-9101}"
-printf '  %-28s %s\n' "Registry sidecar status" "http://localhost:${NASIKO_PORT_REGISTRY:-8080}/status"
+printf '  %-28s %s\n' "Registry sidecar status" "http://localhost:${NASIKO_PORT_SERVICE_REGISTRY:-8080}/status"
 if [ "$mode" = full ]; then
-  printf '  %-28s %s\n' "Web app" "http://localhost:$proxy/app" "Backend API" "http://localhost:$proxy/api" "Konga" "http://localhost:${NASIKO_PORT_KONGA:-1337}"
+  printf '  %-28s %s\n' "Web app" "http://localhost:${NASIKO_PORT_WEB:-4000}" "Backend API" "http://localhost:${NASIKO_PORT_BACKEND:-8000}/docs" \
+    "Konga" "http://localhost:${NASIKO_PORT_KONGA:-1337}" "Checkout" "$checkout"
 else
   echo "  (the gateway and the backend are the project's STAND-INS, not Kong and not the Nasiko backend)"
 fi
 echo
 echo "Next steps:"
-echo "  scripts/deploy-agent.sh path/to/agent-package     # build and deploy an agent"
-echo "  scripts/kong-check.sh                               # verify the gateway's routes"
-echo "  curl -X POST http://localhost:$proxy/agents/agent-NAME -d '{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"message/send\",\"params\":{}}'"
-echo "  scripts/local-down.sh                               # stop (add --volumes to delete data)"
+echo "  scripts/deploy-agent.sh path/to/agent-package --wait   # build and deploy an agent"
+echo "  scripts/kong-check.sh                                   # verify the gateway's routes"
+echo "  scripts/local-down.sh                                   # stop (add --volumes to delete data)"

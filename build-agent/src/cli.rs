@@ -167,7 +167,10 @@ pub async fn plan(
         let cf = deploy::write_compose_files(&cfg, &job, &p, &p.tag)?;
         let mut head: String = cf.notes.iter().map(|n| format!("# {n}\n")).collect();
         for net in &cf.own_networks {
-            head.push_str(&format!("# network '{net}' is the package's own: created (labelled {}) at deploy\n", docker::NETWORK_OWNER_LABEL));
+            head.push_str(&format!(
+                "# network '{net}' is the package's own: created (labelled {}) at deploy\n",
+                docker::NETWORK_OWNER_LABEL
+            ));
         }
         let files = cf.files;
         let (cmd, _) = docker::ComposeCmd::detect("auto").await?;

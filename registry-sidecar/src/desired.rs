@@ -437,7 +437,12 @@ mod tests {
         for name in ["nasiko-router", "backend-api-proxy"] {
             let s = &d.services[name];
             assert_eq!(
-                (s.connect_timeout, s.read_timeout, s.write_timeout, s.retries),
+                (
+                    s.connect_timeout,
+                    s.read_timeout,
+                    s.write_timeout,
+                    s.retries
+                ),
                 (60_000, 300_000, 300_000, 3),
                 "{name}"
             );

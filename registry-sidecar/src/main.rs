@@ -30,7 +30,12 @@ fn main() {
             uid,
             gid,
             socket_gid,
-        }) => tracing::info!(uid, gid, ?socket_gid, "running unprivileged, with the Docker socket's group"),
+        }) => tracing::info!(
+            uid,
+            gid,
+            ?socket_gid,
+            "running unprivileged, with the Docker socket's group"
+        ),
         Ok(_) => {}
         Err(e) => {
             eprintln!("registry-sidecar: {e}");

@@ -73,13 +73,18 @@ pub fn drop_root(run_as: &str, socket: Option<&Path>) -> Result<Outcome, Privile
     let Some((uid, gid)) = parse_user(run_as)? else {
         return Ok(Outcome::Disabled);
     };
-    let socket_gid = socket.and_then(|p| std::fs::metadata(p).ok()).map(|m| m.gid());
+    let socket_gid = socket
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| m.gid());
     let groups: Vec<libc::gid_t> = socket_gid.into_iter().collect();
     let check = |call: &'static str, rc: libc::c_int| {
         if rc == 0 {
             Ok(())
         } else {
-            Err(PrivilegeError::Refused(call, std::io::Error::last_os_error()))
+            Err(PrivilegeError::Refused(
+                call,
+                std::io::Error::last_os_error(),
+            ))
         }
     };
     // SAFETY: plain system calls on valid arguments; the order (groups, gid, uid) is required.

@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod backend;
+pub mod checkout;
 pub mod docker;
 pub mod http;
 pub mod k8s_api;

@@ -62,9 +62,9 @@ impl Stack {
                 "NASIKO_NETWORK" => Some(network.clone()),
                 "NASIKO_AGENTS_DIR" => Some(agents_dir.display().to_string()),
                 "NASIKO_WORK_DIR" => Some(work.display().to_string()),
-                "NASIKO_PORT_KONG_PROXY" => Some(proxy_port.to_string()),
+                "NASIKO_PORT_KONG" => Some(proxy_port.to_string()),
                 "NASIKO_PORT_KONG_ADMIN" => Some(admin_port.to_string()),
-                "NASIKO_PORT_REGISTRY" => Some(registry_port.to_string()),
+                "NASIKO_PORT_SERVICE_REGISTRY" => Some(registry_port.to_string()),
                 "REGISTRY_INTERVAL" => Some("5".into()),
                 _ => None,
             };

@@ -293,7 +293,11 @@ fn container_port(entry: &Value) -> Option<String> {
 ///   gateway), or with `publish` are published on 127.0.0.1 at random host ports;
 /// - external networks other than the agents network are the package's own: listed so the build
 ///   agent can create them (labelled as its own) before `up`.
-pub fn normalize_package(user: &mut Value, shared: &str, publish: bool) -> Result<Normalized, String> {
+pub fn normalize_package(
+    user: &mut Value,
+    shared: &str,
+    publish: bool,
+) -> Result<Normalized, String> {
     let mut out = Normalized::default();
     let svcs = user
         .get_mut("services")

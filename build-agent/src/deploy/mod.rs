@@ -112,8 +112,7 @@ pub fn write_compose_files(
     let write = |name: &str, v: &serde_yaml_ng::Value| -> Result<String, String> {
         let text = serde_yaml_ng::to_string(v).map_err(|e| e.to_string())?;
         let path = p.agent_dir.join(name);
-        std::fs::write(&path, text)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         Ok(path.display().to_string())
     };
     let mut out = ComposeFiles {
