@@ -59,6 +59,10 @@ if [ "$agents" = 1 ]; then
     for net in $(docker network ls -q --filter "label=com.docker.compose.project=agent-${n//./-}"); do docker network rm "$net" >/dev/null || true; done
     for vol in $(docker volume ls -q --filter "label=com.docker.compose.project=agent-${n//./-}"); do docker volume rm "$vol" >/dev/null || true; done
   done
+  # networks the build agent made for packages (labelled as its own), once no agent uses them
+  for net in $(docker network ls -q --filter label=nasiko.managed-by=build-agent); do
+    docker network rm "$net" >/dev/null 2>&1 || true
+  done
 fi
 down=(down --remove-orphans)
 [ "$volumes" = 1 ] && down+=(--volumes)

@@ -6,15 +6,16 @@ use clap::Parser;
 #[tokio::main]
 async fn main() {
     let argv: Vec<String> = std::env::args().collect();
+    // upstream's legacy worker command means the consumer: parse as if no argument was given
     let legacy = is_legacy_listener_command(&argv);
-    let mut cli = if legacy {
-        Cli::parse_from(&argv[..1])
+    let mut args = if legacy {
+        argv[..1].to_vec()
     } else {
-        Cli::parse()
+        argv.clone()
     };
+    let mut cli = Cli::parse_from(&args);
     if cli.command.is_none() {
         // `build-agent` alone is `build-agent run` (with the same flags and environment)
-        let mut args: Vec<String> = std::env::args().collect();
         args.insert(1, "run".into());
         cli = Cli::parse_from(args);
     }

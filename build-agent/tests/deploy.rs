@@ -175,7 +175,10 @@ async fn fixed_port_dockerfile_only_and_two_service_packages_deploy() {
     let net = TestNet::new();
     let (p, d, t) = (unique("fixedport"), unique("plain"), unique("twosvc"));
     let _clean = AgentCleanup::new(&[&p, &d, &t]);
-    let h = Harness::new(&net.name).await;
+    let mut h = Harness::new(&net.name).await;
+    // debugging: the package's ports published, but on loopback only and never the fixed one
+    h.extra_env
+        .push(("PUBLISH_AGENT_PORTS".into(), "true".into()));
     let port = free_port();
     let pp = h.root.add("compose-fixed-port", &p, "v1.0.0", Some(port));
     let pd = h.root.add("dockerfile-only", &d, "v1.0.0", None);
@@ -193,12 +196,17 @@ async fn fixed_port_dockerfile_only_and_two_service_packages_deploy() {
             format!("hello from {a} v1.0.0")
         );
     }
-    // the fixed host port is published
+    // published on 127.0.0.1 at a port of Docker's choosing, not on the package's fixed port
+    let bindings = &inspect(&format!("agent-{p}"))["NetworkSettings"]["Ports"]["5000/tcp"];
+    assert_eq!(bindings.as_array().map(Vec::len), Some(1), "{bindings}");
+    assert_eq!(bindings[0]["HostIp"], "127.0.0.1");
+    let host_port = bindings[0]["HostPort"].as_str().unwrap().to_string();
+    assert_ne!(host_port, port.to_string());
     let http = HttpClient::new(Duration::from_secs(5));
     let (s, v) = http
         .json(
             "POST",
-            &format!("http://127.0.0.1:{port}/"),
+            &format!("http://127.0.0.1:{host_port}/"),
             Some(&json!({"id": "x"})),
         )
         .await
@@ -235,6 +243,61 @@ async fn fixed_port_dockerfile_only_and_two_service_packages_deploy() {
     for k in ["id", "name", "description", "url", "owner_id"] {
         assert!(card[0].body.get(k).is_some(), "minimal card has {k}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packages_shaped_like_upstreams_agents_deploy_unpublished_with_their_own_network() {
+    ensure_busybox_image();
+    let net = TestNet::new();
+    let (a, f) = (unique("realshaped"), unique("foreignnet"));
+    let _clean = AgentCleanup::new(&[&a, &f]);
+    let foreign = format!("{f}-foreign");
+    docker_ok(&["network", "create", &foreign]);
+    struct RmNet(String);
+    impl Drop for RmNet {
+        fn drop(&mut self) {
+            nasiko_tests::docker::docker(&["network", "rm", &self.0]);
+        }
+    }
+    let _foreign = RmNet(foreign.clone());
+    let h = Harness::new(&net.name).await;
+    let pa = h.root.add("real-shaped", &a, "v1.0.0", None);
+    let pf = h.root.add("foreign-network", &f, "v1.0.0", None);
+    let _w = h.spawn("c1");
+    h.queue(&h.deploy_fields(&a, &pa, "u1")).await;
+    h.queue(&h.deploy_fields(&f, &pf, "u1")).await;
+    let s = h.wait_terminal(&a).await;
+    assert_eq!(s["status"], "completed", "{s:?}");
+    let c = inspect(&format!("agent-{a}"));
+    // no host port: reached only through the gateway, on the shared network
+    assert!(
+        c["NetworkSettings"]["Ports"]
+            .as_object()
+            .is_some_and(|m| m.values().all(Value::is_null)),
+        "{}",
+        c["NetworkSettings"]["Ports"]
+    );
+    assert_eq!(c["Config"]["Tty"], true);
+    assert_eq!(c["Config"]["OpenStdin"], true);
+    // the package's second external network was made, labelled as the build agent's
+    let own = format!("db-{a}");
+    assert!(c["NetworkSettings"]["Networks"].get(&own).is_some());
+    let n: Value = serde_json::from_str(&docker_ok(&["network", "inspect", &own])).unwrap();
+    assert_eq!(n[0]["Labels"]["nasiko.managed-by"], "build-agent");
+    let reply = ask(&format!("agent-{a}"), &net.name).await;
+    assert_eq!(
+        reply["result"]["parts"][0]["text"],
+        format!("hello from {a} v1.0.0")
+    );
+    // an existing network that is not ours (it could be the platform's) is refused, before `up`
+    let s = h.wait_terminal(&f).await;
+    assert_eq!(s["status"], "failed", "{s:?}");
+    assert!(s["message"].contains("did not create"), "{s:?}");
+    assert!(
+        !nasiko_tests::docker::docker(&["inspect", &format!("agent-{f}")])
+            .status
+            .success()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,6 +108,18 @@ impl Drop for AgentCleanup {
             for n in ids(&["network", "ls", "-q", "--filter", &project]) {
                 docker(&["network", "rm", &n]);
             }
+            // networks the build agent made for the package (named after the agent in samples)
+            for n in ids(&[
+                "network",
+                "ls",
+                "-q",
+                "--filter",
+                "label=nasiko.managed-by=build-agent",
+                "--filter",
+                &format!("name={a}"),
+            ]) {
+                docker(&["network", "rm", &n]);
+            }
             for v in ids(&["volume", "ls", "-q", "--filter", &project]) {
                 docker(&["volume", "rm", "-f", &v]);
             }

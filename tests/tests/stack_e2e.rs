@@ -129,6 +129,23 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         .expect("registry upsert");
     assert_eq!(card["body"]["skills"][0]["id"], "hello");
 
+    // a package shaped like upstream's own agents (empty environment:, stdin_open/tty,
+    // ports: ["5000"], a second external network) answers through the gateway, not on a host port
+    let real = format!("real{}", std::process::id());
+    let rp = stack.add_package("real-shaped", &real, "v1.0.0");
+    stack.queue(&real, &rp, "v1.0.0", None);
+    wait_status(&stack, &real, "completed").await;
+    let reply = wait_for("the real-shaped agent through the gateway", T, || {
+        stack.ask(&http, &real)
+    })
+    .await;
+    assert_eq!(
+        reply["result"]["parts"][0]["text"],
+        format!("hello from {real} v1.0.0")
+    );
+    let ports = docker_ok(&["port", &format!("agent-{real}")]);
+    assert!(ports.is_empty(), "published on the host: {ports}");
+
     // 7. an update replaces it while requests keep flowing
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
