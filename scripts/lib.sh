@@ -97,7 +97,9 @@ compose_plugin() {
   local out="$cache/docker-compose-v2"
   if [ ! -x "$out" ]; then
     mkdir -p "$cache"
-    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || die "the compose v2 plugin is missing; install it (docker compose) or re-run as root so apt can fetch it"
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+      die "the compose v2 plugin is missing; install it (docker compose) or re-run as root so apt can fetch it"
+    fi
     add_newer_suite
     local tmp; tmp="$(mktemp -d)"
     echo "    fetching docker-compose/$compose_v2_suite with apt-get download" >&2

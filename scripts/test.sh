@@ -32,22 +32,13 @@ cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || die "cargo is not installed; install Rust (rustup) first"
 check_docker
 
-need=()
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v shellcheck >/dev/null || need+=(shellcheck)
-[ -x /bin/busybox ] || command -v busybox >/dev/null || need+=(busybox-static)
-command -v docker-compose >/dev/null || need+=(docker-compose)
-command -v jq >/dev/null || need+=(jq)
-command -v curl >/dev/null || need+=(curl)
-if [ "${#need[@]}" -gt 0 ]; then
-  if [ "$install" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "test.sh: installing ${need[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null \
-      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null; } \
-      || die "could not apt-get install ${need[*]}; install them and re-run"
-  else
-    die "missing: ${need[*]} (install them, e.g. apt-get install -y ${need[*]})"
-  fi
+if [ "$install" = 1 ]; then
+  ensure_packages redis-server:redis-server shellcheck:shellcheck busybox:busybox-static \
+    docker-compose:docker-compose jq:jq curl:curl ss:iproute2
+else
+  for c in redis-server shellcheck busybox docker-compose jq curl ss; do
+    command -v "$c" >/dev/null || die "missing: $c (run without --no-install, or install it)"
+  done
 fi
 
 # compose v2 (the docker compose plugin) beside v1: the build agent is tested with both
