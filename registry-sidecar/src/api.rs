@@ -58,7 +58,14 @@ impl Api {
     async fn handle(&self, method: &str, path: &str) -> Response<Full<Bytes>> {
         match (method, path.trim_end_matches('/')) {
             ("GET" | "HEAD", "/health") => {
-                respond(200, &json!({"status": "healthy", "timestamp": now_unix()}))
+                // the process is alive and serving (compose health checks); a part that is not
+                // working is named here and in /status, which says "degraded"
+                let s = self.status.read();
+                let mut body = json!({"status": "healthy", "timestamp": now_unix()});
+                if let Some(e) = &s.static_watch_error {
+                    body["static_routes_watch"] = json!(e);
+                }
+                respond(200, &body)
             }
             ("GET", "/status") => respond(200, &self.status_body()),
             ("GET", "/services") => {
@@ -115,12 +122,14 @@ impl Api {
         let healthy = s.kong_reachable
             && s.docker_reachable
             && s.last_error.is_none()
-            && s.static_file_error.is_none();
+            && s.static_file_error.is_none()
+            && s.static_watch_error.is_none()
+            && s.kong_failing.is_none();
         json!({
             "status": if healthy { "healthy" } else { "degraded" },
             "services_count": s.managed_services.len(),
             "last_sync": s.last_sync.clone().unwrap_or_else(|| "never".into()),
-            "kong_status": if s.kong_reachable { "healthy" } else { "unhealthy" },
+            "kong_status": if s.kong_reachable && s.kong_failing.is_none() { "healthy" } else { "unhealthy" },
             "discovery_mode": match self.mode { DiscoveryMode::Docker => "docker", DiscoveryMode::Kubernetes => "kubernetes" },
             "docker_status": if self.mode == DiscoveryMode::Kubernetes { "not used" } else if s.docker_reachable { "healthy" } else { "unhealthy" },
             "docker_listed": s.docker_listed,
@@ -130,6 +139,7 @@ impl Api {
             "static_proxies": s.static_proxies,
             "static_routes_source": s.static_file,
             "static_routes_error": s.static_file_error,
+            "static_routes_watch": s.static_watch_error.clone().unwrap_or_else(|| "watching".into()),
             "agents": s.agents.iter().map(|a| a.service_name()).collect::<Vec<_>>(),
             "agents_waiting": s.waiting,
             "agents_skipped_malformed": s.malformed,

@@ -162,7 +162,9 @@ pub fn plan(desired: &DesiredState, owned: &OwnedState, allow_deletes: bool) -> 
             put_plugins.push(KongWrite::PutPlugin(want.clone()));
         }
     }
-    let mut phases = vec![put_services, put_routes, put_plugins];
+    // a service's plugins (nasiko-auth among them) exist before the route that exposes it, and
+    // the route goes before its plugins on removal: no request reaches an agent unauthenticated
+    let mut phases = vec![put_services, put_plugins, put_routes];
     if allow_deletes {
         let mut del_plugins = Vec::new();
         for p in &owned.plugins {
@@ -199,7 +201,7 @@ pub fn plan(desired: &DesiredState, owned: &OwnedState, allow_deletes: bool) -> 
                 });
             }
         }
-        phases.extend([del_plugins, del_routes, del_services]);
+        phases.extend([del_routes, del_plugins, del_services]);
     }
     phases.retain(|p| !p.is_empty());
     Plan { phases }
@@ -294,7 +296,7 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_kong_gets_services_then_routes_then_plugins() {
+    fn an_empty_kong_gets_services_then_plugins_then_routes() {
         let d = desired(&[("a", "10.0.0.2")]);
         let p = plan(&d, &OwnedState::default(), true);
         assert_eq!(p.phases.len(), 3);
@@ -303,10 +305,10 @@ mod tests {
             .all(|w| matches!(w, KongWrite::PutService(_))));
         assert!(p.phases[1]
             .iter()
-            .all(|w| matches!(w, KongWrite::PutRoute(_))));
+            .all(|w| matches!(w, KongWrite::PutPlugin(_))));
         assert!(p.phases[2]
             .iter()
-            .all(|w| matches!(w, KongWrite::PutPlugin(_))));
+            .all(|w| matches!(w, KongWrite::PutRoute(_))));
         assert_eq!(p.phases[0].len(), 9);
     }
 
@@ -322,22 +324,22 @@ mod tests {
     }
 
     #[test]
-    fn a_gone_agent_is_deleted_plugins_then_route_then_service_and_only_when_allowed() {
+    fn a_gone_agent_is_deleted_route_then_plugins_then_service_and_only_when_allowed() {
         let before = desired(&[("a", "10.0.0.2"), ("b", "10.0.0.3")]);
         let after = desired(&[("a", "10.0.0.2")]);
         let p = plan(&after, &as_kong(&before), true);
         assert_eq!(p.phases.len(), 3);
-        assert_eq!(p.phases[0].len(), 3);
-        assert!(p.phases[0]
-            .iter()
-            .all(|w| matches!(w, KongWrite::DeletePlugin { .. })));
         assert_eq!(
-            p.phases[1],
+            p.phases[0],
             vec![KongWrite::DeleteRoute {
                 id: "rid-agent-b-route".into(),
                 name: "agent-b-route".into()
             }]
         );
+        assert_eq!(p.phases[1].len(), 3);
+        assert!(p.phases[1]
+            .iter()
+            .all(|w| matches!(w, KongWrite::DeletePlugin { .. })));
         assert_eq!(
             p.phases[2],
             vec![KongWrite::DeleteService {

@@ -107,6 +107,11 @@ pub fn valid_agent_name(n: &str) -> bool {
 }
 
 pub fn classify(c: &ContainerFacts, network: &str) -> Classified {
+    // not attached to the agents network at all: none of our business, and it costs no sync (a
+    // `network connect` event brings it back for a look)
+    if !c.networks.contains_key(network) {
+        return Classified::NotAgent;
+    }
     let ty = c.labels.get("nasiko.type").map(String::as_str);
     let (name, discovered_by) = match ty {
         Some("agent") => match c.labels.get("nasiko.name").map(|s| s.trim()) {
@@ -327,7 +332,7 @@ mod tests {
     }
 
     #[test]
-    fn unhealthy_stopped_or_off_network_agents_wait() {
+    fn unhealthy_stopped_or_ip_less_agents_wait_and_off_network_ones_cost_nothing() {
         let mut c = facts("agent-x", &[("nasiko.type", "agent"), ("nasiko.name", "x")]);
         c.health = Some("starting".into());
         assert!(matches!(
@@ -339,7 +344,13 @@ mod tests {
             classify(&c, "nasiko-network"),
             Classified::Agent(_)
         ));
-        assert!(matches!(classify(&c, "other-net"), Classified::Waiting(_)));
+        // on another network only: not ours to track (issue 12, finding 11)
+        assert!(matches!(classify(&c, "other-net"), Classified::NotAgent));
+        c.networks.insert("nasiko-network".into(), String::new());
+        assert!(matches!(
+            classify(&c, "nasiko-network"),
+            Classified::Waiting(_)
+        ));
         c.running = false;
         assert!(matches!(
             classify(&c, "nasiko-network"),

@@ -143,6 +143,14 @@ impl KongClient {
         .inspect_err(|_| Counters::inc(&c.kong_errors))
     }
 
+    /// One cheap `GET /status`, no retry: does Kong answer (at all, any status) right now?
+    pub async fn answers(&self) -> bool {
+        !matches!(
+            self.request_once("GET", "/status", None).await,
+            Err(KongError::Unreachable(_))
+        )
+    }
+
     /// A request retried (3 attempts, 200 ms then 400 ms) on connection errors and 5xx.
     pub async fn request(
         &self,

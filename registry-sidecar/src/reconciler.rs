@@ -19,12 +19,28 @@ use tokio::time::Instant;
 /// a crash-looping container cannot cause more than four syncs a second.
 pub const MIN_GAP: Duration = Duration::from_millis(250);
 
+/// How often an unreachable Kong is probed (one cheap GET): the sync after its return starts
+/// within this much of it, whatever the backoff says.
+pub const PROBE_EVERY: Duration = Duration::from_millis(200);
+
 /// The result of one sync, as POST /sync reports it.
 #[derive(Debug, Clone)]
 pub struct SyncOutcome {
     pub agents: usize,
     pub writes: usize,
     pub error: Option<String>,
+    /// The error was Kong not answering (rather than answering with an error).
+    pub kong_unreachable: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// Docker or the static routes changed.
+    Event,
+    /// The periodic resync, a retry, a warm-up, or POST /sync.
+    Timer,
+    /// Time to see whether an unreachable Kong answers again.
+    Probe,
 }
 
 pub type SyncRequest = oneshot::Sender<SyncOutcome>;
@@ -48,9 +64,16 @@ impl Reconciler {
         let mut retry_at: Option<Instant> = None;
         let mut next_periodic = Instant::now();
         let mut last_run: Option<Instant> = None;
+        // set while Kong is unreachable: probe it cheaply and often, sync as soon as it answers
+        let mut probe_at: Option<Instant> = None;
+        // a source whose sender is gone (its task ended) is no longer waited on; it never stops
+        // the reconciler, which keeps the last version it had
+        let (mut agents_open, mut statics_open) = (true, true);
         loop {
             let mut waiters: Vec<SyncRequest> = Vec::new();
-            let retry = retry_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(86400));
+            let far = Instant::now() + Duration::from_secs(86400);
+            let retry = retry_at.unwrap_or(far);
+            let probe = probe_at.unwrap_or(far);
             let warmed = {
                 let now = now_unix();
                 let view = self.agents.borrow();
@@ -58,23 +81,37 @@ impl Reconciler {
                     .map(|t| Instant::now() + Duration::from_secs_f64((t - now).max(0.0) + 0.05))
                     .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400))
             };
-            let from_event = tokio::select! {
-                r = self.agents.changed() => { if r.is_err() { return } true }
-                r = self.statics.changed() => { if r.is_err() { return } true }
-                w = self.sync_requests.recv() => match w { Some(w) => { waiters.push(w); false } None => return },
-                _ = tokio::time::sleep_until(next_periodic) => false,
-                _ = tokio::time::sleep_until(retry) => false,
-                _ = tokio::time::sleep_until(warmed) => false,
+            let trigger = tokio::select! {
+                r = self.agents.changed(), if agents_open => {
+                    if r.is_err() { agents_open = false; tracing::error!("discovery has stopped; keeping the last agents it saw"); continue }
+                    Trigger::Event
+                }
+                r = self.statics.changed(), if statics_open => {
+                    if r.is_err() { statics_open = false; tracing::error!("the static routes watcher has stopped; keeping the last routes"); continue }
+                    Trigger::Event
+                }
+                w = self.sync_requests.recv() => match w { Some(w) => { waiters.push(w); Trigger::Timer } None => return },
+                _ = tokio::time::sleep_until(next_periodic) => Trigger::Timer,
+                _ = tokio::time::sleep_until(retry) => Trigger::Timer,
+                _ = tokio::time::sleep_until(warmed) => Trigger::Timer,
+                _ = tokio::time::sleep_until(probe) => Trigger::Probe,
             };
+            if trigger == Trigger::Probe {
+                if !self.kong.answers().await {
+                    probe_at = Some(Instant::now() + PROBE_EVERY);
+                    continue;
+                }
+                tracing::info!("Kong answers again; syncing now");
+            }
             // in a burst (a sync ran less than MIN_GAP ago), gather what else arrives until the
             // gap has passed: at most one sync per MIN_GAP, an isolated change at once
-            if from_event {
+            if trigger == Trigger::Event {
                 if let Some(t) = last_run.filter(|t| t.elapsed() < MIN_GAP) {
                     let until = t + MIN_GAP;
                     loop {
                         tokio::select! {
-                            r = self.agents.changed() => if r.is_err() { return },
-                            r = self.statics.changed() => if r.is_err() { return },
+                            r = self.agents.changed(), if agents_open => if r.is_err() { agents_open = false },
+                            r = self.statics.changed(), if statics_open => if r.is_err() { statics_open = false },
                             Some(w) = self.sync_requests.recv() => waiters.push(w),
                             _ = tokio::time::sleep_until(until) => break,
                         }
@@ -84,7 +121,13 @@ impl Reconciler {
             let outcome = self.sync_once().await;
             last_run = Some(Instant::now());
             next_periodic = Instant::now() + self.interval;
+            probe_at = None;
             retry_at = match &outcome.error {
+                Some(e) if outcome.kong_unreachable => {
+                    tracing::warn!("sync failed: {e}; probing Kong every {PROBE_EVERY:?} and syncing as soon as it answers");
+                    probe_at = Some(Instant::now() + PROBE_EVERY);
+                    None
+                }
                 Some(e) => {
                     let d = backoff.next_delay();
                     tracing::warn!("sync failed: {e}; retrying in {d:?}");
@@ -119,6 +162,7 @@ impl Reconciler {
                 }
                 self.status.update(|s| {
                     s.kong_reachable = true;
+                    s.kong_failing = None;
                     s.last_sync = Some(format_time(now));
                     s.last_sync_unix = Some(now);
                     s.last_sync_writes = writes;
@@ -130,13 +174,24 @@ impl Reconciler {
                     agents: agents.len(),
                     writes,
                     error: None,
+                    kong_unreachable: false,
                 }
             }
             Err((e, writes)) => {
                 Counters::inc(&c.sync_failures);
+                let kong_error = match &e {
+                    SyncError::Kong(k) | SyncError::Write(_, k) => k,
+                };
+                let unreachable = matches!(kong_error, KongError::Unreachable(_));
                 self.status.update(|s| {
-                    if matches!(e, SyncError::Kong(KongError::Unreachable(_))) {
+                    if unreachable {
                         s.kong_reachable = false;
+                    }
+                    // Kong answering 5xx is not a healthy Kong
+                    if let KongError::Status { status, .. } = kong_error {
+                        if *status >= 500 {
+                            s.kong_failing = Some(kong_error.to_string());
+                        }
                     }
                     s.last_error = Some(e.to_string());
                 });
@@ -144,6 +199,7 @@ impl Reconciler {
                     agents: agents.len(),
                     writes,
                     error: Some(e.to_string()),
+                    kong_unreachable: unreachable,
                 }
             }
         };

@@ -56,13 +56,67 @@ pub fn initial(path: &Path, hosts: &HostOverrides, status: &Status) -> StaticCon
     }
 }
 
-/// Watch `path` and publish every good new version on `tx`. Runs until `tx` has no receivers.
+/// How often the file is re-read while it cannot be watched, and the watch retried.
+pub const POLL_EVERY: Duration = Duration::from_secs(5);
+
+/// Watch `path` and publish every good new version on `tx`, forever: when the file cannot be
+/// watched (its folder is missing, the inotify limit is reached) it is re-read every
+/// [`POLL_EVERY`] and the watch retried, and `/status` says so. The last good routes stay.
 pub async fn watch_file(
     path: PathBuf,
     hosts: HostOverrides,
     status: Arc<Status>,
     tx: watch::Sender<Arc<StaticConfig>>,
 ) {
+    loop {
+        let why = watch_until_failure(&path, &hosts, &status, &tx).await;
+        if status.read().static_watch_error.as_deref() != Some(why.as_str()) {
+            tracing::warn!(
+                "static routes: {why}; re-reading {} every {POLL_EVERY:?} and retrying the watch",
+                path.display()
+            );
+            status.update(|s| s.static_watch_error = Some(why.clone()));
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+        reload(&path, &hosts, &status, &tx);
+    }
+}
+
+/// Publish the file's version when it is good and new; report a bad one.
+fn reload(
+    path: &Path,
+    hosts: &HostOverrides,
+    status: &Status,
+    tx: &watch::Sender<Arc<StaticConfig>>,
+) {
+    match load(path, hosts) {
+        Ok((c, src)) => {
+            if **tx.borrow() != c {
+                tracing::info!(source = %src, proxies = c.proxies.len(), "static routes reloaded");
+                status.update(|s| {
+                    s.static_file = src;
+                    s.static_file_error = None;
+                    s.static_proxies = c.proxies.iter().map(|p| p.name.clone()).collect();
+                });
+                let _ = tx.send(Arc::new(c));
+            } else {
+                status.update(|s| s.static_file_error = None);
+            }
+        }
+        Err(e) => {
+            tracing::error!("static routes not reloaded: {e}; keeping the previous version");
+            status.update(|s| s.static_file_error = Some(e));
+        }
+    }
+}
+
+/// Watch the file's folder and reload on each change; returns why watching failed or stopped.
+async fn watch_until_failure(
+    path: &Path,
+    hosts: &HostOverrides,
+    status: &Status,
+    tx: &watch::Sender<Arc<StaticConfig>>,
+) -> String {
     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
     let file_name = path.file_name().map(|f| f.to_os_string());
     let mut watcher =
@@ -72,13 +126,7 @@ pub async fn watch_file(
             }
         }) {
             Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(
-                    "cannot watch {}: {e}; static routes will not reload",
-                    path.display()
-                );
-                return;
-            }
+            Err(e) => return format!("cannot create a file watcher ({e})"),
         };
     let dir = path
         .parent()
@@ -86,11 +134,13 @@ pub async fn watch_file(
         .unwrap_or(Path::new("."))
         .to_path_buf();
     if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-        tracing::info!(
-            "not watching {} ({e}); static routes reload only on restart",
-            dir.display()
-        );
-        return;
+        return format!("cannot watch {} ({e})", dir.display());
+    }
+    if status.read().static_watch_error.is_some() {
+        tracing::info!("static routes: watching {} again", dir.display());
+        status.update(|s| s.static_watch_error = None);
+        // it may have changed while it was not watched
+        reload(path, hosts, status, tx);
     }
     while let Some(ev) = ev_rx.recv().await {
         let ours = ev.paths.iter().any(|p| {
@@ -98,32 +148,19 @@ pub async fn watch_file(
                 || p.file_name()
                     .is_some_and(|f| f.to_string_lossy().starts_with(".."))
         });
+        // the watched folder itself went away
+        let gone =
+            matches!(ev.kind, notify::EventKind::Remove(_)) && ev.paths.iter().any(|p| p == &dir);
+        if gone {
+            return format!("{} was removed", dir.display());
+        }
         if !ours {
             continue;
         }
         // let a burst of writes settle
         tokio::time::sleep(Duration::from_millis(100)).await;
         while ev_rx.try_recv().is_ok() {}
-        match load(&path, &hosts) {
-            Ok((c, src)) => {
-                if **tx.borrow() != c {
-                    tracing::info!(source = %src, proxies = c.proxies.len(), "static routes reloaded");
-                    status.update(|s| {
-                        s.static_file = src;
-                        s.static_file_error = None;
-                        s.static_proxies = c.proxies.iter().map(|p| p.name.clone()).collect();
-                    });
-                    if tx.send(Arc::new(c)).is_err() {
-                        return;
-                    }
-                } else {
-                    status.update(|s| s.static_file_error = None);
-                }
-            }
-            Err(e) => {
-                tracing::error!("static routes not reloaded: {e}; keeping the previous version");
-                status.update(|s| s.static_file_error = Some(e));
-            }
-        }
+        reload(path, hosts, status, tx);
     }
+    "the file watcher stopped".into()
 }

@@ -72,6 +72,8 @@ pub struct Snapshot {
     pub docker_reachable: bool,
     pub docker_listed: bool,
     pub kong_reachable: bool,
+    /// Kong answered the last sync with a 5xx (it is up, but not well).
+    pub kong_failing: Option<String>,
     pub last_sync: Option<String>,
     pub last_sync_unix: Option<f64>,
     pub last_sync_writes: usize,
@@ -79,6 +81,8 @@ pub struct Snapshot {
     pub static_proxies: Vec<String>,
     pub static_file: String,
     pub static_file_error: Option<String>,
+    /// Why the static routes file is not being watched (it is then re-read every few seconds).
+    pub static_watch_error: Option<String>,
     pub agents: Vec<AgentEndpoint>,
     pub waiting: Vec<String>,
     pub malformed: Vec<String>,
