@@ -190,7 +190,9 @@ pub struct RunArgs {
     /// Jobs run at once.
     #[arg(long, env = "MAX_CONCURRENT_JOBS", default_value_t = 2)]
     pub concurrency: usize,
-    /// Deliveries before a job goes to the dead-letter stream.
+    /// Started attempts (that died before finishing: SIGKILL, OOM, a crash) after which a job goes
+    /// to the dead-letter stream instead of starting again. Only attempts that actually started
+    /// count, not re-reads after a restart.
     #[arg(long, env = "MAX_DELIVERIES", default_value_t = 3)]
     pub max_deliveries: u64,
     /// Seconds a pending job must be idle before another consumer claims it (longer than the heartbeat).

@@ -98,6 +98,10 @@ impl Pipeline {
     async fn run_job(&self, job: &DeployJob) {
         let s = subject(job);
         let started = Instant::now();
+        // counted before anything is done: an attempt that dies (SIGKILL, OOM) still counts
+        if let Err(e) = self.stream.start_attempt(&job.stream_id).await {
+            tracing::warn!(job = %job.stream_id, "cannot count the attempt ({e}); going on");
+        }
         self.stage(
             &s,
             Stage::Received,

@@ -1,5 +1,5 @@
 //! Redis stream plumbing for the consumer group: group creation, reads (own pending, new,
-//! auto-claim), delivery counts, heartbeats, acknowledgement and the dead-letter stream.
+//! auto-claim), started-attempt counts, heartbeats, acknowledgement and the dead-letter stream.
 
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Value};
@@ -144,27 +144,6 @@ impl Stream {
         Ok(out)
     }
 
-    /// How many times the entry has been delivered (0 when it is not pending).
-    pub async fn deliveries(&self, id: &str) -> RedisResult<u64> {
-        let mut c = self.con.clone();
-        let v: Value = redis::cmd("XPENDING")
-            .arg(&self.key)
-            .arg(&self.group)
-            .arg(id)
-            .arg(id)
-            .arg(1)
-            .query_async(&mut c)
-            .await?;
-        if let Value::Array(rows) = v {
-            if let Some(Value::Array(row)) = rows.first() {
-                if let Some(Value::Int(n)) = row.get(3) {
-                    return Ok(*n as u64);
-                }
-            }
-        }
-        Ok(0)
-    }
-
     /// Reset the idle time of entries we hold, so no reaper claims a job that is alive.
     pub async fn heartbeat(&self, ids: &[String]) -> RedisResult<()> {
         if ids.is_empty() {
@@ -184,19 +163,56 @@ impl Stream {
         Ok(())
     }
 
+    /// The hash of attempts that actually started, per pending entry. Redis's delivery count
+    /// also counts every re-read after a restart and every claim, so a healthy job queued behind
+    /// a crashing one would run out of deliveries without ever starting.
+    pub fn attempts_key(&self) -> String {
+        format!("{}:attempts", self.key)
+    }
+
+    /// Count one more started attempt of `id`; returns the count.
+    pub async fn start_attempt(&self, id: &str) -> RedisResult<u64> {
+        let mut c = self.con.clone();
+        redis::cmd("HINCRBY")
+            .arg(self.attempts_key())
+            .arg(id)
+            .arg(1)
+            .query_async(&mut c)
+            .await
+    }
+
+    /// Attempts of `id` that started (and did not finish: a finished one is acknowledged).
+    pub async fn attempts(&self, id: &str) -> RedisResult<u64> {
+        let mut c = self.con.clone();
+        let n: Option<u64> = redis::cmd("HGET")
+            .arg(self.attempts_key())
+            .arg(id)
+            .query_async(&mut c)
+            .await?;
+        Ok(n.unwrap_or(0))
+    }
+
+    /// Acknowledge `id` and forget its attempts, in one transaction.
     pub async fn ack(&self, id: &str) -> RedisResult<()> {
         let mut c = self.con.clone();
-        let _: i64 = redis::cmd("XACK")
+        let _: Value = redis::pipe()
+            .atomic()
+            .cmd("XACK")
             .arg(&self.key)
             .arg(&self.group)
             .arg(id)
+            .ignore()
+            .cmd("HDEL")
+            .arg(self.attempts_key())
+            .arg(id)
+            .ignore()
             .query_async(&mut c)
             .await?;
         Ok(())
     }
 
     /// Copy an entry to the dead-letter stream with the reason.
-    pub async fn dead_letter(&self, e: &Entry, reason: &str, deliveries: u64) -> RedisResult<()> {
+    pub async fn dead_letter(&self, e: &Entry, reason: &str, attempts: u64) -> RedisResult<()> {
         let mut c = self.con.clone();
         let mut cmd = redis::cmd("XADD");
         cmd.arg(&self.dead_letter)
@@ -208,12 +224,12 @@ impl Stream {
             .arg(&e.id)
             .arg("reason")
             .arg(reason)
-            .arg("deliveries")
-            .arg(deliveries)
+            .arg("attempts")
+            .arg(attempts)
             .arg("consumer")
             .arg(&self.consumer);
         for (k, v) in e.fields.iter().flatten() {
-            if !["original_id", "reason", "deliveries", "consumer"].contains(&k.as_str()) {
+            if !["original_id", "reason", "attempts", "consumer"].contains(&k.as_str()) {
                 cmd.arg(k).arg(v.as_slice());
             }
         }

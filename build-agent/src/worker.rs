@@ -1,6 +1,6 @@
 //! The daemon: joins the consumer group, finishes its own pending entries first, then reads new
 //! ones; a reaper claims entries abandoned by dead consumers; a heartbeat keeps held entries
-//! owned; poison entries go to the dead-letter stream. SIGTERM drains within a grace period.
+//! owned; an entry whose attempts keep dying goes to the dead-letter stream. SIGTERM drains within a grace period.
 
 use crate::config::Config;
 use crate::deploy::{docker::ComposeCmd, Deployer};
@@ -105,7 +105,7 @@ impl Worker {
         if self.runner.holds(&e.id) {
             return;
         }
-        let deliveries = self.stream.deliveries(&e.id).await.unwrap_or(1);
+        let attempts = self.stream.attempts(&e.id).await.unwrap_or(0);
         let Some(fields) = &e.fields else {
             tracing::warn!(job = %e.id, "the entry was deleted from the stream while pending; acknowledging it");
             self.pipeline.ack(&e.id).await;
@@ -117,13 +117,13 @@ impl Worker {
             nasiko_api_url: self.cfg.nasiko_api_url.as_deref(),
         };
         let parsed = job::parse(&e.id, fields, &paths);
-        if deliveries > self.cfg.max_deliveries {
+        if attempts >= self.cfg.max_deliveries {
             let reason = format!(
-                "delivered {deliveries} times without finishing (limit {}); moved to {}",
+                "started {attempts} times without finishing (limit {}); moved to {}",
                 self.cfg.max_deliveries, self.cfg.dead_letter_stream
             );
             let mut delay = Duration::from_millis(250);
-            while let Err(err) = self.stream.dead_letter(&e, &reason, deliveries).await {
+            while let Err(err) = self.stream.dead_letter(&e, &reason, attempts).await {
                 tracing::warn!(job = %e.id, "cannot write the dead-letter entry yet ({err}); retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
@@ -153,7 +153,7 @@ impl Worker {
         }
         match parsed {
             Ok(job) => {
-                tracing::info!(job = %job.stream_id, agent = %job.agent, action = job.action.as_str(), delivery = deliveries, "job accepted");
+                tracing::info!(job = %job.stream_id, agent = %job.agent, action = job.action.as_str(), earlier_attempts = attempts, "job accepted");
                 self.runner.submit(job);
             }
             Err(r) => self.pipeline.reject(&r).await,
@@ -194,7 +194,8 @@ impl Worker {
         // 2. new entries, with the reaper between reads
         let mut last_reap = tokio::time::Instant::now() - self.cfg.claim_idle;
         let mut delay = Duration::from_millis(500);
-        let limit = self.cfg.concurrency * 4;
+        // take no more than can start: what is read but not started would only wait, pending
+        let limit = self.cfg.concurrency;
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,

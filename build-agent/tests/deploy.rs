@@ -342,6 +342,77 @@ async fn failing_builds_crashing_containers_and_unsafe_packages_end_failed_with_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_jobs_behind_a_build_that_keeps_dying_run_and_only_it_is_dead_lettered() {
+    // issue 12, finding 1: re-reads after restarts used to count as deliveries, so the healthy
+    // jobs read ahead behind a hanging build were dead-lettered without ever starting
+    ensure_busybox_image();
+    let net = TestNet::new();
+    let hang = unique("hang");
+    let healthy: Vec<String> = (0..3).map(|i| unique(&format!("healthy{i}"))).collect();
+    let mut all: Vec<&str> = healthy.iter().map(String::as_str).collect();
+    all.push(&hang);
+    let _clean = AgentCleanup::new(&all);
+    let mut h = Harness::new(&net.name).await;
+    h.extra_env.push(("MAX_CONCURRENT_JOBS".into(), "1".into()));
+    let hp = h.root.add("dockerfile-only", &hang, "v1.0.0", None);
+    let df = h.root.path.join(&hang).join("v1.0.0/Dockerfile");
+    let text = std::fs::read_to_string(&df).unwrap();
+    std::fs::write(
+        &df,
+        text.replace(
+            "RUN chmod +x /agent.sh",
+            "RUN chmod +x /agent.sh && sleep 600",
+        ),
+    )
+    .unwrap();
+    let hang_id = h.queue(&h.deploy_fields(&hang, &hp, "u1")).await;
+    for a in &healthy {
+        let p = h.root.add("dockerfile-only", a, "v1.0.0", None);
+        h.queue(&h.deploy_fields(a, &p, "u1")).await;
+    }
+    let mut con = h.con().await;
+    for kill in 1..=3u64 {
+        let mut w = h.spawn("c1");
+        wait_for("the hanging build to start again", T, || {
+            let mut con = con.clone();
+            let id = hang_id.clone();
+            let agent = hang.clone();
+            let h = &h;
+            async move {
+                let n: Option<u64> = redis::cmd("HGET")
+                    .arg("orchestration:commands:attempts")
+                    .arg(&id)
+                    .query_async(&mut con)
+                    .await
+                    .ok()?;
+                let building =
+                    h.status(&agent).await.get("status").map(String::as_str) == Some("building");
+                (n == Some(kill) && building).then_some(())
+            }
+        })
+        .await;
+        w.signal(9);
+        w.wait_exit(Duration::from_secs(10));
+    }
+    let _w = h.spawn("c1");
+    let s = h.wait_terminal(&hang).await;
+    assert_eq!(s["status"], "failed", "{s:?}");
+    assert!(s["message"].contains("started 3 times"), "{s:?}");
+    for a in &healthy {
+        let s = h.wait_terminal(a).await;
+        assert_eq!(s["status"], "completed", "{a}: {s:?}");
+    }
+    let dead: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg("orchestration:commands:dead-letter")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1, "only the hanging job is dead-lettered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_update_puts_the_previous_version_back_and_it_keeps_serving() {
     ensure_busybox_image();
     let net = TestNet::new();
