@@ -44,8 +44,25 @@ impl Pipeline {
     }
 
     /// Record a terminal status (retrying the Redis write until it lands), then acknowledge.
+    /// However the job ended, its update stand-by goes; a failure says what is still serving.
     pub async fn finish(&self, s: &Subject, stage: Stage, message: &str, f: &Facts) {
         let level_fail = stage == Stage::Failed;
+        let mut message = message.to_string();
+        if self.deployer.is_some() && !s.agent.is_empty() {
+            let n = docker::remove_standbys(crate::deploy::STANDBY_JOB_LABEL, &s.stream_id).await;
+            if n > 0 {
+                tracing::info!(job = %s.stream_id, agent = %s.agent, "removed the update stand-by of this job");
+            }
+            if level_fail && !message.contains("serving") {
+                let container = crate::deploy::compose::container_name(&s.agent);
+                if let Some((status, _, image, _, _)) = docker::container_state(&container).await {
+                    if status == "running" {
+                        message.push_str(&format!("; {container} ({image}) is still serving"));
+                    }
+                }
+            }
+        }
+        let message = message.as_str();
         if level_fail {
             tracing::warn!(job = %s.stream_id, agent = %s.agent, stage = stage.name(), "{message}");
         } else {

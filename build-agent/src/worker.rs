@@ -71,6 +71,18 @@ impl Worker {
             tracing::info!(compose = ?compose, "{version}");
             std::fs::create_dir_all(&cfg.work_dir)
                 .map_err(|e| format!("cannot create WORK_DIR {}: {e}", cfg.work_dir.display()))?;
+            // stand-bys of updates this consumer was running when it died: their jobs resume
+            // (and make a new one) or are dead-lettered, never both
+            let reaped = crate::deploy::docker::remove_standbys(
+                crate::deploy::STANDBY_CONSUMER_LABEL,
+                &cfg.consumer,
+            )
+            .await;
+            if reaped > 0 {
+                tracing::info!(
+                    "removed {reaped} update stand-by(s) left by this consumer's previous run"
+                );
+            }
             Some(Deployer {
                 cfg: cfg.clone(),
                 compose,

@@ -412,6 +412,118 @@ async fn healthy_jobs_behind_a_build_that_keeps_dying_run_and_only_it_is_dead_le
     assert_eq!(dead.len(), 1, "only the hanging job is dead-lettered");
 }
 
+fn container_id(name: &str) -> String {
+    inspect(name)["Id"].as_str().unwrap().to_string()
+}
+
+fn exists(name: &str) -> bool {
+    nasiko_tests::docker::docker(&["inspect", name])
+        .status
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_redeploy_hands_nothing_over_and_recreates_nothing() {
+    // issue 12, finding 3
+    ensure_busybox_image();
+    let net = TestNet::new();
+    let a = unique("same");
+    let _clean = AgentCleanup::new(&[&a]);
+    let mut h = Harness::new(&net.name).await;
+    h.extra_env.push(("HANDOVER_SECS".into(), "3".into()));
+    let path = h.root.add("compose-agents-net", &a, "v1.0.0", None);
+    let _w = h.spawn("c1");
+    h.queue(&h.deploy_fields(&a, &path, "u1")).await;
+    assert_eq!(h.wait_terminal(&a).await["status"], "completed");
+    let first = container_id(&format!("agent-{a}"));
+    let mut c = h.con().await;
+    let _: () = redis::cmd("DEL")
+        .arg(format!("agent:status:{a}"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    h.queue(&h.deploy_fields(&a, &path, "u1")).await;
+    let standby = format!("agent-{a}-handover");
+    let saw_standby = std::sync::atomic::AtomicBool::new(false);
+    let s = wait_for("the redeploy", T, || async {
+        if exists(&standby) {
+            saw_standby.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let s = h.status(&a).await;
+        matches!(s.get("status").map(String::as_str), Some("completed" | "failed")).then_some(s)
+    })
+    .await;
+    let saw_standby = saw_standby.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(s["status"], "completed", "{s:?}");
+    assert!(!saw_standby, "no stand-by for an unchanged redeploy");
+    assert_eq!(
+        container_id(&format!("agent-{a}")),
+        first,
+        "the container was not recreated"
+    );
+    let log: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg(format!("agent:buildlog:{a}"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(format!("{log:?}").contains("no handover"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stand_by_never_outlives_its_job_and_the_status_says_what_serves() {
+    // issue 12, finding 2: killed during an update's handover, the job then dead-lettered
+    ensure_busybox_image();
+    let net = TestNet::new();
+    let a = unique("standby");
+    let _clean = AgentCleanup::new(&[&a]);
+    let mut h = Harness::new(&net.name).await;
+    h.extra_env.push(("HANDOVER_SECS".into(), "20".into()));
+    h.extra_env.push(("MAX_DELIVERIES".into(), "1".into()));
+    let v1 = h.root.add("compose-agents-net", &a, "v1.0.0", None);
+    let mut w = h.spawn("c1");
+    h.queue(&h.deploy_fields(&a, &v1, "u1")).await;
+    assert_eq!(h.wait_terminal(&a).await["status"], "completed");
+    let v2 = h.root.add("compose-agents-net", &a, "v2.0.0", None);
+    let mut f = h.deploy_fields(&a, &v2, "u1");
+    f.push(("action", "update_agent"));
+    f.push(("agent_id", &a));
+    h.queue(&f).await;
+    let standby = format!("agent-{a}-handover");
+    wait_for("the update's stand-by", T, || async { exists(&standby).then_some(()) }).await;
+    w.signal(9);
+    w.wait_exit(Duration::from_secs(10));
+    assert!(exists(&standby), "the kill left the stand-by behind");
+    // the next start dead-letters the job (one started attempt allowed) and reaps the stand-by
+    let _w2 = h.spawn("c1");
+    let s = wait_for("the job to be dead-lettered", T, || async {
+        let s = h.status(&a).await;
+        (s.get("status").map(String::as_str) == Some("failed")).then_some(s)
+    })
+    .await;
+    assert!(s["message"].contains("started 1 times"), "{s:?}");
+    assert!(
+        s["message"].contains(&format!("agent-{a}")) && s["message"].contains("still serving"),
+        "{s:?}"
+    );
+    wait_for("the stand-by gone", T, || async { (!exists(&standby)).then_some(()) }).await;
+    let routable = docker_ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=nasiko.name={a}"),
+        "--filter",
+        "label=nasiko.type=agent",
+    ]);
+    assert_eq!(routable.lines().count(), 1, "one routable container");
+    let r = ask(&format!("agent-{a}"), &net.name).await;
+    assert_eq!(
+        r["result"]["parts"][0]["text"],
+        format!("hello from {a} v1.0.0")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_update_puts_the_previous_version_back_and_it_keeps_serving() {
     ensure_busybox_image();

@@ -487,6 +487,21 @@ pub fn build_override(user: Option<&Value>, spec: &OverrideSpec) -> Result<Value
     Ok(Value::Mapping(root))
 }
 
+/// Add a label to the entry service of an override made by [`build_override`] (the one service
+/// with a `container_name`).
+pub fn add_entry_label(ov: &mut Value, key: &str, value: &str) {
+    let Some(svcs) = ov.get_mut("services").and_then(Value::as_mapping_mut) else {
+        return;
+    };
+    for svc in svcs.values_mut() {
+        if svc.get("container_name").is_some() {
+            if let Some(Value::Mapping(l)) = svc.get_mut("labels") {
+                l.insert(s(key), s(value));
+            }
+        }
+    }
+}
+
 /// Parse a package's `.env`: `KEY=VALUE` lines, `#` comments, optional quotes, `export ` prefix.
 pub fn parse_dotenv(text: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();

@@ -183,6 +183,54 @@ pub async fn container_state(name: &str) -> Option<(String, String, String, Stri
     ))
 }
 
+/// The value of `label` on container `name` when it is running; None otherwise.
+pub async fn label_of_running(name: &str, label: &str) -> Option<String> {
+    let format = format!("{{{{.State.Running}}}} {{{{index .Config.Labels \"{label}\"}}}}");
+    let o = run(
+        &argv(&[
+            "docker",
+            "inspect",
+            "--type",
+            "container",
+            "--format",
+            &format,
+            name,
+        ]),
+        SHORT,
+        None,
+    )
+    .await
+    .ok()?;
+    let out = o.stdout.trim().to_string();
+    let value = out.strip_prefix("true ")?.trim();
+    (!value.is_empty() && value != "<no value>").then(|| value.to_string())
+}
+
+/// Remove the update stand-by containers whose `label` is `value` (a job's id, or a consumer's
+/// name); returns how many went.
+pub async fn remove_standbys(label: &str, value: &str) -> usize {
+    let filter = format!("label={label}={value}");
+    let Ok(o) = run(
+        &argv(&["docker", "ps", "-aq", "--no-trunc", "--filter", &filter]),
+        SHORT,
+        None,
+    )
+    .await
+    else {
+        return 0;
+    };
+    let ids: Vec<String> = o.stdout.split_whitespace().map(String::from).collect();
+    if ids.is_empty() {
+        return 0;
+    }
+    let mut a = argv(&["docker", "rm", "-f", "-v"]);
+    a.extend(ids.iter().cloned());
+    match run(&a, SHORT, None).await {
+        Ok(_) => ids.len(),
+        Err(_) => 0,
+    }
+}
+
 pub async fn remove_container(name: &str) -> Result<(), CmdError> {
     run(&argv(&["docker", "rm", "-f", "-v", name]), SHORT, None)
         .await

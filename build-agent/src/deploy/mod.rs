@@ -90,7 +90,16 @@ pub struct ComposeFiles {
     pub own_networks: Vec<String>,
     /// What normalization changed, for the build log.
     pub notes: Vec<String>,
+    /// A hash of the effective configuration (image, package file, override), also put on the
+    /// entry container as `nasiko.deploy-hash`: equal means there is nothing to hand over.
+    pub deploy_hash: String,
 }
+
+/// The label that tells what configuration a running agent container was deployed with.
+pub const DEPLOY_HASH_LABEL: &str = "nasiko.deploy-hash";
+/// Labels of an update's stand-by container: which job made it, and which consumer ran that job.
+pub const STANDBY_JOB_LABEL: &str = "nasiko.handover-job";
+pub const STANDBY_CONSUMER_LABEL: &str = "nasiko.handover-consumer";
 
 /// Write the normalized package file and the override (or one whole file) for `image`.
 pub fn write_compose_files(
@@ -119,6 +128,7 @@ pub fn write_compose_files(
         files: Vec::new(),
         own_networks: Vec::new(),
         notes: Vec::new(),
+        deploy_hash: String::new(),
     };
     let user = match &p.compose_file {
         Some(f) => {
@@ -133,7 +143,14 @@ pub fn write_compose_files(
         }
         None => None,
     };
-    let ov = compose::build_override(user.as_ref(), &spec)?;
+    let mut ov = compose::build_override(user.as_ref(), &spec)?;
+    let effective = format!(
+        "{}\n---\n{}",
+        serde_yaml_ng::to_string(&user).unwrap_or_default(),
+        serde_yaml_ng::to_string(&ov).unwrap_or_default()
+    );
+    out.deploy_hash = package::text_hash(&effective);
+    compose::add_entry_label(&mut ov, DEPLOY_HASH_LABEL, &out.deploy_hash);
     let name = if user.is_some() {
         "nasiko.override.yml"
     } else {
@@ -247,6 +264,12 @@ impl Deployer {
             .map(|s| s.2)
             .filter(|img| *img != p.tag);
         let cf = write_compose_files(&self.cfg, job, p, &p.tag)?;
+        // the running container has exactly this configuration (an unchanged redeploy, or a
+        // resumed job): nothing to hand over, and compose recreates nothing
+        let unchanged = docker::label_of_running(&container, DEPLOY_HASH_LABEL)
+            .await
+            .as_deref()
+            == Some(cf.deploy_hash.as_str());
         for note in &cf.notes {
             self.log_line(&job.agent, &job.stream_id, &format!("=== {note}"))
                 .await;
@@ -266,7 +289,17 @@ impl Deployer {
         )
         .await
         .map_err(|e| format!("the compose configuration is invalid: {e}"))?;
-        let handover = self.start_handover(job, p).await;
+        let handover = if unchanged {
+            self.log_line(
+                &job.agent,
+                &job.stream_id,
+                "=== the running container has this exact configuration; no handover",
+            )
+            .await;
+            None
+        } else {
+            self.start_handover(job, p).await
+        };
         let started = self.start(&project, &dir, &files, &container).await;
         if let Some(h) = &handover {
             if started.is_ok() {
@@ -330,6 +363,8 @@ impl Deployer {
             ("nasiko.name", job.agent.as_str()),
             ("nasiko.owner", job.owner_id.as_str()),
             ("nasiko.handover", "true"),
+            (STANDBY_JOB_LABEL, job.stream_id.as_str()),
+            (STANDBY_CONSUMER_LABEL, self.cfg.consumer.as_str()),
         ] {
             args.extend(["--label".to_string(), format!("{k}={v}")]);
         }

@@ -44,6 +44,13 @@ pub fn files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
+/// 16 hex digits over a text.
+pub fn text_hash(text: &str) -> String {
+    let mut h = Fnv::new();
+    h.write(text.as_bytes());
+    format!("{:016x}", h.0)
+}
+
 /// 16 hex digits over every file's path and content.
 pub fn content_hash(dir: &Path) -> Result<String, String> {
     let mut h = Fnv::new();
