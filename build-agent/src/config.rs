@@ -233,6 +233,9 @@ pub struct RunArgs {
     /// Skip docker build/compose and report success (for load benchmarks of the job lifecycle only).
     #[arg(long, env = "NOOP_DEPLOY", hide = true)]
     pub noop_deploy: bool,
+    /// With NOOP_DEPLOY: how long the no-op deploy takes, in milliseconds (a job in flight).
+    #[arg(long, env = "NOOP_DEPLOY_MS", hide = true, default_value_t = 0)]
+    pub noop_deploy_ms: u64,
 }
 
 #[derive(Debug, Clone, ClapArgs)]
@@ -285,6 +288,7 @@ pub struct Config {
     pub publish_agent_ports: bool,
     pub handover_wait: Duration,
     pub noop_deploy: bool,
+    pub noop_deploy_time: Duration,
 }
 
 pub fn hostname() -> String {
@@ -359,6 +363,7 @@ impl Config {
             keep_images: r.keep_images.max(1),
             handover_wait: Duration::from_secs(r.handover_secs),
             noop_deploy: r.noop_deploy,
+            noop_deploy_time: Duration::from_millis(r.noop_deploy_ms),
         })
     }
 }

@@ -42,6 +42,21 @@ pub struct DeployJob {
     pub webhook_url: Option<String>,
 }
 
+/// The most of a reason (which may quote the input) that is stored and reported.
+pub const REASON_CAP: usize = 500;
+
+/// `text` cut to [`REASON_CAP`] bytes (on a character boundary), saying how much was cut.
+pub fn cap(text: &str) -> String {
+    if text.len() <= REASON_CAP {
+        return text.to_string();
+    }
+    let mut end = REASON_CAP;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes)", &text[..end], text.len() - end)
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
     pub stream_id: String,
@@ -164,10 +179,10 @@ pub fn parse(
     let reject = |agent: Option<String>, reason: String| Rejection {
         stream_id: stream_id.to_string(),
         agent,
-        owner_id: get("owner_id").unwrap_or("").to_string(),
-        upload_id: get("upload_id").unwrap_or("").to_string(),
+        owner_id: cap(get("owner_id").unwrap_or("")),
+        upload_id: cap(get("upload_id").unwrap_or("")),
         backend_url: backend.clone(),
-        reason,
+        reason: cap(&reason),
     };
     let action = match (get("action"), get("command")) {
         (Some("update_agent"), _) => Action::Update,

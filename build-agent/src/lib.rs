@@ -6,6 +6,7 @@ pub mod config;
 pub mod deploy;
 pub mod http;
 pub mod job;
+pub mod outbox;
 pub mod pipeline;
 pub mod process;
 pub mod report;

@@ -38,9 +38,7 @@ impl Pipeline {
         if let Err(e) = self.reporter.write_hash(s, stage, message, f).await {
             tracing::warn!(job = %s.stream_id, "could not write the status hash: {e}");
         }
-        self.reporter
-            .upload_status(s, stage, message, f, None)
-            .await;
+        self.reporter.upload_status(s, stage, message, f, None);
     }
 
     /// Record a terminal status (retrying the Redis write until it lands), then acknowledge.
@@ -76,8 +74,7 @@ impl Pipeline {
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
             self.reporter
-                .upload_status(s, stage, message, f, level_fail.then_some(message))
-                .await;
+                .upload_status(s, stage, message, f, level_fail.then_some(message));
         }
         self.ack(&s.stream_id).await;
     }
@@ -127,6 +124,7 @@ impl Pipeline {
         )
         .await;
         let Some(d) = &self.deployer else {
+            tokio::time::sleep(self.cfg.noop_deploy_time).await;
             let f = Facts {
                 url: Some(self.agent_url(&job.agent)),
                 ..Default::default()

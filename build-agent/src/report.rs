@@ -3,9 +3,9 @@
 //! and the auth permissions call (contracts.md §5).
 
 use crate::http::HttpClient;
+use crate::outbox::{self, Delivery, Outbox};
 use redis::aio::ConnectionManager;
 use serde_json::{json, Value};
-use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -69,6 +69,8 @@ pub fn status_key(agent: &str) -> String {
 pub struct Reporter {
     pub redis: ConnectionManager,
     pub http: HttpClient,
+    /// Upload-status PUTs go out from here, in the background.
+    pub outbox: Outbox,
     pub updated_by: String,
     pub auth_service_url: String,
 }
@@ -148,9 +150,9 @@ impl Reporter {
             .await
     }
 
-    /// The backend upload-status PUT. 404 is normal; 5xx and connection errors are retried a
-    /// bounded number of times so a dead backend cannot stall the queue.
-    pub async fn upload_status(
+    /// Queue the backend upload-status PUT (delivered in the background, in order per agent;
+    /// see [`Outbox`]): reporting never waits for the backend.
+    pub fn upload_status(
         &self,
         s: &Subject,
         stage: Stage,
@@ -171,9 +173,13 @@ impl Reporter {
         if let Some(e) = error {
             body["error_details"] = json!([e]);
         }
-        let url = format!("{base}/api/v1/upload-status/agent/{}/latest", s.agent);
-        self.send_with_retries("PUT", &url, Some(&body), &s.stream_id)
-            .await;
+        self.outbox.send(Delivery {
+            agent: s.agent.clone(),
+            job: s.stream_id.clone(),
+            method: "PUT",
+            url: format!("{base}/api/v1/upload-status/agent/{}/latest", s.agent),
+            body: Some(body),
+        });
     }
 
     /// PUT the agent card to the backend registry; true when it was accepted.
@@ -219,36 +225,21 @@ impl Reporter {
         }
     }
 
+    /// A request the job waits for (its answer matters), with the outbox's retries.
     async fn send_with_retries(
         &self,
-        method: &str,
+        method: &'static str,
         url: &str,
         body: Option<&Value>,
         stream_id: &str,
     ) -> Option<u16> {
-        let mut delay = Duration::from_millis(300);
-        for attempt in 1..=3 {
-            match self.http.send(method, url, body).await {
-                Ok(code) if code < 500 => {
-                    if code >= 400 && code != 404 {
-                        tracing::warn!(job = %stream_id, "{method} {url} answered {code}");
-                    }
-                    return Some(code);
-                }
-                Ok(code) if attempt == 3 => {
-                    tracing::warn!(job = %stream_id, "{method} {url} answered {code}; giving up after 3 attempts");
-                    return Some(code);
-                }
-                Err(e) if attempt == 3 => {
-                    tracing::warn!(job = %stream_id, "{method} {url} failed: {e}; giving up after 3 attempts");
-                    return None;
-                }
-                _ => {
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-            }
-        }
-        None
+        let d = Delivery {
+            agent: String::new(),
+            job: stream_id.to_string(),
+            method,
+            url: url.to_string(),
+            body: body.cloned(),
+        };
+        outbox::deliver(&self.http, &d, 3).await
     }
 }

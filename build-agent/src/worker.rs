@@ -89,9 +89,11 @@ impl Worker {
                 redis: con.clone(),
             })
         };
+        let http = HttpClient::new(Duration::from_secs(5));
         let reporter = Reporter {
             redis: con.clone(),
-            http: HttpClient::new(Duration::from_secs(10)),
+            outbox: crate::outbox::Outbox::start(http.clone(), Default::default()),
+            http,
             updated_by: format!("build-agent@{}", cfg.consumer),
             auth_service_url: cfg.auth_service_url.clone(),
         };
@@ -134,12 +136,7 @@ impl Worker {
                 "started {attempts} times without finishing (limit {}); moved to {}",
                 self.cfg.max_deliveries, self.cfg.dead_letter_stream
             );
-            let mut delay = Duration::from_millis(250);
-            while let Err(err) = self.stream.dead_letter(&e, &reason, attempts).await {
-                tracing::warn!(job = %e.id, "cannot write the dead-letter entry yet ({err}); retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
+            self.dead_letter(&e, &reason, attempts).await;
             let s = match &parsed {
                 Ok(j) => Subject {
                     agent: j.agent.clone(),
@@ -168,7 +165,24 @@ impl Worker {
                 tracing::info!(job = %job.stream_id, agent = %job.agent, action = job.action.as_str(), earlier_attempts = attempts, "job accepted");
                 self.runner.submit(job);
             }
-            Err(r) => self.pipeline.reject(&r).await,
+            Err(r) => {
+                if r.agent.is_none() {
+                    // no agent to report to: the dead-letter stream is where an operator sees it
+                    self.dead_letter(&e, &format!("rejected: {}", r.reason), attempts)
+                        .await;
+                }
+                self.pipeline.reject(&r).await
+            }
+        }
+    }
+
+    /// Copy the entry to the dead-letter stream with the reason (retried until it lands).
+    async fn dead_letter(&self, e: &Entry, reason: &str, attempts: u64) {
+        let mut delay = Duration::from_millis(250);
+        while let Err(err) = self.stream.dead_letter(e, reason, attempts).await {
+            tracing::warn!(job = %e.id, "cannot write the dead-letter entry yet ({err}); retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
         }
     }
 

@@ -6,6 +6,7 @@ mod support;
 use nasiko_tests::backend::Mode;
 use nasiko_tests::docker::unique;
 use nasiko_tests::process::wait_for;
+use std::collections::HashMap;
 use std::time::Duration;
 use support::{Harness, T};
 
@@ -107,6 +108,82 @@ async fn malformed_entries_each_end_failed_with_a_clear_reason_and_are_acknowled
         (h.pending().await == 0).then_some(())
     })
     .await;
+    // the three without a usable name are in the dead-letter stream, with the reason, for an
+    // operator to see (issue 12, finding 5)
+    let mut c = h.con().await;
+    let dead: Vec<HashMap<String, String>> = dead_letters(&mut c).await;
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    assert!(
+        dead.iter().all(|d| d["reason"].starts_with("rejected: ")),
+        "{dead:?}"
+    );
+    assert!(dead
+        .iter()
+        .any(|d| d.get("agent_name").map(String::as_str) == Some("My Agent")));
+}
+
+/// Stream entries as XRANGE returns them: id and raw fields.
+type RawEntries = Vec<(String, HashMap<Vec<u8>, Vec<u8>>)>;
+
+async fn dead_letters(c: &mut redis::aio::MultiplexedConnection) -> Vec<HashMap<String, String>> {
+    let v: RawEntries = redis::cmd("XRANGE")
+        .arg("orchestration:commands:dead-letter")
+        .arg("-")
+        .arg("+")
+        .query_async(c)
+        .await
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    v.into_iter()
+        .map(|(_, f)| f.iter().map(|(k, v)| (text(k), text(v))).collect())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_never_answers_does_not_slow_the_reader_and_reasons_are_capped() {
+    // issue 12, finding 4: reports used to be sent inside the reader loop, with retries
+    let h = Harness::new("nasiko-network").await;
+    h.backend.set_mode(Mode {
+        status: None,
+        delay_ms: 120_000,
+    });
+    let _w = h.spawn_noop("c1");
+    let n = 300;
+    let huge = format!("/app/agents/{}", "x".repeat(200_000));
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let name = format!("hostile{i}");
+        let path = if i == 0 { huge.as_str() } else { "/etc" };
+        h.queue(&[
+            ("command", "deploy_agent"),
+            ("agent_name", &name),
+            ("agent_path", path),
+            ("base_url", &h.backend.url()),
+        ])
+        .await;
+    }
+    let good = unique("good");
+    let path = h.root.add("dockerfile-only", &good, "v1.0.0", None);
+    h.queue(&h.deploy_fields(&good, &path, "u1")).await;
+    assert_eq!(h.wait_terminal(&good).await["status"], "completed");
+    wait_for("every entry acknowledged", T, || async {
+        (h.pending().await == 0).then_some(())
+    })
+    .await;
+    let took = started.elapsed();
+    println!(
+        "{} hostile entries and a good one consumed in {took:?} ({:.0} entries/s) with a backend that never answers",
+        n,
+        (n + 1) as f64 / took.as_secs_f64()
+    );
+    let s = h.status("hostile0").await;
+    assert_eq!(s["status"], "failed");
+    assert!(
+        s["message"].len() < 1000,
+        "the stored reason is capped: {} bytes",
+        s["message"].len()
+    );
+    assert!(s["message"].contains("more bytes"), "{}", s["message"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,12 +310,13 @@ async fn a_job_abandoned_by_a_killed_consumer_is_reclaimed_but_a_live_one_is_nev
     let h = Harness::new("nasiko-network").await;
     let live = unique("live");
     let path = h.root.add("dockerfile-only", &live, "v1.0.0", None);
-    // the backend answers slowly: each job stays in flight for a while
-    h.backend.set_mode(Mode {
-        status: None,
-        delay_ms: 3000,
-    });
-    let mut a = h.spawn_noop("consumer-a");
+    // each job stays in flight for a while
+    let slow = |consumer: &str| {
+        let mut c = h.command(consumer);
+        c.env("NOOP_DEPLOY", "true").env("NOOP_DEPLOY_MS", "3000");
+        nasiko_tests::process::ChildGuard::spawn("build-agent", &mut c)
+    };
+    let mut a = slow("consumer-a");
     h.queue(&h.deploy_fields(&live, &path, "u1")).await;
     wait_for("consumer-a to take the job", T, || async {
         h.status(&live).await.get("updated_by").cloned()
@@ -276,7 +354,6 @@ async fn a_job_abandoned_by_a_killed_consumer_is_reclaimed_but_a_live_one_is_nev
     .await;
     a.signal(9);
     a.wait_exit(Duration::from_secs(5));
-    h.backend.set_mode(Mode::default());
     let _b2 = h.spawn_noop("consumer-b");
     let s = h.wait_terminal(&dead).await;
     assert_eq!(
@@ -335,12 +412,10 @@ async fn sigterm_lets_the_running_job_finish_and_leaves_queued_ones_pending() {
     let b = unique("queued");
     let pa = h.root.add("dockerfile-only", &a, "v1.0.0", None);
     let pb = h.root.add("dockerfile-only", &b, "v1.0.0", None);
-    h.backend.set_mode(Mode {
-        status: None,
-        delay_ms: 1500,
-    });
     let mut c = h.command("c1");
-    c.env("NOOP_DEPLOY", "true").env("MAX_CONCURRENT_JOBS", "1");
+    c.env("NOOP_DEPLOY", "true")
+        .env("NOOP_DEPLOY_MS", "1500")
+        .env("MAX_CONCURRENT_JOBS", "1");
     let mut w = nasiko_tests::process::ChildGuard::spawn("build-agent", &mut c);
     h.queue(&h.deploy_fields(&a, &pa, "u1")).await;
     h.queue(&h.deploy_fields(&b, &pb, "u1")).await;
@@ -365,7 +440,6 @@ async fn sigterm_lets_the_running_job_finish_and_leaves_queued_ones_pending() {
     // the reader takes no more than it can start (issue 12, finding 1): the queued job was
     // never read, so it waits in the stream, undelivered, for the next start
     assert_eq!(h.pending().await, 0, "the queued job was not read ahead");
-    h.backend.set_mode(Mode::default());
     let _w2 = h.spawn_noop("c1");
     assert_eq!(
         h.wait_terminal(&b).await["status"],

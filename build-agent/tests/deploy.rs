@@ -450,7 +450,11 @@ async fn an_unchanged_redeploy_hands_nothing_over_and_recreates_nothing() {
             saw_standby.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let s = h.status(&a).await;
-        matches!(s.get("status").map(String::as_str), Some("completed" | "failed")).then_some(s)
+        matches!(
+            s.get("status").map(String::as_str),
+            Some("completed" | "failed")
+        )
+        .then_some(s)
     })
     .await;
     let saw_standby = saw_standby.load(std::sync::atomic::Ordering::Relaxed);
@@ -491,7 +495,10 @@ async fn a_stand_by_never_outlives_its_job_and_the_status_says_what_serves() {
     f.push(("agent_id", &a));
     h.queue(&f).await;
     let standby = format!("agent-{a}-handover");
-    wait_for("the update's stand-by", T, || async { exists(&standby).then_some(()) }).await;
+    wait_for("the update's stand-by", T, || async {
+        exists(&standby).then_some(())
+    })
+    .await;
     w.signal(9);
     w.wait_exit(Duration::from_secs(10));
     assert!(exists(&standby), "the kill left the stand-by behind");
@@ -507,7 +514,10 @@ async fn a_stand_by_never_outlives_its_job_and_the_status_says_what_serves() {
         s["message"].contains(&format!("agent-{a}")) && s["message"].contains("still serving"),
         "{s:?}"
     );
-    wait_for("the stand-by gone", T, || async { (!exists(&standby)).then_some(()) }).await;
+    wait_for("the stand-by gone", T, || async {
+        (!exists(&standby)).then_some(())
+    })
+    .await;
     let routable = docker_ok(&[
         "ps",
         "-q",

@@ -102,7 +102,18 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         reply["result"]["parts"][0]["text"],
         format!("hello from {name} v1.0.0")
     );
-    let calls = standin_calls(&stack);
+    // status deliveries to the backend go out in the background: wait for the last one
+    let calls = wait_for("the completion at the backend", T, || async {
+        let calls = standin_calls(&stack);
+        calls
+            .iter()
+            .any(|c| {
+                c["path"] == format!("/api/v1/upload-status/agent/{name}/latest")
+                    && c["body"]["status"] == "completed"
+            })
+            .then_some(calls)
+    })
+    .await;
     let statuses: Vec<&str> = calls
         .iter()
         .filter(|c| {
