@@ -3,7 +3,7 @@
 
 use crate::card;
 use crate::config::Config;
-use crate::deploy::{docker, Deployer};
+use crate::deploy::{docker, DeployError, Deployer};
 use crate::job::{DeployJob, Rejection};
 use crate::report::{Facts, Reporter, Stage, Subject};
 use crate::runner::Execute;
@@ -12,6 +12,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// First and longest wait before a job retries after trouble of the machine.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 pub struct Pipeline {
     pub cfg: Arc<Config>,
@@ -132,12 +136,36 @@ impl Pipeline {
             self.finish(&s, Stage::Done, "deployed (no-op)", &f).await;
             return;
         };
-        match self.deploy(d, job, &s).await {
-            Ok((f, note)) => {
-                let msg = format!("deployed in {:.1}s{note}", started.elapsed().as_secs_f64());
-                self.finish(&s, Stage::Done, &msg, &f).await;
+        // the error policy: a broken package fails the job at once; trouble of the machine
+        // (Docker not answering, a tool missing, the disk full) keeps it, retried with backoff
+        let mut wait = RETRY_FIRST;
+        loop {
+            let e = match self.deploy(d, job, &s).await {
+                Ok((f, note)) => {
+                    let msg = format!("deployed in {:.1}s{note}", started.elapsed().as_secs_f64());
+                    return self.finish(&s, Stage::Done, &msg, &f).await;
+                }
+                Err(e) => e,
+            };
+            let e = match e {
+                DeployError::Package(m) => DeployError::classify(m, docker::engine_answers().await),
+                infra => infra,
+            };
+            match e {
+                DeployError::Package(m) => {
+                    return self.finish(&s, Stage::Failed, &m, &Facts::default()).await
+                }
+                DeployError::Infrastructure(m) => {
+                    let msg = format!(
+                        "waiting for the machine, not failed: {m}; retrying in {}s",
+                        wait.as_secs()
+                    );
+                    self.stage(&s, Stage::Received, &msg, &Facts::default())
+                        .await;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
             }
-            Err(e) => self.finish(&s, Stage::Failed, &e, &Facts::default()).await,
         }
     }
 
@@ -150,7 +178,7 @@ impl Pipeline {
         d: &Deployer,
         job: &DeployJob,
         s: &Subject,
-    ) -> Result<(Facts, String), String> {
+    ) -> Result<(Facts, String), DeployError> {
         let p = d.prepare(job).await?;
         self.stage(
             s,

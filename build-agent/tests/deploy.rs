@@ -535,6 +535,45 @@ async fn a_stand_by_never_outlives_its_job_and_the_status_says_what_serves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_waits_while_docker_is_unreachable_and_completes_when_it_returns() {
+    // issue 12, finding 6: trouble of the machine is retried, never a failed job
+    ensure_busybox_image();
+    let net = TestNet::new();
+    let a = unique("nodocker");
+    let _clean = AgentCleanup::new(&[&a]);
+    let proxy = nasiko_tests::sockproxy::SocketProxy::start("/var/run/docker.sock").await;
+    let mut h = Harness::new(&net.name).await;
+    h.extra_env
+        .push(("DOCKER_HOST".into(), proxy.docker_host()));
+    let path = h.root.add("compose-agents-net", &a, "v1.0.0", None);
+    proxy.cut();
+    let _w = h.spawn("c1");
+    h.queue(&h.deploy_fields(&a, &path, "u1")).await;
+    let waiting = wait_for("the job to wait for Docker", T, || async {
+        let s = h.status(&a).await;
+        assert_ne!(s.get("status").map(String::as_str), Some("failed"), "{s:?}");
+        s.get("message")
+            .filter(|m| m.contains("waiting for the machine"))
+            .cloned()
+    })
+    .await;
+    assert!(
+        waiting.contains("Docker engine does not answer"),
+        "{waiting}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(h.pending().await, 1, "the job stays pending while it waits");
+    proxy.restore();
+    let s = h.wait_terminal(&a).await;
+    assert_eq!(s["status"], "completed", "{s:?}");
+    let r = ask(&format!("agent-{a}"), &net.name).await;
+    assert_eq!(
+        r["result"]["parts"][0]["text"],
+        format!("hello from {a} v1.0.0")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_update_puts_the_previous_version_back_and_it_keeps_serving() {
     ensure_busybox_image();
     let net = TestNet::new();

@@ -44,6 +44,17 @@ impl ComposeCmd {
     }
 }
 
+/// Whether the Docker engine answers now (`docker version`, 10 s at most).
+pub async fn engine_answers() -> bool {
+    run(
+        &argv(&["docker", "version", "--format", "{{.Server.Version}}"]),
+        Duration::from_secs(10),
+        None,
+    )
+    .await
+    .is_ok()
+}
+
 pub async fn image_exists(tag: &str) -> bool {
     run(
         &argv(&["docker", "image", "inspect", "--format", "{{.Id}}", tag]),

@@ -4,7 +4,10 @@
 
 pub mod compose;
 pub mod docker;
+pub mod error;
 pub mod package;
+
+pub use error::DeployError;
 
 use crate::config::Config;
 use crate::job::DeployJob;
