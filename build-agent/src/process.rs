@@ -131,9 +131,10 @@ pub async fn run(
         Err(_) => {
             if let Some(pid) = pgid {
                 // the whole group: docker build's children too
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{pid}")])
-                    .status();
+                // SAFETY: killpg on the group we created for this child; no memory involved.
+                unsafe {
+                    libc::killpg(pid as libc::pid_t, libc::SIGKILL);
+                }
             }
             let start = all.len().saturating_sub(20);
             Err(CmdError::TimedOut(what, timeout, all[start..].join("\n")))

@@ -35,8 +35,14 @@ fn respond(status: u16, body: &Value) -> Response<Full<Bytes>> {
 impl Api {
     pub async fn serve(self, listener: TcpListener) {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // e.g. out of file descriptors: pause instead of spinning
+                    tracing::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let api = self.clone();
             tokio::spawn(async move {

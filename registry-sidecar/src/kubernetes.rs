@@ -93,7 +93,7 @@ pub fn classify_service(svc: &Service, namespace: &str) -> Result<AgentEndpoint,
             .metadata
             .creation_timestamp
             .as_ref()
-            .map(|t| format!("{t:?}"))
+            .map(|t| t.0.to_string())
             .unwrap_or_default(),
     })
 }
@@ -247,6 +247,18 @@ mod tests {
             7000,
             "no http-ish name: the first port"
         );
+    }
+
+    #[test]
+    fn the_creation_time_is_kept_as_rfc3339_and_parses() {
+        // it was written with Debug formatting ("Time(...)") and never parsed (issue 12, 14)
+        let s = svc(
+            json!({"metadata": {"name": "agent-t", "creationTimestamp": "2026-11-24T10:00:05Z"},
+            "spec": {"clusterIP": "10.0.0.5", "ports": [{"port": 8080}]}}),
+        );
+        let a = classify_service(&s, "ns").unwrap();
+        assert_eq!(a.started_at, "2026-11-24T10:00:05Z");
+        assert!(a.started_unix().is_some());
     }
 
     #[test]

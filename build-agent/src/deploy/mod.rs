@@ -40,7 +40,6 @@ pub struct Prepared {
 pub struct Deployed {
     pub container_id: String,
     pub image: String,
-    pub built: bool,
 }
 
 pub fn image_repo(agent: &str) -> String {
@@ -315,7 +314,6 @@ impl Deployer {
             Ok(id) => Ok(Deployed {
                 container_id: id,
                 image: p.tag.clone(),
-                built: false,
             }),
             Err(e) => {
                 let Some(prev) = previous else { return Err(e) };
