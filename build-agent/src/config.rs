@@ -227,6 +227,16 @@ pub struct RunArgs {
     /// debugging. Off: agents are reached only through the gateway, never on a host port.
     #[arg(long, env = "PUBLISH_AGENT_PORTS", default_value_t = false, action = clap::ArgAction::Set)]
     pub publish_agent_ports: bool,
+    /// Memory cap of every agent container (a compose mem_limit, e.g. 512m, 2g); empty: none.
+    #[arg(long, env = "AGENT_MEMORY_LIMIT", default_value = "1g")]
+    pub agent_memory_limit: String,
+    /// CPU cap of every agent container, in CPUs (upstream's runtime gives an agent half a CPU);
+    /// 0: none.
+    #[arg(long, env = "AGENT_CPU_LIMIT", default_value_t = 0.5)]
+    pub agent_cpu_limit: f64,
+    /// Process cap of every agent container; 0: none.
+    #[arg(long, env = "AGENT_PIDS_LIMIT", default_value_t = 512)]
+    pub agent_pids_limit: u64,
     /// Images kept per agent (older ones are removed).
     #[arg(long, env = "KEEP_IMAGES", default_value_t = 2)]
     pub keep_images: usize,
@@ -260,6 +270,17 @@ pub struct SubmitArgs {
     pub version: String,
 }
 
+/// The caps every agent container gets (the operator widens them; a package cannot).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentLimits {
+    /// A compose/docker memory size ("1g"); empty: no cap.
+    pub memory: String,
+    /// CPUs; 0: no cap.
+    pub cpus: f64,
+    /// Processes; 0: no cap.
+    pub pids: u64,
+}
+
 /// The validated daemon settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -286,6 +307,7 @@ pub struct Config {
     pub compose: String,
     pub keep_images: usize,
     pub publish_agent_ports: bool,
+    pub limits: AgentLimits,
     pub handover_wait: Duration,
     pub noop_deploy: bool,
     pub noop_deploy_time: Duration,
@@ -352,6 +374,11 @@ impl Config {
             auth_service_url: r.auth_service_url.trim_end_matches('/').to_string(),
             agent_env,
             publish_agent_ports: r.publish_agent_ports,
+            limits: AgentLimits {
+                memory: r.agent_memory_limit.trim().to_string(),
+                cpus: r.agent_cpu_limit.max(0.0),
+                pids: r.agent_pids_limit,
+            },
             concurrency: r.concurrency.clamp(1, 64),
             max_deliveries: r.max_deliveries,
             claim_idle: Duration::from_secs(r.claim_idle_secs),

@@ -279,6 +279,12 @@ async fn packages_shaped_like_upstreams_agents_deploy_unpublished_with_their_own
     );
     assert_eq!(c["Config"]["Tty"], true);
     assert_eq!(c["Config"]["OpenStdin"], true);
+    // the operator's caps and no-new-privileges, whatever the package says (issue 15)
+    let hc = &c["HostConfig"];
+    assert_eq!(hc["Memory"], 1024 * 1024 * 1024, "{hc}");
+    assert_eq!(hc["NanoCpus"], 500_000_000u64, "{hc}");
+    assert_eq!(hc["PidsLimit"], 512, "{hc}");
+    assert_eq!(hc["SecurityOpt"], json!(["no-new-privileges:true"]), "{hc}");
     // the package's second external network was made, labelled as the build agent's
     let own = format!("db-{a}");
     assert!(c["NetworkSettings"]["Networks"].get(&own).is_some());
@@ -685,6 +691,59 @@ async fn a_build_agent_killed_mid_build_resumes_the_job_and_completes_it_once() 
         .filter(|c| c.body["status"] == "completed")
         .count();
     assert_eq!(completed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_packages_are_refused_by_plan_and_by_a_deploy_before_any_docker_command() {
+    // issue 15: each way around the old denylist, as a whole package
+    let net = TestNet::new();
+    let h = Harness::new(&net.name).await;
+    let cases = [
+        ("hostvol", "services:\n  a:\n    build: .\n    volumes: ['x:/host']\nvolumes:\n  x: {driver: local, driver_opts: {type: none, o: bind, device: /}}\n", "sets 'driver'"),
+        ("secret", "services:\n  a:\n    build: .\n    secrets: [s]\nsecrets:\n  s: {file: /etc/shadow}\n", "'secrets'"),
+        ("volfrom", "services:\n  a:\n    build: .\n    volumes_from: ['container:redis']\n", "'volumes_from'"),
+        ("ctx", "services:\n  a:\n    build: {context: /etc}\n", "outside the package"),
+        ("ssh", "services:\n  a:\n    build: {context: ., ssh: [default]}\n", "build.ssh"),
+        ("seccomp", "services:\n  a:\n    build: .\n    security_opt: ['seccomp:unconfined']\n", "'security_opt'"),
+        ("oom", "services:\n  a:\n    build: .\n    oom_score_adj: -1000\n", "'oom_score_adj'"),
+        ("interp", "services:\n  a:\n    build: .\n    volumes: ['${ROOT}:/host']\n", "interpolation"),
+    ];
+    for (name, compose, needle) in cases {
+        let a = unique(name);
+        let dir = h.root.path.join(&a).join("v1.0.0");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("Dockerfile"), "FROM nasiko-test-busybox:1\n").unwrap();
+        std::fs::write(dir.join("docker-compose.yml"), compose).unwrap();
+        std::fs::write(dir.join(".env"), "ROOT=/\n").unwrap();
+        let out = h
+            .command("c1")
+            .args(["plan", dir.to_str().unwrap(), "--name", &a])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: plan accepted it");
+        assert!(err.contains(needle), "{name}: {err}");
+    }
+    // a deploy of one of them: refused with the reason, and nothing was built or started
+    let a = unique("hostiledeploy");
+    let dir = h.root.path.join(&a).join("v1.0.0");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("Dockerfile"), "FROM nasiko-test-busybox:1\n").unwrap();
+    std::fs::write(dir.join("docker-compose.yml"), cases[0].1).unwrap();
+    let _clean = AgentCleanup::new(&[&a]);
+    let _w = h.spawn("c1");
+    let path = format!("/app/agents/{a}/v1.0.0");
+    h.queue(&h.deploy_fields(&a, &path, "u1")).await;
+    let s = h.wait_terminal(&a).await;
+    assert_eq!(s["status"], "failed");
+    assert!(s["message"].contains("sets 'driver'"), "{s:?}");
+    let imgs = docker_ok(&[
+        "images",
+        "-q",
+        "--filter",
+        &format!("label=nasiko.agent={a}"),
+    ]);
+    assert!(imgs.is_empty(), "nothing was built");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

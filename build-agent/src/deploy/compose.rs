@@ -1,9 +1,10 @@
-//! Compose handling as data in, data out: find and read the user's compose file, refuse unsafe
-//! services, pick the entry service, and generate the override that adds the image, name, labels,
-//! shared network and environment. The user's file is never edited. Pure.
+//! Compose handling as data in, data out: find and read the user's compose file, make it
+//! deployable, pick the entry service, and generate the override that adds the image, name,
+//! labels, shared network, environment and limits. The user's file is never edited (the policy
+//! it must pass is `policy`). Pure.
 
 use serde_yaml_ng::{Mapping, Value};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 pub const COMPOSE_FILES: &[&str] = &[
     "docker-compose.yml",
@@ -33,6 +34,25 @@ pub struct OverrideSpec<'a> {
     pub upload_id: &'a str,
     /// The entry service's environment, in order (later wins).
     pub env: &'a [(String, String)],
+    /// Caps put on every service of the package.
+    pub limits: &'a crate::config::AgentLimits,
+}
+
+/// The caps and hardening every container of an agent gets, whatever its package says.
+fn harden(svc: &mut Mapping, limits: &crate::config::AgentLimits) {
+    if !limits.memory.is_empty() {
+        svc.insert(s("mem_limit"), s(&limits.memory));
+    }
+    if limits.cpus > 0.0 {
+        svc.insert(s("cpus"), Value::Number(limits.cpus.into()));
+    }
+    if limits.pids > 0 {
+        svc.insert(s("pids_limit"), Value::Number(limits.pids.into()));
+    }
+    svc.insert(
+        s("security_opt"),
+        Value::Sequence(vec![s("no-new-privileges:true")]),
+    );
 }
 
 pub fn container_name(agent: &str) -> String {
@@ -51,119 +71,6 @@ fn services(user: &Value) -> Result<&Mapping, String> {
     user.get("services")
         .and_then(Value::as_mapping)
         .ok_or_else(|| "the compose file has no 'services' mapping".to_string())
-}
-
-/// Lexically normalize `p` against `base` (no filesystem access).
-fn normalize(base: &Path, p: &Path) -> PathBuf {
-    let joined = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    };
-    let mut out = PathBuf::new();
-    for c in joined.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-fn is_bind_source(src: &str) -> bool {
-    src.starts_with('/') || src.starts_with('.') || src.starts_with('~') || src.contains('/')
-}
-
-fn check_host_path(what: &str, svc: &str, src: &str, dir: &Path) -> Result<(), String> {
-    if src.contains("docker.sock") {
-        return Err(format!("service '{svc}' mounts the Docker socket ({src}); agents may not control the Docker engine"));
-    }
-    if src.starts_with('~') {
-        return Err(format!("service '{svc}' {what} {src} from the home directory; only paths inside the package are allowed"));
-    }
-    let real = normalize(dir, Path::new(src));
-    if !real.starts_with(normalize(dir, Path::new("."))) {
-        return Err(format!("service '{svc}' {what} {src}, outside the package directory; only paths inside the package are allowed"));
-    }
-    Ok(())
-}
-
-/// Refuse services that could take over the host. `dir` is where the compose file lives.
-pub fn check_safety(user: &Value, dir: &Path) -> Result<(), String> {
-    for (name, svc) in services(user)? {
-        let n = name.as_str().unwrap_or("?");
-        let get = |k: &str| svc.get(k);
-        if get("privileged").and_then(Value::as_bool) == Some(true) {
-            return Err(format!(
-                "service '{n}' asks for privileged mode, which is not allowed for agents"
-            ));
-        }
-        for k in ["cap_add", "devices"] {
-            if get(k)
-                .and_then(Value::as_sequence)
-                .is_some_and(|v| !v.is_empty())
-            {
-                return Err(format!(
-                    "service '{n}' asks for {k}, which is not allowed for agents"
-                ));
-            }
-        }
-        if let Some(m) = get("network_mode").and_then(Value::as_str) {
-            if m == "host" || m.starts_with("container:") {
-                return Err(format!(
-                    "service '{n}' asks for network_mode '{m}', which is not allowed for agents"
-                ));
-            }
-        }
-        for k in ["pid", "ipc", "userns_mode", "uts"] {
-            if get(k).and_then(Value::as_str) == Some("host") {
-                return Err(format!(
-                    "service '{n}' asks for {k}: host, which is not allowed for agents"
-                ));
-            }
-        }
-        for v in get("volumes")
-            .and_then(Value::as_sequence)
-            .into_iter()
-            .flatten()
-        {
-            let src = match v {
-                Value::String(spec) => {
-                    let src = spec.split(':').next().unwrap_or("");
-                    if spec.contains(':') && is_bind_source(src) {
-                        Some(src.to_string())
-                    } else {
-                        None
-                    }
-                }
-                Value::Mapping(m) => {
-                    let ty = m.get("type").and_then(Value::as_str).unwrap_or("volume");
-                    let src = m.get("source").and_then(Value::as_str).unwrap_or("");
-                    (ty == "bind" || (ty != "volume" && ty != "tmpfs" && is_bind_source(src)))
-                        .then(|| src.to_string())
-                }
-                _ => None,
-            };
-            if let Some(src) = src {
-                check_host_path("bind-mounts", n, &src, dir)?;
-            }
-        }
-        let env_files: Vec<&str> = match get("env_file") {
-            Some(Value::String(f)) => vec![f.as_str()],
-            Some(Value::Sequence(v)) => v
-                .iter()
-                .filter_map(|x| x.as_str().or_else(|| x.get("path").and_then(Value::as_str)))
-                .collect(),
-            _ => vec![],
-        };
-        for f in env_files {
-            check_host_path("reads env_file", n, f, dir)?;
-        }
-    }
-    Ok(())
 }
 
 /// The service that is the agent: key = name, else container_name = name, else the only one,
@@ -299,6 +206,10 @@ pub fn normalize_package(
     publish: bool,
 ) -> Result<Normalized, String> {
     let mut out = Normalized::default();
+    // without `version`, compose v1 (1.27+) and v2 both read the file as the Compose Specification
+    if let Some(m) = user.as_mapping_mut() {
+        m.remove("version");
+    }
     let svcs = user
         .get_mut("services")
         .and_then(Value::as_mapping_mut)
@@ -311,6 +222,7 @@ pub fn normalize_package(
         if svc.get("environment").is_some_and(Value::is_null) {
             svc.remove("environment");
         }
+
         let Some(ports) = svc.remove("ports") else {
             continue;
         };
@@ -472,12 +384,23 @@ pub fn build_override(user: Option<&Value>, spec: &OverrideSpec) -> Result<Value
     if user.is_none() {
         e.insert(s("expose"), Value::Sequence(vec![s("5000")]));
     }
+    harden(&mut e, spec.limits);
     svcs.insert(s(&entry), Value::Mapping(e));
     if let Some(u) = user {
-        for k in services(u)?.keys().filter_map(Value::as_str) {
+        for (k, svc) in services(u)? {
+            let Some(k) = k.as_str() else { continue };
             if k != entry {
                 let mut d = Mapping::new();
                 d.insert(s("labels"), labels(spec, "agent-dependency"));
+                // container names are the build agent's to give: a package's own could take
+                // another agent's or a platform container's name
+                if svc.get("container_name").is_some() {
+                    d.insert(
+                        s("container_name"),
+                        s(&format!("{}-{k}", container_name(spec.agent))),
+                    );
+                }
+                harden(&mut d, spec.limits);
                 svcs.insert(s(k), Value::Mapping(d));
             }
         }
@@ -540,8 +463,15 @@ mod tests {
         serde_yaml_ng::from_str(t).unwrap()
     }
 
+    static LIMITS: crate::config::AgentLimits = crate::config::AgentLimits {
+        memory: String::new(),
+        cpus: 0.5,
+        pids: 512,
+    };
+
     fn spec<'a>(env: &'a [(String, String)]) -> OverrideSpec<'a> {
         OverrideSpec {
+            limits: &LIMITS,
             agent: "translator",
             image: "nasiko-agent-translator:abc",
             network: "nasiko-network",
@@ -647,31 +577,6 @@ mod tests {
                 .unwrap_err()
                 .contains("cannot tell")
         );
-    }
-
-    #[test]
-    fn unsafe_packages_are_refused_with_the_reason() {
-        let dir = Path::new("/work/pkg");
-        let refuse = |t: &str| check_safety(&y(t), dir).unwrap_err();
-        assert!(refuse("services: {a: {privileged: true}}").contains("privileged"));
-        assert!(refuse("services: {a: {cap_add: [SYS_ADMIN]}}").contains("cap_add"));
-        assert!(refuse("services: {a: {devices: ['/dev/sda:/dev/sda']}}").contains("devices"));
-        assert!(refuse("services: {a: {network_mode: host}}").contains("network_mode"));
-        assert!(refuse("services: {a: {pid: host}}").contains("pid: host"));
-        assert!(refuse("services: {a: {ipc: host}}").contains("ipc: host"));
-        assert!(
-            refuse("services: {a: {volumes: ['/var/run/docker.sock:/var/run/docker.sock']}}")
-                .contains("Docker socket")
-        );
-        assert!(refuse("services: {a: {volumes: ['/etc:/host-etc:ro']}}")
-            .contains("outside the package"));
-        assert!(refuse("services: {a: {volumes: ['../../:/up']}}").contains("outside the package"));
-        assert!(
-            refuse("services: {a: {volumes: [{type: bind, source: /, target: /host}]}}")
-                .contains("outside the package")
-        );
-        assert!(refuse("services: {a: {env_file: /etc/shadow}}").contains("env_file"));
-        assert!(check_safety(&y("services: {a: {volumes: ['data:/data', './cfg:/cfg:ro', '/work/pkg/x:/x']}}\nvolumes: {data: {}}"), dir).is_ok());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod compose;
 pub mod docker;
 pub mod error;
 pub mod package;
+pub mod policy;
 
 pub use error::DeployError;
 
@@ -119,6 +120,7 @@ pub fn write_compose_files(
         version: &job.version,
         upload_id: &job.upload_id,
         env: &env,
+        limits: &cfg.limits,
     };
     let write = |name: &str, v: &serde_yaml_ng::Value| -> Result<String, String> {
         let text = serde_yaml_ng::to_string(v).map_err(|e| e.to_string())?;
@@ -135,7 +137,7 @@ pub fn write_compose_files(
     let user = match &p.compose_file {
         Some(f) => {
             let mut u = read_user_compose(f)?;
-            compose::check_safety(&u, &p.build_dir)?;
+            policy::check(&u, &p.build_dir)?;
             let n = compose::normalize_package(&mut u, &cfg.network, cfg.publish_agent_ports)?;
             out.own_networks = n.own_networks;
             out.notes = n.notes;
@@ -182,6 +184,10 @@ impl Deployer {
                 package::copy_tree(&src, &build_dir)?;
             }
             let compose_file = compose::find_compose_file(&build_dir);
+            // the policy before any docker command: a refused package builds nothing
+            if let Some(f) = &compose_file {
+                policy::check(&read_user_compose(f)?, &build_dir)?;
+            }
             let tag = format!("{repo}:{hash}");
             Ok(Prepared {
                 build_dir,
@@ -371,6 +377,18 @@ impl Deployer {
         }
         for (k, v) in agent_env(&self.cfg, job, &p.build_dir) {
             args.extend(["-e".to_string(), format!("{k}={v}")]);
+        }
+        // the stand-by gets the same caps as the agent's containers
+        let l = &self.cfg.limits;
+        args.extend(["--security-opt".into(), "no-new-privileges:true".into()]);
+        if !l.memory.is_empty() {
+            args.extend(["--memory".into(), l.memory.clone()]);
+        }
+        if l.cpus > 0.0 {
+            args.extend(["--cpus".into(), l.cpus.to_string()]);
+        }
+        if l.pids > 0 {
+            args.extend(["--pids-limit".into(), l.pids.to_string()]);
         }
         args.push(p.tag.clone());
         if let Err(e) = crate::process::run(&args, Duration::from_secs(60), None).await {
