@@ -10,8 +10,9 @@ usage() {
   cat <<'USAGE'
 Usage: scripts/build-images.sh [--dockerfile] [--only NAME[,NAME]] [--tag TAG]
 
-Builds: registry-sidecar, build-agent (the two daemons) and, for the standalone stack,
-kong-emulator, backend-standin and redis (stand-ins made from host binaries).
+Builds: registry-sidecar, build-agent (the two daemons), agent-base (the base of
+examples/hello-agent) and, for the standalone stack, kong-emulator, backend-standin and redis
+(stand-ins made from host binaries).
   --dockerfile   use registry-sidecar/Dockerfile and build-agent/Dockerfile (internet needed)
   --only LIST    comma-separated subset of the names above
   --tag TAG      image tag (default: $NASIKO_LOCAL_TAG or "local"); images are nasiko/NAME:TAG
@@ -69,7 +70,7 @@ base_root() {
   local bb; bb="$(command -v busybox || true)"
   [ -n "$bb" ] || die "busybox is missing (apt-get install -y busybox-static)"
   install -m 0755 "$bb" "$root/bin/busybox"
-  for applet in sh ash ls cat echo sleep wget nc ps kill mkdir rm cp env grep sed tr dd true false test id; do
+  for applet in sh ash ls cat echo printf sleep wget nc ps kill mkdir rm cp env grep sed tr dd head true false test id chmod; do
     ln -sf /bin/busybox "$root/bin/$applet"
   done
   printf 'root:x:0:0:root:/root:/bin/sh\nnasiko:x:10001:10001:nasiko:/tmp:/bin/sh\n' > "$root/etc/passwd"
@@ -136,6 +137,13 @@ if wanted build-agent; then
   image_from_root build-agent "$r" \
     'ENV PATH=/usr/local/bin:/usr/bin:/bin COMPOSE_FLAVOR=v2 WORK_DIR=/var/lib/nasiko-build-agent' \
     'ENTRYPOINT ["/usr/local/bin/build-agent"]' 'CMD ["run"]'
+fi
+
+if wanted agent-base; then
+  # a base for agents on hosts without a registry (examples/hello-agent): busybox and /app
+  r="$work/agent-base"; base_root "$r"
+  mkdir -p "$r/app"
+  image_from_root agent-base "$r" 'WORKDIR /app' 'CMD ["sh"]'
 fi
 
 if wanted kong-emulator; then

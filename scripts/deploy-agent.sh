@@ -7,18 +7,26 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-Usage: scripts/deploy-agent.sh DIR [--name NAME] [--version V] [--owner ID] [--update] [--wait]
+Usage: scripts/deploy-agent.sh DIR [--name NAME] [--version V] [--owner ID] [--update] [--wait] [--watch] [--env-file F]
 
 Copies the package DIR (a Dockerfile, usually docker-compose.yml and AgentCard.json) into the
-agents folder as NAME/V and queues a deploy_agent job (update_agent with --update).
+running stack's agents folder as NAME/V and queues a deploy_agent job, exactly as the Nasiko
+backend would (update_agent with --update).
   --name NAME   agent name (default: the folder's name); lower-case letters, digits, _ . -
   --version V   version folder (default v1.0.0)
   --owner ID    owner id put in the job
-  --wait        wait for the build agent to finish and print the result
+  --wait        wait for this job to finish and print the result
+  --env-file F  the stack's settings (default .env.nasiko): which compose project to deploy to
+  --watch       deploy, then redeploy whenever a file of DIR changes (debounced), printing each
+                outcome and its time; replaces the running container without a stand-by
+                (update_strategy=recreate). A save that changes nothing is not deployed; an
+                unchanged image is not rebuilt. Ctrl-C stops watching.
+Examples: scripts/deploy-agent.sh examples/hello-agent --wait
+          scripts/deploy-agent.sh examples/hello-agent --watch
 USAGE
 }
 
-dir=""; name=""; version="v1.0.0"; owner=""; action=""; wait=0
+dir=""; name=""; version="v1.0.0"; owner=""; action=""; wait=0; watch=0; env_file=
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -27,19 +35,23 @@ while [ $# -gt 0 ]; do
     --owner) owner="$2"; shift ;;
     --update) action=update_agent ;;
     --wait) wait=1 ;;
+    --watch) watch=1; wait=1 ;;
+    --env-file) env_file="$2"; shift ;;
     -*) die "unknown argument '$1' (see --help)" ;;
     *) dir="$1" ;;
   esac
   shift
 done
 [ -n "$dir" ] || { usage; exit 2; }
-[ -f "$dir/Dockerfile" ] || die "$dir has no Dockerfile; an agent package needs one"
-name="${name:-$(basename "$(cd "$dir" && pwd)")}"
+[ -d "$dir" ] || die "$dir is not a folder; pass an agent package folder (e.g. examples/hello-agent)"
+[ -f "$dir/Dockerfile" ] || die "$dir has no Dockerfile; an agent package needs one (see examples/hello-agent)"
+dir="$(cd "$dir" && pwd)"
+name="${name:-$(basename "$dir")}"
 [[ "$name" =~ ^[a-z0-9][a-z0-9_.-]*$ ]] || die "'$name' is not a valid agent name (lower-case letters, digits, _ . -); pass --name"
 [[ "$version" =~ ^[A-Za-z0-9._-]+$ ]] || die "'$version' is not a valid version folder name"
 
 root="$(repo_root)"
-load_env "$root/.env.nasiko"
+load_env "${env_file:-$root/.env.nasiko}"
 check_docker
 project="${NASIKO_PROJECT:-nasiko}"
 worker="$(docker ps -q --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=nasiko-worker" | head -1)"
@@ -48,21 +60,64 @@ worker="$(docker ps -q --filter "label=com.docker.compose.project=$project" --fi
 agents_dir="$(docker inspect -f '{{range .Mounts}}{{if eq .Destination "/app/agents"}}{{.Source}}{{end}}{{end}}' "$worker")"
 [ -n "$agents_dir" ] || die "the build agent $worker has no /app/agents mount; is it this project's stack?"
 dest="$agents_dir/$name/$version"
-mkdir -p "$dest"
-cp -R "$dir/." "$dest/"
-args=(submit --agent-name "$name" --agent-path "/app/agents/$name/$version" --version "$version" --owner-id "$owner")
-[ -n "$action" ] && args+=(--action "$action")
-id="$(docker exec "$worker" build-agent "${args[@]}")"
-say "queued job $id for agent '$name' ($dest)"
-if [ "$wait" = 1 ]; then
-  for _ in $(seq 1 300); do
-    status="$(docker exec "$worker" build-agent status "$name" | sed -n 's/^status: //p')"
-    case "$status" in
-      completed) docker exec "$worker" build-agent status "$name"; exit 0 ;;
-      failed) docker exec "$worker" build-agent status "$name" >&2; exit 1 ;;
-    esac
-    sleep 1
+
+# A fingerprint of the package's files (names and contents; editors' swap files left out).
+fingerprint() {
+  (cd "$dir" && find . -type f ! -name '*.swp' ! -name '*~' ! -name '.#*' -print0 | sort -z | xargs -0 -r md5sum) | md5sum
+}
+
+# Copy, queue, and (with --wait) wait for this job's own terminal status.
+deploy_once() {
+  local t0 id status job message
+  t0=$(date +%s%N)
+  rm -rf "$dest.tmp" && mkdir -p "$dest.tmp" && cp -R "$dir/." "$dest.tmp/" && rm -rf "$dest" && mv "$dest.tmp" "$dest"
+  local args=(submit --agent-name "$name" --agent-path "/app/agents/$name/$version" --version "$version" --owner-id "$owner")
+  [ -n "$action" ] && args+=(--action "$action")
+  [ "$watch" = 1 ] && args+=(--update-strategy recreate)
+  id="$(docker exec "$worker" build-agent "${args[@]}")" || { echo "error: cannot queue the job (see above)" >&2; return 1; }
+  say "queued job $id for agent '$name' ($dest)"
+  [ "$wait" = 1 ] || { echo "follow it with: docker exec $worker build-agent status $name"; return 0; }
+  for _ in $(seq 1 1200); do
+    local s; s="$(docker exec "$worker" build-agent status "$name" 2>/dev/null || true)"
+    job="$(sed -n 's/^stream_id: //p' <<<"$s")"
+    status="$(sed -n 's/^status: //p' <<<"$s")"
+    message="$(sed -n 's/^message: //p' <<<"$s")"
+    if [ "$job" = "$id" ]; then
+      case "$status" in
+        completed)
+          printf '==> %s: deployed in %s ms — %s\n' "$name" "$(( ($(date +%s%N) - t0) / 1000000 ))" "$(sed -n 's/^url: //p' <<<"$s")"
+          return 0 ;;
+        failed)
+          printf '==> %s: FAILED after %s ms: %s\n' "$name" "$(( ($(date +%s%N) - t0) / 1000000 ))" "$message" >&2
+          echo "    the build log: docker exec $worker build-agent logs $name" >&2
+          return 1 ;;
+      esac
+    fi
+    sleep 0.2
   done
-  die "timed out waiting for agent '$name'; see: docker exec $worker build-agent logs $name"
+  echo "error: timed out waiting for agent '$name'; see: docker exec $worker build-agent logs $name" >&2
+  return 1
+}
+
+if [ "$watch" = 0 ]; then
+  deploy_once
+  exit $?
 fi
-echo "follow it with: docker exec $worker build-agent status $name"
+
+trap 'echo; say "stopped watching $dir"; exit 0' INT TERM
+deploy_once || true
+last="$(fingerprint)"
+say "watching $dir (Ctrl-C to stop)"
+while sleep 0.3; do
+  fp="$(fingerprint)"
+  [ "$fp" = "$last" ] && continue
+  # debounce: wait until the files have stopped changing for 300 ms
+  while sleep 0.3; do
+    now="$(fingerprint)"
+    [ "$now" = "$fp" ] && break
+    fp="$now"
+  done
+  last="$fp"
+  say "change in $dir: redeploying"
+  deploy_once || true
+done

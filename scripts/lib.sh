@@ -120,3 +120,16 @@ install_compose_v2() {
   mkdir -p "$HOME/.docker/cli-plugins"
   install -m 0755 "$plugin" "$HOME/.docker/cli-plugins/docker-compose"
 }
+
+# The stack's compose project (NASIKO_PROJECT of the env file $1, default nasiko).
+stack_project() {
+  load_env "${1:-$(repo_root)/.env.nasiko}"
+  echo "${NASIKO_PROJECT:-nasiko}"
+}
+
+# Container ids of service $2 of project $1 (every service when $2 is empty).
+service_containers() {
+  local filters=(--filter "label=com.docker.compose.project=$1")
+  [ -n "${2:-}" ] && filters+=(--filter "label=com.docker.compose.service=$2")
+  docker ps -aq "${filters[@]}"
+}

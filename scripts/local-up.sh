@@ -187,7 +187,7 @@ step "checking ports" check_ports
 
 # 5. images
 if [ "$build" = 1 ]; then
-  if [ "$mode" = full ]; then only=registry-sidecar,build-agent; else only=registry-sidecar,build-agent,kong-emulator,backend-standin,redis; fi
+  if [ "$mode" = full ]; then only=registry-sidecar,build-agent,agent-base; else only=registry-sidecar,build-agent,agent-base,kong-emulator,backend-standin,redis; fi
   step "building this project's images ($only)" "$root/scripts/build-images.sh" --only "$only" --tag "${NASIKO_LOCAL_TAG:-local}"
   [ "$mode" = full ] && step "building the checkout's images (backend, router, chat history, superuser init)" compose build
 fi

@@ -61,6 +61,9 @@ pub async fn submit(c: &Common, a: &SubmitArgs) -> Result<String, String> {
         ("timestamp", format!("{:.6}", unix_now())),
         ("source", "build-agent submit".into()),
     ];
+    if !a.update_strategy.is_empty() {
+        fields.push(("update_strategy", a.update_strategy.clone()));
+    }
     if !a.action.is_empty() {
         fields.push(("action", a.action.clone()));
         fields.push(("agent_id", a.agent_name.clone()));
@@ -162,6 +165,7 @@ pub async fn plan(
         version: String::new(),
         backend_url: None,
         webhook_url: None,
+        recreate: false,
     };
     let result = async {
         let cf = deploy::write_compose_files(&cfg, &job, &p, &p.tag)?;

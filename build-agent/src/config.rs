@@ -268,6 +268,9 @@ pub struct SubmitArgs {
     pub action: String,
     #[arg(long, default_value = "v1.0.0")]
     pub version: String,
+    /// update_strategy put in the job: recreate replaces a running agent without a stand-by.
+    #[arg(long, default_value = "")]
+    pub update_strategy: String,
 }
 
 /// The caps every agent container gets (the operator widens them; a package cannot).

@@ -40,6 +40,9 @@ pub struct DeployJob {
     /// Where the backend is reachable (after the cluster-URL fallback), if anywhere.
     pub backend_url: Option<String>,
     pub webhook_url: Option<String>,
+    /// `update_strategy=recreate`: replace the running container without a stand-by (faster,
+    /// may drop requests for a moment; the edit-and-see loop uses it).
+    pub recreate: bool,
 }
 
 /// The most of a reason (which may quote the input) that is stored and reported.
@@ -279,6 +282,7 @@ pub fn parse(
         version,
         backend_url: backend.clone(),
         webhook_url: get("webhook_url").map(String::from),
+        recreate: get("update_strategy") == Some("recreate"),
     })
 }
 

@@ -206,6 +206,7 @@ mod tests {
             version: String::new(),
             backend_url: None,
             webhook_url: None,
+            recreate: false,
         }
     }
 

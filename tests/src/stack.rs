@@ -60,6 +60,7 @@ impl Stack {
             let v = match key {
                 "NASIKO_PROJECT" => Some(project.clone()),
                 "NASIKO_NETWORK" => Some(network.clone()),
+                "NASIKO_PLATFORM_NETWORK" => Some(format!("{project}-platform")),
                 "NASIKO_AGENTS_DIR" => Some(agents_dir.display().to_string()),
                 "NASIKO_WORK_DIR" => Some(work.display().to_string()),
                 "NASIKO_PORT_KONG" => Some(proxy_port.to_string()),

@@ -157,6 +157,52 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
     let ports = docker_ok(&["port", &format!("agent-{real}")]);
     assert!(ports.is_empty(), "published on the host: {ports}");
 
+    // the fence (issue 15): from inside the agent, the gateway's proxy answers; Redis (the job
+    // stream) and the backend are on the platform's network only, out of the agent's reach
+    let platform = format!("{}-platform", stack.project);
+    let ip_on = |service: &str, net: &str| {
+        docker_ok(&[
+            "inspect",
+            "-f",
+            &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+            &stack.container(service),
+        ])
+    };
+    let reach = |ip: &str, port: &str| {
+        docker(&[
+            "exec",
+            &format!("agent-{real}"),
+            "sh",
+            "-c",
+            &format!("echo | nc -w 2 {ip} {port}"),
+        ])
+        .status
+        .success()
+    };
+    let gateway = ip_on("kong-gateway", &stack.network);
+    assert!(
+        reach(&gateway, "8000"),
+        "the agent reaches the gateway's proxy"
+    );
+    for (service, port) in [("redis", "6379"), ("nasiko-backend", "8000")] {
+        let ip = ip_on(service, &platform);
+        assert!(!ip.is_empty(), "{service} has an address on {platform}");
+        assert!(
+            !reach(&ip, port),
+            "the agent reached {service} at {ip}:{port}"
+        );
+    }
+    let nets = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{json .NetworkSettings.Networks}}",
+        &stack.container("redis"),
+    ]);
+    assert!(
+        !nets.contains(&format!("\"{}\"", stack.network)),
+        "redis is on the agents' network: {nets}"
+    );
+
     // 7. an update replaces it while requests keep flowing
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -205,6 +251,127 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         failn, 0,
         "requests keep succeeding throughout the update (stand-by handover)"
     );
+
+    // a newcomer's first agent (issue 13): examples/hello-agent with the README's command, its
+    // card through the gateway; then the edit-and-see loop
+    let hello = format!("hello{}", std::process::id());
+    let example = nasiko_tests::stack::repo_root().join("examples/hello-agent");
+    let out = stack.script(
+        "deploy-agent.sh",
+        &[example.to_str().unwrap(), "--name", &hello, "--wait"],
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = |text: &str| {
+        json!({"jsonrpc": "2.0", "id": "h1", "method": "message/send",
+            "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": text}]}}})
+    };
+    let hello_url = format!("{}/agents/agent-{hello}", stack.gateway());
+    let (code, r) = http
+        .json("POST", &hello_url, Some(&said("hi")))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(
+        r["result"]["parts"][0]["text"],
+        format!("Hello from {hello}! You said: hi")
+    );
+    for card in [".well-known/agent.json", ".well-known/agent-card.json"] {
+        let (code, c) = http
+            .json("GET", &format!("{hello_url}/{card}"), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (code, c["name"].as_str()),
+            (200, Some("Hello Agent")),
+            "{card}"
+        );
+    }
+    let status = stack.script("local-status.sh", &[]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&hello) && l.contains("yes") && l.contains("completed")),
+        "{text}"
+    );
+    let logs = stack.script("local-logs.sh", &[&hello]);
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("build log"),
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+
+    // --watch: a change redeploys once, a save that changes nothing does not, Ctrl-C ends it
+    let src = stack.dir.join("hello-src");
+    std::fs::create_dir_all(&src).unwrap();
+    for f in [
+        "Dockerfile",
+        "AgentCard.json",
+        "docker-compose.yml",
+        "agent.sh",
+    ] {
+        std::fs::copy(example.join(f), src.join(f)).unwrap();
+    }
+    let log = stack.dir.join("watch.log");
+    let mut watch = nasiko_tests::process::ChildGuard::spawn(
+        "deploy-agent.sh --watch",
+        std::process::Command::new(
+            nasiko_tests::stack::repo_root().join("scripts/deploy-agent.sh"),
+        )
+        .args([src.to_str().unwrap(), "--name", &hello, "--watch"])
+        .args(["--env-file", stack.env_file.to_str().unwrap()])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::inherit()),
+    );
+    let queued = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("queued job")
+            .count()
+    };
+    wait_for("the first deploy of --watch", T, || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("watching")
+            .then_some(())
+    })
+    .await;
+    let agent_sh = src.join("agent.sh");
+    let edited = std::fs::read_to_string(&agent_sh)
+        .unwrap()
+        .replace("You said", "You wrote");
+    let saved = std::time::Instant::now();
+    std::fs::write(&agent_sh, edited).unwrap();
+    wait_for("the edit answering through the gateway", T, || async {
+        let (_, r) = http.json("POST", &hello_url, Some(&said("x"))).await.ok()?;
+        (r["result"]["parts"][0]["text"] == format!("Hello from {hello}! You wrote: x"))
+            .then_some(())
+    })
+    .await;
+    println!(
+        "--watch: save -> the new version answering through the gateway in {:?}",
+        saved.elapsed()
+    );
+    let after_edit = queued();
+    assert_eq!(after_edit, 2, "{}", std::fs::read_to_string(&log).unwrap());
+    // rewriting a file with the same content is no change
+    let same = std::fs::read_to_string(&agent_sh).unwrap();
+    std::fs::write(&agent_sh, same).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(queued(), after_edit, "an unchanged save redeployed");
+    watch.signal(2);
+    let code = watch
+        .wait_exit(Duration::from_secs(10))
+        .expect("Ctrl-C ends --watch");
+    assert!(code.success(), "{code:?}");
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("stopped watching"));
 
     // 8. removed: the route disappears
     stack.exec("nasiko-worker", &["build-agent", "undeploy", &name]);

@@ -297,13 +297,13 @@ impl Deployer {
         )
         .await
         .map_err(|e| format!("the compose configuration is invalid: {e}"))?;
-        let handover = if unchanged {
-            self.log_line(
-                &job.agent,
-                &job.stream_id,
-                "=== the running container has this exact configuration; no handover",
-            )
-            .await;
+        let handover = if unchanged || job.recreate {
+            let why = if unchanged {
+                "=== the running container has this exact configuration; no handover"
+            } else {
+                "=== update_strategy=recreate: replacing without a stand-by"
+            };
+            self.log_line(&job.agent, &job.stream_id, why).await;
             None
         } else {
             self.start_handover(job, p).await

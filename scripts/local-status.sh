@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# One table of the local stack: every service's state and health, every agent with its version,
+# route and last deploy outcome, and what the registry sidecar last did.
+set -euo pipefail
+# shellcheck source=lib.sh disable=SC1091
+. "$(dirname "$0")/lib.sh"
+
+env_file=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h|--help) echo "Usage: scripts/local-status.sh [--env-file FILE]   (like upstream's 'nasiko local status')"; exit 0 ;;
+    --env-file) env_file="$2"; shift ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+  esac
+  shift
+done
+check_docker
+project="$(stack_project "$env_file")"
+ids="$(service_containers "$project")"
+[ -n "$ids" ] || die "the stack (project $project) is not running; start it with scripts/local-up.sh"
+
+echo "SERVICES (project $project)"
+# shellcheck disable=SC2086
+docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{else}}-{{end}}|{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{.HostIp}}:{{.HostPort}}->{{$p}} {{end}}{{end}}' $ids \
+  | sort | awk -F'|' 'BEGIN { printf "  %-24s %-10s %-10s %s\n", "SERVICE", "STATE", "HEALTH", "PORTS" } { printf "  %-24s %-10s %-10s %s\n", $1, $2, $3, $4 }'
+
+worker="$(service_containers "$project" nasiko-worker | head -1)"
+network="${NASIKO_NETWORK:-nasiko-network}"
+echo
+echo "AGENTS (network $network)"
+agents="$(docker ps -a --filter "network=$network" --filter label=nasiko.type=agent --format '{{.Label "nasiko.name"}}' | sort -u)"
+registry="http://localhost:${NASIKO_PORT_SERVICE_REGISTRY:-8080}"
+routed="$(curl -fsS -m 3 "$registry/status" 2>/dev/null || true)"
+printf '  %-24s %-10s %-10s %-10s %s\n' AGENT VERSION STATE ROUTED "LAST DEPLOY"
+for a in $agents; do
+  c="agent-$a"
+  version="$(docker inspect -f '{{index .Config.Labels "nasiko.version"}}' "$c" 2>/dev/null || echo '?')"
+  state="$(docker inspect -f '{{.State.Status}}' "$c" 2>/dev/null || echo gone)"
+  route=no; grep -q "\"agent-$a\"" <<<"$routed" && route=yes
+  last="-"
+  if [ -n "$worker" ]; then
+    s="$(docker exec "$worker" build-agent status "$a" 2>/dev/null || true)"
+    last="$(sed -n 's/^status: //p' <<<"$s") $(sed -n 's/^last_updated: //p' <<<"$s" | cut -c1-19) $(sed -n 's/^message: //p' <<<"$s" | cut -c1-60)"
+  fi
+  printf '  %-24s %-10s %-10s %-10s %s\n' "$a" "${version:--}" "$state" "$route" "$last"
+done
+[ -n "$agents" ] || echo "  (none; deploy one: scripts/deploy-agent.sh examples/hello-agent --wait)"
+
+echo
+echo "REGISTRY SIDECAR ($registry/status)"
+if [ -n "$routed" ] && command -v jq >/dev/null; then
+  jq -r '"  status \(.status), Kong \(.kong_status), Docker \(.docker_status); last sync \(.last_sync) (\(.last_sync_writes) writes); \(.services_count) services" + (if .last_error then "\n  last error: \(.last_error)" else "" end) + (if (.missing_plugins|length) > 0 then "\n  Kong lacks plugins: \(.missing_plugins|join(", "))" else "" end)' <<<"$routed"
+elif [ -n "$routed" ]; then
+  echo "  $routed"
+else
+  echo "  not answering (is kong-service-registry running? scripts/local-logs.sh kong-service-registry)"
+fi
