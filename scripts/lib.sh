@@ -121,10 +121,11 @@ install_compose_v2() {
   install -m 0755 "$plugin" "$HOME/.docker/cli-plugins/docker-compose"
 }
 
-# The stack's compose project (NASIKO_PROJECT of the env file $1, default nasiko).
-stack_project() {
+# Load the stack's settings (the env file $1, default .env.nasiko) into this shell and set
+# `project` to its compose project (NASIKO_PROJECT, default nasiko).
+load_stack_env() {
   load_env "${1:-$(repo_root)/.env.nasiko}"
-  echo "${NASIKO_PROJECT:-nasiko}"
+  project="${NASIKO_PROJECT:-nasiko}"
 }
 
 # Container ids of service $2 of project $1 (every service when $2 is empty).

@@ -28,7 +28,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 check_docker
-project="$(stack_project "$env_file")"
+project=nasiko
+load_stack_env "$env_file"
 if [ -z "$target" ]; then
   for id in $(service_containers "$project"); do
     echo "=== $(docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}}' "$id")"

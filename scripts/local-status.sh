@@ -15,7 +15,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 check_docker
-project="$(stack_project "$env_file")"
+project=nasiko
+load_stack_env "$env_file"
 ids="$(service_containers "$project")"
 [ -n "$ids" ] || die "the stack (project $project) is not running; start it with scripts/local-up.sh"
 

@@ -10,16 +10,21 @@ Usage: scripts/test.sh [--no-install]
 
 Runs formatting and lint checks and the whole test suite of the workspace.
   --no-install   do not apt-get install missing tools; fail naming them instead
+  --first-run    first prove the README's first command on a fresh machine: remove the stack's
+                 images, the packages it installs and the compose v2 plugin, run
+                 scripts/local-up.sh (standalone) and scripts/local-down.sh (default when CI=true)
 Needs: a reachable Docker daemon, cargo; installs redis-server, shellcheck and
 busybox-static with apt-get when they are missing and it runs as root.
 USAGE
 }
 
 install=1
+first_run="${CI:+1}"
 for arg in "$@"; do
   case "$arg" in
     -h|--help) usage; exit 0 ;;
     --no-install) install=0 ;;
+    --first-run) first_run=1 ;;
     *) echo "test.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -31,6 +36,29 @@ cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null || die "cargo is not installed; install Rust (rustup) first"
 check_docker
+
+# The README's first command, from what a fresh machine has: none of the stack's images, none of
+# the packages it installs itself, no compose v2 plugin.
+if [ "${first_run:-}" = 1 ]; then
+  echo "== first run of scripts/local-up.sh on a fresh machine"
+  for img in registry-sidecar build-agent agent-base kong-emulator backend-standin redis; do
+    docker rmi -f "nasiko/$img:local" >/dev/null 2>&1 || true
+  done
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get remove -y -q busybox-static redis-server >/dev/null 2>&1 || true
+  fi
+  rm -f "$HOME/.docker/cli-plugins/docker-compose" "${NASIKO_CACHE:-$HOME/.cache/nasiko}/docker-compose-v2"
+  first_env="$(mktemp -d)/env"
+  t0=$(date +%s)
+  scripts/local-up.sh --standalone --env-file "$first_env"
+  echo "test.sh: the first run of local-up.sh took $(( $(date +%s) - t0 ))s"
+  curl -fsS -m 5 "http://localhost:9101/" >/dev/null || die "the first run's gateway does not answer"
+  t0=$(date +%s)
+  scripts/local-up.sh --standalone --env-file "$first_env" >/dev/null
+  echo "test.sh: a second run took $(( $(date +%s) - t0 ))s"
+  scripts/local-down.sh --volumes --yes --env-file "$first_env"
+  rm -rf "$(dirname "$first_env")"
+fi
 
 if [ "$install" = 1 ]; then
   ensure_packages redis-server:redis-server shellcheck:shellcheck busybox:busybox-static \

@@ -79,13 +79,7 @@ pub struct Paths<'a> {
     pub nasiko_api_url: Option<&'a str>,
 }
 
-/// Docker/compose-safe agent names (contracts.md §4.2).
-pub fn valid_agent_name(n: &str) -> bool {
-    let mut chars = n.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
-        && n.len() <= 128
-}
+pub use nasiko_contract::valid_agent_name;
 
 fn name_error(field: &str, n: &str) -> String {
     format!(

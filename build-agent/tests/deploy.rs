@@ -747,6 +747,35 @@ async fn hostile_packages_are_refused_by_plan_and_by_a_deploy_before_any_docker_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_example_plans_as_upstreams_agents_deploy() {
+    // examples/python-a2a-agent needs python:3.12-slim (no registry here): checked with plan
+    let net = TestNet::new();
+    let h = Harness::new(&net.name).await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python-a2a-agent");
+    let out = h
+        .command("c1")
+        .args(["plan", dir.to_str().unwrap(), "--name", "python-a2a-agent"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "container_name: agent-python-a2a-agent",
+        "nasiko.type: agent",
+        "not published on the host",
+        "no-new-privileges:true",
+        &net.name,
+    ] {
+        assert!(text.contains(want), "{want} missing:\n{text}");
+    }
+    assert!(!text.contains("published:"), "a host port:\n{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_prints_the_effective_compose_and_undeploy_removes_the_agent() {
     ensure_busybox_image();
     let net = TestNet::new();

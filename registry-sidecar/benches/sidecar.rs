@@ -1,7 +1,8 @@
 //! Sidecar benchmarks (not tests): container start → route readable in Kong (p50/p95/p99, real
 //! Docker, the release binary as a process, the Kong emulator); Admin API requests of a converged
 //! resync and of a cold sync with 100 and 500 agents (the reconcile code over real HTTP, synthetic
-//! endpoints); sidecar RSS. Run: cargo bench -p registry-sidecar   (BENCH_STARTS=N to change N)
+//! endpoints); sidecar RSS; Kong's return → converged (outages of 3 s with a change made while
+//! Kong is away). Run: cargo bench -p registry-sidecar   (BENCH_STARTS=N to change N)
 
 use nasiko_tests::docker::{docker, docker_ok, ensure_busybox_image, unique, TestNet};
 use nasiko_tests::kong::{KongEmulator, Options};
@@ -182,6 +183,49 @@ async fn sync_costs(n: usize) {
     );
 }
 
+/// Kong refuses connections for 3 s while an agent starts; time from Kong's return until the
+/// agent's route is readable. `n` outages.
+async fn kong_return(n: usize) {
+    ensure_busybox_image();
+    let kong = KongEmulator::start(Options::default()).await.unwrap();
+    let net = TestNet::new();
+    let port = free_port();
+    let bin =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/registry-sidecar");
+    let mut cmd = Command::new(&bin);
+    cmd.env("KONG_ADMIN_URL", kong.admin_url())
+        .env("AGENTS_NETWORK", &net.name)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("STATIC_ROUTES_FILE", "/nonexistent")
+        .env("RUST_LOG", "error");
+    let _sidecar = ChildGuard::spawn("registry-sidecar", &mut cmd);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut took = Vec::new();
+    for i in 0..n {
+        kong.set_fault(nasiko_tests::kong::Fault::Refuse);
+        let name = unique(&format!("back{i}"));
+        net.agent(
+            &format!("c-{name}"),
+            &[("nasiko.type", "agent"), ("nasiko.name", &name)],
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        kong.set_fault(nasiko_tests::kong::Fault::None);
+        let t = Instant::now();
+        let svc = format!("agent-{name}");
+        while !route_present(&kong, &svc) {
+            assert!(t.elapsed() < Duration::from_secs(60), "never converged");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        took.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!(
+        "Kong back after a 3 s outage -> converged ({n} outages): p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+        pct(&mut took, 50.0),
+        pct(&mut took, 95.0),
+        pct(&mut took, 100.0)
+    );
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -196,4 +240,5 @@ async fn main() {
     for agents in [100, 500] {
         sync_costs(agents).await;
     }
+    kong_return(10).await;
 }

@@ -224,8 +224,10 @@ impl Discovery {
         // container events carry the labels and name: skip the inspect for containers that can
         // be no agent (most of a busy host's events), unless we route or track them already
         if e.typ == Some(EventMessageTypeEnum::CONTAINER) {
-            let candidate = attrs.contains_key("nasiko.type")
-                || attrs.get("name").is_some_and(|n| n.starts_with("agent-"));
+            let candidate = attrs.contains_key(nasiko_contract::labels::TYPE)
+                || attrs
+                    .get("name")
+                    .is_some_and(|n| nasiko_contract::name_from_container(n).is_some());
             let known = {
                 let v = self.tx.borrow();
                 v.agents.contains_key(&id)

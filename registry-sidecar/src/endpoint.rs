@@ -1,6 +1,7 @@
 //! From a container's facts to an `AgentEndpoint` (contracts.md §1): labels, the naming
 //! fallback, the IP on the agents network, the port rule and the health gate. Pure.
 
+use nasiko_contract::labels;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -98,13 +99,7 @@ pub enum Classified {
     Malformed(String),
 }
 
-/// Agent names: lower-case `[a-z0-9][a-z0-9_.-]*` (contracts.md §4.2).
-pub fn valid_agent_name(n: &str) -> bool {
-    let mut chars = n.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
-        && n.len() <= 200
-}
+pub use nasiko_contract::valid_agent_name;
 
 pub fn classify(c: &ContainerFacts, network: &str) -> Classified {
     // not attached to the agents network at all: none of our business, and it costs no sync (a
@@ -112,9 +107,9 @@ pub fn classify(c: &ContainerFacts, network: &str) -> Classified {
     if !c.networks.contains_key(network) {
         return Classified::NotAgent;
     }
-    let ty = c.labels.get("nasiko.type").map(String::as_str);
+    let ty = c.labels.get(labels::TYPE).map(String::as_str);
     let (name, discovered_by) = match ty {
-        Some("agent") => match c.labels.get("nasiko.name").map(|s| s.trim()) {
+        Some(labels::TYPE_AGENT) => match c.labels.get(labels::NAME).map(|s| s.trim()) {
             None | Some("") => {
                 return Classified::Malformed(format!(
                     "container {} is labelled nasiko.type=agent but nasiko.name is empty or missing; set nasiko.name",
@@ -130,12 +125,12 @@ pub fn classify(c: &ContainerFacts, network: &str) -> Classified {
             Some(n) => (n.to_string(), Discovered::Label),
         },
         Some(_) => return Classified::NotAgent,
-        None => match c.name.strip_prefix("agent-") {
-            Some(n) if valid_agent_name(n) => (n.to_string(), Discovered::NameFallback),
-            _ => return Classified::NotAgent,
+        None => match nasiko_contract::name_from_container(&c.name) {
+            Some(n) => (n.to_string(), Discovered::NameFallback),
+            None => return Classified::NotAgent,
         },
     };
-    let port = match c.labels.get("nasiko.port").map(|s| s.trim()) {
+    let port = match c.labels.get(labels::PORT).map(|s| s.trim()) {
         Some(p) => match p.parse::<u16>() {
             Ok(p) if p > 0 => p,
             _ => {
@@ -174,15 +169,15 @@ pub fn classify(c: &ContainerFacts, network: &str) -> Classified {
         ));
     };
     Classified::Agent(AgentEndpoint {
-        kong_name: format!("agent-{name}"),
+        kong_name: nasiko_contract::agent_ref(&name),
         name,
         container_id: c.id.clone(),
         container_name: c.name.clone(),
         ip: ip.clone(),
         port,
-        owner: c.labels.get("nasiko.owner").cloned().unwrap_or_default(),
-        version: c.labels.get("nasiko.version").cloned(),
-        upload_id: c.labels.get("nasiko.upload-id").cloned(),
+        owner: c.labels.get(labels::OWNER).cloned().unwrap_or_default(),
+        version: c.labels.get(labels::VERSION).cloned(),
+        upload_id: c.labels.get(labels::UPLOAD_ID).cloned(),
         discovered_by,
         started_at: c.started_at.clone(),
     })

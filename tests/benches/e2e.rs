@@ -1,7 +1,9 @@
 //! End-to-end benchmarks (not tests) on the standalone stack (both daemons as containers built by
 //! scripts/build-images.sh): job queued → agent answering through the gateway, fresh build and
 //! cached image; Admin API writes per minute at rest with 50 agents; RSS of both daemons at rest and
-//! under a burst; image sizes. Run: cargo bench -p nasiko-tests   (after scripts/build-images.sh)
+//! under a burst; image sizes; the edit-and-see loop (deploy-agent.sh --watch on
+//! examples/hello-agent: save → the new version answering through the gateway).
+//! Run: cargo bench -p nasiko-tests   (after scripts/build-images.sh)
 
 use nasiko_tests::docker::{docker, docker_ok};
 use nasiko_tests::http::HttpClient;
@@ -124,6 +126,60 @@ async fn main() {
     println!(
         "job queued -> answering again, unchanged package (image exists, no build): {:.2} s",
         t.elapsed().as_secs_f64()
+    );
+
+    // the edit-and-see loop: deploy-agent.sh --watch, then one-line edits of agent.sh
+    let hello = format!("hello{pid}");
+    let src = stack.dir.join("hello-src");
+    let example = nasiko_tests::stack::repo_root().join("examples/hello-agent");
+    std::fs::create_dir_all(&src).unwrap();
+    for f in [
+        "Dockerfile",
+        "AgentCard.json",
+        "docker-compose.yml",
+        "agent.sh",
+    ] {
+        std::fs::copy(example.join(f), src.join(f)).unwrap();
+    }
+    let mut watch = nasiko_tests::process::ChildGuard::spawn(
+        "deploy-agent.sh --watch",
+        std::process::Command::new(
+            nasiko_tests::stack::repo_root().join("scripts/deploy-agent.sh"),
+        )
+        .args([src.to_str().unwrap(), "--name", &hello, "--watch"])
+        .args(["--env-file", stack.env_file.to_str().unwrap()])
+        .stdout(std::process::Stdio::null()),
+    );
+    answering(&http, &stack, &hello).await;
+    let mut took = Vec::new();
+    let script = std::fs::read_to_string(src.join("agent.sh")).unwrap();
+    for i in 1..=5 {
+        let marker = format!("You said (edit {i})");
+        std::fs::write(src.join("agent.sh"), script.replace("You said", &marker)).unwrap();
+        let t = Instant::now();
+        loop {
+            let text = stack
+                .ask(&http, &hello)
+                .await
+                .map(|r| r["result"]["parts"][0]["text"].to_string())
+                .unwrap_or_default();
+            if text.contains(&marker) {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "edit {i} never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        took.push(t.elapsed().as_secs_f64());
+    }
+    watch.signal(2);
+    watch.wait_exit(Duration::from_secs(10));
+    took.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "--watch, one-line edit of hello-agent -> the new version answering through the gateway (5 edits): median {:.2} s, max {:.2} s",
+        took[2], took[4]
     );
 
     // a burst of 48 more agents (50 in all), then a minute at rest

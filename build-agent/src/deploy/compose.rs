@@ -3,6 +3,7 @@
 //! labels, shared network, environment and limits. The user's file is never edited (the policy
 //! it must pass is `policy`). Pure.
 
+use nasiko_contract::labels;
 use serde_yaml_ng::{Mapping, Value};
 use std::path::{Path, PathBuf};
 
@@ -56,11 +57,11 @@ fn harden(svc: &mut Mapping, limits: &crate::config::AgentLimits) {
 }
 
 pub fn container_name(agent: &str) -> String {
-    format!("agent-{agent}")
+    nasiko_contract::agent_ref(agent)
 }
 
 pub fn project_name(agent: &str) -> String {
-    format!("agent-{}", agent.replace('.', "-"))
+    nasiko_contract::agent_ref(&agent.replace('.', "-"))
 }
 
 fn s(v: &str) -> Value {
@@ -125,14 +126,14 @@ fn external(network: &str, old: bool) -> Value {
 
 fn labels(spec: &OverrideSpec, ty: &str) -> Value {
     let mut l = Mapping::new();
-    l.insert(s("nasiko.type"), s(ty));
-    l.insert(s("nasiko.name"), s(spec.agent));
-    l.insert(s("nasiko.owner"), s(spec.owner));
+    l.insert(s(labels::TYPE), s(ty));
+    l.insert(s(labels::NAME), s(spec.agent));
+    l.insert(s(labels::OWNER), s(spec.owner));
     if !spec.version.is_empty() {
-        l.insert(s("nasiko.version"), s(spec.version));
+        l.insert(s(labels::VERSION), s(spec.version));
     }
     if !spec.upload_id.is_empty() {
-        l.insert(s("nasiko.upload-id"), s(spec.upload_id));
+        l.insert(s(labels::UPLOAD_ID), s(spec.upload_id));
     }
     Value::Mapping(l)
 }
@@ -359,7 +360,7 @@ pub fn build_override(user: Option<&Value>, spec: &OverrideSpec) -> Result<Value
     let mut e = Mapping::new();
     e.insert(s("image"), s(spec.image));
     e.insert(s("container_name"), s(&container_name(spec.agent)));
-    e.insert(s("labels"), labels(spec, "agent"));
+    e.insert(s("labels"), labels(spec, labels::TYPE_AGENT));
     e.insert(s("restart"), s("unless-stopped"));
     let mut env = Mapping::new();
     for (k, v) in spec.env {
@@ -391,7 +392,7 @@ pub fn build_override(user: Option<&Value>, spec: &OverrideSpec) -> Result<Value
             let Some(k) = k.as_str() else { continue };
             if k != entry {
                 let mut d = Mapping::new();
-                d.insert(s("labels"), labels(spec, "agent-dependency"));
+                d.insert(s("labels"), labels(spec, labels::TYPE_DEPENDENCY));
                 // container names are the build agent's to give: a package's own could take
                 // another agent's or a platform container's name
                 if svc.get("container_name").is_some() {

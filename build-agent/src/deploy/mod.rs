@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::job::DeployJob;
 use compose::OverrideSpec;
 use docker::ComposeCmd;
+use nasiko_contract::labels;
 use redis::aio::ConnectionManager;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -366,9 +367,9 @@ impl Deployer {
         .map(|s| s.to_string())
         .collect();
         for (k, v) in [
-            ("nasiko.type", "agent"),
-            ("nasiko.name", job.agent.as_str()),
-            ("nasiko.owner", job.owner_id.as_str()),
+            (labels::TYPE, labels::TYPE_AGENT),
+            (labels::NAME, job.agent.as_str()),
+            (labels::OWNER, job.owner_id.as_str()),
             ("nasiko.handover", "true"),
             (STANDBY_JOB_LABEL, job.stream_id.as_str()),
             (STANDBY_CONSUMER_LABEL, self.cfg.consumer.as_str()),

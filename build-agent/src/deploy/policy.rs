@@ -222,7 +222,10 @@ pub fn check(user: &Value, dir: &Path) -> Result<(), Refusal> {
                             .collect(),
                         _ => vec![],
                     };
-                    if let Some(l) = keys.iter().find(|l| l.starts_with("nasiko.")) {
+                    if let Some(l) = keys
+                        .iter()
+                        .find(|l| l.starts_with(nasiko_contract::labels::PREFIX))
+                    {
                         return Err(Refusal(format!(
                             "service '{n}' sets the label '{l}'; nasiko.* labels are the build agent's to set (remove it)"
                         )));
