@@ -161,6 +161,11 @@ impl Worker {
             return;
         }
         match parsed {
+            Ok(job) if self.already_finished(&job.agent, &e.id).await => {
+                // killed after recording its terminal status, before the ack: done, not rerun
+                tracing::info!(job = %e.id, agent = %job.agent, "already finished before a restart; acknowledging");
+                self.pipeline.ack(&e.id).await;
+            }
             Ok(job) => {
                 tracing::info!(job = %job.stream_id, agent = %job.agent, action = job.action.as_str(), earlier_attempts = attempts, "job accepted");
                 self.runner.submit(job);
@@ -174,6 +179,18 @@ impl Worker {
                 self.pipeline.reject(&r).await
             }
         }
+    }
+
+    /// Whether the agent's status hash records a terminal status of this very entry.
+    async fn already_finished(&self, agent: &str, id: &str) -> bool {
+        let mut c = self.stream.con.clone();
+        let v: redis::RedisResult<(Option<String>, Option<String>)> = redis::cmd("HMGET")
+            .arg(crate::report::status_key(agent))
+            .arg("stream_id")
+            .arg("status")
+            .query_async(&mut c)
+            .await;
+        matches!(v, Ok((Some(sid), Some(st))) if sid == id && (st == "completed" || st == "failed"))
     }
 
     /// Copy the entry to the dead-letter stream with the reason (retried until it lands).

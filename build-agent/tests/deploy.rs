@@ -580,6 +580,110 @@ async fn a_job_waits_while_docker_is_unreachable_and_completes_when_it_returns()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
+    // issue 12: SIGKILLs landing during builds, deploys and handovers, one build that hangs
+    ensure_busybox_image();
+    let net = TestNet::new();
+    let names: Vec<String> = (0..5).map(|i| unique(&format!("soak{i}"))).collect();
+    let hang = unique("soakhang");
+    let mut all: Vec<&str> = names.iter().map(String::as_str).collect();
+    all.push(&hang);
+    let _clean = AgentCleanup::new(&all);
+    let h = Harness::new(&net.name).await;
+    let slow = |agent: &str, version: &str, sleep: u32| {
+        let p = h.root.add("compose-agents-net", agent, version, None);
+        let df = h.root.path.join(agent).join(version).join("Dockerfile");
+        let text = std::fs::read_to_string(&df).unwrap();
+        std::fs::write(
+            &df,
+            text.replace(
+                "RUN chmod +x /agent.sh",
+                &format!("RUN chmod +x /agent.sh && sleep {sleep}"),
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let hp = slow(&hang, "v1.0.0", 600);
+    h.queue(&h.deploy_fields(&hang, &hp, "u1")).await;
+    let mut last_job = std::collections::HashMap::new();
+    for a in &names {
+        let p = slow(a, "v1.0.0", 1);
+        last_job.insert(a.clone(), h.queue(&h.deploy_fields(a, &p, "u1")).await);
+    }
+    // two updates: handovers to land kills in
+    for a in &names[..2] {
+        let p = slow(a, "v2.0.0", 1);
+        let mut f = h.deploy_fields(a, &p, "u1");
+        f.push(("action", "update_agent"));
+        f.push(("agent_id", a));
+        last_job.insert(a.clone(), h.queue(&f).await);
+    }
+    let mut kills = 0;
+    for k in 0..10u64 {
+        let mut w = h.spawn("c1");
+        // 5 to 9 s of life (a job takes 3 to 6 s): kills land in builds, compose up and
+        // handovers alike, and a resumed job has the time to finish before the next one
+        tokio::time::sleep(Duration::from_millis(5000 + (k * 7919) % 4000)).await;
+        w.signal(9);
+        w.wait_exit(Duration::from_secs(10));
+        kills += 1;
+    }
+    let _w = h.spawn("c1");
+    for a in &names {
+        let s = wait_for("the agent's last job", Duration::from_secs(180), || async {
+            let s = h.status(a).await;
+            (s.get("stream_id") == last_job.get(a)
+                && matches!(
+                    s.get("status").map(String::as_str),
+                    Some("completed" | "failed")
+                ))
+            .then_some(s)
+        })
+        .await;
+        assert_eq!(s["status"], "completed", "{a} after {kills} kills: {s:?}");
+    }
+    let s = h.wait_terminal(&hang).await;
+    assert_eq!(s["status"], "failed", "{s:?}");
+    assert!(s["message"].contains("started 3 times"), "{s:?}");
+    wait_for("nothing pending", T, || async {
+        (h.pending().await == 0).then_some(())
+    })
+    .await;
+    let mut c = h.con().await;
+    let dead: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg("orchestration:commands:dead-letter")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1, "only the hanging job is dead-lettered");
+    for a in &names {
+        let routable = docker_ok(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=nasiko.name={a}"),
+            "--filter",
+            "label=nasiko.type=agent",
+        ]);
+        assert_eq!(routable.lines().count(), 1, "{a}: one routable container");
+        assert!(
+            !exists(&format!("agent-{a}-handover")),
+            "{a}: a stand-by is left"
+        );
+    }
+    for a in &names[..2] {
+        let r = ask(&format!("agent-{a}"), &net.name).await;
+        assert_eq!(
+            r["result"]["parts"][0]["text"],
+            format!("hello from {a} v2.0.0")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_update_puts_the_previous_version_back_and_it_keeps_serving() {
     ensure_busybox_image();
     let net = TestNet::new();
