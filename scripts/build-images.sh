@@ -143,7 +143,8 @@ if wanted agent-base; then
   # a base for agents on hosts without a registry (examples/hello-agent): busybox and /app
   r="$work/agent-base"; base_root "$r"
   mkdir -p "$r/app"
-  image_from_root agent-base "$r" 'WORKDIR /app' 'CMD ["sh"]'
+  # agents on it put an executable /app/agent.sh: it answers one HTTP request per connection
+  image_from_root agent-base "$r" 'WORKDIR /app' 'EXPOSE 5000' 'CMD ["nc", "-ll", "-p", "5000", "-e", "/app/agent.sh"]'
 fi
 
 if wanted kong-emulator; then

@@ -53,7 +53,7 @@ if [ "$agents" = 1 ]; then
     ids="$(docker ps -aq --filter "label=nasiko.name=$n")"
     # shellcheck disable=SC2086
     [ -z "$ids" ] || docker rm -f -v $ids >/dev/null
-    imgs="$(docker images -q --filter "label=nasiko.agent=$n")"
+    imgs="$(docker images -q --filter "reference=nasiko-agent-$n")"
     # shellcheck disable=SC2086
     [ -z "$imgs" ] || docker rmi -f $imgs >/dev/null 2>&1 || true
     for net in $(docker network ls -q --filter "label=com.docker.compose.project=agent-${n//./-}"); do docker network rm "$net" >/dev/null || true; done

@@ -735,7 +735,7 @@ async fn a_failed_update_puts_the_previous_version_back_and_it_keeps_serving() {
         "images",
         "-q",
         "--filter",
-        &format!("label=nasiko.agent={a}"),
+        &format!("reference=nasiko-agent-{a}"),
     ]);
     assert!(imgs.lines().count() <= 3, "{imgs}");
 }
@@ -845,7 +845,7 @@ async fn hostile_packages_are_refused_by_plan_and_by_a_deploy_before_any_docker_
         "images",
         "-q",
         "--filter",
-        &format!("label=nasiko.agent={a}"),
+        &format!("reference=nasiko-agent-{a}"),
     ]);
     assert!(imgs.is_empty(), "nothing was built");
 }

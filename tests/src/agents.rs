@@ -127,7 +127,7 @@ impl Drop for AgentCleanup {
                 "images",
                 "-q",
                 "--filter",
-                &format!("label=nasiko.agent={a}"),
+                &format!("reference=nasiko-agent-{a}"),
             ]);
             if !imgs.is_empty() {
                 let mut args = vec!["rmi", "-f"];

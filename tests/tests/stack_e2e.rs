@@ -537,7 +537,7 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
             "images",
             "-q",
             "--filter",
-            &format!("label=nasiko.agent={n}"),
+            &format!("reference=nasiko-agent-{n}"),
         ]);
         assert!(imgs.is_empty(), "images of {n} left: {imgs}");
     }

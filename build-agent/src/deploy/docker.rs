@@ -68,11 +68,11 @@ pub async fn image_exists(tag: &str) -> bool {
 pub async fn build(
     dir: &str,
     tag: &str,
-    agent: &str,
-    hash: &str,
     timeout: Duration,
     lines: mpsc::UnboundedSender<String>,
 ) -> Result<Output, CmdError> {
+    // no --label: the legacy builder commits a layer for it (about 2 s on fuse-overlayfs); the
+    // repository (nasiko-agent-{name}) names the agent and the tag is the content hash
     let a = vec![
         "docker".into(),
         "build".into(),
@@ -80,10 +80,6 @@ pub async fn build(
         "--force-rm".into(),
         "-t".into(),
         tag.into(),
-        "--label".into(),
-        format!("nasiko.agent={agent}"),
-        "--label".into(),
-        format!("nasiko.content-hash={hash}"),
         dir.into(),
     ];
     run(&a, timeout, Some(lines)).await
@@ -261,9 +257,9 @@ pub async fn logs_tail(name: &str, n: usize) -> String {
     }
 }
 
-/// Remove images of `agent` beyond the newest `keep`, never `in_use`; scoped by label.
+/// Remove images of `agent` beyond the newest `keep`, never `in_use`; scoped by repository.
 pub async fn prune_images(agent: &str, keep: usize, in_use: &str) -> Vec<String> {
-    let label = format!("label=nasiko.agent={agent}");
+    let label = format!("reference={}", super::image_repo(agent));
     let Ok(o) = run(
         &argv(&[
             "docker",

@@ -237,8 +237,6 @@ impl Deployer {
         let r = docker::build(
             &p.build_dir.display().to_string(),
             &p.tag,
-            &job.agent,
-            &p.hash,
             self.cfg.build_timeout,
             tx,
         )
