@@ -126,8 +126,9 @@ impl Api {
         let s = self.status.read();
         let c = &self.status.counters;
         let healthy = s.kong_reachable
-            && s.docker_reachable
-            && s.last_error.is_none()
+            && s.discovery_reachable
+            && s.sync_error.is_none()
+            && s.discovery_error.is_none()
             && s.static_file_error.is_none()
             && s.static_watch_error.is_none()
             && s.kong_failing.is_none();
@@ -137,10 +138,15 @@ impl Api {
             "last_sync": s.last_sync.clone().unwrap_or_else(|| "never".into()),
             "kong_status": if s.kong_reachable && s.kong_failing.is_none() { "healthy" } else { "unhealthy" },
             "discovery_mode": match self.mode { DiscoveryMode::Docker => "docker", DiscoveryMode::Kubernetes => "kubernetes" },
-            "docker_status": if self.mode == DiscoveryMode::Kubernetes { "not used" } else if s.docker_reachable { "healthy" } else { "unhealthy" },
-            "docker_listed": s.docker_listed,
-            "discovery_status": if s.docker_reachable { "healthy" } else { "unhealthy" },
-            "last_error": s.last_error,
+            "docker_status": if self.mode == DiscoveryMode::Kubernetes { "not used" } else if s.discovery_reachable { "healthy" } else { "unhealthy" },
+            "kubernetes_status": if self.mode == DiscoveryMode::Docker { "not used" } else if s.discovery_reachable { "healthy" } else { "unhealthy" },
+            "docker_listed": self.mode == DiscoveryMode::Docker && s.discovery_listed,
+            "discovery_listed": s.discovery_listed,
+            "discovery_status": if s.discovery_reachable { "healthy" } else { "unhealthy" },
+            "discovery_error": s.discovery_error,
+            "sync_error": s.sync_error,
+            // the Python shape's one field: the sync's error, else discovery's
+            "last_error": s.sync_error.clone().or(s.discovery_error.clone()),
             "last_sync_writes": s.last_sync_writes,
             "static_proxies": s.static_proxies,
             "static_routes_source": s.static_file,
@@ -191,10 +197,10 @@ impl Api {
             if s.kong_reachable { 1.0 } else { 0.0 },
         );
         m(
-            "registry_docker_up",
+            "registry_discovery_up",
             "gauge",
-            "Docker reachable.",
-            if s.docker_reachable { 1.0 } else { 0.0 },
+            "The discovery source (Docker or the Kubernetes API) reachable.",
+            if s.discovery_reachable { 1.0 } else { 0.0 },
         );
         out
     }

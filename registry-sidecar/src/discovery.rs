@@ -84,9 +84,9 @@ impl Discovery {
                 was
             });
             self.status.update(|s| {
-                s.docker_reachable = false;
-                s.docker_listed = false;
-                s.last_error = Some(err.to_string());
+                s.discovery_reachable = false;
+                s.discovery_listed = false;
+                s.discovery_error = Some(err.to_string());
             });
             let d = backoff.next_delay();
             tracing::warn!("{err}; reconnecting in {d:?}");
@@ -128,8 +128,9 @@ impl Discovery {
             changed
         });
         self.status.update(|s| {
-            s.docker_reachable = true;
-            s.docker_listed = true;
+            s.discovery_reachable = true;
+            s.discovery_listed = true;
+            s.discovery_error = None;
         });
         if first {
             tracing::info!(agents = n, network = %self.network, "docker discovery started");

@@ -140,8 +140,8 @@ impl KubeDiscovery {
                     tracing::warn!("{msg}; retrying with backoff");
                     Counters::inc(&self.status.counters.docker_reconnects);
                     self.status.update(|s| {
-                        s.docker_reachable = false;
-                        s.last_error = Some(msg);
+                        s.discovery_reachable = false;
+                        s.discovery_error = Some(msg);
                     });
                     self.tx
                         .send_if_modified(|v| std::mem::replace(&mut v.complete, false));
@@ -157,8 +157,9 @@ impl KubeDiscovery {
                     services = pending.take().unwrap_or_default();
                     tracing::info!(namespace = %self.namespace, services = services.len(), "listed Kubernetes services");
                     self.status.update(|s| {
-                        s.docker_reachable = true;
-                        s.docker_listed = true;
+                        s.discovery_reachable = true;
+                        s.discovery_listed = true;
+                        s.discovery_error = None;
                     });
                     self.publish(&services, true);
                 }

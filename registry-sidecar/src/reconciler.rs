@@ -168,7 +168,7 @@ impl Reconciler {
                     s.last_sync_writes = writes;
                     s.missing_plugins = desired.missing_plugins.clone();
                     s.managed_services = desired.services.keys().cloned().collect();
-                    s.last_error = None;
+                    s.sync_error = None;
                 });
                 SyncOutcome {
                     agents: agents.len(),
@@ -193,7 +193,7 @@ impl Reconciler {
                             s.kong_failing = Some(kong_error.to_string());
                         }
                     }
-                    s.last_error = Some(e.to_string());
+                    s.sync_error = Some(e.to_string());
                 });
                 SyncOutcome {
                     agents: agents.len(),

@@ -1,5 +1,6 @@
-//! What the sidecar reports: the last sync, reachability, managed entities, counters.
-//! Shared between the reconciler (writer) and the HTTP API (reader).
+//! What the sidecar reports: the last sync, reachability, managed entities, counters. Each
+//! component writes only its own fields (discovery its `discovery_*`, the reconciler the sync's
+//! and Kong's, the static routes watcher its `static_*`); the HTTP API reads them all.
 
 use crate::endpoint::AgentEndpoint;
 use serde::Serialize;
@@ -69,15 +70,19 @@ impl Counters {
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Snapshot {
-    pub docker_reachable: bool,
-    pub docker_listed: bool,
+    /// Discovery's: the source (Docker or the Kubernetes API) answers, and has been listed
+    /// completely since the last (re)connect; why not, when it does not.
+    pub discovery_reachable: bool,
+    pub discovery_listed: bool,
+    pub discovery_error: Option<String>,
+    /// The reconciler's: Kong answered the last sync; answered it with a 5xx (up, not well).
     pub kong_reachable: bool,
-    /// Kong answered the last sync with a 5xx (it is up, but not well).
     pub kong_failing: Option<String>,
     pub last_sync: Option<String>,
     pub last_sync_unix: Option<f64>,
     pub last_sync_writes: usize,
-    pub last_error: Option<String>,
+    /// Why the last sync failed (the reconciler's own; discovery's is `discovery_error`).
+    pub sync_error: Option<String>,
     pub static_proxies: Vec<String>,
     pub static_file: String,
     pub static_file_error: Option<String>,

@@ -642,6 +642,13 @@ async fn a_cut_docker_connection_is_recovered_and_re_listed() {
         .await
         .unwrap();
     assert_eq!(s, 200, "Kong syncs go on while Docker is away");
+    // a good sync does not clear what discovery reports (issue 12, finding 13)
+    let st = h.status().await;
+    assert_eq!(st["docker_status"], "unhealthy", "{st}");
+    assert_eq!(st["status"], "degraded", "{st}");
+    assert!(st["discovery_error"].is_string(), "{st}");
+    assert!(st["last_error"].is_string(), "{st}");
+    assert_eq!(st["sync_error"], Value::Null, "{st}");
     assert_eq!(
         h.kong_get(&format!("/services/agent-{a}")).await.0,
         200,

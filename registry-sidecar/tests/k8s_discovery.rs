@@ -201,6 +201,10 @@ async fn services_appear_change_port_and_disappear_and_kong_follows() {
     let st = k.status().await;
     assert_eq!(st["discovery_mode"], "kubernetes");
     assert_eq!(st["discovery_status"], "healthy");
+    // Kubernetes mode reports as Kubernetes, not through docker_* fields
+    assert_eq!(st["kubernetes_status"], "healthy");
+    assert_eq!(st["docker_status"], "not used");
+    assert_eq!(st["docker_listed"], false);
     // watch, not poll: one list, then watches
     let reqs = k.api.requests();
     assert!(
