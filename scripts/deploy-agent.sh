@@ -105,8 +105,9 @@ if [ "$watch" = 0 ]; then
 fi
 
 trap 'echo; say "stopped watching $dir"; exit 0' INT TERM
-deploy_once || true
+# the fingerprint of what is deployed, taken before: an edit during the deploy is seen
 last="$(fingerprint)"
+deploy_once || true
 say "watching $dir (Ctrl-C to stop)"
 while sleep 0.3; do
   fp="$(fingerprint)"
