@@ -106,8 +106,12 @@ check_docker
 
 bins=(registry-sidecar build-agent kong-emulator backend-standin)
 if [ -z "${NASIKO_SKIP_CARGO:-}" ]; then
-  echo "build-images.sh: cargo build --release" >&2
-  cargo build --release -q -p registry-sidecar -p build-agent -p nasiko-tests --bins
+  # not quiet: on a fresh machine this compiles for minutes, and says what it is compiling
+  echo "build-images.sh: cargo build --release (a few minutes the first time)" >&2
+  if ! cargo build --release -p registry-sidecar -p build-agent -p nasiko-tests --bins 2>&1 \
+    | { grep --line-buffered -E '^ *(Compiling|Finished|error)' >&2 || true; }; then
+    die "cargo build --release failed; run it by hand to see why"
+  fi
 fi
 for b in "${bins[@]}"; do
   [ -x "target/release/$b" ] || die "target/release/$b is missing; run cargo build --release"

@@ -40,11 +40,16 @@ cache="${NASIKO_CACHE:-$HOME/.cache/nasiko}"
 
 # Time a step: `step "what" cmd args...` prints the step, runs it, and says how long it took.
 step() {
-  local what="$1" t0; shift
+  local what="$1" t0 rc=0; shift
   t0=$(date +%s)
   echo "==> $what"
-  "$@"
-  echo "    done in $(( $(date +%s) - t0 ))s"
+  "$@" || rc=$?
+  if [ "$rc" = 0 ]; then
+    echo "    done in $(( $(date +%s) - t0 ))s"
+  else
+    echo "    failed after $(( $(date +%s) - t0 ))s"
+  fi
+  return "$rc"
 }
 
 # apt-get install the named Debian packages that are missing (pairs "command:package"); as root
