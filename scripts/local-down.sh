@@ -53,9 +53,10 @@ if [ "$agents" = 1 ]; then
     ids="$(docker ps -aq --filter "label=nasiko.name=$n")"
     # shellcheck disable=SC2086
     [ -z "$ids" ] || docker rm -f -v $ids >/dev/null
-    imgs="$(docker images -q --filter "reference=nasiko-agent-$n")"
+    # by tag, not by id: identical builds of other agents share an image id
+    imgs="$(docker images --format '{{.Repository}}:{{.Tag}}' --filter "reference=nasiko-agent-$n")"
     # shellcheck disable=SC2086
-    [ -z "$imgs" ] || docker rmi -f $imgs >/dev/null 2>&1 || true
+    [ -z "$imgs" ] || docker rmi $imgs >/dev/null 2>&1 || true
     for net in $(docker network ls -q --filter "label=com.docker.compose.project=agent-${n//./-}"); do docker network rm "$net" >/dev/null || true; done
     for vol in $(docker volume ls -q --filter "label=com.docker.compose.project=agent-${n//./-}"); do docker volume rm "$vol" >/dev/null || true; done
   done

@@ -123,15 +123,17 @@ impl Drop for AgentCleanup {
             for v in ids(&["volume", "ls", "-q", "--filter", &project]) {
                 docker(&["volume", "rm", "-f", &v]);
             }
-            let imgs = ids(&[
+            // by tag, not by id: identical builds of other agents share an image id
+            let tags = ids(&[
                 "images",
-                "-q",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
                 "--filter",
                 &format!("reference=nasiko-agent-{a}"),
             ]);
-            if !imgs.is_empty() {
-                let mut args = vec!["rmi", "-f"];
-                args.extend(imgs.iter().map(String::as_str));
+            if !tags.is_empty() {
+                let mut args = vec!["rmi"];
+                args.extend(tags.iter().map(String::as_str));
                 docker(&args);
             }
         }
