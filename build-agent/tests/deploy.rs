@@ -360,17 +360,7 @@ async fn healthy_jobs_behind_a_build_that_keeps_dying_run_and_only_it_is_dead_le
     let _clean = AgentCleanup::new(&all);
     let mut h = Harness::new(&net.name).await;
     h.extra_env.push(("MAX_CONCURRENT_JOBS".into(), "1".into()));
-    let hp = h.root.add("dockerfile-only", &hang, "v1.0.0", None);
-    let df = h.root.path.join(&hang).join("v1.0.0/Dockerfile");
-    let text = std::fs::read_to_string(&df).unwrap();
-    std::fs::write(
-        &df,
-        text.replace(
-            "RUN chmod +x /agent.sh",
-            "RUN chmod +x /agent.sh && sleep 600",
-        ),
-    )
-    .unwrap();
+    let hp = h.root.add_slow("dockerfile-only", &hang, "v1.0.0", 600);
     let hang_id = h.queue(&h.deploy_fields(&hang, &hp, "u1")).await;
     for a in &healthy {
         let p = h.root.add("dockerfile-only", a, "v1.0.0", None);
@@ -590,19 +580,8 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
     all.push(&hang);
     let _clean = AgentCleanup::new(&all);
     let h = Harness::new(&net.name).await;
-    let slow = |agent: &str, version: &str, sleep: u32| {
-        let p = h.root.add("compose-agents-net", agent, version, None);
-        let df = h.root.path.join(agent).join(version).join("Dockerfile");
-        let text = std::fs::read_to_string(&df).unwrap();
-        std::fs::write(
-            &df,
-            text.replace(
-                "RUN chmod +x /agent.sh",
-                &format!("RUN chmod +x /agent.sh && sleep {sleep}"),
-            ),
-        )
-        .unwrap();
-        p
+    let slow = |agent: &str, version: &str, secs: u32| {
+        h.root.add_slow("compose-agents-net", agent, version, secs)
     };
     let hp = slow(&hang, "v1.0.0", 600);
     h.queue(&h.deploy_fields(&hang, &hp, "u1")).await;
@@ -747,13 +726,7 @@ async fn a_build_agent_killed_mid_build_resumes_the_job_and_completes_it_once() 
     let a = unique("slowbuild");
     let _clean = AgentCleanup::new(&[&a]);
     let h = Harness::new(&net.name).await;
-    let path = h.root.add("dockerfile-only", &a, "v1.0.0", None);
-    let df = h.root.path.join(&a).join("v1.0.0/Dockerfile");
-    let text = std::fs::read_to_string(&df).unwrap().replace(
-        "RUN chmod +x /agent.sh",
-        "RUN chmod +x /agent.sh && sleep 4",
-    );
-    std::fs::write(&df, text).unwrap();
+    let path = h.root.add_slow("dockerfile-only", &a, "v1.0.0", 4);
     let mut w = h.spawn("c1");
     h.queue(&h.deploy_fields(&a, &path, "u1")).await;
     wait_for("the build to start", T, || async {

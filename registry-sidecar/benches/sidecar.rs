@@ -45,10 +45,8 @@ fn registry_sidecar_kind() -> nasiko_tests::kong::entities::Kind {
     nasiko_tests::kong::entities::Kind::Routes
 }
 
-async fn start_to_route(n: usize) {
-    ensure_busybox_image();
-    let kong = KongEmulator::start(Options::default()).await.unwrap();
-    let net = TestNet::new();
+/// The release sidecar as a process against `kong`, watching `net`; given a second to start.
+async fn spawn_sidecar(kong: &KongEmulator, net: &TestNet) -> ChildGuard {
     let port = free_port();
     let bin =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/registry-sidecar");
@@ -57,9 +55,17 @@ async fn start_to_route(n: usize) {
         .env("AGENTS_NETWORK", &net.name)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("STATIC_ROUTES_FILE", "/nonexistent")
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "error");
     let sidecar = ChildGuard::spawn("registry-sidecar", &mut cmd);
     tokio::time::sleep(Duration::from_secs(1)).await;
+    sidecar
+}
+
+async fn start_to_route(n: usize) {
+    ensure_busybox_image();
+    let kong = KongEmulator::start(Options::default()).await.unwrap();
+    let net = TestNet::new();
+    let sidecar = spawn_sidecar(&kong, &net).await;
     let name = unique("bench");
     let c = format!("c-{name}");
     let net_arg = format!("--network={}", net.name);
@@ -189,17 +195,7 @@ async fn kong_return(n: usize) {
     ensure_busybox_image();
     let kong = KongEmulator::start(Options::default()).await.unwrap();
     let net = TestNet::new();
-    let port = free_port();
-    let bin =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/registry-sidecar");
-    let mut cmd = Command::new(&bin);
-    cmd.env("KONG_ADMIN_URL", kong.admin_url())
-        .env("AGENTS_NETWORK", &net.name)
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("STATIC_ROUTES_FILE", "/nonexistent")
-        .env("RUST_LOG", "error");
-    let _sidecar = ChildGuard::spawn("registry-sidecar", &mut cmd);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _sidecar = spawn_sidecar(&kong, &net).await;
     let mut took = Vec::new();
     for i in 0..n {
         kong.set_fault(nasiko_tests::kong::Fault::Refuse);

@@ -130,26 +130,7 @@ async fn main() {
 
     // the edit-and-see loop: deploy-agent.sh --watch, then one-line edits of agent.sh
     let hello = format!("hello{pid}");
-    let src = stack.dir.join("hello-src");
-    let example = nasiko_tests::stack::repo_root().join("examples/hello-agent");
-    std::fs::create_dir_all(&src).unwrap();
-    for f in [
-        "Dockerfile",
-        "AgentCard.json",
-        "docker-compose.yml",
-        "agent.sh",
-    ] {
-        std::fs::copy(example.join(f), src.join(f)).unwrap();
-    }
-    let mut watch = nasiko_tests::process::ChildGuard::spawn(
-        "deploy-agent.sh --watch",
-        std::process::Command::new(
-            nasiko_tests::stack::repo_root().join("scripts/deploy-agent.sh"),
-        )
-        .args([src.to_str().unwrap(), "--name", &hello, "--watch"])
-        .args(["--env-file", stack.env_file.to_str().unwrap()])
-        .stdout(std::process::Stdio::null()),
-    );
+    let (mut watch, src) = stack.watch_hello(&hello);
     answering(&http, &stack, &hello).await;
     let mut took = Vec::new();
     let script = std::fs::read_to_string(src.join("agent.sh")).unwrap();

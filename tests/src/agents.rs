@@ -52,6 +52,24 @@ impl AgentsRoot {
     pub fn add(&self, sample: &str, agent: &str, version: &str, port: Option<u16>) -> String {
         add_package(&self.path, sample, agent, version, port)
     }
+
+    /// [`add`](Self::add) a sample whose build takes `secs` seconds longer (a build to kill or
+    /// hang): its `RUN chmod` step also sleeps.
+    pub fn add_slow(&self, sample: &str, agent: &str, version: &str, secs: u32) -> String {
+        let path = self.add(sample, agent, version, None);
+        let df = self.path.join(agent).join(version).join("Dockerfile");
+        let text = std::fs::read_to_string(&df).expect("the sample's Dockerfile");
+        assert!(
+            text.contains("RUN chmod +x /agent.sh"),
+            "{sample} has no RUN step"
+        );
+        let slow = text.replace(
+            "RUN chmod +x /agent.sh",
+            &format!("RUN chmod +x /agent.sh && sleep {secs}"),
+        );
+        std::fs::write(&df, slow).expect("write the Dockerfile");
+        path
+    }
 }
 
 impl Default for AgentsRoot {

@@ -99,6 +99,31 @@ impl Stack {
         s
     }
 
+    /// `scripts/deploy-agent.sh COPY --name NAME --watch` on a fresh copy of examples/hello-agent
+    /// in this stack's folder, its output in `watch.log` there. Returns the watcher and the copy.
+    pub fn watch_hello(&self, name: &str) -> (crate::process::ChildGuard, PathBuf) {
+        let src = self.dir.join(format!("{name}-src"));
+        std::fs::create_dir_all(&src).expect("copy dir");
+        let example = repo_root().join("examples/hello-agent");
+        for f in [
+            "Dockerfile",
+            "AgentCard.json",
+            "docker-compose.yml",
+            "agent.sh",
+        ] {
+            std::fs::copy(example.join(f), src.join(f)).expect("copy the example");
+        }
+        let log = std::fs::File::create(self.dir.join("watch.log")).expect("watch.log");
+        let watch = crate::process::ChildGuard::spawn(
+            "deploy-agent.sh --watch",
+            Command::new(repo_root().join("scripts/deploy-agent.sh"))
+                .args([src.to_str().expect("utf-8"), "--name", name, "--watch"])
+                .args(["--env-file", self.env_file.to_str().expect("utf-8")])
+                .stdout(log),
+        );
+        (watch, src)
+    }
+
     /// Run one of the scripts with this stack's env file.
     pub fn script(&self, name: &str, args: &[&str]) -> std::process::Output {
         Command::new(repo_root().join("scripts").join(name))

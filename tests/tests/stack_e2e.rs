@@ -307,27 +307,8 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
     );
 
     // --watch: a change redeploys once, a save that changes nothing does not, Ctrl-C ends it
-    let src = stack.dir.join("hello-src");
-    std::fs::create_dir_all(&src).unwrap();
-    for f in [
-        "Dockerfile",
-        "AgentCard.json",
-        "docker-compose.yml",
-        "agent.sh",
-    ] {
-        std::fs::copy(example.join(f), src.join(f)).unwrap();
-    }
+    let (mut watch, src) = stack.watch_hello(&hello);
     let log = stack.dir.join("watch.log");
-    let mut watch = nasiko_tests::process::ChildGuard::spawn(
-        "deploy-agent.sh --watch",
-        std::process::Command::new(
-            nasiko_tests::stack::repo_root().join("scripts/deploy-agent.sh"),
-        )
-        .args([src.to_str().unwrap(), "--name", &hello, "--watch"])
-        .args(["--env-file", stack.env_file.to_str().unwrap()])
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::process::Stdio::inherit()),
-    );
     let queued = || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
