@@ -574,7 +574,7 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
     // issue 12: SIGKILLs landing during builds, deploys and handovers, one build that hangs
     ensure_busybox_image();
     let net = TestNet::new();
-    let names: Vec<String> = (0..5).map(|i| unique(&format!("soak{i}"))).collect();
+    let names: Vec<String> = (0..7).map(|i| unique(&format!("soak{i}"))).collect();
     let hang = unique("soakhang");
     let mut all: Vec<&str> = names.iter().map(String::as_str).collect();
     all.push(&hang);
@@ -590,8 +590,8 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
         let p = slow(a, "v1.0.0", 1);
         last_job.insert(a.clone(), h.queue(&h.deploy_fields(a, &p, "u1")).await);
     }
-    // two updates: handovers to land kills in
-    for a in &names[..2] {
+    // three updates: handovers to land kills in
+    for a in &names[..3] {
         let p = slow(a, "v2.0.0", 1);
         let mut f = h.deploy_fields(a, &p, "u1");
         f.push(("action", "update_agent"));
@@ -599,15 +599,46 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
         last_job.insert(a.clone(), h.queue(&f).await);
     }
     let mut kills = 0;
+    // entries acknowledged so far (read by the group, no longer pending)
+    let acked = || async {
+        let mut c = h.con().await;
+        let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg("orchestration:commands")
+            .query_async(&mut c)
+            .await
+            .unwrap_or_default();
+        let int = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::Int(n)) => *n,
+            _ => 0,
+        };
+        groups
+            .first()
+            .map(|g| int(g.get("entries-read")) - int(g.get("pending")))
+            .unwrap_or(0)
+    };
     for k in 0..10u64 {
+        let before = acked().await;
         let mut w = h.spawn("c1");
-        // 5 to 9 s of life (a job takes 3 to 6 s): kills land in builds, compose up and
-        // handovers alike, and a resumed job has the time to finish before the next one
-        tokio::time::sleep(Duration::from_millis(5000 + (k * 7919) % 4000)).await;
+        // each life finishes at least one entry, then dies 0 to 1.5 s later: kills land in the
+        // builds, compose ups and handovers of the others, however loaded the machine is, and
+        // every job gets on (a job killed three times would be dead-lettered, by design)
+        wait_for(
+            "an entry finished in this life",
+            Duration::from_secs(120),
+            || async { (acked().await > before).then_some(()) },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis((k * 7919) % 1500)).await;
         w.signal(9);
         w.wait_exit(Duration::from_secs(10));
         kills += 1;
+        if acked().await >= 1 + 7 + 3 {
+            break; // everything is done: nothing left to kill
+        }
     }
+    println!("kill soak: {kills} SIGKILLs");
+    assert!(kills >= 5, "too few kills landed: {kills}");
     let _w = h.spawn("c1");
     for a in &names {
         let s = wait_for("the agent's last job", Duration::from_secs(180), || async {
@@ -653,7 +684,7 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
             "{a}: a stand-by is left"
         );
     }
-    for a in &names[..2] {
+    for a in &names[..3] {
         let r = ask(&format!("agent-{a}"), &net.name).await;
         assert_eq!(
             r["result"]["parts"][0]["text"],
