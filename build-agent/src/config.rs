@@ -326,6 +326,12 @@ pub fn hostname() -> String {
 }
 
 impl Config {
+    /// Who owns an update stand-by: this consumer on this agents network (two stacks on one
+    /// host may both name their consumer nasiko-worker; neither reaps the other's).
+    pub fn standby_owner(&self) -> String {
+        format!("{}.{}", self.consumer, self.network)
+    }
+
     pub fn new(c: &Common, r: RunArgs) -> Result<Config, String> {
         if r.heartbeat_secs == 0 || r.claim_idle_secs <= r.heartbeat_secs * 2 {
             return Err(format!(

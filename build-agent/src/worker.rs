@@ -75,7 +75,7 @@ impl Worker {
             // (and make a new one) or are dead-lettered, never both
             let reaped = crate::deploy::docker::remove_standbys(
                 crate::deploy::STANDBY_CONSUMER_LABEL,
-                &cfg.consumer,
+                &cfg.standby_owner(),
             )
             .await;
             if reaped > 0 {

@@ -370,7 +370,7 @@ impl Deployer {
             (labels::OWNER, job.owner_id.as_str()),
             ("nasiko.handover", "true"),
             (STANDBY_JOB_LABEL, job.stream_id.as_str()),
-            (STANDBY_CONSUMER_LABEL, self.cfg.consumer.as_str()),
+            (STANDBY_CONSUMER_LABEL, self.cfg.standby_owner().as_str()),
         ] {
             args.extend(["--label".to_string(), format!("{k}={v}")]);
         }
