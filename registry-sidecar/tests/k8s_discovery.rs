@@ -120,19 +120,14 @@ async fn services_appear_change_port_and_disappear_and_kong_follows() {
         })
     })
     .await;
-    let (s, r) = k
-        .http
-        .json(
-            "GET",
-            &format!("{}/routes/agent-translator-route", k.kong.admin_url()),
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        (s, r["paths"][0].as_str()),
-        (200, Some("/agents/agent-translator"))
-    );
+    // the route is written last (after the service's plugins): wait for it
+    let route_url = format!("{}/routes/agent-translator-route", k.kong.admin_url());
+    let r = wait_for("the route, written last", T, || async {
+        let (s, r) = k.http.json("GET", &route_url, None).await.ok()?;
+        (s == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(r["paths"][0].as_str(), Some("/agents/agent-translator"));
     // static proxies use cluster DNS names of the platform namespace, the auth host nasiko-auth,
     // and chat-logger on localhost
     let backend = k.service("backend-api-proxy").await.unwrap();
