@@ -145,6 +145,7 @@ pub async fn plan(
     }
     let cfg = Config::new(c, RunDefaults::parse_from(["build-agent"]).run)?;
     let hash = package::content_hash(&dir)?;
+    let compose = deploy::package_compose(&dir)?;
     let tmp = std::env::temp_dir().join(format!("build-agent-plan-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
     let p = Prepared {
@@ -152,7 +153,7 @@ pub async fn plan(
         agent_dir: tmp.clone(),
         tag: format!("{}:{hash}", deploy::image_repo(&name)),
         hash,
-        compose_file: compose::find_compose_file(&dir),
+        compose,
     };
     let job = DeployJob {
         stream_id: "plan".into(),

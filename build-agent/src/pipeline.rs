@@ -25,7 +25,8 @@ pub struct Pipeline {
     pub deployer: Option<Deployer>,
 }
 
-fn subject(job: &DeployJob) -> Subject {
+/// Whom a status is about: a job, or a rejected entry (reported when it names a usable agent).
+pub fn subject(job: &DeployJob) -> Subject {
     Subject {
         agent: job.agent.clone(),
         stream_id: job.stream_id.clone(),
@@ -33,6 +34,17 @@ fn subject(job: &DeployJob) -> Subject {
         upload_id: job.upload_id.clone(),
         upload_type: job.upload_type.clone(),
         backend_url: job.backend_url.clone(),
+    }
+}
+
+pub fn rejection_subject(r: &Rejection) -> Subject {
+    Subject {
+        agent: r.agent.clone().unwrap_or_default(),
+        stream_id: r.stream_id.clone(),
+        owner_id: r.owner_id.clone(),
+        upload_id: r.upload_id.clone(),
+        upload_type: String::new(),
+        backend_url: r.backend_url.clone(),
     }
 }
 
@@ -45,17 +57,16 @@ impl Pipeline {
         self.reporter.upload_status(s, stage, message, f, None);
     }
 
-    /// Record a terminal status (retrying the Redis write until it lands), then acknowledge.
-    /// However the job ended, its update stand-by goes; a failure says what is still serving.
-    pub async fn finish(&self, s: &Subject, stage: Stage, message: &str, f: &Facts) {
-        let level_fail = stage == Stage::Failed;
+    /// [`finish`](Self::finish) a job that may have run: however it ended, its update stand-by
+    /// goes, and a failure says what is still serving. (Rejections never ran: plain `finish`.)
+    pub async fn finish_run(&self, s: &Subject, stage: Stage, message: &str, f: &Facts) {
         let mut message = message.to_string();
-        if self.deployer.is_some() && !s.agent.is_empty() {
+        if self.deployer.is_some() {
             let n = docker::remove_standbys(crate::deploy::STANDBY_JOB_LABEL, &s.stream_id).await;
             if n > 0 {
                 tracing::info!(job = %s.stream_id, agent = %s.agent, "removed the update stand-by of this job");
             }
-            if level_fail && !message.contains("serving") {
+            if stage == Stage::Failed && !message.contains("serving") {
                 let container = crate::deploy::compose::container_name(&s.agent);
                 if let Some((status, _, image, _, _)) = docker::container_state(&container).await {
                     if status == "running" {
@@ -64,7 +75,12 @@ impl Pipeline {
                 }
             }
         }
-        let message = message.as_str();
+        self.finish(s, stage, &message, f).await
+    }
+
+    /// Record a terminal status (retrying the Redis write until it lands), then acknowledge.
+    pub async fn finish(&self, s: &Subject, stage: Stage, message: &str, f: &Facts) {
+        let level_fail = stage == Stage::Failed;
         if level_fail {
             tracing::warn!(job = %s.stream_id, agent = %s.agent, stage = stage.name(), "{message}");
         } else {
@@ -93,14 +109,7 @@ impl Pipeline {
     }
 
     pub async fn reject(&self, r: &Rejection) {
-        let s = Subject {
-            agent: r.agent.clone().unwrap_or_default(),
-            stream_id: r.stream_id.clone(),
-            owner_id: r.owner_id.clone(),
-            upload_id: r.upload_id.clone(),
-            upload_type: String::new(),
-            backend_url: r.backend_url.clone(),
-        };
+        let s = rejection_subject(r);
         if s.agent.is_empty() {
             tracing::warn!(job = %r.stream_id, "rejected: {}", r.reason);
         }
@@ -143,7 +152,7 @@ impl Pipeline {
             let e = match self.deploy(d, job, &s).await {
                 Ok((f, note)) => {
                     let msg = format!("deployed in {:.1}s{note}", started.elapsed().as_secs_f64());
-                    return self.finish(&s, Stage::Done, &msg, &f).await;
+                    return self.finish_run(&s, Stage::Done, &msg, &f).await;
                 }
                 Err(e) => e,
             };
@@ -153,7 +162,9 @@ impl Pipeline {
             };
             match e {
                 DeployError::Package(m) => {
-                    return self.finish(&s, Stage::Failed, &m, &Facts::default()).await
+                    return self
+                        .finish_run(&s, Stage::Failed, &m, &Facts::default())
+                        .await
                 }
                 DeployError::Infrastructure(m) => {
                     let msg = format!(

@@ -6,8 +6,8 @@ use crate::config::Config;
 use crate::deploy::{docker::ComposeCmd, Deployer};
 use crate::http::HttpClient;
 use crate::job::{self, Paths};
-use crate::pipeline::Pipeline;
-use crate::report::{Reporter, Stage, Subject};
+use crate::pipeline::{rejection_subject, subject, Pipeline};
+use crate::report::{Reporter, Stage};
 use crate::runner::Runner;
 use crate::stream::{Entry, Stream};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -114,12 +114,18 @@ impl Worker {
         })
     }
 
-    /// Turn one entry into work: dead-letter, rejection, or a job for the runner.
-    async fn dispatch(&self, e: Entry) {
+    /// Turn one entry into work: dead-letter, rejection, or a job for the runner. Only an entry
+    /// delivered before (`redelivered`: resumed or claimed) can have earlier attempts, or have
+    /// finished before its ack; a new one costs no look-up.
+    async fn dispatch(&self, e: Entry, redelivered: bool) {
         if self.runner.holds(&e.id) {
             return;
         }
-        let attempts = self.stream.attempts(&e.id).await.unwrap_or(0);
+        let attempts = if redelivered {
+            self.stream.attempts(&e.id).await.unwrap_or(0)
+        } else {
+            0
+        };
         let Some(fields) = &e.fields else {
             tracing::warn!(job = %e.id, "the entry was deleted from the stream while pending; acknowledging it");
             self.pipeline.ack(&e.id).await;
@@ -137,31 +143,26 @@ impl Worker {
                 self.cfg.max_deliveries, self.cfg.dead_letter_stream
             );
             self.dead_letter(&e, &reason, attempts).await;
-            let s = match &parsed {
-                Ok(j) => Subject {
-                    agent: j.agent.clone(),
-                    stream_id: e.id.clone(),
-                    owner_id: j.owner_id.clone(),
-                    upload_id: j.upload_id.clone(),
-                    upload_type: j.upload_type.clone(),
-                    backend_url: j.backend_url.clone(),
-                },
-                Err(r) => Subject {
-                    agent: r.agent.clone().unwrap_or_default(),
-                    stream_id: e.id.clone(),
-                    owner_id: r.owner_id.clone(),
-                    upload_id: r.upload_id.clone(),
-                    upload_type: String::new(),
-                    backend_url: r.backend_url.clone(),
-                },
-            };
-            self.pipeline
-                .finish(&s, Stage::Failed, &reason, &Default::default())
-                .await;
+            let none = Default::default();
+            match &parsed {
+                // it ran, and died: its stand-by goes too
+                Ok(j) => {
+                    let s = subject(j);
+                    self.pipeline
+                        .finish_run(&s, Stage::Failed, &reason, &none)
+                        .await
+                }
+                Err(r) => {
+                    let s = rejection_subject(r);
+                    self.pipeline
+                        .finish(&s, Stage::Failed, &reason, &none)
+                        .await
+                }
+            }
             return;
         }
         match parsed {
-            Ok(job) if self.already_finished(&job.agent, &e.id).await => {
+            Ok(job) if redelivered && self.already_finished(&job.agent, &e.id).await => {
                 // killed after recording its terminal status, before the ack: done, not rerun
                 tracing::info!(job = %e.id, agent = %job.agent, "already finished before a restart; acknowledging");
                 self.pipeline.ack(&e.id).await;
@@ -225,7 +226,7 @@ impl Worker {
                     tracing::info!("resuming {} pending job(s) of this consumer", b.len());
                     cursor = b.last().map(|e| e.id.clone()).unwrap_or(cursor);
                     for e in b {
-                        self.dispatch(e).await;
+                        self.dispatch(e, true).await;
                     }
                 }
                 Err(e) => {
@@ -254,7 +255,7 @@ impl Worker {
                     Ok(claimed) => {
                         for e in claimed {
                             tracing::info!(job = %e.id, "claimed an entry abandoned by a dead consumer");
-                            self.dispatch(e).await;
+                            self.dispatch(e, true).await;
                         }
                     }
                     Err(e) => tracing::debug!("autoclaim failed: {e}"),
@@ -269,7 +270,7 @@ impl Worker {
                 Ok(entries) => {
                     delay = Duration::from_millis(500);
                     for e in entries {
-                        self.dispatch(e).await;
+                        self.dispatch(e, false).await;
                     }
                 }
                 Err(e) => {

@@ -6,7 +6,6 @@ mod support;
 use nasiko_tests::backend::Mode;
 use nasiko_tests::docker::unique;
 use nasiko_tests::process::wait_for;
-use std::collections::HashMap;
 use std::time::Duration;
 use support::{Harness, T};
 
@@ -110,8 +109,7 @@ async fn malformed_entries_each_end_failed_with_a_clear_reason_and_are_acknowled
     .await;
     // the three without a usable name are in the dead-letter stream, with the reason, for an
     // operator to see (issue 12, finding 5)
-    let mut c = h.con().await;
-    let dead: Vec<HashMap<String, String>> = dead_letters(&mut c).await;
+    let dead = h.dead_letters().await;
     assert_eq!(dead.len(), 3, "{dead:?}");
     assert!(
         dead.iter().all(|d| d["reason"].starts_with("rejected: ")),
@@ -120,23 +118,6 @@ async fn malformed_entries_each_end_failed_with_a_clear_reason_and_are_acknowled
     assert!(dead
         .iter()
         .any(|d| d.get("agent_name").map(String::as_str) == Some("My Agent")));
-}
-
-/// Stream entries as XRANGE returns them: id and raw fields.
-type RawEntries = Vec<(String, HashMap<Vec<u8>, Vec<u8>>)>;
-
-async fn dead_letters(c: &mut redis::aio::MultiplexedConnection) -> Vec<HashMap<String, String>> {
-    let v: RawEntries = redis::cmd("XRANGE")
-        .arg("orchestration:commands:dead-letter")
-        .arg("-")
-        .arg("+")
-        .query_async(c)
-        .await
-        .unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    v.into_iter()
-        .map(|(_, f)| f.iter().map(|(k, v)| (text(k), text(v))).collect())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,14 +271,7 @@ async fn a_poison_entry_reaches_the_dead_letter_stream_after_n_started_attempts(
     let s = h.wait_terminal(&a).await;
     assert_eq!(s["status"], "failed");
     assert!(s["message"].contains("started 3 times"), "{}", s["message"]);
-    let dl: redis::Value = redis::cmd("XRANGE")
-        .arg("orchestration:commands:dead-letter")
-        .arg("-")
-        .arg("+")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let text = format!("{dl:?}");
+    let text = format!("{:?}", h.dead_letters().await);
     assert!(text.contains(&id) && text.contains(&a), "{text}");
     wait_for("the poison entry acknowledged", T, || async {
         (h.pending().await == 0).then_some(())

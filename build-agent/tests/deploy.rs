@@ -366,7 +366,7 @@ async fn healthy_jobs_behind_a_build_that_keeps_dying_run_and_only_it_is_dead_le
         let p = h.root.add("dockerfile-only", a, "v1.0.0", None);
         h.queue(&h.deploy_fields(a, &p, "u1")).await;
     }
-    let mut con = h.con().await;
+    let con = h.con().await;
     for kill in 1..=3u64 {
         let mut w = h.spawn("c1");
         wait_for("the hanging build to start again", T, || {
@@ -398,14 +398,22 @@ async fn healthy_jobs_behind_a_build_that_keeps_dying_run_and_only_it_is_dead_le
         let s = h.wait_terminal(a).await;
         assert_eq!(s["status"], "completed", "{a}: {s:?}");
     }
-    let dead: Vec<redis::Value> = redis::cmd("XRANGE")
-        .arg("orchestration:commands:dead-letter")
-        .arg("-")
-        .arg("+")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let dead = h.dead_letters().await;
     assert_eq!(dead.len(), 1, "only the hanging job is dead-lettered");
+}
+
+/// Running containers the sidecar would route for agent `a`.
+fn routable(a: &str) -> usize {
+    docker_ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=nasiko.name={a}"),
+        "--filter",
+        "label=nasiko.type=agent",
+    ])
+    .lines()
+    .count()
 }
 
 fn container_id(name: &str) -> String {
@@ -461,13 +469,7 @@ async fn an_unchanged_redeploy_hands_nothing_over_and_recreates_nothing() {
         first,
         "the container was not recreated"
     );
-    let log: Vec<redis::Value> = redis::cmd("XRANGE")
-        .arg(format!("agent:buildlog:{a}"))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let log = h.stream_entries(&format!("agent:buildlog:{a}")).await;
     assert!(format!("{log:?}").contains("no handover"));
 }
 
@@ -514,15 +516,7 @@ async fn a_stand_by_never_outlives_its_job_and_the_status_says_what_serves() {
         (!exists(&standby)).then_some(())
     })
     .await;
-    let routable = docker_ok(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=nasiko.name={a}"),
-        "--filter",
-        "label=nasiko.type=agent",
-    ]);
-    assert_eq!(routable.lines().count(), 1, "one routable container");
+    assert_eq!(routable(&a), 1, "one routable container");
     let r = ask(&format!("agent-{a}"), &net.name).await;
     assert_eq!(
         r["result"]["parts"][0]["text"],
@@ -663,25 +657,10 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
         (h.pending().await == 0).then_some(())
     })
     .await;
-    let mut c = h.con().await;
-    let dead: Vec<redis::Value> = redis::cmd("XRANGE")
-        .arg("orchestration:commands:dead-letter")
-        .arg("-")
-        .arg("+")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let dead = h.dead_letters().await;
     assert_eq!(dead.len(), 1, "only the hanging job is dead-lettered");
     for a in &names {
-        let routable = docker_ok(&[
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=nasiko.name={a}"),
-            "--filter",
-            "label=nasiko.type=agent",
-        ]);
-        assert_eq!(routable.lines().count(), 1, "{a}: one routable container");
+        assert_eq!(routable(a), 1, "{a}: one routable container");
         assert!(
             !exists(&format!("agent-{a}-handover")),
             "{a}: a stand-by is left"

@@ -35,7 +35,8 @@ pub struct Prepared {
     pub agent_dir: PathBuf,
     pub hash: String,
     pub tag: String,
-    pub compose_file: Option<PathBuf>,
+    /// The package's compose file, read and past the policy (None: a Dockerfile alone).
+    pub compose: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +85,16 @@ fn read_user_compose(file: &Path) -> Result<serde_yaml_ng::Value, String> {
             file.file_name().unwrap_or_default().to_string_lossy()
         )
     })
+}
+
+/// The package's compose file in `dir`, read and checked against the policy; None without one.
+pub fn package_compose(dir: &Path) -> Result<Option<serde_yaml_ng::Value>, String> {
+    let Some(f) = compose::find_compose_file(dir) else {
+        return Ok(None);
+    };
+    let u = read_user_compose(&f)?;
+    policy::check(&u, dir)?;
+    Ok(Some(u))
 }
 
 /// The compose files of one deploy, in the order compose takes them, and what the package needs.
@@ -135,10 +146,9 @@ pub fn write_compose_files(
         notes: Vec::new(),
         deploy_hash: String::new(),
     };
-    let user = match &p.compose_file {
-        Some(f) => {
-            let mut u = read_user_compose(f)?;
-            policy::check(&u, &p.build_dir)?;
+    let user = match &p.compose {
+        Some(u) => {
+            let mut u = u.clone();
             let n = compose::normalize_package(&mut u, &cfg.network, cfg.publish_agent_ports)?;
             out.own_networks = n.own_networks;
             out.notes = n.notes;
@@ -184,18 +194,15 @@ impl Deployer {
             if !build_dir.is_dir() {
                 package::copy_tree(&src, &build_dir)?;
             }
-            let compose_file = compose::find_compose_file(&build_dir);
             // the policy before any docker command: a refused package builds nothing
-            if let Some(f) = &compose_file {
-                policy::check(&read_user_compose(f)?, &build_dir)?;
-            }
+            let compose = package_compose(&build_dir)?;
             let tag = format!("{repo}:{hash}");
             Ok(Prepared {
                 build_dir,
                 agent_dir,
                 hash,
                 tag,
-                compose_file,
+                compose,
             })
         })
         .await

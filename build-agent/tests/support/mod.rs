@@ -12,6 +12,9 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
+/// Stream entries as XRANGE returns them: id and raw fields.
+type RawEntries = Vec<(String, HashMap<Vec<u8>, Vec<u8>>)>;
+
 pub const T: Duration = Duration::from_secs(60);
 
 pub struct Harness {
@@ -123,6 +126,33 @@ impl Harness {
             ("upload_type", "directory"),
             ("version", "v1.0.0"),
         ]
+    }
+
+    /// Every entry of a stream (`orchestration:commands:dead-letter`, `agent:buildlog:{name}`),
+    /// its fields as text (lossy: hostile entries may hold any bytes).
+    pub async fn stream_entries(&self, key: &str) -> Vec<HashMap<String, String>> {
+        let mut c = self.con().await;
+        let v: RawEntries = redis::cmd("XRANGE")
+            .arg(key)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        v.into_iter()
+            .map(|(id, f)| {
+                let mut m: HashMap<String, String> =
+                    f.iter().map(|(k, v)| (text(k), text(v))).collect();
+                m.insert("id".into(), id);
+                m
+            })
+            .collect()
+    }
+
+    pub async fn dead_letters(&self) -> Vec<HashMap<String, String>> {
+        self.stream_entries("orchestration:commands:dead-letter")
+            .await
     }
 
     pub async fn status(&self, agent: &str) -> HashMap<String, String> {
