@@ -166,6 +166,10 @@ fi
 work_dir="${NASIKO_WORK_DIR:-/var/lib/nasiko-build-agent}"
 mkdir -p "$work_dir" 2>/dev/null || die "cannot create $work_dir (the build agent's work folder); create it or set NASIKO_WORK_DIR in $env_file"
 compose() { "${COMPOSE[@]}" -p "$project" "${files[@]}" "$@"; }
+# Docker publishes a container's ports on the first of its networks in name order: Kong's admin
+# port (listening on the platform side only) needs the platform network first
+platform_net="${NASIKO_PLATFORM_NETWORK:-nasiko-core}" agents_net="${NASIKO_NETWORK:-nasiko-network}"
+[[ "$platform_net" < "$agents_net" ]] || die "NASIKO_PLATFORM_NETWORK ($platform_net) must sort before NASIKO_NETWORK ($agents_net): Docker publishes Kong's admin port on the first network by name. Rename one of them in $env_file"
 [ "$mode" = full ] && [ "${COMPOSE[*]}" != "docker compose" ] && die "the full platform needs compose v2 (docker compose); install it (as root this script does) and re-run"
 
 # 4. ports: free, or already ours

@@ -145,7 +145,7 @@ pub async fn plan(
     }
     let cfg = Config::new(c, RunDefaults::parse_from(["build-agent"]).run)?;
     let hash = package::content_hash(&dir)?;
-    let compose = deploy::package_compose(&dir)?;
+    let compose = deploy::package_compose(&dir, &name, &cfg.network)?;
     let tmp = std::env::temp_dir().join(format!("build-agent-plan-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
     let p = Prepared {

@@ -797,6 +797,10 @@ async fn hostile_packages_are_refused_by_plan_and_by_a_deploy_before_any_docker_
         ("seccomp", "services:\n  a:\n    build: .\n    security_opt: ['seccomp:unconfined']\n", "'security_opt'"),
         ("oom", "services:\n  a:\n    build: .\n    oom_score_adj: -1000\n", "'oom_score_adj'"),
         ("interp", "services:\n  a:\n    build: .\n    volumes: ['${ROOT}:/host']\n", "interpolation"),
+        // names on the agents network: the gateway's, by a service name or an alias
+        ("gwname", "services:\n  kong-gateway:\n    build: .\n    networks: [agents-net]\nnetworks:\n  agents-net: {external: true}\n", "the platform's or another agent's"),
+        ("gwalias", "services:\n  a:\n    build: .\n    networks: {agents-net: {aliases: [kong-gateway]}}\nnetworks:\n  agents-net: {external: true}\n", "sets aliases"),
+        ("depnet", "services:\n  a:\n    build: .\n    networks: [agents-net]\n  kong:\n    image: nasiko-test-busybox:1\n    networks: [agents-net]\nnetworks:\n  agents-net: {external: true}\n", "service 'kong' joins the agents network"),
     ];
     for (name, compose, needle) in cases {
         let a = unique(name);

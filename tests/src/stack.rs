@@ -25,6 +25,8 @@ pub fn repo_root() -> PathBuf {
 pub struct Stack {
     pub project: String,
     pub network: String,
+    /// The platform's network (sorts before `network`, as local-up.sh requires).
+    pub platform_network: String,
     pub dir: PathBuf,
     pub env_file: PathBuf,
     pub agents_dir: PathBuf,
@@ -51,6 +53,7 @@ impl Stack {
         std::fs::create_dir_all(&work).expect("work dir");
         let (proxy_port, admin_port, registry_port) = (free_port(), free_port(), free_port());
         let network = format!("{project}-net");
+        let platform_network = format!("{project}-core");
         let example =
             std::fs::read_to_string(repo_root().join("compose-templates/nasiko.env.example"))
                 .expect("env example");
@@ -60,7 +63,7 @@ impl Stack {
             let v = match key {
                 "NASIKO_PROJECT" => Some(project.clone()),
                 "NASIKO_NETWORK" => Some(network.clone()),
-                "NASIKO_PLATFORM_NETWORK" => Some(format!("{project}-platform")),
+                "NASIKO_PLATFORM_NETWORK" => Some(platform_network.clone()),
                 "NASIKO_AGENTS_DIR" => Some(agents_dir.display().to_string()),
                 "NASIKO_WORK_DIR" => Some(work.display().to_string()),
                 "NASIKO_PORT_KONG" => Some(proxy_port.to_string()),
@@ -79,6 +82,7 @@ impl Stack {
         let s = Stack {
             project,
             network,
+            platform_network,
             dir,
             env_file,
             agents_dir,

@@ -4,7 +4,7 @@
 //! sets what each platform service reads, and keeps upstream's names and host ports.
 
 use nasiko_tests::checkout::{facts, Checkout};
-use nasiko_tests::docker::{docker, ensure_busybox_image, unique};
+use nasiko_tests::docker::{docker, docker_ok, ensure_busybox_image, unique};
 use nasiko_tests::process::free_port;
 use nasiko_tests::stack::repo_root;
 use serde_json::Value;
@@ -475,4 +475,109 @@ fn up_creates_nothing_in_the_checkout() {
     }
     let added: Vec<_> = c.snapshot().difference(&before).cloned().collect();
     assert!(added.is_empty(), "up created {added:?} in the checkout");
+}
+
+/// The Admin API fence of the full stack, on the real engine with the stack file's own networks,
+/// aliases, ports and `KONG_ADMIN_LISTEN`: Kong (a busybox stand-in listening as nginx would, on
+/// what the setting's host name resolves to inside the container, and its proxy on 0.0.0.0) is
+/// reachable on the admin port from the host and the platform, and not from the agents' network.
+#[test]
+fn kongs_admin_api_is_reachable_from_the_host_and_the_platform_but_not_from_agents() {
+    let Some(c) = checkout_or_skip() else { return };
+    let base = ensure_busybox_image();
+    if docker(&["container", "inspect", "kong-gateway"])
+        .status
+        .success()
+    {
+        eprintln!("SKIPPED: a container named kong-gateway exists (a Nasiko stack runs here?)");
+        return;
+    }
+    let project = unique("fence").replace('-', "");
+    let (agents, platform) = (format!("{project}-net"), format!("{project}-core"));
+    let (admin_port, proxy_port) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(&project);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    // the stand-in: resolve the admin listener's host the way nginx does at start, bind there
+    let stand_in = dir.join("kong-stand-in.yml");
+    std::fs::write(
+        &stand_in,
+        format!(
+            "services:\n  kong-gateway:\n    image: {base}\n    depends_on: !reset {{}}\n    healthcheck: {{disable: true}}\n    entrypoint: [sh, -c, 'h=$${{KONG_ADMIN_LISTEN%:*}}; case $$h in *[!0-9.]*) ip=$$(nslookup $$h | sed -n \"s/^Address: //p\" | tail -1);; *) ip=$$h;; esac; echo \"admin on $$ip\"; httpd -p $$ip:8001 -h /www; exec httpd -f -p 0.0.0.0:8000 -h /www']\n"
+        ),
+    )
+    .expect("override");
+    let env: Vec<(&str, String)> = vec![
+        ("NASIKO_NETWORK", agents.clone()),
+        ("NASIKO_PLATFORM_NETWORK", platform.clone()),
+        ("NASIKO_PORT_KONG_ADMIN", admin_port.to_string()),
+        ("NASIKO_PORT_KONG", proxy_port.to_string()),
+        ("NASIKO_PORT_KONG_MANAGER", free_port().to_string()),
+        ("NASIKO_PORT_KONG_SSL", free_port().to_string()),
+    ];
+    let with_stand_in = |args: &[&str]| {
+        let mut all = vec!["-f", stand_in.to_str().expect("utf-8"), "-p", &project];
+        all.extend_from_slice(args);
+        compose(&c, &env, &all)
+    };
+    struct Down<'a>(&'a dyn Fn(&[&str]) -> std::process::Output, &'a Path);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            (self.0)(&["down", "-v", "--remove-orphans", "-t", "0"]);
+            let _ = std::fs::remove_dir_all(self.1);
+        }
+    }
+    let _down = Down(&with_stand_in, &dir);
+    let o = with_stand_in(&[
+        "up",
+        "-d",
+        "--no-deps",
+        "--no-build",
+        "--pull",
+        "never",
+        "kong-gateway",
+    ]);
+    assert!(
+        o.status.success(),
+        "compose up kong-gateway:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // from a container on each network, and from the host: does port P of kong-gateway answer?
+    let from = |net: &str, port: u16| {
+        docker(&[
+            "run", "--rm", "--network", net, base, "sh", "-c",
+            &format!("for i in 1 2 3 4 5 6 7 8 9 10; do echo | nc -w 2 kong-gateway {port} && exit 0; sleep 0.5; done; exit 1"),
+        ])
+        .status
+        .success()
+    };
+    let logs = || docker_ok(&["logs", "kong-gateway"]);
+    assert!(
+        from(&platform, 8001),
+        "the platform cannot reach the admin API; logs: {}",
+        logs()
+    );
+    assert!(
+        from(&agents, 8000),
+        "agents cannot reach the proxy; logs: {}",
+        logs()
+    );
+    assert!(
+        !from(&agents, 8001),
+        "an agent reached the admin API; logs: {}",
+        logs()
+    );
+    let host = std::net::TcpStream::connect(("127.0.0.1", admin_port)).and_then(|mut s| {
+        use std::io::{Read, Write};
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+        let mut b = [0u8; 12];
+        s.read_exact(&mut b)?;
+        Ok(String::from_utf8_lossy(&b).to_string())
+    });
+    assert!(
+        host.as_deref().is_ok_and(|h| h.starts_with("HTTP/1")),
+        "the host's admin port {admin_port} does not reach the admin API: {host:?}; logs: {}",
+        logs()
+    );
 }

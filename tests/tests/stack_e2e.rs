@@ -157,9 +157,10 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
     let ports = docker_ok(&["port", &format!("agent-{real}")]);
     assert!(ports.is_empty(), "published on the host: {ports}");
 
-    // the fence (issue 15): from inside the agent, the gateway's proxy answers; Redis (the job
-    // stream) and the backend are on the platform's network only, out of the agent's reach
-    let platform = format!("{}-platform", stack.project);
+    // the fence (issue 15): from inside the agent, the gateway's proxy answers, its Admin API
+    // does not (it listens on the platform side only) while the host's admin port still serves;
+    // Redis (the job stream) and the backend are on the platform's network only
+    let platform = stack.platform_network.clone();
     let ip_on = |service: &str, net: &str| {
         docker_ok(&[
             "inspect",
@@ -184,6 +185,15 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         reach(&gateway, "8000"),
         "the agent reaches the gateway's proxy"
     );
+    assert!(
+        !reach(&gateway, "8001"),
+        "the agent reached the gateway's Admin API at {gateway}:8001"
+    );
+    let (status, _) = http
+        .json("GET", &format!("{}/status", stack.admin()), None)
+        .await
+        .expect("the host's admin port");
+    assert_eq!(status, 200, "the host's admin port");
     for (service, port) in [("redis", "6379"), ("nasiko-backend", "8000")] {
         let ip = ip_on(service, &platform);
         assert!(!ip.is_empty(), "{service} has an address on {platform}");

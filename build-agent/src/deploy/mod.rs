@@ -87,13 +87,20 @@ fn read_user_compose(file: &Path) -> Result<serde_yaml_ng::Value, String> {
     })
 }
 
-/// The package's compose file in `dir`, read and checked against the policy; None without one.
-pub fn package_compose(dir: &Path) -> Result<Option<serde_yaml_ng::Value>, String> {
+/// The package's compose file in `dir`, read and checked against the policy for `agent` on the
+/// agents network `network`; None without one.
+pub fn package_compose(
+    dir: &Path,
+    agent: &str,
+    network: &str,
+) -> Result<Option<serde_yaml_ng::Value>, String> {
     let Some(f) = compose::find_compose_file(dir) else {
         return Ok(None);
     };
     let u = read_user_compose(&f)?;
     policy::check(&u, dir)?;
+    let entry = compose::entry_service(&u, agent)?;
+    policy::check_agents_network(&u, &entry, &compose::container_name(agent), network)?;
     Ok(Some(u))
 }
 
@@ -181,6 +188,7 @@ impl Deployer {
         let src = job.package.clone();
         let agent_dir = self.cfg.work_dir.join(&job.agent);
         let repo = image_repo(&job.agent);
+        let (agent, network) = (job.agent.clone(), self.cfg.network.clone());
         tokio::task::spawn_blocking(move || {
             let hash = package::content_hash(&src)?;
             std::fs::create_dir_all(&agent_dir).map_err(|e| {
@@ -195,7 +203,7 @@ impl Deployer {
                 package::copy_tree(&src, &build_dir)?;
             }
             // the policy before any docker command: a refused package builds nothing
-            let compose = package_compose(&build_dir)?;
+            let compose = package_compose(&build_dir, &agent, &network)?;
             let tag = format!("{repo}:{hash}");
             Ok(Prepared {
                 build_dir,

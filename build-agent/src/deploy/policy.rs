@@ -253,6 +253,83 @@ pub fn check(user: &Value, dir: &Path) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Names the platform answers to on the agents network (compose service and container names of
+/// the gateway and Phoenix, and Kong's admin alias): a package's service there may not take them.
+const PLATFORM_NAMES: &[&str] = &[
+    "kong",
+    "kong-gateway",
+    "kong-admin",
+    "phoenix",
+    "phoenix-observability",
+];
+
+/// On the agents network every name is a way in: Docker's DNS answers a service's name (and its
+/// aliases) to every container there, so a package that took the gateway's or another agent's name
+/// would receive their traffic. Only the agent's own service (`entry`) joins it, under a name that
+/// is not the platform's nor another agent's, and without aliases. `agents_network` is the shared
+/// network's name; the package may call it `agents-net` or `nasiko-network`.
+pub fn check_agents_network(
+    user: &Value,
+    entry: &str,
+    agent_container: &str,
+    agents_network: &str,
+) -> Result<(), Refusal> {
+    let shared = [
+        crate::deploy::compose::LEGACY_NETWORK,
+        "nasiko-network",
+        agents_network,
+    ];
+    let declared = user.get("networks").and_then(Value::as_mapping);
+    let is_shared = |key: &str| {
+        shared.contains(&key)
+            || declared
+                .and_then(|d| d.get(key))
+                .and_then(|def| {
+                    def.get("name")
+                        .or_else(|| def.get("external").and_then(|e| e.get("name")))
+                })
+                .and_then(Value::as_str)
+                .is_some_and(|n| shared.contains(&n))
+    };
+    for (name, svc) in user
+        .get("services")
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flatten()
+    {
+        let n = key_str(name);
+        let joins: Vec<(String, Option<&Value>)> = match svc.get("networks") {
+            Some(Value::Sequence(v)) => v
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|k| (k.to_string(), None))
+                .collect(),
+            Some(Value::Mapping(m)) => m.iter().map(|(k, o)| (key_str(k), Some(o))).collect(),
+            _ => vec![],
+        };
+        for (key, opts) in joins.into_iter().filter(|(k, _)| is_shared(k)) {
+            if n != entry {
+                return Err(Refusal(format!(
+                    "service '{n}' joins the agents network '{key}'; only the agent's own service ('{entry}') may. Put '{n}' on a network of the package's own"
+                )));
+            }
+            if opts.and_then(|o| o.get("aliases")).is_some() {
+                return Err(Refusal(format!(
+                    "service '{n}' sets aliases on the agents network '{key}'; there the agent is {agent_container}, the name the build agent gives it (remove the aliases)"
+                )));
+            }
+            if PLATFORM_NAMES.contains(&n.as_str())
+                || (n.starts_with("agent-") && n != agent_container)
+            {
+                return Err(Refusal(format!(
+                    "service '{n}' would answer to the name '{n}' on the agents network, which is the platform's or another agent's; rename the service (e.g. to the agent's name)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_build(svc: &str, v: &Value, dir: &Path) -> Result<(), Refusal> {
     let (context, dockerfile) = match v {
         Value::String(c) => (c.as_str(), None),
@@ -404,6 +481,32 @@ mod tests {
             let e = refused(compose);
             assert!(e.contains(needle), "{compose}\n→ {e}");
         }
+    }
+
+    #[test]
+    fn on_the_agents_network_only_the_agent_answers_and_only_to_its_own_names() {
+        let on = |t: &str, entry: &str| {
+            check_agents_network(&y(t), entry, "agent-me", "nasiko-network").map_err(|r| r.0)
+        };
+        for (compose, entry, needle) in [
+            // a dependency on the agents network would answer to its service name there
+            ("services: {me: {build: ., networks: [agents-net]}, db: {image: m, networks: [agents-net]}}", "me", "service 'db' joins the agents network"),
+            ("services: {me: {build: .}, db: {image: m, networks: {shared: {}}}}\nnetworks: {shared: {external: true, name: nasiko-network}}", "me", "service 'db' joins"),
+            ("services: {me: {build: ., networks: {agents-net: {aliases: [kong-gateway]}}}}", "me", "sets aliases"),
+            ("services: {kong-gateway: {build: ., networks: [agents-net]}}", "kong-gateway", "the platform's or another agent's"),
+            ("services: {agent-other: {build: ., networks: [nasiko-network]}}", "agent-other", "another agent's"),
+        ] {
+            let e = on(compose, entry).expect_err(compose);
+            assert!(e.contains(needle), "{compose}\n→ {e}");
+        }
+        // upstream's packages, and a dependency on a network of the package's own
+        on("services: {a2a-translator: {build: ., container_name: a2a-translator, networks: [agents-net]}}\nnetworks: {agents-net: {external: true}}", "a2a-translator").unwrap();
+        on("services: {me: {build: ., networks: [agents-net, db]}, db: {image: m, networks: {db: {aliases: [mongo]}}}}", "me").unwrap();
+        on(
+            "services: {agent-me: {build: ., networks: [agents-net]}}",
+            "agent-me",
+        )
+        .unwrap();
     }
 
     #[test]

@@ -13,9 +13,11 @@ use std::net::SocketAddr;
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// Address of the Admin API listener (Kong's 8001).
+    /// Address of the Admin API listener (Kong's 8001): ip:port or host:port. A host name is
+    /// resolved once at start, as Kong's nginx resolves a name in `admin_listen`; the stacks
+    /// name an alias the gateway has on the platform network only, so agents cannot reach it.
     #[arg(long, env = "EMULATOR_ADMIN_LISTEN", default_value = "127.0.0.1:8001")]
-    admin_listen: SocketAddr,
+    admin_listen: String,
     /// Address of the proxy listener (Kong's 8000).
     #[arg(long, env = "EMULATOR_PROXY_LISTEN", default_value = "127.0.0.1:8000")]
     proxy_listen: SocketAddr,
@@ -31,8 +33,15 @@ async fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let a = Args::parse();
+    let admin = match resolve(&a.admin_listen).await {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("kong-emulator: --admin-listen '{}': {e}", a.admin_listen);
+            std::process::exit(2);
+        }
+    };
     let emu = match KongEmulator::start(Options {
-        admin: a.admin_listen,
+        admin,
         proxy: a.proxy_listen,
         plugins: a.plugins,
     })
@@ -40,7 +49,7 @@ async fn main() {
     {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("kong-emulator: cannot listen on {} / {}: {e}. Is the port taken? Pass --admin-listen/--proxy-listen.", a.admin_listen, a.proxy_listen);
+            eprintln!("kong-emulator: cannot listen on {admin} / {}: {e}. Is the port taken? Pass --admin-listen/--proxy-listen.", a.proxy_listen);
             std::process::exit(1);
         }
     };
@@ -53,4 +62,34 @@ async fn main() {
         .expect("SIGTERM handler");
     tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
     drop(emu);
+}
+
+/// The one address `host:port` names. Names that do not resolve yet are retried for 10 s
+/// (a container's network aliases can lag its start); a name with several addresses is refused,
+/// since binding only one of them would leave the others unserved.
+async fn resolve(listen: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = listen.parse() {
+        return Ok(addr);
+    }
+    let mut last = String::new();
+    for _ in 0..50 {
+        match tokio::net::lookup_host(listen).await {
+            Ok(addrs) => {
+                let addrs: Vec<SocketAddr> = addrs.collect();
+                return match addrs.as_slice() {
+                    [one] => Ok(*one),
+                    [] => Err("resolves to no address".into()),
+                    many => Err(format!(
+                        "resolves to {} addresses ({many:?}); name exactly one",
+                        many.len()
+                    )),
+                };
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Err(format!(
+        "does not resolve ({last}); write ip:port or a host name this container can resolve"
+    ))
 }
