@@ -47,12 +47,13 @@ done
 [ -f "$dir/Dockerfile" ] || die "$dir has no Dockerfile; an agent package needs one (see examples/hello-agent)"
 dir="$(cd "$dir" && pwd)"
 name="${name:-$(basename "$dir")}"
-[[ "$name" =~ ^[a-z0-9][a-z0-9_.-]*$ ]] || die "'$name' is not a valid agent name (lower-case letters, digits, _ . -); pass --name"
-[[ "$version" =~ ^[A-Za-z0-9._-]+$ ]] || die "'$version' is not a valid version folder name"
+[[ "$version" =~ ^[A-Za-z0-9._-]+$ ]] || die "'$version' is not a valid version folder name (letters, digits, . _ -)"
 
 root="$(repo_root)"
 load_env "${env_file:-$root/.env.nasiko}"
 check_docker
+# the build agent's own name rule (it is also what makes "$name" safe in a path below)
+agent_names "$name" >/dev/null || die "pass a valid agent name with --name (the rule is above)"
 project="${NASIKO_PROJECT:-nasiko}"
 worker="$(docker ps -q --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=nasiko-worker" | head -1)"
 [ -n "$worker" ] || die "the build agent (nasiko-worker) of project '$project' is not running; start the stack with scripts/local-up.sh"

@@ -59,8 +59,13 @@ agents=0
 while read -r cname label; do
   [ -n "$cname" ] || continue
   name="$label"
+  # unlabelled agent-* containers: the sidecar's fallback (the name after "agent-")
   if [ -z "$name" ] || [ "$name" = "<no value>" ]; then name="${cname#agent-}"; fi
-  check "agent-$name-route" "container $cname"
+  if route="$(agent_name_of route "$name" 2>/dev/null)"; then
+    check "$route" "container $cname"
+  else
+    printf '  SKIPPED  %s (not a valid agent name; the sidecar does not route it)\n' "$cname"
+  fi
   agents=$((agents + 1))
 done < <(docker ps --filter "network=$network" --format '{{.Names}} {{.Label "nasiko.name"}}' | awk '$2 != "" && $2 != "<no" || $1 ~ /^agent-/')
 [ "$agents" -gt 0 ] || echo "  (no running agent containers)"

@@ -139,3 +139,28 @@ service_containers() {
   [ -n "${2:-}" ] && filters+=(--filter "label=com.docker.compose.service=$2")
   docker ps -aq "${filters[@]}"
 }
+
+# The names agents go by, from the build agent itself (the scripts do not know the naming rule):
+# one tab-separated line per name — name, container, compose project, image repository, Kong
+# service, Kong route. An invalid name: the rule on stderr, exit 2. Asks this checkout's build,
+# else a build-agent on PATH, else the build-agent image.
+agent_names() {
+  local bin
+  bin="$(repo_root)/target/release/build-agent"
+  if [ -x "$bin" ]; then "$bin" names "$@"; return; fi
+  if command -v build-agent >/dev/null 2>&1; then build-agent names "$@"; return; fi
+  docker run --rm --network none "nasiko/build-agent:${NASIKO_LOCAL_TAG:-local}" names "$@"
+}
+
+# Field $1 (container, project, image, service, route) of agent $2.
+agent_name_of() {
+  local line
+  line="$(agent_names "$2")" || return
+  case "$1" in
+    container) cut -f2 <<<"$line" ;;
+    project) cut -f3 <<<"$line" ;;
+    image) cut -f4 <<<"$line" ;;
+    service) cut -f5 <<<"$line" ;;
+    route) cut -f6 <<<"$line" ;;
+  esac
+}

@@ -48,18 +48,21 @@ if [ "$volumes" = 1 ] && [ "$yes" = 0 ]; then
 fi
 if [ "$agents" = 1 ]; then
   names="$(docker ps -a --filter "network=${NASIKO_NETWORK:-nasiko-network}" --filter label=nasiko.type --format '{{.Label "nasiko.name"}}' | sort -u)"
-  for n in $names; do
+  # shellcheck disable=SC2086  # names are the build agent's (checked by it below)
+  [ -z "$names" ] || table="$(agent_names $names)" || die "cannot tell the agents' names (see above); is the build-agent image there?"
+  while IFS=$'\t' read -r n _ proj repo _ _; do
+    [ -n "$n" ] || continue
     say "removing agent $n"
     ids="$(docker ps -aq --filter "label=nasiko.name=$n")"
     # shellcheck disable=SC2086
     [ -z "$ids" ] || docker rm -f -v $ids >/dev/null
     # by tag, not by id: identical builds of other agents share an image id
-    imgs="$(docker images --format '{{.Repository}}:{{.Tag}}' --filter "reference=nasiko-agent-$n")"
+    imgs="$(docker images --format '{{.Repository}}:{{.Tag}}' --filter "reference=$repo")"
     # shellcheck disable=SC2086
     [ -z "$imgs" ] || docker rmi $imgs >/dev/null 2>&1 || true
-    for net in $(docker network ls -q --filter "label=com.docker.compose.project=agent-${n//./-}"); do docker network rm "$net" >/dev/null || true; done
-    for vol in $(docker volume ls -q --filter "label=com.docker.compose.project=agent-${n//./-}"); do docker volume rm "$vol" >/dev/null || true; done
-  done
+    for net in $(docker network ls -q --filter "label=com.docker.compose.project=$proj"); do docker network rm "$net" >/dev/null || true; done
+    for vol in $(docker volume ls -q --filter "label=com.docker.compose.project=$proj"); do docker volume rm "$vol" >/dev/null || true; done
+  done <<<"${table:-}"
   # networks the build agent made for packages (labelled as its own), once no agent uses them
   for net in $(docker network ls -q --filter label=nasiko.managed-by=build-agent); do
     docker network rm "$net" >/dev/null 2>&1 || true

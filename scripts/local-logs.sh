@@ -41,13 +41,14 @@ ids="$(service_containers "$project" "$target")"
 if [ -n "$ids" ]; then
   exec docker logs "${follow[@]}" --tail "$lines" "$(head -1 <<<"$ids")"
 fi
-if docker inspect "agent-$target" >/dev/null 2>&1; then
+container="$(agent_name_of container "$target" 2>/dev/null || true)"
+if [ -n "$container" ] && docker inspect "$container" >/dev/null 2>&1; then
   worker="$(service_containers "$project" nasiko-worker | head -1)"
   if [ -n "$worker" ]; then
     echo "=== build log of $target (docker exec $worker build-agent logs $target)"
     docker exec "$worker" build-agent logs "$target" --lines "$lines" 2>&1 | sed 's/^/  /' || true
   fi
-  echo "=== container agent-$target"
-  exec docker logs "${follow[@]}" --tail "$lines" "agent-$target"
+  echo "=== container $container"
+  exec docker logs "${follow[@]}" --tail "$lines" "$container"
 fi
 die "'$target' is neither a service of project $project nor a deployed agent; see scripts/local-status.sh"

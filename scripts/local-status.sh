@@ -33,18 +33,20 @@ agents="$(docker ps -a --filter "network=$network" --filter label=nasiko.type=ag
 registry="http://localhost:${NASIKO_PORT_SERVICE_REGISTRY:-8080}"
 routed="$(curl -fsS -m 3 "$registry/status" 2>/dev/null || true)"
 printf '  %-24s %-10s %-10s %-10s %s\n' AGENT VERSION STATE ROUTED "LAST DEPLOY"
-for a in $agents; do
-  c="agent-$a"
+# shellcheck disable=SC2086  # names are the build agent's (checked by it)
+[ -z "$agents" ] || table="$(agent_names $agents)" || table=""
+while IFS=$'\t' read -r a c _ _ svc _; do
+  [ -n "$a" ] || continue
   version="$(docker inspect -f '{{index .Config.Labels "nasiko.version"}}' "$c" 2>/dev/null || echo '?')"
   state="$(docker inspect -f '{{.State.Status}}' "$c" 2>/dev/null || echo gone)"
-  route=no; grep -q "\"agent-$a\"" <<<"$routed" && route=yes
+  route=no; grep -q "\"$svc\"" <<<"$routed" && route=yes
   last="-"
   if [ -n "$worker" ]; then
     s="$(docker exec "$worker" build-agent status "$a" 2>/dev/null || true)"
     last="$(sed -n 's/^status: //p' <<<"$s") $(sed -n 's/^last_updated: //p' <<<"$s" | cut -c1-19) $(sed -n 's/^message: //p' <<<"$s" | cut -c1-60)"
   fi
   printf '  %-24s %-10s %-10s %-10s %s\n' "$a" "${version:--}" "$state" "$route" "$last"
-done
+done <<<"${table:-}"
 [ -n "$agents" ] || echo "  (none; deploy one: scripts/deploy-agent.sh examples/hello-agent --wait)"
 
 echo

@@ -1,12 +1,81 @@
 //! The developer commands: `submit` (XADD a job as the backend does), `status`, `logs`,
-//! `plan` (the effective compose, nothing run) and `undeploy`.
+//! `plan` (the effective compose, nothing run), `undeploy`, and `names` (the names an agent has,
+//! for scripts). Each failure says whether to fix the input, wait for a service, or look at the
+//! agent, and exits with a code that tells a script the same.
 
 use crate::config::{Common, Config, RunArgs, SubmitArgs};
-use crate::deploy::{self, compose, docker, package, Prepared};
+use crate::deploy::{self, compose, docker, error::Cause, package, DeployError, Prepared};
 use crate::job::{valid_agent_name, Action, DeployJob};
 use crate::worker::connect;
 use clap::Parser;
 use std::time::Duration;
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum CliError {
+    /// The input is wrong (a bad name, a folder that is not a package): fix it. Exit 2.
+    Usage(String),
+    /// Redis or the Docker engine cannot be used now: try again when it is up. Exit 69
+    /// (EX_UNAVAILABLE).
+    Unavailable(String),
+    /// The command ran and failed (e.g. the package is refused). Exit 1.
+    Failed(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Unavailable(_) => 69,
+            CliError::Failed(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Usage(m) | CliError::Unavailable(m) | CliError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<DeployError> for CliError {
+    fn from(e: DeployError) -> Self {
+        match e.cause {
+            Cause::Package => CliError::Failed(e.message),
+            Cause::Machine | Cause::DockerMissing => CliError::Unavailable(e.message),
+            Cause::DockerCommand { .. } => CliError::Failed(e.message),
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), CliError> {
+    if valid_agent_name(name) {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "'{name}' is not a valid agent name: lower-case letters, digits, '_', '.', '-', starting with a letter or digit, at most {} characters",
+            nasiko_contract::MAX_NAME_LEN
+        )))
+    }
+}
+
+/// The names an agent goes by, one line per agent for scripts (tab-separated: name, container,
+/// compose project, image repository, Kong service, Kong route). Every name is checked first.
+pub fn names(names: &[String]) -> Result<String, CliError> {
+    let mut out = String::new();
+    for n in names {
+        check_name(n)?;
+        let container = compose::container_name(n);
+        out.push_str(&format!(
+            "{n}\t{container}\t{}\t{}\t{container}\t{container}-route\n",
+            compose::project_name(n),
+            deploy::image_repo(n),
+        ));
+    }
+    Ok(out)
+}
 
 /// The daemon's settings (flags' defaults and the environment), for commands that need them.
 #[derive(Parser)]
@@ -15,18 +84,23 @@ struct RunDefaults {
     run: RunArgs,
 }
 
-async fn redis(c: &Common) -> Result<redis::aio::ConnectionManager, String> {
+async fn redis(c: &Common) -> Result<redis::aio::ConnectionManager, CliError> {
     tokio::time::timeout(
         Duration::from_secs(10),
         connect(&c.redis_url(), Duration::from_secs(5)),
     )
     .await
     .map_err(|_| {
-        format!(
+        CliError::Unavailable(format!(
             "cannot reach Redis at {}; is it up? Set REDIS_HOST/REDIS_PORT or REDIS_URL",
             c.redis_url()
-        )
+        ))
     })?
+    .map_err(|e| CliError::Usage(format!("bad Redis URL {}: {e}", c.redis_url())))
+}
+
+fn redis_failed(what: &str, e: redis::RedisError) -> CliError {
+    CliError::Unavailable(format!("{what} failed: {e}"))
 }
 
 fn unix_now() -> f64 {
@@ -36,13 +110,8 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-pub async fn submit(c: &Common, a: &SubmitArgs) -> Result<String, String> {
-    if !valid_agent_name(&a.agent_name) {
-        return Err(format!(
-            "'{}' is not a valid agent name (lower-case letters, digits, '_', '.', '-')",
-            a.agent_name
-        ));
-    }
+pub async fn submit(c: &Common, a: &SubmitArgs) -> Result<String, CliError> {
+    check_name(&a.agent_name)?;
     let mut con = redis(c).await?;
     let upload_type = if a.action == "update_agent" {
         "agent_update"
@@ -75,21 +144,21 @@ pub async fn submit(c: &Common, a: &SubmitArgs) -> Result<String, String> {
         .arg(&fields)
         .query_async::<String>(&mut con)
         .await
-        .map_err(|e| format!("XADD to {} failed: {e}", c.stream))
+        .map_err(|e| redis_failed(&format!("XADD to {}", c.stream), e))
 }
 
-pub async fn status(c: &Common, name: &str) -> Result<Vec<(String, String)>, String> {
+pub async fn status(c: &Common, name: &str) -> Result<Vec<(String, String)>, CliError> {
     let mut con = redis(c).await?;
     let mut v: Vec<(String, String)> = redis::cmd("HGETALL")
         .arg(crate::report::status_key(name))
         .query_async(&mut con)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| redis_failed("HGETALL", e))?;
     v.sort();
     Ok(v)
 }
 
-pub async fn logs(c: &Common, name: &str, lines: usize) -> Result<Vec<String>, String> {
+pub async fn logs(c: &Common, name: &str, lines: usize) -> Result<Vec<String>, CliError> {
     let mut con = redis(c).await?;
     let v: redis::Value = redis::cmd("XREVRANGE")
         .arg(deploy::buildlog_key(name))
@@ -99,7 +168,7 @@ pub async fn logs(c: &Common, name: &str, lines: usize) -> Result<Vec<String>, S
         .arg(lines)
         .query_async(&mut con)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| redis_failed("XREVRANGE", e))?;
     let mut out = Vec::new();
     if let redis::Value::Array(items) = v {
         for it in items {
@@ -130,24 +199,24 @@ pub async fn plan(
     dir: &std::path::Path,
     name: Option<String>,
     owner: &str,
-) -> Result<String, String> {
+) -> Result<String, CliError> {
     let dir = dir
         .canonicalize()
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+        .map_err(|e| CliError::Usage(format!("{}: {e}", dir.display())))?;
     let name = name.unwrap_or_else(|| {
         dir.parent()
             .and_then(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     });
-    if !valid_agent_name(&name) {
-        return Err(format!("'{name}' is not a valid agent name; pass --name"));
-    }
-    let cfg = Config::new(c, RunDefaults::parse_from(["build-agent"]).run)?;
+    check_name(&name).map_err(|e| CliError::Usage(format!("{e} (pass --name)")))?;
+    let cfg =
+        Config::new(c, RunDefaults::parse_from(["build-agent"]).run).map_err(CliError::Usage)?;
     let hash = package::content_hash(&dir)?;
     let compose = deploy::package_compose(&dir, &name, &cfg.network)?;
     let tmp = std::env::temp_dir().join(format!("build-agent-plan-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&tmp)
+        .map_err(|e| CliError::Unavailable(format!("cannot create {}: {e}", tmp.display())))?;
     let p = Prepared {
         build_dir: dir.clone(),
         agent_dir: tmp.clone(),
@@ -178,7 +247,9 @@ pub async fn plan(
             ));
         }
         let files = cf.files;
-        let (cmd, _) = docker::ComposeCmd::detect("auto").await?;
+        let (cmd, _) = docker::ComposeCmd::detect("auto")
+            .await
+            .map_err(CliError::Unavailable)?;
         let o = docker::compose(
             &cmd,
             &compose::project_name(&name),
@@ -188,7 +259,12 @@ pub async fn plan(
             Duration::from_secs(60),
         )
         .await
-        .map_err(|e| format!("the compose configuration is invalid: {e}"))?;
+        .map_err(|e| {
+            CliError::from(DeployError::docker(
+                "the compose configuration is invalid",
+                e,
+            ))
+        })?;
         Ok(head + &o.stdout)
     }
     .await;
@@ -196,9 +272,9 @@ pub async fn plan(
     result
 }
 
-pub async fn undeploy(name: &str) -> Result<usize, String> {
-    if !valid_agent_name(name) {
-        return Err(format!("'{name}' is not a valid agent name"));
-    }
-    docker::undeploy(&compose::project_name(name), &compose::container_name(name)).await
+pub async fn undeploy(name: &str) -> Result<usize, CliError> {
+    check_name(name)?;
+    docker::undeploy(&compose::project_name(name), &compose::container_name(name))
+        .await
+        .map_err(|e| CliError::from(DeployError::docker("undeploy failed", e)))
 }

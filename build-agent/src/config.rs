@@ -67,6 +67,14 @@ pub enum Command {
         /// Agent name.
         name: String,
     },
+    /// Check agent names and print the names each goes by, one tab-separated line per agent:
+    /// name, container, compose project, image repository, Kong service, Kong route. Exits 2
+    /// with the rule when a name is not valid (the scripts ask this instead of knowing the rule).
+    Names {
+        /// Agent names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 /// Settings every subcommand shares.

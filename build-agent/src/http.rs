@@ -25,8 +25,13 @@ impl HttpClient {
         }
     }
 
-    /// Send `body` as JSON; Ok(status) when an answer came, Err(cause) when none did.
-    pub async fn send(&self, method: &str, url: &str, body: Option<&Value>) -> Result<u16, String> {
+    /// Send `body` as JSON; Ok(status) when an answer came, Err(why) when none did.
+    pub async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<u16, SendError> {
         let mut b = hyper::Request::builder().method(method).uri(url);
         let bytes = match body {
             Some(v) => {
@@ -37,20 +42,43 @@ impl HttpClient {
         };
         let req = b
             .body(Full::new(bytes))
-            .map_err(|e| format!("bad request to {url}: {e}"))?;
+            .map_err(|e| SendError::Invalid(format!("bad request to {url}: {e}")))?;
         let fut = async {
             let resp = self
                 .inner
                 .request(req)
                 .await
-                .map_err(|e| format!("{url}: {}", root_cause(&e)))?;
+                .map_err(|e| SendError::NoAnswer(format!("{url}: {}", root_cause(&e))))?;
             let status = resp.status().as_u16();
             let _ = resp.into_body().collect().await;
             Ok(status)
         };
-        tokio::time::timeout(self.timeout, fut)
-            .await
-            .map_err(|_| format!("{url}: no answer within {:?}", self.timeout))?
+        tokio::time::timeout(self.timeout, fut).await.map_err(|_| {
+            SendError::NoAnswer(format!("{url}: no answer within {:?}", self.timeout))
+        })?
+    }
+}
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// The request cannot be made (e.g. a malformed URL): retrying cannot help.
+    Invalid(String),
+    /// Refused, reset, unresolvable or timed out: the other side may answer later.
+    NoAnswer(String),
+}
+
+impl SendError {
+    pub fn retryable(&self) -> bool {
+        matches!(self, SendError::NoAnswer(_))
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Invalid(m) | SendError::NoAnswer(m) => f.write_str(m),
+        }
     }
 }
 

@@ -18,7 +18,7 @@ pub mod worker;
 pub async fn run(
     cfg: config::Config,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), String> {
+) -> Result<(), worker::StartError> {
     let w = worker::Worker::start(cfg).await?;
     w.run(shutdown).await;
     Ok(())

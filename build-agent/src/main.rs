@@ -1,5 +1,6 @@
 //! build-agent entry point: parse the command line, start logging, dispatch the subcommand.
 
+use build_agent::cli::CliError;
 use build_agent::config::{is_legacy_listener_command, Cli, Command, Config, RunArgs};
 use clap::Parser;
 
@@ -40,7 +41,7 @@ async fn main() {
         );
     }
     let c = &cli.common;
-    let result: Result<(), String> = match cli.command {
+    let result: Result<(), CliError> = match cli.command {
         None => unreachable!("parsed as run above"),
         Some(Command::Run(r)) => run(c, *r).await,
         Some(Command::Submit(a)) => build_agent::cli::submit(c, &a)
@@ -67,16 +68,19 @@ async fn main() {
         Some(Command::Undeploy { name }) => build_agent::cli::undeploy(&name)
             .await
             .map(|n| println!("removed {n} container(s) of agent '{name}'")),
+        Some(Command::Names { names }) => build_agent::cli::names(&names).map(|s| print!("{s}")),
     };
     if let Err(e) = result {
         eprintln!("build-agent: {e}");
-        std::process::exit(1);
+        std::process::exit(e.exit_code());
     }
 }
 
-async fn run(c: &build_agent::config::Common, r: RunArgs) -> Result<(), String> {
-    let cfg = Config::new(c, r)?;
-    build_agent::run(cfg, shutdown_signal()).await
+async fn run(c: &build_agent::config::Common, r: RunArgs) -> Result<(), CliError> {
+    let cfg = Config::new(c, r).map_err(CliError::Usage)?;
+    build_agent::run(cfg, shutdown_signal())
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))
 }
 
 async fn shutdown_signal() {

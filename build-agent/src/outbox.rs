@@ -150,8 +150,8 @@ pub async fn deliver(http: &HttpClient, d: &Delivery, attempts: u32) -> Option<u
                 tracing::warn!(job = %d.job, "{} {} answered {code}; giving up after {attempt} attempts", d.method, d.url);
                 return Some(code);
             }
-            Err(e) if last => {
-                tracing::warn!(job = %d.job, "{} {} failed: {e}; giving up after {attempt} attempts", d.method, d.url);
+            Err(e) if last || !e.retryable() => {
+                tracing::warn!(job = %d.job, "{} {} failed: {e}; giving up after {attempt} attempt(s)", d.method, d.url);
                 return None;
             }
             _ => {
@@ -161,4 +161,37 @@ pub async fn deliver(http: &HttpClient, d: &Delivery, attempts: u32) -> Option<u
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(url: &str) -> Delivery {
+        Delivery {
+            agent: "a".into(),
+            job: "1-0".into(),
+            method: "PUT",
+            url: url.into(),
+            body: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_that_cannot_be_made_is_not_retried_and_one_without_answer_is() {
+        let http = HttpClient::new(Duration::from_secs(1));
+        // 40 attempts with doubling pauses would take years: returning at all means no retry
+        let invalid = tokio::time::timeout(
+            Duration::from_secs(10),
+            deliver(&http, &delivery("http://bad host/x"), 40),
+        )
+        .await;
+        assert_eq!(invalid.ok(), Some(None));
+        // a listener that accepts and closes: every attempt reaches it
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/x", l.local_addr().unwrap());
+        let seen = std::thread::spawn(move || (0..3).filter_map(|_| l.accept().ok()).count());
+        assert_eq!(deliver(&http, &delivery(&url), 3).await, None);
+        assert_eq!(seen.join().unwrap(), 3);
+    }
 }

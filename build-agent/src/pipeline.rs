@@ -3,7 +3,7 @@
 
 use crate::card;
 use crate::config::Config;
-use crate::deploy::{docker, DeployError, Deployer};
+use crate::deploy::{docker, DeployError, Deployer, Verdict};
 use crate::job::{DeployJob, Rejection};
 use crate::report::{Facts, Reporter, Stage, Subject};
 use crate::runner::Execute;
@@ -156,17 +156,14 @@ impl Pipeline {
                 }
                 Err(e) => e,
             };
-            let e = match e {
-                DeployError::Package(m) => DeployError::classify(m, docker::engine_answers().await),
-                infra => infra,
-            };
-            match e {
-                DeployError::Package(m) => {
+            let engine_answers = !e.needs_engine_check() || docker::engine_answers().await;
+            match e.verdict(engine_answers) {
+                Verdict::Fail(m) => {
                     return self
                         .finish_run(&s, Stage::Failed, &m, &Facts::default())
                         .await
                 }
-                DeployError::Infrastructure(m) => {
+                Verdict::Retry(m) => {
                     let msg = format!(
                         "waiting for the machine, not failed: {m}; retrying in {}s",
                         wait.as_secs()

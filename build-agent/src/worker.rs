@@ -15,8 +15,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub async fn connect(url: &str, response_timeout: Duration) -> Result<ConnectionManager, String> {
-    let client = redis::Client::open(url).map_err(|e| format!("bad Redis URL {url}: {e}"))?;
+/// A Redis connection, waited for (with backoff) while Redis does not answer. Fails only for a
+/// URL that can never work.
+pub async fn connect(
+    url: &str,
+    response_timeout: Duration,
+) -> Result<ConnectionManager, redis::RedisError> {
+    let client = redis::Client::open(url)?;
     let cfg = ConnectionManagerConfig::new()
         .set_response_timeout(Some(response_timeout))
         .set_connection_timeout(Some(Duration::from_secs(5)))
@@ -35,6 +40,33 @@ pub async fn connect(url: &str, response_timeout: Duration) -> Result<Connection
     }
 }
 
+/// Why the daemon cannot start.
+#[derive(Debug)]
+pub enum StartError {
+    /// REDIS_URL (or REDIS_HOST/PORT/DB) can never work: fix the setting.
+    RedisUrl(redis::RedisError),
+    /// The consumer group cannot be created (Redis refuses: a key of another type, no rights).
+    Group(String),
+    /// Neither compose flavour works on this host: install one.
+    NoCompose(String),
+    /// WORK_DIR cannot be created: fix the setting or the folder's rights.
+    WorkDir(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::RedisUrl(e) => write!(
+                f,
+                "bad Redis URL: {e} (set REDIS_URL or REDIS_HOST/REDIS_PORT/REDIS_DB)"
+            ),
+            StartError::Group(m) | StartError::NoCompose(m) | StartError::WorkDir(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
 pub struct Worker {
     cfg: Arc<Config>,
     stream: Stream,
@@ -44,10 +76,14 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub async fn start(cfg: Config) -> Result<Worker, String> {
+    pub async fn start(cfg: Config) -> Result<Worker, StartError> {
         let cfg = Arc::new(cfg);
-        let con = connect(&cfg.redis_url, Duration::from_secs(10)).await?;
-        let reader = connect(&cfg.redis_url, Duration::from_secs(10)).await?;
+        let con = connect(&cfg.redis_url, Duration::from_secs(10))
+            .await
+            .map_err(StartError::RedisUrl)?;
+        let reader = connect(&cfg.redis_url, Duration::from_secs(10))
+            .await
+            .map_err(StartError::RedisUrl)?;
         let stream = Stream {
             con: con.clone(),
             key: cfg.stream.clone(),
@@ -56,10 +92,10 @@ impl Worker {
             dead_letter: cfg.dead_letter_stream.clone(),
         };
         stream.ensure_group().await.map_err(|e| {
-            format!(
+            StartError::Group(format!(
                 "cannot create consumer group {} on {}: {e}",
                 cfg.group, cfg.stream
-            )
+            ))
         })?;
         let deployer = if cfg.noop_deploy {
             tracing::warn!(
@@ -67,10 +103,16 @@ impl Worker {
             );
             None
         } else {
-            let (compose, version) = ComposeCmd::detect(&cfg.compose).await?;
+            let (compose, version) = ComposeCmd::detect(&cfg.compose)
+                .await
+                .map_err(StartError::NoCompose)?;
             tracing::info!(compose = ?compose, "{version}");
-            std::fs::create_dir_all(&cfg.work_dir)
-                .map_err(|e| format!("cannot create WORK_DIR {}: {e}", cfg.work_dir.display()))?;
+            std::fs::create_dir_all(&cfg.work_dir).map_err(|e| {
+                StartError::WorkDir(format!(
+                    "cannot create WORK_DIR {}: {e}",
+                    cfg.work_dir.display()
+                ))
+            })?;
             // stand-bys of updates this consumer was running when it died: their jobs resume
             // (and make a new one) or are dead-lettered, never both
             let reaped = crate::deploy::docker::remove_standbys(

@@ -276,6 +276,22 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // a name the build agent's rule refuses: the script says the rule and copies nothing
+    let bad = "../Hello";
+    let out = stack.script(
+        "deploy-agent.sh",
+        &[example.to_str().unwrap(), "--name", bad, "--wait"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "deploy-agent.sh accepted '{bad}'");
+    assert!(
+        err.contains("not a valid agent name") && err.contains("--name"),
+        "{err}"
+    );
+    assert!(
+        !stack.agents_dir.join("Hello").exists() && !stack.dir.join("Hello").exists(),
+        "a package was copied for '{bad}'"
+    );
     let said = |text: &str| {
         json!({"jsonrpc": "2.0", "id": "h1", "method": "message/send",
             "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": text}]}}})

@@ -3,6 +3,7 @@
 //! labels, shared network, environment and limits. The user's file is never edited (the policy
 //! it must pass is `policy`). Pure.
 
+use super::policy::Refusal;
 use nasiko_contract::labels;
 use serde_yaml_ng::{Mapping, Value};
 use std::path::{Path, PathBuf};
@@ -68,15 +69,15 @@ fn s(v: &str) -> Value {
     Value::String(v.to_string())
 }
 
-fn services(user: &Value) -> Result<&Mapping, String> {
+fn services(user: &Value) -> Result<&Mapping, Refusal> {
     user.get("services")
         .and_then(Value::as_mapping)
-        .ok_or_else(|| "the compose file has no 'services' mapping".to_string())
+        .ok_or_else(|| Refusal("the compose file has no 'services' mapping".into()))
 }
 
 /// The service that is the agent: key = name, else container_name = name, else the only one,
 /// else the first with a `build`.
-pub fn entry_service(user: &Value, agent: &str) -> Result<String, String> {
+pub fn entry_service(user: &Value, agent: &str) -> Result<String, Refusal> {
     let svcs = services(user)?;
     let keys: Vec<&str> = svcs.keys().filter_map(Value::as_str).collect();
     if keys.contains(&agent) {
@@ -95,7 +96,7 @@ pub fn entry_service(user: &Value, agent: &str) -> Result<String, String> {
             return Ok(k.as_str().unwrap_or_default().to_string());
         }
     }
-    Err(format!("cannot tell which service is the agent: name one service '{agent}' (or give it container_name: {agent})"))
+    Err(Refusal(format!("cannot tell which service is the agent: name one service '{agent}' (or give it container_name: {agent})")))
 }
 
 /// Whether the file format needs the old `external: {name: …}` form (compose v1, versions 2.x–3.4).
@@ -205,7 +206,7 @@ pub fn normalize_package(
     user: &mut Value,
     shared: &str,
     publish: bool,
-) -> Result<Normalized, String> {
+) -> Result<Normalized, Refusal> {
     let mut out = Normalized::default();
     // without `version`, compose v1 (1.27+) and v2 both read the file as the Compose Specification
     if let Some(m) = user.as_mapping_mut() {
@@ -214,11 +215,11 @@ pub fn normalize_package(
     let svcs = user
         .get_mut("services")
         .and_then(Value::as_mapping_mut)
-        .ok_or_else(|| "the compose file has no 'services' mapping".to_string())?;
+        .ok_or_else(|| Refusal("the compose file has no 'services' mapping".into()))?;
     for (name, svc) in svcs.iter_mut() {
         let n = name.as_str().unwrap_or("?").to_string();
         let Some(svc) = svc.as_mapping_mut() else {
-            return Err(format!("service '{n}' is not a mapping"));
+            return Err(Refusal(format!("service '{n}' is not a mapping")));
         };
         if svc.get("environment").is_some_and(Value::is_null) {
             svc.remove("environment");
@@ -230,12 +231,13 @@ pub fn normalize_package(
         let ports = match ports {
             Value::Sequence(v) => v,
             Value::Null => vec![],
-            _ => return Err(format!("service '{n}': 'ports' must be a list")),
+            _ => return Err(Refusal(format!("service '{n}': 'ports' must be a list"))),
         };
         let mut targets = Vec::new();
         for p in &ports {
-            let t = container_port(p)
-                .ok_or_else(|| format!("service '{n}': cannot read the port entry {p:?}"))?;
+            let t = container_port(p).ok_or_else(|| {
+                Refusal(format!("service '{n}': cannot read the port entry {p:?}"))
+            })?;
             if !targets.contains(&t) {
                 targets.push(t);
             }
@@ -305,7 +307,7 @@ pub fn normalize_package(
                 .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
             && name.len() <= 64;
         if !valid || RESERVED_NETWORKS.contains(&name) {
-            return Err(format!("the package joins the external network '{name}', which an agent may not use; name a network of the agent's own (letters, digits, '_', '.', '-'), or use agents-net"));
+            return Err(Refusal(format!("the package joins the external network '{name}', which an agent may not use; name a network of the agent's own (letters, digits, '_', '.', '-'), or use agents-net")));
         }
         if !out.own_networks.iter().any(|x| x == name) {
             out.own_networks.push(name.to_string());
@@ -315,7 +317,7 @@ pub fn normalize_package(
 }
 
 /// The override for a package with a compose file, or the whole file for one without (`user` None).
-pub fn build_override(user: Option<&Value>, spec: &OverrideSpec) -> Result<Value, String> {
+pub fn build_override(user: Option<&Value>, spec: &OverrideSpec) -> Result<Value, Refusal> {
     let mut root = Mapping::new();
     let version = user.and_then(|u| u.get("version")).and_then(|v| {
         v.as_str()
@@ -576,6 +578,7 @@ mod tests {
         assert!(
             entry_service(&y("services: {a: {image: x}, b: {image: y}}"), "translator")
                 .unwrap_err()
+                .0
                 .contains("cannot tell")
         );
     }
@@ -608,7 +611,7 @@ mod tests {
                 "services: {{a: {{build: .}}}}\nnetworks: {{n: {{external: true, name: '{net}'}}}}"
             ));
             let e = normalize_package(&mut u, "nasiko-network", false).unwrap_err();
-            assert!(e.contains("may not use"), "{net}: {e}");
+            assert!(e.0.contains("may not use"), "{net}: {e}");
         }
         let mut u =
             y("services: {a: {build: .}}\nnetworks: {shared: {external: {name: nasiko-network}}}");

@@ -1,6 +1,7 @@
 //! The Docker and compose commands the deploy stages run (argument vectors only): compose
 //! detection, image existence, build, up, container state, logs, image pruning, undeploy.
 
+use super::DeployError;
 use crate::process::{argv, run, CmdError, Output};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -114,7 +115,7 @@ pub const NETWORK_OWNER_LABEL: &str = "nasiko.managed-by=build-agent";
 /// Make sure an external network a package names (other than the agents network) exists: create
 /// it, labelled as ours, when absent; refuse one that exists and is not ours (it could be the
 /// platform's, which agents must not join).
-pub async fn ensure_agent_network(name: &str) -> Result<(), String> {
+pub async fn ensure_agent_network(name: &str) -> Result<(), DeployError> {
     let inspect = run(
         &argv(&[
             "docker",
@@ -136,7 +137,7 @@ pub async fn ensure_agent_network(name: &str) -> Result<(), String> {
             if labels.get(key).and_then(|v| v.as_str()) == Some(value) {
                 Ok(())
             } else {
-                Err(format!("the package joins the existing network '{name}', which the build agent did not create; an agent may join only agents-net and networks of its own (rename the network in the package)"))
+                Err(DeployError::package(format!("the package joins the existing network '{name}', which the build agent did not create; an agent may join only agents-net and networks of its own (rename the network in the package)")))
             }
         }
         Err(_) => run(
@@ -158,7 +159,10 @@ pub async fn ensure_agent_network(name: &str) -> Result<(), String> {
             if e.to_string().contains("already exists") {
                 Ok(())
             } else {
-                Err(format!("cannot create the package's network '{name}': {e}"))
+                Err(DeployError::docker(
+                    &format!("cannot create the package's network '{name}'"),
+                    e,
+                ))
             }
         }),
     }
@@ -299,15 +303,14 @@ pub async fn prune_images(agent: &str, keep: usize, in_use: &str) -> Vec<String>
 }
 
 /// Remove every container of the agent's compose project, and the fixed-name container.
-pub async fn undeploy(project: &str, container: &str) -> Result<usize, String> {
+pub async fn undeploy(project: &str, container: &str) -> Result<usize, CmdError> {
     let label = format!("label=com.docker.compose.project={project}");
     let o = run(
         &argv(&["docker", "ps", "-aq", "--no-trunc", "--filter", &label]),
         SHORT,
         None,
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let mut ids: Vec<String> = o.stdout.split_whitespace().map(String::from).collect();
     for name in [container.to_string(), format!("{container}-handover")] {
         if let Some((_, _, _, id, _)) = container_state(&name).await {
@@ -321,6 +324,6 @@ pub async fn undeploy(project: &str, container: &str) -> Result<usize, String> {
     }
     let mut a = argv(&["docker", "rm", "-f", "-v"]);
     a.extend(ids.iter().cloned());
-    run(&a, SHORT, None).await.map_err(|e| e.to_string())?;
+    run(&a, SHORT, None).await?;
     Ok(ids.len())
 }

@@ -8,7 +8,7 @@ pub mod error;
 pub mod package;
 pub mod policy;
 
-pub use error::DeployError;
+pub use error::{DeployError, Verdict};
 
 use crate::config::Config;
 use crate::job::DeployJob;
@@ -76,15 +76,12 @@ pub fn agent_env(cfg: &Config, job: &DeployJob, package_dir: &Path) -> Vec<(Stri
     out
 }
 
-fn read_user_compose(file: &Path) -> Result<serde_yaml_ng::Value, String> {
+fn read_user_compose(file: &Path) -> Result<serde_yaml_ng::Value, DeployError> {
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
     let text = std::fs::read_to_string(file)
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    serde_yaml_ng::from_str(&text).map_err(|e| {
-        format!(
-            "{} is not valid YAML: {e}",
-            file.file_name().unwrap_or_default().to_string_lossy()
-        )
-    })
+        .map_err(|e| DeployError::package(format!("cannot read {name}: {e}")))?;
+    serde_yaml_ng::from_str(&text)
+        .map_err(|e| DeployError::package(format!("{name} is not valid YAML: {e}")))
 }
 
 /// The package's compose file in `dir`, read and checked against the policy for `agent` on the
@@ -93,7 +90,7 @@ pub fn package_compose(
     dir: &Path,
     agent: &str,
     network: &str,
-) -> Result<Option<serde_yaml_ng::Value>, String> {
+) -> Result<Option<serde_yaml_ng::Value>, DeployError> {
     let Some(f) = compose::find_compose_file(dir) else {
         return Ok(None);
     };
@@ -129,7 +126,7 @@ pub fn write_compose_files(
     job: &DeployJob,
     p: &Prepared,
     image: &str,
-) -> Result<ComposeFiles, String> {
+) -> Result<ComposeFiles, DeployError> {
     let env = agent_env(cfg, job, &p.build_dir);
     let spec = OverrideSpec {
         agent: &job.agent,
@@ -141,10 +138,16 @@ pub fn write_compose_files(
         env: &env,
         limits: &cfg.limits,
     };
-    let write = |name: &str, v: &serde_yaml_ng::Value| -> Result<String, String> {
-        let text = serde_yaml_ng::to_string(v).map_err(|e| e.to_string())?;
+    let write = |name: &str, v: &serde_yaml_ng::Value| -> Result<String, DeployError> {
+        let text = serde_yaml_ng::to_string(v)
+            .map_err(|e| DeployError::package(format!("cannot write {name} as YAML: {e}")))?;
         let path = p.agent_dir.join(name);
-        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(&path, text).map_err(|e| {
+            DeployError::machine(format!(
+                "cannot write {}: {e} (free space, or set WORK_DIR to a writable folder)",
+                path.display()
+            ))
+        })?;
         Ok(path.display().to_string())
     };
     let mut out = ComposeFiles {
@@ -184,7 +187,7 @@ pub fn write_compose_files(
 
 impl Deployer {
     /// Copy the package to `{work}/{agent}/{hash}` and work out the image tag.
-    pub async fn prepare(&self, job: &DeployJob) -> Result<Prepared, String> {
+    pub async fn prepare(&self, job: &DeployJob) -> Result<Prepared, DeployError> {
         let src = job.package.clone();
         let agent_dir = self.cfg.work_dir.join(&job.agent);
         let repo = image_repo(&job.agent);
@@ -192,10 +195,10 @@ impl Deployer {
         tokio::task::spawn_blocking(move || {
             let hash = package::content_hash(&src)?;
             std::fs::create_dir_all(&agent_dir).map_err(|e| {
-                format!(
+                DeployError::machine(format!(
                     "cannot create the build directory {}: {e}. Set WORK_DIR",
                     agent_dir.display()
-                )
+                ))
             })?;
             // named by its content and moved into place whole (copy_tree): present means complete
             let build_dir = agent_dir.join(&hash);
@@ -214,11 +217,11 @@ impl Deployer {
             })
         })
         .await
-        .map_err(|e| format!("prepare task failed: {e}"))?
+        .map_err(|e| DeployError::machine(format!("the prepare task died: {e}")))?
     }
 
     /// `docker build` unless the content-derived tag exists. Output goes to the agent's build log.
-    pub async fn build(&self, job: &DeployJob, p: &Prepared) -> Result<bool, String> {
+    pub async fn build(&self, job: &DeployJob, p: &Prepared) -> Result<bool, DeployError> {
         if docker::image_exists(&p.tag).await {
             self.log_line(
                 &job.agent,
@@ -258,7 +261,7 @@ impl Deployer {
         .await;
         let _ = pump.await;
         r.map(|_| true)
-            .map_err(|e| format!("docker build failed: {e}"))
+            .map_err(|e| DeployError::docker("docker build failed", e))
     }
 
     async fn log_line(&self, agent: &str, job: &str, line: &str) {
@@ -278,7 +281,7 @@ impl Deployer {
     }
 
     /// Validate, start, wait; on failure put the previous image back (when there was one).
-    pub async fn up(&self, job: &DeployJob, p: &Prepared) -> Result<Deployed, String> {
+    pub async fn up(&self, job: &DeployJob, p: &Prepared) -> Result<Deployed, DeployError> {
         let container = compose::container_name(&job.agent);
         let project = compose::project_name(&job.agent);
         let previous = docker::container_state(&container)
@@ -310,7 +313,7 @@ impl Deployer {
             Duration::from_secs(60),
         )
         .await
-        .map_err(|e| format!("the compose configuration is invalid: {e}"))?;
+        .map_err(|e| DeployError::docker("the compose configuration is invalid", e))?;
         let handover = if unchanged || job.recreate {
             let why = if unchanged {
                 "=== the running container has this exact configuration; no handover"
@@ -340,12 +343,12 @@ impl Deployer {
                 tracing::warn!(job = %job.stream_id, agent = %job.agent, "new version failed ({e}); putting {prev} back");
                 let files = write_compose_files(&self.cfg, job, p, &prev)?.files;
                 match self.start(&project, &dir, &files, &container).await {
-                    Ok(_) => Err(format!(
-                        "{e}; the previous version ({prev}) was put back and is serving"
-                    )),
-                    Err(e2) => Err(format!(
-                        "{e}; putting the previous version ({prev}) back also failed: {e2}"
-                    )),
+                    Ok(_) => Err(e.explain(|m| {
+                        format!("{m}; the previous version ({prev}) was put back and is serving")
+                    })),
+                    Err(e2) => Err(e.explain(|m| {
+                        format!("{m}; putting the previous version ({prev}) back also failed: {e2}")
+                    })),
                 }
             }
         }
@@ -428,7 +431,7 @@ impl Deployer {
         dir: &str,
         files: &[String],
         container: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, DeployError> {
         docker::compose(
             &self.compose,
             project,
@@ -445,17 +448,21 @@ impl Deployer {
             Duration::from_secs(300),
         )
         .await
-        .map_err(|e| format!("docker compose up failed: {e}"))?;
+        .map_err(|e| DeployError::docker("docker compose up failed", e))?;
         self.wait_running(container).await
     }
 
     /// Running (and healthy, with a health check) and stable for a second; else why not.
-    async fn wait_running(&self, container: &str) -> Result<String, String> {
+    async fn wait_running(&self, container: &str) -> Result<String, DeployError> {
         let deadline = Instant::now() + self.cfg.start_timeout;
         let mut stable_since: Option<(Instant, u64)> = None;
         loop {
             match docker::container_state(container).await {
-                None => return Err(format!("container {container} was not created")),
+                None => {
+                    return Err(DeployError::package(format!(
+                        "container {container} was not created"
+                    )))
+                }
                 Some((status, health, _, id, restarts)) => {
                     let crashed = matches!(status.as_str(), "exited" | "dead" | "restarting")
                         || stable_since.is_some_and(|(_, r)| restarts > r);
@@ -466,9 +473,9 @@ impl Deployer {
                         } else {
                             format!("exited at start ({status})")
                         };
-                        return Err(format!(
+                        return Err(DeployError::package(format!(
                             "container {container} {why}; last log lines:\n{tail}"
-                        ));
+                        )));
                     }
                     if status == "running" && (health.is_empty() || health == "healthy") {
                         match stable_since {
@@ -480,10 +487,10 @@ impl Deployer {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!(
+                return Err(DeployError::package(format!(
                     "container {container} did not become ready within {}s",
                     self.cfg.start_timeout.as_secs()
-                ));
+                )));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

@@ -17,12 +17,6 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-impl From<Refusal> for String {
-    fn from(r: Refusal) -> String {
-        r.0
-    }
-}
-
 /// Service keys an agent may use. Each is decided on purpose (README, "What an agent may ask for").
 pub const SERVICE_KEYS: &[&str] = &[
     "build",
