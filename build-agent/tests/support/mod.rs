@@ -181,6 +181,21 @@ impl Harness {
         }
     }
 
+    /// Ids of the entries delivered and not yet acknowledged.
+    pub async fn pending_ids(&self) -> Vec<String> {
+        let mut c = self.con().await;
+        let v: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg("orchestration:commands")
+            .arg("orchestrator")
+            .arg("-")
+            .arg("+")
+            .arg(1000)
+            .query_async(&mut c)
+            .await
+            .unwrap_or_default();
+        v.into_iter().map(|(id, ..)| id).collect()
+    }
+
     /// Wait for the agent's hash to reach a terminal status (completed/failed).
     pub async fn wait_terminal(&self, agent: &str) -> HashMap<String, String> {
         let agent = agent.to_string();
