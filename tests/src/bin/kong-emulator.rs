@@ -4,7 +4,7 @@ use clap::Parser;
 use nasiko_tests::kong::{KongEmulator, Options, DEFAULT_PLUGINS};
 use std::net::SocketAddr;
 
-/// A stand-in for Kong 3.4 in DB mode: the Admin API (services, routes, plugins) and a proxy
+/// A stand-in for Kong 3.4 in DB mode or DB-less: the Admin API (services, routes, plugins) and a proxy
 /// listener that forwards requests by the routes it holds. Not Kong: for tests and local trials.
 ///
 /// Control endpoints (on both listeners): GET|DELETE /__emulator/requests,
@@ -25,6 +25,10 @@ struct Args {
     /// (drop `nasiko-auth` to emulate a node without it).
     #[arg(long, env = "EMULATOR_PLUGINS", value_delimiter = ',', default_values_t = DEFAULT_PLUGINS.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
     plugins: Vec<String>,
+    /// `postgres` (DB mode) or `off` (DB-less: configuration only through POST /config, as
+    /// Kong with KONG_DATABASE=off).
+    #[arg(long, env = "EMULATOR_DATABASE", default_value = "postgres", value_parser = ["postgres", "off"])]
+    database: String,
 }
 
 #[tokio::main]
@@ -44,6 +48,7 @@ async fn main() {
         admin,
         proxy: a.proxy_listen,
         plugins: a.plugins,
+        dbless: a.database == "off",
     })
     .await
     {

@@ -1,6 +1,7 @@
 //! The Admin API router: maps method + path onto store operations, parses bodies
 //! (JSON, form; 415 for anything else) and serves `GET /`, `/status`, `/plugins/enabled`.
 
+use super::dbless;
 use super::entities::Kind;
 use super::errors::Answer;
 use super::paging::{parse_query, unescape_uri};
@@ -49,13 +50,26 @@ pub fn handle(store: &mut Store, req: &AdminRequest) -> Answer {
             _ => Answer::method_not_allowed(),
         },
         ["status"] => match m {
-            "GET" | "HEAD" => Answer::ok(200, status_info()),
+            "GET" | "HEAD" => Answer::ok(200, status_info(store)),
             _ => Answer::method_not_allowed(),
         },
-        ["config"] => Answer::message(
+        ["config"] if !store.dbless => Answer::message(
             400,
             "this endpoint is only available when Kong is configured to not use a database",
         ),
+        ["config"] => match m {
+            "GET" => dbless::export(store),
+            "POST" => dbless::post_config(store, req.query, req.content_type, req.body),
+            _ => Answer::method_not_allowed(),
+        },
+        [e, rest @ ..]
+            if store.dbless
+                && matches!(m, "POST" | "PUT" | "PATCH" | "DELETE")
+                && Kind::from_segment(e).is_some()
+                && rest.len() <= 3 =>
+        {
+            dbless_write(store, &s, m)
+        }
         ["plugins", "enabled"] if m == "GET" => {
             Answer::ok(200, json!({ "enabled_plugins": store.available_plugins }))
         }
@@ -109,6 +123,20 @@ pub fn handle(store: &mut Store, req: &AdminRequest) -> Answer {
             }
         }
         _ => Answer::not_found(),
+    }
+}
+
+/// A write on an entity path in DB-less mode: the entity it names (the last kind/segment pair)
+/// decides the refusal.
+fn dbless_write(store: &Store, s: &[&str], m: &str) -> Answer {
+    let (kind, seg) = match s {
+        [e] | [_, _, e] => (Kind::from_segment(e), None),
+        [e, id] | [_, _, e, id] => (Kind::from_segment(e), Some(*id)),
+        _ => (None, None),
+    };
+    match kind {
+        Some(k) => dbless::refuse_write(store, k, seg, m),
+        None => Answer::not_found(),
     }
 }
 
@@ -252,14 +280,13 @@ fn root_info(store: &Store) -> Value {
         "timers": {"running": 0, "pending": 0},
         "plugins": {"available_on_server": available, "enabled_in_cluster": store.plugins_in_use()},
         "lua_version": "LuaJIT 2.1.0-20230410",
-        "configuration": {"database": "postgres", "admin_listen": ["0.0.0.0:8001"], "pg_password": "******"},
+        "configuration": {"database": if store.dbless { "off" } else { "postgres" }, "admin_listen": ["0.0.0.0:8001"], "pg_password": "******"},
         "pids": {"master": std::process::id(), "workers": [std::process::id()]},
     })
 }
 
-fn status_info() -> Value {
-    json!({
-        "database": {"reachable": true},
+fn status_info(store: &Store) -> Value {
+    let mut v = json!({
         "memory": {
             "lua_shared_dicts": {"kong": {"allocated_slabs": "0.04 MiB", "capacity": "5.00 MiB"},
                                   "kong_db_cache": {"allocated_slabs": "0.80 MiB", "capacity": "128.00 MiB"}},
@@ -268,5 +295,12 @@ fn status_info() -> Value {
         "server": {"connections_accepted": 0, "connections_active": 0, "connections_handled": 0,
                    "connections_reading": 0, "connections_waiting": 0, "connections_writing": 0,
                    "total_requests": 0}
-    })
+    });
+    // DB mode: database.reachable and no hash; DB-less: the configuration's hash, no database
+    if store.dbless {
+        v["configuration_hash"] = json!(store.config_hash);
+    } else {
+        v["database"] = json!({"reachable": true});
+    }
+    v
 }

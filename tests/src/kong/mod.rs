@@ -7,6 +7,7 @@
 //! `PUT /__emulator/plugins {"available":[…]}`.
 
 pub mod admin;
+pub mod dbless;
 pub mod entities;
 pub mod errors;
 pub mod paging;
@@ -75,6 +76,8 @@ pub struct Options {
     pub admin: SocketAddr,
     pub proxy: SocketAddr,
     pub plugins: Vec<String>,
+    /// DB-less mode (`database=off`): configuration only through `POST /config`.
+    pub dbless: bool,
 }
 
 impl Default for Options {
@@ -83,6 +86,7 @@ impl Default for Options {
             admin: "127.0.0.1:0".parse().expect("literal address"),
             proxy: "127.0.0.1:0".parse().expect("literal address"),
             plugins: DEFAULT_PLUGINS.iter().map(|s| s.to_string()).collect(),
+            dbless: false,
         }
     }
 }
@@ -111,7 +115,11 @@ impl KongEmulator {
         let admin_addr = admin.local_addr()?;
         let proxy_addr = proxy.local_addr()?;
         let shared = Arc::new(Shared {
-            store: Mutex::new(Store::new(opts.plugins)),
+            store: Mutex::new({
+                let mut s = Store::new(opts.plugins);
+                s.dbless = opts.dbless;
+                s
+            }),
             record: Mutex::new(Vec::new()),
             fault: watch::channel(Fault::None).0,
             kill: watch::channel(0).0,

@@ -21,6 +21,12 @@ pub struct Store {
     pub node_id: String,
     seed: u64,
     counter: u64,
+    /// DB-less mode (`database=off`): entities come only from `POST /config` (dbless.rs).
+    pub dbless: bool,
+    /// md5 of the loaded declarative configuration (DB-less), zeros before the first.
+    pub config_hash: String,
+    /// Entity kinds loaded in DB-less mode that the emulator keeps without modelling them.
+    pub opaque: Map<String, Value>,
 }
 
 pub fn now() -> i64 {
@@ -45,6 +51,9 @@ impl Store {
             node_id: String::new(),
             seed,
             counter: 0,
+            dbless: false,
+            config_hash: super::dbless::EMPTY_HASH.to_string(),
+            opaque: Map::new(),
         };
         s.node_id = s.new_uuid();
         s
@@ -76,6 +85,14 @@ impl Store {
             &h[16..20],
             &h[20..32]
         )
+    }
+
+    /// DB-less: the entities of a newly loaded configuration replace all of these.
+    pub fn replace_with(&mut self, loaded: Store, opaque: Map<String, Value>) {
+        self.services = loaded.services;
+        self.routes = loaded.routes;
+        self.plugins = loaded.plugins;
+        self.opaque = opaque;
     }
 
     fn table(&self, kind: Kind) -> &BTreeMap<String, Row> {
