@@ -7,10 +7,9 @@
 use nasiko_tests::docker::{docker, docker_ok, ensure_busybox_image, unique, TestNet};
 use nasiko_tests::kong::{KongEmulator, Options};
 use nasiko_tests::process::{free_port, ChildGuard};
-use registry_sidecar::desired::{build, Inputs};
-use registry_sidecar::diff::plan;
 use registry_sidecar::endpoint::{AgentEndpoint, Discovered};
 use registry_sidecar::kong::KongClient;
+use registry_sidecar::reconciler::SyncRun;
 use registry_sidecar::static_routes::{parse, HostOverrides, EMBEDDED};
 use std::process::Command;
 use std::sync::Arc;
@@ -138,8 +137,13 @@ fn synthetic(n: usize) -> Vec<AgentEndpoint> {
         .collect()
 }
 
-async fn sync_costs(n: usize) {
-    let kong = KongEmulator::start(Options::default()).await.unwrap();
+async fn sync_costs(n: usize, dbless: bool) {
+    let kong = KongEmulator::start(Options {
+        dbless,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
     let status = Arc::new(registry_sidecar::status::Status::default());
     let client = KongClient::new(
         &kong.admin_url(),
@@ -149,23 +153,15 @@ async fn sync_costs(n: usize) {
     );
     let statics = parse(EMBEDDED, &HostOverrides::default()).unwrap();
     let agents = synthetic(n);
+    let run = SyncRun {
+        kong: &client,
+        owner_tag: "managed-by-nasiko-registry",
+        warmup: Duration::ZERO,
+        concurrency: 8,
+    };
     let sync = || async {
-        let available = client.available_plugins().await.unwrap();
-        let owned = client.read_owned().await.unwrap();
-        let d = build(&Inputs {
-            agents: &agents,
-            statics: &statics,
-            available_plugins: Some(&available),
-            owner_tag: "managed-by-nasiko-registry",
-            now: 0.0,
-            warmup: 0.0,
-        });
-        let p = plan(&d, &owned, true);
-        for phase in p.phases {
-            futures_util::future::join_all(phase.iter().map(|w| client.apply(w)))
-                .await
-                .into_iter()
-                .for_each(|r| r.unwrap());
+        if let Err((e, _)) = run.converge(true, &statics, &agents).await {
+            panic!("sync failed: {e}");
         }
     };
     let t = Instant::now();
@@ -177,14 +173,18 @@ async fn sync_costs(n: usize) {
     sync().await;
     let warm = t.elapsed();
     let warm_req = kong.requests();
+    let writes = |r: &[nasiko_tests::kong::Recorded]| {
+        r.iter().filter(|r| r.is_write() && r.status != 304).count()
+    };
     println!(
-        "{n} agents: cold sync {:.0} ms, {} requests ({} writes); converged resync {:.1} ms, {} requests, {} writes (Python registry: ~{} calls per 30 s cycle)",
+        "{n} agents, {}: cold sync {:.0} ms, {} requests ({} writes); converged resync {:.1} ms, {} requests, {} writes (Python registry: ~{} calls per 30 s cycle)",
+        if dbless { "DB-less" } else { "DB mode" },
         cold.as_secs_f64() * 1000.0,
         cold_req.len(),
-        cold_req.iter().filter(|r| r.is_write()).count(),
+        writes(&cold_req),
         warm.as_secs_f64() * 1000.0,
         warm_req.len(),
-        warm_req.iter().filter(|r| r.is_write()).count(),
+        writes(&warm_req),
         7 * n
     );
 }
@@ -234,7 +234,9 @@ async fn main() {
     println!("== registry-sidecar");
     start_to_route(n).await;
     for agents in [100, 500] {
-        sync_costs(agents).await;
+        for dbless in [false, true] {
+            sync_costs(agents, dbless).await;
+        }
     }
     kong_return(10).await;
 }

@@ -89,9 +89,6 @@ impl KongClient {
     ) -> Result<(u16, Value), KongError> {
         let c = &self.counters.counters;
         Counters::inc(&c.kong_requests);
-        if method != "GET" {
-            Counters::inc(&c.kong_writes);
-        }
         let mut b = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{}", self.base, path));
@@ -127,16 +124,16 @@ impl KongClient {
                 self.timeout
             ))),
         };
+        // a write is a request that changed something: a 304 (DB-less hash check) did not
+        if method != "GET" && !matches!(out, Ok((304, _))) {
+            Counters::inc(&c.kong_writes);
+        }
         match out {
             Ok((status, v)) if status >= 400 => Err(KongError::Status {
                 method: method.into(),
                 path: path.into(),
                 status,
-                body: v
-                    .get("message")
-                    .and_then(|m| m.as_str())
-                    .map(String::from)
-                    .unwrap_or_else(|| v.to_string()),
+                body: error_text(&v),
             }),
             other => other,
         }
@@ -201,12 +198,42 @@ impl KongClient {
         })
     }
 
-    pub async fn available_plugins(&self) -> Result<BTreeSet<String>, KongError> {
+    /// What the node says about itself (`GET /`): its plugins, and whether it runs without a
+    /// database (`configuration.database` = `off`), where only `POST /config` configures it.
+    pub async fn node(&self) -> Result<Node, KongError> {
         let (_, root) = self.request("GET", "/", None).await?;
-        Ok(root["plugins"]["available_on_server"]
-            .as_object()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default())
+        Ok(Node {
+            plugins: root["plugins"]["available_on_server"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default(),
+            dbless: root["configuration"]["database"] == "off",
+        })
+    }
+
+    /// DB-less: the configuration Kong holds (`GET /config`, YAML), parsed.
+    pub async fn read_config(&self) -> Result<Value, KongError> {
+        let (_, body) = self.request("GET", "/config", None).await?;
+        let text = body["config"].as_str().unwrap_or_default();
+        serde_yaml_ng::from_str::<Value>(text).map_err(|e| KongError::Status {
+            method: "GET".into(),
+            path: "/config".into(),
+            status: 200,
+            body: format!("the exported configuration is not YAML: {e}"),
+        })
+    }
+
+    /// DB-less: push the whole configuration as a string (so Kong's hash check applies): true
+    /// when Kong loaded it, false when it already held exactly this (304).
+    pub async fn push_config(&self, raw: &str) -> Result<bool, KongError> {
+        let (status, _) = self
+            .request(
+                "POST",
+                "/config?check_hash=1&flatten_errors=1",
+                Some(&serde_json::json!({ "config": raw })),
+            )
+            .await?;
+        Ok(status != 304)
     }
 
     pub async fn apply(&self, w: &KongWrite) -> Result<(), KongError> {
@@ -272,6 +299,43 @@ impl KongClient {
                 .map(drop),
         }
     }
+}
+
+/// A node's facts for a sync.
+#[derive(Debug, Clone, Default)]
+pub struct Node {
+    pub plugins: BTreeSet<String>,
+    pub dbless: bool,
+}
+
+/// The useful part of an error body: its message, and for a refused declarative configuration
+/// the first flattened errors (which entity, which field).
+fn error_text(v: &Value) -> String {
+    let mut text = v
+        .get("message")
+        .and_then(|m| m.as_str())
+        .map(String::from)
+        .unwrap_or_else(|| v.to_string());
+    if let Some(flat) = v.get("flattened_errors").and_then(Value::as_array) {
+        let first: Vec<String> = flat
+            .iter()
+            .take(3)
+            .map(|f| {
+                format!(
+                    "{} {}: {}",
+                    f["entity_type"].as_str().unwrap_or("?"),
+                    f["entity_name"].as_str().unwrap_or("?"),
+                    f["errors"]
+                )
+            })
+            .collect();
+        text = format!(
+            "{} ({})",
+            text.chars().take(300).collect::<String>(),
+            first.join("; ")
+        );
+    }
+    text
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod backoff;
 pub mod config;
+pub mod declarative;
 pub mod desired;
 pub mod diff;
 pub mod discovery;

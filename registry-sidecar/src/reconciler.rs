@@ -150,7 +150,13 @@ impl Reconciler {
         let agents: Vec<_> = view.agents.values().cloned().collect();
         let c = &self.status.counters;
         Counters::inc(&c.syncs);
-        let result = self.converge(&view, &statics, &agents).await;
+        let run = SyncRun {
+            kong: &self.kong,
+            owner_tag: &self.owner_tag,
+            warmup: self.warmup,
+            concurrency: self.concurrency,
+        };
+        let result = run.converge(view.complete, &statics, &agents).await;
         let now = now_unix();
         let outcome = match result {
             Ok((writes, desired)) => {
@@ -210,18 +216,39 @@ impl Reconciler {
         });
         outcome
     }
+}
 
-    async fn converge(
+/// One sync's work, apart from the loop that decides when to run it (also what the benchmarks run).
+pub struct SyncRun<'a> {
+    pub kong: &'a KongClient,
+    pub owner_tag: &'a str,
+    /// How long a second container of an agent runs before it takes the route.
+    pub warmup: Duration,
+    /// Writes in flight at once (DB mode).
+    pub concurrency: usize,
+}
+
+impl SyncRun<'_> {
+    /// Converge Kong to the desired state of `agents` and `statics`: a diff and ordered writes
+    /// (DB mode), or one declarative push (DB-less). `complete`: Docker has been listed
+    /// completely since the last connect (else nothing of ours is removed). Returns the writes.
+    pub async fn converge(
         &self,
-        view: &AgentsView,
+        complete: bool,
         statics: &StaticConfig,
         agents: &[crate::endpoint::AgentEndpoint],
     ) -> Result<(usize, crate::desired::DesiredState), (SyncError, usize)> {
-        let available = self
+        let node = self
             .kong
-            .available_plugins()
+            .node()
             .await
             .map_err(|e| (SyncError::Kong(e), 0))?;
+        if node.dbless {
+            return self
+                .converge_declarative(complete, statics, agents, &node)
+                .await;
+        }
+        let available = node.plugins;
         let owned = self
             .kong
             .read_owned()
@@ -233,9 +260,9 @@ impl Reconciler {
             agents,
             statics,
             available_plugins: Some(&available),
-            owner_tag: &self.owner_tag,
+            owner_tag: self.owner_tag,
         });
-        let allow_deletes = view.complete;
+        let allow_deletes = complete;
         let p = plan(&desired, &owned, allow_deletes);
         if !allow_deletes {
             tracing::debug!("not deleting anything: Docker has not been listed completely since the last connect");
@@ -276,10 +303,59 @@ impl Reconciler {
             Some((what, e)) => Err((SyncError::Write(what, e), writes)),
         }
     }
+
+    /// DB-less Kong: read what it holds, put the desired state in place of ours, push it whole.
+    /// The push is atomic (no request can see a route before its plugins), and an unchanged
+    /// document is a 304 (no write).
+    async fn converge_declarative(
+        &self,
+        complete: bool,
+        statics: &StaticConfig,
+        agents: &[crate::endpoint::AgentEndpoint],
+        node: &crate::kong::Node,
+    ) -> Result<(usize, crate::desired::DesiredState), (SyncError, usize)> {
+        let current = self
+            .kong
+            .read_config()
+            .await
+            .map_err(|e| (SyncError::Kong(e), 0))?;
+        let desired = build(&Inputs {
+            now: crate::status::now_unix(),
+            warmup: self.warmup.as_secs_f64(),
+            agents,
+            statics,
+            available_plugins: Some(&node.plugins),
+            owner_tag: self.owner_tag,
+        });
+        if !complete {
+            tracing::debug!("keeping every agent route: Docker has not been listed completely since the last connect");
+        }
+        let doc = crate::declarative::document(&desired, &current, self.owner_tag, !complete);
+        match self
+            .kong
+            .push_config(&crate::declarative::canonical(&doc))
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(
+                    services = desired.services.len(),
+                    routes = desired.routes.len(),
+                    plugins = desired.plugins.len(),
+                    "pushed the declarative configuration (DB-less Kong)"
+                );
+                Ok((1, desired))
+            }
+            Ok(false) => Ok((0, desired)),
+            Err(e) => Err((
+                SyncError::Write("push the declarative configuration".into(), e),
+                0,
+            )),
+        }
+    }
 }
 
 #[derive(Debug)]
-enum SyncError {
+pub enum SyncError {
     Kong(KongError),
     Write(String, KongError),
 }

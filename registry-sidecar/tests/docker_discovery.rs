@@ -37,7 +37,11 @@ impl Harness {
 
     /// Kong emulator and network, without the sidecar yet.
     async fn prepare(docker_host: Option<String>) -> Harness {
-        let kong = KongEmulator::start(Options::default()).await.unwrap();
+        Self::prepare_with(docker_host, Options::default()).await
+    }
+
+    async fn prepare_with(docker_host: Option<String>, opts: Options) -> Harness {
+        let kong = KongEmulator::start(opts).await.unwrap();
         let net = TestNet::new();
         let dir = std::env::temp_dir().join(unique("sidecar-static"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -867,4 +871,124 @@ async fn a_burst_of_starts_is_coalesced_into_a_few_syncs() {
         during < 20 && during as f64 <= secs * 4.0 + 2.0,
         "20 starts over {secs:.1} s caused {during} syncs; a burst must be coalesced"
     );
+}
+
+/// DB-less Kong (issue 14): the mode is found from `GET /`, the state goes in one push, an
+/// unchanged state is a 304, and everything the sidecar does not own — services, routes,
+/// plugins, consumers — is carried over by every push, in a way Kong accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dbless_kong_gets_one_push_keeps_foreign_entities_and_rests_at_304() {
+    let mut h = Harness::prepare_with(
+        None,
+        Options {
+            dbless: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let http = &h.http.clone();
+    let admin = h.kong.admin_url();
+    // someone else's configuration, and a Python-era untagged service with one of our names
+    let theirs = json!({
+        "_format_version": "3.0",
+        "services": [
+            {"name": "someone-else", "host": "x.com", "tags": ["ops"],
+             "routes": [{"name": "their-route", "paths": ["/theirs"]}],
+             "plugins": [{"name": "rate-limiting", "config": {"minute": 5}}]},
+            {"name": "backend-api-proxy", "host": "old-host", "plugins": [{"name": "cors"}]}
+        ],
+        "consumers": [{"username": "alice"}]
+    });
+    let (s, b) = http
+        .json(
+            "POST",
+            &format!("{admin}/config"),
+            Some(&json!({"config": theirs.to_string()})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 201, "{b}");
+    h.start_sidecar().await;
+    let names: Vec<String> = (0..2).map(|i| unique(&format!("dbless{i}"))).collect();
+    for n in &names {
+        h.net.agent(
+            &format!("c-{n}"),
+            &[("nasiko.type", "agent"), ("nasiko.name", n)],
+        );
+    }
+    for n in &names {
+        h.wait_service(&format!("agent-{n}"), "agent routed", |s| s.is_some())
+            .await;
+        assert_eq!(h.kong_get(&format!("/routes/agent-{n}-route")).await.0, 200);
+        assert_eq!(
+            h.plugin_names(&format!("agent-{n}")).await,
+            ["chat-logger", "cors", "nasiko-auth"]
+        );
+    }
+    // only pushes, never an entity write
+    let entity_writes: Vec<_> = h
+        .kong
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_write() && !r.path.starts_with("/config"))
+        .collect();
+    assert!(entity_writes.is_empty(), "{entity_writes:?}");
+    // the Python-era service was adopted (one of it, ours now, same id), its cors plugin too
+    let (_, b) = h.kong_get("/services/backend-api-proxy").await;
+    assert_eq!(b["host"], "nasiko-backend");
+    assert!(b["tags"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("managed-by-nasiko-registry")));
+    let (_, pl) = h.kong_get("/services/backend-api-proxy/plugins").await;
+    let cors = pl["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "cors")
+        .count();
+    assert_eq!(cors, 1, "{pl}");
+    // at rest: each sync reads and pushes an identical document, which Kong answers 304
+    h.kong.clear_requests();
+    for _ in 0..3 {
+        let (s, body) = http
+            .json("POST", &format!("{}/sync", h.api), None)
+            .await
+            .unwrap();
+        assert_eq!((s, body["writes"].as_i64()), (200, Some(0)), "{body}");
+    }
+    let pushes: Vec<u16> = h
+        .kong
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_write())
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(pushes, [304, 304, 304]);
+    // an agent goes: its entities go, nothing foreign does
+    docker_ok(&["rm", "-f", &format!("c-{}", names[0])]);
+    h.wait_service(
+        &format!("agent-{}", names[0]),
+        "the removed agent's service to go",
+        |s| s.is_none(),
+    )
+    .await;
+    assert_eq!(
+        h.kong_get(&format!("/routes/agent-{}-route", names[0]))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        h.kong_get(&format!("/services/agent-{}", names[1])).await.0,
+        200
+    );
+    assert_eq!(h.kong_get("/services/someone-else").await.0, 200);
+    assert_eq!(h.kong_get("/routes/their-route").await.0, 200);
+    assert_eq!(h.plugin_names("someone-else").await, ["rate-limiting"]);
+    let (_, cfg) = h.kong_get("/config").await;
+    let doc: Value = serde_yaml_ng::from_str(cfg["config"].as_str().unwrap()).unwrap();
+    assert_eq!(doc["consumers"][0]["username"], "alice", "{doc}");
+    let st = h.status().await;
+    assert!(st["sync_error"].is_null(), "{st}");
 }

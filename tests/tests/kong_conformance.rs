@@ -1278,15 +1278,25 @@ async fn dbless_reports_its_mode_and_a_zero_hash_until_a_config_is_loaded() {
     let (_, st) = db.call("GET", "/status", None).await;
     assert_eq!(st["database"]["reachable"], true);
     assert!(st.get("configuration_hash").is_none());
-    let (s, b) = db.raw("POST", "/config", Some("application/json"), DECL).await;
-    assert_eq!((s, b["message"].as_str()), (400, Some("this endpoint is only available when Kong is configured to not use a database")));
+    let (s, b) = db
+        .raw("POST", "/config", Some("application/json"), DECL)
+        .await;
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (
+            400,
+            Some("this endpoint is only available when Kong is configured to not use a database")
+        )
+    );
 }
 
 #[tokio::test]
 async fn post_config_loads_nested_entities_with_deterministic_ids_and_the_hash_check_answers_304() {
     let k = dbless().await;
     let form2 = json!({ "config": DECL });
-    let (s, b) = k.call("POST", "/config?check_hash=1", Some(form2.clone())).await;
+    let (s, b) = k
+        .call("POST", "/config?check_hash=1", Some(form2.clone()))
+        .await;
     assert_eq!(s, 201, "{b}");
     assert_eq!(b["services"].as_object().unwrap().len(), 1);
     assert_eq!(b["routes"].as_object().unwrap().len(), 2);
@@ -1295,12 +1305,21 @@ async fn post_config_loads_nested_entities_with_deterministic_ids_and_the_hash_c
     let (_, r1) = k.call("GET", "/routes/r1", None).await;
     let (_, svc) = k.call("GET", "/services/svc", None).await;
     assert_eq!(r1["service"]["id"], svc["id"]);
-    assert_eq!((svc["host"].as_str(), svc["port"].as_i64(), svc["path"].as_str()), (Some("example.com"), Some(81), Some("/x")));
+    assert_eq!(
+        (
+            svc["host"].as_str(),
+            svc["port"].as_i64(),
+            svc["path"].as_str()
+        ),
+        (Some("example.com"), Some(81), Some("/x"))
+    );
     // the hash is the md5 of the raw string; the same string again is 304, nothing reloaded
     let (_, st) = k.call("GET", "/status", None).await;
     let hash = st["configuration_hash"].as_str().unwrap().to_string();
     assert_eq!(hash, format!("{:x}", md5::compute(DECL.as_bytes())));
-    let (s, _) = k.call("POST", "/config?check_hash=1", Some(form2.clone())).await;
+    let (s, _) = k
+        .call("POST", "/config?check_hash=1", Some(form2.clone()))
+        .await;
     assert_eq!(s, 304);
     // without check_hash it loads again, and ids are the same (deterministic, from the names)
     let (s, _) = k.call("POST", "/config", Some(form2)).await;
@@ -1313,7 +1332,12 @@ async fn post_config_loads_nested_entities_with_deterministic_ids_and_the_hash_c
     assert_eq!(s, 201);
     // form 3: a raw YAML body
     let (s, b) = k
-        .raw("POST", "/config", Some("text/yaml"), "_format_version: '3.0'\nservices:\n- name: y\n  host: h\n")
+        .raw(
+            "POST",
+            "/config",
+            Some("text/yaml"),
+            "_format_version: '3.0'\nservices:\n- name: y\n  host: h\n",
+        )
         .await;
     assert_eq!(s, 201, "{b}");
     let (s, _) = k.call("GET", "/services/svc", None).await;
@@ -1323,7 +1347,9 @@ async fn post_config_loads_nested_entities_with_deterministic_ids_and_the_hash_c
 #[tokio::test]
 async fn get_config_exports_what_was_loaded_flat_with_foreign_keys_as_ids() {
     let k = dbless().await;
-    let (s, _) = k.call("POST", "/config", Some(json!({ "config": DECL }))).await;
+    let (s, _) = k
+        .call("POST", "/config", Some(json!({ "config": DECL })))
+        .await;
     assert_eq!(s, 201);
     let (s, b) = k.call("GET", "/config", None).await;
     assert_eq!(s, 200);
@@ -1333,9 +1359,14 @@ async fn get_config_exports_what_was_loaded_flat_with_foreign_keys_as_ids() {
     let (_, svc) = k.call("GET", "/services/svc", None).await;
     let routes = doc["routes"].as_array().unwrap();
     assert!(routes.iter().all(|r| r["service"] == svc["id"]), "{doc}");
-    assert_eq!(doc["consumers"][0]["username"], "alice", "kinds not modelled are kept");
+    assert_eq!(
+        doc["consumers"][0]["username"], "alice",
+        "kinds not modelled are kept"
+    );
     // the export loads back as it is
-    let (s, b) = k.call("POST", "/config", Some(json!({ "config": b["config"] }))).await;
+    let (s, b) = k
+        .call("POST", "/config", Some(json!({ "config": b["config"] })))
+        .await;
     assert_eq!(s, 201, "{b}");
     let (_, again) = k.call("GET", "/services/svc", None).await;
     assert_eq!(again["id"], svc["id"]);
@@ -1344,56 +1375,131 @@ async fn get_config_exports_what_was_loaded_flat_with_foreign_keys_as_ids() {
 #[tokio::test]
 async fn an_invalid_config_is_400_code_14_with_flattened_errors_and_changes_nothing() {
     let k = dbless().await;
-    let (s, _) = k.call("POST", "/config", Some(json!({ "config": DECL }))).await;
+    let (s, _) = k
+        .call("POST", "/config", Some(json!({ "config": DECL })))
+        .await;
     assert_eq!(s, 201);
     let bad = r#"{"_format_version":"3.0","services":[{"name":"ok","host":"h"},{"name":"bad","port":70000},{"name":"ok","host":"h"}],"routes":[{"name":"x","service":"nope","paths":["/x"]}]}"#;
     let (s, b) = k
-        .call("POST", "/config?flatten_errors=1", Some(json!({ "config": bad })))
+        .call(
+            "POST",
+            "/config?flatten_errors=1",
+            Some(json!({ "config": bad })),
+        )
         .await;
     assert_eq!(s, 400, "{b}");
-    assert_eq!((b["code"].as_i64(), b["name"].as_str()), (Some(14), Some("invalid declarative configuration")));
-    assert!(b["message"].as_str().unwrap().starts_with("declarative config is invalid: "));
+    assert_eq!(
+        (b["code"].as_i64(), b["name"].as_str()),
+        (Some(14), Some("invalid declarative configuration"))
+    );
+    assert!(b["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("declarative config is invalid: "));
     let svcs = b["fields"]["services"].as_array().unwrap();
     assert!(svcs[0].is_null());
     assert_eq!(svcs[1]["host"], "required field missing");
-    assert!(svcs[2]["@entity"][0].as_str().unwrap().contains("uniqueness violation: 'services' entity with name set to 'ok' already declared"));
-    assert!(b["fields"]["routes"][0]["@entity"][0].as_str().unwrap().contains("invalid reference 'service: nope' (no such entry in 'services')"));
+    assert!(svcs[2]["@entity"][0].as_str().unwrap().contains(
+        "uniqueness violation: 'services' entity with name set to 'ok' already declared"
+    ));
+    assert!(b["fields"]["routes"][0]["@entity"][0]
+        .as_str()
+        .unwrap()
+        .contains("invalid reference 'service: nope' (no such entry in 'services')"));
     let flat = b["flattened_errors"].as_array().unwrap();
     assert_eq!(flat.len(), 3, "{b}");
-    assert!(flat.iter().any(|f| f["entity_type"] == "service" && f["entity_name"] == "bad" && f["errors"].as_array().unwrap().iter().any(|e| e["type"] == "field" && e["field"] == "host")));
+    assert!(flat.iter().any(|f| f["entity_type"] == "service"
+        && f["entity_name"] == "bad"
+        && f["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "field" && e["field"] == "host")));
     // nothing changed
     let (s, _) = k.call("GET", "/services/svc", None).await;
     assert_eq!(s, 200);
     // unparsable, and empty
-    let (s, b) = k.raw("POST", "/config", Some("text/yaml"), "- just\n- a list\n").await;
+    let (s, b) = k
+        .raw("POST", "/config", Some("text/yaml"), "- just\n- a list\n")
+        .await;
     assert_eq!((s, b["code"].as_i64()), (400, Some(14)));
-    assert_eq!(b["fields"]["error"], "failed parsing declarative configuration: expected an object");
+    assert_eq!(
+        b["fields"]["error"],
+        "failed parsing declarative configuration: expected an object"
+    );
     let (s, b) = k.raw("POST", "/config", None, "").await;
-    assert_eq!((s, b["message"].as_str()), (400, Some("expected a declarative configuration")));
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (400, Some("expected a declarative configuration"))
+    );
 }
 
 #[tokio::test]
 async fn entity_writes_are_refused_without_a_database_as_kong_refuses_them() {
     let k = dbless().await;
-    let (s, _) = k.call("POST", "/config", Some(json!({ "config": DECL }))).await;
+    let (s, _) = k
+        .call("POST", "/config", Some(json!({ "config": DECL })))
+        .await;
     assert_eq!(s, 201);
     let (_, svc) = k.call("GET", "/services/svc", None).await;
     let id = svc["id"].as_str().unwrap();
     for (m, path, body, status, msg) in [
-        ("POST", "/routes".to_string(), Some(json!({"paths": ["/z"]})), 405, Some("cannot create 'routes' entities when not using a database")),
-        ("PUT", "/services/svc".to_string(), Some(json!({"host": "h"})), 405, Some("cannot create or update 'services' entities by 'name' when not using a database")),
-        ("PUT", format!("/services/{id}"), Some(json!({"host": "h"})), 405, Some("cannot create or update 'services' entities when not using a database")),
-        ("PATCH", "/services/svc".to_string(), Some(json!({"host": "h"})), 405, Some("cannot update 'services' entities by 'name' when not using a database")),
-        ("DELETE", "/services/svc".to_string(), None, 405, Some("cannot remove 'services' entities by 'name' when not using a database")),
+        (
+            "POST",
+            "/routes".to_string(),
+            Some(json!({"paths": ["/z"]})),
+            405,
+            Some("cannot create 'routes' entities when not using a database"),
+        ),
+        (
+            "PUT",
+            "/services/svc".to_string(),
+            Some(json!({"host": "h"})),
+            405,
+            Some("cannot create or update 'services' entities by 'name' when not using a database"),
+        ),
+        (
+            "PUT",
+            format!("/services/{id}"),
+            Some(json!({"host": "h"})),
+            405,
+            Some("cannot create or update 'services' entities when not using a database"),
+        ),
+        (
+            "PATCH",
+            "/services/svc".to_string(),
+            Some(json!({"host": "h"})),
+            405,
+            Some("cannot update 'services' entities by 'name' when not using a database"),
+        ),
+        (
+            "DELETE",
+            "/services/svc".to_string(),
+            None,
+            405,
+            Some("cannot remove 'services' entities by 'name' when not using a database"),
+        ),
         ("DELETE", "/services/missing".to_string(), None, 204, None),
-        ("POST", "/services/svc/routes".to_string(), Some(json!({"paths": ["/z"]})), 405, Some("cannot create 'routes' entities when not using a database")),
+        (
+            "POST",
+            "/services/svc/routes".to_string(),
+            Some(json!({"paths": ["/z"]})),
+            405,
+            Some("cannot create 'routes' entities when not using a database"),
+        ),
     ] {
         let (s, b) = k.call(m, &path, body).await;
         assert_eq!(s, status, "{m} {path}: {b}");
         if let Some(msg) = msg {
-            assert_eq!((b["code"].as_i64(), b["message"].as_str()), (Some(12), Some(msg)), "{m} {path}");
+            assert_eq!(
+                (b["code"].as_i64(), b["message"].as_str()),
+                (Some(12), Some(msg)),
+                "{m} {path}"
+            );
         }
     }
-    let (s, b) = k.call("PATCH", "/services/missing", Some(json!({"host": "h"}))).await;
+    let (s, b) = k
+        .call("PATCH", "/services/missing", Some(json!({"host": "h"})))
+        .await;
     assert_eq!((s, b["code"].as_i64()), (404, Some(6)));
 }

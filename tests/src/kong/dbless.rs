@@ -87,7 +87,12 @@ fn pretty_fields(v: &Value) -> String {
 }
 
 /// `POST /config`.
-pub fn post_config(store: &mut Store, query: &str, content_type: Option<&str>, body: &[u8]) -> Answer {
+pub fn post_config(
+    store: &mut Store,
+    query: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Answer {
     let q = parse_query(query);
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let check_hash = get("check_hash") == Some("1");
@@ -151,11 +156,14 @@ pub fn post_config(store: &mut Store, query: &str, content_type: Option<&str>, b
     }
     let loaded = match load(&table, &store.available_plugins) {
         Ok(l) => l,
-        Err((fields, flat)) => return invalid(fields, flatten.then_some(flat)),
+        Err(e) => {
+            let (fields, flat) = *e;
+            return invalid(fields, flatten.then_some(flat));
+        }
     };
     let answer = Answer::ok(201, loaded.entities_by_id());
-    store.config_hash = new_hash
-        .unwrap_or_else(|| md5_hex(&serde_json::to_string(&table).unwrap_or_default()));
+    store.config_hash =
+        new_hash.unwrap_or_else(|| md5_hex(&serde_json::to_string(&table).unwrap_or_default()));
     store.replace_with(loaded.store, loaded.opaque);
     answer
 }
@@ -198,7 +206,7 @@ struct Item {
 
 /// Validate and load a declarative table into a fresh store. Errors: Kong's `fields` shape and
 /// the flattened list.
-fn load(table: &Value, available: &[String]) -> Result<Loaded, (Value, Value)> {
+fn load(table: &Value, available: &[String]) -> Result<Loaded, Box<(Value, Value)>> {
     let mut fields = Map::new();
     let mut flat: Vec<Value> = Vec::new();
     let top = table.as_object().cloned().unwrap_or_default();
@@ -230,7 +238,11 @@ fn load(table: &Value, available: &[String]) -> Result<Loaded, (Value, Value)> {
     let list = |k: &str| -> Vec<Row> {
         top.get(k)
             .and_then(Value::as_array)
-            .map(|a| a.iter().map(|x| x.as_object().cloned().unwrap_or_default()).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|x| x.as_object().cloned().unwrap_or_default())
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let mut nested_routes: Vec<Row> = Vec::new();
@@ -262,7 +274,10 @@ fn load(table: &Value, available: &[String]) -> Result<Loaded, (Value, Value)> {
     for (i, mut r) in list("routes").into_iter().chain(nested_routes).enumerate() {
         if let Some(Value::Array(ps)) = r.remove("plugins") {
             for mut p in ps.into_iter().filter_map(|x| x.as_object().cloned()) {
-                p.insert("route".into(), r.get("name").cloned().unwrap_or(Value::Null));
+                p.insert(
+                    "route".into(),
+                    r.get("name").cloned().unwrap_or(Value::Null),
+                );
                 nested_plugins.push(p);
             }
         }
@@ -272,7 +287,11 @@ fn load(table: &Value, available: &[String]) -> Result<Loaded, (Value, Value)> {
             body: r,
         });
     }
-    for (i, p) in list("plugins").into_iter().chain(nested_plugins).enumerate() {
+    for (i, p) in list("plugins")
+        .into_iter()
+        .chain(nested_plugins)
+        .enumerate()
+    {
         items.push(Item {
             kind: Kind::Plugins,
             index: i,
@@ -290,7 +309,9 @@ fn load(table: &Value, available: &[String]) -> Result<Loaded, (Value, Value)> {
         let mut entity_errors: Vec<String> = Vec::new();
         // references: a string holding a name or an id
         for (fk, target) in super::entities::foreign_keys(it.kind) {
-            let Some(v) = body.get(*fk).cloned() else { continue };
+            let Some(v) = body.get(*fk).cloned() else {
+                continue;
+            };
             let key = match &v {
                 Value::String(s) => Some(s.clone()),
                 Value::Object(o) => o
@@ -397,7 +418,11 @@ fn load(table: &Value, available: &[String]) -> Result<Loaded, (Value, Value)> {
             "entity": Value::Object(original.clone()),
             "errors": errs,
         });
-        for (k, from) in [("entity_name", "name"), ("entity_id", "id"), ("entity_tags", "tags")] {
+        for (k, from) in [
+            ("entity_name", "name"),
+            ("entity_id", "id"),
+            ("entity_tags", "tags"),
+        ] {
             if let Some(v) = original.get(from) {
                 item[k] = v.clone();
             }
@@ -410,7 +435,7 @@ fn load(table: &Value, available: &[String]) -> Result<Loaded, (Value, Value)> {
     if fields.is_empty() {
         Ok(Loaded { store, opaque })
     } else {
-        Err((Value::Object(fields), Value::Array(flat)))
+        Err(Box::new((Value::Object(fields), Value::Array(flat))))
     }
 }
 
@@ -475,7 +500,9 @@ pub fn refuse_write(store: &Store, kind: Kind, seg: Option<&str>, method: &str) 
         }
         ("PATCH", Some(_)) => format!("cannot update '{e}' entities{by} when not using a database"),
         ("DELETE", Some(_)) if !exists => return Answer::no_content(),
-        ("DELETE", Some(_)) => format!("cannot remove '{e}' entities{by} when not using a database"),
+        ("DELETE", Some(_)) => {
+            format!("cannot remove '{e}' entities{by} when not using a database")
+        }
         _ => return Answer::method_not_allowed(),
     };
     Answer::ok(
