@@ -28,4 +28,7 @@ if [ -n "${NASIKO_CHECKOUT:-}" ]; then
   docker compose version >/dev/null 2>&1 || die "the full-platform file needs compose v2"
   docker compose -p nasiko --project-directory "$NASIKO_CHECKOUT" -f compose-templates/docker-compose.nasiko.yml config -q
   echo "ok: full platform in $NASIKO_CHECKOUT"
+  docker compose -p nasiko --project-directory "$NASIKO_CHECKOUT" -f compose-templates/docker-compose.nasiko.yml \
+    -f compose-templates/docker-compose.dbless.yml config -q
+  echo "ok: full platform, DB-less Kong, in $NASIKO_CHECKOUT"
 fi

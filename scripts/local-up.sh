@@ -8,7 +8,7 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-Usage: scripts/local-up.sh [--full | --standalone] [--env-file FILE] [--timeout SECONDS] [--no-build]
+Usage: scripts/local-up.sh [--full | --standalone] [--dbless] [--env-file FILE] [--timeout SECONDS] [--no-build]
 
 Starts the local Nasiko stack on this Docker host.
   --full        the whole Nasiko platform, from a Nasiko checkout: run this from inside the
@@ -20,6 +20,9 @@ Starts the local Nasiko stack on this Docker host.
                 stand-ins for the gateway and the backend; works on any Docker host, no registry
   (default)     --full when a checkout is found and the platform's images can be pulled, else
                 --standalone, saying exactly what was missing
+  --dbless      Kong without a database (KONG_DATABASE=off; also NASIKO_KONG_DATABASE=off in
+                the settings): no Postgres, migrations or Konga; the registry sidecar pushes the
+                whole configuration at once. With --standalone, the gateway stand-in runs DB-less
   --env-file F  settings (default .env.nasiko, made from compose-templates/nasiko.env.example)
   --timeout S   how long to wait for services to become healthy (default 300)
   --no-build    do not (re)build this project's images
@@ -29,6 +32,7 @@ USAGE
 }
 
 mode=auto
+dbless=0
 env_file=""
 timeout=300
 build=1
@@ -41,6 +45,7 @@ while [ $# -gt 0 ]; do
     --env-file) env_file="$2"; shift ;;
     --timeout) timeout="$2"; shift ;;
     --no-build) build=0 ;;
+    --dbless) dbless=1 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
   shift
@@ -97,12 +102,20 @@ if [ -n "$checkout" ]; then
 fi
 load_env "$env_file"
 project="${NASIKO_PROJECT:-nasiko}"
+[ "$dbless" = 1 ] && NASIKO_KONG_DATABASE=off
+case "${NASIKO_KONG_DATABASE:-postgres}" in
+  off) dbless=1 ;;
+  postgres) ;;
+  *) die "NASIKO_KONG_DATABASE=${NASIKO_KONG_DATABASE} is not a Kong database mode this stack runs; use postgres or off" ;;
+esac
+export NASIKO_KONG_DATABASE="${NASIKO_KONG_DATABASE:-postgres}"
 
 # 3. full or standalone
 pulled_images() {
   echo "${NASIKO_MONGO_IMAGE:-docker.io/library/mongo:latest}" "${NASIKO_REDIS_IMAGE:-redis:7-alpine}" \
-    "${NASIKO_POSTGRES_IMAGE:-postgres:13}" "${NASIKO_KONG_IMAGE:-kong:3.4}" "${NASIKO_KONGA_IMAGE:-pantsel/konga:latest}" \
+    "${NASIKO_KONG_IMAGE:-kong:3.4}" \
     "${NASIKO_AUTH_IMAGE:-docker.io/karannasiko/nasiko-auth:latest}" "${NASIKO_WEB_IMAGE:-docker.io/karannasiko/nasiko-web:oss}"
+  [ "$dbless" = 1 ] || echo "${NASIKO_POSTGRES_IMAGE:-postgres:13}" "${NASIKO_KONGA_IMAGE:-pantsel/konga:latest}"
 }
 missing=""
 platform_reachable() {
@@ -154,6 +167,7 @@ if [ "$mode" = full ]; then
     echo "note: $link is not this project's stack file; using $file (remove that one to let upstream's CLI use ours)"
   fi
   files=(--project-directory "$checkout" -f "$file")
+  [ "$dbless" = 1 ] && files+=(-f "$root/compose-templates/docker-compose.dbless.yml")
   port_vars+=(NASIKO_PORT_KONG_MANAGER NASIKO_PORT_KONG_SSL NASIKO_PORT_KONGA NASIKO_PORT_BACKEND NASIKO_PORT_AUTH
     NASIKO_PORT_ROUTER NASIKO_PORT_CHAT NASIKO_PORT_WEB NASIKO_PORT_MONGODB NASIKO_PORT_REDIS)
 else
@@ -231,7 +245,7 @@ step "waiting for every service to be healthy (up to ${timeout}s)" wait_healthy
 
 proxy="${NASIKO_PORT_KONG:-9100}"
 echo
-say "the $mode stack is up"
+say "the $mode stack is up$([ "$dbless" = 1 ] && echo ", Kong DB-less")"
 printf '  %-28s %s\n' "Gateway (proxy)" "http://localhost:$proxy"
 printf '  %-28s %s\n' "Gateway Admin API" "http://localhost:${NASIKO_PORT_KONG_ADMIN:-9101}"
 printf '  %-28s %s\n' "Registry sidecar status" "http://localhost:${NASIKO_PORT_SERVICE_REGISTRY:-8080}/status"

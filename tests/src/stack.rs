@@ -38,6 +38,11 @@ pub struct Stack {
 impl Stack {
     /// Write a private env file and run `local-up.sh --standalone --no-build`.
     pub fn up() -> Stack {
+        Self::up_with(&[])
+    }
+
+    /// `up`, with more arguments for local-up.sh (e.g. `--dbless`).
+    pub fn up_with(extra: &[&str]) -> Stack {
         for i in IMAGES {
             let img = format!("nasiko/{i}:local");
             assert!(
@@ -90,10 +95,9 @@ impl Stack {
             admin_port,
             registry_port,
         };
-        let out = s.script(
-            "local-up.sh",
-            &["--standalone", "--no-build", "--timeout", "120"],
-        );
+        let mut args = vec!["--standalone", "--no-build", "--timeout", "120"];
+        args.extend_from_slice(extra);
+        let out = s.script("local-up.sh", &args);
         assert!(
             out.status.success(),
             "local-up.sh failed:\n{}\n{}",

@@ -581,3 +581,51 @@ fn kongs_admin_api_is_reachable_from_the_host_and_the_platform_but_not_from_agen
         logs()
     );
 }
+
+/// The DB-less variant (issue 14) in the real tree: Kong with KONG_DATABASE=off and nothing to
+/// wait for; Postgres, the migrations and Konga not started (a profile); everything else as is.
+#[test]
+fn the_dbless_override_drops_kongs_database_and_keeps_the_rest() {
+    let Some(c) = checkout_or_skip() else { return };
+    let over = repo_root().join("compose-templates/docker-compose.dbless.yml");
+    let o = compose(
+        &c,
+        &[],
+        &[
+            "-f",
+            over.to_str().unwrap(),
+            "-p",
+            "nasiko",
+            "--profile",
+            "observability",
+            "config",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let kong = &cfg["services"]["kong-gateway"];
+    assert_eq!(kong["environment"]["KONG_DATABASE"], "off");
+    assert!(
+        kong["depends_on"].is_null()
+            || kong["depends_on"].as_object().is_some_and(|m| m.is_empty()),
+        "{kong}"
+    );
+    let started: Vec<&String> = services(&cfg).keys().collect();
+    for gone in ["kong-database", "kong-migrations", "konga"] {
+        assert!(
+            !started.iter().any(|s| *s == gone),
+            "{gone} still starts: {started:?}"
+        );
+    }
+    let full = config(&c, &[]);
+    for s in services(&full).keys() {
+        if !["kong-database", "kong-migrations", "konga"].contains(&s.as_str()) {
+            assert!(
+                started.contains(&s),
+                "{s} is missing from the DB-less stack: {started:?}"
+            );
+        }
+    }
+}

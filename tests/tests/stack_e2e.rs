@@ -549,3 +549,74 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         assert!(imgs.is_empty(), "images of {n} left: {imgs}");
     }
 }
+
+/// The DB-less variant (issue 14): `local-up.sh --standalone --dbless` brings the stack up with
+/// the gateway stand-in DB-less; an agent deployed with the README's command answers through the
+/// gateway, configured by declarative pushes only; local-down.sh leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dbless_stack_comes_up_and_routes_an_agent_through_declarative_pushes() {
+    let stack = tokio::task::spawn_blocking(|| Stack::up_with(&["--dbless"]))
+        .await
+        .unwrap();
+    let http = HttpClient::new(Duration::from_secs(10));
+    let (_, root) = http
+        .json("GET", &format!("{}/", stack.admin()), None)
+        .await
+        .unwrap();
+    assert_eq!(root["configuration"]["database"], "off");
+    let name = format!("dbl{}", std::process::id());
+    let example = nasiko_tests::stack::repo_root().join("examples/hello-agent");
+    let out = stack.script(
+        "deploy-agent.sh",
+        &[example.to_str().unwrap(), "--name", &name, "--wait"],
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = json!({"jsonrpc": "2.0", "id": "d1", "method": "message/send",
+        "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": "hi"}]}}});
+    let url = format!("{}/agents/agent-{name}", stack.gateway());
+    let r = wait_for("the agent through the DB-less gateway", T, || async {
+        let (code, r) = http.json("POST", &url, Some(&said)).await.ok()?;
+        (code == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(
+        r["result"]["parts"][0]["text"],
+        format!("Hello from {name}! You said: hi")
+    );
+    // the sidecar reports no sync error, and its status says the route is there
+    let status: Value = http
+        .json(
+            "GET",
+            &format!("http://127.0.0.1:{}/status", stack.registry_port),
+            None,
+        )
+        .await
+        .unwrap()
+        .1;
+    assert!(status["sync_error"].is_null(), "{status}");
+    let (_, cfg) = http
+        .json("GET", &format!("{}/config", stack.admin()), None)
+        .await
+        .unwrap();
+    assert!(
+        cfg["config"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("agent-{name}-route")),
+        "{cfg}"
+    );
+    let project = stack.project.clone();
+    drop(stack);
+    let left = docker_ok(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+    ]);
+    assert!(left.is_empty(), "containers left: {left}");
+}
