@@ -243,25 +243,22 @@ impl SyncRun<'_> {
             .node()
             .await
             .map_err(|e| (SyncError::Kong(e), 0))?;
-        if node.dbless {
-            return self
-                .converge_declarative(complete, statics, agents, &node)
-                .await;
-        }
-        let available = node.plugins;
-        let owned = self
-            .kong
-            .read_owned()
-            .await
-            .map_err(|e| (SyncError::Kong(e), 0))?;
         let desired = build(&Inputs {
             now: crate::status::now_unix(),
             warmup: self.warmup.as_secs_f64(),
             agents,
             statics,
-            available_plugins: Some(&available),
+            available_plugins: Some(&node.plugins),
             owner_tag: self.owner_tag,
         });
+        if node.dbless {
+            return self.push_declarative(complete, desired).await;
+        }
+        let owned = self
+            .kong
+            .read_owned()
+            .await
+            .map_err(|e| (SyncError::Kong(e), 0))?;
         let allow_deletes = complete;
         let p = plan(&desired, &owned, allow_deletes);
         if !allow_deletes {
@@ -307,26 +304,16 @@ impl SyncRun<'_> {
     /// DB-less Kong: read what it holds, put the desired state in place of ours, push it whole.
     /// The push is atomic (no request can see a route before its plugins), and an unchanged
     /// document is a 304 (no write).
-    async fn converge_declarative(
+    async fn push_declarative(
         &self,
         complete: bool,
-        statics: &StaticConfig,
-        agents: &[crate::endpoint::AgentEndpoint],
-        node: &crate::kong::Node,
+        desired: crate::desired::DesiredState,
     ) -> Result<(usize, crate::desired::DesiredState), (SyncError, usize)> {
         let current = self
             .kong
             .read_config()
             .await
             .map_err(|e| (SyncError::Kong(e), 0))?;
-        let desired = build(&Inputs {
-            now: crate::status::now_unix(),
-            warmup: self.warmup.as_secs_f64(),
-            agents,
-            statics,
-            available_plugins: Some(&node.plugins),
-            owner_tag: self.owner_tag,
-        });
         if !complete {
             tracing::debug!("keeping every agent route: Docker has not been listed completely since the last connect");
         }

@@ -576,12 +576,8 @@ async fn the_dbless_stack_comes_up_and_routes_an_agent_through_declarative_pushe
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let said = json!({"jsonrpc": "2.0", "id": "d1", "method": "message/send",
-        "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": "hi"}]}}});
-    let url = format!("{}/agents/agent-{name}", stack.gateway());
-    let r = wait_for("the agent through the DB-less gateway", T, || async {
-        let (code, r) = http.json("POST", &url, Some(&said)).await.ok()?;
-        (code == 200).then_some(r)
+    let r = wait_for("the agent through the DB-less gateway", T, || {
+        stack.ask(&http, &name)
     })
     .await;
     assert_eq!(
