@@ -568,7 +568,7 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
     // issue 12: SIGKILLs landing during builds, deploys and handovers, one build that hangs
     ensure_busybox_image();
     let net = TestNet::new();
-    let names: Vec<String> = (0..9).map(|i| unique(&format!("soak{i}"))).collect();
+    let names: Vec<String> = (0..10).map(|i| unique(&format!("soak{i}"))).collect();
     let hang = unique("soakhang");
     let mut all: Vec<&str> = names.iter().map(String::as_str).collect();
     all.push(&hang);
@@ -584,8 +584,8 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
         let p = slow(a, "v1.0.0", 1);
         last_job.insert(a.clone(), h.queue(&h.deploy_fields(a, &p, "u1")).await);
     }
-    // five updates: handovers to land kills in
-    for a in &names[..5] {
+    // six updates: handovers to land kills in
+    for a in &names[..6] {
         let p = slow(a, "v2.0.0", 1);
         let mut f = h.deploy_fields(a, &p, "u1");
         f.push(("action", "update_agent"));
@@ -611,7 +611,7 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
             .map(|g| int(g.get("entries-read")) - int(g.get("pending")))
             .unwrap_or(0)
     };
-    let total = 1 + 9 + 5;
+    let total = 1 + 10 + 6;
     // how often each healthy job was running when a kill landed: a job started three times
     // without finishing is dead-lettered, by design (the hanging one's fate), so a healthy job
     // may be killed twice and must then be let finish
@@ -656,7 +656,7 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
     println!("kill soak: {kills} SIGKILLs");
     let interrupted = killed_in.values().filter(|n| **n > 0).count();
     println!("kill soak: {interrupted} healthy jobs interrupted, {killed_in:?}");
-    assert!(kills >= 12, "too few kills landed: {kills}");
+    assert!(kills >= 14, "too few kills landed: {kills}");
     let _w = h.spawn("c1");
     for a in &names {
         let s = wait_for("the agent's last job", Duration::from_secs(180), || async {
@@ -687,7 +687,7 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
             "{a}: a stand-by is left"
         );
     }
-    for a in &names[..5] {
+    for a in &names[..6] {
         let r = ask(&format!("agent-{a}"), &net.name).await;
         assert_eq!(
             r["result"]["parts"][0]["text"],
