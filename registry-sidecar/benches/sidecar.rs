@@ -200,10 +200,7 @@ async fn kong_return(n: usize) {
     for i in 0..n {
         kong.set_fault(nasiko_tests::kong::Fault::Refuse);
         let name = unique(&format!("back{i}"));
-        net.agent(
-            &format!("c-{name}"),
-            &[("nasiko.type", "agent"), ("nasiko.name", &name)],
-        );
+        net.labelled_agent(&name);
         tokio::time::sleep(Duration::from_secs(3)).await;
         kong.set_fault(nasiko_tests::kong::Fault::None);
         let t = Instant::now();

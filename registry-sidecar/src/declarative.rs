@@ -58,25 +58,23 @@ fn derived_id(kind: &str, key: &str) -> String {
     )
 }
 
-/// Ids that foreign entities reference (a foreign key as an id string, or `{id}`).
-fn referenced_ids(foreign: &[Value]) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for e in foreign {
-        for fk in ["service", "route", "consumer"] {
-            match &e[fk] {
-                Value::String(id) => {
-                    out.insert(id.clone());
-                }
-                Value::Object(o) => {
-                    if let Some(id) = o.get("id").and_then(Value::as_str) {
-                        out.insert(id.to_string());
-                    }
-                }
-                _ => {}
-            }
-        }
+/// A foreign key's id: written as the id string (Kong's export) or as `{id}`.
+fn fk_id<'v>(e: &'v Value, fk: &str) -> Option<&'v str> {
+    match &e[fk] {
+        Value::String(id) => Some(id),
+        Value::Object(o) => o.get("id").and_then(Value::as_str),
+        _ => None,
     }
-    out
+}
+
+/// Ids that foreign entities reference.
+fn referenced_ids(foreign: &[Value]) -> BTreeSet<String> {
+    foreign
+        .iter()
+        .flat_map(|e| ["service", "route", "consumer"].map(|fk| fk_id(e, fk)))
+        .flatten()
+        .map(String::from)
+        .collect()
 }
 
 /// The document to push: Kong's current configuration (`GET /config`, parsed) with our entities
@@ -194,65 +192,48 @@ fn adopt<'a>(
     ours: &mut BTreeMap<&'a str, Vec<Value>>,
     desired: &DesiredState,
 ) {
-    let take = |list: &mut Vec<Value>, f: &dyn Fn(&Value) -> bool| -> Vec<Value> {
-        let (yes, no): (Vec<Value>, Vec<Value>) =
-            std::mem::take(list).into_iter().partition(|e| f(e));
-        *list = no;
-        yes
-    };
     for kind in ["services", "routes"] {
-        let names: BTreeSet<&str> = match kind {
-            "services" => desired.services.keys().map(String::as_str).collect(),
-            _ => desired.routes.keys().map(String::as_str).collect(),
+        let Some(list) = foreign.get_mut(kind) else {
+            continue;
         };
-        if let Some(list) = foreign.get_mut(kind) {
-            let adopted = take(list, &|e| {
-                e["name"].as_str().is_some_and(|n| names.contains(n))
-            });
-            ours.entry(kind).or_default().extend(adopted);
-        }
+        let wanted = |n: &str| match kind {
+            "services" => desired.services.contains_key(n),
+            _ => desired.routes.contains_key(n),
+        };
+        let (adopted, kept): (Vec<Value>, Vec<Value>) = std::mem::take(list)
+            .into_iter()
+            .partition(|e| e["name"].as_str().is_some_and(wanted));
+        *list = kept;
+        ours.entry(kind).or_default().extend(adopted);
     }
     // our services' ids (adopted ones included) → names, to match plugins by their service
-    let service_name: BTreeMap<String, String> = ours
+    let service_name: BTreeMap<&str, &str> = ours
         .get("services")
         .into_iter()
         .flatten()
-        .filter_map(|s| {
-            Some((
-                s["id"].as_str()?.to_string(),
-                s["name"].as_str()?.to_string(),
-            ))
-        })
+        .filter_map(|s| Some((s["id"].as_str()?, s["name"].as_str()?)))
         .collect();
-    let fk = |e: &Value, k: &str| -> Option<String> {
-        match &e[k] {
-            Value::String(id) => Some(id.clone()),
-            Value::Object(o) => o.get("id").and_then(Value::as_str).map(String::from),
-            _ => None,
-        }
-    };
+    let mut adopted = Vec::new();
     if let Some(list) = foreign.get_mut("plugins") {
-        let adopted = take(list, &|e| {
-            let on = fk(e, "service").and_then(|id| service_name.get(&id).cloned());
-            fk(e, "route").is_none()
-                && fk(e, "consumer").is_none()
-                && desired.plugins.values().any(|p| {
-                    Some(p.service.as_str()) == on.as_deref() && e["name"] == p.name.as_str()
-                })
-        });
-        // matched on instance_name below: give them ours
-        for mut e in adopted {
-            let on = fk(&e, "service").and_then(|id| service_name.get(&id).cloned());
-            if let Some(p) = desired
-                .plugins
-                .values()
-                .find(|p| Some(p.service.as_str()) == on.as_deref() && e["name"] == p.name.as_str())
-            {
-                e["instance_name"] = json!(p.instance_name);
+        for mut e in std::mem::take(list) {
+            let on = fk_id(&e, "service").and_then(|id| service_name.get(id).copied());
+            let ours_too = desired.plugins.values().find(|p| {
+                Some(p.service.as_str()) == on
+                    && e["name"] == p.name.as_str()
+                    && fk_id(&e, "route").is_none()
+                    && fk_id(&e, "consumer").is_none()
+            });
+            match ours_too {
+                // matched on instance_name later: give it ours
+                Some(p) => {
+                    e["instance_name"] = json!(p.instance_name);
+                    adopted.push(e);
+                }
+                None => list.push(e),
             }
-            ours.entry("plugins").or_default().push(e);
         }
     }
+    ours.entry("plugins").or_default().extend(adopted);
 }
 
 /// `v` with object keys sorted at every level and each top-level entity list sorted by name (or

@@ -360,10 +360,7 @@ async fn malformed_labels_are_skipped_with_a_clear_reason_and_never_crash_the_si
         &[("nasiko.type", "agent"), ("nasiko.name", "")],
     );
     let good = unique("good");
-    h.net.agent(
-        &format!("c-{good}"),
-        &[("nasiko.type", "agent"), ("nasiko.name", &good)],
-    );
+    h.net.labelled_agent(&good);
     h.wait_service(&format!("agent-{good}"), "the well-labelled agent", |s| {
         s.is_some()
     })
@@ -427,10 +424,7 @@ async fn converged_state_makes_zero_writes_and_foreign_entities_survive() {
     h.start_sidecar().await;
     for i in 0..2 {
         let n = unique(&format!("rest{i}"));
-        h.net.agent(
-            &format!("c-{n}"),
-            &[("nasiko.type", "agent"), ("nasiko.name", &n)],
-        );
+        h.net.labelled_agent(&n);
         h.wait_service(&format!("agent-{n}"), "agent routed", |s| s.is_some())
             .await;
     }
@@ -484,19 +478,13 @@ async fn converged_state_makes_zero_writes_and_foreign_entities_survive() {
 async fn kong_down_during_a_change_converges_when_it_returns_with_no_deletes() {
     let h = Harness::new().await;
     let a = unique("stay");
-    h.net.agent(
-        &format!("c-{a}"),
-        &[("nasiko.type", "agent"), ("nasiko.name", &a)],
-    );
+    h.net.labelled_agent(&a);
     h.wait_service(&format!("agent-{a}"), "first agent", |s| s.is_some())
         .await;
     h.kong.set_fault(Fault::Refuse);
     h.kong.clear_requests();
     let b = unique("late");
-    h.net.agent(
-        &format!("c-{b}"),
-        &[("nasiko.type", "agent"), ("nasiko.name", &b)],
-    );
+    h.net.labelled_agent(&b);
     // down long enough that a backoff would by now wait seconds (0.5, 1, 2, 4 s ...)
     tokio::time::sleep(Duration::from_millis(6000)).await;
     let s = h.status().await;
@@ -534,10 +522,7 @@ async fn kong_down_during_a_change_converges_when_it_returns_with_no_deletes() {
     // 500s are retried the same way
     h.kong.set_fault(Fault::Error500);
     let c = unique("after500");
-    h.net.agent(
-        &format!("c-{c}"),
-        &[("nasiko.type", "agent"), ("nasiko.name", &c)],
-    );
+    h.net.labelled_agent(&c);
     // a Kong that answers 5xx is up but not healthy (issue 12, finding 9)
     h.wait_status("kong_status unhealthy while Kong answers 500", |s| {
         s["kong_status"] == "unhealthy" && s["status"] == "degraded"
@@ -580,10 +565,7 @@ async fn a_missing_static_routes_folder_never_stops_syncing_and_shows_in_status(
     assert!(health["static_routes_watch"].is_string(), "{health}");
     // agents are still routed, with the built-in static proxies
     let a = unique("nodir");
-    h.net.agent(
-        &format!("c-{a}"),
-        &[("nasiko.type", "agent"), ("nasiko.name", &a)],
-    );
+    h.net.labelled_agent(&a);
     h.wait_service(&format!("agent-{a}"), "an agent while not watching", |s| {
         s.is_some()
     })
@@ -619,10 +601,7 @@ async fn a_cut_docker_connection_is_recovered_and_re_listed() {
     let proxy = SocketProxy::start("/var/run/docker.sock").await;
     let h = Harness::with_docker_host(Some(proxy.docker_host())).await;
     let a = unique("before-cut");
-    h.net.agent(
-        &format!("c-{a}"),
-        &[("nasiko.type", "agent"), ("nasiko.name", &a)],
-    );
+    h.net.labelled_agent(&a);
     h.wait_service(&format!("agent-{a}"), "agent before the cut", |s| {
         s.is_some()
     })
@@ -636,10 +615,7 @@ async fn a_cut_docker_connection_is_recovered_and_re_listed() {
     // changes while cut: one agent goes, one comes
     docker_ok(&["rm", "-f", &format!("c-{a}")]);
     let b = unique("during-cut");
-    h.net.agent(
-        &format!("c-{b}"),
-        &[("nasiko.type", "agent"), ("nasiko.name", &b)],
-    );
+    h.net.labelled_agent(&b);
     let (s, _) = h
         .http
         .json("POST", &format!("{}/sync", h.api), None)
@@ -723,10 +699,7 @@ async fn a_node_without_nasiko_auth_gets_the_other_plugins_and_reports_the_missi
     h.kong
         .set_available_plugins(vec!["cors".into(), "chat-logger".into()]);
     let n = unique("noauth");
-    h.net.agent(
-        &format!("c-{n}"),
-        &[("nasiko.type", "agent"), ("nasiko.name", &n)],
-    );
+    h.net.labelled_agent(&n);
     h.wait_service(&format!("agent-{n}"), "agent", |s| s.is_some())
         .await;
     let (s, _) = h
@@ -911,10 +884,7 @@ async fn dbless_kong_gets_one_push_keeps_foreign_entities_and_rests_at_304() {
     h.start_sidecar().await;
     let names: Vec<String> = (0..2).map(|i| unique(&format!("dbless{i}"))).collect();
     for n in &names {
-        h.net.agent(
-            &format!("c-{n}"),
-            &[("nasiko.type", "agent"), ("nasiko.name", n)],
-        );
+        h.net.labelled_agent(n);
     }
     for n in &names {
         h.wait_service(&format!("agent-{n}"), "agent routed", |s| s.is_some())

@@ -128,6 +128,15 @@ impl TestNet {
     }
 
     /// An agent-like container on this network that serves HTTP on 5000 (busybox httpd).
+    /// An agent named `name` as the build agent labels one (type and name), in container
+    /// `c-{name}`; returns the container id.
+    pub fn labelled_agent(&self, name: &str) -> String {
+        self.agent(
+            &format!("c-{name}"),
+            &[("nasiko.type", "agent"), ("nasiko.name", name)],
+        )
+    }
+
     pub fn agent(&self, container: &str, labels: &[(&str, &str)]) -> String {
         let net = format!("--network={}", self.name);
         let mut extra: Vec<String> = vec![net];

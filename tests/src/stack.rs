@@ -107,6 +107,20 @@ impl Stack {
         s
     }
 
+    /// `scripts/deploy-agent.sh examples/hello-agent --name NAME --wait`, the README's command.
+    pub fn deploy_hello(&self, name: &str) -> std::process::Output {
+        let example = repo_root().join("examples/hello-agent");
+        self.script(
+            "deploy-agent.sh",
+            &[
+                example.to_str().expect("utf-8 path"),
+                "--name",
+                name,
+                "--wait",
+            ],
+        )
+    }
+
     /// `scripts/deploy-agent.sh COPY --name NAME --watch` on a fresh copy of examples/hello-agent
     /// in this stack's folder, its output in `watch.log` there. Returns the watcher and the copy.
     pub fn watch_hello(&self, name: &str) -> (crate::process::ChildGuard, PathBuf) {

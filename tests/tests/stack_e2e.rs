@@ -265,11 +265,7 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
     // a newcomer's first agent (issue 13): examples/hello-agent with the README's command, its
     // card through the gateway; then the edit-and-see loop
     let hello = format!("hello{}", std::process::id());
-    let example = nasiko_tests::stack::repo_root().join("examples/hello-agent");
-    let out = stack.script(
-        "deploy-agent.sh",
-        &[example.to_str().unwrap(), "--name", &hello, "--wait"],
-    );
+    let out = stack.deploy_hello(&hello);
     assert!(
         out.status.success(),
         "{}{}",
@@ -278,10 +274,7 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
     );
     // a name the build agent's rule refuses: the script says the rule and copies nothing
     let bad = "../Hello";
-    let out = stack.script(
-        "deploy-agent.sh",
-        &[example.to_str().unwrap(), "--name", bad, "--wait"],
-    );
+    let out = stack.deploy_hello(bad);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "deploy-agent.sh accepted '{bad}'");
     assert!(
@@ -565,11 +558,7 @@ async fn the_dbless_stack_comes_up_and_routes_an_agent_through_declarative_pushe
         .unwrap();
     assert_eq!(root["configuration"]["database"], "off");
     let name = format!("dbl{}", std::process::id());
-    let example = nasiko_tests::stack::repo_root().join("examples/hello-agent");
-    let out = stack.script(
-        "deploy-agent.sh",
-        &[example.to_str().unwrap(), "--name", &name, "--wait"],
-    );
+    let out = stack.deploy_hello(&name);
     assert!(
         out.status.success(),
         "{}{}",
