@@ -10,6 +10,9 @@ pub mod labels {
     pub const PORT: &str = "nasiko.port";
     pub const VERSION: &str = "nasiko.version";
     pub const UPLOAD_ID: &str = "nasiko.upload-id";
+    /// `true` on the build agent's update stand-by: it serves while the entry container is
+    /// recreated, then gives way to it (the sidecar weights it 0 once that one is ready).
+    pub const HANDOVER: &str = "nasiko.handover";
     /// `nasiko.type` of an agent's entry service (routed).
     pub const TYPE_AGENT: &str = "agent";
     /// `nasiko.type` of an agent's other services (never routed).

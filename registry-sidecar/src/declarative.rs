@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The entity lists we write; other kinds are only carried over.
-const OURS: [&str; 3] = ["services", "routes", "plugins"];
+const OURS: [&str; 5] = ["upstreams", "targets", "services", "routes", "plugins"];
 
 fn owned(e: &Value, owner_tag: &str) -> bool {
     e["tags"]
@@ -20,14 +20,18 @@ fn owned(e: &Value, owner_tag: &str) -> bool {
         .is_some_and(|t| t.iter().any(|x| x == owner_tag))
 }
 
-/// The key an entity of `kind` is matched on between Kong and the desired state.
+/// The key an entity of `kind` is matched on between Kong and the desired state (a target's:
+/// its upstream, as written, and its address).
 fn key(kind: &str, e: &Value) -> Option<String> {
-    let k = if kind == "plugins" {
-        "instance_name"
-    } else {
-        "name"
-    };
-    e[k].as_str().map(String::from)
+    match kind {
+        "plugins" => e["instance_name"].as_str().map(String::from),
+        "targets" => Some(format!(
+            "{}|{}",
+            fk_id(e, "upstream").or(e["upstream"]["name"].as_str())?,
+            e["target"].as_str()?
+        )),
+        _ => e["name"].as_str().map(String::from),
+    }
 }
 
 /// A UUID-shaped id from an entity's kind and key (FNV-1a, two seeds): stable, and only used for
@@ -71,7 +75,7 @@ fn fk_id<'v>(e: &'v Value, fk: &str) -> Option<&'v str> {
 fn referenced_ids(foreign: &[Value]) -> BTreeSet<String> {
     foreign
         .iter()
-        .flat_map(|e| ["service", "route", "consumer"].map(|fk| fk_id(e, fk)))
+        .flat_map(|e| ["service", "route", "consumer", "upstream"].map(|fk| fk_id(e, fk)))
         .flatten()
         .map(String::from)
         .collect()
@@ -89,6 +93,21 @@ pub fn document(
     doc.insert("_format_version".into(), json!("3.0"));
     // what Kong exports is already transformed (hashed credentials and the like)
     doc.insert("_transform".into(), json!(false));
+    // Kong's export names a target's upstream by id; the desired state by name
+    let upstream_name: BTreeMap<String, String> = current["upstreams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| Some((u["id"].as_str()?.into(), u["name"].as_str()?.into())))
+        .collect();
+    let match_key = |kind: &str, e: &Value| -> Option<String> {
+        if kind != "targets" {
+            return key(kind, e);
+        }
+        let up = fk_id(e, "upstream")?;
+        let up = upstream_name.get(up).map(String::as_str).unwrap_or(up);
+        Some(format!("{up}|{}", e["target"].as_str()?))
+    };
     let mut foreign: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     let mut ours_now: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for (kind, list) in current.as_object().into_iter().flatten() {
@@ -109,6 +128,26 @@ pub fn document(
             .extend(list.iter().filter(|e| is_ours(e)).cloned());
     }
     let wanted: BTreeMap<&str, BTreeMap<String, Value>> = [
+        (
+            "upstreams",
+            desired
+                .upstreams
+                .values()
+                .map(|u| (u.name.clone(), u.body()))
+                .collect(),
+        ),
+        (
+            "targets",
+            desired
+                .targets
+                .values()
+                .map(|t| {
+                    let mut b = t.body();
+                    b["upstream"] = json!(t.upstream);
+                    (format!("{}|{}", t.upstream, t.target), b)
+                })
+                .collect(),
+        ),
         (
             "services",
             desired
@@ -136,7 +175,7 @@ pub fn document(
     ]
     .into_iter()
     .collect();
-    adopt(&mut foreign, &mut ours_now, desired);
+    adopt(&mut foreign, &mut ours_now, desired, &match_key);
     let all_foreign: Vec<Value> = foreign.values().flatten().cloned().collect();
     let pinned = referenced_ids(&all_foreign);
     for kind in OURS {
@@ -144,12 +183,12 @@ pub fn document(
         let want = &wanted[kind];
         let id_of: BTreeMap<String, Value> = now
             .iter()
-            .filter_map(|e| Some((key(kind, e)?, e["id"].clone())))
+            .filter_map(|e| Some((match_key(kind, e)?, e["id"].clone())))
             .collect();
         let mut list = foreign.remove(kind).unwrap_or_default();
         // ours that the desired state lacks: kept while blind or while something points at them
         for e in &now {
-            let listed = key(kind, e).is_some_and(|k| want.contains_key(&k));
+            let listed = match_key(kind, e).is_some_and(|k| want.contains_key(&k));
             let is_pinned = e["id"].as_str().is_some_and(|id| pinned.contains(id));
             if !listed && (keep_unlisted || is_pinned) {
                 list.push(e.clone());
@@ -185,18 +224,21 @@ pub fn document(
 }
 
 /// Untagged entities with the names we use (left by the Python registry, which tagged nothing)
-/// become ours, as a PUT by name adopts them in DB mode: a service or route of a desired name,
-/// and a plugin of a desired name on one of our services (service-wide). Their ids are kept.
+/// become ours, as a PUT by name adopts them in DB mode: an upstream, service or route of a
+/// desired name, a target at a desired address of one of our upstreams, and a plugin of a desired
+/// name on one of our services (service-wide). Their ids are kept.
 fn adopt<'a>(
     foreign: &mut BTreeMap<&'a str, Vec<Value>>,
     ours: &mut BTreeMap<&'a str, Vec<Value>>,
     desired: &DesiredState,
+    match_key: &dyn Fn(&str, &Value) -> Option<String>,
 ) {
-    for kind in ["services", "routes"] {
+    for kind in ["upstreams", "services", "routes"] {
         let Some(list) = foreign.get_mut(kind) else {
             continue;
         };
         let wanted = |n: &str| match kind {
+            "upstreams" => desired.upstreams.contains_key(n),
             "services" => desired.services.contains_key(n),
             _ => desired.routes.contains_key(n),
         };
@@ -205,6 +247,26 @@ fn adopt<'a>(
             .partition(|e| e["name"].as_str().is_some_and(wanted));
         *list = kept;
         ours.entry(kind).or_default().extend(adopted);
+    }
+    let our_upstreams: BTreeSet<&str> = ours
+        .get("upstreams")
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u["id"].as_str())
+        .collect();
+    if let Some(list) = foreign.get_mut("targets") {
+        let (adopted, kept): (Vec<Value>, Vec<Value>) =
+            std::mem::take(list).into_iter().partition(|t| {
+                fk_id(t, "upstream").is_some_and(|u| our_upstreams.contains(u))
+                    && match_key("targets", t).is_some_and(|k| {
+                        desired
+                            .targets
+                            .values()
+                            .any(|d| format!("{}|{}", d.upstream, d.target) == k)
+                    })
+            });
+        *list = kept;
+        ours.entry("targets").or_default().extend(adopted);
     }
     // our services' ids (adopted ones included) → names, to match plugins by their service
     let service_name: BTreeMap<&str, &str> = ours
@@ -412,6 +474,62 @@ mod tests {
         assert_eq!(names(&doc, "services"), ["agent-pinned"]);
         let blind = document(&desired(&[]), &current, "owner", true);
         assert_eq!(names(&blind, "services"), ["agent-gone", "agent-pinned"]);
+    }
+
+    #[test]
+    fn targets_keep_their_ids_a_foreign_target_rides_along_and_pins_our_upstream() {
+        use crate::desired::{TargetSpec, UpstreamSpec};
+        let with_target = |addr: &str| {
+            let mut d = desired(&["a"]);
+            d.upstreams.insert(
+                "agent-a".into(),
+                UpstreamSpec {
+                    name: "agent-a".into(),
+                    tags: vec!["owner".into()],
+                },
+            );
+            d.targets.insert(
+                ("agent-a".into(), addr.into()),
+                TargetSpec {
+                    upstream: "agent-a".into(),
+                    target: addr.into(),
+                    weight: 100,
+                    container: "agent-a".into(),
+                    tags: vec!["owner".into()],
+                },
+            );
+            d
+        };
+        // as Kong exports: foreign keys as ids
+        let current = json!({
+            "upstreams": [{"id": "u-a", "name": "agent-a", "tags": ["owner"]}],
+            "targets": [
+                {"id": "t-1", "target": "10.0.0.2:5000", "upstream": "u-a", "weight": 100, "tags": ["owner"]},
+                {"id": "t-old", "target": "10.0.0.1:5000", "upstream": "u-a", "weight": 0, "tags": ["owner"]},
+                {"id": "t-ops", "target": "10.9.9.9:80", "upstream": "u-a", "weight": 1, "tags": ["ops"]}
+            ]
+        });
+        let doc = document(&with_target("10.0.0.2:5000"), &current, "owner", false);
+        let targets = doc["targets"].as_array().unwrap();
+        let ids: BTreeSet<&str> = targets.iter().filter_map(|t| t["id"].as_str()).collect();
+        assert_eq!(
+            ids,
+            ["t-1", "t-ops"].into(),
+            "the stopped one goes, the foreign one stays"
+        );
+        let ours = targets.iter().find(|t| t["id"] == "t-1").unwrap();
+        assert_eq!(ours["upstream"], "agent-a", "referenced by name");
+        assert_eq!(doc["upstreams"][0]["id"], "u-a");
+        // the agent goes: its upstream stays while the foreign target points at it
+        let gone = document(&desired(&[]), &current, "owner", false);
+        assert_eq!(names(&gone, "upstreams"), ["agent-a"]);
+        let ids: Vec<&str> = gone["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["id"].as_str())
+            .collect();
+        assert_eq!(ids, ["t-ops"]);
     }
 
     #[test]

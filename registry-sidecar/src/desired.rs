@@ -1,7 +1,8 @@
-//! The desired Kong state: agent endpoints + static proxies + the plugins the node has,
-//! as named services, routes and plugins (contracts.md §2). Pure and table-tested.
+//! The desired Kong state: agent endpoints + static proxies + the plugins the node has, as named
+//! services, routes and plugins (contracts.md §2), and for each Docker agent an upstream whose
+//! targets are its containers, weighted by `weigh`. Pure and table-tested.
 
-use crate::endpoint::AgentEndpoint;
+use crate::endpoint::{AgentEndpoint, Discovered};
 use crate::static_routes::{StaticConfig, DEFAULT_METHODS};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -93,8 +94,33 @@ pub struct PluginSpec {
     pub tags: Vec<String>,
 }
 
+/// An agent's upstream, `agent-{name}`: Kong balances its service across the targets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamSpec {
+    pub name: String,
+    pub tags: Vec<String>,
+}
+
+/// One container of an agent as a target of its upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSpec {
+    pub upstream: String,
+    /// `ip:port`, as Kong stores it.
+    pub target: String,
+    pub weight: u16,
+    /// The container's name, for the logs.
+    pub container: String,
+    pub tags: Vec<String>,
+}
+
+/// The weight of a container that takes traffic; 0 drains one (no new requests).
+pub const FULL_WEIGHT: u16 = 100;
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DesiredState {
+    pub upstreams: BTreeMap<String, UpstreamSpec>,
+    /// (upstream, target) → target
+    pub targets: BTreeMap<(String, String), TargetSpec>,
     pub services: BTreeMap<String, ServiceSpec>,
     pub routes: BTreeMap<String, RouteSpec>,
     pub plugins: BTreeMap<String, PluginSpec>,
@@ -131,6 +157,41 @@ impl RouteSpec {
             "protocols": ["http", "https"],
             "strip_path": self.strip_path,
             "preserve_host": self.preserve_host,
+            "tags": self.tags,
+        })
+    }
+}
+
+/// Health checks of an agent's upstream. Passive: two failed connections (or three timeouts) in a
+/// row take a container out of the rotation, between its crash and the sidecar's removal of it;
+/// active: such a container is probed (a TCP connect every 5 s) and comes back on the first
+/// success. Agents have no health endpoint (contracts.md §4.1), so nothing probes healthy ones.
+pub fn agent_healthchecks() -> Value {
+    json!({
+        "active": {"type": "tcp", "timeout": 1,
+                   "healthy": {"interval": 5, "successes": 1},
+                   "unhealthy": {"interval": 0}},
+        "passive": {"type": "http",
+                    "unhealthy": {"tcp_failures": 2, "timeouts": 3, "http_failures": 0}}
+    })
+}
+
+impl UpstreamSpec {
+    pub fn body(&self) -> Value {
+        json!({
+            "name": self.name,
+            "algorithm": "round-robin",
+            "healthchecks": agent_healthchecks(),
+            "tags": self.tags,
+        })
+    }
+}
+
+impl TargetSpec {
+    pub fn body(&self) -> Value {
+        json!({
+            "target": self.target,
+            "weight": self.weight,
             "tags": self.tags,
         })
     }
@@ -173,25 +234,49 @@ fn is_warm(a: &AgentEndpoint, now: f64, warmup: f64) -> bool {
     a.started_unix().is_none_or(|t| t + warmup <= now)
 }
 
-/// Which container of an agent gets the route: the newest of those running for `warmup` seconds,
-/// else (none warmed up yet) the oldest. So a replacement started beside a running container takes
-/// over only once it has had time to start listening: the build agent's update handover.
-pub fn pick<'a>(candidates: &[&'a AgentEndpoint], now: f64, warmup: f64) -> &'a AgentEndpoint {
-    let key = |a: &&&AgentEndpoint| (a.started_at.clone(), a.container_id.clone());
-    let newest_warm = candidates
-        .iter()
-        .filter(|a| is_warm(a, now, warmup))
-        .max_by_key(key);
-    match newest_warm {
-        Some(a) => a,
-        None => candidates
-            .iter()
-            .min_by_key(key)
-            .expect("at least one candidate"),
-    }
+/// Ready for traffic: it passed its health check, or (without one) it has run `warmup` seconds.
+fn is_ready(a: &AgentEndpoint, now: f64, warmup: f64) -> bool {
+    a.health_checked || is_warm(a, now, warmup)
 }
 
-/// When the route choice may change next by a container warming up (a resync is due then).
+/// How an agent's running containers share its traffic, as (container, weight) — the targets of
+/// its upstream. None ready yet (a first deploy): every container at once. Else the newest
+/// generation (the image of the most recently created ready container) takes the traffic;
+/// ready containers of other images are drained (weight 0) until they stop, so an update's old
+/// version gets no new request once the new one can answer; the build agent's stand-by gives
+/// way (weight 0) once a ready container of its generation is not a stand-by. A container not
+/// ready while another is gets nothing yet.
+pub fn weigh<'a>(
+    candidates: &[&'a AgentEndpoint],
+    now: f64,
+    warmup: f64,
+) -> Vec<(&'a AgentEndpoint, u16)> {
+    let ready: Vec<&AgentEndpoint> = candidates
+        .iter()
+        .copied()
+        .filter(|a| is_ready(a, now, warmup))
+        .collect();
+    let Some(newest) = ready.iter().max_by_key(|a| {
+        (
+            a.created_at.as_str(),
+            a.started_at.as_str(),
+            a.container_id.as_str(),
+        )
+    }) else {
+        return candidates.iter().map(|a| (*a, FULL_WEIGHT)).collect();
+    };
+    let generation = newest.image.as_str();
+    let settled = ready.iter().any(|a| a.image == generation && !a.handover);
+    ready
+        .iter()
+        .map(|a| {
+            let serves = a.image == generation && !(a.handover && settled);
+            (*a, if serves { FULL_WEIGHT } else { 0 })
+        })
+        .collect()
+}
+
+/// When the targets may change next by a container warming up (a resync is due then).
 pub fn next_warmup<'a>(
     agents: impl Iterator<Item = &'a AgentEndpoint> + Clone,
     now: f64,
@@ -202,7 +287,7 @@ pub fn next_warmup<'a>(
         *count.entry(a.name.as_str()).or_default() += 1;
     }
     agents
-        .filter(|a| count[a.name.as_str()] > 1)
+        .filter(|a| count[a.name.as_str()] > 1 && !a.health_checked)
         .filter_map(|a| a.started_unix().map(|t| t + warmup))
         .filter(|t| *t > now)
         .min_by(|a, b| a.total_cmp(b))
@@ -267,35 +352,66 @@ pub fn build(inp: &Inputs) -> DesiredState {
         );
         add_plugins(&mut d, &p.name, &p.plugins, &static_tags);
     }
-    // one endpoint per agent name (see `pick`)
+    // each agent's containers, weighed (see `weigh`)
     let mut groups: BTreeMap<&str, Vec<&AgentEndpoint>> = BTreeMap::new();
     for a in inp.agents {
         groups.entry(a.name.as_str()).or_default().push(a);
     }
-    let by_name: BTreeMap<&str, &AgentEndpoint> = groups
-        .iter()
-        .map(|(n, c)| (*n, pick(c, inp.now, inp.warmup)))
-        .collect();
     let agent_tags = vec![inp.owner_tag.to_string(), AGENT_TAG.to_string()];
-    for a in by_name.values() {
-        let svc = a.service_name();
+    for containers in groups.values() {
+        let weighed = weigh(containers, inp.now, inp.warmup);
+        let Some((first, _)) = weighed.first() else {
+            continue;
+        };
+        let svc = first.service_name();
         if d.services.contains_key(&svc) {
             d.skipped.push(format!(
                 "agent '{}': service name {svc} is taken by a static proxy",
-                a.name
+                first.name
             ));
             continue;
         }
+        // a Kubernetes Service is balanced by the cluster: the service points at it directly
+        let upstream = if first.discovered_by == Discovered::KubernetesService {
+            Upstream {
+                protocol: "http".into(),
+                host: first.ip.clone(),
+                port: first.port,
+                path: None,
+            }
+        } else {
+            d.upstreams.insert(
+                svc.clone(),
+                UpstreamSpec {
+                    name: svc.clone(),
+                    tags: agent_tags.clone(),
+                },
+            );
+            for (a, weight) in &weighed {
+                d.targets.insert(
+                    (svc.clone(), a.target()),
+                    TargetSpec {
+                        upstream: svc.clone(),
+                        target: a.target(),
+                        weight: *weight,
+                        container: a.container_name.clone(),
+                        tags: agent_tags.clone(),
+                    },
+                );
+            }
+            // the host names the upstream; Kong takes the port from the target
+            Upstream {
+                protocol: "http".into(),
+                host: svc.clone(),
+                port: 80,
+                path: None,
+            }
+        };
         d.services.insert(
             svc.clone(),
             ServiceSpec {
                 name: svc.clone(),
-                upstream: Upstream {
-                    protocol: "http".into(),
-                    host: a.ip.clone(),
-                    port: a.port,
-                    path: None,
-                },
+                upstream,
                 connect_timeout: CONNECT_TIMEOUT_MS,
                 read_timeout: READ_WRITE_TIMEOUT_MS,
                 write_timeout: READ_WRITE_TIMEOUT_MS,
@@ -324,7 +440,6 @@ pub fn build(inp: &Inputs) -> DesiredState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::Discovered;
     use crate::static_routes::{parse, HostOverrides, EMBEDDED};
 
     fn agent(name: &str, ip: &str, started: &str) -> AgentEndpoint {
@@ -340,6 +455,10 @@ mod tests {
             upload_id: None,
             discovered_by: Discovered::Label,
             started_at: started.into(),
+            created_at: started.into(),
+            image: "v1".into(),
+            health_checked: false,
+            handover: false,
         }
     }
 
@@ -364,11 +483,16 @@ mod tests {
             s.upstream,
             Upstream {
                 protocol: "http".into(),
-                host: "10.0.0.2".into(),
-                port: 5000,
+                host: "agent-translator".into(),
+                port: 80,
                 path: None
-            }
+            },
+            "the service's host names the agent's upstream"
         );
+        assert_eq!(d.upstreams["agent-translator"].tags, ["own", AGENT_TAG]);
+        let t = &d.targets[&("agent-translator".to_string(), "10.0.0.2:5000".to_string())];
+        assert_eq!((t.weight, t.upstream.as_str()), (100, "agent-translator"));
+        assert_eq!(d.targets.len(), 1);
         assert_eq!(
             (
                 s.connect_timeout,
@@ -449,43 +573,80 @@ mod tests {
         }
     }
 
+    fn weights(c: &[&AgentEndpoint], now: f64) -> Vec<(String, u16)> {
+        weigh(c, now, 3.0)
+            .into_iter()
+            .map(|(a, w)| (a.ip.clone(), w))
+            .collect()
+    }
+
     #[test]
-    fn a_replacement_takes_the_route_only_once_warmed_up() {
+    fn an_update_hands_the_traffic_to_the_new_generation_once_it_is_ready() {
         let t = |secs: u32| format!("2026-11-24T00:00:{secs:02}Z");
         let base = 1795478400.0;
         let old = agent("a", "10.0.0.2", &t(0));
-        let new = agent("a", "10.0.0.3", &t(10));
-        let both = [&old, &new];
+        let mut standby = agent("a", "10.0.0.3", &t(10));
+        standby.image = "v2".into();
+        standby.handover = true;
         assert_eq!(
-            pick(&both, base + 11.0, 3.0).ip,
-            "10.0.0.2",
-            "the new one is still warming up"
+            weights(&[&old, &standby], base + 11.0),
+            [("10.0.0.2".to_string(), 100)],
+            "the stand-by warms up: not a target yet"
         );
         assert_eq!(
-            pick(&both, base + 13.0, 3.0).ip,
-            "10.0.0.3",
-            "warmed up: the newest takes over"
+            weights(&[&old, &standby], base + 13.0),
+            [("10.0.0.2".to_string(), 0), ("10.0.0.3".to_string(), 100)],
+            "ready: the new version serves, the old one is drained"
+        );
+        let mut new = agent("a", "10.0.0.4", &t(20));
+        new.image = "v2".into();
+        assert_eq!(
+            weights(&[&standby, &new], base + 21.0),
+            [("10.0.0.3".to_string(), 100)],
+            "the recreated entry container warms up while the stand-by serves"
         );
         assert_eq!(
-            pick(&[&new], base + 10.5, 3.0).ip,
-            "10.0.0.3",
-            "alone, a container is routed at once"
+            weights(&[&standby, &new], base + 23.0),
+            [("10.0.0.3".to_string(), 0), ("10.0.0.4".to_string(), 100)],
+            "the stand-by gives way to its generation's entry container"
         );
-        let fresh_pair = [
-            &agent("a", "10.0.0.4", &t(20)),
-            &agent("a", "10.0.0.5", &t(21)),
-        ];
-        assert_eq!(
-            pick(&fresh_pair, base + 21.5, 3.0).ip,
-            "10.0.0.4",
-            "none warm: the oldest"
-        );
-        let agents = [old.clone(), new.clone()];
+        let agents = [old.clone(), standby.clone()];
         assert_eq!(
             next_warmup(agents.iter(), base + 11.0, 3.0),
             Some(base + 13.0)
         );
         assert_eq!(next_warmup(agents.iter(), base + 14.0, 3.0), None);
+    }
+
+    #[test]
+    fn replicas_share_the_traffic_and_a_lone_or_fresh_agent_is_routed_at_once() {
+        let t = |secs: u32| format!("2026-11-24T00:00:{secs:02}Z");
+        let base = 1795478400.0;
+        let one = agent("a", "10.0.0.5", &t(20));
+        assert_eq!(
+            weights(&[&one], base + 20.5),
+            [("10.0.0.5".to_string(), 100)],
+            "alone, a container is routed at once"
+        );
+        let two = agent("a", "10.0.0.6", &t(21));
+        assert_eq!(
+            weights(&[&one, &two], base + 21.5),
+            [("10.0.0.5".to_string(), 100), ("10.0.0.6".to_string(), 100)],
+            "none warm yet (a first deploy of two replicas): both"
+        );
+        assert_eq!(
+            weights(&[&one, &two], base + 30.0),
+            [("10.0.0.5".to_string(), 100), ("10.0.0.6".to_string(), 100)],
+            "replicas of one image share the traffic"
+        );
+        let mut checked = agent("a", "10.0.0.7", &t(29));
+        checked.health_checked = true;
+        checked.image = "v2".into();
+        assert_eq!(
+            weights(&[&one, &checked], base + 29.5),
+            [("10.0.0.5".to_string(), 0), ("10.0.0.7".to_string(), 100)],
+            "a container that passed its health check is ready without a warm-up"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The diff: desired state against the Kong entities we own (tag-scoped), as an ordered plan of
-//! writes — services, routes, plugins; deletes in reverse. Converged state gives an empty plan. Pure.
+//! writes — upstreams and new targets, services, plugins, routes, then drained targets; deletes in
+//! reverse. Converged state gives an empty plan. Pure.
 
-use crate::desired::{DesiredState, PluginSpec, RouteSpec, ServiceSpec};
+use crate::desired::{DesiredState, PluginSpec, RouteSpec, ServiceSpec, TargetSpec, UpstreamSpec};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -11,16 +12,47 @@ pub struct OwnedState {
     pub services: Vec<Value>,
     pub routes: Vec<Value>,
     pub plugins: Vec<Value>,
+    pub upstreams: Vec<Value>,
+    /// The targets of our upstreams that carry the tag.
+    pub targets: Vec<Value>,
+    /// Targets found on our upstreams without the tag (someone else's, or the Python era's).
+    pub foreign_targets: Vec<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum KongWrite {
+    PutUpstream(UpstreamSpec),
+    /// `POST /upstreams/{u}/targets` (Kong 3.4 has no PUT that creates a target).
+    AddTarget(TargetSpec),
+    /// `PATCH /upstreams/{u}/targets/{id}`: its weight (and our tag, adopting an untagged one).
+    UpdateTarget {
+        id: String,
+        spec: TargetSpec,
+    },
+    DeleteTarget {
+        upstream: String,
+        id: String,
+        target: String,
+    },
+    DeleteUpstream {
+        id: String,
+        name: String,
+    },
     PutService(ServiceSpec),
     PutRoute(RouteSpec),
     PutPlugin(PluginSpec),
-    DeletePlugin { id: String, label: String },
-    DeleteRoute { id: String, name: String },
-    DeleteService { id: String, name: String },
+    DeletePlugin {
+        id: String,
+        label: String,
+    },
+    DeleteRoute {
+        id: String,
+        name: String,
+    },
+    DeleteService {
+        id: String,
+        name: String,
+    },
 }
 
 impl KongWrite {
@@ -35,6 +67,23 @@ impl KongWrite {
                 s.upstream.port,
                 s.upstream.path.as_deref().unwrap_or("")
             ),
+            KongWrite::PutUpstream(u) => format!("upsert upstream {}", u.name),
+            KongWrite::AddTarget(t) => format!(
+                "add target {} ({}) to {} at weight {}",
+                t.target, t.container, t.upstream, t.weight
+            ),
+            KongWrite::UpdateTarget { spec: t, .. } if t.weight == 0 => format!(
+                "drain target {} ({}) of {}: weight 0",
+                t.target, t.container, t.upstream
+            ),
+            KongWrite::UpdateTarget { spec: t, .. } => format!(
+                "set target {} ({}) of {} to weight {}",
+                t.target, t.container, t.upstream, t.weight
+            ),
+            KongWrite::DeleteTarget {
+                upstream, target, ..
+            } => format!("remove target {target} from {upstream}"),
+            KongWrite::DeleteUpstream { name, .. } => format!("delete upstream {name}"),
             KongWrite::PutRoute(r) => format!("upsert route {} {:?}", r.name, r.paths),
             KongWrite::PutPlugin(p) => format!("upsert plugin {} on {}", p.name, p.service),
             KongWrite::DeletePlugin { label, .. } => format!("delete plugin {label}"),
@@ -102,6 +151,21 @@ fn route_matches(want: &RouteSpec, have: &Value, service_id: Option<&str>) -> bo
         && same_tags(&want.tags, &have["tags"])
 }
 
+/// `want` is contained in `have`: every key of `want` (at every level of objects) has the same
+/// value in `have`, which may hold more (Kong fills in defaults).
+fn contains(have: &Value, want: &Value) -> bool {
+    match (have, want) {
+        (Value::Object(h), Value::Object(w)) => w
+            .iter()
+            .all(|(k, v)| h.get(k).is_some_and(|hv| contains(hv, v))),
+        (h, w) => h == w,
+    }
+}
+
+fn upstream_matches(want: &UpstreamSpec, have: &Value) -> bool {
+    contains(have, &want.body()) && same_tags(&want.tags, &have["tags"])
+}
+
 fn plugin_matches(want: &PluginSpec, have: &Value, service_id: Option<&str>) -> bool {
     let config_ok = match want.config.as_object() {
         Some(m) => m.iter().all(|(k, v)| have["config"].get(k) == Some(v)),
@@ -133,6 +197,56 @@ pub fn plan(desired: &DesiredState, owned: &OwnedState, allow_deletes: bool) -> 
             .map(String::from)
     };
 
+    let upstreams = by_name(&owned.upstreams, "name");
+    let upstream_name: BTreeMap<&str, &str> = owned
+        .upstreams
+        .iter()
+        .filter_map(|u| Some((s(u, "id")?, s(u, "name")?)))
+        .collect();
+    // targets on our upstreams, by (upstream name, address)
+    let keyed = |list: &'_ [Value]| -> BTreeMap<(String, String), Value> {
+        list.iter()
+            .filter_map(|t| {
+                let up = upstream_name.get(t["upstream"].get("id")?.as_str()?)?;
+                Some(((up.to_string(), s(t, "target")?.to_string()), t.clone()))
+            })
+            .collect()
+    };
+    let ours = keyed(&owned.targets);
+    let foreign = keyed(&owned.foreign_targets);
+
+    let mut put_upstreams = Vec::new();
+    for (name, want) in &desired.upstreams {
+        if !upstreams
+            .get(name)
+            .is_some_and(|have| upstream_matches(want, have))
+        {
+            put_upstreams.push(KongWrite::PutUpstream(want.clone()));
+        }
+    }
+    let (mut raise_targets, mut drain_targets) = (Vec::new(), Vec::new());
+    for (key, want) in &desired.targets {
+        // an untagged one at the address is adopted (PATCH), as a PUT by name adopts a service
+        match ours.get(key).or_else(|| foreign.get(key)) {
+            None => raise_targets.push(KongWrite::AddTarget(want.clone())),
+            Some(have) => {
+                let weight = have["weight"].as_u64().unwrap_or(0);
+                if weight == want.weight as u64 && same_tags(&want.tags, &have["tags"]) {
+                    continue;
+                }
+                let w = KongWrite::UpdateTarget {
+                    id: s(have, "id").unwrap_or_default().to_string(),
+                    spec: want.clone(),
+                };
+                // a weight that drops waits until everything else is in place
+                if (want.weight as u64) < weight {
+                    drain_targets.push(w);
+                } else {
+                    raise_targets.push(w);
+                }
+            }
+        }
+    }
     let mut put_services = Vec::new();
     for (name, want) in &desired.services {
         if !services
@@ -162,9 +276,18 @@ pub fn plan(desired: &DesiredState, owned: &OwnedState, allow_deletes: bool) -> 
             put_plugins.push(KongWrite::PutPlugin(want.clone()));
         }
     }
-    // a service's plugins (nasiko-auth among them) exist before the route that exposes it, and
-    // the route goes before its plugins on removal: no request reaches an agent unauthenticated
-    let mut phases = vec![put_services, put_plugins, put_routes];
+    // an upstream has its targets before a service is pointed at it; a service's plugins
+    // (nasiko-auth among them) exist before the route that exposes it, and the route goes before
+    // its plugins on removal: no request reaches an agent unauthenticated; a drained target keeps
+    // serving until everything else is in place
+    let mut phases = vec![
+        put_upstreams,
+        raise_targets,
+        put_services,
+        put_plugins,
+        put_routes,
+        drain_targets,
+    ];
     if allow_deletes {
         let mut del_plugins = Vec::new();
         for p in &owned.plugins {
@@ -201,7 +324,39 @@ pub fn plan(desired: &DesiredState, owned: &OwnedState, allow_deletes: bool) -> 
                 });
             }
         }
-        phases.extend([del_routes, del_plugins, del_services]);
+        let mut del_upstreams = Vec::new();
+        let mut kept_upstreams: Vec<&str> = Vec::new();
+        for u in &owned.upstreams {
+            let (Some(id), Some(name)) = (s(u, "id"), s(u, "name")) else {
+                continue;
+            };
+            if desired.upstreams.contains_key(name) {
+                continue;
+            }
+            // a target we do not own would go with it (Kong cascades): then it stays
+            if foreign.keys().any(|(up, _)| up == name) {
+                kept_upstreams.push(name);
+                continue;
+            }
+            del_upstreams.push(KongWrite::DeleteUpstream {
+                id: id.into(),
+                name: name.into(),
+            });
+        }
+        for ((up, addr), t) in &ours {
+            let kept = desired.upstreams.contains_key(up) || kept_upstreams.contains(&up.as_str());
+            if !kept || desired.targets.contains_key(&(up.clone(), addr.clone())) {
+                continue; // goes with its upstream, or wanted
+            }
+            if let Some(id) = s(t, "id") {
+                del_services.push(KongWrite::DeleteTarget {
+                    upstream: up.clone(),
+                    id: id.into(),
+                    target: addr.clone(),
+                });
+            }
+        }
+        phases.extend([del_routes, del_plugins, del_services, del_upstreams]);
     }
     phases.retain(|p| !p.is_empty());
     Plan { phases }
@@ -236,6 +391,10 @@ mod tests {
                 upload_id: None,
                 discovered_by: Discovered::Label,
                 started_at: String::new(),
+                created_at: String::new(),
+                image: String::new(),
+                health_checked: false,
+                handover: false,
             })
             .collect();
         build(&Inputs {
@@ -251,7 +410,29 @@ mod tests {
     /// What Kong would hold after applying `d` (the full shape, as the emulator answers).
     fn as_kong(d: &DesiredState) -> OwnedState {
         let sid = |n: &str| format!("id-{n}");
+        let uid = |n: &str| format!("uid-{n}");
         OwnedState {
+            upstreams: d
+                .upstreams
+                .values()
+                .map(|u| {
+                    let mut b = u.body();
+                    b["id"] = json!(uid(&u.name));
+                    b["slots"] = json!(10000);
+                    b
+                })
+                .collect(),
+            targets: d
+                .targets
+                .values()
+                .map(|t| {
+                    let mut b = t.body();
+                    b["id"] = json!(format!("tid-{}", t.target));
+                    b["upstream"] = json!({"id": uid(&t.upstream)});
+                    b
+                })
+                .collect(),
+            foreign_targets: vec![],
             services: d
                 .services
                 .values()
@@ -295,40 +476,93 @@ mod tests {
         assert_eq!(plan(&d, &as_kong(&d), true), Plan::default());
     }
 
-    #[test]
-    fn an_empty_kong_gets_services_then_plugins_then_routes() {
-        let d = desired(&[("a", "10.0.0.2")]);
-        let p = plan(&d, &OwnedState::default(), true);
-        assert_eq!(p.phases.len(), 3);
-        assert!(p.phases[0]
+    fn kinds(phase: &[KongWrite]) -> Vec<&'static str> {
+        let mut v: Vec<&str> = phase
             .iter()
-            .all(|w| matches!(w, KongWrite::PutService(_))));
-        assert!(p.phases[1]
-            .iter()
-            .all(|w| matches!(w, KongWrite::PutPlugin(_))));
-        assert!(p.phases[2]
-            .iter()
-            .all(|w| matches!(w, KongWrite::PutRoute(_))));
-        assert_eq!(p.phases[0].len(), 9);
+            .map(|w| match w {
+                KongWrite::PutUpstream(_) => "put upstream",
+                KongWrite::AddTarget(_) => "add target",
+                KongWrite::UpdateTarget { spec, .. } if spec.weight == 0 => "drain target",
+                KongWrite::UpdateTarget { .. } => "weigh target",
+                KongWrite::DeleteTarget { .. } => "delete target",
+                KongWrite::DeleteUpstream { .. } => "delete upstream",
+                KongWrite::PutService(_) => "put service",
+                KongWrite::PutRoute(_) => "put route",
+                KongWrite::PutPlugin(_) => "put plugin",
+                KongWrite::DeletePlugin { .. } => "delete plugin",
+                KongWrite::DeleteRoute { .. } => "delete route",
+                KongWrite::DeleteService { .. } => "delete service",
+            })
+            .collect();
+        v.dedup();
+        v
     }
 
     #[test]
-    fn a_moved_agent_rewrites_only_its_service() {
+    fn an_empty_kong_gets_upstreams_targets_services_plugins_then_routes() {
+        let d = desired(&[("a", "10.0.0.2")]);
+        let p = plan(&d, &OwnedState::default(), true);
+        let order: Vec<Vec<&str>> = p.phases.iter().map(|ph| kinds(ph)).collect();
+        assert_eq!(
+            order,
+            [
+                vec!["put upstream"],
+                vec!["add target"],
+                vec!["put service"],
+                vec!["put plugin"],
+                vec!["put route"]
+            ]
+        );
+        assert_eq!(p.phases[2].len(), 9);
+    }
+
+    #[test]
+    fn a_moved_agent_adds_its_new_target_and_removes_the_old_one_only() {
         let before = desired(&[("a", "10.0.0.2")]);
         let after = desired(&[("a", "10.0.0.9")]);
         let p = plan(&after, &as_kong(&before), true);
-        assert_eq!(p.len(), 1);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(matches!(&p.phases[0][0], KongWrite::AddTarget(t) if t.target == "10.0.0.9:5000"));
         assert!(
-            matches!(&p.phases[0][0], KongWrite::PutService(s) if s.upstream.host == "10.0.0.9")
+            matches!(&p.phases[1][0], KongWrite::DeleteTarget { target, .. } if target == "10.0.0.2:5000")
+        );
+        assert!(
+            plan(&after, &as_kong(&before), false).len() == 1,
+            "the old target stays while deletes are unsafe"
         );
     }
 
     #[test]
-    fn a_gone_agent_is_deleted_route_then_plugins_then_service_and_only_when_allowed() {
+    fn a_drained_target_goes_to_weight_0_after_the_new_one_is_in() {
+        let before = desired(&[("a", "10.0.0.2")]);
+        let mut after = desired(&[("a", "10.0.0.2"), ("a", "10.0.0.3")]);
+        after
+            .targets
+            .get_mut(&("agent-a".to_string(), "10.0.0.2:5000".to_string()))
+            .unwrap()
+            .weight = 0;
+        let p = plan(&after, &as_kong(&before), true);
+        let order: Vec<Vec<&str>> = p.phases.iter().map(|ph| kinds(ph)).collect();
+        assert_eq!(order, [vec!["add target"], vec!["drain target"]]);
+    }
+
+    #[test]
+    fn a_gone_agent_is_deleted_route_then_plugins_then_service_then_upstream_and_only_when_allowed()
+    {
         let before = desired(&[("a", "10.0.0.2"), ("b", "10.0.0.3")]);
         let after = desired(&[("a", "10.0.0.2")]);
         let p = plan(&after, &as_kong(&before), true);
-        assert_eq!(p.phases.len(), 3);
+        let order: Vec<Vec<&str>> = p.phases.iter().map(|ph| kinds(ph)).collect();
+        assert_eq!(
+            order,
+            [
+                vec!["delete route"],
+                vec!["delete plugin"],
+                vec!["delete service"],
+                vec!["delete upstream"]
+            ],
+            "its target goes with its upstream"
+        );
         assert_eq!(
             p.phases[0],
             vec![KongWrite::DeleteRoute {
@@ -337,19 +571,36 @@ mod tests {
             }]
         );
         assert_eq!(p.phases[1].len(), 3);
-        assert!(p.phases[1]
-            .iter()
-            .all(|w| matches!(w, KongWrite::DeletePlugin { .. })));
-        assert_eq!(
-            p.phases[2],
-            vec![KongWrite::DeleteService {
-                id: "id-agent-b".into(),
-                name: "agent-b".into()
-            }]
-        );
         assert!(
             plan(&after, &as_kong(&before), false).is_empty(),
             "no deletes while unsafe"
+        );
+    }
+
+    #[test]
+    fn a_foreign_target_on_our_upstream_is_adopted_at_our_address_and_pins_the_upstream() {
+        let d = desired(&[("a", "10.0.0.2")]);
+        let mut k = as_kong(&d);
+        // an untagged target at our address: adopted by a PATCH, not added (POST would 409)
+        let mut t = k.targets.remove(0);
+        t["tags"] = Value::Null;
+        k.foreign_targets.push(t);
+        let p = plan(&d, &k, true);
+        assert!(
+            matches!(&p.phases[..], [ph] if matches!(&ph[..], [KongWrite::UpdateTarget { id, .. }] if id == "tid-10.0.0.2:5000")),
+            "{p:?}"
+        );
+        // the agent goes, but someone else's target is on its upstream: the upstream stays
+        let mut k = as_kong(&d);
+        k.foreign_targets
+            .push(json!({"id": "theirs", "target": "10.9.9.9:80",
+                                      "upstream": {"id": "uid-agent-a"}, "tags": ["ops"]}));
+        let p = plan(&desired(&[]), &k, true);
+        let all: Vec<&str> = p.phases.iter().flat_map(|ph| kinds(ph)).collect();
+        assert!(!all.contains(&"delete upstream"), "{all:?}");
+        assert!(
+            all.contains(&"delete target"),
+            "our own target still goes: {all:?}"
         );
     }
 

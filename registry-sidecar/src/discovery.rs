@@ -340,5 +340,7 @@ pub fn facts(c: &ContainerInspectResponse) -> ContainerFacts {
             .and_then(|c| c.exposed_ports.clone())
             .unwrap_or_default(),
         started_at: state.and_then(|s| s.started_at.clone()).unwrap_or_default(),
+        created_at: c.created.clone().unwrap_or_default(),
+        image: c.image.clone().unwrap_or_default(),
     }
 }

@@ -21,6 +21,10 @@ pub struct ContainerFacts {
     /// e.g. `5000/tcp`
     pub exposed_ports: Vec<String>,
     pub started_at: String,
+    /// When the container was created (RFC 3339): orders an agent's generations.
+    pub created_at: String,
+    /// The image id it runs: containers of one image are one generation of the agent.
+    pub image: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -46,6 +50,15 @@ pub struct AgentEndpoint {
     pub upload_id: Option<String>,
     pub discovered_by: Discovered,
     pub started_at: String,
+    /// When the container was created (RFC 3339; empty when unknown).
+    pub created_at: String,
+    /// The image id it runs (empty when unknown): one image, one generation of the agent.
+    pub image: String,
+    /// It has a health check, and passed it: ready for traffic now, without a warm-up.
+    pub health_checked: bool,
+    /// The build agent's update stand-by (`nasiko.handover`): it serves while the entry
+    /// container is recreated, and gives way to it.
+    pub handover: bool,
 }
 
 impl AgentEndpoint {
@@ -54,6 +67,10 @@ impl AgentEndpoint {
     }
     pub fn url(&self) -> String {
         format!("http://{}:{}", self.ip, self.port)
+    }
+    /// Its address as a Kong target: `ip:port`.
+    pub fn target(&self) -> String {
+        format!("{}:{}", self.ip, self.port)
     }
     /// When the container started, in unix seconds (None when unknown).
     pub fn started_unix(&self) -> Option<f64> {
@@ -180,6 +197,10 @@ pub fn classify(c: &ContainerFacts, network: &str) -> Classified {
         upload_id: c.labels.get(labels::UPLOAD_ID).cloned(),
         discovered_by,
         started_at: c.started_at.clone(),
+        created_at: c.created_at.clone(),
+        image: c.image.clone(),
+        health_checked: c.health.is_some(),
+        handover: c.labels.get(labels::HANDOVER).is_some_and(|v| v == "true"),
     })
 }
 
@@ -200,6 +221,8 @@ mod tests {
             networks: [("nasiko-network".to_string(), "172.20.0.5".to_string())].into(),
             exposed_ports: vec![],
             started_at: "2026-01-01T00:00:00Z".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            image: "sha256:1".into(),
         }
     }
 

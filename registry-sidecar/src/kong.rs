@@ -4,6 +4,7 @@
 use crate::diff::{KongWrite, OwnedState};
 use crate::status::Counters;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
@@ -184,17 +185,49 @@ impl KongClient {
         Ok(rows)
     }
 
+    /// Every entity carrying our tag, and every target of our upstreams (Kong 3.4 lists
+    /// targets only per upstream, untagged ones included: those are kept apart).
     pub async fn read_owned(&self) -> Result<OwnedState, KongError> {
         let q = format!("tags={}&size=1000", self.owner_tag);
-        let (services, routes, plugins) = tokio::try_join!(
+        let (services, routes, plugins, upstreams) = tokio::try_join!(
             self.list_all(format!("/services?{q}")),
             self.list_all(format!("/routes?{q}")),
             self.list_all(format!("/plugins?{q}")),
+            self.list_all(format!("/upstreams?{q}")),
         )?;
+        let paths: Vec<String> = upstreams
+            .iter()
+            .filter_map(|u| u["id"].as_str())
+            .map(|id| format!("/upstreams/{id}/targets?size=1000"))
+            .collect();
+        let lists: Vec<Result<Vec<Value>, KongError>> = futures_util::stream::iter(paths)
+            .map(|p| self.list_all(p))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let (mut targets, mut foreign_targets) = (Vec::new(), Vec::new());
+        for t in lists
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+        {
+            let ours = t["tags"]
+                .as_array()
+                .is_some_and(|tags| tags.iter().any(|x| x == self.owner_tag.as_str()));
+            if ours {
+                targets.push(t);
+            } else {
+                foreign_targets.push(t);
+            }
+        }
         Ok(OwnedState {
             services,
             routes,
             plugins,
+            upstreams,
+            targets,
+            foreign_targets,
         })
     }
 
@@ -238,6 +271,41 @@ impl KongClient {
 
     pub async fn apply(&self, w: &KongWrite) -> Result<(), KongError> {
         match w {
+            KongWrite::PutUpstream(u) => self
+                .request("PUT", &format!("/upstreams/{}", u.name), Some(&u.body()))
+                .await
+                .map(drop),
+            KongWrite::AddTarget(t) => {
+                let path = format!("/upstreams/{}/targets", t.upstream);
+                match self.request("POST", &path, Some(&t.body())).await {
+                    // already there (untagged, or added by a sync that did not see its answer)
+                    Err(KongError::Status { status: 409, .. }) => self
+                        .request("PATCH", &format!("{path}/{}", t.target), Some(&t.body()))
+                        .await
+                        .map(drop),
+                    other => other.map(drop),
+                }
+            }
+            KongWrite::UpdateTarget { id, spec } => self
+                .request(
+                    "PATCH",
+                    &format!("/upstreams/{}/targets/{id}", spec.upstream),
+                    Some(&spec.body()),
+                )
+                .await
+                .map(drop),
+            KongWrite::DeleteTarget { upstream, id, .. } => self
+                .request(
+                    "DELETE",
+                    &format!("/upstreams/{upstream}/targets/{id}"),
+                    None,
+                )
+                .await
+                .map(drop),
+            KongWrite::DeleteUpstream { id, .. } => self
+                .request("DELETE", &format!("/upstreams/{id}"), None)
+                .await
+                .map(drop),
             KongWrite::PutService(s) => self
                 .request("PUT", &format!("/services/{}", s.name), Some(&s.body()))
                 .await

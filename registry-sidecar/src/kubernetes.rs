@@ -95,6 +95,10 @@ pub fn classify_service(svc: &Service, namespace: &str) -> Result<AgentEndpoint,
             .as_ref()
             .map(|t| t.0.to_string())
             .unwrap_or_default(),
+        created_at: String::new(),
+        image: String::new(),
+        health_checked: false,
+        handover: false,
     })
 }
 

@@ -76,6 +76,24 @@ where
     });
 }
 
+/// Why a request got no answer.
+#[derive(Debug, Clone)]
+pub enum SendError {
+    /// No connection could be made: nothing was sent.
+    Connect(String),
+    Timeout(Duration),
+    Failed(String),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(e) | SendError::Failed(e) => write!(f, "{e}"),
+            SendError::Timeout(d) => write!(f, "timed out after {d:?}"),
+        }
+    }
+}
+
 /// A plain HTTP/1 client with a per-request timeout.
 #[derive(Clone)]
 pub struct HttpClient {
@@ -109,24 +127,46 @@ impl HttpClient {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<(u16, hyper::HeaderMap, Bytes), String> {
+        self.forward(method, url, headers, body)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Send a request, telling a connection that could not be made (nothing was sent: safe to
+    /// try elsewhere) from a timeout and from a failure after sending.
+    pub async fn forward(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<(u16, hyper::HeaderMap, Bytes), SendError> {
         let mut b = Request::builder().method(method).uri(url);
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        let req = b.body(Full::new(body)).map_err(|e| e.to_string())?;
+        let req = b
+            .body(Full::new(body))
+            .map_err(|e| SendError::Failed(e.to_string()))?;
         let fut = async {
-            let resp = self
-                .inner
-                .request(req)
-                .await
-                .map_err(|e| format!("{e:?}"))?;
+            let resp = self.inner.request(req).await.map_err(|e| {
+                if e.is_connect() {
+                    SendError::Connect(format!("{e:?}"))
+                } else {
+                    SendError::Failed(format!("{e:?}"))
+                }
+            })?;
             let (parts, body) = resp.into_parts();
-            let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| SendError::Failed(e.to_string()))?
+                .to_bytes();
             Ok((parts.status.as_u16(), parts.headers, bytes))
         };
         tokio::time::timeout(self.timeout, fut)
             .await
-            .map_err(|_| format!("timed out after {:?}", self.timeout))?
+            .map_err(|_| SendError::Timeout(self.timeout))?
     }
 
     /// Send JSON (or nothing) and parse the answer as JSON (Null when empty or not JSON).

@@ -386,7 +386,7 @@ impl Deployer {
             (labels::TYPE, labels::TYPE_AGENT),
             (labels::NAME, job.agent.as_str()),
             (labels::OWNER, job.owner_id.as_str()),
-            ("nasiko.handover", "true"),
+            (labels::HANDOVER, "true"),
             (STANDBY_JOB_LABEL, job.stream_id.as_str()),
             (STANDBY_CONSUMER_LABEL, self.cfg.standby_owner().as_str()),
         ] {

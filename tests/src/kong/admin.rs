@@ -1,11 +1,11 @@
 //! The Admin API router: maps method + path onto store operations, parses bodies
 //! (JSON, form; 415 for anything else) and serves `GET /`, `/status`, `/plugins/enabled`.
 
-use super::dbless;
 use super::entities::Kind;
 use super::errors::Answer;
 use super::paging::{parse_query, unescape_uri};
 use super::store::{Row, Store};
+use super::{balancer, dbless};
 use serde_json::{json, Map, Value};
 
 pub struct AdminRequest<'a> {
@@ -53,6 +53,8 @@ pub fn handle(store: &mut Store, req: &AdminRequest) -> Answer {
             "GET" | "HEAD" => Answer::ok(200, status_info(store)),
             _ => Answer::method_not_allowed(),
         },
+        // targets live under their upstream only
+        ["targets", ..] => Answer::not_found(),
         ["config"] if !store.dbless => Answer::message(
             400,
             "this endpoint is only available when Kong is configured to not use a database",
@@ -93,6 +95,10 @@ pub fn handle(store: &mut Store, req: &AdminRequest) -> Answer {
             entity_op(store, kind, id, m, body, None)
         }
         ["routes", r, "service"] => route_service(store, r, m, body),
+        ["upstreams", u, rest @ ..] if matches!(rest.first(), Some(&"targets" | &"health")) => {
+            let base = format!("/upstreams/{}/{}", raw[1], rest.join("/"));
+            balancer::handle(store, u, rest, m, body, &query, &base)
+        }
         [p, pid, c, rest @ ..] if rest.len() <= 1 => {
             let (Some(pk), Some(ck)) = (Kind::from_segment(p), Kind::from_segment(c)) else {
                 return Answer::not_found();

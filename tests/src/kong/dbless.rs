@@ -2,7 +2,7 @@
 //! configuration at once — validated by loading it into a fresh store with the DB-mode rules —
 //! with the hash check; `GET /config` exports it (`_transform: false`, foreign keys as ids); and
 //! entity writes are refused as Kong refuses them without a database. Entity kinds the emulator
-//! does not model (consumers, upstreams, certificates, …) are kept and exported verbatim.
+//! does not model (consumers, certificates, …) are kept and exported verbatim.
 
 use super::entities::{is_uuid, Kind};
 use super::errors::{pretty, Answer};
@@ -17,8 +17,6 @@ const ID_NAMESPACE: &str = "fd02801f-0957-4a15-a55a-c8d9606f30b5";
 /// Entity kinds of Kong 3.4 the emulator keeps without modelling them.
 const OPAQUE: &[&str] = &[
     "consumers",
-    "upstreams",
-    "targets",
     "certificates",
     "ca_certificates",
     "snis",
@@ -177,7 +175,7 @@ impl Loaded {
     /// 201's body: each kind as a map of id to entity.
     fn entities_by_id(&self) -> Value {
         let mut out = Map::new();
-        for kind in [Kind::Services, Kind::Routes, Kind::Plugins] {
+        for kind in Kind::ALL {
             let m: Map<String, Value> = self
                 .store
                 .all(kind)
@@ -224,7 +222,7 @@ fn load(table: &Value, available: &[String]) -> Result<Loaded, Box<(Value, Value
     }
     let mut opaque = Map::new();
     for (k, v) in &top {
-        if k.starts_with('_') || ["services", "routes", "plugins"].contains(&k.as_str()) {
+        if k.starts_with('_') || Kind::from_segment(k).is_some() {
             continue;
         }
         if OPAQUE.contains(&k.as_str()) {
@@ -298,6 +296,36 @@ fn load(table: &Value, available: &[String]) -> Result<Loaded, Box<(Value, Value
             body: p,
         });
     }
+    let mut nested_targets: Vec<Row> = Vec::new();
+    for (i, mut u) in list("upstreams").into_iter().enumerate() {
+        let key = u
+            .get("name")
+            .or_else(|| u.get("id"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if let Some(Value::Array(a)) = u.remove("targets") {
+            for mut t in a.into_iter().filter_map(|x| x.as_object().cloned()) {
+                t.insert("upstream".into(), key.clone());
+                nested_targets.push(t);
+            }
+        }
+        items.push(Item {
+            kind: Kind::Upstreams,
+            index: i,
+            body: u,
+        });
+    }
+    for (i, t) in list("targets")
+        .into_iter()
+        .chain(nested_targets)
+        .enumerate()
+    {
+        items.push(Item {
+            kind: Kind::Targets,
+            index: i,
+            body: t,
+        });
+    }
 
     let mut store = Store::new(available.to_vec());
     store.dbless = true;
@@ -325,6 +353,7 @@ fn load(table: &Value, available: &[String]) -> Result<Loaded, Box<(Value, Value
             let tk = match *target {
                 "services" => Kind::Services,
                 "routes" => Kind::Routes,
+                "upstreams" => Kind::Upstreams,
                 _ => {
                     body.insert((*fk).into(), json!({ "id": key }));
                     continue;
@@ -349,10 +378,20 @@ fn load(table: &Value, available: &[String]) -> Result<Loaded, Box<(Value, Value
                 fk_id(&body, "service"),
                 fk_id(&body, "consumer"),
             )),
+            Kind::Targets => Some(format!(
+                "targets:{}:{}:",
+                fk_id(&body, "upstream"),
+                body.get("target")
+                    .and_then(Value::as_str)
+                    .and_then(super::entities::normalize_target)
+                    .unwrap_or_default(),
+            )),
             _ => body.get("name").and_then(Value::as_str).map(String::from),
         };
         if let Some(n) = body.get("name").and_then(Value::as_str) {
-            if it.kind != Kind::Plugins && store.find(it.kind, n).ok().flatten().is_some() {
+            if !matches!(it.kind, Kind::Plugins | Kind::Targets)
+                && store.find(it.kind, n).ok().flatten().is_some()
+            {
                 entity_errors.push(format!(
                     "uniqueness violation: '{name}' entity with name set to '{n}' already declared"
                 ));
@@ -452,7 +491,7 @@ pub fn export(store: &Store) -> Answer {
     let mut doc = Map::new();
     doc.insert("_format_version".into(), json!("3.0"));
     doc.insert("_transform".into(), json!(false));
-    for kind in [Kind::Services, Kind::Routes, Kind::Plugins] {
+    for kind in Kind::ALL {
         let rows: Vec<Value> = store
             .all(kind)
             .map(|r| {

@@ -1,5 +1,6 @@
-//! Kong 3.4 entity schemas (services, routes, plugins): defaults, type checks and entity checks,
-//! turning a request body into a stored row or a schema violation (kong-admin-3.4.md §1–3).
+//! Kong 3.4 entity schemas (services, routes, plugins, upstreams, targets): defaults, type checks
+//! and entity checks, turning a request body into a stored row or a schema violation
+//! (kong-admin-3.4.md §1–3; upstreams and targets: `UPSTREAMS.md`).
 
 use super::errors::FieldErrors;
 use serde_json::{json, Map, Value};
@@ -9,28 +10,36 @@ pub enum Kind {
     Services,
     Routes,
     Plugins,
+    Upstreams,
+    /// Only under `/upstreams/{upstream}/targets` (`GET /targets` is a 404 in 3.4).
+    Targets,
 }
 
 impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Services,
+        Kind::Routes,
+        Kind::Plugins,
+        Kind::Upstreams,
+        Kind::Targets,
+    ];
     pub fn from_segment(s: &str) -> Option<Kind> {
-        match s {
-            "services" => Some(Kind::Services),
-            "routes" => Some(Kind::Routes),
-            "plugins" => Some(Kind::Plugins),
-            _ => None,
-        }
+        Kind::ALL.into_iter().find(|k| k.name() == s)
     }
     pub fn name(self) -> &'static str {
         match self {
             Kind::Services => "services",
             Kind::Routes => "routes",
             Kind::Plugins => "plugins",
+            Kind::Upstreams => "upstreams",
+            Kind::Targets => "targets",
         }
     }
     /// The field a non-UUID path segment is matched against.
     pub fn endpoint_key(self) -> &'static str {
         match self {
             Kind::Plugins => "instance_name",
+            Kind::Targets => "target",
             _ => "name",
         }
     }
@@ -54,6 +63,12 @@ enum Ty {
     Foreign,
     UuidArray,
     Config,
+    /// An upstream's name: a hostname, no IP address, no port.
+    UpstreamName,
+    /// A target: `host[:port]` or an IP address (with a port), as `utils.normalize_ip` parses.
+    Target,
+    /// The upstream `healthchecks` record: shaped like `healthchecks_defaults()`.
+    Healthchecks,
     /// A field the server owns: id / created_at / updated_at.
     Auto,
 }
@@ -180,19 +195,236 @@ const PLUGIN_FIELDS: &[Field] = &[
     f("tags", Ty::Tags, false, null),
 ];
 
+const HASH_ON: &[&str] = &[
+    "none",
+    "consumer",
+    "ip",
+    "header",
+    "cookie",
+    "path",
+    "query_arg",
+    "uri_capture",
+];
+
+const UPSTREAM_FIELDS: &[Field] = &[
+    f("id", Ty::Auto, false, null),
+    f("created_at", Ty::Auto, false, null),
+    f("name", Ty::UpstreamName, true, null),
+    f("updated_at", Ty::Auto, false, null),
+    f(
+        "algorithm",
+        Ty::OneOf(&[
+            "consistent-hashing",
+            "least-connections",
+            "round-robin",
+            "latency",
+        ]),
+        false,
+        || json!("round-robin"),
+    ),
+    f("hash_on", Ty::OneOf(HASH_ON), false, || json!("none")),
+    f("hash_fallback", Ty::OneOf(HASH_ON), false, || json!("none")),
+    f("hash_on_header", Ty::Str, false, null),
+    f("hash_fallback_header", Ty::Str, false, null),
+    f("hash_on_cookie", Ty::Str, false, null),
+    f("hash_on_cookie_path", Ty::SvcPath, false, || json!("/")),
+    f("hash_on_query_arg", Ty::Str, false, null),
+    f("hash_fallback_query_arg", Ty::Str, false, null),
+    f("hash_on_uri_capture", Ty::Str, false, null),
+    f("hash_fallback_uri_capture", Ty::Str, false, null),
+    f("slots", Ty::Int(10, 65536), false, || json!(10000)),
+    f(
+        "healthchecks",
+        Ty::Healthchecks,
+        false,
+        healthchecks_defaults,
+    ),
+    f("tags", Ty::Tags, false, null),
+    f("host_header", Ty::Str, false, null),
+    f("client_certificate", Ty::Foreign, false, null),
+    f("use_srv_name", Ty::Bool, false, || json!(false)),
+];
+
+const TARGET_FIELDS: &[Field] = &[
+    f("id", Ty::Auto, false, null),
+    f("created_at", Ty::Auto, false, null),
+    f("updated_at", Ty::Auto, false, null),
+    f("upstream", Ty::Foreign, true, null),
+    f("target", Ty::Target, true, null),
+    f("weight", Ty::Int(0, 65535), false, || json!(100)),
+    f("tags", Ty::Tags, false, null),
+];
+
+/// An upstream's `healthchecks` when none are given: every check off (`entities/upstreams.lua`).
+pub fn healthchecks_defaults() -> Value {
+    json!({
+        "active": {
+            "type": "http", "timeout": 1, "concurrency": 10, "http_path": "/",
+            "https_sni": null, "https_verify_certificate": true, "headers": null,
+            "healthy": {"interval": 0, "http_statuses": [200, 302], "successes": 0},
+            "unhealthy": {"interval": 0, "http_statuses": [429, 404, 500, 501, 502, 503, 504, 505],
+                          "tcp_failures": 0, "timeouts": 0, "http_failures": 0}
+        },
+        "passive": {
+            "type": "http",
+            "healthy": {"http_statuses": [200, 201, 202, 203, 204, 205, 206, 207, 208, 226,
+                                          300, 301, 302, 303, 304, 305, 306, 307, 308],
+                        "successes": 0},
+            "unhealthy": {"http_statuses": [429, 500, 503], "tcp_failures": 0, "timeouts": 0,
+                          "http_failures": 0}
+        },
+        "threshold": 0
+    })
+}
+
+/// Check a `healthchecks` input against the record's shape (unknown fields, types, ranges) and
+/// fill what it leaves out from `base` (the defaults on create, the stored record on update).
+pub fn check_healthchecks(base: &Value, given: &Value, path: &str) -> Result<Value, Value> {
+    let (Some(b), Some(g)) = (base.as_object(), given.as_object()) else {
+        return Err(json!("expected a record"));
+    };
+    let mut out = b.clone();
+    let mut errs = Map::new();
+    for (k, v) in g {
+        let Some(def) = b.get(k) else {
+            errs.insert(k.clone(), json!("unknown field"));
+            continue;
+        };
+        let here = format!("{path}.{k}");
+        let checked = if v.is_null() {
+            Ok(Value::Null)
+        } else {
+            match k.as_str() {
+                "active" | "passive" | "healthy" | "unhealthy" => check_healthchecks(def, v, &here),
+                "type" => match v.as_str() {
+                    Some(t) if ["tcp", "http", "https", "grpc", "grpcs"].contains(&t) => {
+                        Ok(v.clone())
+                    }
+                    _ => Err(json!("expected one of: tcp, http, https, grpc, grpcs")),
+                },
+                "http_statuses" => match v.as_array() {
+                    Some(a)
+                        if a.iter()
+                            .all(|x| x.as_i64().is_some_and(|n| (100..=999).contains(&n))) =>
+                    {
+                        Ok(v.clone())
+                    }
+                    Some(_) => Err(json!("value should be between 100 and 999")),
+                    None => Err(json!("expected an array")),
+                },
+                "successes" | "tcp_failures" | "timeouts" | "http_failures" => {
+                    int_between(v, 0, 255)
+                }
+                "concurrency" => int_between(v, 1, 2_147_483_648),
+                "timeout" | "interval" => num_between(v, 0.0, 65535.0),
+                "threshold" => num_between(v, 0.0, 100.0),
+                "https_verify_certificate" => {
+                    if v.is_boolean() {
+                        Ok(v.clone())
+                    } else {
+                        Err(json!("expected a boolean"))
+                    }
+                }
+                "http_path" => match v.as_str() {
+                    Some(p) => check_service_path(p)
+                        .map(|_| v.clone())
+                        .map_err(|e| json!(e)),
+                    None => Err(json!("expected a string")),
+                },
+                _ => Ok(v.clone()),
+            }
+        };
+        match checked {
+            Ok(x) => {
+                out.insert(k.clone(), x);
+            }
+            Err(e) => {
+                errs.insert(k.clone(), e);
+            }
+        }
+    }
+    if errs.is_empty() {
+        Ok(Value::Object(out))
+    } else {
+        Err(Value::Object(errs))
+    }
+}
+
+fn int_between(v: &Value, min: i64, max: i64) -> Result<Value, Value> {
+    match v.as_i64().filter(|_| v.is_i64() || v.is_u64()) {
+        Some(n) if n >= min && n <= max => Ok(v.clone()),
+        Some(_) => Err(json!(format!("value should be between {min} and {max}"))),
+        None => Err(json!("expected an integer")),
+    }
+}
+
+fn num_between(v: &Value, min: f64, max: f64) -> Result<Value, Value> {
+    match v.as_f64() {
+        Some(n) if n >= min && n <= max => Ok(v.clone()),
+        Some(_) => Err(json!(format!("value should be between {min} and {max}"))),
+        None => Err(json!("expected a number")),
+    }
+}
+
+/// `utils.normalize_ip` in short: `host`, `host:port`, an IPv4 address (with a port) or a
+/// bracketed IPv6 one. Some((host, port, is_name)).
+pub fn parse_host_port(s: &str) -> Option<(String, Option<u16>, bool)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        ip.parse::<std::net::Ipv6Addr>().ok()?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse::<u16>().ok()?),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        return Some((format!("[{ip}]"), port, false));
+    }
+    if s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Some((format!("[{s}]"), None, false));
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p.parse::<u16>().ok()?)),
+        None => (s, None),
+    };
+    let is_ip = host.parse::<std::net::Ipv4Addr>().is_ok();
+    let name_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+    (is_ip || name_ok).then(|| (host.to_string(), port, !is_ip))
+}
+
+/// A target as Kong stores it: `host:port`, port 8000 when none is given (`dao/targets.lua`).
+pub fn normalize_target(s: &str) -> Option<String> {
+    let (host, port, _) = parse_host_port(s)?;
+    Some(format!("{host}:{}", port.unwrap_or(8000)))
+}
+
+fn check_upstream_name(s: &str) -> Result<(), String> {
+    match parse_host_port(s) {
+        None => Err(format!("Invalid name ('{s}'); must be a valid hostname")),
+        Some((_, _, false)) => Err(format!("Invalid name ('{s}'); no ip addresses allowed")),
+        Some((_, Some(_), _)) => Err(format!("Invalid name ('{s}'); no port allowed")),
+        Some(_) => Ok(()),
+    }
+}
+
 fn fields_of(kind: Kind) -> &'static [Field] {
     match kind {
         Kind::Services => SERVICE_FIELDS,
         Kind::Routes => ROUTE_FIELDS,
         Kind::Plugins => PLUGIN_FIELDS,
+        Kind::Upstreams => UPSTREAM_FIELDS,
+        Kind::Targets => TARGET_FIELDS,
     }
 }
 
 /// Foreign-key fields of a kind and the entity they point at.
 pub fn foreign_keys(kind: Kind) -> &'static [(&'static str, &'static str)] {
     match kind {
-        Kind::Services => &[],
+        Kind::Services | Kind::Upstreams => &[],
         Kind::Routes => &[("service", "services")],
+        Kind::Targets => &[("upstream", "upstreams")],
         Kind::Plugins => &[
             ("route", "routes"),
             ("service", "services"),
@@ -413,7 +645,13 @@ fn check_field(fd: &Field, v: &Value) -> Result<Value, Value> {
     let s_err = |m: String| Err(json!(m));
     match fd.ty {
         Ty::Auto => Ok(v.clone()),
-        Ty::Str | Ty::Name | Ty::Host | Ty::SvcPath | Ty::OneOf(_) => {
+        Ty::Str
+        | Ty::Name
+        | Ty::Host
+        | Ty::SvcPath
+        | Ty::OneOf(_)
+        | Ty::UpstreamName
+        | Ty::Target => {
             let Some(s) = v.as_str() else {
                 return s_err("expected a string".into());
             };
@@ -425,6 +663,10 @@ fn check_field(fd: &Field, v: &Value) -> Result<Value, Value> {
                 Ty::Host => check_host(s),
                 Ty::SvcPath => check_service_path(s),
                 Ty::OneOf(allowed) => one_of(s, allowed),
+                Ty::UpstreamName => check_upstream_name(s),
+                Ty::Target if normalize_target(s).is_none() => {
+                    Err("Invalid target; not a valid hostname or ip address".into())
+                }
                 _ => Ok(()),
             };
             r.map(|_| v.clone()).map_err(|m| json!(m))
@@ -514,6 +756,7 @@ fn check_field(fd: &Field, v: &Value) -> Result<Value, Value> {
                 s_err("expected a record".into())
             }
         }
+        Ty::Healthchecks => check_healthchecks(&healthchecks_defaults(), v, "healthchecks"),
     }
 }
 
@@ -648,6 +891,12 @@ pub fn validate_full(
             Kind::Services => service_checks(&row, &mut errs),
             Kind::Routes => route_checks(&row, &mut errs),
             Kind::Plugins => plugin_checks(&mut row, available, &mut errs),
+            Kind::Upstreams => upstream_checks(&row, &mut errs),
+            Kind::Targets => {
+                if let Some(t) = row["target"].as_str().and_then(normalize_target) {
+                    row.insert("target".into(), json!(t));
+                }
+            }
         }
     }
     if errs.is_empty() {
@@ -699,6 +948,35 @@ fn service_checks(row: &Map<String, Value>, errs: &mut FieldErrors) {
                 errs.field(k, "value must be null");
             }
         }
+    }
+}
+
+/// The entity checks of `entities/upstreams.lua`: a hashing input must name what it hashes on,
+/// and `hash_fallback` must be `none` when `hash_on` is.
+fn upstream_checks(row: &Map<String, Value>, errs: &mut FieldErrors) {
+    let on = row["hash_on"].as_str().unwrap_or("none");
+    let fallback = row["hash_fallback"].as_str().unwrap_or("none");
+    for (hash, needs) in [
+        (on, "header", "hash_on_header"),
+        (fallback, "header", "hash_fallback_header"),
+        (on, "cookie", "hash_on_cookie"),
+        (fallback, "cookie", "hash_on_cookie"),
+        (on, "query_arg", "hash_on_query_arg"),
+        (fallback, "query_arg", "hash_fallback_query_arg"),
+        (on, "uri_capture", "hash_on_uri_capture"),
+        (fallback, "uri_capture", "hash_fallback_uri_capture"),
+    ]
+    .map(|(v, m, f)| ((v == m), f))
+    {
+        if hash && row[needs].is_null() {
+            errs.entity("failed conditional validation given value of field 'hash_on'");
+            errs.field(needs, "required field missing");
+            return;
+        }
+    }
+    if (on == "none" || on == "cookie") && fallback != "none" {
+        errs.entity("failed conditional validation given value of field 'hash_on'");
+        errs.field("hash_fallback", "expected one of: none");
     }
 }
 

@@ -1,5 +1,6 @@
-//! A Kong 3.4 (DB mode) Admin API emulator with a proxy listener, fault switches and a
-//! request record, for tests and manual trials (Kong itself cannot be installed here).
+//! A Kong 3.4 Admin API emulator (DB mode, or DB-less with `--database off`) with a proxy
+//! listener that balances across upstreams' targets, fault switches and a request record, for
+//! tests and manual trials (Kong itself cannot be installed here).
 //!
 //! Control endpoints live under `/__emulator/` (a prefix Kong does not use) on both the admin
 //! and the proxy listener, so they stay reachable while the admin listener refuses connections:
@@ -7,6 +8,7 @@
 //! `PUT /__emulator/plugins {"available":[…]}`.
 
 pub mod admin;
+pub mod balancer;
 pub mod dbless;
 pub mod entities;
 pub mod errors;
@@ -14,7 +16,7 @@ pub mod paging;
 pub mod proxy;
 pub mod store;
 
-use crate::http::{json_response, spawn_connection, HttpClient, ReadRequest, Resp};
+use crate::http::{json_response, spawn_connection, HttpClient, ReadRequest, Resp, SendError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -128,6 +130,7 @@ impl KongEmulator {
         let tasks = vec![
             tokio::spawn(admin_loop(admin, admin_addr, shared.clone())),
             tokio::spawn(proxy_loop(proxy, shared.clone())),
+            tokio::spawn(probe_loop(shared.clone())),
         ];
         Ok(KongEmulator {
             admin_addr,
@@ -333,63 +336,122 @@ async fn proxy_request(shared: Arc<Shared>, req: ReadRequest) -> Resp {
     if req.path.starts_with("/__emulator/") {
         return control(&shared, req);
     }
-    let m = {
-        let store = shared.store.lock().expect("store lock");
-        proxy::route_request(&store, &req.method, &req.path, &req.query)
-    };
-    let up = match m {
-        proxy::Match::NoRoute => {
-            return json_response(
-                404,
-                Some(&json!({"message": "no Route matched with those values"})),
-            )
+    let mut tried: Vec<String> = Vec::new();
+    loop {
+        let m = {
+            let mut store = shared.store.lock().expect("store lock");
+            proxy::route_request(&mut store, &req.method, &req.path, &req.query, &tried)
+        };
+        let up = match m {
+            proxy::Match::NoRoute => {
+                return json_response(
+                    404,
+                    Some(&json!({"message": "no Route matched with those values"})),
+                )
+            }
+            proxy::Match::NoService => {
+                return json_response(
+                    503,
+                    Some(&json!({"message": "no Service found with those values"})),
+                )
+            }
+            proxy::Match::NoPeer => {
+                return json_response(
+                    503,
+                    Some(&json!({"message": "failure to get a peer from the ring-balancer"})),
+                )
+            }
+            proxy::Match::To(up) => up,
+        };
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for (k, v) in req.headers.iter() {
+            let k = k.as_str();
+            if k == "host" && !up.preserve_host || k == "connection" || k == "content-length" {
+                continue;
+            }
+            if let Ok(v) = v.to_str() {
+                headers.push((k.to_string(), v.to_string()));
+            }
         }
-        proxy::Match::NoService => {
-            return json_response(
-                503,
-                Some(&json!({"message": "no Service found with those values"})),
-            )
-        }
-        proxy::Match::To(up) => up,
-    };
-    let mut headers: Vec<(String, String)> = Vec::new();
-    for (k, v) in req.headers.iter() {
-        let k = k.as_str();
-        if k == "host" && !up.preserve_host || k == "connection" || k == "content-length" {
-            continue;
-        }
-        if let Ok(v) = v.to_str() {
-            headers.push((k.to_string(), v.to_string()));
+        let hdrs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let sent = shared
+            .client
+            .forward(&req.method, &up.url, &hdrs, req.body.clone())
+            .await;
+        let report = |o: balancer::Outcome| {
+            if let Some(t) = &up.target {
+                let mut store = shared.store.lock().expect("store lock");
+                balancer::report(&mut store, t, o);
+            }
+        };
+        match sent {
+            Ok((status, h, body)) => {
+                report(balancer::Outcome::Status(status));
+                let mut b = hyper::Response::builder().status(status);
+                for (k, v) in h.iter() {
+                    if k != "connection" && k != "transfer-encoding" && k != "content-length" {
+                        b = b.header(k, v);
+                    }
+                }
+                return b
+                    .header("Via", "kong/3.4.2")
+                    .body(http_body_util::Full::new(body))
+                    .unwrap_or_else(|_| json_response(502, None));
+            }
+            Err(e) => {
+                let outcome = match e {
+                    SendError::Timeout(_) => balancer::Outcome::Timeout,
+                    _ => balancer::Outcome::TcpFailure,
+                };
+                report(outcome);
+                // nothing was sent: the balancer tries another peer, `retries` times at most
+                if let (SendError::Connect(_), Some(t)) = (&e, &up.target) {
+                    if (tried.len() as u64) < up.retries {
+                        tried.push(t.clone());
+                        continue;
+                    }
+                }
+                tracing::debug!("proxy to {} failed: {e}", up.url);
+                return json_response(
+                    502,
+                    Some(
+                        &json!({"message": "An invalid response was received from the upstream server"}),
+                    ),
+                );
+            }
         }
     }
-    let hdrs: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    match shared
-        .client
-        .send(&req.method, &up.url, &hdrs, req.body.clone())
-        .await
-    {
-        Ok((status, h, body)) => {
-            let mut b = hyper::Response::builder().status(status);
-            for (k, v) in h.iter() {
-                if k != "connection" && k != "transfer-encoding" && k != "content-length" {
-                    b = b.header(k, v);
+}
+
+/// Active health checks: every 200 ms, probe the unhealthy targets that are due (a TCP connect,
+/// or an HTTP GET of `http_path`) and bring back those that answer.
+async fn probe_loop(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let due = {
+            let mut store = shared.store.lock().expect("store lock");
+            balancer::due_probes(&mut store)
+        };
+        for p in due {
+            let ok = match &p.http_path {
+                None => tokio::time::timeout(
+                    p.timeout,
+                    tokio::net::TcpStream::connect(p.address.as_str()),
+                )
+                .await
+                .is_ok_and(|r| r.is_ok()),
+                Some(path) => {
+                    let url = format!("http://{}{path}", p.address);
+                    let fut = shared.client.forward("GET", &url, &[], Bytes::new());
+                    matches!(tokio::time::timeout(p.timeout, fut).await,
+                             Ok(Ok((s, _, _))) if p.healthy_statuses.contains(&s))
                 }
-            }
-            b.header("Via", "kong/3.4.2")
-                .body(http_body_util::Full::new(body))
-                .unwrap_or_else(|_| json_response(502, None))
-        }
-        Err(e) => {
-            tracing::debug!("proxy to {} failed: {e}", up.url);
-            json_response(
-                502,
-                Some(
-                    &json!({"message": "An invalid response was received from the upstream server"}),
-                ),
-            )
+            };
+            let mut store = shared.store.lock().expect("store lock");
+            balancer::probe_result(&mut store, &p.target_id, ok);
         }
     }
 }

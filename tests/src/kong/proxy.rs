@@ -1,6 +1,8 @@
 //! The emulator's proxy listener: matches a request against the stored routes (longest path
-//! prefix, methods, protocols) and forwards it to the route's service, like Kong's router.
+//! prefix, methods, protocols) and forwards it to the route's service, like Kong's router — to a
+//! target picked by the ring-balancer when the service's host names an upstream.
 
+use super::balancer;
 use super::entities::Kind;
 use super::store::{Row, Store};
 use serde_json::Value;
@@ -10,12 +12,18 @@ use serde_json::Value;
 pub struct Upstream {
     pub url: String,
     pub preserve_host: bool,
+    /// The target the balancer picked (the service's host names an upstream).
+    pub target: Option<String>,
+    /// The service's `retries`: further tries after a connection failure.
+    pub retries: u64,
 }
 
 #[derive(Debug, PartialEq)]
 pub enum Match {
     NoRoute,
     NoService,
+    /// The service's upstream has no healthy target of weight > 0.
+    NoPeer,
     To(Upstream),
 }
 
@@ -25,8 +33,15 @@ fn strs(v: &Value) -> Vec<&str> {
         .unwrap_or_default()
 }
 
-/// Pick the route for `method path` and build the upstream URL (path_handling v0).
-pub fn route_request(store: &Store, method: &str, path: &str, query: &str) -> Match {
+/// Pick the route for `method path` and build the upstream URL (path_handling v0); through the
+/// balancer when the service's host is an upstream's name, skipping the targets `tried` already.
+pub fn route_request(
+    store: &mut Store,
+    method: &str,
+    path: &str,
+    query: &str,
+    tried: &[String],
+) -> Match {
     let mut best: Option<(&Row, usize)> = None;
     for r in store.all(Kind::Routes) {
         if !strs(&r["protocols"]).contains(&"http") {
@@ -58,9 +73,10 @@ pub fn route_request(store: &Store, method: &str, path: &str, query: &str) -> Ma
     let Some(sid) = route["service"].get("id").and_then(|v| v.as_str()) else {
         return Match::NoService;
     };
-    let Some(svc) = store.row(Kind::Services, sid) else {
+    let Some(svc) = store.row(Kind::Services, sid).cloned() else {
         return Match::NoService;
     };
+    let route = route.clone();
     let rest = if route["strip_path"] == Value::Bool(true) {
         &path[len..]
     } else {
@@ -75,9 +91,18 @@ pub fn route_request(store: &Store, method: &str, path: &str, query: &str) -> Ma
     } else {
         format!("?{query}")
     };
+    let (authority, target) = match store.upstream_named(host).cloned() {
+        Some(up) => match balancer::pick(store, &up, tried) {
+            Some(peer) => (peer.address, Some(peer.target_id)),
+            None => return Match::NoPeer,
+        },
+        None => (format!("{host}:{port}"), None),
+    };
     Match::To(Upstream {
-        url: format!("http://{host}:{port}{joined}{q}"),
+        url: format!("http://{authority}{joined}{q}"),
         preserve_host: route["preserve_host"] == Value::Bool(true),
+        target,
+        retries: svc["retries"].as_u64().unwrap_or(5),
     })
 }
 

@@ -1,5 +1,6 @@
-//! The emulator's database: services, routes and plugins in DB-mode (Postgres) semantics —
-//! ids ordered ascending, unique names, foreign-key refusal and plugin cascade (kong-admin-3.4.md §1–5).
+//! The emulator's database: services, routes, plugins, upstreams and targets in DB-mode
+//! (Postgres) semantics — ids ordered ascending, unique names, foreign-key refusal, the plugin
+//! and target cascades (kong-admin-3.4.md §1–5, `UPSTREAMS.md`) — and the balancer's health state.
 
 use super::entities::{self, foreign_keys, is_uuid, valid_name, Kind};
 use super::errors::{self, Answer, FieldErrors};
@@ -17,6 +18,10 @@ pub struct Store {
     services: BTreeMap<String, Row>,
     routes: BTreeMap<String, Row>,
     plugins: BTreeMap<String, Row>,
+    upstreams: BTreeMap<String, Row>,
+    targets: BTreeMap<String, Row>,
+    /// What the proxy's balancer knows of each target (by target id): health, round-robin.
+    pub balancer: super::balancer::BalancerState,
     pub available_plugins: Vec<String>,
     pub node_id: String,
     seed: u64,
@@ -47,6 +52,9 @@ impl Store {
             services: BTreeMap::new(),
             routes: BTreeMap::new(),
             plugins: BTreeMap::new(),
+            upstreams: BTreeMap::new(),
+            targets: BTreeMap::new(),
+            balancer: Default::default(),
             available_plugins,
             node_id: String::new(),
             seed,
@@ -92,6 +100,8 @@ impl Store {
         self.services = loaded.services;
         self.routes = loaded.routes;
         self.plugins = loaded.plugins;
+        self.upstreams = loaded.upstreams;
+        self.targets = loaded.targets;
         self.opaque = opaque;
     }
 
@@ -100,6 +110,8 @@ impl Store {
             Kind::Services => &self.services,
             Kind::Routes => &self.routes,
             Kind::Plugins => &self.plugins,
+            Kind::Upstreams => &self.upstreams,
+            Kind::Targets => &self.targets,
         }
     }
     fn table_mut(&mut self, kind: Kind) -> &mut BTreeMap<String, Row> {
@@ -107,6 +119,8 @@ impl Store {
             Kind::Services => &mut self.services,
             Kind::Routes => &mut self.routes,
             Kind::Plugins => &mut self.plugins,
+            Kind::Upstreams => &mut self.upstreams,
+            Kind::Targets => &mut self.targets,
         }
     }
 
@@ -120,6 +134,9 @@ impl Store {
         if is_uuid(seg) {
             let id = seg.to_ascii_lowercase();
             return Ok(self.table(kind).contains_key(&id).then_some(id));
+        }
+        if kind == Kind::Targets {
+            return Ok(None);
         }
         if !valid_name(seg) {
             return Err(errors::invalid_unique(kind.endpoint_key(), seg));
@@ -172,9 +189,8 @@ impl Store {
             };
             match r.get(key).and_then(|v| v.as_str()) {
                 Some(name) => {
-                    let found = match *target {
-                        "services" => self.find(Kind::Services, name).ok().flatten(),
-                        "routes" => self.find(Kind::Routes, name).ok().flatten(),
+                    let found = match Kind::from_segment(target) {
+                        Some(k) if k != Kind::Targets => self.find(k, name).ok().flatten(),
                         _ => None,
                     };
                     match found {
@@ -203,11 +219,8 @@ impl Store {
                     e.nested(fk, json!({"id": "expected a valid UUID"}));
                     return Err(e.into_answer());
                 };
-                let exists = match *target {
-                    "services" => self.services.contains_key(&id_s.to_ascii_lowercase()),
-                    "routes" => self.routes.contains_key(&id_s.to_ascii_lowercase()),
-                    _ => false,
-                };
+                let exists = Kind::from_segment(target)
+                    .is_some_and(|k| self.table(k).contains_key(&id_s.to_ascii_lowercase()));
                 if !exists {
                     return Err(errors::fk_unknown_id(fk, target, id_s));
                 }
@@ -219,7 +232,14 @@ impl Store {
             .filter(|(id, _)| Some(id.as_str()) != self_id)
             .map(|(_, r)| r);
         let key = kind.endpoint_key();
-        if let Some(name) = row.get(key).filter(|v| !v.is_null()) {
+        if kind == Kind::Targets {
+            // unique per upstream (the cache key `{upstream, target}`)
+            let ck = |r: &Row| json!({"target": r["target"], "upstream": r["upstream"]});
+            let mine = ck(row);
+            if others.clone().any(|r| ck(r) == mine) {
+                return Err(errors::unique_violation(mine));
+            }
+        } else if let Some(name) = row.get(key).filter(|v| !v.is_null()) {
             if others.clone().any(|r| r.get(key) == Some(name)) {
                 return Err(errors::unique_violation(json!({ key: name })));
             }
@@ -279,10 +299,10 @@ impl Store {
         if let Err(a) = self.check_relations(kind, &row, None) {
             return a;
         }
-        let t = now();
+        let t = now_of(kind);
         row.insert("id".into(), json!(id));
-        stamp(&mut row, "created_at", t);
-        stamp(&mut row, "updated_at", t);
+        stamp(&mut row, "created_at", &t);
+        stamp(&mut row, "updated_at", &t);
         self.table_mut(kind).insert(id, row.clone());
         Answer::ok(201, Value::Object(row))
     }
@@ -321,10 +341,10 @@ impl Store {
         if let Err(a) = self.check_relations(kind, &row, Some(&id)) {
             return a;
         }
-        let t = now();
+        let t = now_of(kind);
         row.insert("id".into(), json!(id));
-        stamp(&mut row, "created_at", t);
-        row.insert("updated_at".into(), json!(t));
+        stamp(&mut row, "created_at", &t);
+        row.insert("updated_at".into(), t);
         self.table_mut(kind).insert(id, row.clone());
         Answer::ok(200, Value::Object(row))
     }
@@ -354,8 +374,10 @@ impl Store {
         let old = self.table(kind)[&id].clone();
         let mut merged = old.clone();
         for (k, v) in body {
-            let v = if kind == Kind::Plugins && k == "config" {
-                entities::merge_config(&old["config"], &v)
+            let v = if kind == Kind::Plugins && k == "config"
+                || kind == Kind::Upstreams && k == "healthchecks"
+            {
+                entities::merge_config(&old[&k], &v)
             } else {
                 v
             };
@@ -374,7 +396,7 @@ impl Store {
         }
         row.insert("id".into(), json!(id));
         row.insert("created_at".into(), old["created_at"].clone());
-        row.insert("updated_at".into(), json!(now()));
+        row.insert("updated_at".into(), now_of(kind));
         self.table_mut(kind).insert(id, row.clone());
         Answer::ok(200, Value::Object(row))
     }
@@ -397,12 +419,16 @@ impl Store {
         let fk = match kind {
             Kind::Services => Some("service"),
             Kind::Routes => Some("route"),
-            Kind::Plugins => None,
+            _ => None,
         };
         if let Some(fk) = fk {
             self.plugins.retain(|_, p| !refs(p, fk));
         }
+        if kind == Kind::Upstreams {
+            self.targets.retain(|_, t| !refs(t, "upstream"));
+        }
         self.table_mut(kind).remove(&id);
+        self.balancer.forget_missing(&self.upstreams, &self.targets);
         Answer::no_content()
     }
 
@@ -499,10 +525,58 @@ impl Store {
     pub fn row(&self, kind: Kind, id: &str) -> Option<&Row> {
         self.table(kind).get(id)
     }
+
+    /// A target of `upstream_id` by id or by its address (normalized: port 8000 when none).
+    pub fn find_target(&self, upstream_id: &str, seg: &str) -> Option<String> {
+        let of_upstream = |r: &Row| r["upstream"]["id"].as_str() == Some(upstream_id);
+        if is_uuid(seg) {
+            let id = seg.to_ascii_lowercase();
+            return self.targets.get(&id).filter(|r| of_upstream(r)).map(|_| id);
+        }
+        let want = entities::normalize_target(seg)?;
+        self.targets
+            .iter()
+            .find(|(_, r)| of_upstream(r) && r["target"].as_str() == Some(want.as_str()))
+            .map(|(id, _)| id.clone())
+    }
+
+    /// The upstream named `host` (a service's host), if there is one.
+    pub fn upstream_named(&self, host: &str) -> Option<&Row> {
+        self.upstreams
+            .values()
+            .find(|u| u["name"].as_str() == Some(host))
+    }
+
+    /// The targets of an upstream, oldest first (`created_at`, then id), as the balancer sees them.
+    pub fn targets_of(&self, upstream_id: &str) -> Vec<&Row> {
+        let mut v: Vec<&Row> = self
+            .targets
+            .values()
+            .filter(|t| t["upstream"]["id"].as_str() == Some(upstream_id))
+            .collect();
+        v.sort_by(|a, b| {
+            let t = |r: &Row| r["created_at"].as_f64().unwrap_or(0.0);
+            t(a).total_cmp(&t(b))
+                .then_with(|| a["id"].as_str().cmp(&b["id"].as_str()))
+        });
+        v
+    }
 }
 
-fn stamp(row: &mut Row, key: &str, t: i64) {
+fn stamp(row: &mut Row, key: &str, t: &Value) {
     if row.get(key).is_none_or(|v| v.is_null()) {
-        row.insert(key.into(), json!(t));
+        row.insert(key.into(), t.clone());
     }
+}
+
+/// Now, as the kind stores it: seconds, or (targets: `auto_timestamp_ms`) seconds with millis.
+fn now_of(kind: Kind) -> Value {
+    if kind != Kind::Targets {
+        return json!(now());
+    }
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    json!(ms as f64 / 1000.0)
 }
