@@ -1503,3 +1503,482 @@ async fn entity_writes_are_refused_without_a_database_as_kong_refuses_them() {
         .await;
     assert_eq!((s, b["code"].as_i64()), (404, Some(6)));
 }
+
+// ---- upstreams and targets (UPSTREAMS.md) ----
+
+#[tokio::test]
+async fn an_upstream_gets_every_default_and_its_name_must_be_a_hostname() {
+    let k = K::new().await;
+    let (s, b) = k
+        .call("POST", "/upstreams", Some(json!({"name": "svc.test"})))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert!(b["created_at"].is_i64() && b["updated_at"].is_i64());
+    for (f, v) in [
+        ("algorithm", json!("round-robin")),
+        ("hash_on", json!("none")),
+        ("hash_fallback", json!("none")),
+        ("hash_on_cookie_path", json!("/")),
+        ("slots", json!(10000)),
+        ("use_srv_name", json!(false)),
+        ("tags", Value::Null),
+        ("host_header", Value::Null),
+        ("client_certificate", Value::Null),
+    ] {
+        assert_eq!(b[f], v, "{f}");
+    }
+    assert_eq!(b["healthchecks"]["threshold"], 0);
+    assert_eq!(
+        b["healthchecks"]["passive"]["unhealthy"],
+        json!({"http_statuses": [429, 500, 503], "tcp_failures": 0, "timeouts": 0, "http_failures": 0})
+    );
+    assert_eq!(
+        b["healthchecks"]["active"]["healthy"]["http_statuses"],
+        json!([200, 302])
+    );
+    for (name, why) in [
+        (
+            "10.0.0.1",
+            "Invalid name ('10.0.0.1'); no ip addresses allowed",
+        ),
+        (
+            "svc.test:80",
+            "Invalid name ('svc.test:80'); no port allowed",
+        ),
+        (
+            "bad name",
+            "Invalid name ('bad name'); must be a valid hostname",
+        ),
+    ] {
+        let (s, b) = k
+            .call("POST", "/upstreams", Some(json!({"name": name})))
+            .await;
+        assert_eq!(
+            (s, b["fields"]["name"].clone()),
+            (400, json!(why)),
+            "{name}"
+        );
+    }
+    let (s, b) = k
+        .call("POST", "/upstreams", Some(json!({"name": "svc.test"})))
+        .await;
+    assert_eq!((s, b["code"].clone()), (409, json!(5)), "{b}");
+    // a partial healthchecks record is filled from the defaults; PATCH merges into the stored one
+    let (s, b) = k
+        .call(
+            "PUT",
+            "/upstreams/checked",
+            Some(json!({"healthchecks": {"passive": {"unhealthy": {"tcp_failures": 2}}}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["healthchecks"]["passive"]["unhealthy"]["tcp_failures"], 2);
+    assert_eq!(
+        b["healthchecks"]["passive"]["unhealthy"]["http_statuses"],
+        json!([429, 500, 503])
+    );
+    let (_, b) = k
+        .call(
+            "PATCH",
+            "/upstreams/checked",
+            Some(json!({"healthchecks": {"active": {"healthy": {"interval": 5}}}})),
+        )
+        .await;
+    assert_eq!(b["healthchecks"]["active"]["healthy"]["interval"], 5);
+    assert_eq!(
+        b["healthchecks"]["passive"]["unhealthy"]["tcp_failures"], 2,
+        "kept"
+    );
+    for (hc, field) in [
+        (
+            json!({"passive": {"unhealthy": {"tcp_failures": 300}}}),
+            "value should be between 0 and 255",
+        ),
+        (json!({"passive": {"nope": 1}}), "unknown field"),
+    ] {
+        let (s, b) = k
+            .call(
+                "POST",
+                "/upstreams",
+                Some(json!({"name": "x.test", "healthchecks": hc})),
+            )
+            .await;
+        assert_eq!(s, 400, "{b}");
+        assert!(b["message"].as_str().unwrap().contains(field), "{b}");
+    }
+}
+
+#[tokio::test]
+async fn targets_are_created_by_post_only_normalized_unique_per_upstream_and_cascade() {
+    let k = K::new().await;
+    let (_, u) = k
+        .call("POST", "/upstreams", Some(json!({"name": "up.test"})))
+        .await;
+    let base = "/upstreams/up.test/targets";
+    let (s, t) = k
+        .call("POST", base, Some(json!({"target": "konghq.test"})))
+        .await;
+    assert_eq!(s, 201, "{t}");
+    assert_eq!(
+        (
+            t["target"].clone(),
+            t["weight"].clone(),
+            t["upstream"].clone(),
+            t["tags"].clone()
+        ),
+        (
+            json!("konghq.test:8000"),
+            json!(100),
+            json!({"id": u["id"]}),
+            Value::Null
+        )
+    );
+    assert!(t["created_at"].is_f64(), "targets keep milliseconds: {t}");
+    let (s, b) = k
+        .call(
+            "POST",
+            base,
+            Some(json!({"target": "konghq.test:8000", "weight": 5})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["code"].clone()),
+        (409, json!(5)),
+        "POST never updates: {b}"
+    );
+    for (body, field, msg) in [
+        (json!({"weight": 0}), "target", "required field missing"),
+        (
+            json!({"target": "some invalid host name"}),
+            "target",
+            "Invalid target; not a valid hostname or ip address",
+        ),
+        (
+            json!({"target": "konghq.test", "weight": 65536}),
+            "weight",
+            "value should be between 0 and 65535",
+        ),
+    ] {
+        let (s, b) = k.call("POST", base, Some(body.clone())).await;
+        assert_eq!((s, b["fields"][field].clone()), (400, json!(msg)), "{body}");
+    }
+    // PUT and PATCH update an existing target (by address or id); neither creates one
+    let (s, b) = k
+        .call(
+            "PUT",
+            &format!("{base}/konghq.test:9"),
+            Some(json!({"weight": 1})),
+        )
+        .await;
+    assert_eq!((s, b), (404, json!({"message": "Not found"})));
+    let (s, b) = k
+        .call(
+            "PATCH",
+            &format!("{base}/konghq.test:8000"),
+            Some(json!({"weight": 0})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["weight"].clone(), b["id"].clone()),
+        (200, json!(0), t["id"].clone())
+    );
+    let (s, b) = k.call("GET", &format!("{base}/konghq.test"), None).await;
+    assert_eq!(
+        (s, b["weight"].clone()),
+        (200, json!(0)),
+        "the default port finds it"
+    );
+    k.call("POST", base, Some(json!({"target": "10.0.0.9:5000"})))
+        .await;
+    let (_, list) = k.call("GET", base, None).await;
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        2,
+        "weight-0 targets are listed: {list}"
+    );
+    // the same address on another upstream is another target
+    k.call("POST", "/upstreams", Some(json!({"name": "other.test"})))
+        .await;
+    let (s, _) = k
+        .call(
+            "POST",
+            "/upstreams/other.test/targets",
+            Some(json!({"target": "10.0.0.9:5000"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, b) = k.call("GET", "/targets", None).await;
+    assert_eq!(
+        (s, b),
+        (404, json!({"message": "Not found"})),
+        "no top-level targets in 3.4"
+    );
+    for m in ["PUT", "PATCH", "DELETE"] {
+        let (s, _) = k.call(m, base, Some(json!({"target": "x.test"}))).await;
+        assert_eq!(s, 405, "{m} on the collection");
+    }
+    let (s, _) = k
+        .call(
+            "POST",
+            "/upstreams/nope.test/targets",
+            Some(json!({"target": "a.test"})),
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = k
+        .call("DELETE", &format!("{base}/10.0.0.9:5000"), None)
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = k.call("GET", &format!("{base}/10.0.0.9:5000"), None).await;
+    assert_eq!(s, 404);
+    let (s, _) = k
+        .call("GET", "/upstreams/other.test/targets/10.0.0.9:5000", None)
+        .await;
+    assert_eq!(s, 200, "the other upstream's is untouched");
+    // deleting an upstream deletes its targets
+    let (s, _) = k.call("DELETE", "/upstreams/up.test", None).await;
+    assert_eq!(s, 204);
+    assert!(k.emu.with_store(|st| st
+        .find_target(u["id"].as_str().unwrap(), "konghq.test")
+        .is_none()));
+}
+
+/// Which backend answered: each backend is an emulator whose `GET /` names its node id.
+async fn node_of(http: &HttpClient, url: &str) -> (u16, String) {
+    let (s, b) = http.json("GET", url, None).await.unwrap();
+    (
+        s,
+        b["node_id"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| b.to_string()),
+    )
+}
+
+#[tokio::test]
+async fn the_proxy_balances_by_weight_retries_a_dead_peer_and_says_when_none_is_left() {
+    let k = K::new().await;
+    let a = KongEmulator::start(Options::default()).await.unwrap();
+    let b = KongEmulator::start(Options::default()).await.unwrap();
+    let node = |e: &KongEmulator| e.with_store(|s| s.node_id.clone());
+    let (na, nb) = (node(&a), node(&b));
+    k.call(
+        "PUT",
+        "/upstreams/balanced",
+        Some(json!({"healthchecks": {"passive": {"unhealthy": {"tcp_failures": 1}}}})),
+    )
+    .await;
+    for e in [&a, &b] {
+        let (s, _) = k
+            .call(
+                "POST",
+                "/upstreams/balanced/targets",
+                Some(json!({"target": e.admin_addr.to_string()})),
+            )
+            .await;
+        assert_eq!(s, 201);
+    }
+    k.call(
+        "PUT",
+        "/services/bal",
+        Some(json!({"host": "balanced", "port": 80})),
+    )
+    .await;
+    k.call(
+        "PUT",
+        "/routes/bal",
+        Some(json!({"paths": ["/b"], "service": {"name": "bal"}})),
+    )
+    .await;
+    let http = HttpClient::default();
+    let url = format!("{}/b/", k.emu.proxy_url());
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..20 {
+        let (s, n) = node_of(&http, &url).await;
+        assert_eq!(s, 200);
+        *seen.entry(n).or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen.get(&na),
+        Some(&10),
+        "equal weights alternate: {seen:?}"
+    );
+    assert_eq!(seen.get(&nb), Some(&10), "{seen:?}");
+    // weight 0: no new requests
+    k.call(
+        "PATCH",
+        &format!("/upstreams/balanced/targets/{}", b.admin_addr),
+        Some(json!({"weight": 0})),
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(node_of(&http, &url).await, (200, na.clone()));
+    }
+    // a peer that refuses connections: the try goes to another peer, and the passive check
+    // (tcp_failures 1) takes it out of the rotation
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    k.call(
+        "POST",
+        "/upstreams/balanced/targets",
+        Some(json!({"target": dead.to_string()})),
+    )
+    .await;
+    for _ in 0..4 {
+        assert_eq!(
+            node_of(&http, &url).await,
+            (200, na.clone()),
+            "retried on a live peer"
+        );
+    }
+    let (_, h) = k.call("GET", "/upstreams/balanced/health", None).await;
+    let health: std::collections::BTreeMap<String, String> = h["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["target"].as_str().unwrap().to_string(),
+                t["health"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(health[&dead.to_string()], "UNHEALTHY", "{h}");
+    assert_eq!(health[&a.admin_addr.to_string()], "HEALTHY");
+    assert_eq!(
+        health[&b.admin_addr.to_string()],
+        "HEALTHCHECKS_OFF",
+        "weight 0"
+    );
+    // nothing left to pick
+    k.call(
+        "PATCH",
+        &format!("/upstreams/balanced/targets/{}", a.admin_addr),
+        Some(json!({"weight": 0})),
+    )
+    .await;
+    let (s, body) = http.json("GET", &url, None).await.unwrap();
+    assert_eq!(
+        (s, body),
+        (
+            503,
+            json!({"message": "failure to get a peer from the ring-balancer"})
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_unhealthy_target_comes_back_by_active_probes_or_by_hand() {
+    let k = K::new().await;
+    let a = KongEmulator::start(Options::default()).await.unwrap();
+    k.call(
+        "PUT",
+        "/upstreams/probed",
+        Some(json!({"healthchecks": {"active": {"type": "tcp", "healthy": {"interval": 1, "successes": 1}}}})),
+    )
+    .await;
+    let t = format!("/upstreams/probed/targets/{}", a.admin_addr);
+    k.call(
+        "POST",
+        "/upstreams/probed/targets",
+        Some(json!({"target": a.admin_addr.to_string()})),
+    )
+    .await;
+    k.call("PUT", "/services/p", Some(json!({"host": "probed"})))
+        .await;
+    k.call(
+        "PUT",
+        "/routes/p",
+        Some(json!({"paths": ["/p"], "service": {"name": "p"}})),
+    )
+    .await;
+    let (s, _) = k.call("PUT", &format!("{t}/unhealthy"), None).await;
+    assert_eq!(s, 204);
+    let http = HttpClient::default();
+    let url = format!("{}/p/", k.emu.proxy_url());
+    assert_eq!(
+        http.json("GET", &url, None).await.unwrap().0,
+        503,
+        "unhealthy: no peer"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if http.json("GET", &url, None).await.unwrap().0 == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the probe never brought it back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // by hand, on an upstream without active probes
+    k.call(
+        "PATCH",
+        "/upstreams/probed",
+        Some(json!({"healthchecks": {"active": {"healthy": {"interval": 0}}}})),
+    )
+    .await;
+    k.call("PUT", &format!("{t}/unhealthy"), None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    assert_eq!(
+        http.json("GET", &url, None).await.unwrap().0,
+        503,
+        "nothing probes it now"
+    );
+    k.call("PUT", &format!("{t}/healthy"), None).await;
+    assert_eq!(http.json("GET", &url, None).await.unwrap().0, 200);
+}
+
+#[tokio::test]
+async fn dbless_loads_upstreams_with_nested_targets_exports_them_flat_and_refuses_target_writes() {
+    let k = dbless().await;
+    let a = KongEmulator::start(Options::default()).await.unwrap();
+    let decl = json!({"_format_version": "3.0",
+        "upstreams": [{"name": "up", "tags": ["t"], "targets": [{"target": a.admin_addr.to_string()}]}],
+        "targets": [{"upstream": "up", "target": "10.0.0.1:5000", "weight": 0}],
+        "services": [{"name": "s", "host": "up", "routes": [{"name": "r", "paths": ["/u"]}]}]});
+    let (s, b) = k.call("POST", "/config", Some(decl)).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, _) = HttpClient::default()
+        .json("GET", &format!("{}/u/", k.emu.proxy_url()), None)
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "balanced to the only target of weight > 0");
+    let (_, cfg) = k.call("GET", "/config", None).await;
+    let doc: Value = serde_yaml_ng::from_str(cfg["config"].as_str().unwrap()).unwrap();
+    let uid = doc["upstreams"][0]["id"].as_str().unwrap().to_string();
+    let targets = doc["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 2);
+    assert!(
+        targets.iter().all(|t| t["upstream"] == uid.as_str()),
+        "foreign keys as ids: {doc:?}"
+    );
+    let (s, b) = k
+        .call(
+            "POST",
+            "/upstreams/up/targets",
+            Some(json!({"target": "10.0.0.2:5000"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["message"].clone()),
+        (
+            405,
+            json!("cannot create 'targets' entities when not using a database")
+        )
+    );
+    let bad =
+        json!({"_format_version": "3.0", "targets": [{"upstream": "nope", "target": "a.test"}]});
+    let (s, b) = k.call("POST", "/config?flatten_errors=1", Some(bad)).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid reference 'upstream: nope'"),
+        "{b}"
+    );
+}
