@@ -240,38 +240,59 @@ fn is_ready(a: &AgentEndpoint, now: f64, warmup: f64) -> bool {
 }
 
 /// How an agent's running containers share its traffic, as (container, weight) — the targets of
-/// its upstream. None ready yet (a first deploy): every container at once. Else the newest
-/// generation (the image of the most recently created ready container) takes the traffic;
-/// ready containers of other images are drained (weight 0) until they stop, so an update's old
-/// version gets no new request once the new one can answer; the build agent's stand-by gives
-/// way (weight 0) once a ready container of its generation is not a stand-by. A container not
-/// ready while another is gets nothing yet.
+/// its upstream. A generation is the containers of one image; the serving one is the newest with
+/// a ready container (none ready, as on a first deploy: the oldest, routed at once). All of its
+/// containers take traffic — replicas starting beside ready ones included: Kong tries another
+/// peer while one does not listen yet — except in an update handover: while the build agent's
+/// stand-by is the generation's only ready container, its recreated entry container waits until
+/// it is ready, and then the stand-by gives way (weight 0). Ready containers of other generations
+/// are drained (weight 0) until they stop, so an old version gets no new request once the new one
+/// answers; a newer generation not ready yet gets nothing.
 pub fn weigh<'a>(
     candidates: &[&'a AgentEndpoint],
     now: f64,
     warmup: f64,
 ) -> Vec<(&'a AgentEndpoint, u16)> {
-    let ready: Vec<&AgentEndpoint> = candidates
-        .iter()
-        .copied()
-        .filter(|a| is_ready(a, now, warmup))
-        .collect();
-    let Some(newest) = ready.iter().max_by_key(|a| {
-        (
+    let ready = |a: &AgentEndpoint| is_ready(a, now, warmup);
+    // image → (newest and oldest creation of its containers, has a ready one)
+    let mut generations: BTreeMap<&str, (&str, &str, bool)> = BTreeMap::new();
+    for a in candidates {
+        let g = generations.entry(a.image.as_str()).or_insert((
             a.created_at.as_str(),
-            a.started_at.as_str(),
-            a.container_id.as_str(),
-        )
-    }) else {
-        return candidates.iter().map(|a| (*a, FULL_WEIGHT)).collect();
-    };
-    let generation = newest.image.as_str();
-    let settled = ready.iter().any(|a| a.image == generation && !a.handover);
-    ready
+            a.created_at.as_str(),
+            false,
+        ));
+        g.0 = g.0.max(a.created_at.as_str());
+        g.1 = g.1.min(a.created_at.as_str());
+        g.2 |= ready(a);
+    }
+    let serving = generations
         .iter()
-        .map(|a| {
-            let serves = a.image == generation && !(a.handover && settled);
-            (*a, if serves { FULL_WEIGHT } else { 0 })
+        .filter(|(_, g)| g.2)
+        .max_by_key(|(_, g)| g.0)
+        .or_else(|| generations.iter().min_by_key(|(_, g)| g.1))
+        .map(|(image, _)| *image);
+    let of_serving = |a: &&AgentEndpoint| Some(a.image.as_str()) == serving;
+    let entry_ready = candidates
+        .iter()
+        .any(|a| of_serving(a) && !a.handover && ready(a));
+    let standby_serving = !entry_ready
+        && candidates
+            .iter()
+            .any(|a| of_serving(a) && a.handover && ready(a));
+    candidates
+        .iter()
+        .filter_map(|a| {
+            let weight = if !of_serving(a) {
+                ready(a).then_some(0)
+            } else if a.handover {
+                Some(if entry_ready { 0 } else { FULL_WEIGHT })
+            } else if standby_serving && !ready(a) {
+                None
+            } else {
+                Some(FULL_WEIGHT)
+            };
+            weight.map(|w| (*a, w))
         })
         .collect()
 }
@@ -638,6 +659,23 @@ mod tests {
             weights(&[&one, &two], base + 30.0),
             [("10.0.0.5".to_string(), 100), ("10.0.0.6".to_string(), 100)],
             "replicas of one image share the traffic"
+        );
+        let mut next = agent("a", "10.0.0.8", &t(21));
+        next.image = "v2".into();
+        assert_eq!(
+            weights(&[&one, &two, &next], base + 22.0),
+            [("10.0.0.5".to_string(), 100), ("10.0.0.6".to_string(), 100)],
+            "a newer image joining while none is warm waits: no target comes and goes"
+        );
+        let late = agent("a", "10.0.0.9", &t(29));
+        assert_eq!(
+            weights(&[&one, &two, &late], base + 29.5),
+            [
+                ("10.0.0.5".to_string(), 100),
+                ("10.0.0.6".to_string(), 100),
+                ("10.0.0.9".to_string(), 100)
+            ],
+            "a replica joining its serving generation is in at once (Kong retries past it)"
         );
         let mut checked = agent("a", "10.0.0.7", &t(29));
         checked.health_checked = true;

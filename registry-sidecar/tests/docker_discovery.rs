@@ -119,6 +119,35 @@ impl Harness {
         .await;
     }
 
+    /// The targets of upstream `name` as (address, weight), sorted.
+    async fn targets(&self, name: &str) -> Vec<(String, u64)> {
+        let (_, l) = self.kong_get(&format!("/upstreams/{name}/targets")).await;
+        let mut v: Vec<(String, u64)> = l["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                (
+                    t["target"].as_str().unwrap_or_default().to_string(),
+                    t["weight"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Wait until upstream `name`'s targets are `want` (address, weight), in any order.
+    async fn wait_targets(&self, name: &str, what: &str, want: &[(String, u64)]) {
+        let mut want = want.to_vec();
+        want.sort();
+        let want = &want;
+        wait_for(what, T, || async move {
+            (self.targets(name).await == *want).then_some(())
+        })
+        .await;
+    }
+
     async fn plugin_names(&self, service: &str) -> Vec<String> {
         let (_, l) = self.kong_get(&format!("/services/{service}/plugins")).await;
         let mut v: Vec<String> = l["data"]
@@ -149,10 +178,15 @@ async fn a_labelled_agent_is_routed_while_running_and_removed_when_stopped() {
     );
     let ip = h.net.ip_of(&c);
     let svc = format!("agent-{name}");
-    h.wait_service(&svc, "the agent's service", |s| {
-        s.is_some_and(|s| s["host"] == ip.as_str() && s["port"] == 5000)
+    h.wait_service(&svc, "the agent's service, pointed at its upstream", |s| {
+        s.is_some_and(|s| s["host"] == svc.as_str())
     })
     .await;
+    assert_eq!(
+        h.targets(&svc).await,
+        [(format!("{ip}:5000"), 100)],
+        "the container is its upstream's target"
+    );
     let (_, s) = h.kong_get(&format!("/services/{svc}")).await;
     assert_eq!(
         (
@@ -231,6 +265,11 @@ async fn a_labelled_agent_is_routed_while_running_and_removed_when_stopped() {
     })
     .await;
     assert_eq!(h.kong_get(&format!("/routes/{svc}-route")).await.0, 404);
+    let up = format!("/upstreams/{svc}");
+    wait_for("the upstream to go", T, || async {
+        (h.kong_get(&up).await.0 == 404).then_some(())
+    })
+    .await;
     assert!(h.plugin_names(&svc).await.is_empty());
 
     docker_ok(&["start", &c]);
@@ -961,4 +1000,91 @@ async fn dbless_kong_gets_one_push_keeps_foreign_entities_and_rests_at_304() {
     assert_eq!(doc["consumers"][0]["username"], "alice", "{doc}");
     let st = h.status().await;
     assert!(st["sync_error"].is_null(), "{st}");
+}
+
+/// Which replica served: each answers `GET /id` with its container name.
+async fn served_by(h: &Harness, svc: &str, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let url = format!("{}/agents/{svc}/id", h.kong.proxy_url());
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let (s, _, body) = h
+            .http
+            .send("GET", &url, &[], Default::default())
+            .await
+            .unwrap();
+        let who = if s == 200 {
+            String::from_utf8_lossy(&body).trim().to_string()
+        } else {
+            format!("status {s}")
+        };
+        *seen.entry(who).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_an_agents_traffic_and_a_new_generation_drains_the_old_before_it_goes() {
+    let mut h = Harness::prepare(None).await;
+    h.start_sidecar().await;
+    let name = unique("replicas");
+    let svc = format!("agent-{name}");
+    let (r1, r2) = (format!("{name}-r1"), format!("{name}-r2"));
+    let busybox = nasiko_tests::docker::ensure_busybox_image();
+    h.net.replica(&r1, &name, busybox, &[]);
+    h.net.replica(&r2, &name, busybox, &[]);
+    let addr = |c: &str| format!("{}:5000", h.net.ip_of(c));
+    h.wait_targets(
+        &svc,
+        "both replicas as targets",
+        &[(addr(&r1), 100), (addr(&r2), 100)],
+    )
+    .await;
+    let route = format!("/routes/{svc}-route");
+    wait_for("the route", T, || async {
+        (h.kong_get(&route).await.0 == 200).then_some(())
+    })
+    .await;
+    let seen = served_by(&h, &svc, 10).await;
+    assert_eq!(
+        seen,
+        [(r1.clone(), 5), (r2.clone(), 5)].into(),
+        "Kong balances the replicas"
+    );
+    // a container of another image: a new generation. It warms up (3 s), then takes the traffic
+    // and the old ones are drained (weight 0), still running, until they stop
+    let next = nasiko_tests::docker::NextImage::new();
+    h.kong.clear_requests();
+    let r3 = format!("{name}-r3");
+    h.net.replica(&r3, &name, &next.tag, &[]);
+    h.wait_targets(
+        &svc,
+        "the new generation in, the old drained",
+        &[(addr(&r1), 0), (addr(&r2), 0), (addr(&r3), 100)],
+    )
+    .await;
+    assert_eq!(served_by(&h, &svc, 6).await, [(r3.clone(), 6)].into());
+    let writes: Vec<String> = h
+        .kong
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_write())
+        .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+        .collect();
+    assert_eq!(
+        writes.len(),
+        3,
+        "one target added, two drained: {writes:#?}"
+    );
+    assert!(
+        writes[0].starts_with("POST "),
+        "added before anything is drained: {writes:#?}"
+    );
+    docker_ok(&["stop", "-t", "1", &r1]);
+    h.wait_targets(
+        &svc,
+        "a stopped container's target removed",
+        &[(addr(&r2), 0), (addr(&r3), 100)],
+    )
+    .await;
+    docker_ok(&["rm", "-f", &r1, &r2, &r3]);
 }

@@ -119,12 +119,41 @@ impl TestNet {
 
     /// `docker run -d` with the run label and the given extra args, image and command.
     pub fn run(&self, container: &str, extra: &[&str], cmd: &[&str]) -> String {
+        self.run_image(container, extra, ensure_busybox_image(), cmd)
+    }
+
+    /// `run` with another image.
+    pub fn run_image(&self, container: &str, extra: &[&str], image: &str, cmd: &[&str]) -> String {
         let label = format!("{TEST_LABEL}={}", self.run);
         let mut args = vec!["run", "-d", "--name", container, "--label", &label];
         args.extend_from_slice(extra);
-        args.push(ensure_busybox_image());
+        args.push(image);
         args.extend_from_slice(cmd);
         docker_ok(&args)
+    }
+
+    /// A replica of agent `name` in `container`, from `image`: it answers `GET /id` with its
+    /// container name, so a test sees which replica served a request.
+    pub fn replica(
+        &self,
+        container: &str,
+        name: &str,
+        image: &str,
+        extra_labels: &[(&str, &str)],
+    ) -> String {
+        let net = format!("--network={}", self.name);
+        let mut extra: Vec<String> = vec![net];
+        for (k, v) in [("nasiko.type", "agent"), ("nasiko.name", name)]
+            .iter()
+            .chain(extra_labels)
+        {
+            extra.push("--label".into());
+            extra.push(format!("{k}={v}"));
+        }
+        let refs: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let script =
+            format!("mkdir -p /w && echo {container} > /w/id && exec httpd -f -p 5000 -h /w");
+        self.run_image(container, &refs, image, &["sh", "-c", &script])
     }
 
     /// An agent-like container on this network that serves HTTP on 5000 (busybox httpd).
@@ -162,6 +191,52 @@ impl TestNet {
             ),
             container,
         ])
+    }
+}
+
+/// An image of another generation: the busybox image with one more label (another image id),
+/// removed on drop.
+pub struct NextImage {
+    pub tag: String,
+}
+
+impl NextImage {
+    pub fn new() -> NextImage {
+        let tag = format!("nasiko-test-next:{}", unique("gen"));
+        let dockerfile = format!(
+            "FROM {}\nLABEL nasiko-test-gen={tag}\n",
+            ensure_busybox_image()
+        );
+        let mut child = std::process::Command::new("docker")
+            .args(["build", "-q", "-t", &tag, "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("docker build");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(dockerfile.as_bytes())
+            .expect("write the Dockerfile");
+        assert!(
+            child.wait().expect("docker build").success(),
+            "docker build of {tag} failed"
+        );
+        NextImage { tag }
+    }
+}
+
+impl Default for NextImage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for NextImage {
+    fn drop(&mut self) {
+        let _ = docker(&["rmi", "-f", &self.tag]);
     }
 }
 
