@@ -235,6 +235,8 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
             }
         })
     };
+    let requests = format!("{}/__emulator/requests", stack.admin());
+    http.json("DELETE", &requests, None).await.unwrap();
     let v2 = stack.add_package("compose-agents-net", &name, "v2.0.0");
     stack.queue(&name, &v2, "v2.0.0", Some("update_agent"));
     wait_for("v2 answering through the gateway", T, || async {
@@ -254,9 +256,28 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
     load.await.unwrap();
     let (okn, failn) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     println!("update: {okn} requests answered, {failn} failed during the switch");
+    // the whole update is done through the agent's targets: its service, route and plugins are
+    // not written
+    let (_, rec) = http.json("GET", &requests, None).await.unwrap();
+    let writes: Vec<String> = rec["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["method"] != "GET" && r["path"].as_str().unwrap().contains(&format!("agent-{name}")))
+        .map(|r| format!("{} {}", r["method"].as_str().unwrap(), r["path"].as_str().unwrap()))
+        .collect();
+    println!("update: {} Admin API writes: {writes:#?}", writes.len());
+    assert!(
+        writes.iter().all(|w| w.contains(&format!("/upstreams/agent-{name}/targets"))),
+        "only target writes during an update: {writes:#?}"
+    );
+    assert!(
+        (2..=6).contains(&writes.len()),
+        "add and drain the stand-by's and the new container's targets, remove the old ones: {writes:#?}"
+    );
     assert!(okn > 0);
-    // compose recreates the container: the route points at the old address until the sidecar
-    // sees the new one (measured: a few requests at 50 ms intervals); never a long outage
+    // the old version is drained (weight 0) before compose stops it, the stand-by before the
+    // build agent removes it: no request goes to a container on its way out
     assert_eq!(
         failn, 0,
         "requests keep succeeding throughout the update (stand-by handover)"
