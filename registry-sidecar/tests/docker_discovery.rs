@@ -461,9 +461,9 @@ async fn converged_state_makes_zero_writes_and_foreign_entities_survive() {
         201
     );
     h.start_sidecar().await;
-    for i in 0..2 {
-        let n = unique(&format!("rest{i}"));
-        h.net.labelled_agent(&n);
+    let agents: Vec<String> = (0..2).map(|i| unique(&format!("rest{i}"))).collect();
+    for n in &agents {
+        h.net.labelled_agent(n);
         h.wait_service(&format!("agent-{n}"), "agent routed", |s| s.is_some())
             .await;
     }
@@ -510,6 +510,48 @@ async fn converged_state_makes_zero_writes_and_foreign_entities_survive() {
         h.kong_get("/services/someone-else").await.0,
         200,
         "an untagged entity survives"
+    );
+    // someone else's upstream, and someone's target put on one of our agents' upstreams: when
+    // that agent goes, its upstream stays (deleting it would cascade to their target)
+    let adm = admin.as_str();
+    let post = |path: String, body: Value| async move {
+        let (s, b) = http
+            .json("POST", &format!("{adm}{path}"), Some(&body))
+            .await
+            .unwrap();
+        assert_eq!(s, 201, "{path}: {b}");
+    };
+    post("/upstreams".into(), json!({"name": "their-upstream"})).await;
+    post(
+        "/upstreams/their-upstream/targets".into(),
+        json!({"target": "10.1.1.1:80"}),
+    )
+    .await;
+    let gone = &agents[0];
+    post(
+        format!("/upstreams/agent-{gone}/targets"),
+        json!({"target": "10.1.1.2:80", "tags": ["ops"]}),
+    )
+    .await;
+    let (_, body) = http
+        .json("POST", &format!("{}/sync", h.api), None)
+        .await
+        .unwrap();
+    assert_eq!(body["writes"], 0, "a foreign target is left alone: {body}");
+    docker_ok(&["rm", "-f", &format!("c-{gone}")]);
+    h.wait_service(&format!("agent-{gone}"), "the agent's service to go", |s| {
+        s.is_none()
+    })
+    .await;
+    assert_eq!(
+        h.targets(&format!("agent-{gone}")).await,
+        [("10.1.1.2:80".to_string(), 100)]
+    );
+    assert_eq!(
+        h.kong_get("/upstreams/their-upstream/targets/10.1.1.1:80")
+            .await
+            .0,
+        200
     );
 }
 
@@ -909,6 +951,8 @@ async fn dbless_kong_gets_one_push_keeps_foreign_entities_and_rests_at_304() {
              "plugins": [{"name": "rate-limiting", "config": {"minute": 5}}]},
             {"name": "backend-api-proxy", "host": "old-host", "plugins": [{"name": "cors"}]}
         ],
+        "upstreams": [{"name": "their-upstream", "tags": ["ops"],
+                       "targets": [{"target": "10.1.1.1:80", "tags": ["ops"]}]}],
         "consumers": [{"username": "alice"}]
     });
     let (s, b) = http
@@ -998,6 +1042,25 @@ async fn dbless_kong_gets_one_push_keeps_foreign_entities_and_rests_at_304() {
     let (_, cfg) = h.kong_get("/config").await;
     let doc: Value = serde_yaml_ng::from_str(cfg["config"].as_str().unwrap()).unwrap();
     assert_eq!(doc["consumers"][0]["username"], "alice", "{doc}");
+    assert_eq!(
+        h.kong_get("/upstreams/their-upstream/targets/10.1.1.1:80")
+            .await
+            .0,
+        200,
+        "someone else's upstream and target survive every push"
+    );
+    assert_eq!(
+        h.kong_get(&format!("/upstreams/agent-{}", names[0]))
+            .await
+            .0,
+        404,
+        "the removed agent's upstream goes with it"
+    );
+    assert_eq!(
+        h.targets(&format!("agent-{}", names[1])).await.len(),
+        1,
+        "the other agent keeps its target"
+    );
     let st = h.status().await;
     assert!(st["sync_error"].is_null(), "{st}");
 }

@@ -263,12 +263,26 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["method"] != "GET" && r["path"].as_str().unwrap().contains(&format!("agent-{name}")))
-        .map(|r| format!("{} {}", r["method"].as_str().unwrap(), r["path"].as_str().unwrap()))
+        .filter(|r| {
+            r["method"] != "GET"
+                && r["path"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("agent-{name}"))
+        })
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["method"].as_str().unwrap(),
+                r["path"].as_str().unwrap()
+            )
+        })
         .collect();
     println!("update: {} Admin API writes: {writes:#?}", writes.len());
     assert!(
-        writes.iter().all(|w| w.contains(&format!("/upstreams/agent-{name}/targets"))),
+        writes
+            .iter()
+            .all(|w| w.contains(&format!("/upstreams/agent-{name}/targets"))),
         "only target writes during an update: {writes:#?}"
     );
     assert!(
