@@ -17,6 +17,9 @@ pub struct OwnedState {
     pub targets: Vec<Value>,
     /// Targets found on our upstreams without the tag (someone else's, or the Python era's).
     pub foreign_targets: Vec<Value>,
+    /// The targets are those of an earlier full listing, still matching Kong's ids: good to
+    /// tell that nothing is to be done, not to plan writes from.
+    pub reused_targets: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -433,6 +436,7 @@ mod tests {
                 })
                 .collect(),
             foreign_targets: vec![],
+            reused_targets: false,
             services: d
                 .services
                 .values()

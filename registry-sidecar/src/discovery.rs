@@ -284,7 +284,7 @@ impl Discovery {
 fn apply(view: &mut AgentsView, id: &str, c: &Classified) {
     match c {
         Classified::Agent(a) => {
-            view.agents.insert(id.to_string(), a.clone());
+            view.agents.insert(id.to_string(), (**a).clone());
         }
         Classified::Waiting(w) => {
             view.waiting.insert(id.to_string(), w.clone());

@@ -107,7 +107,7 @@ pub fn parse_rfc3339(s: &str) -> Option<f64> {
 /// The outcome for one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Classified {
-    Agent(AgentEndpoint),
+    Agent(Box<AgentEndpoint>),
     /// Not an agent at all (infrastructure, dependency, other project): silently ignored.
     NotAgent,
     /// An agent that cannot be routed now (not running, unhealthy, not on the network).
@@ -185,7 +185,7 @@ pub fn classify(c: &ContainerFacts, network: &str) -> Classified {
             c.name
         ));
     };
-    Classified::Agent(AgentEndpoint {
+    Classified::Agent(Box::new(AgentEndpoint {
         kong_name: nasiko_contract::agent_ref(&name),
         name,
         container_id: c.id.clone(),
@@ -201,7 +201,7 @@ pub fn classify(c: &ContainerFacts, network: &str) -> Classified {
         image: c.image.clone(),
         health_checked: c.health.is_some(),
         handover: c.labels.get(labels::HANDOVER).is_some_and(|v| v == "true"),
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -228,7 +228,7 @@ mod tests {
 
     fn agent(c: &ContainerFacts) -> AgentEndpoint {
         match classify(c, "nasiko-network") {
-            Classified::Agent(a) => a,
+            Classified::Agent(a) => *a,
             other => panic!("expected an agent, got {other:?}"),
         }
     }

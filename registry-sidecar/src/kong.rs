@@ -59,7 +59,23 @@ pub struct KongClient {
     timeout: Duration,
     owner_tag: String,
     counters: Arc<crate::status::Status>,
+    targets_seen: Arc<std::sync::Mutex<Option<TargetsSnapshot>>>,
 }
+
+/// The targets of our upstreams as last listed in full (one request per upstream), and what
+/// they were listed against. While our upstreams and our tagged targets' ids (one
+/// `GET /tags/{tag}`) are the same, a read reuses them — at most `REUSES` times in a row, so a
+/// change Kong's ids do not show (a weight edited by hand) is seen within as many syncs.
+#[derive(Debug, Clone)]
+struct TargetsSnapshot {
+    upstream_ids: BTreeSet<String>,
+    target_ids: BTreeSet<String>,
+    targets: Vec<Value>,
+    foreign: Vec<Value>,
+    reuses_left: u32,
+}
+
+const REUSES: u32 = 10;
 
 impl KongClient {
     pub fn new(
@@ -79,6 +95,7 @@ impl KongClient {
             timeout,
             owner_tag: owner_tag.to_string(),
             counters: status,
+            targets_seen: Arc::default(),
         }
     }
 
@@ -186,8 +203,9 @@ impl KongClient {
     }
 
     /// Every entity carrying our tag, and every target of our upstreams (Kong 3.4 lists
-    /// targets only per upstream, untagged ones included: those are kept apart).
-    pub async fn read_owned(&self) -> Result<OwnedState, KongError> {
+    /// targets only per upstream, untagged ones included: those are kept apart). Unless `fresh`,
+    /// the targets may come from the last full listing (see `TargetsSnapshot`).
+    pub async fn read_owned(&self, fresh: bool) -> Result<OwnedState, KongError> {
         let q = format!("tags={}&size=1000", self.owner_tag);
         let (services, routes, plugins, upstreams) = tokio::try_join!(
             self.list_all(format!("/services?{q}")),
@@ -195,32 +213,34 @@ impl KongClient {
             self.list_all(format!("/plugins?{q}")),
             self.list_all(format!("/upstreams?{q}")),
         )?;
-        let paths: Vec<String> = upstreams
+        let upstream_ids: BTreeSet<String> = upstreams
             .iter()
-            .filter_map(|u| u["id"].as_str())
-            .map(|id| format!("/upstreams/{id}/targets?size=1000"))
+            .filter_map(|u| u["id"].as_str().map(String::from))
             .collect();
-        let lists: Vec<Result<Vec<Value>, KongError>> = futures_util::stream::iter(paths)
-            .map(|p| self.list_all(p))
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        let (mut targets, mut foreign_targets) = (Vec::new(), Vec::new());
-        for t in lists
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .flatten()
-        {
-            let ours = t["tags"]
-                .as_array()
-                .is_some_and(|tags| tags.iter().any(|x| x == self.owner_tag.as_str()));
-            if ours {
-                targets.push(t);
-            } else {
-                foreign_targets.push(t);
+        let snapshot = if fresh {
+            None
+        } else {
+            self.reusable_targets(&upstream_ids).await?
+        };
+        let reused = snapshot.is_some();
+        let (targets, foreign_targets) = match snapshot {
+            Some(s) => (s.targets, s.foreign),
+            None => {
+                let (t, f) = self.list_targets(&upstream_ids).await?;
+                let target_ids = t
+                    .iter()
+                    .filter_map(|x| x["id"].as_str().map(String::from))
+                    .collect();
+                *self.targets_seen.lock().expect("targets lock") = Some(TargetsSnapshot {
+                    upstream_ids,
+                    target_ids,
+                    targets: t.clone(),
+                    foreign: f.clone(),
+                    reuses_left: REUSES,
+                });
+                (t, f)
             }
-        }
+        };
         Ok(OwnedState {
             services,
             routes,
@@ -228,7 +248,74 @@ impl KongClient {
             upstreams,
             targets,
             foreign_targets,
+            reused_targets: reused,
         })
+    }
+
+    /// Every target of these upstreams, ours (tagged) and the others apart.
+    async fn list_targets(
+        &self,
+        upstream_ids: &BTreeSet<String>,
+    ) -> Result<(Vec<Value>, Vec<Value>), KongError> {
+        let paths: Vec<String> = upstream_ids
+            .iter()
+            .map(|id| format!("/upstreams/{id}/targets?size=1000"))
+            .collect();
+        let lists: Vec<Result<Vec<Value>, KongError>> = futures_util::stream::iter(paths)
+            .map(|p| self.list_all(p))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let (mut ours, mut foreign) = (Vec::new(), Vec::new());
+        for t in lists
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+        {
+            let tagged = t["tags"]
+                .as_array()
+                .is_some_and(|tags| tags.iter().any(|x| x == self.owner_tag.as_str()));
+            if tagged {
+                ours.push(t);
+            } else {
+                foreign.push(t);
+            }
+        }
+        Ok((ours, foreign))
+    }
+
+    /// The last full listing of targets, when Kong still shows the same upstreams and tagged
+    /// targets of ours.
+    async fn reusable_targets(
+        &self,
+        upstream_ids: &BTreeSet<String>,
+    ) -> Result<Option<TargetsSnapshot>, KongError> {
+        let seen = self.targets_seen.lock().expect("targets lock").clone();
+        let Some(seen) = seen.filter(|s| s.reuses_left > 0 && s.upstream_ids == *upstream_ids)
+        else {
+            return Ok(None);
+        };
+        let tagged = self
+            .list_all(format!("/tags/{}?size=1000", self.owner_tag))
+            .await?;
+        let target_ids: BTreeSet<String> = tagged
+            .iter()
+            .filter(|t| t["entity_name"] == "targets")
+            .filter_map(|t| t["entity_id"].as_str().map(String::from))
+            .collect();
+        if target_ids != seen.target_ids {
+            return Ok(None);
+        }
+        if let Some(s) = self.targets_seen.lock().expect("targets lock").as_mut() {
+            s.reuses_left -= 1;
+        }
+        Ok(Some(seen))
+    }
+
+    /// Our writes changed what Kong holds: the next read lists the targets in full.
+    pub fn forget_targets(&self) {
+        *self.targets_seen.lock().expect("targets lock") = None;
     }
 
     /// What the node says about itself (`GET /`): its plugins, and whether it runs without a

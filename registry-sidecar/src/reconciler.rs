@@ -254,13 +254,22 @@ impl SyncRun<'_> {
         if node.dbless {
             return self.push_declarative(complete, desired).await;
         }
-        let owned = self
-            .kong
-            .read_owned()
-            .await
-            .map_err(|e| (SyncError::Kong(e), 0))?;
+        let read = |fresh| async move {
+            self.kong
+                .read_owned(fresh)
+                .await
+                .map_err(|e| (SyncError::Kong(e), 0))
+        };
         let allow_deletes = complete;
-        let p = plan(&desired, &owned, allow_deletes);
+        let owned = read(false).await?;
+        let mut p = plan(&desired, &owned, allow_deletes);
+        if !p.is_empty() {
+            // writes are planned from what Kong holds now, and change it
+            if owned.reused_targets {
+                p = plan(&desired, &read(true).await?, allow_deletes);
+            }
+            self.kong.forget_targets();
+        }
         if !allow_deletes {
             tracing::debug!("not deleting anything: Docker has not been listed completely since the last connect");
         }

@@ -506,6 +506,33 @@ async fn converged_state_makes_zero_writes_and_foreign_entities_survive() {
         .filter(|r| r.is_write())
         .collect();
     assert!(writes.is_empty(), "writes at rest: {writes:?}");
+    // at rest the targets are not listed upstream by upstream each time: one GET /tags tells
+    // nothing changed (at most one full listing, by the first of these syncs)
+    let listings = h
+        .kong
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/targets"))
+        .count();
+    assert!(listings <= agents.len(), "{:#?}", h.kong.requests());
+    // a target removed by hand is seen (its id is gone from /tags) and put back
+    let first = format!("agent-{}", agents[0]);
+    let (addr, _) = h.targets(&first).await.remove(0);
+    let (s, _) = http
+        .json(
+            "DELETE",
+            &format!("{admin}/upstreams/{first}/targets/{addr}"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 204);
+    let (_, body) = http
+        .json("POST", &format!("{}/sync", h.api), None)
+        .await
+        .unwrap();
+    assert_eq!(body["writes"], 1, "{body}");
+    assert_eq!(h.targets(&first).await, [(addr, 100)]);
     assert_eq!(
         h.kong_get("/services/someone-else").await.0,
         200,

@@ -1982,3 +1982,53 @@ async fn dbless_loads_upstreams_with_nested_targets_exports_them_flat_and_refuse
         "{b}"
     );
 }
+
+#[tokio::test]
+async fn tags_list_every_entity_with_a_tag_by_id_and_page() {
+    let k = K::new().await;
+    k.call(
+        "PUT",
+        "/services/s1",
+        Some(json!({"host": "a.test", "tags": ["mine"]})),
+    )
+    .await;
+    k.call(
+        "PUT",
+        "/services/s2",
+        Some(json!({"host": "a.test", "tags": ["other"]})),
+    )
+    .await;
+    k.call("PUT", "/upstreams/u1", Some(json!({"tags": ["mine", "x"]})))
+        .await;
+    let (s, t) = k
+        .call(
+            "POST",
+            "/upstreams/u1/targets",
+            Some(json!({"target": "a.test:1", "tags": ["mine"]})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, b) = k.call("GET", "/tags/mine", None).await;
+    assert_eq!(s, 200);
+    let mut kinds: Vec<&str> = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["tag"], "mine");
+            r["entity_name"].as_str().unwrap()
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["services", "targets", "upstreams"]);
+    assert!(b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["entity_id"] == t["id"]));
+    assert_eq!(b["next"], Value::Null);
+    let (_, page) = k.call("GET", "/tags/mine?size=2", None).await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 2);
+    let (_, rest) = k.call("GET", page["next"].as_str().unwrap(), None).await;
+    assert_eq!(rest["data"].as_array().unwrap().len(), 1);
+}

@@ -55,6 +55,7 @@ pub fn handle(store: &mut Store, req: &AdminRequest) -> Answer {
         },
         // targets live under their upstream only
         ["targets", ..] => Answer::not_found(),
+        ["tags", tag] if m == "GET" => store.list_tag(tag, &query),
         ["config"] if !store.dbless => Answer::message(
             400,
             "this endpoint is only available when Kong is configured to not use a database",

@@ -501,6 +501,56 @@ impl Store {
         }
     }
 
+    /// `GET /tags/{tag}`: every entity carrying `tag`, as `{entity_name, entity_id, tag}`, by
+    /// entity id, paged like any collection (`kong/api/routes/tags.lua`, `dao/tags.lua`).
+    pub fn list_tag(&self, tag: &str, query: &[(String, String)]) -> Answer {
+        let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let size = match q("size").map(|s| s.parse::<usize>()) {
+            None => 100,
+            Some(Ok(n)) if (1..=1000).contains(&n) => n,
+            Some(_) => return errors::invalid_size("size must be an integer between 1 and 1000"),
+        };
+        let after = match q("offset") {
+            None => None,
+            Some(tok) => match paging::decode_offset(tok) {
+                Ok(id) => Some(id),
+                Err(why) => return errors::invalid_offset(tok, why),
+            },
+        };
+        let mut rows: Vec<(String, &str)> = Kind::ALL
+            .iter()
+            .flat_map(|k| {
+                self.table(*k)
+                    .iter()
+                    .filter(|(_, r)| {
+                        r.get("tags")
+                            .and_then(Value::as_array)
+                            .is_some_and(|t| t.iter().any(|x| x == tag))
+                    })
+                    .map(move |(id, _)| (id.clone(), k.name()))
+            })
+            .filter(|(id, _)| after.as_ref().is_none_or(|a| id > a))
+            .collect();
+        rows.sort();
+        let more = rows.len() > size;
+        let page: Vec<Value> = rows
+            .iter()
+            .take(size)
+            .map(|(id, kind)| json!({"entity_name": kind, "entity_id": id, "tag": tag}))
+            .collect();
+        if more {
+            let token = paging::encode_offset(&rows[size - 1].0);
+            let next = format!(
+                "/tags/{}?offset={}",
+                paging::escape_uri(tag),
+                paging::escape_uri(&token)
+            );
+            Answer::ok(200, json!({"data": page, "offset": token, "next": next}))
+        } else {
+            Answer::ok(200, json!({"data": page, "next": null}))
+        }
+    }
+
     /// Distinct plugin names in use (`enabled_in_cluster`).
     pub fn plugins_in_use(&self) -> Vec<String> {
         let mut v: Vec<String> = self
