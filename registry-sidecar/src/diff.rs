@@ -4,7 +4,7 @@
 
 use crate::desired::{DesiredState, PluginSpec, RouteSpec, ServiceSpec, TargetSpec, UpstreamSpec};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What we read from Kong: every entity carrying the ownership tag.
 #[derive(Debug, Clone, Default)]
@@ -17,8 +17,8 @@ pub struct OwnedState {
     pub targets: Vec<Value>,
     /// Targets found on our upstreams without the tag (someone else's, or the Python era's).
     pub foreign_targets: Vec<Value>,
-    /// The targets are those of an earlier full listing, still matching Kong's ids: good to
-    /// tell that nothing is to be done, not to plan writes from.
+    /// Some upstreams' targets are those listed by an earlier read, confirmed by Kong's ids:
+    /// good to tell that nothing is to be done there, not to plan target writes from.
     pub reused_targets: bool,
 }
 
@@ -108,6 +108,22 @@ impl Plan {
     }
     pub fn len(&self) -> usize {
         self.phases.iter().map(Vec::len).sum()
+    }
+    /// The upstreams (by name) whose targets this plan changes.
+    pub fn upstreams_touched(&self) -> BTreeSet<String> {
+        self.phases
+            .iter()
+            .flatten()
+            .filter_map(|w| match w {
+                KongWrite::PutUpstream(u) => Some(u.name.clone()),
+                KongWrite::AddTarget(t) | KongWrite::UpdateTarget { spec: t, .. } => {
+                    Some(t.upstream.clone())
+                }
+                KongWrite::DeleteTarget { upstream, .. } => Some(upstream.clone()),
+                KongWrite::DeleteUpstream { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
     }
 }
 

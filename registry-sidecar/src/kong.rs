@@ -3,13 +3,14 @@
 
 use crate::diff::{KongWrite, OwnedState};
 use crate::status::Counters;
+use crate::targets_seen::{has_tag, TargetsSeen};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,23 +60,8 @@ pub struct KongClient {
     timeout: Duration,
     owner_tag: String,
     counters: Arc<crate::status::Status>,
-    targets_seen: Arc<std::sync::Mutex<Option<TargetsSnapshot>>>,
+    targets_seen: Arc<std::sync::Mutex<TargetsSeen>>,
 }
-
-/// The targets of our upstreams as last listed in full (one request per upstream), and what
-/// they were listed against. While our upstreams and our tagged targets' ids (one
-/// `GET /tags/{tag}`) are the same, a read reuses them — at most `REUSES` times in a row, so a
-/// change Kong's ids do not show (a weight edited by hand) is seen within as many syncs.
-#[derive(Debug, Clone)]
-struct TargetsSnapshot {
-    upstream_ids: BTreeSet<String>,
-    target_ids: BTreeSet<String>,
-    targets: Vec<Value>,
-    foreign: Vec<Value>,
-    reuses_left: u32,
-}
-
-const REUSES: u32 = 10;
 
 impl KongClient {
     pub fn new(
@@ -203,9 +189,10 @@ impl KongClient {
     }
 
     /// Every entity carrying our tag, and every target of our upstreams (Kong 3.4 lists
-    /// targets only per upstream, untagged ones included: those are kept apart). Unless `fresh`,
-    /// the targets may come from the last full listing (see `TargetsSnapshot`).
-    pub async fn read_owned(&self, fresh: bool) -> Result<OwnedState, KongError> {
+    /// targets only per upstream, untagged ones included: those are kept apart). Targets are
+    /// listed for the upstreams that are new or named in `refresh`, the others kept from before
+    /// while Kong's tagged target ids confirm them (`TargetsSeen`).
+    pub async fn read_owned(&self, refresh: &BTreeSet<String>) -> Result<OwnedState, KongError> {
         let q = format!("tags={}&size=1000", self.owner_tag);
         let (services, routes, plugins, upstreams) = tokio::try_join!(
             self.list_all(format!("/services?{q}")),
@@ -213,34 +200,35 @@ impl KongClient {
             self.list_all(format!("/plugins?{q}")),
             self.list_all(format!("/upstreams?{q}")),
         )?;
-        let upstream_ids: BTreeSet<String> = upstreams
+        let ups: Vec<(String, String)> = upstreams
             .iter()
-            .filter_map(|u| u["id"].as_str().map(String::from))
+            .filter_map(|u| Some((u["id"].as_str()?.into(), u["name"].as_str()?.into())))
             .collect();
-        let snapshot = if fresh {
-            None
-        } else {
-            self.reusable_targets(&upstream_ids).await?
-        };
-        let reused = snapshot.is_some();
-        let (targets, foreign_targets) = match snapshot {
-            Some(s) => (s.targets, s.foreign),
-            None => {
-                let (t, f) = self.list_targets(&upstream_ids).await?;
-                let target_ids = t
-                    .iter()
-                    .filter_map(|x| x["id"].as_str().map(String::from))
-                    .collect();
-                *self.targets_seen.lock().expect("targets lock") = Some(TargetsSnapshot {
-                    upstream_ids,
-                    target_ids,
-                    targets: t.clone(),
-                    foreign: f.clone(),
-                    reuses_left: REUSES,
-                });
-                (t, f)
+        let mut seen = self.targets_seen.lock().expect("targets lock").clone();
+        let wanted = seen.to_list(&ups, refresh);
+        let mut trusted = wanted.len() < ups.len();
+        seen.take(&ups, self.list_targets(wanted).await?, trusted);
+        if trusted {
+            let tagged = self
+                .list_all(format!("/tags/{}?size=1000", self.owner_tag))
+                .await?;
+            let ids: BTreeSet<String> = tagged
+                .iter()
+                .filter(|t| t["entity_name"] == "targets")
+                .filter_map(|t| t["entity_id"].as_str().map(String::from))
+                .collect();
+            if ids != seen.tagged_ids(&self.owner_tag) {
+                // something changed what we kept: list everything
+                trusted = false;
+                let all = ups.iter().map(|(id, _)| id.clone()).collect();
+                seen.take(&ups, self.list_targets(all).await?, false);
             }
-        };
+        }
+        let (targets, foreign_targets): (Vec<Value>, Vec<Value>) = seen
+            .all()
+            .cloned()
+            .partition(|t| has_tag(t, &self.owner_tag));
+        *self.targets_seen.lock().expect("targets lock") = seen;
         Ok(OwnedState {
             services,
             routes,
@@ -248,74 +236,33 @@ impl KongClient {
             upstreams,
             targets,
             foreign_targets,
-            reused_targets: reused,
+            reused_targets: trusted,
         })
     }
 
-    /// Every target of these upstreams, ours (tagged) and the others apart.
+    /// Every target of these upstreams (by id), one listing each.
     async fn list_targets(
         &self,
-        upstream_ids: &BTreeSet<String>,
-    ) -> Result<(Vec<Value>, Vec<Value>), KongError> {
-        let paths: Vec<String> = upstream_ids
-            .iter()
-            .map(|id| format!("/upstreams/{id}/targets?size=1000"))
-            .collect();
-        let lists: Vec<Result<Vec<Value>, KongError>> = futures_util::stream::iter(paths)
-            .map(|p| self.list_all(p))
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        let (mut ours, mut foreign) = (Vec::new(), Vec::new());
-        for t in lists
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .flatten()
-        {
-            let tagged = t["tags"]
-                .as_array()
-                .is_some_and(|tags| tags.iter().any(|x| x == self.owner_tag.as_str()));
-            if tagged {
-                ours.push(t);
-            } else {
-                foreign.push(t);
-            }
-        }
-        Ok((ours, foreign))
+        upstream_ids: Vec<String>,
+    ) -> Result<BTreeMap<String, Vec<Value>>, KongError> {
+        let lists: Vec<Result<(String, Vec<Value>), KongError>> =
+            futures_util::stream::iter(upstream_ids)
+                .map(|id| async move {
+                    let path = format!("/upstreams/{id}/targets?size=1000");
+                    self.list_all(path).await.map(|t| (id, t))
+                })
+                .buffer_unordered(8)
+                .collect()
+                .await;
+        lists.into_iter().collect()
     }
 
-    /// The last full listing of targets, when Kong still shows the same upstreams and tagged
-    /// targets of ours.
-    async fn reusable_targets(
-        &self,
-        upstream_ids: &BTreeSet<String>,
-    ) -> Result<Option<TargetsSnapshot>, KongError> {
-        let seen = self.targets_seen.lock().expect("targets lock").clone();
-        let Some(seen) = seen.filter(|s| s.reuses_left > 0 && s.upstream_ids == *upstream_ids)
-        else {
-            return Ok(None);
-        };
-        let tagged = self
-            .list_all(format!("/tags/{}?size=1000", self.owner_tag))
-            .await?;
-        let target_ids: BTreeSet<String> = tagged
-            .iter()
-            .filter(|t| t["entity_name"] == "targets")
-            .filter_map(|t| t["entity_id"].as_str().map(String::from))
-            .collect();
-        if target_ids != seen.target_ids {
-            return Ok(None);
-        }
-        if let Some(s) = self.targets_seen.lock().expect("targets lock").as_mut() {
-            s.reuses_left -= 1;
-        }
-        Ok(Some(seen))
-    }
-
-    /// Our writes changed what Kong holds: the next read lists the targets in full.
-    pub fn forget_targets(&self) {
-        *self.targets_seen.lock().expect("targets lock") = None;
+    /// Our writes changed these upstreams (by name): their targets are listed afresh next time.
+    pub fn forget_targets(&self, upstreams: &BTreeSet<String>) {
+        self.targets_seen
+            .lock()
+            .expect("targets lock")
+            .forget(upstreams);
     }
 
     /// What the node says about itself (`GET /`): its plugins, and whether it runs without a

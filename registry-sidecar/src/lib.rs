@@ -16,6 +16,7 @@ pub mod reconciler;
 pub mod static_routes;
 pub mod static_watch;
 pub mod status;
+pub mod targets_seen;
 
 use config::{Config, DiscoveryMode};
 use std::future::Future;

@@ -10,6 +10,7 @@ use crate::kong::{KongClient, KongError};
 use crate::static_routes::StaticConfig;
 use crate::status::{format_time, now_unix, Counters, Status};
 use futures_util::StreamExt;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -254,21 +255,26 @@ impl SyncRun<'_> {
         if node.dbless {
             return self.push_declarative(complete, desired).await;
         }
-        let read = |fresh| async move {
-            self.kong
-                .read_owned(fresh)
-                .await
-                .map_err(|e| (SyncError::Kong(e), 0))
-        };
         let allow_deletes = complete;
-        let owned = read(false).await?;
+        let owned = self
+            .kong
+            .read_owned(&BTreeSet::new())
+            .await
+            .map_err(|e| (SyncError::Kong(e), 0))?;
         let mut p = plan(&desired, &owned, allow_deletes);
-        if !p.is_empty() {
-            // writes are planned from what Kong holds now, and change it
+        let mut touched = p.upstreams_touched();
+        if !touched.is_empty() {
+            // target writes are planned from what Kong holds now, and change it
             if owned.reused_targets {
-                p = plan(&desired, &read(true).await?, allow_deletes);
+                let fresh = self
+                    .kong
+                    .read_owned(&touched)
+                    .await
+                    .map_err(|e| (SyncError::Kong(e), 0))?;
+                p = plan(&desired, &fresh, allow_deletes);
+                touched.extend(p.upstreams_touched());
             }
-            self.kong.forget_targets();
+            self.kong.forget_targets(&touched);
         }
         if !allow_deletes {
             tracing::debug!("not deleting anything: Docker has not been listed completely since the last connect");

@@ -211,6 +211,7 @@ impl NextImage {
             .args(["build", "-q", "-t", &tag, "-"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("docker build");
         use std::io::Write;
@@ -220,9 +221,11 @@ impl NextImage {
             .expect("stdin")
             .write_all(dockerfile.as_bytes())
             .expect("write the Dockerfile");
+        let out = child.wait_with_output().expect("docker build");
         assert!(
-            child.wait().expect("docker build").success(),
-            "docker build of {tag} failed"
+            out.status.success(),
+            "docker build of {tag} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
         NextImage { tag }
     }

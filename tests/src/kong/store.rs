@@ -103,6 +103,7 @@ impl Store {
         self.upstreams = loaded.upstreams;
         self.targets = loaded.targets;
         self.opaque = opaque;
+        self.balancer.forget_missing(&self.upstreams, &self.targets);
     }
 
     fn table(&self, kind: Kind) -> &BTreeMap<String, Row> {
