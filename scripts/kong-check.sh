@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Verifies through a Kong Admin API (real Kong or the emulator) that the static proxies and the
-# route of every running agent container exist. Exits non-zero naming what is missing.
+# route of every running agent container exist, and that each such container is a target of its
+# agent's upstream. Exits non-zero naming what is missing.
 set -euo pipefail
 # shellcheck source=lib.sh disable=SC1091
 . "$(dirname "$0")/lib.sh"
@@ -63,6 +64,19 @@ while read -r cname label; do
   if [ -z "$name" ] || [ "$name" = "<no value>" ]; then name="${cname#agent-}"; fi
   if route="$(agent_name_of route "$name" 2>/dev/null)"; then
     check "$route" "container $cname"
+    # the container is a target of its agent's upstream (weight 0: being drained)
+    upstream="$(agent_name_of service "$name")"
+    ip="$(docker inspect -f "{{(index .NetworkSettings.Networks \"$network\").IPAddress}}" "$cname" 2>/dev/null)"
+    weight="$(curl -fsS -m 5 "$admin/upstreams/$upstream/targets?size=1000" 2>/dev/null |
+      jq -r --arg ip "$ip" '.data[] | select(.target | startswith($ip + ":")) | .weight' | head -n1)"
+    if [ -z "$weight" ]; then
+      printf '  MISSING  target %s of upstream %s (container %s; not ready yet, or the sidecar is behind)\n' "$ip" "$upstream" "$cname"
+      missing=$((missing + 1))
+    elif [ "$weight" = 0 ]; then
+      printf '  ok       target %s of %s, drained (weight 0: an older version on its way out)\n' "$ip" "$upstream"
+    else
+      printf '  ok       target %s of %s, weight %s\n' "$ip" "$upstream" "$weight"
+    fi
   else
     printf '  SKIPPED  %s (not a valid agent name; the sidecar does not route it)\n' "$cname"
   fi
@@ -70,7 +84,7 @@ while read -r cname label; do
 done < <(docker ps --filter "network=$network" --format '{{.Names}} {{.Label "nasiko.name"}}' | awk '$2 != "" && $2 != "<no" || $1 ~ /^agent-/')
 [ "$agents" -gt 0 ] || echo "  (no running agent containers)"
 if [ "$missing" -gt 0 ]; then
-  echo "$missing route(s) missing" >&2
+  echo "$missing route(s) or target(s) missing" >&2
   exit 1
 fi
-echo "all routes present"
+echo "all routes and targets present"

@@ -174,8 +174,13 @@ impl KongClient {
         }
     }
 
-    /// Every row of a collection, following `next`.
+    /// Every row of a collection, following `next` — with the first page's `size`, which some
+    /// of Kong's `next` links drop (`/tags/{tag}`, nested collections): 100 rows a page else.
     async fn list_all(&self, first: String) -> Result<Vec<Value>, KongError> {
+        let size = first
+            .split(['?', '&'])
+            .find(|p| p.starts_with("size="))
+            .map(String::from);
         let mut rows = Vec::new();
         let mut next = Some(first);
         while let Some(path) = next {
@@ -183,7 +188,10 @@ impl KongClient {
             if let Some(data) = page["data"].as_array() {
                 rows.extend(data.iter().cloned());
             }
-            next = page["next"].as_str().map(String::from);
+            next = page["next"].as_str().map(|n| match &size {
+                Some(s) if !n.contains("size=") => format!("{n}&{s}"),
+                _ => n.to_string(),
+            });
         }
         Ok(rows)
     }

@@ -62,11 +62,13 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         .await
         .unwrap();
     assert_eq!(st["static_proxies"].as_array().unwrap().len(), 8, "{st}");
-    let kc =
+    let kong_check = || {
         std::process::Command::new(nasiko_tests::stack::repo_root().join("scripts/kong-check.sh"))
             .args(["--admin", &stack.admin(), "--network", &stack.network])
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    let kc = kong_check();
     assert!(
         kc.status.success(),
         "{}",
@@ -101,6 +103,14 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
     assert_eq!(
         reply["result"]["parts"][0]["text"],
         format!("hello from {name} v1.0.0")
+    );
+    // the check sees the agent's route and its container as its upstream's target
+    let kc = kong_check();
+    let out = String::from_utf8_lossy(&kc.stdout);
+    assert!(kc.status.success(), "{out}");
+    assert!(
+        out.contains(&format!("of agent-{name}, weight 100")),
+        "{out}"
     );
     // status deliveries to the backend go out in the background: wait for the last one
     let calls = wait_for("the completion at the backend", T, || async {
