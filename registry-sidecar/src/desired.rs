@@ -255,22 +255,25 @@ pub fn weigh<'a>(
 ) -> Vec<(&'a AgentEndpoint, u16)> {
     let ready = |a: &AgentEndpoint| is_ready(a, now, warmup);
     // image → (newest and oldest creation of its containers, has a ready one)
-    let mut generations: BTreeMap<&str, (&str, &str, bool)> = BTreeMap::new();
+    let mut generations: BTreeMap<&str, (f64, f64, bool)> = BTreeMap::new();
     for a in candidates {
-        let g = generations.entry(a.image.as_str()).or_insert((
-            a.created_at.as_str(),
-            a.created_at.as_str(),
-            false,
-        ));
-        g.0 = g.0.max(a.created_at.as_str());
-        g.1 = g.1.min(a.created_at.as_str());
+        let created = a.created_unix().unwrap_or(0.0);
+        let g = generations
+            .entry(a.image.as_str())
+            .or_insert((created, created, false));
+        g.0 = g.0.max(created);
+        g.1 = g.1.min(created);
         g.2 |= ready(a);
     }
     let serving = generations
         .iter()
         .filter(|(_, g)| g.2)
-        .max_by_key(|(_, g)| g.0)
-        .or_else(|| generations.iter().min_by_key(|(_, g)| g.1))
+        .max_by(|(_, a), (_, b)| a.0.total_cmp(&b.0))
+        .or_else(|| {
+            generations
+                .iter()
+                .min_by(|(_, a), (_, b)| a.1.total_cmp(&b.1))
+        })
         .map(|(image, _)| *image);
     let of_serving = |a: &&AgentEndpoint| Some(a.image.as_str()) == serving;
     let entry_ready = candidates

@@ -72,6 +72,10 @@ impl AgentEndpoint {
     pub fn target(&self) -> String {
         format!("{}:{}", self.ip, self.port)
     }
+    /// When the container was created, in unix seconds (None when unknown).
+    pub fn created_unix(&self) -> Option<f64> {
+        parse_rfc3339(&self.created_at)
+    }
     /// When the container started, in unix seconds (None when unknown).
     pub fn started_unix(&self) -> Option<f64> {
         parse_rfc3339(&self.started_at)

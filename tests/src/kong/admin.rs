@@ -136,6 +136,18 @@ pub fn handle(store: &mut Store, req: &AdminRequest) -> Answer {
 /// A write on an entity path in DB-less mode: the entity it names (the last kind/segment pair)
 /// decides the refusal.
 fn dbless_write(store: &Store, s: &[&str], m: &str) -> Answer {
+    // a target is found within its upstream, by address or id (`target_endpoint`)
+    if let ["upstreams", u, "targets", t] = s {
+        let found = store
+            .find(Kind::Upstreams, u)
+            .ok()
+            .flatten()
+            .and_then(|uid| store.find_target(&uid, t));
+        return match found {
+            None => Answer::not_found(),
+            Some(id) => dbless::refuse_write(store, Kind::Targets, Some(&id), m),
+        };
+    }
     let (kind, seg) = match s {
         [e] | [_, _, e] => (Kind::from_segment(e), None),
         [e, id] | [_, _, e, id] => (Kind::from_segment(e), Some(*id)),
