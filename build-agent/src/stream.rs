@@ -213,6 +213,11 @@ impl Stream {
 
     /// Copy an entry to the dead-letter stream with the reason.
     pub async fn dead_letter(&self, e: &Entry, reason: &str, attempts: u64) -> RedisResult<()> {
+        // a worker killed after this write and before the ack meets the entry again: it is
+        // already there (among the newest), so it is not written twice
+        if self.dead_lettered(&e.id).await? {
+            return Ok(());
+        }
         let mut c = self.con.clone();
         let mut cmd = redis::cmd("XADD");
         cmd.arg(&self.dead_letter)
@@ -235,5 +240,33 @@ impl Stream {
         }
         let _: String = cmd.query_async(&mut c).await?;
         Ok(())
+    }
+
+    /// `id` is among the newest dead letters (a dead letter is written just before its ack).
+    async fn dead_lettered(&self, id: &str) -> RedisResult<bool> {
+        let mut c = self.con.clone();
+        let newest: Value = redis::cmd("XREVRANGE")
+            .arg(&self.dead_letter)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(100)
+            .query_async(&mut c)
+            .await?;
+        let Value::Array(entries) = newest else {
+            return Ok(false);
+        };
+        Ok(entries.iter().any(|entry| {
+            let Value::Array(parts) = entry else {
+                return false;
+            };
+            let Some(Value::Array(fields)) = parts.get(1) else {
+                return false;
+            };
+            fields.chunks(2).any(|kv| {
+                bytes(&kv[0]).as_deref() == Some(b"original_id".as_slice())
+                    && kv.get(1).and_then(bytes).as_deref() == Some(id.as_bytes())
+            })
+        }))
     }
 }

@@ -461,3 +461,34 @@ async fn submit_queues_a_job_like_the_backend_and_status_prints_the_hash() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a valid agent name"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_written_once_when_its_ack_was_lost_to_a_crash() {
+    // a worker killed between the dead-letter write and the ack meets the entry again on restart
+    let h = Harness::new("nasiko-network").await;
+    let client = redis::Client::open(h.redis.url()).unwrap();
+    let stream = build_agent::stream::Stream {
+        con: redis::aio::ConnectionManager::new(client).await.unwrap(),
+        key: "orchestration:commands".into(),
+        group: "orchestrator".into(),
+        consumer: "c1".into(),
+        dead_letter: "orchestration:commands:dead-letter".into(),
+    };
+    let entry = |id: &str| build_agent::stream::Entry {
+        id: id.into(),
+        fields: Some(vec![("agent_name".into(), b"poison".to_vec())]),
+    };
+    for _ in 0..2 {
+        stream
+            .dead_letter(&entry("1-0"), "started 3 times", 3)
+            .await
+            .unwrap();
+    }
+    stream
+        .dead_letter(&entry("2-0"), "started 3 times", 3)
+        .await
+        .unwrap();
+    let dead = h.dead_letters().await;
+    let ids: Vec<&str> = dead.iter().map(|d| d["original_id"].as_str()).collect();
+    assert_eq!(ids, ["1-0", "2-0"], "{dead:?}");
+}

@@ -399,7 +399,11 @@ async fn healthy_jobs_behind_a_build_that_keeps_dying_run_and_only_it_is_dead_le
         assert_eq!(s["status"], "completed", "{a}: {s:?}");
     }
     let dead = h.dead_letters().await;
-    assert_eq!(dead.len(), 1, "only the hanging job is dead-lettered");
+    assert_eq!(
+        dead.len(),
+        1,
+        "only the hanging job is dead-lettered: {dead:#?}; interrupted per job: {killed_in:?}"
+    );
 }
 
 /// Running containers the sidecar would route for agent `a`.
@@ -679,7 +683,11 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
     })
     .await;
     let dead = h.dead_letters().await;
-    assert_eq!(dead.len(), 1, "only the hanging job is dead-lettered");
+    assert_eq!(
+        dead.len(),
+        1,
+        "only the hanging job is dead-lettered: {dead:#?}; interrupted per job: {killed_in:?}"
+    );
     for a in &names {
         assert_eq!(routable(a), 1, "{a}: one routable container");
         assert!(
