@@ -251,18 +251,8 @@ fn load(table: &Value, available: &[String]) -> Result<Loaded, Box<(Value, Value
             .or_else(|| s.get("id"))
             .cloned()
             .unwrap_or(Value::Null);
-        if let Some(Value::Array(a)) = s.remove("routes") {
-            for mut r in a.into_iter().filter_map(|x| x.as_object().cloned()) {
-                r.insert("service".into(), key.clone());
-                nested_routes.push(r);
-            }
-        }
-        if let Some(Value::Array(a)) = s.remove("plugins") {
-            for mut p in a.into_iter().filter_map(|x| x.as_object().cloned()) {
-                p.insert("service".into(), key.clone());
-                nested_plugins.push(p);
-            }
-        }
+        hoist(&mut s, "routes", "service", &key, &mut nested_routes);
+        hoist(&mut s, "plugins", "service", &key, &mut nested_plugins);
         items.push(Item {
             kind: Kind::Services,
             index: i,
@@ -270,15 +260,8 @@ fn load(table: &Value, available: &[String]) -> Result<Loaded, Box<(Value, Value
         });
     }
     for (i, mut r) in list("routes").into_iter().chain(nested_routes).enumerate() {
-        if let Some(Value::Array(ps)) = r.remove("plugins") {
-            for mut p in ps.into_iter().filter_map(|x| x.as_object().cloned()) {
-                p.insert(
-                    "route".into(),
-                    r.get("name").cloned().unwrap_or(Value::Null),
-                );
-                nested_plugins.push(p);
-            }
-        }
+        let key = r.get("name").cloned().unwrap_or(Value::Null);
+        hoist(&mut r, "plugins", "route", &key, &mut nested_plugins);
         items.push(Item {
             kind: Kind::Routes,
             index: i,
@@ -303,12 +286,7 @@ fn load(table: &Value, available: &[String]) -> Result<Loaded, Box<(Value, Value
             .or_else(|| u.get("id"))
             .cloned()
             .unwrap_or(Value::Null);
-        if let Some(Value::Array(a)) = u.remove("targets") {
-            for mut t in a.into_iter().filter_map(|x| x.as_object().cloned()) {
-                t.insert("upstream".into(), key.clone());
-                nested_targets.push(t);
-            }
-        }
+        hoist(&mut u, "targets", "upstream", &key, &mut nested_targets);
         items.push(Item {
             kind: Kind::Upstreams,
             index: i,
@@ -475,6 +453,17 @@ fn load(table: &Value, available: &[String]) -> Result<Loaded, Box<(Value, Value
         Ok(Loaded { store, opaque })
     } else {
         Err(Box::new((Value::Object(fields), Value::Array(flat))))
+    }
+}
+
+/// Move the entities nested under `parent`'s `list` into `into`, each pointing back at the
+/// parent (`fk` = the parent's `key`).
+fn hoist(parent: &mut Row, list: &str, fk: &str, key: &Value, into: &mut Vec<Row>) {
+    if let Some(Value::Array(a)) = parent.remove(list) {
+        for mut child in a.into_iter().filter_map(|x| x.as_object().cloned()) {
+            child.insert(fk.into(), key.clone());
+            into.push(child);
+        }
     }
 }
 
