@@ -8,17 +8,12 @@
 //! unchanged state into a 304 and no write. Pure.
 
 use crate::desired::DesiredState;
+use crate::diff::has_tag;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The entity lists we write; other kinds are only carried over.
 const OURS: [&str; 5] = ["upstreams", "targets", "services", "routes", "plugins"];
-
-fn owned(e: &Value, owner_tag: &str) -> bool {
-    e["tags"]
-        .as_array()
-        .is_some_and(|t| t.iter().any(|x| x == owner_tag))
-}
 
 /// The key an entity of `kind` is matched on between Kong and the desired state (a target's:
 /// its upstream, as written, and its address).
@@ -117,7 +112,7 @@ pub fn document(
         let Some(list) = list.as_array() else {
             continue;
         };
-        let is_ours = |e: &Value| OURS.contains(&kind.as_str()) && owned(e, owner_tag);
+        let is_ours = |e: &Value| OURS.contains(&kind.as_str()) && has_tag(e, owner_tag);
         foreign
             .entry(kind.as_str())
             .or_default()

@@ -127,6 +127,13 @@ impl Plan {
     }
 }
 
+/// The entity carries `tag` (our ownership tag, say).
+pub fn has_tag(e: &Value, tag: &str) -> bool {
+    e["tags"]
+        .as_array()
+        .is_some_and(|tags| tags.iter().any(|x| x == tag))
+}
+
 fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(|x| x.as_str())
 }
@@ -186,10 +193,7 @@ fn upstream_matches(want: &UpstreamSpec, have: &Value) -> bool {
 }
 
 fn plugin_matches(want: &PluginSpec, have: &Value, service_id: Option<&str>) -> bool {
-    let config_ok = match want.config.as_object() {
-        Some(m) => m.iter().all(|(k, v)| have["config"].get(k) == Some(v)),
-        None => true,
-    };
+    let config_ok = !want.config.is_object() || contains(&have["config"], &want.config);
     service_id.is_some()
         && have["service"].get("id").and_then(|x| x.as_str()) == service_id
         && have["route"].is_null()

@@ -1,9 +1,9 @@
 //! The Kong Admin API client: reads the entities we own (tag-scoped, paginated), reads the node's
 //! plugins, and applies writes with a per-request timeout and retries on 5xx/connection errors.
 
-use crate::diff::{KongWrite, OwnedState};
+use crate::diff::{has_tag, KongWrite, OwnedState};
 use crate::status::Counters;
-use crate::targets_seen::{has_tag, TargetsSeen};
+use crate::targets_seen::TargetsSeen;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};

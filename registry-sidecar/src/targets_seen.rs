@@ -5,6 +5,7 @@
 //! are exactly those kept. At most `REUSES` reads in a row trust kept listings, so what ids do not
 //! show (a weight edited by hand, someone's new target) is seen within as many syncs. Pure.
 
+use crate::diff::has_tag;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -82,12 +83,6 @@ impl TargetsSeen {
     pub fn forget(&mut self, names: &BTreeSet<String>) {
         self.by_upstream.retain(|_, (n, _)| !names.contains(n));
     }
-}
-
-pub fn has_tag(e: &Value, tag: &str) -> bool {
-    e["tags"]
-        .as_array()
-        .is_some_and(|tags| tags.iter().any(|x| x == tag))
 }
 
 #[cfg(test)]

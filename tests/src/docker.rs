@@ -141,15 +141,9 @@ impl TestNet {
         image: &str,
         extra_labels: &[(&str, &str)],
     ) -> String {
-        let net = format!("--network={}", self.name);
-        let mut extra: Vec<String> = vec![net];
-        for (k, v) in [("nasiko.type", "agent"), ("nasiko.name", name)]
-            .iter()
-            .chain(extra_labels)
-        {
-            extra.push("--label".into());
-            extra.push(format!("{k}={v}"));
-        }
+        let mut labels = vec![("nasiko.type", "agent"), ("nasiko.name", name)];
+        labels.extend_from_slice(extra_labels);
+        let extra = self.on_network_with(&labels);
         let refs: Vec<&str> = extra.iter().map(String::as_str).collect();
         let script =
             format!("mkdir -p /w && echo {container} > /w/id && exec httpd -f -p 5000 -h /w");
@@ -167,18 +161,23 @@ impl TestNet {
     }
 
     pub fn agent(&self, container: &str, labels: &[(&str, &str)]) -> String {
-        let net = format!("--network={}", self.name);
-        let mut extra: Vec<String> = vec![net];
-        for (k, v) in labels {
-            extra.push("--label".into());
-            extra.push(format!("{k}={v}"));
-        }
+        let extra = self.on_network_with(labels);
         let refs: Vec<&str> = extra.iter().map(String::as_str).collect();
         self.run(
             container,
             &refs,
             &["httpd", "-f", "-p", "5000", "-h", "/www"],
         )
+    }
+
+    /// `docker run` arguments: this network and these labels.
+    fn on_network_with(&self, labels: &[(&str, &str)]) -> Vec<String> {
+        let mut extra = vec![format!("--network={}", self.name)];
+        for (k, v) in labels {
+            extra.push("--label".into());
+            extra.push(format!("{k}={v}"));
+        }
+        extra
     }
 
     pub fn ip_of(&self, container: &str) -> String {

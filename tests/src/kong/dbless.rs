@@ -246,11 +246,7 @@ fn load(table: &Value, available: &[String]) -> Result<Loaded, Box<(Value, Value
     let mut nested_routes: Vec<Row> = Vec::new();
     let mut nested_plugins: Vec<Row> = Vec::new();
     for (i, mut s) in list("services").into_iter().enumerate() {
-        let key = s
-            .get("name")
-            .or_else(|| s.get("id"))
-            .cloned()
-            .unwrap_or(Value::Null);
+        let key = name_or_id(&s);
         hoist(&mut s, "routes", "service", &key, &mut nested_routes);
         hoist(&mut s, "plugins", "service", &key, &mut nested_plugins);
         items.push(Item {
@@ -281,11 +277,7 @@ fn load(table: &Value, available: &[String]) -> Result<Loaded, Box<(Value, Value
     }
     let mut nested_targets: Vec<Row> = Vec::new();
     for (i, mut u) in list("upstreams").into_iter().enumerate() {
-        let key = u
-            .get("name")
-            .or_else(|| u.get("id"))
-            .cloned()
-            .unwrap_or(Value::Null);
+        let key = name_or_id(&u);
         hoist(&mut u, "targets", "upstream", &key, &mut nested_targets);
         items.push(Item {
             kind: Kind::Upstreams,
@@ -454,6 +446,15 @@ fn load(table: &Value, available: &[String]) -> Result<Loaded, Box<(Value, Value
     } else {
         Err(Box::new((Value::Object(fields), Value::Array(flat))))
     }
+}
+
+/// How a nested entity names its parent: by name, else by id.
+fn name_or_id(parent: &Row) -> Value {
+    parent
+        .get("name")
+        .or_else(|| parent.get("id"))
+        .cloned()
+        .unwrap_or(Value::Null)
 }
 
 /// Move the entities nested under `parent`'s `list` into `into`, each pointing back at the

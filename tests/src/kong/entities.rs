@@ -671,15 +671,7 @@ fn check_field(fd: &Field, v: &Value) -> Result<Value, Value> {
             };
             r.map(|_| v.clone()).map_err(|m| json!(m))
         }
-        Ty::Int(min, max) => {
-            let Some(n) = v.as_i64().filter(|_| v.is_i64() || v.is_u64()) else {
-                return s_err("expected an integer".into());
-            };
-            if n < min || n > max {
-                return s_err(format!("value should be between {min} and {max}"));
-            }
-            Ok(v.clone())
-        }
+        Ty::Int(min, max) => int_between(v, min, max),
         Ty::Bool => {
             if v.is_boolean() {
                 Ok(v.clone())

@@ -442,15 +442,9 @@ impl Store {
         base_path: &str,
     ) -> Answer {
         let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        let size = match q("size") {
-            None => 100,
-            Some(s) => match s.parse::<f64>() {
-                Err(_) => return errors::invalid_size("size must be a number"),
-                Ok(n) if n.fract() != 0.0 || !(1.0..=1000.0).contains(&n) => {
-                    return errors::invalid_size("size must be an integer between 1 and 1000")
-                }
-                Ok(n) => n as usize,
-            },
+        let (size, after) = match page_options(query) {
+            Ok(p) => p,
+            Err(a) => return a,
         };
         let tags = if scope.is_none() {
             match q("tags").map(paging::TagFilter::parse) {
@@ -460,13 +454,6 @@ impl Store {
             }
         } else {
             None
-        };
-        let after = match q("offset") {
-            None => None,
-            Some(tok) => match paging::decode_offset(tok) {
-                Ok(id) => Some(id),
-                Err(why) => return errors::invalid_offset(tok, why),
-            },
         };
         let rows: Vec<&Row> = self
             .table(kind)
@@ -505,18 +492,9 @@ impl Store {
     /// `GET /tags/{tag}`: every entity carrying `tag`, as `{entity_name, entity_id, tag}`, by
     /// entity id, paged like any collection (`kong/api/routes/tags.lua`, `dao/tags.lua`).
     pub fn list_tag(&self, tag: &str, query: &[(String, String)]) -> Answer {
-        let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        let size = match q("size").map(|s| s.parse::<usize>()) {
-            None => 100,
-            Some(Ok(n)) if (1..=1000).contains(&n) => n,
-            Some(_) => return errors::invalid_size("size must be an integer between 1 and 1000"),
-        };
-        let after = match q("offset") {
-            None => None,
-            Some(tok) => match paging::decode_offset(tok) {
-                Ok(id) => Some(id),
-                Err(why) => return errors::invalid_offset(tok, why),
-            },
+        let (size, after) = match page_options(query) {
+            Ok(p) => p,
+            Err(a) => return a,
         };
         let mut rows: Vec<(String, &str)> = Kind::ALL
             .iter()
@@ -612,6 +590,31 @@ impl Store {
         });
         v
     }
+}
+
+/// A page's `size` (100 when not given; 1–1000) and the id its `offset` token continues after.
+fn page_options(query: &[(String, String)]) -> Result<(usize, Option<String>), Answer> {
+    let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let size = match q("size") {
+        None => 100,
+        Some(s) => match s.parse::<f64>() {
+            Err(_) => return Err(errors::invalid_size("size must be a number")),
+            Ok(n) if n.fract() != 0.0 || !(1.0..=1000.0).contains(&n) => {
+                return Err(errors::invalid_size(
+                    "size must be an integer between 1 and 1000",
+                ))
+            }
+            Ok(n) => n as usize,
+        },
+    };
+    let after = match q("offset") {
+        None => None,
+        Some(tok) => match paging::decode_offset(tok) {
+            Ok(id) => Some(id),
+            Err(why) => return Err(errors::invalid_offset(tok, why)),
+        },
+    };
+    Ok((size, after))
 }
 
 fn stamp(row: &mut Row, key: &str, t: &Value) {
