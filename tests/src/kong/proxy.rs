@@ -76,7 +76,7 @@ pub fn route_request(
     let Some(svc) = store.row(Kind::Services, sid).cloned() else {
         return Match::NoService;
     };
-    let route = route.clone();
+    let preserve_host = route["preserve_host"] == Value::Bool(true);
     let rest = if route["strip_path"] == Value::Bool(true) {
         &path[len..]
     } else {
@@ -100,7 +100,7 @@ pub fn route_request(
     };
     Match::To(Upstream {
         url: format!("http://{authority}{joined}{q}"),
-        preserve_host: route["preserve_host"] == Value::Bool(true),
+        preserve_host,
         target,
         retries: svc["retries"].as_u64().unwrap_or(5),
     })
