@@ -213,7 +213,7 @@ pub async fn plan(
     let cfg =
         Config::new(c, RunDefaults::parse_from(["build-agent"]).run).map_err(CliError::Usage)?;
     let hash = package::content_hash(&dir)?;
-    let compose = deploy::package_compose(&dir, &name, &cfg.network)?;
+    let (package, build) = deploy::read_package(&dir, &name, &cfg)?;
     let tmp = std::env::temp_dir().join(format!("build-agent-plan-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)
         .map_err(|e| CliError::Unavailable(format!("cannot create {}: {e}", tmp.display())))?;
@@ -222,7 +222,8 @@ pub async fn plan(
         agent_dir: tmp.clone(),
         tag: format!("{}:{hash}", deploy::image_repo(&name)),
         hash,
-        compose,
+        package,
+        build,
     };
     let job = DeployJob {
         stream_id: "plan".into(),
@@ -240,32 +241,18 @@ pub async fn plan(
     let result = async {
         let cf = deploy::write_compose_files(&cfg, &job, &p, &p.tag)?;
         let mut head: String = cf.notes.iter().map(|n| format!("# {n}\n")).collect();
-        for net in &cf.own_networks {
-            head.push_str(&format!(
-                "# network '{net}' is the package's own: created (labelled {}) at deploy\n",
-                docker::NETWORK_OWNER_LABEL
-            ));
-        }
-        let files = cf.files;
+        head.push_str(&format!(
+            "# build: docker build -f {} {}\n",
+            p.build.dockerfile.display(),
+            p.build.context.display()
+        ));
         let (cmd, _) = docker::ComposeCmd::detect("auto")
             .await
             .map_err(CliError::Unavailable)?;
-        let o = docker::compose(
-            &cmd,
-            &compose::project_name(&name),
-            &dir.display().to_string(),
-            &files,
-            &["config"],
-            Duration::from_secs(60),
-        )
-        .await
-        .map_err(|e| {
-            CliError::from(DeployError::docker(
-                "the compose configuration is invalid",
-                e,
-            ))
-        })?;
-        Ok(head + &o.stdout)
+        // compose's own reading, checked against what was written: the verdict a deploy gets
+        let theirs = deploy::read_back(&cmd, &compose::project_name(&name), &cf).await?;
+        head.push_str("# compose reads this file as written\n");
+        Ok(head + &serde_json::to_string_pretty(&theirs).unwrap_or_default() + "\n")
     }
     .await;
     let _ = std::fs::remove_dir_all(&tmp);
@@ -274,7 +261,11 @@ pub async fn plan(
 
 pub async fn undeploy(name: &str) -> Result<usize, CliError> {
     check_name(name)?;
-    docker::undeploy(&compose::project_name(name), &compose::container_name(name))
+    docker::undeploy(
+        &compose::project_name(name),
+        &compose::container_name(name),
+        name,
+    )
         .await
         .map_err(|e| CliError::from(DeployError::docker("undeploy failed", e)))
 }

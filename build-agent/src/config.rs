@@ -235,16 +235,20 @@ pub struct RunArgs {
     /// debugging. Off: agents are reached only through the gateway, never on a host port.
     #[arg(long, env = "PUBLISH_AGENT_PORTS", default_value_t = false, action = clap::ArgAction::Set)]
     pub publish_agent_ports: bool,
-    /// Memory cap of every agent container (a compose mem_limit, e.g. 512m, 2g); empty: none.
+    /// Memory cap of an agent, all its package's services together (e.g. 512m, 2g); empty: none.
+    /// What a service asks for it gets, the rest is split evenly among the others.
     #[arg(long, env = "AGENT_MEMORY_LIMIT", default_value = "1g")]
     pub agent_memory_limit: String,
-    /// CPU cap of every agent container, in CPUs (upstream's runtime gives an agent half a CPU);
-    /// 0: none.
+    /// CPU cap of an agent, all its services together, in CPUs (upstream's runtime gives an
+    /// agent half a CPU); 0: none.
     #[arg(long, env = "AGENT_CPU_LIMIT", default_value_t = 0.5)]
     pub agent_cpu_limit: f64,
-    /// Process cap of every agent container; 0: none.
+    /// Process cap of an agent, all its services together; 0: none.
     #[arg(long, env = "AGENT_PIDS_LIMIT", default_value_t = 512)]
     pub agent_pids_limit: u64,
+    /// The most services an agent's package may have.
+    #[arg(long, env = "MAX_AGENT_SERVICES", default_value_t = 8)]
+    pub max_agent_services: usize,
     /// Images kept per agent (older ones are removed).
     #[arg(long, env = "KEEP_IMAGES", default_value_t = 2)]
     pub keep_images: usize,
@@ -281,7 +285,8 @@ pub struct SubmitArgs {
     pub update_strategy: String,
 }
 
-/// The caps every agent container gets (the operator widens them; a package cannot).
+/// The caps of one agent, shared out over its package's services (the operator widens them; a
+/// package cannot).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentLimits {
     /// A compose/docker memory size ("1g"); empty: no cap.
@@ -319,6 +324,7 @@ pub struct Config {
     pub keep_images: usize,
     pub publish_agent_ports: bool,
     pub limits: AgentLimits,
+    pub max_services: usize,
     pub handover_wait: Duration,
     pub noop_deploy: bool,
     pub noop_deploy_time: Duration,
@@ -354,6 +360,12 @@ impl Config {
             return Err(format!(
                 "COMPOSE_FLAVOR '{}' must be auto, v1 or v2",
                 r.compose
+            ));
+        }
+        let memory = r.agent_memory_limit.trim();
+        if !memory.is_empty() && crate::deploy::model::parse_bytes(memory).is_none() {
+            return Err(format!(
+                "AGENT_MEMORY_LIMIT '{memory}' is not a size; write e.g. 512m or 1g (empty: no cap)"
             ));
         }
         let mut agent_env = Vec::new();
@@ -396,6 +408,7 @@ impl Config {
                 cpus: r.agent_cpu_limit.max(0.0),
                 pids: r.agent_pids_limit,
             },
+            max_services: r.max_agent_services.max(1),
             concurrency: r.concurrency.clamp(1, 64),
             max_deliveries: r.max_deliveries,
             claim_idle: Duration::from_secs(r.claim_idle_secs),

@@ -55,7 +55,23 @@ fn describe(argv: &[String]) -> String {
     argv.iter().take(3).cloned().collect::<Vec<_>>().join(" ")
 }
 
-/// Run `argv` with `timeout`. Every output line is also sent to `lines` when given.
+/// What a child gets of the build agent's environment: where to find programs and the Docker
+/// engine the operator chose, nothing else — no token, no Redis address, no COMPOSE_* setting.
+pub const PASSED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "XDG_RUNTIME_DIR",
+    "DOCKER_HOST",
+    "DOCKER_CONFIG",
+    "DOCKER_CONTEXT",
+    "DOCKER_CERT_PATH",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_BUILDKIT",
+];
+
+/// Run `argv` with `timeout`, in a clean environment (`PASSED_ENV`). Every output line is also
+/// sent to `lines` when given.
 pub async fn run(
     argv: &[String],
     timeout: Duration,
@@ -63,8 +79,13 @@ pub async fn run(
 ) -> Result<Output, CmdError> {
     let what = describe(argv);
     let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .stdin(Stdio::null())
+    cmd.args(&argv[1..]).env_clear();
+    for k in PASSED_ENV {
+        if let Some(v) = std::env::var_os(k) {
+            cmd.env(k, v);
+        }
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)

@@ -1,7 +1,6 @@
 //! The Docker and compose commands the deploy stages run (argument vectors only): compose
 //! detection, image existence, build, up, container state, logs, image pruning, undeploy.
 
-use super::DeployError;
 use crate::process::{argv, run, CmdError, Output};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -66,106 +65,71 @@ pub async fn image_exists(tag: &str) -> bool {
     .is_ok()
 }
 
+/// `docker build` of the agent's own service as the package asks: its context, its Dockerfile,
+/// its build args and target (checked by `read_package`).
 pub async fn build(
-    dir: &str,
+    b: &super::model::Build,
     tag: &str,
     timeout: Duration,
     lines: mpsc::UnboundedSender<String>,
 ) -> Result<Output, CmdError> {
     // no --label: the legacy builder commits a layer for it (about 2 s on fuse-overlayfs); the
     // repository (nasiko-agent-{name}) names the agent and the tag is the content hash
-    let a = vec![
-        "docker".into(),
-        "build".into(),
-        "--pull=false".into(),
-        "--force-rm".into(),
-        "-t".into(),
-        tag.into(),
-        dir.into(),
-    ];
+    let mut a = argv(&["docker", "build", "--pull=false", "--force-rm", "-t", tag]);
+    a.extend(["-f".into(), b.dockerfile.display().to_string()]);
+    for (k, v) in &b.args {
+        a.extend(["--build-arg".into(), format!("{k}={v}")]);
+    }
+    if let Some(t) = &b.target {
+        a.extend(["--target".into(), t.clone()]);
+    }
+    a.push(b.context.display().to_string());
     run(&a, timeout, Some(lines)).await
 }
 
-/// `compose -p P --project-directory D -f … <args>`
+/// `compose -p P --project-directory D --env-file E -f F <args>`: compose reads the one file we
+/// wrote, from a folder holding nothing else, with an empty env file.
 pub async fn compose(
     cmd: &ComposeCmd,
     project: &str,
-    project_dir: &str,
-    files: &[String],
+    cf: &super::ComposeFiles,
     args: &[&str],
     timeout: Duration,
 ) -> Result<Output, CmdError> {
     let mut a = cmd.argv();
-    a.extend([
-        "-p".into(),
-        project.into(),
-        "--project-directory".into(),
-        project_dir.into(),
-    ]);
-    for f in files {
-        a.extend(["-f".into(), f.clone()]);
-    }
+    a.extend(
+        [
+            "-p",
+            project,
+            "--project-directory",
+            &cf.project_dir,
+            "--env-file",
+            &cf.env_file,
+            "-f",
+            &cf.file,
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
     a.extend(args.iter().map(|s| s.to_string()));
     run(&a, timeout, None).await
 }
 
-/// The label on networks the build agent created for agent packages.
+/// The label on networks the build agent makes for agent packages.
 pub const NETWORK_OWNER_LABEL: &str = "nasiko.managed-by=build-agent";
 
-/// Make sure an external network a package names (other than the agents network) exists: create
-/// it, labelled as ours, when absent; refuse one that exists and is not ours (it could be the
-/// platform's, which agents must not join).
-pub async fn ensure_agent_network(name: &str) -> Result<(), DeployError> {
-    let inspect = run(
-        &argv(&[
-            "docker",
-            "network",
-            "inspect",
-            "--format",
-            "{{json .Labels}}",
-            name,
-        ]),
+/// The value of `label` on container `name`, running or not; None when absent or unset.
+pub async fn label_of(name: &str, label: &str) -> Option<String> {
+    let format = format!("{{{{index .Config.Labels \"{label}\"}}}}");
+    let o = run(
+        &argv(&["docker", "inspect", "--type", "container", "--format", &format, name]),
         SHORT,
         None,
     )
-    .await;
-    let (key, value) = NETWORK_OWNER_LABEL.split_once('=').unwrap_or_default();
-    match inspect {
-        Ok(o) => {
-            let labels: serde_json::Value =
-                serde_json::from_str(o.stdout.trim()).unwrap_or_default();
-            if labels.get(key).and_then(|v| v.as_str()) == Some(value) {
-                Ok(())
-            } else {
-                Err(DeployError::package(format!("the package joins the existing network '{name}', which the build agent did not create; an agent may join only agents-net and networks of its own (rename the network in the package)")))
-            }
-        }
-        Err(_) => run(
-            &argv(&[
-                "docker",
-                "network",
-                "create",
-                "--label",
-                NETWORK_OWNER_LABEL,
-                name,
-            ]),
-            SHORT,
-            None,
-        )
-        .await
-        .map(drop)
-        .or_else(|e| {
-            // created meanwhile by a parallel deploy of another agent: fine if it is ours now
-            if e.to_string().contains("already exists") {
-                Ok(())
-            } else {
-                Err(DeployError::docker(
-                    &format!("cannot create the package's network '{name}'"),
-                    e,
-                ))
-            }
-        }),
-    }
+    .await
+    .ok()?;
+    let v = o.stdout.trim();
+    (!v.is_empty() && v != "<no value>").then(|| v.to_string())
 }
 
 /// State of a container: (status, health or "", image, id, restart count). None when absent.
@@ -302,16 +266,18 @@ pub async fn prune_images(agent: &str, keep: usize, in_use: &str) -> Vec<String>
     removed
 }
 
-/// Remove every container of the agent's compose project, and the fixed-name container.
-pub async fn undeploy(project: &str, container: &str) -> Result<usize, CmdError> {
-    let label = format!("label=com.docker.compose.project={project}");
-    let o = run(
-        &argv(&["docker", "ps", "-aq", "--no-trunc", "--filter", &label]),
-        SHORT,
-        None,
-    )
-    .await?;
-    let mut ids: Vec<String> = o.stdout.split_whitespace().map(String::from).collect();
+/// Remove every container of the agent — its compose project's, the fixed-name container, the
+/// stand-by, and any labelled with its name (a project of an older naming) — and the project's
+/// networks. Named volumes stay (the agent's data).
+pub async fn undeploy(project: &str, container: &str, agent: &str) -> Result<usize, CmdError> {
+    let mut ids = Vec::new();
+    for filter in [
+        format!("label=com.docker.compose.project={project}"),
+        format!("label={}={agent}", nasiko_contract::labels::NAME),
+    ] {
+        let o = run(&argv(&["docker", "ps", "-aq", "--no-trunc", "--filter", &filter]), SHORT, None).await?;
+        ids.extend(o.stdout.split_whitespace().map(String::from));
+    }
     for name in [container.to_string(), format!("{container}-handover")] {
         if let Some((_, _, _, id, _)) = container_state(&name).await {
             ids.push(id);
@@ -319,11 +285,16 @@ pub async fn undeploy(project: &str, container: &str) -> Result<usize, CmdError>
     }
     ids.sort();
     ids.dedup();
-    if ids.is_empty() {
-        return Ok(0);
+    if !ids.is_empty() {
+        let mut a = argv(&["docker", "rm", "-f", "-v"]);
+        a.extend(ids.iter().cloned());
+        run(&a, SHORT, None).await?;
     }
-    let mut a = argv(&["docker", "rm", "-f", "-v"]);
-    a.extend(ids.iter().cloned());
-    run(&a, SHORT, None).await?;
+    let filter = format!("label=com.docker.compose.project={project}");
+    if let Ok(o) = run(&argv(&["docker", "network", "ls", "-q", "--filter", &filter]), SHORT, None).await {
+        for net in o.stdout.split_whitespace() {
+            let _ = run(&argv(&["docker", "network", "rm", net]), SHORT, None).await;
+        }
+    }
     Ok(ids.len())
 }

@@ -4,16 +4,22 @@
 
 pub mod compose;
 pub mod docker;
+pub mod dockerfile;
 pub mod error;
+pub mod interpolate;
+pub mod model;
 pub mod package;
 pub mod policy;
+pub mod readback;
+pub mod render;
+pub mod yaml;
 
 pub use error::{DeployError, Verdict};
 
 use crate::config::Config;
 use crate::job::DeployJob;
-use compose::OverrideSpec;
 use docker::ComposeCmd;
+use model::{Build, Package};
 use nasiko_contract::labels;
 use redis::aio::ConnectionManager;
 use std::path::{Path, PathBuf};
@@ -28,15 +34,17 @@ pub struct Deployer {
     pub redis: ConnectionManager,
 }
 
-/// A package copied into the build directory.
+/// A package copied into the build directory, read and past the policy.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub build_dir: PathBuf,
     pub agent_dir: PathBuf,
     pub hash: String,
     pub tag: String,
-    /// The package's compose file, read and past the policy (None: a Dockerfile alone).
-    pub compose: Option<serde_yaml_ng::Value>,
+    /// The package as it will run (a Dockerfile alone is one service).
+    pub package: Package,
+    /// What `docker build` runs for the agent's own service.
+    pub build: Build,
 }
 
 #[derive(Debug, Clone)]
@@ -53,15 +61,26 @@ pub fn buildlog_key(agent: &str) -> String {
     format!("agent:buildlog:{agent}")
 }
 
-/// The entry service's environment (contracts.md §4.3), with the `.env` of the package in
-/// `package_dir`; later entries win.
+fn dotenv(package_dir: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(package_dir.join(".env"))
+        .map(|t| model::parse_dotenv(&t))
+        .unwrap_or_default()
+}
+
+/// The variables a package's compose file may use: what the platform gives agents, then the
+/// package's own `.env` (literal text). Never the build agent's own environment.
+pub fn package_vars(cfg: &Config, package_dir: &Path) -> interpolate::Vars {
+    let mut v = cfg.agent_env.clone();
+    v.extend(dotenv(package_dir));
+    interpolate::Vars(v)
+}
+
+/// The entry service's environment from the platform (contracts.md §4.3), with the `.env` of the
+/// package in `package_dir`; later entries win.
 pub fn agent_env(cfg: &Config, job: &DeployJob, package_dir: &Path) -> Vec<(String, String)> {
-    let dotenv = std::fs::read_to_string(package_dir.join(".env"))
-        .map(|t| compose::parse_dotenv(&t))
-        .unwrap_or_default();
     let mut env = cfg.agent_env.clone();
     env.push(("AGENT_PROJECT_NAME".into(), job.agent.clone()));
-    env.extend(dotenv);
+    env.extend(dotenv(package_dir));
     env.push(("AGENT_NAME".into(), job.agent.clone()));
     env.push(("OWNER_ID".into(), job.owner_id.clone()));
     if let Some(w) = &job.webhook_url {
@@ -76,42 +95,63 @@ pub fn agent_env(cfg: &Config, job: &DeployJob, package_dir: &Path) -> Vec<(Stri
     out
 }
 
-fn read_user_compose(file: &Path) -> Result<serde_yaml_ng::Value, DeployError> {
-    let name = file.file_name().unwrap_or_default().to_string_lossy();
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| DeployError::package(format!("cannot read {name}: {e}")))?;
-    serde_yaml_ng::from_str(&text)
-        .map_err(|e| DeployError::package(format!("{name} is not valid YAML: {e}")))
-}
-
-/// The package's compose file in `dir`, read and checked against the policy for `agent` on the
-/// agents network `network`; None without one.
-pub fn package_compose(
-    dir: &Path,
-    agent: &str,
-    network: &str,
-) -> Result<Option<serde_yaml_ng::Value>, DeployError> {
-    let Some(f) = compose::find_compose_file(dir) else {
-        return Ok(None);
+/// The package in `dir` read for `agent` and checked — compose file (strict YAML, typed, the
+/// policy, the caps) and the Dockerfile its agent is built from — before any docker command.
+pub fn read_package(dir: &Path, agent: &str, cfg: &Config) -> Result<(Package, Build), DeployError> {
+    let vars = package_vars(cfg, dir);
+    let cx = model::Context {
+        dir,
+        vars: &vars,
+        agents_network: &cfg.network,
     };
-    let u = read_user_compose(&f)?;
-    policy::check(&u, dir)?;
-    let entry = compose::entry_service(&u, agent)?;
-    policy::check_agents_network(&u, &entry, &compose::container_name(agent), network)?;
-    Ok(Some(u))
+    let pkg = match compose::find_compose_file(dir) {
+        None => Package::dockerfile_only(dir, agent),
+        Some(f) => {
+            let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+            if size > yaml::MAX_BYTES as u64 {
+                return Err(DeployError::package(format!(
+                    "{name} is {} KiB; at most {} KiB is read (an agent's compose file is a few KiB)",
+                    size / 1024,
+                    yaml::MAX_BYTES / 1024
+                )));
+            }
+            let text = std::fs::read_to_string(&f)
+                .map_err(|e| DeployError::package(format!("cannot read {name}: {e}")))?;
+            model::read(&yaml::read(&text)?, &cx)?
+        }
+    };
+    let shared = |k: &str| cx.is_shared(k);
+    let container = compose::container_name(agent);
+    policy::check(&pkg, agent, &container, cfg.max_services, &shared)?;
+    policy::caps(&pkg, &cfg.limits)?;
+    let entry = policy::entry_service(&pkg, agent)?;
+    let build = entry.build.clone().unwrap_or_else(|| Build::default_in(dir));
+    let rel = build.dockerfile.strip_prefix(dir).unwrap_or(&build.dockerfile).display().to_string();
+    let text = std::fs::read_to_string(&build.dockerfile).map_err(|e| {
+        DeployError::package(format!(
+            "cannot read the Dockerfile '{rel}' ({e}); add it to the package or point build.dockerfile at it"
+        ))
+    })?;
+    dockerfile::check(&text, &build.args)
+        .map_err(|r| DeployError::package(format!("{rel}: {r}")))?;
+    Ok((pkg, build))
 }
 
-/// The compose files of one deploy, in the order compose takes them, and what the package needs.
+/// The one compose file of a deploy, in a folder of its own, and what it needs.
 #[derive(Debug, Clone)]
 pub struct ComposeFiles {
-    pub files: Vec<String>,
-    /// External networks of the package's own (created, labelled as ours, before `up`).
-    pub own_networks: Vec<String>,
-    /// What normalization changed, for the build log.
+    /// The folder compose runs in: the file, an empty env file, nothing else.
+    pub project_dir: String,
+    pub file: String,
+    pub env_file: String,
+    /// What rendering changed, for the build log.
     pub notes: Vec<String>,
-    /// A hash of the effective configuration (image, package file, override), also put on the
-    /// entry container as `nasiko.deploy-hash`: equal means there is nothing to hand over.
+    /// A hash of the effective configuration, also put on the entry container as
+    /// `nasiko.deploy-hash`: equal means there is nothing to hand over.
     pub deploy_hash: String,
+    /// The file as written.
+    pub doc: serde_json::Value,
 }
 
 /// The label that tells what configuration a running agent container was deployed with.
@@ -120,7 +160,21 @@ pub const DEPLOY_HASH_LABEL: &str = "nasiko.deploy-hash";
 pub const STANDBY_JOB_LABEL: &str = "nasiko.handover-job";
 pub const STANDBY_CONSUMER_LABEL: &str = "nasiko.handover-consumer";
 
-/// Write the normalized package file and the override (or one whole file) for `image`.
+/// The entry service's environment as it runs: the package's own, then the platform's.
+pub fn entry_env(cfg: &Config, job: &DeployJob, p: &Prepared) -> Vec<(String, String)> {
+    let mut env = policy::entry_service(&p.package, &job.agent)
+        .map(|s| s.environment.clone())
+        .unwrap_or_default();
+    for (k, v) in agent_env(cfg, job, &p.build_dir) {
+        env.retain(|(e, _)| *e != k);
+        env.push((k, v));
+    }
+    env
+}
+
+/// Render the package for `image` into `{agent_dir}/compose/` (made anew): `compose.json`, and
+/// `compose.env`, empty, for `--env-file` (so neither the package's `.env` nor anything else
+/// configures compose).
 pub fn write_compose_files(
     cfg: &Config,
     job: &DeployJob,
@@ -128,7 +182,7 @@ pub fn write_compose_files(
     image: &str,
 ) -> Result<ComposeFiles, DeployError> {
     let env = agent_env(cfg, job, &p.build_dir);
-    let spec = OverrideSpec {
+    let spec = render::Spec {
         agent: &job.agent,
         image,
         network: &cfg.network,
@@ -136,53 +190,55 @@ pub fn write_compose_files(
         version: &job.version,
         upload_id: &job.upload_id,
         env: &env,
-        limits: &cfg.limits,
+        publish: cfg.publish_agent_ports,
     };
-    let write = |name: &str, v: &serde_yaml_ng::Value| -> Result<String, DeployError> {
-        let text = serde_yaml_ng::to_string(v)
-            .map_err(|e| DeployError::package(format!("cannot write {name} as YAML: {e}")))?;
-        let path = p.agent_dir.join(name);
-        std::fs::write(&path, text).map_err(|e| {
-            DeployError::machine(format!(
-                "cannot write {}: {e} (free space, or set WORK_DIR to a writable folder)",
-                path.display()
-            ))
-        })?;
-        Ok(path.display().to_string())
+    let shared = |k: &str| [model::LEGACY_NETWORK, model::SHARED_NETWORK, cfg.network.as_str()].contains(&k);
+    let caps = policy::caps(&p.package, &cfg.limits)?;
+    let mut r = render::render(&p.package, &caps, &spec, &shared)?;
+    let deploy_hash = package::text_hash(&r.doc.to_string());
+    let entry = compose::container_name(&job.agent);
+    r.doc["services"][&entry]["labels"][DEPLOY_HASH_LABEL] = serde_json::Value::String(deploy_hash.clone());
+    let dir = p.agent_dir.join("compose");
+    let unwritable = |path: &Path, e: std::io::Error| {
+        DeployError::machine(format!(
+            "cannot write {}: {e} (free space, or set WORK_DIR to a writable folder)",
+            path.display()
+        ))
     };
-    let mut out = ComposeFiles {
-        files: Vec::new(),
-        own_networks: Vec::new(),
-        notes: Vec::new(),
-        deploy_hash: String::new(),
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| unwritable(&dir, e))?;
+    let file = dir.join("compose.json");
+    let text = serde_json::to_string_pretty(&r.doc).unwrap_or_default();
+    std::fs::write(&file, text).map_err(|e| unwritable(&file, e))?;
+    let env_file = dir.join("compose.env");
+    std::fs::write(&env_file, "").map_err(|e| unwritable(&env_file, e))?;
+    Ok(ComposeFiles {
+        project_dir: dir.display().to_string(),
+        file: file.display().to_string(),
+        env_file: env_file.display().to_string(),
+        notes: r.notes,
+        deploy_hash,
+        doc: r.doc,
+    })
+}
+
+/// Compose's own reading of the file must be the file: `config` through the same compose, in
+/// the same clean folder, compared with what was written.
+pub async fn read_back(
+    cmd: &ComposeCmd,
+    project: &str,
+    cf: &ComposeFiles,
+) -> Result<serde_json::Value, DeployError> {
+    let args: &[&str] = match cmd {
+        ComposeCmd::V2 => &["config", "--format", "json"],
+        ComposeCmd::V1 => &["config"],
     };
-    let user = match &p.compose {
-        Some(u) => {
-            let mut u = u.clone();
-            let n = compose::normalize_package(&mut u, &cfg.network, cfg.publish_agent_ports)?;
-            out.own_networks = n.own_networks;
-            out.notes = n.notes;
-            // our copy of the user's file; relative paths resolve against --project-directory
-            out.files.push(write("nasiko.package.yml", &u)?);
-            Some(u)
-        }
-        None => None,
-    };
-    let mut ov = compose::build_override(user.as_ref(), &spec)?;
-    let effective = format!(
-        "{}\n---\n{}",
-        serde_yaml_ng::to_string(&user).unwrap_or_default(),
-        serde_yaml_ng::to_string(&ov).unwrap_or_default()
-    );
-    out.deploy_hash = package::text_hash(&effective);
-    compose::add_entry_label(&mut ov, DEPLOY_HASH_LABEL, &out.deploy_hash);
-    let name = if user.is_some() {
-        "nasiko.override.yml"
-    } else {
-        "nasiko.compose.yml"
-    };
-    out.files.push(write(name, &ov)?);
-    Ok(out)
+    let o = docker::compose(cmd, project, cf, args, Duration::from_secs(60))
+        .await
+        .map_err(|e| DeployError::docker("the compose configuration is invalid", e))?;
+    let theirs = readback::parse(&o.stdout)?;
+    readback::compare(&cf.doc, &theirs, project)?;
+    Ok(theirs)
 }
 
 impl Deployer {
@@ -191,7 +247,7 @@ impl Deployer {
         let src = job.package.clone();
         let agent_dir = self.cfg.work_dir.join(&job.agent);
         let repo = image_repo(&job.agent);
-        let (agent, network) = (job.agent.clone(), self.cfg.network.clone());
+        let (agent, cfg) = (job.agent.clone(), self.cfg.clone());
         tokio::task::spawn_blocking(move || {
             let hash = package::content_hash(&src)?;
             std::fs::create_dir_all(&agent_dir).map_err(|e| {
@@ -200,20 +256,24 @@ impl Deployer {
                     agent_dir.display()
                 ))
             })?;
-            // named by its content and moved into place whole (copy_tree): present means complete
+            // named by its content and moved into place whole (copy_tree): reused only while it
+            // still holds exactly that content (nothing a running agent changed, no links)
             let build_dir = agent_dir.join(&hash);
-            if !build_dir.is_dir() {
+            let intact = build_dir.is_dir()
+                && package::content_hash(&build_dir).is_ok_and(|h| h == hash);
+            if !intact {
                 package::copy_tree(&src, &build_dir)?;
             }
             // the policy before any docker command: a refused package builds nothing
-            let compose = package_compose(&build_dir, &agent, &network)?;
+            let (package, build) = read_package(&build_dir, &agent, &cfg)?;
             let tag = format!("{repo}:{hash}");
             Ok(Prepared {
                 build_dir,
                 agent_dir,
                 hash,
                 tag,
-                compose,
+                package,
+                build,
             })
         })
         .await
@@ -252,13 +312,7 @@ impl Deployer {
                     .await;
             }
         });
-        let r = docker::build(
-            &p.build_dir.display().to_string(),
-            &p.tag,
-            self.cfg.build_timeout,
-            tx,
-        )
-        .await;
+        let r = docker::build(&p.build, &p.tag, self.cfg.build_timeout, tx).await;
         let _ = pump.await;
         r.map(|_| true)
             .map_err(|e| DeployError::docker("docker build failed", e))
@@ -299,21 +353,14 @@ impl Deployer {
             self.log_line(&job.agent, &job.stream_id, &format!("=== {note}"))
                 .await;
         }
-        for net in &cf.own_networks {
-            docker::ensure_agent_network(net).await?;
+        read_back(&self.compose, &project, &cf).await?;
+        // an agent deployed under the project naming of before (names with '.' or '_'): its
+        // containers go, or compose could not take the container's name
+        if let Some(old) = docker::label_of(&container, "com.docker.compose.project").await {
+            if old != project {
+                let _ = docker::undeploy(&old, &container, &job.agent).await;
+            }
         }
-        let files = cf.files;
-        let dir = p.build_dir.display().to_string();
-        docker::compose(
-            &self.compose,
-            &project,
-            &dir,
-            &files,
-            &["config", "-q"],
-            Duration::from_secs(60),
-        )
-        .await
-        .map_err(|e| DeployError::docker("the compose configuration is invalid", e))?;
         let handover = if unchanged || job.recreate {
             let why = if unchanged {
                 "=== the running container has this exact configuration; no handover"
@@ -325,7 +372,7 @@ impl Deployer {
         } else {
             self.start_handover(job, p).await
         };
-        let started = self.start(&project, &dir, &files, &container).await;
+        let started = self.start(&project, &cf, &container).await;
         if let Some(h) = &handover {
             if started.is_ok() {
                 // the sidecar moves the route to the new container once it has warmed up
@@ -341,8 +388,9 @@ impl Deployer {
             Err(e) => {
                 let Some(prev) = previous else { return Err(e) };
                 tracing::warn!(job = %job.stream_id, agent = %job.agent, "new version failed ({e}); putting {prev} back");
-                let files = write_compose_files(&self.cfg, job, p, &prev)?.files;
-                match self.start(&project, &dir, &files, &container).await {
+                let cf = write_compose_files(&self.cfg, job, p, &prev)?;
+                read_back(&self.compose, &project, &cf).await?;
+                match self.start(&project, &cf, &container).await {
                     Ok(_) => Err(e.explain(|m| {
                         format!("{m}; the previous version ({prev}) was put back and is serving")
                     })),
@@ -392,20 +440,22 @@ impl Deployer {
         ] {
             args.extend(["--label".to_string(), format!("{k}={v}")]);
         }
-        for (k, v) in agent_env(&self.cfg, job, &p.build_dir) {
+        for (k, v) in entry_env(&self.cfg, job, p) {
             args.extend(["-e".to_string(), format!("{k}={v}")]);
         }
-        // the stand-by gets the same caps as the agent's containers
-        let l = &self.cfg.limits;
+        // the stand-by gets the agent's own container's caps
         args.extend(["--security-opt".into(), "no-new-privileges:true".into()]);
-        if !l.memory.is_empty() {
-            args.extend(["--memory".into(), l.memory.clone()]);
+        let entry = policy::entry_service(&p.package, &job.agent).ok()?;
+        let i = p.package.services.iter().position(|s| s.key == entry.key)?;
+        let caps = policy::caps(&p.package, &self.cfg.limits).ok()?[i];
+        if let Some(m) = caps.memory {
+            args.extend(["--memory".into(), m.to_string()]);
         }
-        if l.cpus > 0.0 {
-            args.extend(["--cpus".into(), l.cpus.to_string()]);
+        if let Some(c) = caps.cpus {
+            args.extend(["--cpus".into(), c.to_string()]);
         }
-        if l.pids > 0 {
-            args.extend(["--pids-limit".into(), l.pids.to_string()]);
+        if let Some(n) = caps.pids {
+            args.extend(["--pids-limit".into(), n.to_string()]);
         }
         args.push(p.tag.clone());
         if let Err(e) = crate::process::run(&args, Duration::from_secs(60), None).await {
@@ -428,15 +478,13 @@ impl Deployer {
     async fn start(
         &self,
         project: &str,
-        dir: &str,
-        files: &[String],
+        cf: &ComposeFiles,
         container: &str,
     ) -> Result<String, DeployError> {
         docker::compose(
             &self.compose,
             project,
-            dir,
-            files,
+            cf,
             &[
                 "up",
                 "-d",

@@ -1,11 +1,11 @@
-//! The compose policy for uploaded packages: an allowlist. A package's compose file may use only
-//! the keys an agent needs (the table in the README); anything else is refused with one line that
-//! names the key, the service and what to do instead, before any docker command runs. Paths must
-//! stay inside the package and may not use `${…}` interpolation (a package's `.env` could
-//! otherwise point them anywhere). Pure.
+//! The compose policy for uploaded packages, over the typed model (`model` has already refused
+//! every key outside the README's table and every path outside the package): which service is the
+//! agent, what may join the agents network and under which names, labels, volumes, dependencies,
+//! health-check pace, and the operator's caps shared out per package. Each refusal is one line
+//! that names the service and what to do instead. Pure.
 
-use serde_yaml_ng::Value;
-use std::path::{Component, Path, PathBuf};
+use super::model::{Mount, Package, Service};
+use crate::config::AgentLimits;
 
 /// A refused package: the one line to report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,495 +17,380 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// Service keys an agent may use. Each is decided on purpose (README, "What an agent may ask for").
-pub const SERVICE_KEYS: &[&str] = &[
-    "build",
-    "image",
-    "command",
-    "entrypoint",
-    "environment",
-    "env_file",
-    "ports",
-    "expose",
-    "volumes",
-    "tmpfs",
-    "networks",
-    "depends_on",
-    "healthcheck",
-    "working_dir",
-    "user",
-    "labels",
-    "restart",
-    "stdin_open",
-    "tty",
-    "read_only",
-    "cap_drop",
-    "init",
-    "stop_signal",
-    "stop_grace_period",
-    "container_name",
-    "mem_limit",
-    "mem_reservation",
-    "cpus",
-    "cpu_shares",
-    "pids_limit",
-];
+impl std::error::Error for Refusal {}
 
-const TOP_KEYS: &[&str] = &["services", "networks", "volumes", "name", "version"];
-const BUILD_KEYS: &[&str] = &["context", "dockerfile", "args", "target"];
-const NETWORK_KEYS: &[&str] = &["external", "name", "internal", "labels", "driver"];
-const VOLUME_KEYS: &[&str] = &["name", "labels"];
-
-/// What to do instead, for the keys people reach for.
-fn instead(key: &str) -> &'static str {
-    match key {
-        "privileged" | "cap_add" | "devices" | "security_opt" | "userns_mode" | "cgroup"
-        | "cgroup_parent" | "oom_kill_disable" | "oom_score_adj" | "sysctls" | "ulimits" => {
-            "agents run unprivileged with the operator's limits; remove it"
-        }
-        "pid" | "ipc" | "uts" | "network_mode" | "extra_hosts" | "dns" | "dns_search"
-        | "links" | "external_links" | "hostname" | "domainname" | "mac_address" => {
-            "agents live on the agents network and reach the platform through the gateway; remove it"
-        }
-        "volumes_from" => "mount a named volume of the package's own instead",
-        "secrets" | "configs" => "put the values in the package's .env file instead",
-        "logging" => "logs go to `docker logs` and the build agent; remove it",
-        "deploy" => "use mem_limit / cpus / pids_limit (the operator's caps apply)",
-        "extends" | "include" => "put everything in the one docker-compose.yml of the package",
-        _ => "remove it (see the README's table of what an agent may ask for)",
-    }
+fn err<T>(msg: String) -> Result<T, Refusal> {
+    Err(Refusal(msg))
 }
 
-fn key_str(k: &Value) -> String {
-    k.as_str()
-        .map(String::from)
-        .unwrap_or_else(|| format!("{k:?}"))
+/// The shortest health-check interval: the engine execs into the container at that pace, outside
+/// the agent's caps.
+pub const MIN_HEALTH_INTERVAL_MS: u64 = 1000;
+/// Docker's smallest memory limit.
+const MIN_MEMORY: u64 = 6 << 20;
+
+/// Labels the build agent and compose set, compared as Docker's clients might (any case).
+fn reserved_label(k: &str) -> bool {
+    let l = k.to_ascii_lowercase();
+    l.starts_with(nasiko_contract::labels::PREFIX) || l.starts_with("com.docker.")
 }
 
-/// Lexically normalize `p` against `base` (no filesystem access).
-fn normalize(base: &Path, p: &Path) -> PathBuf {
-    let joined = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    };
-    let mut out = PathBuf::new();
-    for c in joined.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
+/// The service that is the agent: key = name, else container_name = name, else the only one,
+/// else the first with a `build`.
+pub fn entry_service<'p>(pkg: &'p Package, agent: &str) -> Result<&'p Service, Refusal> {
+    let s = &pkg.services;
+    s.iter()
+        .find(|x| x.key == agent)
+        .or_else(|| s.iter().find(|x| x.container_name.as_deref() == Some(agent)))
+        .or_else(|| (s.len() == 1).then(|| &s[0]))
+        .or_else(|| s.iter().find(|x| x.build.is_some()))
+        .ok_or_else(|| {
+            Refusal(format!("cannot tell which service is the agent: name one service '{agent}' (or give it container_name: {agent})"))
+        })
 }
 
-/// A path of the package (`what` for the message): inside `base`, no interpolation, no `~`.
-fn inside(svc: &str, what: &str, path: &str, base: &Path, dir: &Path) -> Result<(), Refusal> {
-    if path.contains('$') {
-        return Err(Refusal(format!(
-            "service '{svc}': {what} '{path}' uses ${{…}} interpolation; write the path inside the package literally"
-        )));
-    }
-    if path.contains("docker.sock") {
-        return Err(Refusal(format!(
-            "service '{svc}': {what} '{path}' is the Docker socket; agents may not control the Docker engine"
-        )));
-    }
-    if path.starts_with('~')
-        || !normalize(base, Path::new(path)).starts_with(normalize(dir, Path::new(".")))
-    {
-        return Err(Refusal(format!(
-            "service '{svc}': {what} '{path}' is outside the package; use a path inside the package"
-        )));
-    }
-    Ok(())
+/// The network keys a service joins that are the shared agents network.
+fn shared_keys<'s>(pkg: &Package, svc: &'s Service, is_shared: &dyn Fn(&str) -> bool) -> Vec<&'s str> {
+    svc.networks
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| pkg.networks.iter().find(|d| d.key == *k).map_or(is_shared(k), |d| d.shared))
+        .collect()
 }
 
-fn is_bind_source(src: &str) -> bool {
-    src.starts_with('/') || src.starts_with('.') || src.starts_with('~') || src.contains('/')
-}
-
-/// Check a package's compose file against the allowlist. `dir` is the package's folder.
-pub fn check(user: &Value, dir: &Path) -> Result<(), Refusal> {
-    let Some(top) = user.as_mapping() else {
-        return Err(Refusal("the compose file is not a mapping".into()));
-    };
-    for k in top.keys() {
-        let k = key_str(k);
-        if !TOP_KEYS.contains(&k.as_str()) && !k.starts_with("x-") {
-            return Err(Refusal(format!(
-                "the compose file's top-level '{k}' is not allowed for agents: {}",
-                instead(&k)
-            )));
-        }
-    }
-    let declared_volumes = user.get("volumes").and_then(Value::as_mapping);
-    for (name, def) in declared_volumes.into_iter().flatten() {
-        let name = key_str(name);
-        for k in def.as_mapping().into_iter().flat_map(|m| m.keys()) {
-            let k = key_str(k);
-            if !VOLUME_KEYS.contains(&k.as_str()) {
-                return Err(Refusal(format!(
-                    "volume '{name}' sets '{k}'; an agent's volumes are plain local volumes of its own (remove '{k}')"
-                )));
-            }
-        }
-    }
-    for (name, def) in user
-        .get("networks")
-        .and_then(Value::as_mapping)
-        .into_iter()
-        .flatten()
-    {
-        let name = key_str(name);
-        for (k, v) in def.as_mapping().into_iter().flatten() {
-            let k = key_str(k);
-            if !NETWORK_KEYS.contains(&k.as_str())
-                || (k == "driver" && v.as_str() != Some("bridge"))
-            {
-                return Err(Refusal(format!(
-                    "network '{name}' sets '{k}'; an agent's networks are plain bridge networks (remove '{k}')"
-                )));
-            }
-        }
-    }
-    let Some(services) = user.get("services").and_then(Value::as_mapping) else {
-        return Err(Refusal("the compose file has no 'services' mapping".into()));
-    };
-    for (name, svc) in services {
-        let n = key_str(name);
-        let Some(svc) = svc.as_mapping() else {
-            return Err(Refusal(format!("service '{n}' is not a mapping")));
-        };
-        for (k, v) in svc {
-            let k = key_str(k);
-            if !SERVICE_KEYS.contains(&k.as_str()) {
-                return Err(Refusal(format!(
-                    "service '{n}' asks for '{k}', which an agent may not have: {}",
-                    instead(&k)
-                )));
-            }
-            match k.as_str() {
-                "build" => check_build(&n, v, dir)?,
-                "env_file" => {
-                    let files: Vec<&str> = match v {
-                        Value::String(f) => vec![f.as_str()],
-                        Value::Sequence(s) => s
-                            .iter()
-                            .filter_map(|x| {
-                                x.as_str().or_else(|| x.get("path").and_then(Value::as_str))
-                            })
-                            .collect(),
-                        _ => vec![],
-                    };
-                    for f in files {
-                        inside(&n, "env_file", f, dir, dir)?;
-                    }
-                }
-                "volumes" => check_volumes(&n, v, dir, declared_volumes)?,
-                "labels" => {
-                    let keys: Vec<String> = match v {
-                        Value::Mapping(m) => m.keys().map(key_str).collect(),
-                        Value::Sequence(s) => s
-                            .iter()
-                            .filter_map(Value::as_str)
-                            .map(|l| l.split('=').next().unwrap_or("").to_string())
-                            .collect(),
-                        _ => vec![],
-                    };
-                    if let Some(l) = keys
-                        .iter()
-                        .find(|l| l.starts_with(nasiko_contract::labels::PREFIX))
-                    {
-                        return Err(Refusal(format!(
-                            "service '{n}' sets the label '{l}'; nasiko.* labels are the build agent's to set (remove it)"
-                        )));
-                    }
-                }
-                "networks" => {
-                    if let Value::Mapping(m) = v {
-                        for (net, opts) in m {
-                            for ok in opts.as_mapping().into_iter().flat_map(|o| o.keys()) {
-                                let ok = key_str(ok);
-                                if ok != "aliases" {
-                                    return Err(Refusal(format!(
-                                        "service '{n}' sets '{ok}' on network '{}'; only aliases may be set (remove '{ok}')",
-                                        key_str(net)
-                                    )));
-                                }
-                            }
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Names the platform answers to on the agents network (compose service and container names of
-/// the gateway and Phoenix, and Kong's admin alias): a package's service there may not take them.
-const PLATFORM_NAMES: &[&str] = &[
-    "kong",
-    "kong-gateway",
-    "kong-admin",
-    "phoenix",
-    "phoenix-observability",
-];
-
-/// On the agents network every name is a way in: Docker's DNS answers a service's name (and its
-/// aliases) to every container there, so a package that took the gateway's or another agent's name
-/// would receive their traffic. Only the agent's own service (`entry`) joins it, under a name that
-/// is not the platform's nor another agent's, and without aliases. `agents_network` is the shared
-/// network's name; the package may call it `agents-net` or `nasiko-network`.
-pub fn check_agents_network(
-    user: &Value,
-    entry: &str,
+/// Check the package for `agent`, whose container on the agents network is `agent_container`.
+/// `is_shared` tells a network key that means the agents network without a declaration.
+pub fn check(
+    pkg: &Package,
+    agent: &str,
     agent_container: &str,
-    agents_network: &str,
+    max_services: usize,
+    is_shared: &dyn Fn(&str) -> bool,
 ) -> Result<(), Refusal> {
-    let shared = [
-        crate::deploy::compose::LEGACY_NETWORK,
-        "nasiko-network",
-        agents_network,
-    ];
-    let declared = user.get("networks").and_then(Value::as_mapping);
-    let is_shared = |key: &str| {
-        shared.contains(&key)
-            || declared
-                .and_then(|d| d.get(key))
-                .and_then(|def| {
-                    def.get("name")
-                        .or_else(|| def.get("external").and_then(|e| e.get("name")))
-                })
-                .and_then(Value::as_str)
-                .is_some_and(|n| shared.contains(&n))
-    };
-    for (name, svc) in user
-        .get("services")
-        .and_then(Value::as_mapping)
-        .into_iter()
-        .flatten()
-    {
-        let n = key_str(name);
-        let joins: Vec<(String, Option<&Value>)> = match svc.get("networks") {
-            Some(Value::Sequence(v)) => v
-                .iter()
-                .filter_map(Value::as_str)
-                .map(|k| (k.to_string(), None))
-                .collect(),
-            Some(Value::Mapping(m)) => m.iter().map(|(k, o)| (key_str(k), Some(o))).collect(),
-            _ => vec![],
-        };
-        for (key, opts) in joins.into_iter().filter(|(k, _)| is_shared(k)) {
-            if n != entry {
-                return Err(Refusal(format!(
-                    "service '{n}' joins the agents network '{key}'; only the agent's own service ('{entry}') may. Put '{n}' on a network of the package's own"
-                )));
+    if pkg.services.len() > max_services {
+        return err(format!(
+            "the package has {} services; an agent may have at most {max_services} (MAX_AGENT_SERVICES). Merge or drop some",
+            pkg.services.len()
+        ));
+    }
+    let entry = entry_service(pkg, agent)?;
+    for d in &pkg.networks {
+        if let Some((k, _)) = d.labels.iter().find(|(k, _)| reserved_label(k)) {
+            return err(format!(
+                "network '{}' sets the label '{k}'; nasiko.* and com.docker.* labels are the build agent's and compose's to set (remove it)",
+                d.key
+            ));
+        }
+    }
+    for (i, s) in pkg.services.iter().enumerate() {
+        let n = &s.key;
+        if let Some(other) = pkg.services[..i].iter().find(|o| o.key.eq_ignore_ascii_case(n)) {
+            return err(format!(
+                "services '{}' and '{n}' differ only in case, and Docker's DNS ignores case; rename one",
+                other.key
+            ));
+        }
+        if s.key != entry.key && s.key.eq_ignore_ascii_case(agent_container) {
+            return err(format!(
+                "service '{n}' would take the agent's own name {agent_container}; rename it"
+            ));
+        }
+        if s.key != entry.key && s.build.is_some() {
+            return err(format!(
+                "service '{n}' has a 'build'; only the agent's own service ('{}') is built. Give '{n}' an image",
+                entry.key
+            ));
+        }
+        if s.key != entry.key && s.image.is_none() {
+            return err(format!("service '{n}' has no image; give it one"));
+        }
+        for (k, _) in &s.labels {
+            if reserved_label(k) {
+                return err(format!(
+                    "service '{n}' sets the label '{k}'; nasiko.* and com.docker.* labels are the build agent's and compose's to set (remove it)"
+                ));
             }
-            if opts.and_then(|o| o.get("aliases")).is_some() {
-                return Err(Refusal(format!(
-                    "service '{n}' sets aliases on the agents network '{key}'; there the agent is {agent_container}, the name the build agent gives it (remove the aliases)"
-                )));
+        }
+        for m in &s.volumes {
+            if let Mount::Volume { source: Some(v), .. } = m {
+                if !pkg.volumes.contains(v) {
+                    return err(format!(
+                        "service '{n}' mounts the volume '{v}', which the package does not declare; declare it under the top-level volumes (an agent may not use other volumes)"
+                    ));
+                }
             }
-            if PLATFORM_NAMES.contains(&n.as_str())
-                || (n.starts_with("agent-") && n != agent_container)
-            {
-                return Err(Refusal(format!(
-                    "service '{n}' would answer to the name '{n}' on the agents network, which is the platform's or another agent's; rename the service (e.g. to the agent's name)"
-                )));
+        }
+        for (k, _) in &s.networks {
+            if k != "default" && !is_shared(k) && !pkg.networks.iter().any(|d| d.key == *k) {
+                return err(format!(
+                    "service '{n}' joins the network '{k}', which the package does not declare; declare it under the top-level networks"
+                ));
+            }
+        }
+        for (d, _) in &s.depends_on {
+            if !pkg.services.iter().any(|o| o.key == *d) {
+                return err(format!("service '{n}' depends on '{d}', which is not a service of the package"));
+            }
+        }
+        if let Some(i) = s.healthcheck.as_ref().and_then(|h| h.interval) {
+            if i < MIN_HEALTH_INTERVAL_MS {
+                return err(format!(
+                    "service '{n}' checks its health every {i} ms; the least interval is 1s (the engine runs each check outside the agent's caps)"
+                ));
+            }
+        }
+        for key in shared_keys(pkg, s, is_shared) {
+            if s.key != entry.key {
+                return err(format!(
+                    "service '{n}' joins the agents network '{key}'; only the agent's own service ('{}') may. Put '{n}' on a network of the package's own",
+                    entry.key
+                ));
+            }
+            let aliases = &s.networks.iter().find(|(k, _)| k == key).map(|(_, a)| a.clone()).unwrap_or_default();
+            if !aliases.is_empty() {
+                return err(format!(
+                    "service '{n}' sets aliases on the agents network '{key}'; there the agent answers to {agent_container} only, the name the build agent gives it (remove the aliases)"
+                ));
             }
         }
     }
     Ok(())
 }
 
-fn check_build(svc: &str, v: &Value, dir: &Path) -> Result<(), Refusal> {
-    let (context, dockerfile) = match v {
-        Value::String(c) => (c.as_str(), None),
-        Value::Mapping(m) => {
-            for k in m.keys() {
-                let k = key_str(k);
-                if !BUILD_KEYS.contains(&k.as_str()) {
-                    return Err(Refusal(format!(
-                        "service '{svc}': build.{k} is not allowed for agents (it reaches outside the package or the build sandbox); use only context, dockerfile, args and target"
-                    )));
-                }
-            }
-            (
-                m.get("context").and_then(Value::as_str).unwrap_or("."),
-                m.get("dockerfile").and_then(Value::as_str),
-            )
-        }
-        _ => {
-            return Err(Refusal(format!(
-                "service '{svc}': 'build' must be a path or a mapping"
-            )))
-        }
-    };
-    inside(svc, "build context", context, dir, dir)?;
-    if let Some(df) = dockerfile {
-        let ctx = normalize(dir, Path::new(context));
-        inside(svc, "build.dockerfile", df, &ctx, dir)?;
-    }
-    Ok(())
+/// The caps one service runs with.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Caps {
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids: Option<u64>,
 }
 
-fn check_volumes(
-    svc: &str,
-    v: &Value,
-    dir: &Path,
-    declared: Option<&serde_yaml_ng::Mapping>,
+/// Share the operator's caps for one agent out over the package's services: what a service asks
+/// for it gets, the rest is split evenly among those that ask for nothing; the total never exceeds
+/// the cap. Without a cap (0 or empty), a service keeps what it asks for.
+pub fn caps(pkg: &Package, limits: &AgentLimits) -> Result<Vec<Caps>, Refusal> {
+    let n = pkg.services.len();
+    let mut out = vec![Caps::default(); n];
+    let cap_mem = (!limits.memory.is_empty())
+        .then(|| super::model::parse_bytes(&limits.memory))
+        .flatten();
+    share(
+        pkg,
+        "memory",
+        "AGENT_MEMORY_LIMIT",
+        cap_mem.map(|c| c as f64),
+        MIN_MEMORY as f64,
+        |s| s.mem_limit.map(|m| m as f64),
+        |c, v| c.memory = Some(v as u64),
+        &mut out,
+        |v| format!("{} MiB", v / (1 << 20) as f64),
+    )?;
+    share(
+        pkg,
+        "CPU",
+        "AGENT_CPU_LIMIT",
+        (limits.cpus > 0.0).then_some(limits.cpus),
+        0.01,
+        |s| s.cpus,
+        |c, v| c.cpus = Some((v * 100.0).floor() / 100.0),
+        &mut out,
+        |v| format!("{v:.2} CPUs"),
+    )?;
+    share(
+        pkg,
+        "processes",
+        "AGENT_PIDS_LIMIT",
+        (limits.pids > 0).then_some(limits.pids as f64),
+        1.0,
+        |s| s.pids_limit.map(|p| p as f64),
+        |c, v| c.pids = Some(v.floor() as u64),
+        &mut out,
+        |v| format!("{v:.0} processes"),
+    )?;
+    for (s, c) in pkg.services.iter().zip(&out) {
+        if let (Some(r), Some(m)) = (s.mem_reservation, c.memory) {
+            if r > m {
+                return err(format!(
+                    "service '{}' reserves more memory ({} MiB) than its limit ({} MiB); lower mem_reservation",
+                    s.key,
+                    r >> 20,
+                    m >> 20
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn share(
+    pkg: &Package,
+    what: &str,
+    setting: &str,
+    cap: Option<f64>,
+    least: f64,
+    asked: impl Fn(&Service) -> Option<f64>,
+    set: impl Fn(&mut Caps, f64),
+    out: &mut [Caps],
+    show: impl Fn(f64) -> String,
 ) -> Result<(), Refusal> {
-    let named_ok = |name: &str| -> Result<(), Refusal> {
-        if declared.is_some_and(|d| d.contains_key(name)) {
-            Ok(())
-        } else {
-            Err(Refusal(format!(
-                "service '{svc}' mounts the volume '{name}', which the package does not declare; declare it under the top-level volumes (an agent may not use other volumes)"
-            )))
+    let Some(cap) = cap else {
+        for (s, c) in pkg.services.iter().zip(out.iter_mut()) {
+            if let Some(v) = asked(s) {
+                set(c, v);
+            }
         }
+        return Ok(());
     };
-    for entry in v.as_sequence().into_iter().flatten() {
-        match entry {
-            Value::String(spec) => {
-                if spec.contains('$') {
-                    return Err(Refusal(format!(
-                        "service '{svc}': the volume '{spec}' uses ${{…}} interpolation; write it literally"
-                    )));
-                }
-                let Some((src, _)) = spec.split_once(':') else {
-                    continue; // an anonymous volume
-                };
-                if is_bind_source(src) {
-                    inside(svc, "bind mount", src, dir, dir)?;
-                } else {
-                    named_ok(src)?;
-                }
-            }
-            Value::Mapping(m) => {
-                let ty = m.get("type").and_then(Value::as_str).unwrap_or("volume");
-                let src = m.get("source").and_then(Value::as_str).unwrap_or("");
-                for k in m.keys() {
-                    let k = key_str(k);
-                    if ![
-                        "type",
-                        "source",
-                        "target",
-                        "read_only",
-                        "bind",
-                        "volume",
-                        "tmpfs",
-                    ]
-                    .contains(&k.as_str())
-                    {
-                        return Err(Refusal(format!(
-                            "service '{svc}': volume option '{k}' is not allowed for agents (remove it)"
-                        )));
-                    }
-                }
-                match ty {
-                    "bind" => inside(svc, "bind mount", src, dir, dir)?,
-                    "volume" if !src.is_empty() => named_ok(src)?,
-                    "volume" | "tmpfs" => {}
-                    other => {
-                        return Err(Refusal(format!(
-                            "service '{svc}': volumes of type '{other}' are not allowed for agents; use a bind mount inside the package or a named volume"
-                        )))
-                    }
-                }
-            }
-            _ => {}
+    let total: f64 = pkg.services.iter().filter_map(&asked).sum();
+    if total > cap {
+        return err(format!(
+            "the package asks for {} of {what} in total; an agent may have {} ({setting}). Lower the services' limits",
+            show(total),
+            show(cap)
+        ));
+    }
+    let rest = pkg.services.iter().filter(|s| asked(s).is_none()).count();
+    let each = if rest > 0 { (cap - total) / rest as f64 } else { 0.0 };
+    for (s, c) in pkg.services.iter().zip(out.iter_mut()) {
+        let v = asked(s).unwrap_or(each);
+        if v < least {
+            return err(format!(
+                "service '{}' would get {} of {what}, too little to run ({} of {setting} over {} services); lower the other services' limits or drop a service",
+                s.key,
+                show(v),
+                show(cap),
+                pkg.services.len()
+            ));
         }
+        set(c, v);
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::interpolate::Vars;
+    use super::super::model::{read, Context};
     use super::*;
+    use std::path::Path;
 
-    fn y(t: &str) -> Value {
-        serde_yaml_ng::from_str(t).unwrap()
+    fn pkg(t: &str) -> Result<Package, Refusal> {
+        let vars = Vars::default();
+        let cx = Context {
+            dir: Path::new("/work/pkg"),
+            vars: &vars,
+            agents_network: "nasiko-network",
+        };
+        read(&super::super::yaml::read(t)?, &cx)
     }
 
-    fn refused(t: &str) -> String {
-        check(&y(t), Path::new("/work/pkg")).unwrap_err().0
+    fn shared(k: &str) -> bool {
+        ["agents-net", "nasiko-network"].contains(&k)
+    }
+
+    fn refused(t: &str, agent: &str) -> String {
+        let p = pkg(t).unwrap_or_else(|e| panic!("{t}: {e}"));
+        check(&p, agent, &format!("agent-{agent}"), 8, &shared).unwrap_err().0
+    }
+
+    fn limits() -> AgentLimits {
+        AgentLimits {
+            memory: "1g".into(),
+            cpus: 0.5,
+            pids: 512,
+        }
     }
 
     #[test]
-    fn each_way_around_the_old_denylist_is_refused_with_the_key_and_what_to_do() {
-        // the rows of issue 15's table, and the denylist's own cases
-        for (compose, needle) in [
-            ("services: {a: {build: ., volumes: ['x:/host']}}\nvolumes: {x: {driver: local, driver_opts: {type: none, o: bind, device: /}}}", "volume 'x' sets 'driver'"),
-            ("services: {a: {build: ., secrets: [s]}}\nsecrets: {s: {file: /etc/shadow}}", "top-level 'secrets'"),
+    fn keys_outside_the_table_are_refused_by_the_model_with_what_to_do() {
+        let cases = [
+            ("services: {a: {build: ., volumes: ['x:/host']}}\nvolumes: {x: {driver: local, driver_opts: {device: /}}}", "volume 'x' sets 'driver'"),
+            ("services: {a: {build: ., volumes: ['x:/host']}}\nvolumes: {x: {name: nasiko_nasiko-secrets}}", "volume 'x' sets 'name'"),
+            ("services: {a: {build: ., networks: [n]}}\nnetworks: {n: {name: nasiko-core}}", "names the Docker network 'nasiko-core'"),
+            ("services: {a: {build: ., networks: [n]}}\nnetworks: {n: {external: true, name: host}}", "names the Docker network 'host'"),
+            ("services: {a: {build: .}}\nsecrets: {s: {file: /etc/shadow}}", "top-level 'secrets'"),
             ("services: {a: {build: ., configs: [c]}}", "'configs'"),
             ("services: {a: {build: ., volumes_from: ['container:redis']}}", "'volumes_from'"),
             ("services: {a: {build: {context: /etc}}}", "outside the package"),
-            ("services: {a: {build: {context: ., dockerfile: /etc/passwd}}}", "outside the package"),
+            ("services: {a: {build: {context: ., dockerfile: ../../etc/passwd}}}", "outside the package"),
             ("services: {a: {build: {context: ., additional_contexts: {root: /}}}}", "build.additional_contexts"),
-            ("services: {a: {build: {context: ., secrets: [s]}}}", "build.secrets"),
-            ("services: {a: {build: {context: ., ssh: [default]}}}", "build.ssh"),
             ("services: {a: {build: {context: ., network: host}}}", "build.network"),
             ("services: {a: {build: ., security_opt: ['seccomp:unconfined']}}", "'security_opt'"),
-            ("services: {a: {build: ., cgroup: host}}", "'cgroup'"),
-            ("services: {a: {build: ., cgroup_parent: /}}", "'cgroup_parent'"),
-            ("services: {a: {build: ., oom_kill_disable: true}}", "'oom_kill_disable'"),
-            ("services: {a: {build: ., oom_score_adj: -1000}}", "'oom_score_adj'"),
-            ("services: {a: {build: ., sysctls: {net.core.somaxconn: 1024}}}", "'sysctls'"),
             ("services: {a: {build: ., privileged: true}}", "'privileged'"),
             ("services: {a: {build: ., cap_add: [SYS_ADMIN]}}", "'cap_add'"),
             ("services: {a: {build: ., network_mode: host}}", "'network_mode'"),
             ("services: {a: {build: ., pid: host}}", "'pid'"),
             ("services: {a: {build: ., volumes: ['/var/run/docker.sock:/var/run/docker.sock']}}", "Docker socket"),
             ("services: {a: {build: ., volumes: ['../../:/up']}}", "outside the package"),
-            ("services: {a: {build: ., volumes: ['${HOME}:/h']}}", "interpolation"),
+            ("services: {a: {build: ., volumes: ['./x:/x:z']}}", "mode 'z'"),
             ("services: {a: {build: ., volumes: [{type: bind, source: /, target: /host}]}}", "outside the package"),
-            ("services: {a: {build: ., volumes: ['platform-data:/data']}}", "does not declare"),
+            ("services: {a: {build: ., volumes: [{type: bind, source: ., target: /h, bind: {propagation: rshared}}]}}", "volumes.bind"),
             ("services: {a: {build: ., env_file: /etc/shadow}}", "outside the package"),
-            ("services: {a: {build: ., labels: {nasiko.type: agent}}}", "nasiko.type"),
             ("services: {a: {build: ., deploy: {replicas: 3}}}", "mem_limit"),
             ("services: {a: {build: .}}\nnetworks: {n: {driver: host}}", "network 'n' sets 'driver'"),
             ("include: [other.yml]\nservices: {a: {build: .}}", "top-level 'include'"),
-        ] {
-            let e = refused(compose);
-            assert!(e.contains(needle), "{compose}\n→ {e}");
+            ("services: {a: {build: ., networks: {agents-net: {ipv4_address: 1.2.3.4}}}}", "only aliases"),
+        ];
+        assert_eq!(cases.len(), 26);
+        for (t, needle) in cases {
+            let e = pkg(t).unwrap_err().0;
+            assert!(e.contains(needle), "{t}\n→ {e}");
         }
     }
 
     #[test]
-    fn on_the_agents_network_only_the_agent_answers_and_only_to_its_own_names() {
-        let on = |t: &str, entry: &str| {
-            check_agents_network(&y(t), entry, "agent-me", "nasiko-network").map_err(|r| r.0)
-        };
-        for (compose, entry, needle) in [
-            // a dependency on the agents network would answer to its service name there
+    fn names_labels_volumes_and_the_agents_network() {
+        let cases = [
             ("services: {me: {build: ., networks: [agents-net]}, db: {image: m, networks: [agents-net]}}", "me", "service 'db' joins the agents network"),
-            ("services: {me: {build: .}, db: {image: m, networks: {shared: {}}}}\nnetworks: {shared: {external: true, name: nasiko-network}}", "me", "service 'db' joins"),
+            ("services: {me: {build: .}, db: {image: m, networks: [shared]}}\nnetworks: {shared: {external: true, name: nasiko-network}}", "me", "service 'db' joins"),
             ("services: {me: {build: ., networks: {agents-net: {aliases: [kong-gateway]}}}}", "me", "sets aliases"),
-            ("services: {kong-gateway: {build: ., networks: [agents-net]}}", "kong-gateway", "the platform's or another agent's"),
-            ("services: {agent-other: {build: ., networks: [nasiko-network]}}", "agent-other", "another agent's"),
-        ] {
-            let e = on(compose, entry).expect_err(compose);
-            assert!(e.contains(needle), "{compose}\n→ {e}");
+            ("services: {me: {build: .}, AGENT-ME: {image: x}}", "me", "would take the agent's own name"),
+            ("services: {me: {build: .}, Me: {image: x}}", "me", "differ only in case"),
+            ("services: {me: {build: ., labels: {nasiko.type: agent}}}", "me", "nasiko.type"),
+            ("services: {me: {build: ., labels: [NASIKO.name=x]}}", "me", "NASIKO.name"),
+            ("services: {me: {build: ., labels: {com.docker.compose.project: agent-victim}}}", "me", "com.docker.compose.project"),
+            ("services: {me: {build: ., volumes: ['platform-data:/data']}}", "me", "does not declare"),
+            ("services: {me: {build: ., networks: [nasiko-core]}}", "me", "does not declare"),
+            ("services: {me: {build: ., healthcheck: {test: [CMD, 'true'], interval: 1ms}}}", "me", "every 1 ms"),
+            ("services: {me: {build: .}, db: {build: .}}", "me", "only the agent's own service"),
+            ("services: {me: {build: ., depends_on: [ghost]}}", "me", "depends on 'ghost'"),
+            ("services: {a: {image: x}, b: {image: y}}", "me", "cannot tell"),
+        ];
+        assert_eq!(cases.len(), 14);
+        for (t, agent, needle) in cases {
+            let e = refused(t, agent);
+            assert!(e.contains(needle), "{t}\n→ {e}");
         }
-        // upstream's packages, and a dependency on a network of the package's own
-        on("services: {a2a-translator: {build: ., container_name: a2a-translator, networks: [agents-net]}}\nnetworks: {agents-net: {external: true}}", "a2a-translator").unwrap();
-        on("services: {me: {build: ., networks: [agents-net, db]}, db: {image: m, networks: {db: {aliases: [mongo]}}}}", "me").unwrap();
-        on(
-            "services: {agent-me: {build: ., networks: [agents-net]}}",
-            "agent-me",
-        )
-        .unwrap();
+        let nine: String = (0..9).map(|i| format!("  s{i}: {{image: x}}\n")).collect();
+        assert!(refused(&format!("services:\n  me: {{build: .}}\n{nine}"), "me").contains("at most 8"));
     }
 
     #[test]
     fn what_real_agents_use_is_allowed() {
-        let ok = "services:\n  a:\n    build: .\n    container_name: a\n    environment: [X=1]\n    stdin_open: true\n    tty: true\n    ports: ['5000']\n    networks: [agents-net, db]\n    volumes: ['data:/data', './cfg:/cfg:ro', {type: tmpfs, target: /tmp}]\n    healthcheck: {test: [CMD, true]}\n    mem_limit: 256m\n    labels: {com.example.team: x}\n  db:\n    image: mongo\n    depends_on: [a]\nnetworks:\n  agents-net: {external: true}\n  db: {external: true}\nvolumes:\n  data: {}\nx-common: &c {}\n";
-        check(&y(ok), Path::new("/work/pkg")).unwrap();
+        let ok = "services:\n  a:\n    build: .\n    container_name: a\n    environment:\n    stdin_open: true\n    tty: true\n    ports: ['5000']\n    networks: [agents-net, db]\n    volumes: ['data:/data', './cfg:/cfg:ro', {type: tmpfs, target: /tmp}]\n    healthcheck: {test: [CMD, 'true'], interval: 5s}\n    mem_limit: 256m\n    labels: {com.example.team: x}\n  mongo:\n    image: mongo\n    depends_on: [a]\n    networks: [db]\nnetworks:\n  agents-net: {external: true}\n  db: {external: true}\nvolumes:\n  data: {}\nx-common: {a: 1}\nversion: '3.8'\n";
+        let p = pkg(ok).unwrap();
+        check(&p, "a", "agent-a", 8, &shared).unwrap();
+        assert_eq!(entry_service(&p, "a").unwrap().key, "a");
+    }
+
+    #[test]
+    fn caps_are_shared_out_per_package() {
+        let p = pkg("services: {a: {build: .}, b: {image: x, mem_limit: 256m}, c: {image: y}}").unwrap();
+        let c = caps(&p, &limits()).unwrap();
+        assert_eq!(c[1].memory, Some(256 << 20));
+        assert_eq!(c[0].memory, Some(384 << 20));
+        assert_eq!(c[2].memory, Some(384 << 20));
+        let cpus: f64 = c.iter().map(|c| c.cpus.unwrap()).sum();
+        assert!(cpus <= 0.5 && cpus > 0.45, "{cpus}");
+        let pids: u64 = c.iter().map(|c| c.pids.unwrap()).sum();
+        assert!(pids <= 512 && pids >= 510, "{pids}");
+        let e = caps(&pkg("services: {a: {build: ., cpus: 0.4}, b: {image: x, cpus: 0.4}}").unwrap(), &limits()).unwrap_err().0;
+        assert!(e.contains("0.80 CPUs of CPU in total; an agent may have 0.50"), "{e}");
+        let e = caps(&pkg("services: {a: {build: ., mem_limit: 1g}, b: {image: x}}").unwrap(), &limits()).unwrap_err().0;
+        assert!(e.contains("service 'b' would get 0 MiB"), "{e}");
+        let none = AgentLimits { memory: String::new(), cpus: 0.0, pids: 0 };
+        let c = caps(&pkg("services: {a: {build: ., cpus: 4}}").unwrap(), &none).unwrap();
+        assert_eq!(c[0], Caps { memory: None, cpus: Some(4.0), pids: None });
     }
 }

@@ -1,0 +1,309 @@
+//! The one compose file that runs: the checked model written out whole, as JSON (every string
+//! quoted, every `$` escaped as `$$`, so compose reads exactly these values and interpolates
+//! nothing), with what the build agent adds — the image it built, the `agent-{name}` container on
+//! the agents network under that name only, the `nasiko.*` labels, the platform's environment,
+//! the caps shared out per package and `no-new-privileges`. Package-local binds are read-only;
+//! networks the package calls external become networks of its own project. Pure.
+
+use super::model::{Cmd, Mount, Package, Service};
+use super::policy::{entry_service, Caps, Refusal};
+use nasiko_contract::labels;
+use serde_json::{json, Map, Value};
+
+/// What the build agent adds to the package.
+#[derive(Debug, Clone)]
+pub struct Spec<'a> {
+    pub agent: &'a str,
+    /// The entry service's image (built by the build agent).
+    pub image: &'a str,
+    /// The Docker network agents join (DOCKER_NETWORK).
+    pub network: &'a str,
+    pub owner: &'a str,
+    pub version: &'a str,
+    pub upload_id: &'a str,
+    /// The entry service's environment from the platform, in order (later wins; wins over the
+    /// package's own).
+    pub env: &'a [(String, String)],
+    /// PUBLISH_AGENT_PORTS: container ports published on 127.0.0.1 (else only exposed).
+    pub publish: bool,
+}
+
+/// The rendered file and what rendering changed, for the build log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub doc: Value,
+    pub notes: Vec<String>,
+}
+
+fn ms(v: u64) -> Value {
+    Value::String(format!("{v}ms"))
+}
+
+fn nasiko_labels(spec: &Spec, ty: &str) -> Vec<(String, String)> {
+    let mut l = vec![
+        (labels::TYPE.to_string(), ty.to_string()),
+        (labels::NAME.to_string(), spec.agent.to_string()),
+        (labels::OWNER.to_string(), spec.owner.to_string()),
+    ];
+    if !spec.version.is_empty() {
+        l.push((labels::VERSION.into(), spec.version.into()));
+    }
+    if !spec.upload_id.is_empty() {
+        l.push((labels::UPLOAD_ID.into(), spec.upload_id.into()));
+    }
+    l
+}
+
+fn object(pairs: impl IntoIterator<Item = (String, String)>) -> Value {
+    let mut m = Map::new();
+    for (k, v) in pairs {
+        m.insert(k, Value::String(v));
+    }
+    Value::Object(m)
+}
+
+/// Render `pkg` for `spec`, with each service's caps (`caps[i]` for `pkg.services[i]`).
+pub fn render(
+    pkg: &Package,
+    caps: &[Caps],
+    spec: &Spec,
+    is_shared: &dyn Fn(&str) -> bool,
+) -> Result<Rendered, Refusal> {
+    let entry_key = entry_service(pkg, spec.agent)?.key.clone();
+    let container = nasiko_contract::agent_ref(spec.agent);
+    let shared = |k: &str| {
+        pkg.networks
+            .iter()
+            .find(|d| d.key == k)
+            .map_or(is_shared(k), |d| d.shared)
+    };
+    let rename = |k: &str| {
+        if k == entry_key {
+            container.clone()
+        } else {
+            k.to_string()
+        }
+    };
+    let mut notes = Vec::new();
+    let mut services = Map::new();
+    for (s, c) in pkg.services.iter().zip(caps) {
+        let entry = s.key == entry_key;
+        let mut out = service(s, c, spec, entry, &mut notes);
+        // networks: the entry joins the agents network under its container's name only, and
+        // keeps its old name as an alias on the package's own networks
+        let mut nets = Map::new();
+        let mut own: Vec<(String, Vec<String>)> = s
+            .networks
+            .iter()
+            .filter(|(k, _)| !shared(k))
+            .cloned()
+            .collect();
+        if s.networks.is_empty() {
+            own.push(("default".into(), vec![]));
+        }
+        if entry {
+            nets.insert(spec.network.to_string(), json!({}));
+        }
+        for (k, mut aliases) in own {
+            if entry && s.key != container {
+                aliases.push(s.key.clone());
+            }
+            let v = if aliases.is_empty() {
+                json!({})
+            } else {
+                json!({ "aliases": aliases })
+            };
+            nets.insert(k, v);
+        }
+        out.insert("networks".into(), Value::Object(nets));
+        if !s.depends_on.is_empty() {
+            let mut d = Map::new();
+            for (k, cond) in &s.depends_on {
+                d.insert(rename(k), json!({ "condition": cond }));
+            }
+            out.insert("depends_on".into(), Value::Object(d));
+        }
+        services.insert(rename(&s.key), Value::Object(out));
+    }
+    let mut networks = Map::new();
+    networks.insert(
+        spec.network.to_string(),
+        json!({"external": true, "name": spec.network}),
+    );
+    for d in pkg.networks.iter().filter(|d| !d.shared) {
+        if d.external {
+            notes.push(format!(
+                "network '{}' is the package's own: created for this agent alone, not shared with other agents",
+                d.key
+            ));
+        }
+        let mut n = Map::new();
+        let mut labels = d.labels.clone();
+        let (k, v) = super::docker::NETWORK_OWNER_LABEL.split_once('=').unwrap_or_default();
+        labels.push((k.into(), v.into()));
+        n.insert("labels".into(), object(labels));
+        if d.internal {
+            n.insert("internal".into(), Value::Bool(true));
+        }
+        networks.insert(d.key.clone(), Value::Object(n));
+    }
+    let volumes: Map<String, Value> = pkg.volumes.iter().map(|v| (v.clone(), json!({}))).collect();
+    let mut doc = json!({ "services": services, "networks": networks });
+    if !volumes.is_empty() {
+        doc["volumes"] = Value::Object(volumes);
+    }
+    escape_dollars(&mut doc);
+    Ok(Rendered { doc, notes })
+}
+
+fn service(s: &Service, c: &Caps, spec: &Spec, entry: bool, notes: &mut Vec<String>) -> Map<String, Value> {
+    let mut o = Map::new();
+    let mut put = |k: &str, v: Value| {
+        o.insert(k.to_string(), v);
+    };
+    if entry {
+        put("image", Value::String(spec.image.into()));
+        put("container_name", Value::String(nasiko_contract::agent_ref(spec.agent)));
+        put("restart", Value::String("unless-stopped".into()));
+    } else {
+        if let Some(i) = &s.image {
+            put("image", Value::String(i.clone()));
+        }
+        if let Some(r) = &s.restart {
+            put("restart", Value::String(r.clone()));
+        }
+    }
+    let mut labels = s.labels.clone();
+    let ty = if entry { labels::TYPE_AGENT } else { labels::TYPE_DEPENDENCY };
+    labels.extend(nasiko_labels(spec, ty));
+    put("labels", object(labels));
+    let mut env = s.environment.clone();
+    if entry {
+        for (k, v) in spec.env {
+            env.retain(|(e, _)| e != k);
+            env.push((k.clone(), v.clone()));
+        }
+    }
+    if !env.is_empty() {
+        put("environment", object(env));
+    }
+    for (k, cmd) in [("command", &s.command), ("entrypoint", &s.entrypoint)] {
+        match cmd {
+            Some(Cmd::Shell(t)) => put(k, Value::String(t.clone())),
+            Some(Cmd::Exec(v)) => put(k, json!(v)),
+            None => {}
+        }
+    }
+    let mut expose = s.expose.clone();
+    if !s.ports.is_empty() {
+        if spec.publish {
+            let p: Vec<String> = s.ports.iter().map(|p| format!("127.0.0.1::{p}")).collect();
+            put("ports", json!(p));
+            notes.push(format!(
+                "service '{}': ports {} published on 127.0.0.1 only (PUBLISH_AGENT_PORTS)",
+                s.key,
+                s.ports.join(", ")
+            ));
+        } else {
+            for p in &s.ports {
+                if !expose.contains(p) {
+                    expose.push(p.clone());
+                }
+            }
+            notes.push(format!(
+                "service '{}': ports {} are not published on the host; the agent is reached through the gateway (set PUBLISH_AGENT_PORTS=true to publish them on 127.0.0.1)",
+                s.key,
+                s.ports.join(", ")
+            ));
+        }
+    }
+    if !expose.is_empty() {
+        put("expose", json!(expose));
+    }
+    if !s.volumes.is_empty() {
+        let v: Vec<Value> = s
+            .volumes
+            .iter()
+            .map(|m| match m {
+                Mount::Bind { source, target } => json!({"type": "bind", "source": source.display().to_string(), "target": target, "read_only": true}),
+                Mount::Volume { source: Some(src), target, read_only } => {
+                    let mut v = json!({"type": "volume", "source": src, "target": target});
+                    if *read_only {
+                        v["read_only"] = Value::Bool(true);
+                    }
+                    v
+                }
+                Mount::Volume { source: None, target, .. } => json!({"type": "volume", "target": target}),
+                Mount::Tmpfs { target, size } => match size {
+                    Some(sz) => json!({"type": "tmpfs", "target": target, "tmpfs": {"size": sz}}),
+                    None => json!({"type": "tmpfs", "target": target}),
+                },
+            })
+            .collect();
+        put("volumes", Value::Array(v));
+    }
+    if !s.tmpfs.is_empty() {
+        put("tmpfs", json!(s.tmpfs));
+    }
+    if let Some(h) = &s.healthcheck {
+        let mut m = Map::new();
+        if let Some(t) = &h.test {
+            m.insert("test".into(), json!(t));
+        }
+        for (k, v) in [("interval", h.interval), ("timeout", h.timeout), ("start_period", h.start_period)] {
+            if let Some(v) = v {
+                m.insert(k.into(), ms(v));
+            }
+        }
+        if let Some(r) = h.retries {
+            m.insert("retries".into(), json!(r));
+        }
+        if h.disable {
+            m.insert("disable".into(), Value::Bool(true));
+        }
+        put("healthcheck", Value::Object(m));
+    }
+    for (k, v) in [("working_dir", &s.working_dir), ("user", &s.user), ("stop_signal", &s.stop_signal)] {
+        if let Some(v) = v {
+            put(k, Value::String(v.clone()));
+        }
+    }
+    if let Some(g) = s.stop_grace_period {
+        put("stop_grace_period", ms(g));
+    }
+    for (k, v) in [("stdin_open", s.stdin_open), ("tty", s.tty), ("read_only", s.read_only), ("init", s.init)] {
+        if let Some(v) = v {
+            put(k, Value::Bool(v));
+        }
+    }
+    if !s.cap_drop.is_empty() {
+        put("cap_drop", json!(s.cap_drop));
+    }
+    if let Some(m) = c.memory {
+        put("mem_limit", json!(m));
+    }
+    if let Some(r) = s.mem_reservation {
+        put("mem_reservation", json!(r));
+    }
+    if let Some(cpus) = c.cpus {
+        put("cpus", json!(cpus));
+    }
+    if let Some(sh) = s.cpu_shares {
+        put("cpu_shares", json!(sh));
+    }
+    if let Some(p) = c.pids {
+        put("pids_limit", json!(p));
+    }
+    put("security_opt", json!(["no-new-privileges:true"]));
+    o
+}
+
+/// Every `$` in a string value becomes `$$`: compose then reads the value as written.
+fn escape_dollars(v: &mut Value) {
+    match v {
+        Value::String(s) if s.contains('$') => *s = s.replace('$', "$$"),
+        Value::Array(a) => a.iter_mut().for_each(escape_dollars),
+        Value::Object(m) => m.values_mut().for_each(escape_dollars),
+        _ => {}
+    }
+}
