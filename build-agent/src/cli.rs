@@ -252,7 +252,7 @@ pub async fn plan(
         // compose's own reading, checked against what was written: the verdict a deploy gets
         let theirs = deploy::read_back(&cmd, &compose::project_name(&name), &cf).await?;
         head.push_str("# compose reads this file as written\n");
-        Ok(head + &serde_json::to_string_pretty(&theirs).unwrap_or_default() + "\n")
+        Ok(head + &serde_yaml_ng::to_string(&theirs).unwrap_or_default())
     }
     .await;
     let _ = std::fs::remove_dir_all(&tmp);

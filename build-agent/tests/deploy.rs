@@ -285,8 +285,9 @@ async fn packages_shaped_like_upstreams_agents_deploy_unpublished_with_their_own
     assert_eq!(hc["NanoCpus"], 500_000_000u64, "{hc}");
     assert_eq!(hc["PidsLimit"], 512, "{hc}");
     assert_eq!(hc["SecurityOpt"], json!(["no-new-privileges:true"]), "{hc}");
-    // the package's second external network was made, labelled as the build agent's
-    let own = format!("db-{a}");
+    // the package's second external network is a network of its own project, labelled as the
+    // build agent's (not a network shared by every package that names it)
+    let own = format!("agent-{a}_db-{a}");
     assert!(c["NetworkSettings"]["Networks"].get(&own).is_some());
     let n: Value = serde_json::from_str(&docker_ok(&["network", "inspect", &own])).unwrap();
     assert_eq!(n[0]["Labels"]["nasiko.managed-by"], "build-agent");
@@ -295,10 +296,10 @@ async fn packages_shaped_like_upstreams_agents_deploy_unpublished_with_their_own
         reply["result"]["parts"][0]["text"],
         format!("hello from {a} v1.0.0")
     );
-    // an existing network that is not ours (it could be the platform's) is refused, before `up`
+    // a network named explicitly (it could be the platform's) is refused, before `up`
     let s = h.wait_terminal(&f).await;
     assert_eq!(s["status"], "failed", "{s:?}");
-    assert!(s["message"].contains("did not create"), "{s:?}");
+    assert!(s["message"].contains("names the Docker network"), "{s:?}");
     assert!(
         !nasiko_tests::docker::docker(&["inspect", &format!("agent-{f}")])
             .status

@@ -56,6 +56,21 @@ pub fn agent_ref(name: &str) -> String {
     format!("agent-{name}")
 }
 
+/// The agent's compose project: `agent-{name}` with `_` written `__` and `.` written `_d`
+/// (compose projects take neither `.` nor upper case), so two agent names never share a project
+/// — one's `up --remove-orphans` or undeploy would remove the other's containers.
+pub fn compose_project(name: &str) -> String {
+    let mut p = String::from("agent-");
+    for c in name.chars() {
+        match c {
+            '_' => p.push_str("__"),
+            '.' => p.push_str("_d"),
+            c => p.push(c),
+        }
+    }
+    p
+}
+
 /// The name an agent has when only its container name is known (the Python registry's fallback).
 pub fn name_from_container(container: &str) -> Option<&str> {
     container

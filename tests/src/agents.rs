@@ -108,10 +108,11 @@ impl Drop for AgentCleanup {
     fn drop(&mut self) {
         for a in &self.agents {
             let project = format!(
-                "label=com.docker.compose.project=agent-{}",
-                a.replace('.', "-")
+                "label=com.docker.compose.project={}",
+                nasiko_contract::compose_project(a)
             );
             let mut c = ids(&["ps", "-aq", "--filter", &project]);
+            c.extend(ids(&["ps", "-aq", "--filter", &format!("label=nasiko.name={a}")]));
             c.extend(ids(&[
                 "ps",
                 "-aq",

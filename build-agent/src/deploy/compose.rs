@@ -21,19 +21,9 @@ pub fn container_name(agent: &str) -> String {
     nasiko_contract::agent_ref(agent)
 }
 
-/// The agent's compose project: `agent-{name}` with `_` written `__` and `.` written `_d`
-/// (compose projects take neither `.` nor upper case), so two agent names never share a project
-/// — one's `up --remove-orphans` or undeploy would remove the other's containers.
+/// The agent's compose project (`nasiko_contract::compose_project`: one per agent name).
 pub fn project_name(agent: &str) -> String {
-    let mut p = String::from("agent-");
-    for c in agent.chars() {
-        match c {
-            '_' => p.push_str("__"),
-            '.' => p.push_str("_d"),
-            c => p.push(c),
-        }
-    }
-    p
+    nasiko_contract::compose_project(agent)
 }
 
 #[cfg(test)]
