@@ -130,7 +130,10 @@ fn duration_of(v: &Value) -> Value {
 /// A `ports:` entry as the short string (`127.0.0.1::5000`, `127.0.0.1::9000/udp`).
 fn port_of(v: &Value) -> Value {
     let Some(m) = v.as_object() else {
-        return v.clone();
+        return match v.as_str() {
+            Some(s) => Value::String(s.strip_suffix("/tcp").unwrap_or(s).to_string()),
+            None => v.clone(),
+        };
     };
     let s = |k: &str| match m.get(k) {
         Some(Value::String(s)) => s.clone(),
