@@ -266,6 +266,6 @@ pub async fn undeploy(name: &str) -> Result<usize, CliError> {
         &compose::container_name(name),
         name,
     )
-        .await
-        .map_err(|e| CliError::from(DeployError::docker("undeploy failed", e)))
+    .await
+    .map_err(|e| CliError::from(DeployError::docker("undeploy failed", e)))
 }

@@ -813,61 +813,107 @@ async fn a_build_agent_killed_mid_build_resumes_the_job_and_completes_it_once() 
     assert_eq!(completed, 1);
 }
 
+/// The hostile corpus (tests/agents/hostile/): every package, with the words its refusal must
+/// have in `refused-because`.
+fn hostile_corpus() -> Vec<(String, String)> {
+    let dir = nasiko_tests::agents::samples_dir().join("hostile");
+    let mut cases: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let needle = std::fs::read_to_string(e.path().join("refused-because"))
+                .unwrap_or_else(|_| panic!("{name} has no refused-because"));
+            (name, needle.trim().to_string())
+        })
+        .collect();
+    cases.sort();
+    cases
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_packages_are_refused_by_plan_and_by_a_deploy_before_any_docker_command() {
-    // issue 15: each way around the old denylist, as a whole package
+    ensure_busybox_image();
+    let cases = hostile_corpus();
+    assert!(cases.len() >= 94, "the corpus shrank: {}", cases.len());
     let net = TestNet::new();
     let h = Harness::new(&net.name).await;
-    let cases = [
-        ("hostvol", "services:\n  a:\n    build: .\n    volumes: ['x:/host']\nvolumes:\n  x: {driver: local, driver_opts: {type: none, o: bind, device: /}}\n", "sets 'driver'"),
-        ("secret", "services:\n  a:\n    build: .\n    secrets: [s]\nsecrets:\n  s: {file: /etc/shadow}\n", "'secrets'"),
-        ("volfrom", "services:\n  a:\n    build: .\n    volumes_from: ['container:redis']\n", "'volumes_from'"),
-        ("ctx", "services:\n  a:\n    build: {context: /etc}\n", "outside the package"),
-        ("ssh", "services:\n  a:\n    build: {context: ., ssh: [default]}\n", "build.ssh"),
-        ("seccomp", "services:\n  a:\n    build: .\n    security_opt: ['seccomp:unconfined']\n", "'security_opt'"),
-        ("oom", "services:\n  a:\n    build: .\n    oom_score_adj: -1000\n", "'oom_score_adj'"),
-        ("interp", "services:\n  a:\n    build: .\n    volumes: ['${ROOT}:/host']\n", "interpolation"),
-        // names on the agents network: the gateway's, by a service name or an alias
-        ("gwname", "services:\n  kong-gateway:\n    build: .\n    networks: [agents-net]\nnetworks:\n  agents-net: {external: true}\n", "the platform's or another agent's"),
-        ("gwalias", "services:\n  a:\n    build: .\n    networks: {agents-net: {aliases: [kong-gateway]}}\nnetworks:\n  agents-net: {external: true}\n", "sets aliases"),
-        ("depnet", "services:\n  a:\n    build: .\n    networks: [agents-net]\n  kong:\n    image: nasiko-test-busybox:1\n    networks: [agents-net]\nnetworks:\n  agents-net: {external: true}\n", "service 'kong' joins the agents network"),
-    ];
-    for (name, compose, needle) in cases {
-        let a = unique(name);
-        let dir = h.root.path.join(&a).join("v1.0.0");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("Dockerfile"), "FROM nasiko-test-busybox:1\n").unwrap();
-        std::fs::write(dir.join("docker-compose.yml"), compose).unwrap();
-        std::fs::write(dir.join(".env"), "ROOT=/\n").unwrap();
+    // a giant compose file (made here, not kept in the repository)
+    let giant = format!(
+        "services:\n  a:\n    build: .\n    environment:\n{}",
+        "      X: \"0123456789012345678901234567890123456789\"\n".repeat(6000)
+    );
+    let mut agents = Vec::new();
+    for (i, (case, needle)) in cases.iter().enumerate() {
+        let a = unique(&format!("hostile{i}"));
+        let path = h.root.add(&format!("hostile/{case}"), &a, "v1.0.0", None);
+        agents.push((a, path, case.clone(), needle.clone()));
+    }
+    let a = unique("hostilegiant");
+    let path = h.root.add("hostile/privileged", &a, "v1.0.0", None);
+    std::fs::write(
+        h.root.path.join(&a).join("v1.0.0/docker-compose.yml"),
+        &giant,
+    )
+    .unwrap();
+    agents.push((a, path, "giant".into(), "at most 256 KiB".into()));
+    let names: Vec<&str> = agents.iter().map(|(a, ..)| a.as_str()).collect();
+    let _clean = AgentCleanup::new(&names);
+    for (a, _, case, needle) in &agents {
+        let dir = h.root.path.join(a).join("v1.0.0");
         let out = h
             .command("c1")
-            .args(["plan", dir.to_str().unwrap(), "--name", &a])
+            .args(["plan", dir.to_str().unwrap(), "--name", a])
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{name}: plan accepted it");
-        assert!(err.contains(needle), "{name}: {err}");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{case}: plan did not refuse it: {err}"
+        );
+        assert!(
+            err.contains(needle.as_str()),
+            "{case}: wanted '{needle}', got: {err}"
+        );
     }
-    // a deploy of one of them: refused with the reason, and nothing was built or started
-    let a = unique("hostiledeploy");
-    let dir = h.root.path.join(&a).join("v1.0.0");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("Dockerfile"), "FROM nasiko-test-busybox:1\n").unwrap();
-    std::fs::write(dir.join("docker-compose.yml"), cases[0].1).unwrap();
-    let _clean = AgentCleanup::new(&[&a]);
+    // deploys of every one, then a healthy package: the build agent survives them all
     let _w = h.spawn("c1");
-    let path = format!("/app/agents/{a}/v1.0.0");
-    h.queue(&h.deploy_fields(&a, &path, "u1")).await;
-    let s = h.wait_terminal(&a).await;
-    assert_eq!(s["status"], "failed");
-    assert!(s["message"].contains("sets 'driver'"), "{s:?}");
-    let imgs = docker_ok(&[
+    for (a, path, ..) in &agents {
+        h.queue(&h.deploy_fields(a, path, "u1")).await;
+    }
+    let good = unique("afterhostile");
+    let _clean_good = AgentCleanup::new(&[&good]);
+    let gp = h.root.add("compose-agents-net", &good, "v1.0.0", None);
+    h.queue(&h.deploy_fields(&good, &gp, "u1")).await;
+    for (a, _, case, needle) in &agents {
+        let s = h.wait_terminal(a).await;
+        assert_eq!(s["status"], "failed", "{case}: {s:?}");
+        assert!(
+            s["message"].contains(needle.as_str()),
+            "{case}: wanted '{needle}', got {s:?}"
+        );
+    }
+    assert_eq!(h.wait_terminal(&good).await["status"], "completed");
+    // nothing was built or started for any of them
+    let built = docker_ok(&[
         "images",
-        "-q",
+        "--format",
+        "{{.Repository}}",
         "--filter",
-        &format!("reference=nasiko-agent-{a}"),
+        "reference=nasiko-agent-hostile*",
     ]);
-    assert!(imgs.is_empty(), "nothing was built");
+    assert!(built.trim().is_empty(), "built: {built}");
+    let started = docker_ok(&[
+        "ps",
+        "-a",
+        "--format",
+        "{{.Names}}",
+        "--filter",
+        "name=agent-hostile",
+    ]);
+    assert!(started.trim().is_empty(), "started: {started}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -979,4 +1025,107 @@ async fn the_compose_v2_plugin_deploys_the_template_too() {
         reply["result"]["parts"][0]["text"],
         format!("hello from {a} v1.0.0")
     );
+}
+
+/// `nslookup name` from a fresh container on `net`: whether Docker's DNS answers it.
+fn resolves_on(net: &str, name: &str) -> bool {
+    nasiko_tests::docker::docker(&[
+        "run",
+        "--rm",
+        "--network",
+        net,
+        "nasiko-test-busybox:1",
+        "nslookup",
+        name,
+    ])
+    .status
+    .success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ways_in_closed_without_a_refusal_are_closed_on_the_running_container() {
+    // tests/agents/closed-without-refusal: each line of its compose file, read where it acts
+    ensure_busybox_image();
+    let net = TestNet::new();
+    let a = unique("closed");
+    let _clean = AgentCleanup::new(&[&a]);
+    let h = Harness::new(&net.name).await;
+    let path = h.root.add("closed-without-refusal", &a, "v1.0.0", None);
+    let _w = h.spawn("c1");
+    h.queue(&h.deploy_fields(&a, &path, "u1")).await;
+    // build.dockerfile is what is built (the root's Dockerfile fails)
+    let s = h.wait_terminal(&a).await;
+    assert_eq!(s["status"], "completed", "{s:?}");
+    let container = format!("agent-{a}");
+    let c = inspect(&container);
+    // the package's .env configured nothing of compose's (DOCKER_HOST, COMPOSE_PROJECT_NAME)
+    assert_eq!(
+        c["Config"]["Labels"]["com.docker.compose.project"],
+        nasiko_contract::compose_project(&a)
+    );
+    // `$` reaches the agent as written in .env; `$$` in the compose file is compose's `$`;
+    // `${…}` is never the build agent's own environment
+    let env = env_of(&c);
+    for want in [
+        "SECRET=pa$$word$x",
+        "LITERAL=a$b",
+        "LEAK_REDIS=",
+        "LEAK_HOME=unset",
+    ] {
+        assert!(env.iter().any(|e| e == want), "{want} not in {env:?}");
+    }
+    // on the agents network the agent answers to agent-{name} only, whatever its key
+    let aliases = c["NetworkSettings"]["Networks"][&net.name]["Aliases"].to_string();
+    assert!(
+        !aliases.to_lowercase().contains("kong-gateway"),
+        "{aliases}"
+    );
+    assert!(
+        resolves_on(&net.name, &container),
+        "the DNS probe itself works"
+    );
+    for name in ["kong-gateway", "Kong-Gateway", "helper"] {
+        assert!(
+            !resolves_on(&net.name, name),
+            "{name} resolves on the agents network"
+        );
+    }
+    // on the package's own network its dependency still finds it by its key
+    let helper = docker_ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!(
+            "label=com.docker.compose.project={}",
+            nasiko_contract::compose_project(&a)
+        ),
+        "--filter",
+        "label=com.docker.compose.service=helper",
+    ]);
+    let helper = helper.trim();
+    assert!(!helper.is_empty(), "the helper runs");
+    let found = nasiko_tests::docker::docker(&["exec", helper, "nslookup", "Kong-Gateway"]);
+    assert!(
+        found.status.success(),
+        "{}",
+        String::from_utf8_lossy(&found.stdout)
+    );
+    // binds of the package are read-only: the agent cannot swap its build folder
+    for path in ["/app/x", "/data/x"] {
+        let w = nasiko_tests::docker::docker(&["exec", &container, "touch", path]);
+        assert!(!w.status.success(), "{path} is writable");
+        assert!(
+            String::from_utf8_lossy(&w.stderr).contains("Read-only"),
+            "{}",
+            String::from_utf8_lossy(&w.stderr)
+        );
+    }
+    // the caps are the agent's, shared out: two services, 1 GiB and half a CPU in all
+    let hc_helper = inspect(helper);
+    let mem = c["HostConfig"]["Memory"].as_u64().unwrap()
+        + hc_helper["HostConfig"]["Memory"].as_u64().unwrap();
+    let cpu = c["HostConfig"]["NanoCpus"].as_u64().unwrap()
+        + hc_helper["HostConfig"]["NanoCpus"].as_u64().unwrap();
+    assert!(mem <= 1 << 30 && mem > 1000 << 20, "{mem}");
+    assert!(cpu <= 500_000_000 && cpu >= 490_000_000, "{cpu}");
 }

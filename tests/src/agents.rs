@@ -112,7 +112,12 @@ impl Drop for AgentCleanup {
                 nasiko_contract::compose_project(a)
             );
             let mut c = ids(&["ps", "-aq", "--filter", &project]);
-            c.extend(ids(&["ps", "-aq", "--filter", &format!("label=nasiko.name={a}")]));
+            c.extend(ids(&[
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=nasiko.name={a}"),
+            ]));
             c.extend(ids(&[
                 "ps",
                 "-aq",

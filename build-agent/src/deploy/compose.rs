@@ -52,8 +52,8 @@ mod tests {
         projects.sort();
         projects.dedup();
         assert_eq!(projects.len(), names.len(), "two names share a project");
-        assert!(projects
-            .iter()
-            .all(|p| p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c))));
+        assert!(projects.iter().all(|p| p
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c))));
     }
 }

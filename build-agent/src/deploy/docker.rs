@@ -122,7 +122,15 @@ pub const NETWORK_OWNER_LABEL: &str = "nasiko.managed-by=build-agent";
 pub async fn label_of(name: &str, label: &str) -> Option<String> {
     let format = format!("{{{{index .Config.Labels \"{label}\"}}}}");
     let o = run(
-        &argv(&["docker", "inspect", "--type", "container", "--format", &format, name]),
+        &argv(&[
+            "docker",
+            "inspect",
+            "--type",
+            "container",
+            "--format",
+            &format,
+            name,
+        ]),
         SHORT,
         None,
     )
@@ -275,7 +283,12 @@ pub async fn undeploy(project: &str, container: &str, agent: &str) -> Result<usi
         format!("label=com.docker.compose.project={project}"),
         format!("label={}={agent}", nasiko_contract::labels::NAME),
     ] {
-        let o = run(&argv(&["docker", "ps", "-aq", "--no-trunc", "--filter", &filter]), SHORT, None).await?;
+        let o = run(
+            &argv(&["docker", "ps", "-aq", "--no-trunc", "--filter", &filter]),
+            SHORT,
+            None,
+        )
+        .await?;
         ids.extend(o.stdout.split_whitespace().map(String::from));
     }
     for name in [container.to_string(), format!("{container}-handover")] {
@@ -291,7 +304,13 @@ pub async fn undeploy(project: &str, container: &str, agent: &str) -> Result<usi
         run(&a, SHORT, None).await?;
     }
     let filter = format!("label=com.docker.compose.project={project}");
-    if let Ok(o) = run(&argv(&["docker", "network", "ls", "-q", "--filter", &filter]), SHORT, None).await {
+    if let Ok(o) = run(
+        &argv(&["docker", "network", "ls", "-q", "--filter", &filter]),
+        SHORT,
+        None,
+    )
+    .await
+    {
         for net in o.stdout.split_whitespace() {
             let _ = run(&argv(&["docker", "network", "rm", net]), SHORT, None).await;
         }

@@ -43,8 +43,8 @@ fn resolve_at(text: &str, vars: &Vars, depth: usize) -> Result<String, String> {
             out.push('$');
             rest = r;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = closing_brace(body)
-                .ok_or_else(|| format!("'{text}' has an unterminated ${{"))?;
+            let end =
+                closing_brace(body).ok_or_else(|| format!("'{text}' has an unterminated ${{"))?;
             out.push_str(&braced(&body[..end], vars, depth)?);
             rest = &body[end + 1..];
         } else {

@@ -97,7 +97,11 @@ pub fn agent_env(cfg: &Config, job: &DeployJob, package_dir: &Path) -> Vec<(Stri
 
 /// The package in `dir` read for `agent` and checked — compose file (strict YAML, typed, the
 /// policy, the caps) and the Dockerfile its agent is built from — before any docker command.
-pub fn read_package(dir: &Path, agent: &str, cfg: &Config) -> Result<(Package, Build), DeployError> {
+pub fn read_package(
+    dir: &Path,
+    agent: &str,
+    cfg: &Config,
+) -> Result<(Package, Build), DeployError> {
     let vars = package_vars(cfg, dir);
     let cx = model::Context {
         dir,
@@ -107,7 +111,11 @@ pub fn read_package(dir: &Path, agent: &str, cfg: &Config) -> Result<(Package, B
     let pkg = match compose::find_compose_file(dir) {
         None => Package::dockerfile_only(dir, agent),
         Some(f) => {
-            let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = f
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
             if size > yaml::MAX_BYTES as u64 {
                 return Err(DeployError::package(format!(
@@ -126,8 +134,16 @@ pub fn read_package(dir: &Path, agent: &str, cfg: &Config) -> Result<(Package, B
     policy::check(&pkg, agent, &container, cfg.max_services, &shared)?;
     policy::caps(&pkg, &cfg.limits)?;
     let entry = policy::entry_service(&pkg, agent)?;
-    let build = entry.build.clone().unwrap_or_else(|| Build::default_in(dir));
-    let rel = build.dockerfile.strip_prefix(dir).unwrap_or(&build.dockerfile).display().to_string();
+    let build = entry
+        .build
+        .clone()
+        .unwrap_or_else(|| Build::default_in(dir));
+    let rel = build
+        .dockerfile
+        .strip_prefix(dir)
+        .unwrap_or(&build.dockerfile)
+        .display()
+        .to_string();
     let text = std::fs::read_to_string(&build.dockerfile).map_err(|e| {
         DeployError::package(format!(
             "cannot read the Dockerfile '{rel}' ({e}); add it to the package or point build.dockerfile at it"
@@ -192,12 +208,20 @@ pub fn write_compose_files(
         env: &env,
         publish: cfg.publish_agent_ports,
     };
-    let shared = |k: &str| [model::LEGACY_NETWORK, model::SHARED_NETWORK, cfg.network.as_str()].contains(&k);
+    let shared = |k: &str| {
+        [
+            model::LEGACY_NETWORK,
+            model::SHARED_NETWORK,
+            cfg.network.as_str(),
+        ]
+        .contains(&k)
+    };
     let caps = policy::caps(&p.package, &cfg.limits)?;
     let mut r = render::render(&p.package, &caps, &spec, &shared)?;
     let deploy_hash = package::text_hash(&r.doc.to_string());
     let entry = compose::container_name(&job.agent);
-    r.doc["services"][&entry]["labels"][DEPLOY_HASH_LABEL] = serde_json::Value::String(deploy_hash.clone());
+    r.doc["services"][&entry]["labels"][DEPLOY_HASH_LABEL] =
+        serde_json::Value::String(deploy_hash.clone());
     let dir = p.agent_dir.join("compose");
     let unwritable = |path: &Path, e: std::io::Error| {
         DeployError::machine(format!(
@@ -205,6 +229,17 @@ pub fn write_compose_files(
             path.display()
         ))
     };
+    // a bind's missing folder is made inside the package, as compose's short form would (the
+    // long form we write does not); the model keeps every source inside the package
+    for s in &p.package.services {
+        for m in &s.volumes {
+            if let model::Mount::Bind { source, .. } = m {
+                if !source.exists() {
+                    std::fs::create_dir_all(source).map_err(|e| unwritable(source, e))?;
+                }
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| unwritable(&dir, e))?;
     let file = dir.join("compose.json");
@@ -259,8 +294,8 @@ impl Deployer {
             // named by its content and moved into place whole (copy_tree): reused only while it
             // still holds exactly that content (nothing a running agent changed, no links)
             let build_dir = agent_dir.join(&hash);
-            let intact = build_dir.is_dir()
-                && package::content_hash(&build_dir).is_ok_and(|h| h == hash);
+            let intact =
+                build_dir.is_dir() && package::content_hash(&build_dir).is_ok_and(|h| h == hash);
             if !intact {
                 package::copy_tree(&src, &build_dir)?;
             }

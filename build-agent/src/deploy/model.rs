@@ -42,14 +42,20 @@ pub struct Build {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mount {
     /// A host path (absolute, lexically inside the package); always mounted read-only.
-    Bind { source: PathBuf, target: String },
+    Bind {
+        source: PathBuf,
+        target: String,
+    },
     /// A named volume the package declares, or an anonymous one (`source` None).
     Volume {
         source: Option<String>,
         target: String,
         read_only: bool,
     },
-    Tmpfs { target: String, size: Option<u64> },
+    Tmpfs {
+        target: String,
+        size: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -209,9 +215,7 @@ impl At<'_, '_> {
 
     /// A scalar's text with `${…}` resolved.
     fn text(&self, key: &str, n: &Node) -> Result<String, Refusal> {
-        let t = n
-            .as_text()
-            .ok_or_else(|| self.wrong(key, n, "a string"))?;
+        let t = n.as_text().ok_or_else(|| self.wrong(key, n, "a string"))?;
         resolve(t, self.cx.vars)
             .map_err(|e| Refusal(format!("{} (line {}): {e}", self.whose(key), n.line)))
     }
@@ -363,7 +367,9 @@ pub fn normalize(base: &Path, p: &Path) -> PathBuf {
 /// `512m`, `1g`, `1gb`, `1024` (bytes), as compose reads sizes.
 pub fn parse_bytes(t: &str) -> Option<u64> {
     let t = t.trim().to_ascii_lowercase();
-    let digits = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let digits = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(digits);
     let n: f64 = num.parse().ok()?;
     let mult: u64 = match unit.trim_end_matches('b') {
@@ -389,7 +395,9 @@ pub fn parse_duration_ms(t: &str) -> Option<u64> {
         let n = rest.find(|c: char| !c.is_ascii_digit() && c != '.')?;
         let (num, tail) = rest.split_at(n);
         let value: f64 = num.parse().ok()?;
-        let u = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+        let u = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
         let (unit, next) = tail.split_at(u);
         let ms = match unit {
             "ns" => 1e-6,
@@ -444,10 +452,19 @@ fn container_port(at: &At, n: &Node) -> Result<String, Refusal> {
             let m = at.fields(
                 "ports",
                 n,
-                &["target", "published", "protocol", "host_ip", "mode", "name", "app_protocol"],
+                &[
+                    "target",
+                    "published",
+                    "protocol",
+                    "host_ip",
+                    "mode",
+                    "name",
+                    "app_protocol",
+                ],
             )?;
             let get = |k: &str| m.iter().find(|(x, _)| x == k).map(|(_, v)| v);
-            let target = get("target").ok_or_else(|| at.wrong("ports", n, "a mapping with a target"))?;
+            let target =
+                get("target").ok_or_else(|| at.wrong("ports", n, "a mapping with a target"))?;
             let target = at.text("ports", target)?;
             match get("protocol").map(|p| at.text("ports", p)).transpose()? {
                 Some(p) if p != "tcp" => format!("{target}/{p}"),
@@ -516,7 +533,9 @@ pub fn read(root: &Node, cx: &Context) -> Result<Package, Refusal> {
     if let Some(n) = root.get("volumes") {
         for (k, def) in top.map("volumes", n)? {
             if !valid_key(k) {
-                return err(format!("the volume name '{k}' is not a plain name (letters, digits, '_', '.', '-')"));
+                return err(format!(
+                    "the volume name '{k}' is not a plain name (letters, digits, '_', '.', '-')"
+                ));
             }
             let vol = At { cx, svc: "" };
             for (opt, _) in vol.map("volumes", def)? {
@@ -718,7 +737,10 @@ fn service(cx: &Context, key: &str, n: &Node) -> Result<Service, Refusal> {
                     || r.strip_prefix("on-failure:")
                         .is_some_and(|n| n.parse::<u32>().is_ok());
                 if !ok {
-                    return err(format!("{}: '{r}' is not no, always, unless-stopped or on-failure[:N]", at.whose(k)));
+                    return err(format!(
+                        "{}: '{r}' is not no, always, unless-stopped or on-failure[:N]",
+                        at.whose(k)
+                    ));
                 }
                 s.restart = Some(r);
             }
@@ -767,9 +789,13 @@ fn build(at: &At, n: &Node) -> Result<Build, Refusal> {
     let (context, dockerfile, args, target) = match &n.kind {
         Kind::Scalar { .. } => (at.text("build", n)?, None, vec![], None),
         Kind::Map(_) => {
-            let m = at.fields("build", n, &["context", "dockerfile", "args", "target"]).map_err(|e| {
-                Refusal(format!("{e} — the others reach outside the package or the build sandbox"))
-            })?;
+            let m = at
+                .fields("build", n, &["context", "dockerfile", "args", "target"])
+                .map_err(|e| {
+                    Refusal(format!(
+                        "{e} — the others reach outside the package or the build sandbox"
+                    ))
+                })?;
             let get = |k: &str| m.iter().find(|(x, _)| x == k).map(|(_, v)| v);
             let text = |k: &str| get(k).map(|v| at.text("build", v)).transpose();
             let args = match get("args") {
@@ -812,8 +838,11 @@ fn env_files(at: &At, n: &Node) -> Result<Vec<Vec<(String, String)>>, Refusal> {
                 Kind::Map(_) => {
                     let m = at.fields("env_file", i, &["path", "required"])?;
                     let get = |k: &str| m.iter().find(|(x, _)| x == k).map(|(_, v)| v);
-                    let path = get("path").ok_or_else(|| at.wrong("env_file", i, "a mapping with a path"))?;
-                    let required = get("required").map(|r| at.boolean("env_file.required", r)).transpose()?;
+                    let path = get("path")
+                        .ok_or_else(|| at.wrong("env_file", i, "a mapping with a path"))?;
+                    let required = get("required")
+                        .map(|r| at.boolean("env_file.required", r))
+                        .transpose()?;
                     Ok((at.text("env_file", path)?, required.unwrap_or(true)))
                 }
                 _ => Ok((at.text("env_file", i)?, true)),
@@ -845,10 +874,21 @@ fn mount(at: &At, n: &Node) -> Result<Mount, Refusal> {
             let spec = at.text("volumes", n)?;
             let parts: Vec<&str> = spec.split(':').collect();
             let (src, target, mode) = match parts.as_slice() {
-                [t] => return Ok(Mount::Volume { source: None, target: t.to_string(), read_only: false }),
+                [t] => {
+                    return Ok(Mount::Volume {
+                        source: None,
+                        target: t.to_string(),
+                        read_only: false,
+                    })
+                }
                 [s, t] => (*s, *t, ""),
                 [s, t, m] => (*s, *t, *m),
-                _ => return err(format!("{}: cannot read '{spec}'; write SOURCE:TARGET[:ro]", at.whose("volumes"))),
+                _ => {
+                    return err(format!(
+                        "{}: cannot read '{spec}'; write SOURCE:TARGET[:ro]",
+                        at.whose("volumes")
+                    ))
+                }
             };
             if !["", "ro", "rw"].contains(&mode) {
                 return err(format!(
@@ -857,9 +897,16 @@ fn mount(at: &At, n: &Node) -> Result<Mount, Refusal> {
                 ));
             }
             if src.starts_with(['.', '/', '~']) {
-                Ok(Mount::Bind { source: at.path("volumes", src, dir)?, target: target.into() })
+                Ok(Mount::Bind {
+                    source: at.path("volumes", src, dir)?,
+                    target: target.into(),
+                })
             } else {
-                Ok(Mount::Volume { source: Some(src.into()), target: target.into(), read_only: mode == "ro" })
+                Ok(Mount::Volume {
+                    source: Some(src.into()),
+                    target: target.into(),
+                    read_only: mode == "ro",
+                })
             }
         }
         Kind::Map(_) => {
@@ -871,9 +918,13 @@ fn mount(at: &At, n: &Node) -> Result<Mount, Refusal> {
             let get = |k: &str| m.iter().find(|(x, _)| x == k).map(|(_, v)| v);
             let text = |k: &str| get(k).map(|v| at.text("volumes", v)).transpose();
             let ty = text("type")?.unwrap_or_else(|| "volume".into());
-            let target = text("target")?.ok_or_else(|| at.wrong("volumes", n, "a mapping with a target"))?;
+            let target =
+                text("target")?.ok_or_else(|| at.wrong("volumes", n, "a mapping with a target"))?;
             let source = text("source")?.filter(|s| !s.is_empty());
-            let read_only = get("read_only").map(|r| at.boolean("volumes.read_only", r)).transpose()?.unwrap_or(false);
+            let read_only = get("read_only")
+                .map(|r| at.boolean("volumes.read_only", r))
+                .transpose()?
+                .unwrap_or(false);
             if let Some(v) = get("volume") {
                 at.fields("volumes.volume", v, &["nocopy"])?;
             }
@@ -905,13 +956,17 @@ fn mount(at: &At, n: &Node) -> Result<Mount, Refusal> {
 
 fn service_networks(at: &At, n: &Node) -> Result<Vec<(String, Vec<String>)>, Refusal> {
     match &n.kind {
-        Kind::Seq(_) => Ok(at.list("networks", n)?.into_iter().map(|k| (k, vec![])).collect()),
+        Kind::Seq(_) => Ok(at
+            .list("networks", n)?
+            .into_iter()
+            .map(|k| (k, vec![]))
+            .collect()),
         Kind::Map(m) => m
             .iter()
             .map(|(k, opts)| {
-                let f = at.fields(&format!("networks.{k}"), opts, &["aliases"]).map_err(|e| {
-                    Refusal(format!("{e}; only aliases may be set on a network"))
-                })?;
+                let f = at
+                    .fields(&format!("networks.{k}"), opts, &["aliases"])
+                    .map_err(|e| Refusal(format!("{e}; only aliases may be set on a network")))?;
                 let aliases = match f.first() {
                     Some((_, a)) => at.list("networks.aliases", a)?,
                     None => vec![],
@@ -943,10 +998,17 @@ fn depends_on(at: &At, n: &Node) -> Result<Vec<(String, String)>, Refusal> {
                         }
                     }
                 }
-                if !["service_started", "service_healthy", "service_completed_successfully"]
-                    .contains(&cond.as_str())
+                if ![
+                    "service_started",
+                    "service_healthy",
+                    "service_completed_successfully",
+                ]
+                .contains(&cond.as_str())
                 {
-                    return err(format!("{}: unknown condition '{cond}'", at.whose("depends_on")));
+                    return err(format!(
+                        "{}: unknown condition '{cond}'",
+                        at.whose("depends_on")
+                    ));
                 }
                 Ok((k.clone(), cond))
             })
@@ -959,14 +1021,27 @@ fn healthcheck(at: &At, n: &Node) -> Result<Healthcheck, Refusal> {
     let m = at.fields(
         "healthcheck",
         n,
-        &["test", "interval", "timeout", "start_period", "retries", "disable"],
+        &[
+            "test",
+            "interval",
+            "timeout",
+            "start_period",
+            "retries",
+            "disable",
+        ],
     )?;
     let mut h = Healthcheck::default();
     for (k, v) in m {
         match k.as_str() {
-            "test" => h.test = Some(at.str_or_list("healthcheck.test", v).map(|t| {
-                if v.as_seq().is_some() { t } else { vec!["CMD-SHELL".to_string(), t[0].clone()] }
-            })?),
+            "test" => {
+                h.test = Some(at.str_or_list("healthcheck.test", v).map(|t| {
+                    if v.as_seq().is_some() {
+                        t
+                    } else {
+                        vec!["CMD-SHELL".to_string(), t[0].clone()]
+                    }
+                })?)
+            }
             "interval" => h.interval = Some(at.duration("healthcheck.interval", v)?),
             "timeout" => h.timeout = Some(at.duration("healthcheck.timeout", v)?),
             "start_period" => h.start_period = Some(at.duration("healthcheck.start_period", v)?),
@@ -983,7 +1058,11 @@ mod tests {
 
     pub fn read_str(text: &str) -> Result<Package, Refusal> {
         let vars = Vars(vec![("OPENAI_API_KEY".into(), "sk-1".into())]);
-        let cx = Context { dir: Path::new("/work/pkg"), vars: &vars, agents_network: "nasiko-network" };
+        let cx = Context {
+            dir: Path::new("/work/pkg"),
+            vars: &vars,
+            agents_network: "nasiko-network",
+        };
         read(&super::super::yaml::read(text)?, &cx)
     }
 
@@ -1002,14 +1081,35 @@ mod tests {
     #[test]
     fn one_type_per_key() {
         for (text, needle) in [
-            ("services: {a: {build: .}}\nnetworks: {n: {external: \"true\"}}", "must be true or false"),
-            ("services: {a: {build: .}}\nnetworks: {n: {external: yes}}", "must be true or false"),
-            ("services: {a: {build: ., tty: 'true'}}", "'tty' (line 1) is a quoted string, but must be true or false"),
-            ("services: {a: {build: ., volumes: {x: /}}}", "must be a list"),
-            ("services: {a: {build: ., labels: [[a]]}}", "must be a string"),
-            ("services: {a: {build: ., environment: {A: [1]}}}", "must be a string"),
+            (
+                "services: {a: {build: .}}\nnetworks: {n: {external: \"true\"}}",
+                "must be true or false",
+            ),
+            (
+                "services: {a: {build: .}}\nnetworks: {n: {external: yes}}",
+                "must be true or false",
+            ),
+            (
+                "services: {a: {build: ., tty: 'true'}}",
+                "'tty' (line 1) is a quoted string, but must be true or false",
+            ),
+            (
+                "services: {a: {build: ., volumes: {x: /}}}",
+                "must be a list",
+            ),
+            (
+                "services: {a: {build: ., labels: [[a]]}}",
+                "must be a string",
+            ),
+            (
+                "services: {a: {build: ., environment: {A: [1]}}}",
+                "must be a string",
+            ),
             ("services: {a: {build: ., mem_limit: lots}}", "a size"),
-            ("services: {a: {build: ., env_file: {path: x}}}", "a path or a list"),
+            (
+                "services: {a: {build: ., env_file: {path: x}}}",
+                "a path or a list",
+            ),
         ] {
             let e = read_str(text).unwrap_err().0;
             assert!(e.contains(needle), "{text}\n→ {e}");
@@ -1020,11 +1120,28 @@ mod tests {
     fn interpolation_is_resolved_from_the_list_and_then_checked() {
         let p = read_str("services:\n  a:\n    build: .\n    environment: {K: '${OPENAI_API_KEY:-}', R: '${REDIS_URL}', D: 'a$$b'}\n    volumes: ['${HOME:-.}/data:/d']\n").unwrap();
         let env = &p.services[0].environment;
-        assert_eq!(env, &[("K".into(), "sk-1".into()), ("R".into(), String::new()), ("D".into(), "a$b".into())]);
-        assert_eq!(p.services[0].volumes[0], Mount::Bind { source: "/work/pkg/data".into(), target: "/d".into() });
-        let e = read_str("services: {a: {build: ., volumes: ['${HOME:-/}:/host']}}").unwrap_err().0;
+        assert_eq!(
+            env,
+            &[
+                ("K".into(), "sk-1".into()),
+                ("R".into(), String::new()),
+                ("D".into(), "a$b".into())
+            ]
+        );
+        assert_eq!(
+            p.services[0].volumes[0],
+            Mount::Bind {
+                source: "/work/pkg/data".into(),
+                target: "/d".into()
+            }
+        );
+        let e = read_str("services: {a: {build: ., volumes: ['${HOME:-/}:/host']}}")
+            .unwrap_err()
+            .0;
         assert!(e.contains("outside the package"), "{e}");
-        let e = read_str("services: {a: {build: ., labels: {'${X}': v}}}").unwrap_err().0;
+        let e = read_str("services: {a: {build: ., labels: {'${X}': v}}}")
+            .unwrap_err()
+            .0;
         assert!(e.contains("has '$'"), "{e}");
     }
 

@@ -50,11 +50,20 @@ pub fn entry_service<'p>(pkg: &'p Package, agent: &str) -> Result<&'p Service, R
 }
 
 /// The network keys a service joins that are the shared agents network.
-fn shared_keys<'s>(pkg: &Package, svc: &'s Service, is_shared: &dyn Fn(&str) -> bool) -> Vec<&'s str> {
+fn shared_keys<'s>(
+    pkg: &Package,
+    svc: &'s Service,
+    is_shared: &dyn Fn(&str) -> bool,
+) -> Vec<&'s str> {
     svc.networks
         .iter()
         .map(|(k, _)| k.as_str())
-        .filter(|k| pkg.networks.iter().find(|d| d.key == *k).map_or(is_shared(k), |d| d.shared))
+        .filter(|k| {
+            pkg.networks
+                .iter()
+                .find(|d| d.key == *k)
+                .map_or(is_shared(k), |d| d.shared)
+        })
         .collect()
 }
 
@@ -84,7 +93,10 @@ pub fn check(
     }
     for (i, s) in pkg.services.iter().enumerate() {
         let n = &s.key;
-        if let Some(other) = pkg.services[..i].iter().find(|o| o.key.eq_ignore_ascii_case(n)) {
+        if let Some(other) = pkg.services[..i]
+            .iter()
+            .find(|o| o.key.eq_ignore_ascii_case(n))
+        {
             return err(format!(
                 "services '{}' and '{n}' differ only in case, and Docker's DNS ignores case; rename one",
                 other.key
@@ -112,7 +124,10 @@ pub fn check(
             }
         }
         for m in &s.volumes {
-            if let Mount::Volume { source: Some(v), .. } = m {
+            if let Mount::Volume {
+                source: Some(v), ..
+            } = m
+            {
                 if !pkg.volumes.contains(v) {
                     return err(format!(
                         "service '{n}' mounts the volume '{v}', which the package does not declare; declare it under the top-level volumes (an agent may not use other volumes)"
@@ -129,7 +144,9 @@ pub fn check(
         }
         for (d, _) in &s.depends_on {
             if !pkg.services.iter().any(|o| o.key == *d) {
-                return err(format!("service '{n}' depends on '{d}', which is not a service of the package"));
+                return err(format!(
+                    "service '{n}' depends on '{d}', which is not a service of the package"
+                ));
             }
         }
         if let Some(i) = s.healthcheck.as_ref().and_then(|h| h.interval) {
@@ -146,7 +163,12 @@ pub fn check(
                     entry.key
                 ));
             }
-            let aliases = &s.networks.iter().find(|(k, _)| k == key).map(|(_, a)| a.clone()).unwrap_or_default();
+            let aliases = &s
+                .networks
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, a)| a.clone())
+                .unwrap_or_default();
             if !aliases.is_empty() {
                 return err(format!(
                     "service '{n}' sets aliases on the agents network '{key}'; there the agent answers to {agent_container} only, the name the build agent gives it (remove the aliases)"
@@ -251,7 +273,11 @@ fn share(
         ));
     }
     let rest = pkg.services.iter().filter(|s| asked(s).is_none()).count();
-    let each = if rest > 0 { (cap - total) / rest as f64 } else { 0.0 };
+    let each = if rest > 0 {
+        (cap - total) / rest as f64
+    } else {
+        0.0
+    };
     for (s, c) in pkg.services.iter().zip(out.iter_mut()) {
         let v = asked(s).unwrap_or(each);
         if v < least {
@@ -291,7 +317,9 @@ mod tests {
 
     fn refused(t: &str, agent: &str) -> String {
         let p = pkg(t).unwrap_or_else(|e| panic!("{t}: {e}"));
-        check(&p, agent, &format!("agent-{agent}"), 8, &shared).unwrap_err().0
+        check(&p, agent, &format!("agent-{agent}"), 8, &shared)
+            .unwrap_err()
+            .0
     }
 
     fn limits() -> AgentLimits {
@@ -363,7 +391,9 @@ mod tests {
             assert!(e.contains(needle), "{t}\n→ {e}");
         }
         let nine: String = (0..9).map(|i| format!("  s{i}: {{image: x}}\n")).collect();
-        assert!(refused(&format!("services:\n  me: {{build: .}}\n{nine}"), "me").contains("at most 8"));
+        assert!(
+            refused(&format!("services:\n  me: {{build: .}}\n{nine}"), "me").contains("at most 8")
+        );
     }
 
     #[test]
@@ -376,7 +406,8 @@ mod tests {
 
     #[test]
     fn caps_are_shared_out_per_package() {
-        let p = pkg("services: {a: {build: .}, b: {image: x, mem_limit: 256m}, c: {image: y}}").unwrap();
+        let p = pkg("services: {a: {build: .}, b: {image: x, mem_limit: 256m}, c: {image: y}}")
+            .unwrap();
         let c = caps(&p, &limits()).unwrap();
         assert_eq!(c[1].memory, Some(256 << 20));
         assert_eq!(c[0].memory, Some(384 << 20));
@@ -385,12 +416,36 @@ mod tests {
         assert!(cpus <= 0.5 && cpus > 0.45, "{cpus}");
         let pids: u64 = c.iter().map(|c| c.pids.unwrap()).sum();
         assert!(pids <= 512 && pids >= 510, "{pids}");
-        let e = caps(&pkg("services: {a: {build: ., cpus: 0.4}, b: {image: x, cpus: 0.4}}").unwrap(), &limits()).unwrap_err().0;
-        assert!(e.contains("0.80 CPUs of CPU in total; an agent may have 0.50"), "{e}");
-        let e = caps(&pkg("services: {a: {build: ., mem_limit: 1g}, b: {image: x}}").unwrap(), &limits()).unwrap_err().0;
+        let e = caps(
+            &pkg("services: {a: {build: ., cpus: 0.4}, b: {image: x, cpus: 0.4}}").unwrap(),
+            &limits(),
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            e.contains("0.80 CPUs of CPU in total; an agent may have 0.50"),
+            "{e}"
+        );
+        let e = caps(
+            &pkg("services: {a: {build: ., mem_limit: 1g}, b: {image: x}}").unwrap(),
+            &limits(),
+        )
+        .unwrap_err()
+        .0;
         assert!(e.contains("service 'b' would get 0 MiB"), "{e}");
-        let none = AgentLimits { memory: String::new(), cpus: 0.0, pids: 0 };
+        let none = AgentLimits {
+            memory: String::new(),
+            cpus: 0.0,
+            pids: 0,
+        };
         let c = caps(&pkg("services: {a: {build: ., cpus: 4}}").unwrap(), &none).unwrap();
-        assert_eq!(c[0], Caps { memory: None, cpus: Some(4.0), pids: None });
+        assert_eq!(
+            c[0],
+            Caps {
+                memory: None,
+                cpus: Some(4.0),
+                pids: None
+            }
+        );
     }
 }

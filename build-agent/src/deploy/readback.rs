@@ -37,7 +37,11 @@ fn first_difference(a: &Value, b: &Value, path: String) -> Option<(String, Strin
             keys.sort();
             keys.dedup();
             keys.into_iter().find_map(|k| {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match (x.get(k), y.get(k)) {
                     (Some(u), Some(v)) => first_difference(u, v, p),
                     (u, v) => Some((p, show(u), show(v))),
@@ -72,7 +76,9 @@ pub fn canon(v: &Value, project: &str) -> Value {
                 let mut m = Map::new();
                 for (key, def) in v.as_object().into_iter().flatten() {
                     let mut d = def.as_object().cloned().unwrap_or_default();
-                    if d.get("ipam").is_some_and(|i| i.as_object().is_some_and(Map::is_empty)) {
+                    if d.get("ipam")
+                        .is_some_and(|i| i.as_object().is_some_and(Map::is_empty))
+                    {
                         d.remove("ipam");
                     }
                     if d.get("name").and_then(Value::as_str) == Some(&format!("{project}_{key}")) {
@@ -144,7 +150,12 @@ fn port_of(v: &Value) -> Value {
         "" | "tcp" => String::new(),
         p => format!("/{p}"),
     };
-    Value::String(format!("{}:{}:{}{proto}", s("host_ip"), s("published"), s("target")))
+    Value::String(format!(
+        "{}:{}:{}{proto}",
+        s("host_ip"),
+        s("published"),
+        s("target")
+    ))
 }
 
 fn canon_service(svc: &Value) -> Value {
@@ -234,15 +245,22 @@ mod tests {
         compare(&ours, &theirs, "agent-x").unwrap();
 
         let mut bind = theirs.clone();
-        bind["services"]["agent-x"]["volumes"] = json!([{"type": "bind", "source": "/", "target": "/host"}]);
+        bind["services"]["agent-x"]["volumes"] =
+            json!([{"type": "bind", "source": "/", "target": "/host"}]);
         let e = compare(&ours, &bind, "agent-x").unwrap_err().0;
-        assert!(e.contains("at services.agent-x.volumes: written nothing"), "{e}");
+        assert!(
+            e.contains("at services.agent-x.volumes: written nothing"),
+            "{e}"
+        );
         let mut renamed = theirs.clone();
         renamed["volumes"]["v"]["name"] = json!("nasiko_nasiko-secrets");
         let e = compare(&ours, &renamed, "agent-x").unwrap_err().0;
         assert!(e.contains("volumes.v.name"), "{e}");
         let mut priv_ = theirs;
         priv_["services"]["agent-x"]["privileged"] = json!(true);
-        assert!(compare(&ours, &priv_, "agent-x").unwrap_err().0.contains("privileged"));
+        assert!(compare(&ours, &priv_, "agent-x")
+            .unwrap_err()
+            .0
+            .contains("privileged"));
     }
 }

@@ -139,7 +139,9 @@ pub fn render(
         }
         let mut n = Map::new();
         let mut labels = d.labels.clone();
-        let (k, v) = super::docker::NETWORK_OWNER_LABEL.split_once('=').unwrap_or_default();
+        let (k, v) = super::docker::NETWORK_OWNER_LABEL
+            .split_once('=')
+            .unwrap_or_default();
         labels.push((k.into(), v.into()));
         n.insert("labels".into(), object(labels));
         if d.internal {
@@ -156,14 +158,23 @@ pub fn render(
     Ok(Rendered { doc, notes })
 }
 
-fn service(s: &Service, c: &Caps, spec: &Spec, entry: bool, notes: &mut Vec<String>) -> Map<String, Value> {
+fn service(
+    s: &Service,
+    c: &Caps,
+    spec: &Spec,
+    entry: bool,
+    notes: &mut Vec<String>,
+) -> Map<String, Value> {
     let mut o = Map::new();
     let mut put = |k: &str, v: Value| {
         o.insert(k.to_string(), v);
     };
     if entry {
         put("image", Value::String(spec.image.into()));
-        put("container_name", Value::String(nasiko_contract::agent_ref(spec.agent)));
+        put(
+            "container_name",
+            Value::String(nasiko_contract::agent_ref(spec.agent)),
+        );
         put("restart", Value::String("unless-stopped".into()));
     } else {
         if let Some(i) = &s.image {
@@ -174,7 +185,11 @@ fn service(s: &Service, c: &Caps, spec: &Spec, entry: bool, notes: &mut Vec<Stri
         }
     }
     let mut labels = s.labels.clone();
-    let ty = if entry { labels::TYPE_AGENT } else { labels::TYPE_DEPENDENCY };
+    let ty = if entry {
+        labels::TYPE_AGENT
+    } else {
+        labels::TYPE_DEPENDENCY
+    };
     labels.extend(nasiko_labels(spec, ty));
     put("labels", object(labels));
     let mut env = s.environment.clone();
@@ -250,7 +265,11 @@ fn service(s: &Service, c: &Caps, spec: &Spec, entry: bool, notes: &mut Vec<Stri
         if let Some(t) = &h.test {
             m.insert("test".into(), json!(t));
         }
-        for (k, v) in [("interval", h.interval), ("timeout", h.timeout), ("start_period", h.start_period)] {
+        for (k, v) in [
+            ("interval", h.interval),
+            ("timeout", h.timeout),
+            ("start_period", h.start_period),
+        ] {
             if let Some(v) = v {
                 m.insert(k.into(), ms(v));
             }
@@ -263,7 +282,11 @@ fn service(s: &Service, c: &Caps, spec: &Spec, entry: bool, notes: &mut Vec<Stri
         }
         put("healthcheck", Value::Object(m));
     }
-    for (k, v) in [("working_dir", &s.working_dir), ("user", &s.user), ("stop_signal", &s.stop_signal)] {
+    for (k, v) in [
+        ("working_dir", &s.working_dir),
+        ("user", &s.user),
+        ("stop_signal", &s.stop_signal),
+    ] {
         if let Some(v) = v {
             put(k, Value::String(v.clone()));
         }
@@ -271,7 +294,12 @@ fn service(s: &Service, c: &Caps, spec: &Spec, entry: bool, notes: &mut Vec<Stri
     if let Some(g) = s.stop_grace_period {
         put("stop_grace_period", ms(g));
     }
-    for (k, v) in [("stdin_open", s.stdin_open), ("tty", s.tty), ("read_only", s.read_only), ("init", s.init)] {
+    for (k, v) in [
+        ("stdin_open", s.stdin_open),
+        ("tty", s.tty),
+        ("read_only", s.read_only),
+        ("init", s.init),
+    ] {
         if let Some(v) = v {
             put(k, Value::Bool(v));
         }

@@ -30,7 +30,10 @@ pub enum Kind {
     Null,
     /// A scalar's text as written, and whether it was plain (unquoted, not a block scalar): only
     /// a plain scalar can be a boolean or a number.
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     /// Keys in file order, each once.
     Map(Vec<(String, Node)>),
@@ -108,12 +111,11 @@ pub fn read(text: &str) -> Result<Node, Refusal> {
             MAX_BYTES / 1024
         )));
     }
-    if let Some((i, _)) = text
-        .lines()
-        .enumerate()
-        .find(|(_, l)| l.starts_with('%'))
-    {
-        return Err(refuse(i + 1, "YAML directives (%YAML, %TAG) are not allowed"));
+    if let Some((i, _)) = text.lines().enumerate().find(|(_, l)| l.starts_with('%')) {
+        return Err(refuse(
+            i + 1,
+            "YAML directives (%YAML, %TAG) are not allowed",
+        ));
     }
     let mut p = Parser::new_from_str(text);
     let mut reader = Reader {
@@ -167,9 +169,7 @@ impl Reader<'_, '_> {
         }
         let kind = match ev {
             Event::Alias(_) => return Err(refuse(line, "an alias (*name)")),
-            Event::Scalar(_, _, anchor, _) | Event::SequenceStart(anchor, _)
-                if anchor != 0 =>
-            {
+            Event::Scalar(_, _, anchor, _) | Event::SequenceStart(anchor, _) if anchor != 0 => {
                 return Err(refuse(line, "an anchor (&name)"))
             }
             Event::MappingStart(anchor, _) if anchor != 0 => {
@@ -180,7 +180,10 @@ impl Reader<'_, '_> {
             | Event::MappingStart(_, Some(t)) => {
                 return Err(refuse(
                     line,
-                    &format!("a tag ({}{}) changes how a value is read", t.handle, t.suffix),
+                    &format!(
+                        "a tag ({}{}) changes how a value is read",
+                        t.handle, t.suffix
+                    ),
                 ))
             }
             Event::Scalar(text, style, _, None) => {
@@ -274,7 +277,10 @@ mod tests {
     #[test]
     fn every_feature_that_resolves_behind_the_reader_is_refused_with_its_line() {
         let cases = [
-            ("services:\n  a:\n    volumes: [!x \"/:/host\"]\n", "line 3: a tag (!x)"),
+            (
+                "services:\n  a:\n    volumes: [!x \"/:/host\"]\n",
+                "line 3: a tag (!x)",
+            ),
             ("a: !!str 1\n", "a tag (tag:yaml.org,2002:str)"),
             ("a: !!binary aGk=\n", "a tag"),
             ("a: !custom {b: 1}\n", "a tag"),
@@ -299,7 +305,8 @@ mod tests {
     #[test]
     fn bombs_and_giants_are_refused_before_they_cost_anything() {
         // the billion-laughs shape: refused at the first anchor, long before any expansion
-        let mut bomb = String::from("a: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\n");
+        let mut bomb =
+            String::from("a: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\n");
         for i in 1..30 {
             bomb.push_str(&format!("b{i}: &b{i} [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"));
         }
