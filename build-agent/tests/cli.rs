@@ -29,7 +29,10 @@ fn names_prints_the_names_the_daemon_uses_and_refuses_bad_ones_with_the_rule() {
         ]
     );
     // compose project names may not hold '.': the project differs from the container
-    assert_eq!(lines[1][2], "agent-v1-2_x");
+    assert_eq!(
+        lines[1][2], "agent-v1_d2__x",
+        "one project per name (rtcoll.x is not rtcoll-x)"
+    );
     assert_eq!(lines[1][1], "agent-v1.2_x");
     for bad in ["../x", "My Agent", "", &"a".repeat(129)] {
         let o = build_agent(&["names", "ok", bad]);

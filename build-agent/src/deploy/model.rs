@@ -853,6 +853,13 @@ fn env_files(at: &At, n: &Node) -> Result<Vec<Vec<(String, String)>>, Refusal> {
     let mut out = Vec::new();
     for (p, required) in entries {
         let abs = at.path("env_file", &p, at.cx.dir)?;
+        if std::fs::metadata(&abs).is_ok_and(|m| m.len() > super::yaml::MAX_BYTES as u64) {
+            return err(format!(
+                "{}: '{p}' is larger than {} KiB; an env file holds a few settings",
+                at.whose("env_file"),
+                super::yaml::MAX_BYTES / 1024
+            ));
+        }
         match std::fs::read_to_string(&abs) {
             Ok(t) => out.push(parse_dotenv(&t)),
             Err(_) if !required => {}
