@@ -91,17 +91,25 @@ pub fn check(
             ));
         }
     }
-    for (i, s) in pkg.services.iter().enumerate() {
-        let n = &s.key;
-        if let Some(other) = pkg.services[..i]
-            .iter()
-            .find(|o| o.key.eq_ignore_ascii_case(n))
-        {
+    // volumes, networks and dependencies are written with '_' as '-' (render::resource_key)
+    let mut seen: Vec<(&str, String, &str)> = Vec::new();
+    for (what, k) in pkg
+        .volumes
+        .iter()
+        .map(|v| ("volume", v.as_str()))
+        .chain(pkg.networks.iter().map(|d| ("network", d.key.as_str())))
+        .chain(pkg.services.iter().map(|s| ("service", s.key.as_str())))
+    {
+        let written = k.replace('_', "-").to_ascii_lowercase();
+        if let Some((_, _, other)) = seen.iter().find(|(w, n, _)| *w == what && *n == written) {
             return err(format!(
-                "services '{}' and '{n}' differ only in case, and Docker's DNS ignores case; rename one",
-                other.key
+                "the {what}s '{other}' and '{k}' differ only in '_' and '-' or in case, which the build agent writes alike; rename one"
             ));
         }
+        seen.push((what, written, k));
+    }
+    for s in &pkg.services {
+        let n = &s.key;
         if s.key != entry.key && s.key.eq_ignore_ascii_case(agent_container) {
             return err(format!(
                 "service '{n}' would take the agent's own name {agent_container}; rename it"
@@ -374,7 +382,8 @@ mod tests {
             ("services: {me: {build: .}, db: {image: m, networks: [shared]}}\nnetworks: {shared: {external: true, name: nasiko-network}}", "me", "service 'db' joins"),
             ("services: {me: {build: ., networks: {agents-net: {aliases: [kong-gateway]}}}}", "me", "sets aliases"),
             ("services: {me: {build: .}, AGENT-ME: {image: x}}", "me", "would take the agent's own name"),
-            ("services: {me: {build: .}, Me: {image: x}}", "me", "differ only in case"),
+            ("services: {me: {build: .}, Me: {image: x}}", "me", "differ only in '_' and '-' or in case"),
+            ("services: {me: {build: ., volumes: ['a_b:/x', 'a-b:/y']}}\nvolumes: {a_b: {}, a-b: {}}", "me", "volumes 'a_b' and 'a-b'"),
             ("services: {me: {build: ., labels: {nasiko.type: agent}}}", "me", "nasiko.type"),
             ("services: {me: {build: ., labels: [NASIKO.name=x]}}", "me", "NASIKO.name"),
             ("services: {me: {build: ., labels: {com.docker.compose.project: agent-victim}}}", "me", "com.docker.compose.project"),
@@ -385,7 +394,7 @@ mod tests {
             ("services: {me: {build: ., depends_on: [ghost]}}", "me", "depends on 'ghost'"),
             ("services: {a: {image: x}, b: {image: y}}", "me", "cannot tell"),
         ];
-        assert_eq!(cases.len(), 14);
+        assert_eq!(cases.len(), 15);
         for (t, agent, needle) in cases {
             let e = refused(t, agent);
             assert!(e.contains(needle), "{t}\n→ {e}");

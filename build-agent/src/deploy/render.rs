@@ -113,7 +113,7 @@ pub fn render(
             } else {
                 json!({ "aliases": aliases })
             };
-            nets.insert(k, v);
+            nets.insert(resource_key(&k), v);
         }
         out.insert("networks".into(), Value::Object(nets));
         if !s.depends_on.is_empty() {
@@ -147,9 +147,13 @@ pub fn render(
         if d.internal {
             n.insert("internal".into(), Value::Bool(true));
         }
-        networks.insert(d.key.clone(), Value::Object(n));
+        networks.insert(resource_key(&d.key), Value::Object(n));
     }
-    let volumes: Map<String, Value> = pkg.volumes.iter().map(|v| (v.clone(), json!({}))).collect();
+    let volumes: Map<String, Value> = pkg
+        .volumes
+        .iter()
+        .map(|v| (resource_key(v), json!({})))
+        .collect();
     let mut doc = json!({ "services": services, "networks": networks });
     if !volumes.is_empty() {
         doc["volumes"] = Value::Object(volumes);
@@ -180,6 +184,10 @@ fn service(
         if let Some(i) = &s.image {
             put("image", Value::String(i.clone()));
         }
+        put(
+            "container_name",
+            Value::String(dependency_container(spec.agent, &s.key)),
+        );
         if let Some(r) = &s.restart {
             put("restart", Value::String(r.clone()));
         }
@@ -242,7 +250,7 @@ fn service(
             .map(|m| match m {
                 Mount::Bind { source, target } => json!({"type": "bind", "source": source.display().to_string(), "target": target, "read_only": true}),
                 Mount::Volume { source: Some(src), target, read_only } => {
-                    let mut v = json!({"type": "volume", "source": src, "target": target});
+                    let mut v = json!({"type": "volume", "source": resource_key(src), "target": target});
                     if *read_only {
                         v["read_only"] = Value::Bool(true);
                     }
@@ -326,6 +334,25 @@ fn service(
     o
 }
 
+/// The key a package's own volume or network is written under. Compose names it
+/// `{project}_{key}`; a project may hold `_` (`nasiko_contract::compose_project`) but the key then
+/// holds none, so the last `_` splits any name into one project and one key: no package names
+/// another agent's volume or network (agent `a`'s `db_data` is not agent `a.b`'s `data`).
+pub fn resource_key(key: &str) -> String {
+    key.replace('_', "-")
+}
+
+/// A dependency's container name: not `agent-…` (an agent's own container could be called that)
+/// and, like volumes, one project and one service key per name.
+pub fn dependency_container(agent: &str, service: &str) -> String {
+    let project = nasiko_contract::compose_project(agent);
+    format!(
+        "agentdep{}_{}",
+        &project["agent".len()..],
+        resource_key(service)
+    )
+}
+
 /// Every `$` in a string value becomes `$$`: compose then reads the value as written.
 fn escape_dollars(v: &mut Value) {
     match v {
@@ -333,5 +360,92 @@ fn escape_dollars(v: &mut Value) {
         Value::Array(a) => a.iter_mut().for_each(escape_dollars),
         Value::Object(m) => m.values_mut().for_each(escape_dollars),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::interpolate::Vars;
+    use super::super::model::{read, Context};
+    use super::super::policy::caps;
+    use super::*;
+    use crate::config::AgentLimits;
+    use std::path::Path;
+
+    fn rendered(agent: &str, compose: &str) -> Value {
+        let vars = Vars::default();
+        let cx = Context {
+            dir: Path::new("/work/pkg"),
+            vars: &vars,
+            agents_network: "nasiko-network",
+        };
+        let pkg = read(&super::super::yaml::read(compose).unwrap(), &cx).unwrap();
+        let limits = AgentLimits {
+            memory: "1g".into(),
+            cpus: 0.5,
+            pids: 512,
+        };
+        let env = vec![
+            ("AGENT_NAME".to_string(), agent.to_string()),
+            ("PRICE".to_string(), "5$".to_string()),
+        ];
+        let spec = Spec {
+            agent,
+            image: "img:1",
+            network: "nasiko-network",
+            owner: "u",
+            version: "v1",
+            upload_id: "",
+            env: &env,
+            publish: false,
+        };
+        let shared = |k: &str| ["agents-net", "nasiko-network"].contains(&k);
+        render(&pkg, &caps(&pkg, &limits).unwrap(), &spec, &shared)
+            .unwrap()
+            .doc
+    }
+
+    /// The Docker names compose gives a rendered file's volumes and networks.
+    fn docker_names(agent: &str, doc: &Value) -> Vec<String> {
+        let project = nasiko_contract::compose_project(agent);
+        ["volumes", "networks"]
+            .iter()
+            .flat_map(|k| doc[k].as_object().into_iter().flatten())
+            .filter(|(_, d)| d.get("external").is_none())
+            .map(|(k, _)| format!("{project}_{k}"))
+            .collect()
+    }
+
+    #[test]
+    fn no_package_can_name_another_agents_volume_or_network() {
+        // agent `a`'s `db_data` would be agent `a.b`'s `data` (project agent-a_db) as compose names it
+        let attacker = rendered("a", "services:\n  a: {build: ., volumes: ['db_data:/v'], networks: [db_default]}\nnetworks: {db_default: {}}\nvolumes: {db_data: {}}\n");
+        let victim = rendered("a.b", "services:\n  a.b: {build: ., volumes: ['data:/v'], networks: [agents-net, default]}\nvolumes: {data: {}}\n");
+        let (x, y) = (docker_names("a", &attacker), docker_names("a.b", &victim));
+        assert_eq!(x, ["agent-a_db-data", "agent-a_db-default"]);
+        assert!(y.contains(&"agent-a_db_data".to_string()), "{y:?}");
+        assert!(x.iter().all(|n| !y.contains(n)), "{x:?} {y:?}");
+    }
+
+    #[test]
+    fn the_entry_is_the_agents_name_on_the_agents_network_and_values_are_literal() {
+        let doc = rendered("me", "services:\n  kong-gateway: {build: ., networks: [agents-net, own], environment: {D: 'a$$b'}}\n  db_1: {image: m, networks: [own]}\nnetworks: {agents-net: {external: true}, own: {}}\n");
+        let e = &doc["services"]["agent-me"];
+        assert_eq!(e["networks"]["nasiko-network"], json!({}));
+        assert_eq!(e["networks"]["own"]["aliases"], json!(["kong-gateway"]));
+        assert!(doc["services"].get("kong-gateway").is_none());
+        assert_eq!(
+            e["environment"]["D"], "a$$b",
+            "the package's $$ stays compose's $$"
+        );
+        assert_eq!(e["environment"]["PRICE"], "5$$", "a literal $ is escaped");
+        assert_eq!(e["security_opt"], json!(["no-new-privileges:true"]));
+        let d = &doc["services"]["db_1"];
+        assert_eq!(d["container_name"], "agentdep-me_db-1");
+        assert!(d["networks"].get("nasiko-network").is_none());
+        assert_eq!(
+            doc["networks"]["own"]["labels"]["nasiko.managed-by"],
+            "build-agent"
+        );
     }
 }
