@@ -251,7 +251,7 @@ pub async fn plan(
             .map_err(CliError::Unavailable)?;
         // compose's own reading, checked against what was written: the verdict a deploy gets
         let theirs = deploy::read_back(&cmd, &compose::project_name(&name), &cf).await?;
-        head.push_str("# compose reads this file as written\n");
+        head.push_str("# compose reads this file as written (`$$` is a literal `$`)\n");
         Ok(head + &serde_yaml_ng::to_string(&theirs).unwrap_or_default())
     }
     .await;

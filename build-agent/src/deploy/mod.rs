@@ -229,17 +229,6 @@ pub fn write_compose_files(
             path.display()
         ))
     };
-    // a bind's missing folder is made inside the package, as compose's short form would (the
-    // long form we write does not); the model keeps every source inside the package
-    for s in &p.package.services {
-        for m in &s.volumes {
-            if let model::Mount::Bind { source, .. } = m {
-                if !source.exists() {
-                    std::fs::create_dir_all(source).map_err(|e| unwritable(source, e))?;
-                }
-            }
-        }
-    }
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| unwritable(&dir, e))?;
     let file = dir.join("compose.json");
@@ -255,6 +244,26 @@ pub fn write_compose_files(
         deploy_hash,
         doc: r.doc,
     })
+}
+
+/// A bind's missing folder is made inside the package's build copy, as compose's short form
+/// would (the long form we write does not); the model keeps every source inside the package.
+fn make_bind_sources(p: &Prepared) -> Result<(), DeployError> {
+    for s in &p.package.services {
+        for m in &s.volumes {
+            if let model::Mount::Bind { source, .. } = m {
+                if !source.exists() {
+                    std::fs::create_dir_all(source).map_err(|e| {
+                        DeployError::machine(format!(
+                            "cannot create {}: {e} (free space, or set WORK_DIR to a writable folder)",
+                            source.display()
+                        ))
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Compose's own reading of the file must be the file: `config` through the same compose, in
@@ -389,6 +398,7 @@ impl Deployer {
                 .await;
         }
         read_back(&self.compose, &project, &cf).await?;
+        make_bind_sources(p)?;
         // an agent deployed under the project naming of before (names with '.' or '_'): its
         // containers go, or compose could not take the container's name
         if let Some(old) = docker::label_of(&container, "com.docker.compose.project").await {
