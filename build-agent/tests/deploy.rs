@@ -452,7 +452,7 @@ async fn an_unchanged_redeploy_hands_nothing_over_and_recreates_nothing() {
         .await
         .unwrap();
     h.queue(&h.deploy_fields(&a, &path, "u1")).await;
-    let standby = format!("agent-{a}-handover");
+    let standby = nasiko_contract::standby_container(&a);
     let saw_standby = std::sync::atomic::AtomicBool::new(false);
     let s = wait_for("the redeploy", T, || async {
         if exists(&standby) {
@@ -497,7 +497,7 @@ async fn a_stand_by_never_outlives_its_job_and_the_status_says_what_serves() {
     f.push(("action", "update_agent"));
     f.push(("agent_id", &a));
     h.queue(&f).await;
-    let standby = format!("agent-{a}-handover");
+    let standby = nasiko_contract::standby_container(&a);
     wait_for("the update's stand-by", T, || async {
         exists(&standby).then_some(())
     })
@@ -692,7 +692,7 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
     for a in &names {
         assert_eq!(routable(a), 1, "{a}: one routable container");
         assert!(
-            !exists(&format!("agent-{a}-handover")),
+            !exists(&nasiko_contract::standby_container(&a)),
             "{a}: a stand-by is left"
         );
     }

@@ -71,6 +71,13 @@ pub fn compose_project(name: &str) -> String {
     p
 }
 
+/// The container that serves an agent while its own is replaced (the update stand-by). Not
+/// `agent-…`: that could be another agent's container (`agent-foo-handover` is agent
+/// `foo-handover`'s).
+pub fn standby_container(name: &str) -> String {
+    format!("agentstandby-{}", &compose_project(name)["agent-".len()..])
+}
+
 /// The name an agent has when only its container name is known (the Python registry's fallback).
 pub fn name_from_container(container: &str) -> Option<&str> {
     container
@@ -109,5 +116,7 @@ mod tests {
         assert_eq!(name_from_container("agent-x"), Some("x"));
         assert_eq!(name_from_container("agent-Bad"), None);
         assert_eq!(name_from_container("redis"), None);
+        assert_eq!(standby_container("foo"), "agentstandby-foo");
+        assert!(name_from_container(&standby_container("foo")).is_none());
     }
 }

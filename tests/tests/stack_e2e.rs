@@ -256,7 +256,7 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
     .await;
     // keep the load on until the update has finished and its stand-by is gone
     wait_status(&stack, &name, "completed").await;
-    let handover = format!("agent-{name}-handover");
+    let handover = nasiko_contract::standby_container(&name);
     wait_for("the stand-by removed", T, || async {
         (!docker(&["inspect", &handover]).status.success()).then_some(())
     })

@@ -291,7 +291,10 @@ pub async fn undeploy(project: &str, container: &str, agent: &str) -> Result<usi
         .await?;
         ids.extend(o.stdout.split_whitespace().map(String::from));
     }
-    for name in [container.to_string(), format!("{container}-handover")] {
+    for name in [
+        container.to_string(),
+        nasiko_contract::standby_container(agent),
+    ] {
         if let Some((_, _, _, id, _)) = container_state(&name).await {
             ids.push(id);
         }

@@ -25,12 +25,13 @@ fn name_char(c: char, first: bool) -> bool {
     c == '_' || c.is_ascii_alphabetic() || (!first && c.is_ascii_digit())
 }
 
-/// Resolve `text`; the error says what is wrong with it.
-pub fn resolve(text: &str, vars: &Vars) -> Result<String, String> {
-    resolve_at(text, vars, 0)
+/// Resolve `text` into at most `limit` bytes; the error says what is wrong with it.
+pub fn resolve(text: &str, vars: &Vars, limit: usize) -> Result<String, String> {
+    let out = resolve_at(text, vars, 0, limit)?;
+    Ok(out)
 }
 
-fn resolve_at(text: &str, vars: &Vars, depth: usize) -> Result<String, String> {
+fn resolve_at(text: &str, vars: &Vars, depth: usize, limit: usize) -> Result<String, String> {
     if depth > MAX_NESTING {
         return Err(format!("'{text}' nests ${{…}} deeper than {MAX_NESTING}"));
     }
@@ -45,7 +46,7 @@ fn resolve_at(text: &str, vars: &Vars, depth: usize) -> Result<String, String> {
         } else if let Some(body) = after.strip_prefix('{') {
             let end =
                 closing_brace(body).ok_or_else(|| format!("'{text}' has an unterminated ${{"))?;
-            out.push_str(&braced(&body[..end], vars, depth)?);
+            out.push_str(&braced(&body[..end], vars, depth, limit)?);
             rest = &body[end + 1..];
         } else {
             let len = after
@@ -59,6 +60,12 @@ fn resolve_at(text: &str, vars: &Vars, depth: usize) -> Result<String, String> {
             }
             out.push_str(vars.get(&after[..len]).unwrap_or(""));
             rest = &after[len..];
+        }
+        if out.len() > limit {
+            return Err(format!(
+                "a value grows past {} KiB once its variables are filled in",
+                limit >> 10
+            ));
         }
     }
     out.push_str(rest);
@@ -81,7 +88,7 @@ fn closing_brace(body: &str) -> Option<usize> {
     None
 }
 
-fn braced(body: &str, vars: &Vars, depth: usize) -> Result<String, String> {
+fn braced(body: &str, vars: &Vars, depth: usize, limit: usize) -> Result<String, String> {
     let len = body
         .char_indices()
         .take_while(|(j, c)| name_char(*c, *j == 0))
@@ -95,7 +102,7 @@ fn braced(body: &str, vars: &Vars, depth: usize) -> Result<String, String> {
     let value = vars.get(name);
     let set = value.is_some();
     let non_empty = value.is_some_and(|v| !v.is_empty());
-    let arg = |s: &str| resolve_at(s, vars, depth + 1);
+    let arg = |s: &str| resolve_at(s, vars, depth + 1, limit);
     Ok(match op {
         "" => value.unwrap_or("").to_string(),
         _ if op.starts_with(":-") => {
@@ -173,7 +180,7 @@ mod tests {
             ("${PRICE}", "a$b"),
             ("no dollars", "no dollars"),
         ] {
-            assert_eq!(resolve(text, &v).unwrap(), want, "{text}");
+            assert_eq!(resolve(text, &v, 1 << 20).unwrap(), want, "{text}");
         }
     }
 
@@ -190,10 +197,14 @@ mod tests {
             ("${UNSET:?set it}", "required: set it"),
             ("${UNSET?}", "required"),
         ] {
-            let e = resolve(text, &v).unwrap_err();
+            let e = resolve(text, &v, 1 << 20).unwrap_err();
             assert!(e.contains(needle), "{text} → {e}");
         }
         let deep = format!("{}x{}", "${U:-".repeat(20), "}".repeat(20));
-        assert!(resolve(&deep, &v).unwrap_err().contains("deeper"));
+        assert!(resolve(&deep, &v, 1 << 20).unwrap_err().contains("deeper"));
+        // a small value that would grow to gigabytes stops at the limit
+        let big = Vars(vec![("A".into(), "x".repeat(64 << 10))]);
+        let e = resolve(&"$A".repeat(100_000), &big, 1 << 20).unwrap_err();
+        assert!(e.contains("grows past 1024 KiB"), "{e}");
     }
 }

@@ -62,7 +62,7 @@ pub fn buildlog_key(agent: &str) -> String {
 }
 
 fn dotenv(package_dir: &Path) -> Vec<(String, String)> {
-    std::fs::read_to_string(package_dir.join(".env"))
+    package::read_regular(&package_dir.join(".env"), yaml::MAX_BYTES)
         .map(|t| model::parse_dotenv(&t))
         .unwrap_or_default()
 }
@@ -102,12 +102,16 @@ pub fn read_package(
     agent: &str,
     cfg: &Config,
 ) -> Result<(Package, Build), DeployError> {
+    let env = dir.join(".env");
+    if env.exists() {
+        package::read_regular(&env, yaml::MAX_BYTES).map_err(|e| {
+            DeployError::package(format!(
+                "the package's .env cannot be read ({e}); it is a plain file of a few settings"
+            ))
+        })?;
+    }
     let vars = package_vars(cfg, dir);
-    let cx = model::Context {
-        dir,
-        vars: &vars,
-        agents_network: &cfg.network,
-    };
+    let cx = model::Context::new(dir, &vars, &cfg.network);
     let pkg = match compose::find_compose_file(dir) {
         None => Package::dockerfile_only(dir, agent),
         Some(f) => {
@@ -116,16 +120,12 @@ pub fn read_package(
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned();
-            let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
-            if size > yaml::MAX_BYTES as u64 {
-                return Err(DeployError::package(format!(
-                    "{name} is {} KiB; at most {} KiB is read (an agent's compose file is a few KiB)",
-                    size / 1024,
+            let text = package::read_regular(&f, yaml::MAX_BYTES).map_err(|e| {
+                DeployError::package(format!(
+                    "cannot read {name} ({e}); an agent's compose file is a plain file of a few KiB (at most {} KiB)",
                     yaml::MAX_BYTES / 1024
-                )));
-            }
-            let text = std::fs::read_to_string(&f)
-                .map_err(|e| DeployError::package(format!("cannot read {name}: {e}")))?;
+                ))
+            })?;
             model::read(&yaml::read(&text)?, &cx)?
         }
     };
@@ -144,7 +144,7 @@ pub fn read_package(
         .unwrap_or(&build.dockerfile)
         .display()
         .to_string();
-    let text = std::fs::read_to_string(&build.dockerfile).map_err(|e| {
+    let text = package::read_regular(&build.dockerfile, 1 << 20).map_err(|e| {
         DeployError::package(format!(
             "cannot read the Dockerfile '{rel}' ({e}); add it to the package or point build.dockerfile at it"
         ))
@@ -293,20 +293,30 @@ impl Deployer {
         let repo = image_repo(&job.agent);
         let (agent, cfg) = (job.agent.clone(), self.cfg.clone());
         tokio::task::spawn_blocking(move || {
-            let hash = package::content_hash(&src)?;
             std::fs::create_dir_all(&agent_dir).map_err(|e| {
                 DeployError::machine(format!(
                     "cannot create the build directory {}: {e}. Set WORK_DIR",
                     agent_dir.display()
                 ))
             })?;
-            // named by its content and moved into place whole (copy_tree): reused only while it
-            // still holds exactly that content (nothing a running agent changed, no links)
+            // copied first, then named by what was copied: the copy is what is checked and
+            // built. A build folder of that name is reused only while it still holds exactly that
+            // content (nothing a running agent changed, no links)
+            let staging = agent_dir.join("incoming");
+            let hash = package::copy_tree(&src, &staging)?;
             let build_dir = agent_dir.join(&hash);
             let intact =
                 build_dir.is_dir() && package::content_hash(&build_dir).is_ok_and(|h| h == hash);
-            if !intact {
-                package::copy_tree(&src, &build_dir)?;
+            if intact {
+                let _ = std::fs::remove_dir_all(&staging);
+            } else {
+                let _ = std::fs::remove_dir_all(&build_dir);
+                std::fs::rename(&staging, &build_dir).map_err(|e| {
+                    DeployError::machine(format!(
+                        "cannot move the package into {}: {e}",
+                        build_dir.display()
+                    ))
+                })?;
             }
             // the policy before any docker command: a refused package builds nothing
             let (package, build) = read_package(&build_dir, &agent, &cfg)?;
@@ -461,7 +471,7 @@ impl Deployer {
         if !running || self.cfg.handover_wait.is_zero() {
             return None;
         }
-        let name = format!("{container}-handover");
+        let name = nasiko_contract::standby_container(&job.agent);
         let _ = docker::remove_container(&name).await;
         let mut args: Vec<String> = [
             "docker",
@@ -495,6 +505,7 @@ impl Deployer {
         let caps = policy::caps(&p.package, &self.cfg.limits).ok()?[i];
         if let Some(m) = caps.memory {
             args.extend(["--memory".into(), m.to_string()]);
+            args.extend(["--memory-swap".into(), m.to_string()]);
         }
         if let Some(c) = caps.cpus {
             args.extend(["--cpus".into(), c.to_string()]);

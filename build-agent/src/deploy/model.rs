@@ -149,6 +149,40 @@ pub struct Context<'a> {
     pub vars: &'a Vars,
     /// The agents network's configured name (`DOCKER_NETWORK`).
     pub agents_network: &'a str,
+    /// Bytes of text the model holds so far (values after `${…}`, env files read): bounded by
+    /// [`MAX_TEXT`], so no small file expands into gigabytes.
+    pub text: std::cell::Cell<usize>,
+}
+
+/// The most text a package's model may hold: values after interpolation and env files.
+pub const MAX_TEXT: usize = 2 << 20;
+/// The most ports one service may list under `ports` (each may become a host port).
+const MAX_PORTS: usize = 16;
+/// The most env files one service may name.
+const MAX_ENV_FILES: usize = 16;
+
+impl<'a> Context<'a> {
+    pub fn new(dir: &'a Path, vars: &'a Vars, agents_network: &'a str) -> Self {
+        Context {
+            dir,
+            vars,
+            agents_network,
+            text: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Count `n` more bytes of text; refused past [`MAX_TEXT`].
+    fn spend(&self, n: usize) -> Result<(), Refusal> {
+        let total = self.text.get() + n;
+        self.text.set(total);
+        if total > MAX_TEXT {
+            return err(format!(
+                "the package's settings come to more than {} MiB of text (after ${{…}} and env files); an agent's settings are a few KiB",
+                MAX_TEXT >> 20
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The names a package may use for the shared agents network.
@@ -216,8 +250,10 @@ impl At<'_, '_> {
     /// A scalar's text with `${…}` resolved.
     fn text(&self, key: &str, n: &Node) -> Result<String, Refusal> {
         let t = n.as_text().ok_or_else(|| self.wrong(key, n, "a string"))?;
-        resolve(t, self.cx.vars)
-            .map_err(|e| Refusal(format!("{} (line {}): {e}", self.whose(key), n.line)))
+        let out = resolve(t, self.cx.vars, MAX_TEXT)
+            .map_err(|e| Refusal(format!("{} (line {}): {e}", self.whose(key), n.line)))?;
+        self.cx.spend(out.len())?;
+        Ok(out)
     }
 
     fn boolean(&self, key: &str, n: &Node) -> Result<bool, Refusal> {
@@ -707,9 +743,22 @@ fn service(cx: &Context, key: &str, n: &Node) -> Result<Service, Refusal> {
             "ports" => {
                 for p in v.as_seq().ok_or_else(|| at.wrong(k, v, "a list"))? {
                     let p = container_port(&at, p)?;
+                    if p.contains('-') {
+                        return err(format!(
+                            "{}: '{p}' is a range; list the ports the agent serves one by one",
+                            at.whose(k)
+                        ));
+                    }
                     if !s.ports.contains(&p) {
                         s.ports.push(p);
                     }
+                }
+                if s.ports.len() > MAX_PORTS {
+                    return err(format!(
+                        "{}: {} ports; an agent serves at most {MAX_PORTS}",
+                        at.whose(k),
+                        s.ports.len()
+                    ));
                 }
             }
             "expose" => {
@@ -798,7 +847,7 @@ fn build(at: &At, n: &Node) -> Result<Build, Refusal> {
                 })?;
             let get = |k: &str| m.iter().find(|(x, _)| x == k).map(|(_, v)| v);
             let text = |k: &str| get(k).map(|v| at.text("build", v)).transpose();
-            let args = match get("args") {
+            let args: Vec<(String, String)> = match get("args") {
                 Some(a) => at
                     .pairs("build.args", a)?
                     .into_iter()
@@ -806,6 +855,15 @@ fn build(at: &At, n: &Node) -> Result<Build, Refusal> {
                     .collect(),
                 None => vec![],
             };
+            if let Some((k, _)) = args
+                .iter()
+                .find(|(k, _)| k.to_ascii_uppercase().starts_with("BUILDKIT_"))
+            {
+                return err(format!(
+                    "{}: the build arg '{k}' configures BuildKit itself (BUILDKIT_SYNTAX picks a frontend, which runs code); remove it",
+                    at.whose("build.args")
+                ));
+            }
             (
                 text("context")?.unwrap_or_else(|| ".".into()),
                 text("dockerfile")?,
@@ -850,18 +908,21 @@ fn env_files(at: &At, n: &Node) -> Result<Vec<Vec<(String, String)>>, Refusal> {
             .collect::<Result<_, Refusal>>()?,
         _ => return Err(at.wrong("env_file", n, "a path or a list of paths")),
     };
+    if entries.len() > MAX_ENV_FILES {
+        return err(format!(
+            "{}: {} files; at most {MAX_ENV_FILES}",
+            at.whose("env_file"),
+            entries.len()
+        ));
+    }
     let mut out = Vec::new();
     for (p, required) in entries {
         let abs = at.path("env_file", &p, at.cx.dir)?;
-        if std::fs::metadata(&abs).is_ok_and(|m| m.len() > super::yaml::MAX_BYTES as u64) {
-            return err(format!(
-                "{}: '{p}' is larger than {} KiB; an env file holds a few settings",
-                at.whose("env_file"),
-                super::yaml::MAX_BYTES / 1024
-            ));
-        }
-        match std::fs::read_to_string(&abs) {
-            Ok(t) => out.push(parse_dotenv(&t)),
+        match super::package::read_regular(&abs, super::yaml::MAX_BYTES) {
+            Ok(t) => {
+                at.cx.spend(t.len())?;
+                out.push(parse_dotenv(&t))
+            }
             Err(_) if !required => {}
             Err(e) => {
                 return err(format!(
@@ -1065,11 +1126,7 @@ mod tests {
 
     pub fn read_str(text: &str) -> Result<Package, Refusal> {
         let vars = Vars(vec![("OPENAI_API_KEY".into(), "sk-1".into())]);
-        let cx = Context {
-            dir: Path::new("/work/pkg"),
-            vars: &vars,
-            agents_network: "nasiko-network",
-        };
+        let cx = Context::new(Path::new("/work/pkg"), &vars, "nasiko-network");
         read(&super::super::yaml::read(text)?, &cx)
     }
 

@@ -311,11 +311,7 @@ mod tests {
 
     fn pkg(t: &str) -> Result<Package, Refusal> {
         let vars = Vars::default();
-        let cx = Context {
-            dir: Path::new("/work/pkg"),
-            vars: &vars,
-            agents_network: "nasiko-network",
-        };
+        let cx = Context::new(Path::new("/work/pkg"), &vars, "nasiko-network");
         read(&super::super::yaml::read(t)?, &cx)
     }
 

@@ -8,15 +8,42 @@ use super::model::parse_duration_ms;
 use super::policy::Refusal;
 use serde_json::{Map, Value};
 
-/// Parse compose's `config` output (JSON from v2, YAML from v1).
+/// Parse compose's `config` output: JSON from v2; YAML from v1, read by the strict reader so that
+/// a scalar keeps the text compose wrote (PyYAML writes `0o17` plain, which YAML 1.2 would read
+/// as the number 15), with plain `true`/`false`/`null` typed.
 pub fn parse(output: &str) -> Result<Value, Refusal> {
-    serde_json::from_str(output)
-        .or_else(|_| serde_yaml_ng::from_str::<Value>(output))
-        .map_err(|e| {
-            Refusal(format!(
-                "cannot read compose's own reading of the file ({e}); the deploy is refused"
-            ))
-        })
+    if let Ok(v) = serde_json::from_str(output) {
+        return Ok(v);
+    }
+    if let Ok(n) = super::yaml::read(output) {
+        return Ok(to_json(&n));
+    }
+    serde_yaml_ng::from_str::<Value>(output).map_err(|e| {
+        Refusal(format!(
+            "cannot read compose's own reading of the file ({e}); the deploy is refused"
+        ))
+    })
+}
+
+fn to_json(n: &super::yaml::Node) -> Value {
+    use super::yaml::Kind;
+    match &n.kind {
+        Kind::Null => Value::Null,
+        Kind::Scalar { text, .. } => n
+            .as_bool()
+            .map_or_else(|| Value::String(text.clone()), Value::Bool),
+        Kind::Seq(items) => Value::Array(items.iter().map(to_json).collect()),
+        Kind::Map(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+    }
+}
+
+/// A value for a message: at most 200 characters.
+fn short(v: String) -> String {
+    if v.chars().count() <= 200 {
+        v
+    } else {
+        v.chars().take(200).collect::<String>() + "…"
+    }
 }
 
 /// Refuse unless compose's reading `theirs` of `ours` is the same, for compose project `project`.
@@ -25,7 +52,9 @@ pub fn compare(ours: &Value, theirs: &Value, project: &str) -> Result<(), Refusa
     match first_difference(&a, &b, String::new()) {
         None => Ok(()),
         Some((path, x, y)) => Err(Refusal(format!(
-            "compose reads the file the build agent wrote differently at {path}: written {x}, read {y}; the deploy is refused (report this: the policy and compose disagree)"
+            "compose reads the file the build agent wrote differently at {path}: written {}, read {}; the deploy is refused (report this: the policy and compose disagree)",
+            short(x),
+            short(y)
         ))),
     }
 }
@@ -54,6 +83,12 @@ fn first_difference(a: &Value, b: &Value, path: String) -> Option<(String, Strin
             .enumerate()
             .find_map(|(i, (u, v))| first_difference(u, v, format!("{path}[{i}]"))),
         (Value::Number(x), Value::Number(y)) if x.as_f64() == y.as_f64() => None,
+        // a number compose v1 wrote as plain text
+        (Value::Number(x), Value::String(y)) | (Value::String(y), Value::Number(x))
+            if y.parse::<f64>().ok() == x.as_f64() =>
+        {
+            None
+        }
         _ if a == b => None,
         _ => Some((path, a.to_string(), b.to_string())),
     }
@@ -165,7 +200,8 @@ fn canon_service(svc: &Value) -> Value {
             continue;
         }
         let v = match k.as_str() {
-            "mem_limit" | "mem_reservation" | "cpus" | "pids_limit" | "cpu_shares" => number_of(v),
+            "mem_limit" | "memswap_limit" | "mem_reservation" | "cpus" | "pids_limit"
+            | "cpu_shares" => number_of(v),
             "stop_grace_period" => duration_of(v),
             "healthcheck" => {
                 let mut h = v.as_object().cloned().unwrap_or_default();

@@ -35,6 +35,9 @@ pub struct Rendered {
     pub notes: Vec<String>,
 }
 
+/// Docker's own default interval, written out for every service.
+const DEFAULT_HEALTH_INTERVAL_MS: u64 = 30_000;
+
 fn ms(v: u64) -> Value {
     Value::String(format!("{v}ms"))
 }
@@ -268,28 +271,30 @@ fn service(
     if !s.tmpfs.is_empty() {
         put("tmpfs", json!(s.tmpfs));
     }
-    if let Some(h) = &s.healthcheck {
-        let mut m = Map::new();
-        if let Some(t) = &h.test {
-            m.insert("test".into(), json!(t));
-        }
-        for (k, v) in [
-            ("interval", h.interval),
-            ("timeout", h.timeout),
-            ("start_period", h.start_period),
-        ] {
-            if let Some(v) = v {
-                m.insert(k.into(), ms(v));
-            }
-        }
-        if let Some(r) = h.retries {
-            m.insert("retries".into(), json!(r));
-        }
-        if h.disable {
-            m.insert("disable".into(), Value::Bool(true));
-        }
-        put("healthcheck", Value::Object(m));
+    // always an interval: without one the engine takes the image's (a Dockerfile's
+    // `HEALTHCHECK --interval=1ms` would exec into the container without pause)
+    let h = s.healthcheck.clone().unwrap_or_default();
+    let mut m = Map::new();
+    if let Some(t) = &h.test {
+        m.insert("test".into(), json!(t));
     }
+    let interval = (!h.disable).then(|| h.interval.unwrap_or(DEFAULT_HEALTH_INTERVAL_MS));
+    for (k, v) in [
+        ("interval", interval),
+        ("timeout", h.timeout),
+        ("start_period", h.start_period),
+    ] {
+        if let Some(v) = v {
+            m.insert(k.into(), ms(v));
+        }
+    }
+    if let Some(r) = h.retries {
+        m.insert("retries".into(), json!(r));
+    }
+    if h.disable {
+        m.insert("disable".into(), Value::Bool(true));
+    }
+    put("healthcheck", Value::Object(m));
     for (k, v) in [
         ("working_dir", &s.working_dir),
         ("user", &s.user),
@@ -317,6 +322,8 @@ fn service(
     }
     if let Some(m) = c.memory {
         put("mem_limit", json!(m));
+        // no swap beyond the cap
+        put("memswap_limit", json!(m));
     }
     if let Some(r) = s.mem_reservation {
         put("mem_reservation", json!(r));
@@ -374,11 +381,7 @@ mod tests {
 
     fn rendered(agent: &str, compose: &str) -> Value {
         let vars = Vars::default();
-        let cx = Context {
-            dir: Path::new("/work/pkg"),
-            vars: &vars,
-            agents_network: "nasiko-network",
-        };
+        let cx = Context::new(Path::new("/work/pkg"), &vars, "nasiko-network");
         let pkg = read(&super::super::yaml::read(compose).unwrap(), &cx).unwrap();
         let limits = AgentLimits {
             memory: "1g".into(),
@@ -440,6 +443,7 @@ mod tests {
         );
         assert_eq!(e["environment"]["PRICE"], "5$$", "a literal $ is escaped");
         assert_eq!(e["security_opt"], json!(["no-new-privileges:true"]));
+        assert_eq!(e["healthcheck"]["interval"], "30000ms", "never the image's");
         let d = &doc["services"]["db_1"];
         assert_eq!(d["container_name"], "agentdep-me_db-1");
         assert!(d["networks"].get("nasiko-network").is_none());
