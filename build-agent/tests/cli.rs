@@ -1,5 +1,6 @@
 //! The developer commands' contract with scripts: `names` prints what the daemon itself uses and
-//! refuses what its rule refuses (exit 2); a Redis that does not answer is exit 69, "try later".
+//! refuses what its rule refuses (exit 2); a Redis that does not answer is exit 69, "try later";
+//! `plan` refuses every hostile package before any docker command (none is on its PATH here).
 
 use std::process::Command;
 
@@ -65,4 +66,49 @@ fn a_redis_that_does_not_answer_is_exit_69_and_says_what_to_set() {
     ]);
     assert_eq!(o.status.code(), Some(69));
     assert!(String::from_utf8_lossy(&o.stderr).contains("REDIS_HOST"));
+}
+
+#[test]
+fn plan_refuses_every_hostile_package_before_any_docker_command() {
+    let cases = nasiko_tests::agents::hostile_corpus();
+    assert!(cases.len() >= 100, "the corpus shrank: {}", cases.len());
+    let root = nasiko_tests::agents::AgentsRoot::new();
+    // no docker and no compose to run: a refusal that needed one would say so instead
+    let empty = root.path.join("no-docker");
+    std::fs::create_dir_all(&empty).unwrap();
+    for (i, (case, needle)) in cases.iter().enumerate() {
+        let a = format!("hostile{i}");
+        root.add(&format!("hostile/{case}"), &a, "v1", None);
+        let dir = root.path.join(&a).join("v1");
+        let out = Command::new(env!("CARGO_BIN_EXE_build-agent"))
+            .args(["plan", dir.to_str().unwrap(), "--name", &a])
+            .env("PATH", &empty)
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("build-agent runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{case}: plan did not refuse it: {err}"
+        );
+        assert!(
+            err.contains(needle.as_str()),
+            "{case}: wanted '{needle}', got: {err}"
+        );
+    }
+    // a package that passes goes on to compose, which is not there: so it is not refused early
+    root.add("compose-agents-net", "fine", "v1", None);
+    let out = Command::new(env!("CARGO_BIN_EXE_build-agent"))
+        .args([
+            "plan",
+            root.path.join("fine/v1").to_str().unwrap(),
+            "--name",
+            "fine",
+        ])
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("neither `docker compose`"), "{err}");
 }

@@ -813,29 +813,11 @@ async fn a_build_agent_killed_mid_build_resumes_the_job_and_completes_it_once() 
     assert_eq!(completed, 1);
 }
 
-/// The hostile corpus (tests/agents/hostile/): every package, with the words its refusal must
-/// have in `refused-because`.
-fn hostile_corpus() -> Vec<(String, String)> {
-    let dir = nasiko_tests::agents::samples_dir().join("hostile");
-    let mut cases: Vec<(String, String)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let needle = std::fs::read_to_string(e.path().join("refused-because"))
-                .unwrap_or_else(|_| panic!("{name} has no refused-because"));
-            (name, needle.trim().to_string())
-        })
-        .collect();
-    cases.sort();
-    cases
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_packages_are_refused_by_plan_and_by_a_deploy_before_any_docker_command() {
+async fn hostile_packages_are_refused_by_a_deploy_before_any_docker_command() {
+    // (tests/cli.rs: the same corpus through `plan` with no docker on PATH)
     ensure_busybox_image();
-    let cases = hostile_corpus();
+    let cases = nasiko_tests::agents::hostile_corpus();
     assert!(cases.len() >= 100, "the corpus shrank: {}", cases.len());
     let net = TestNet::new();
     let h = Harness::new(&net.name).await;
@@ -860,24 +842,6 @@ async fn hostile_packages_are_refused_by_plan_and_by_a_deploy_before_any_docker_
     agents.push((a, path, "giant".into(), "at most 256 KiB".into()));
     let names: Vec<&str> = agents.iter().map(|(a, ..)| a.as_str()).collect();
     let _clean = AgentCleanup::new(&names);
-    for (a, _, case, needle) in &agents {
-        let dir = h.root.path.join(a).join("v1.0.0");
-        let out = h
-            .command("c1")
-            .args(["plan", dir.to_str().unwrap(), "--name", a])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{case}: plan did not refuse it: {err}"
-        );
-        assert!(
-            err.contains(needle.as_str()),
-            "{case}: wanted '{needle}', got: {err}"
-        );
-    }
     // deploys of every one, then a healthy package: the build agent survives them all
     let _w = h.spawn("c1");
     for (a, path, ..) in &agents {

@@ -32,6 +32,25 @@ pub fn add_package(
     format!("/app/agents/{agent}/{version}")
 }
 
+/// The hostile corpus (tests/agents/hostile/): every package's folder name, with the words its
+/// refusal must have (its `refused-because`), sorted.
+pub fn hostile_corpus() -> Vec<(String, String)> {
+    let dir = samples_dir().join("hostile");
+    let mut cases: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .expect("tests/agents/hostile")
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let needle = std::fs::read_to_string(e.path().join("refused-because"))
+                .unwrap_or_else(|_| panic!("{name} has no refused-because"));
+            (name, needle.trim().to_string())
+        })
+        .collect();
+    cases.sort();
+    cases
+}
+
 pub fn samples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("agents")
 }
