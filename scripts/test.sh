@@ -6,9 +6,12 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-Usage: scripts/test.sh [--no-install]
+Usage: scripts/test.sh [--no-install] [--fast]
 
 Runs formatting and lint checks and the whole test suite of the workspace.
+  --fast         the fast tier: fmt, clippy and the tests that need no Docker engine, Redis or
+                 images (unit tests, the Kong emulator's conformance, the Kubernetes discovery,
+                 the build agent's commands and its hostile corpus); about a minute once built
   --no-install   do not apt-get install missing tools; fail naming them instead
   --first-run    first prove the README's first command on a fresh machine: remove the stack's
                  images, the packages it installs and the compose v2 plugin, run
@@ -19,12 +22,14 @@ USAGE
 }
 
 install=1
+fast=0
 first_run="${CI:+1}"
 for arg in "$@"; do
   case "$arg" in
     -h|--help) usage; exit 0 ;;
     --no-install) install=0 ;;
     --first-run) first_run=1 ;;
+    --fast) fast=1 ;;
     *) echo "test.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -35,6 +40,19 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 command -v cargo >/dev/null || die "cargo is not installed; install Rust (rustup) first"
+
+if [ "$fast" = 1 ]; then
+  echo "== fast tier: cargo fmt --check, clippy, tests without Docker"
+  cargo fmt --all -- --check
+  cargo clippy --workspace --all-targets -q -- -D warnings
+  cargo test --workspace -q --lib --bins
+  cargo test -q -p nasiko-tests --test kong_conformance
+  cargo test -q -p registry-sidecar --test k8s_discovery
+  cargo test -q -p build-agent --test cli
+  echo "test.sh: the fast tier is green (scripts/test.sh runs everything)"
+  exit 0
+fi
+
 check_docker
 
 # The README's first command, from what a fresh machine has: none of the stack's images, none of
