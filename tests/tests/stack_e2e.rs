@@ -813,3 +813,102 @@ async fn the_dbless_stack_comes_up_and_routes_an_agent_through_declarative_pushe
     ]);
     assert!(left.is_empty(), "containers left: {left}");
 }
+
+/// `local-up.sh` refuses an admin bind address off loopback (issue 20, item 6), from the
+/// environment or from the settings file, before it builds or starts anything, and says what to
+/// do instead.
+#[test]
+fn local_up_refuses_to_publish_the_admin_api_off_loopback() {
+    let project = unique("adminbind").replace('-', "");
+    let dir = std::env::temp_dir().join(&project);
+    std::fs::create_dir_all(&dir).unwrap();
+    // should local-up.sh start anything after all, it is taken down and its folder removed
+    struct Gone(std::path::PathBuf, String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let p = format!("label=com.docker.compose.project={}", self.1);
+            for kind in [["ps", "-aq"], ["network", "ls"], ["volume", "ls"]] {
+                let mut args = kind.to_vec();
+                if kind[0] != "ps" {
+                    args.push("-q");
+                }
+                args.extend(["--filter", &p]);
+                for id in docker_ok(&args).split_whitespace() {
+                    match kind[0] {
+                        "ps" => docker(&["rm", "-f", "-v", id]),
+                        k => docker(&[k, "rm", id]),
+                    };
+                }
+            }
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _gone = Gone(dir.clone(), project.clone());
+    let free = nasiko_tests::process::free_port;
+    let example = std::fs::read_to_string(
+        nasiko_tests::stack::repo_root().join("compose-templates/nasiko.env.example"),
+    )
+    .unwrap();
+    assert!(
+        example.contains("\nNASIKO_ADMIN_BIND_ADDRESS=127.0.0.1\n"),
+        "nasiko.env.example has no NASIKO_ADMIN_BIND_ADDRESS=127.0.0.1"
+    );
+    let settings = |admin: &str| {
+        let mut env = String::new();
+        for line in example.lines() {
+            let line = match line.split('=').next().unwrap_or("") {
+                "NASIKO_PROJECT" => format!("NASIKO_PROJECT={project}"),
+                "NASIKO_NETWORK" => format!("NASIKO_NETWORK={project}-net"),
+                "NASIKO_PLATFORM_NETWORK" => format!("NASIKO_PLATFORM_NETWORK={project}-core"),
+                "NASIKO_AGENTS_DIR" => format!("NASIKO_AGENTS_DIR={}", dir.join("a").display()),
+                "NASIKO_WORK_DIR" => format!("NASIKO_WORK_DIR={}", dir.join("w").display()),
+                "NASIKO_ADMIN_BIND_ADDRESS" => format!("NASIKO_ADMIN_BIND_ADDRESS={admin}"),
+                k if k.starts_with("NASIKO_PORT_") => format!("{k}={}", free()),
+                _ => line.replace("=GENERATE", "=test-secret"),
+            };
+            env.push_str(&line);
+            env.push('\n');
+        }
+        let f = dir.join(format!("env-{admin}"));
+        std::fs::write(&f, env).unwrap();
+        f
+    };
+    let up = |env_file: &std::path::Path, from_env: Option<&str>| {
+        let mut c = std::process::Command::new(
+            nasiko_tests::stack::repo_root().join("scripts/local-up.sh"),
+        );
+        c.args(["--standalone", "--no-build", "--env-file"])
+            .arg(env_file)
+            .env_remove("NASIKO_PROJECT")
+            .env_remove("NASIKO_BIND_ADDRESS")
+            .env_remove("NASIKO_ADMIN_BIND_ADDRESS");
+        if let Some(a) = from_env {
+            c.env("NASIKO_ADMIN_BIND_ADDRESS", a);
+        }
+        c.output().unwrap()
+    };
+    for (file_value, env_value, shown) in [
+        ("127.0.0.1", Some("0.0.0.0"), "0.0.0.0"),
+        ("192.0.2.1", None, "192.0.2.1"),
+        ("127.0.0.1", Some("::"), "::"),
+    ] {
+        let o = up(&settings(file_value), env_value);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "local-up.sh accepted {shown}: {err}");
+        for words in [
+            format!("NASIKO_ADMIN_BIND_ADDRESS={shown} "),
+            "is not a loopback address".to_string(),
+            "Set NASIKO_ADMIN_BIND_ADDRESS=127.0.0.1".to_string(),
+            "NASIKO_BIND_ADDRESS=0.0.0.0 instead".to_string(),
+        ] {
+            assert!(err.contains(&words), "{shown}: no '{words}' in: {err}");
+        }
+        let left = docker_ok(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+        ]);
+        assert!(left.is_empty(), "{shown}: containers started: {left}");
+    }
+}
