@@ -164,3 +164,48 @@ agent_name_of() {
     route) cut -f6 <<<"$line" ;;
   esac
 }
+
+# The published ports that control the platform, as "service:container-port": Kong's Admin API,
+# Kong Manager and the Admin API's TLS port, the registry sidecar's API, Redis (the build agent's
+# job stream, no password) and Konga (an admin UI of Kong). The stack files bind them to
+# NASIKO_ADMIN_BIND_ADDRESS, which must be a loopback address.
+admin_ports="kong-gateway:8001 kong-gateway:8003 kong-gateway:8444 kong-service-registry:8080 redis:6379 konga:1337"
+
+# Is $1 a loopback address (127.0.0.0/8, ::1)?
+is_loopback() {
+  [[ "$1" =~ ^127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ || "$1" == "::1" || "$1" == "[::1]" ]]
+}
+
+# The ports a stack publishes as compose resolves them: reads `config` output (compose v2's YAML
+# or v1's) on stdin, prints "service host_ip published target" per port, host_ip "-" when compose
+# publishes it on all interfaces (and published "-" when the engine picks the host port).
+published_ports() {
+  awk '
+    function unq(s) { gsub(/^["\047]|["\047]$/, "", s); return s }
+    function out() { if (item) print svc, (ip == "" ? "-" : ip), (pub == "" ? "-" : pub), tgt; item = 0; ip = pub = tgt = "" }
+    function kv(s,  k) { k = s; sub(/:.*/, "", k); sub(/^[^:]*:[ ]*/, "", s); s = unq(s)
+      if (k == "host_ip") ip = s; else if (k == "published") pub = s; else if (k == "target") tgt = s }
+    function short(s,  n, a, i) { s = unq(s); sub(/\/[a-z]+$/, "", s); n = split(s, a, ":")
+      tgt = a[n]; if (n >= 2) pub = a[n - 1]
+      for (i = 1; i <= n - 2; i++) ip = ip (i > 1 ? ":" : "") a[i]
+      item = 1; out() }
+    /^[^ ]/ { out(); insvc = ($0 ~ /^services:/); inports = 0; next }
+    !insvc { next }
+    /^  [^ ][^:]*:[ ]*$/ { out(); svc = $1; sub(/:$/, "", svc); inports = 0; next }
+    /^    [^ -]/ { out(); inports = ($1 == "ports:"); next }
+    !inports { next }
+    /^ *- / { out(); s = $0; sub(/^ *- */, "", s); if (s ~ /^[a-z_]+:( |$)/) { item = 1; kv(s) } else short(s); next }
+    item { s = $0; sub(/^ */, "", s); kv(s) }
+    END { out() }
+  '
+}
+
+# Of the published_ports lines on stdin, those of admin ports (admin_ports) on an address that is
+# not loopback ("-" is every interface).
+admin_ports_off_loopback() {
+  local svc ip pub tgt
+  while read -r svc ip pub tgt; do
+    [[ " $admin_ports " == *" $svc:$tgt "* ]] || continue
+    is_loopback "$ip" || echo "$svc $ip $pub $tgt"
+  done
+}

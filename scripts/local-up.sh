@@ -109,6 +109,14 @@ case "${NASIKO_KONG_DATABASE:-postgres}" in
   *) die "NASIKO_KONG_DATABASE=${NASIKO_KONG_DATABASE} is not a Kong database mode this stack runs; use postgres or off" ;;
 esac
 export NASIKO_KONG_DATABASE="${NASIKO_KONG_DATABASE:-postgres}"
+# The ports that control the platform (lib.sh admin_ports) are this machine's only, whatever
+# NASIKO_BIND_ADDRESS opens.
+admin_bind="${NASIKO_ADMIN_BIND_ADDRESS:-127.0.0.1}"
+is_loopback "$admin_bind" || die "NASIKO_ADMIN_BIND_ADDRESS=$admin_bind (from the environment or $env_file) is not a loopback address. \
+The gateway's Admin API, Kong Manager, the registry sidecar's API, Redis and Konga are published there, and whoever reaches \
+them rewrites the gateway's routes or queues builds on this Docker host. Set NASIKO_ADMIN_BIND_ADDRESS=127.0.0.1 (or remove it). \
+To open the gateway's proxy to the network, set NASIKO_BIND_ADDRESS=0.0.0.0 instead; to use the Admin API from another \
+machine, tunnel to it: ssh -L ${NASIKO_PORT_KONG_ADMIN:-9101}:127.0.0.1:${NASIKO_PORT_KONG_ADMIN:-9101} $(hostname)"
 
 # 3. full or standalone
 pulled_images() {
@@ -185,6 +193,18 @@ compose() { "${COMPOSE[@]}" -p "$project" "${files[@]}" "$@"; }
 platform_net="${NASIKO_PLATFORM_NETWORK:-nasiko-core}" agents_net="${NASIKO_NETWORK:-nasiko-network}"
 [[ "$platform_net" < "$agents_net" ]] || die "NASIKO_PLATFORM_NETWORK ($platform_net) must sort before NASIKO_NETWORK ($agents_net): Docker publishes Kong's admin port on the first network by name. Rename one of them in $env_file"
 [ "$mode" = full ] && [ "${COMPOSE[*]}" != "docker compose" ] && die "the full platform needs compose v2 (docker compose); install it (as root this script does) and re-run"
+
+# the same, read from compose's own resolution of the stack: a checkout's .env, which compose
+# reads itself, or a changed stack file, may publish them elsewhere
+check_admin_binds() {
+  local out bad
+  out="$(compose config 2>&1)" || { echo "$out" >&2; die "compose cannot read the stack (above)"; }
+  bad="$(published_ports <<<"$out" | admin_ports_off_loopback | awk '{printf " %s:%s on %s (host port %s);", $1, $4, ($2 == "-" ? "every interface" : $2), $3}')"
+  [ -z "$bad" ] || die "compose would publish ports that control the platform off loopback:$bad \
+bind them to \${NASIKO_ADMIN_BIND_ADDRESS:-127.0.0.1}, and look for a NASIKO_ADMIN_BIND_ADDRESS that compose reads itself (e.g. in ${checkout:-the project folder}/.env)"
+  echo "    the Admin API and the sidecar's API on $admin_bind; the proxy on ${NASIKO_BIND_ADDRESS:-127.0.0.1}"
+}
+step "checking what the stack publishes" check_admin_binds
 
 # 4. ports: free, or already ours
 check_ports() {

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod backend;
 pub mod checkout;
 pub mod docker;
+pub mod fence;
 pub mod http;
 pub mod k8s_api;
 pub mod kong;

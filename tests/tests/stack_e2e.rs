@@ -3,14 +3,16 @@
 //! the backend queues it, built, deployed, routed and answering through the gateway; updated;
 //! removed; then the fault runs; then local-down.sh leaves nothing behind.
 
-use nasiko_tests::docker::{docker, docker_ok};
+use nasiko_tests::docker::{docker, docker_ok, unique};
+use nasiko_tests::fence::{self, show, Target};
 use nasiko_tests::http::HttpClient;
 use nasiko_tests::process::wait_for;
 use nasiko_tests::stack::Stack;
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -49,6 +51,164 @@ fn standin_calls(stack: &Stack) -> Vec<Value> {
         .as_array()
         .unwrap()
         .clone()
+}
+
+/// What answered, minus what may: "host:port" of every target that answered and should not have.
+fn unexpected(open: &BTreeSet<String>, allowed: &[String]) -> Vec<String> {
+    open.iter()
+        .filter(|t| !allowed.contains(t))
+        .cloned()
+        .collect()
+}
+
+/// The fence tried by address (issue 20, item 7), around the deployed agent `agent-{real}`:
+/// - from inside the agent, every IPv4 address of every container of the stack (all its
+///   networks) on the ports it exposes and the platform's known ports, and the host (the
+///   gateways of the agent's, the agents' and the platform's networks and of the default bridge,
+///   and the host's own addresses) on every port the stack publishes and on 2375/2376;
+/// - the platform's names and the containers' names on all those ports, from a twin of the agent
+///   on the same networks (its resolver never asks off this machine; see `fence`);
+/// - the same addresses from a build's `RUN` (tests/agents/build-probe), deployed through the
+///   stack, which writes what answered into the image.
+///
+/// Only the gateway's proxy (its address on the agents' network and `kong-gateway`, port 8000)
+/// may answer, and it must: a probe that connects nowhere proves nothing. The build proves the
+/// same with a listener of the test's on the default bridge. Returns the build probe's agent name.
+async fn the_fence_holds_by_address(stack: &Stack, real: &str) -> String {
+    let (_listener, listener_ip, bridge_gateway) = fence::bridge_listener();
+    let plan = fence::Plan::new(stack, &format!("agent-{real}"), &bridge_gateway);
+    let platform_targets = plan.platform_targets();
+    let mut by_address: BTreeSet<Target> = platform_targets.clone();
+    by_address.extend(plan.host_targets());
+    // not vacuous: every platform address, and the networks' gateways on the admin port
+    for c in &plan.platform {
+        assert!(!c.addresses.is_empty(), "{} has no address", c.name);
+        for (net, ip) in &c.addresses {
+            assert!(
+                by_address.contains(&(ip.clone(), 8001)),
+                "{}'s address on {net} is not tried",
+                c.name
+            );
+        }
+    }
+    assert!(plan.network_gateways.len() >= 2, "{plan:?}");
+    for g in plan
+        .network_gateways
+        .iter()
+        .chain(plan.agent.gateways.iter().map(|(_, g)| g))
+        .chain([&bridge_gateway])
+    {
+        for p in [
+            stack.proxy_port,
+            stack.admin_port,
+            stack.registry_port,
+            2375,
+        ] {
+            assert!(
+                by_address.contains(&(g.clone(), p)),
+                "the host's {g}:{p} is not tried"
+            );
+        }
+    }
+    let t0 = Instant::now();
+    let from_agent = fence::probe_from(&plan.agent.name, &by_address);
+    let agent_time = t0.elapsed();
+
+    let names = plan.name_targets();
+    let t0 = Instant::now();
+    let from_twin = {
+        let twin = fence::name_twin(&plan.agent);
+        fence::probe_from(&twin.0, &names)
+    };
+    let twin_time = t0.elapsed();
+
+    // a build: the same addresses, and the listener that proves the build's probe connects
+    let probe = format!("probe{}", std::process::id());
+    let path = stack.add_package("build-probe", &probe, "v1.0.0");
+    let mut by_build = by_address.clone();
+    let listener: Target = (listener_ip, 5000);
+    by_build.insert(listener.clone());
+    std::fs::write(
+        stack.agents_dir.join(&probe).join("v1.0.0/targets"),
+        // a line of its own per run: no build cache answers for this build
+        format!("# {}\n{}", unique("run"), fence::target_lines(&by_build)),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    stack.queue(&probe, &path, "v1.0.0", None);
+    wait_status(stack, &probe, "completed").await;
+    let build_time = t0.elapsed();
+    let from_build = fence::parse_probe(&docker_ok(&[
+        "exec",
+        &format!("agent-{probe}"),
+        "cat",
+        "/probe.txt",
+    ]));
+
+    println!(
+        "fence: from the agent {} targets in {agent_time:?}, answered: {:?}",
+        by_address.len(),
+        from_agent.open
+    );
+    println!(
+        "fence: names from the agent's twin {} targets in {twin_time:?}, answered: {:?}",
+        names.len(),
+        from_twin.open
+    );
+    println!(
+        "fence: from a build {} targets (queued -> completed {build_time:?}), answered: {:?}",
+        by_build.len(),
+        from_build.open
+    );
+    let mut failures = vec![];
+    let proxy = show(&plan.proxy);
+    let mut check = |who: &str, got: &fence::Probed, tried: usize, must: &str, may: &[String]| {
+        if got.tried != Some(tried) {
+            failures.push(format!("{who}: tried {:?} of {tried} targets", got.tried));
+        }
+        if !got.open.contains(must) {
+            failures.push(format!(
+                "{who}: {must} did not answer: the probe proves nothing"
+            ));
+        }
+        let bad = unexpected(&got.open, may);
+        if !bad.is_empty() {
+            failures.push(format!("{who}: answered and must not: {}", bad.join(" ")));
+        }
+    };
+    check(
+        "from the agent",
+        &from_agent,
+        by_address.len(),
+        &proxy,
+        std::slice::from_ref(&proxy),
+    );
+    check(
+        "names, from the agent's twin",
+        &from_twin,
+        names.len(),
+        "kong-gateway:8000",
+        &[
+            "kong-gateway:8000".to_string(),
+            format!("{}:8000", plan.gateway_container()),
+        ],
+    );
+    check(
+        "from a build",
+        &from_build,
+        by_build.len(),
+        &show(&listener),
+        &[show(&listener)],
+    );
+    assert!(
+        failures.is_empty(),
+        "the fence (the stack's host ports: proxy {}, admin {}, registry {}):\n{}",
+        stack.proxy_port,
+        stack.admin_port,
+        stack.registry_port,
+        failures.join("\n")
+    );
+    probe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,6 +382,9 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         !nets.contains(&format!("\"{}\"", stack.network)),
         "redis is on the agents' network: {nets}"
     );
+    // the fence by address (issue 20): every platform address and the host, from the agent, its
+    // twin (names) and a build
+    let probe = the_fence_holds_by_address(&stack, &real).await;
 
     // 7. an update replaces it while requests keep flowing
     let ok = Arc::new(AtomicU64::new(0));
@@ -573,7 +736,7 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         &format!("label=com.docker.compose.project={project}"),
     ]);
     assert!(vols.is_empty(), "volumes left: {vols}");
-    for n in names.iter().chain([&name, &slow, &late]) {
+    for n in names.iter().chain([&name, &slow, &late, &probe]) {
         assert!(
             !docker(&["inspect", &format!("agent-{n}")]).status.success(),
             "agent-{n} left"
@@ -649,4 +812,103 @@ async fn the_dbless_stack_comes_up_and_routes_an_agent_through_declarative_pushe
         &format!("label=com.docker.compose.project={project}"),
     ]);
     assert!(left.is_empty(), "containers left: {left}");
+}
+
+/// `local-up.sh` refuses an admin bind address off loopback (issue 20, item 6), from the
+/// environment or from the settings file, before it builds or starts anything, and says what to
+/// do instead.
+#[test]
+fn local_up_refuses_to_publish_the_admin_api_off_loopback() {
+    let project = unique("adminbind").replace('-', "");
+    let dir = std::env::temp_dir().join(&project);
+    std::fs::create_dir_all(&dir).unwrap();
+    // should local-up.sh start anything after all, it is taken down and its folder removed
+    struct Gone(std::path::PathBuf, String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let p = format!("label=com.docker.compose.project={}", self.1);
+            for kind in [["ps", "-aq"], ["network", "ls"], ["volume", "ls"]] {
+                let mut args = kind.to_vec();
+                if kind[0] != "ps" {
+                    args.push("-q");
+                }
+                args.extend(["--filter", &p]);
+                for id in docker_ok(&args).split_whitespace() {
+                    match kind[0] {
+                        "ps" => docker(&["rm", "-f", "-v", id]),
+                        k => docker(&[k, "rm", id]),
+                    };
+                }
+            }
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _gone = Gone(dir.clone(), project.clone());
+    let free = nasiko_tests::process::free_port;
+    let example = std::fs::read_to_string(
+        nasiko_tests::stack::repo_root().join("compose-templates/nasiko.env.example"),
+    )
+    .unwrap();
+    assert!(
+        example.contains("\nNASIKO_ADMIN_BIND_ADDRESS=127.0.0.1\n"),
+        "nasiko.env.example has no NASIKO_ADMIN_BIND_ADDRESS=127.0.0.1"
+    );
+    let settings = |admin: &str| {
+        let mut env = String::new();
+        for line in example.lines() {
+            let line = match line.split('=').next().unwrap_or("") {
+                "NASIKO_PROJECT" => format!("NASIKO_PROJECT={project}"),
+                "NASIKO_NETWORK" => format!("NASIKO_NETWORK={project}-net"),
+                "NASIKO_PLATFORM_NETWORK" => format!("NASIKO_PLATFORM_NETWORK={project}-core"),
+                "NASIKO_AGENTS_DIR" => format!("NASIKO_AGENTS_DIR={}", dir.join("a").display()),
+                "NASIKO_WORK_DIR" => format!("NASIKO_WORK_DIR={}", dir.join("w").display()),
+                "NASIKO_ADMIN_BIND_ADDRESS" => format!("NASIKO_ADMIN_BIND_ADDRESS={admin}"),
+                k if k.starts_with("NASIKO_PORT_") => format!("{k}={}", free()),
+                _ => line.replace("=GENERATE", "=test-secret"),
+            };
+            env.push_str(&line);
+            env.push('\n');
+        }
+        let f = dir.join(format!("env-{admin}"));
+        std::fs::write(&f, env).unwrap();
+        f
+    };
+    let up = |env_file: &std::path::Path, from_env: Option<&str>| {
+        let mut c = std::process::Command::new(
+            nasiko_tests::stack::repo_root().join("scripts/local-up.sh"),
+        );
+        c.args(["--standalone", "--no-build", "--env-file"])
+            .arg(env_file)
+            .env_remove("NASIKO_PROJECT")
+            .env_remove("NASIKO_BIND_ADDRESS")
+            .env_remove("NASIKO_ADMIN_BIND_ADDRESS");
+        if let Some(a) = from_env {
+            c.env("NASIKO_ADMIN_BIND_ADDRESS", a);
+        }
+        c.output().unwrap()
+    };
+    for (file_value, env_value, shown) in [
+        ("127.0.0.1", Some("0.0.0.0"), "0.0.0.0"),
+        ("192.0.2.1", None, "192.0.2.1"),
+        ("127.0.0.1", Some("::"), "::"),
+    ] {
+        let o = up(&settings(file_value), env_value);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "local-up.sh accepted {shown}: {err}");
+        for words in [
+            format!("NASIKO_ADMIN_BIND_ADDRESS={shown} "),
+            "is not a loopback address".to_string(),
+            "Set NASIKO_ADMIN_BIND_ADDRESS=127.0.0.1".to_string(),
+            "NASIKO_BIND_ADDRESS=0.0.0.0 instead".to_string(),
+        ] {
+            assert!(err.contains(&words), "{shown}: no '{words}' in: {err}");
+        }
+        let left = docker_ok(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+        ]);
+        assert!(left.is_empty(), "{shown}: containers started: {left}");
+    }
 }
