@@ -692,7 +692,7 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
     for a in &names {
         assert_eq!(routable(a), 1, "{a}: one routable container");
         assert!(
-            !exists(&nasiko_contract::standby_container(&a)),
+            !exists(&nasiko_contract::standby_container(a)),
             "{a}: a stand-by is left"
         );
     }
@@ -1091,5 +1091,5 @@ async fn ways_in_closed_without_a_refusal_are_closed_on_the_running_container() 
     let cpu = c["HostConfig"]["NanoCpus"].as_u64().unwrap()
         + hc_helper["HostConfig"]["NanoCpus"].as_u64().unwrap();
     assert!(mem <= 1 << 30 && mem > 1000 << 20, "{mem}");
-    assert!(cpu <= 500_000_000 && cpu >= 490_000_000, "{cpu}");
+    assert!((490_000_000..=500_000_000).contains(&cpu), "{cpu}");
 }

@@ -500,6 +500,7 @@ impl Deployer {
         }
         // the stand-by gets the agent's own container's caps
         args.extend(["--security-opt".into(), "no-new-privileges:true".into()]);
+        args.extend(["--cap-drop".into(), "NET_RAW".into()]);
         let entry = policy::entry_service(&p.package, &job.agent).ok()?;
         let i = p.package.services.iter().position(|s| s.key == entry.key)?;
         let caps = policy::caps(&p.package, &self.cfg.limits).ok()?[i];

@@ -248,7 +248,8 @@ mod tests {
             // SAFETY: mkfifo on a path we own, no memory handed over.
             assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         }
-        let cases: [(&str, fn(&Path)); 3] = [
+        type Make = fn(&Path);
+        let cases: [(&str, Make); 3] = [
             ("a file link", file_link),
             ("a folder link", folder_link),
             ("a FIFO", fifo),

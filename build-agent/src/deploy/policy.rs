@@ -420,7 +420,7 @@ mod tests {
         let cpus: f64 = c.iter().map(|c| c.cpus.unwrap()).sum();
         assert!(cpus <= 0.5 && cpus > 0.45, "{cpus}");
         let pids: u64 = c.iter().map(|c| c.pids.unwrap()).sum();
-        assert!(pids <= 512 && pids >= 510, "{pids}");
+        assert!((510..=512).contains(&pids), "{pids}");
         let e = caps(
             &pkg("services: {a: {build: ., cpus: 0.4}, b: {image: x, cpus: 0.4}}").unwrap(),
             &limits(),

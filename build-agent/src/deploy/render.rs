@@ -317,9 +317,15 @@ fn service(
             put(k, Value::Bool(v));
         }
     }
-    if !s.cap_drop.is_empty() {
-        put("cap_drop", json!(s.cap_drop));
+    // no raw sockets: no ARP or packet spoofing on the agents network
+    let mut cap_drop = s.cap_drop.clone();
+    if !cap_drop
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case("NET_RAW") || c.eq_ignore_ascii_case("ALL"))
+    {
+        cap_drop.push("NET_RAW".into());
     }
+    put("cap_drop", json!(cap_drop));
     if let Some(m) = c.memory {
         put("mem_limit", json!(m));
         // no swap beyond the cap
@@ -444,6 +450,7 @@ mod tests {
         assert_eq!(e["environment"]["PRICE"], "5$$", "a literal $ is escaped");
         assert_eq!(e["security_opt"], json!(["no-new-privileges:true"]));
         assert_eq!(e["healthcheck"]["interval"], "30000ms", "never the image's");
+        assert_eq!(e["cap_drop"], json!(["NET_RAW"]));
         let d = &doc["services"]["db_1"];
         assert_eq!(d["container_name"], "agentdep-me_db-1");
         assert!(d["networks"].get("nasiko-network").is_none());
