@@ -131,10 +131,11 @@ fn walk_in(
     Ok(())
 }
 
-/// The hash of one file seen in a walk, folded into the tree's in walk (sorted) order.
-fn fold(h: &mut Fnv, rel: &Path, len: u64, content: Fnv) {
+/// The hash of one file seen in a walk, folded into the tree's in walk (sorted) order; whether it
+/// is executable counts (a `COPY` keeps the mode).
+fn fold(h: &mut Fnv, rel: &Path, mode: u32, len: u64, content: Fnv) {
     h.write(rel.to_string_lossy().as_bytes());
-    h.write(&[0]);
+    h.write(&[0, u8::from(mode & 0o111 != 0)]);
     h.write(&len.to_le_bytes());
     h.write(&content.0.to_le_bytes());
 }
@@ -158,12 +159,21 @@ fn stream(
     }
 }
 
+fn mode_of(f: &File, rel: &Path) -> Result<u32, DeployError> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(f.metadata()
+        .map_err(|e| unreadable(rel, e))?
+        .permissions()
+        .mode())
+}
+
 /// 16 hex digits over every file's path and content.
 pub fn content_hash(dir: &Path) -> Result<String, DeployError> {
     let mut h = Fnv::new();
     walk(dir, &mut |rel, f| {
+        let mode = mode_of(&f, rel)?;
         let (len, c) = stream(f, rel, &mut |_| Ok(()))?;
-        fold(&mut h, rel, len, c);
+        fold(&mut h, rel, mode, len, c);
         Ok(())
     })?;
     Ok(format!("{:016x}", h.0))
@@ -181,11 +191,17 @@ pub fn copy_tree(src: &Path, dest: &Path) -> Result<String, DeployError> {
         if let Some(p) = to.parent() {
             std::fs::create_dir_all(p).map_err(|e| unwritable(p, e))?;
         }
-        let mut out = File::create(&to).map_err(|e| unwritable(&to, e))?;
+        let mode = mode_of(&f, rel)?;
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode & 0o755)
+            .open(&to)
+            .map_err(|e| unwritable(&to, e))?;
         let (len, c) = stream(f, rel, &mut |chunk| {
             out.write_all(chunk).map_err(|e| unwritable(&to, e))
         })?;
-        fold(&mut h, rel, len, c);
+        fold(&mut h, rel, mode, len, c);
         Ok(())
     })?;
     let _ = std::fs::remove_dir_all(dest);
@@ -237,6 +253,20 @@ mod tests {
             std::fs::read_to_string(base.join("copy/app/main.py")).unwrap(),
             "print(2)\n"
         );
+        // the executable bit is copied (a Dockerfile's COPY keeps it) and counts as a change
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            src.join("app/main.py"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let h3 = copy_tree(&src, &base.join("copy")).unwrap();
+        assert_ne!(h3, h2);
+        let mode = std::fs::metadata(base.join("copy/app/main.py"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111, "{mode:o}");
         fn file_link(p: &Path) {
             std::os::unix::fs::symlink("/etc/passwd", p.join("link")).unwrap()
         }
