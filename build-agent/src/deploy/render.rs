@@ -101,7 +101,9 @@ pub fn render(
             .filter(|(k, _)| !shared(k))
             .cloned()
             .collect();
-        if s.networks.is_empty() {
+        // the project's default network only where another service may be met on it: a network
+        // per single-service agent would use up Docker's address pools after a few dozen agents
+        if s.networks.is_empty() && pkg.services.len() > 1 {
             own.push(("default".into(), vec![]));
         }
         if entry {
@@ -151,6 +153,16 @@ pub fn render(
             n.insert("internal".into(), Value::Bool(true));
         }
         networks.insert(resource_key(&d.key), Value::Object(n));
+    }
+    // the project's default network, when used and not declared, is labelled as ours too
+    let uses_default = services
+        .values()
+        .any(|svc| svc["networks"].get("default").is_some());
+    if uses_default && !networks.contains_key("default") {
+        let (k, v) = super::docker::NETWORK_OWNER_LABEL
+            .split_once('=')
+            .unwrap_or_default();
+        networks.insert("default".into(), json!({ "labels": { k: v } }));
     }
     let volumes: Map<String, Value> = pkg
         .volumes
@@ -458,5 +470,26 @@ mod tests {
             doc["networks"]["own"]["labels"]["nasiko.managed-by"],
             "build-agent"
         );
+    }
+
+    #[test]
+    fn a_single_service_agent_gets_no_network_of_its_own() {
+        // Docker's default address pools hold a few dozen networks
+        let doc = rendered("solo", "services:\n  solo: {build: .}\n");
+        assert_eq!(
+            doc["services"]["agent-solo"]["networks"],
+            json!({"nasiko-network": {}})
+        );
+        let two = rendered("duo", "services:\n  duo: {build: .}\n  db: {image: m}\n");
+        assert_eq!(
+            two["services"]["agent-duo"]["networks"],
+            json!({"nasiko-network": {}, "default": {"aliases": ["duo"]}})
+        );
+        assert_eq!(two["services"]["db"]["networks"], json!({"default": {}}));
+        assert_eq!(
+            two["networks"]["default"]["labels"]["nasiko.managed-by"],
+            "build-agent"
+        );
+        assert!(doc["networks"].get("default").is_none());
     }
 }
