@@ -149,7 +149,23 @@ async fn the_real_template_deploys_with_labels_network_env_card_and_answers() {
     );
     // the source package was not touched
     let src = h.root.path.join(&a).join("v1.0.0");
-    assert!(!src.join("nasiko.override.yml").exists());
+    let mut files: Vec<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            ".env",
+            "AgentCard.json",
+            "Dockerfile",
+            "agent.sh",
+            "docker-compose.yml"
+        ],
+        "the build agent writes its files in its work folder, never in the upload"
+    );
     // an unchanged redeploy skips the build
     h.queue(&h.deploy_fields(&a, &path, "owner-7")).await;
     wait_for("the redeploy", T, || async {

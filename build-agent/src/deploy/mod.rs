@@ -1,6 +1,7 @@
-//! The deploy stages over a validated job: prepare (private copy, content hash) → build (skipped
-//! when the image exists) → up (validated override, wait for running/healthy, put the previous
-//! image back on failure) → prune old images.
+//! The deploy stages over a validated job: prepare (private copy, named by its content; the
+//! compose file and Dockerfile read and checked) → build (skipped when the image exists) → up
+//! (the one rendered compose file, compose's read-back, wait for running/healthy, put the
+//! previous image back on failure) → prune old images.
 
 pub mod compose;
 pub mod docker;
