@@ -213,7 +213,11 @@ pub async fn plan(
     let cfg =
         Config::new(c, RunDefaults::parse_from(["build-agent"]).run).map_err(CliError::Usage)?;
     let hash = package::content_hash(&dir)?;
-    let (package, build) = deploy::read_package(&dir, &name, &cfg)?;
+    let deploy::Checked {
+        package,
+        build,
+        caps,
+    } = deploy::read_package(&dir, &name, &cfg)?;
     let tmp = std::env::temp_dir().join(format!("build-agent-plan-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)
         .map_err(|e| CliError::Unavailable(format!("cannot create {}: {e}", tmp.display())))?;
@@ -224,6 +228,7 @@ pub async fn plan(
         hash,
         package,
         build,
+        caps,
     };
     let job = DeployJob {
         stream_id: "plan".into(),

@@ -46,6 +46,8 @@ pub struct Prepared {
     pub package: Package,
     /// What `docker build` runs for the agent's own service.
     pub build: Build,
+    /// The operator's caps shared out over the package's services (`caps[i]` for service `i`).
+    pub caps: Vec<policy::Caps>,
 }
 
 #[derive(Debug, Clone)]
@@ -98,11 +100,7 @@ pub fn agent_env(cfg: &Config, job: &DeployJob, package_dir: &Path) -> Vec<(Stri
 
 /// The package in `dir` read for `agent` and checked — compose file (strict YAML, typed, the
 /// policy, the caps) and the Dockerfile its agent is built from — before any docker command.
-pub fn read_package(
-    dir: &Path,
-    agent: &str,
-    cfg: &Config,
-) -> Result<(Package, Build), DeployError> {
+pub fn read_package(dir: &Path, agent: &str, cfg: &Config) -> Result<Checked, DeployError> {
     let env = dir.join(".env");
     if env.exists() {
         package::read_regular(&env, yaml::MAX_BYTES).map_err(|e| {
@@ -133,7 +131,7 @@ pub fn read_package(
     let shared = |k: &str| cx.is_shared(k);
     let container = compose::container_name(agent);
     policy::check(&pkg, agent, &container, cfg.max_services, &shared)?;
-    policy::caps(&pkg, &cfg.limits)?;
+    let caps = policy::caps(&pkg, &cfg.limits)?;
     let entry = policy::entry_service(&pkg, agent)?;
     let build = entry
         .build
@@ -152,7 +150,18 @@ pub fn read_package(
     })?;
     dockerfile::check(&text, &build.args)
         .map_err(|r| DeployError::package(format!("{rel}: {r}")))?;
-    Ok((pkg, build))
+    Ok(Checked {
+        package: pkg,
+        build,
+        caps,
+    })
+}
+
+/// A package read and past every check: what will run, what is built, each service's caps.
+pub struct Checked {
+    pub package: Package,
+    pub build: Build,
+    pub caps: Vec<policy::Caps>,
 }
 
 /// The one compose file of a deploy, in a folder of its own, and what it needs.
@@ -217,8 +226,7 @@ pub fn write_compose_files(
         ]
         .contains(&k)
     };
-    let caps = policy::caps(&p.package, &cfg.limits)?;
-    let mut r = render::render(&p.package, &caps, &spec, &shared)?;
+    let mut r = render::render(&p.package, &p.caps, &spec, &shared)?;
     let deploy_hash = package::text_hash(&r.doc.to_string());
     let entry = compose::container_name(&job.agent);
     r.doc["services"][&entry]["labels"][DEPLOY_HASH_LABEL] =
@@ -320,7 +328,11 @@ impl Deployer {
                 })?;
             }
             // the policy before any docker command: a refused package builds nothing
-            let (package, build) = read_package(&build_dir, &agent, &cfg)?;
+            let Checked {
+                package,
+                build,
+                caps,
+            } = read_package(&build_dir, &agent, &cfg)?;
             let tag = format!("{repo}:{hash}");
             Ok(Prepared {
                 build_dir,
@@ -329,6 +341,7 @@ impl Deployer {
                 tag,
                 package,
                 build,
+                caps,
             })
         })
         .await
@@ -504,7 +517,7 @@ impl Deployer {
         args.extend(["--cap-drop".into(), "NET_RAW".into()]);
         let entry = policy::entry_service(&p.package, &job.agent).ok()?;
         let i = p.package.services.iter().position(|s| s.key == entry.key)?;
-        let caps = policy::caps(&p.package, &self.cfg.limits).ok()?[i];
+        let caps = p.caps[i];
         if let Some(m) = caps.memory {
             args.extend(["--memory".into(), m.to_string()]);
             args.extend(["--memory-swap".into(), m.to_string()]);

@@ -57,6 +57,14 @@ fn nasiko_labels(spec: &Spec, ty: &str) -> Vec<(String, String)> {
     l
 }
 
+/// The label on networks the build agent makes, as a pair.
+fn owner_label() -> (String, String) {
+    let (k, v) = super::docker::NETWORK_OWNER_LABEL
+        .split_once('=')
+        .unwrap_or_default();
+    (k.into(), v.into())
+}
+
 fn object(pairs: impl IntoIterator<Item = (String, String)>) -> Value {
     let mut m = Map::new();
     for (k, v) in pairs {
@@ -144,10 +152,7 @@ pub fn render(
         }
         let mut n = Map::new();
         let mut labels = d.labels.clone();
-        let (k, v) = super::docker::NETWORK_OWNER_LABEL
-            .split_once('=')
-            .unwrap_or_default();
-        labels.push((k.into(), v.into()));
+        labels.push(owner_label());
         n.insert("labels".into(), object(labels));
         if d.internal {
             n.insert("internal".into(), Value::Bool(true));
@@ -159,10 +164,10 @@ pub fn render(
         .values()
         .any(|svc| svc["networks"].get("default").is_some());
     if uses_default && !networks.contains_key("default") {
-        let (k, v) = super::docker::NETWORK_OWNER_LABEL
-            .split_once('=')
-            .unwrap_or_default();
-        networks.insert("default".into(), json!({ "labels": { k: v } }));
+        networks.insert(
+            "default".into(),
+            json!({ "labels": object([owner_label()]) }),
+        );
     }
     let volumes: Map<String, Value> = pkg
         .volumes
