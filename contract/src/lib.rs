@@ -19,6 +19,26 @@ pub mod labels {
     pub const TYPE_DEPENDENCY: &str = "agent-dependency";
     /// The prefix every label of ours has; packages may not set labels with it.
     pub const PREFIX: &str = "nasiko.";
+    /// On an agent's own network (see [`super::agent_network`]): the agent's name.
+    pub const AGENT_NETWORK: &str = "nasiko.agent-network";
+}
+
+/// The containers that join every agent's own network, and the name each has there: the
+/// gateway (agents reach the platform only through it) and Phoenix, under the names agents have
+/// always used for them. `container=alias`, or a container name alone (its alias).
+pub const AGENT_NETWORK_MEMBERS: &str = "kong-gateway,phoenix-observability";
+
+/// One member of [`AGENT_NETWORK_MEMBERS`]: `(container, alias)`.
+pub fn parse_member(m: &str) -> Option<(&str, &str)> {
+    let m = m.trim();
+    let (c, a) = m.split_once('=').unwrap_or((m, m));
+    let (c, a) = (c.trim(), a.trim());
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    };
+    (ok(c) && ok(a)).then_some((c, a))
 }
 
 /// The Redis stream of deploy jobs, its consumer group and the fields the backend writes.
@@ -78,6 +98,32 @@ pub fn standby_container(name: &str) -> String {
     format!("agentstandby-{}", &compose_project(name)["agent-".len()..])
 }
 
+/// The agent's own network: its entry container, the gateway and Phoenix, nothing else. Not
+/// `agent-…`: compose names a project's networks `{project}_{key}`, and `agent-foo_default` is
+/// agent `foo`'s default network; no compose project of ours starts with `agentnet-`.
+pub fn agent_network(name: &str) -> String {
+    format!("agentnet-{}", &compose_project(name)["agent-".len()..])
+}
+
+/// The agent whose own network this is, from the network's name alone (the inverse of
+/// [`agent_network`]; `None` for any other network).
+pub fn agent_of_network(network: &str) -> Option<String> {
+    let enc = network.strip_prefix("agentnet-")?;
+    let mut out = String::new();
+    let mut chars = enc.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '_' => match chars.next()? {
+                '_' => out.push('_'),
+                'd' => out.push('.'),
+                _ => return None,
+            },
+            c => out.push(c),
+        }
+    }
+    valid_agent_name(&out).then_some(out)
+}
+
 /// The name an agent has when only its container name is known (the Python registry's fallback).
 pub fn name_from_container(container: &str) -> Option<&str> {
     container
@@ -118,5 +164,61 @@ mod tests {
         assert_eq!(name_from_container("redis"), None);
         assert_eq!(standby_container("foo"), "agentstandby-foo");
         assert!(name_from_container(&standby_container("foo")).is_none());
+    }
+
+    #[test]
+    fn agent_networks_are_one_per_name_and_read_back() {
+        let names = [
+            "foo",
+            "foo_default",
+            "foo.d",
+            "foo_d",
+            "a-b",
+            "x__y",
+            "v1.2_x",
+        ];
+        let nets: Vec<String> = names.iter().map(|n| agent_network(n)).collect();
+        for (n, net) in names.iter().zip(&nets) {
+            assert_eq!(agent_of_network(net).as_deref(), Some(*n), "{net}");
+            // never a compose project network of an agent (`agent-…_key`) nor a container name
+            assert!(!net.starts_with("agent-"), "{net}");
+        }
+        let mut unique = nets.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), nets.len(), "{nets:?}");
+        for other in [
+            "nasiko-network",
+            "agent-foo",
+            "agentnet-",
+            "agentnet-a_x",
+            "agentnet-A",
+            "agentnet-a_",
+        ] {
+            assert_eq!(agent_of_network(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn members_are_container_and_alias() {
+        assert_eq!(
+            parse_member("kong-gateway"),
+            Some(("kong-gateway", "kong-gateway"))
+        );
+        assert_eq!(
+            parse_member(" e2e-gw = kong-gateway "),
+            Some(("e2e-gw", "kong-gateway"))
+        );
+        for bad in ["", "=x", "x=", "a b", "a=b c", "a/b"] {
+            assert_eq!(parse_member(bad), None, "{bad:?}");
+        }
+        let all: Vec<_> = AGENT_NETWORK_MEMBERS.split(',').map(parse_member).collect();
+        assert_eq!(
+            all,
+            [
+                Some(("kong-gateway", "kong-gateway")),
+                Some(("phoenix-observability", "phoenix-observability"))
+            ]
+        );
     }
 }
