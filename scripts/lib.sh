@@ -142,7 +142,7 @@ service_containers() {
 
 # The names agents go by, from the build agent itself (the scripts do not know the naming rule):
 # one tab-separated line per name — name, container, compose project, image repository, Kong
-# service, Kong route. An invalid name: the rule on stderr, exit 2. Asks this checkout's build,
+# service, Kong route, the agent's own network. An invalid name: the rule on stderr, exit 2. Asks this checkout's build,
 # else a build-agent on PATH, else the build-agent image.
 agent_names() {
   local bin
@@ -152,7 +152,7 @@ agent_names() {
   docker run --rm --network none "nasiko/build-agent:${NASIKO_LOCAL_TAG:-local}" names "$@"
 }
 
-# Field $1 (container, project, image, service, route) of agent $2.
+# Field $1 (container, project, image, service, route, network) of agent $2.
 agent_name_of() {
   local line
   line="$(agent_names "$2")" || return
@@ -162,6 +162,7 @@ agent_name_of() {
     image) cut -f4 <<<"$line" ;;
     service) cut -f5 <<<"$line" ;;
     route) cut -f6 <<<"$line" ;;
+    network) cut -f7 <<<"$line" ;;
   esac
 }
 

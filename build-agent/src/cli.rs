@@ -62,16 +62,18 @@ fn check_name(name: &str) -> Result<(), CliError> {
 }
 
 /// The names an agent goes by, one line per agent for scripts (tab-separated: name, container,
-/// compose project, image repository, Kong service, Kong route). Every name is checked first.
+/// compose project, image repository, Kong service, Kong route, its own network). Every name is
+/// checked first.
 pub fn names(names: &[String]) -> Result<String, CliError> {
     let mut out = String::new();
     for n in names {
         check_name(n)?;
         let container = compose::container_name(n);
         out.push_str(&format!(
-            "{n}\t{container}\t{}\t{}\t{container}\t{container}-route\n",
+            "{n}\t{container}\t{}\t{}\t{container}\t{container}-route\t{}\n",
             compose::project_name(n),
             deploy::image_repo(n),
+            nasiko_contract::agent_network(n),
         ));
     }
     Ok(out)
@@ -264,13 +266,17 @@ pub async fn plan(
     result
 }
 
+/// Remove the agent's containers, its project's networks and its own network.
 pub async fn undeploy(name: &str) -> Result<usize, CliError> {
     check_name(name)?;
-    docker::undeploy(
+    let failed = |e| CliError::from(DeployError::docker("undeploy failed", e));
+    let n = docker::undeploy(
         &compose::project_name(name),
         &compose::container_name(name),
         name,
     )
     .await
-    .map_err(|e| CliError::from(DeployError::docker("undeploy failed", e)))
+    .map_err(failed)?;
+    deploy::network::remove(name).await.map_err(failed)?;
+    Ok(n)
 }

@@ -249,6 +249,20 @@ pub struct RunArgs {
     /// The most services an agent's package may have.
     #[arg(long, env = "MAX_AGENT_SERVICES", default_value_t = 8)]
     pub max_agent_services: usize,
+    /// Where agents are attached: `own` gives each agent a network of its own, which the
+    /// registry sidecar joins the gateway and Phoenix to, so agents reach each other only through
+    /// the gateway. `shared` (legacy) puts every agent on DOCKER_NETWORK, where any agent can call
+    /// any other directly, past the gateway's auth and chat logging.
+    #[arg(long, env = "AGENT_NETWORKS", default_value = "own")]
+    pub agent_networks: String,
+    /// The address range agents' own networks are cut from. It must not overlap the host's
+    /// networks or routes (VPNs included); scripts/local-up.sh checks the host's routes.
+    #[arg(long, env = "AGENT_SUBNET_POOL", default_value = "10.213.0.0/16")]
+    pub agent_subnet_pool: String,
+    /// The prefix length of each agent's network: 28 is 13 addresses (the agent, the gateway,
+    /// Phoenix, a stand-by and room for replicas); a /16 pool holds 4096 of them.
+    #[arg(long, env = "AGENT_SUBNET_PREFIX", default_value_t = 28)]
+    pub agent_subnet_prefix: u8,
     /// Images kept per agent (older ones are removed).
     #[arg(long, env = "KEEP_IMAGES", default_value_t = 2)]
     pub keep_images: usize,
@@ -325,6 +339,7 @@ pub struct Config {
     pub publish_agent_ports: bool,
     pub limits: AgentLimits,
     pub max_services: usize,
+    pub agent_networks: crate::deploy::network::AgentNetworks,
     pub handover_wait: Duration,
     pub noop_deploy: bool,
     pub noop_deploy_time: Duration,
@@ -342,6 +357,16 @@ pub fn hostname() -> String {
 impl Config {
     /// Who owns an update stand-by: this consumer on this agents network (two stacks on one
     /// host may both name their consumer nasiko-worker; neither reaps the other's).
+    /// The network an agent's entry container is on: its own, or (legacy) the shared one.
+    pub fn agent_network(&self, agent: &str) -> String {
+        match self.agent_networks {
+            crate::deploy::network::AgentNetworks::Own { .. } => {
+                nasiko_contract::agent_network(agent)
+            }
+            crate::deploy::network::AgentNetworks::Shared => self.network.clone(),
+        }
+    }
+
     pub fn standby_owner(&self) -> String {
         format!("{}.{}", self.consumer, self.network)
     }
@@ -368,6 +393,11 @@ impl Config {
                 "AGENT_MEMORY_LIMIT '{memory}' is not a size; write e.g. 512m or 1g (empty: no cap)"
             ));
         }
+        let agent_networks = crate::deploy::network::AgentNetworks::new(
+            &r.agent_networks,
+            &r.agent_subnet_pool,
+            r.agent_subnet_prefix,
+        )?;
         let mut agent_env = Vec::new();
         for (k, v) in [
             ("OPENAI_API_KEY", &r.openai_api_key),
@@ -409,6 +439,7 @@ impl Config {
                 pids: r.agent_pids_limit,
             },
             max_services: r.max_agent_services.max(1),
+            agent_networks,
             concurrency: r.concurrency.clamp(1, 64),
             max_deliveries: r.max_deliveries,
             claim_idle: Duration::from_secs(r.claim_idle_secs),

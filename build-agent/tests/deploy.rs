@@ -26,11 +26,17 @@ fn env_of(c: &Value) -> Vec<String> {
         .collect()
 }
 
-/// One JSON-RPC `message/send` to the container's IP on `net`; None when it does not answer.
+/// One JSON-RPC `message/send` to the container's IP on its agent's own network, else on `net`
+/// (the shared network, legacy); None when it does not answer.
 async fn try_ask(container: &str, net: &str) -> Option<Value> {
     let out = nasiko_tests::docker::docker(&["inspect", container]);
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-    let ip = v[0]["NetworkSettings"]["Networks"][net]["IPAddress"]
+    let nets = &v[0]["NetworkSettings"]["Networks"];
+    let own = v[0]["Config"]["Labels"]["nasiko.name"]
+        .as_str()
+        .map(nasiko_contract::agent_network)
+        .filter(|n| nets.get(n).is_some());
+    let ip = nets[own.as_deref().unwrap_or(net)]["IPAddress"]
         .as_str()?
         .to_string();
     let http = HttpClient::new(Duration::from_secs(5));
@@ -81,9 +87,21 @@ async fn the_real_template_deploys_with_labels_network_env_card_and_answers() {
         ),
         (Some("agent"), Some(a.as_str()), Some("owner-7"))
     );
+    // agents-net is the agent's own network: on it alone, which is labelled as the agent's
+    let own = nasiko_contract::agent_network(&a);
+    let nets: Vec<&String> = c["NetworkSettings"]["Networks"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(nets, [&own], "only on its own network");
+    let n = &serde_json::from_str::<Value>(&docker_ok(&["network", "inspect", &own])).unwrap()[0];
+    assert_eq!(n["Labels"]["nasiko.agent-network"], a.as_str());
+    assert_eq!(n["Labels"]["nasiko.managed-by"], "build-agent");
+    let subnet = n["IPAM"]["Config"][0]["Subnet"].as_str().unwrap();
     assert!(
-        c["NetworkSettings"]["Networks"].get(&net.name).is_some(),
-        "on the shared network via the agents-net alias"
+        subnet.starts_with("10.213.") && subnet.ends_with("/28"),
+        "{subnet}"
     );
     let env = env_of(&c);
     for want in [
@@ -242,6 +260,9 @@ async fn fixed_port_dockerfile_only_and_two_service_packages_deploy() {
     let db = inspect(ids.trim());
     assert_eq!(db["Config"]["Labels"]["nasiko.name"], t.as_str());
     assert!(db["NetworkSettings"]["Networks"].get(&net.name).is_none());
+    assert!(db["NetworkSettings"]["Networks"]
+        .get(nasiko_contract::agent_network(&t))
+        .is_none());
     let entry = inspect(&format!("agent-{t}"));
     assert_eq!(
         entry["NetworkSettings"]["Networks"]
@@ -249,7 +270,7 @@ async fn fixed_port_dockerfile_only_and_two_service_packages_deploy() {
             .unwrap()
             .len(),
         2,
-        "shared + its backend network"
+        "its own network + its backend network"
     );
     wait_for("the minimal card", T, || async {
         (!calls_to(&h, &format!("/api/v1/registry/agent/{d}")).is_empty()).then_some(())
@@ -948,7 +969,7 @@ async fn plan_prints_the_effective_compose_and_undeploy_removes_the_agent() {
     assert!(
         text.contains(&format!("container_name: agent-{a}"))
             && text.contains("nasiko.owner: u5")
-            && text.contains(&net.name),
+            && text.contains(&nasiko_contract::agent_network(&a)),
         "{text}"
     );
     assert!(
@@ -961,6 +982,17 @@ async fn plan_prints_the_effective_compose_and_undeploy_removes_the_agent() {
     let _w = h.spawn("c1");
     h.queue(&h.deploy_fields(&a, &path, "u1")).await;
     assert_eq!(h.wait_terminal(&a).await["status"], "completed");
+    // a gateway joined to the agent's network does not keep the network alive
+    let own = nasiko_contract::agent_network(&a);
+    net.run(&format!("{a}-gw"), &[], &["sleep", "600"]);
+    docker_ok(&[
+        "network",
+        "connect",
+        "--alias",
+        "kong-gateway",
+        &own,
+        &format!("{a}-gw"),
+    ]);
     let out = h.command("c1").args(["undeploy", &a]).output().unwrap();
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("removed 1 container"),
@@ -974,6 +1006,45 @@ async fn plan_prints_the_effective_compose_and_undeploy_removes_the_agent() {
             .code()
             != Some(0)
     );
+    assert!(
+        !nasiko_tests::docker::docker(&["network", "inspect", &own])
+            .status
+            .success(),
+        "the agent's network went with it"
+    );
+    assert!(
+        inspect(&format!("{a}-gw"))["State"]["Running"] == true,
+        "the gateway stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_shared_mode_puts_agents_on_the_shared_network_and_makes_none() {
+    ensure_busybox_image();
+    let net = TestNet::new();
+    let a = unique("legacy");
+    let _clean = AgentCleanup::new(&[&a]);
+    let mut h = Harness::new(&net.name).await;
+    h.extra_env.push(("AGENT_NETWORKS".into(), "shared".into()));
+    let path = h.root.add("compose-agents-net", &a, "v1.0.0", None);
+    let _w = h.spawn("c1");
+    h.queue(&h.deploy_fields(&a, &path, "u1")).await;
+    assert_eq!(h.wait_terminal(&a).await["status"], "completed");
+    let c = inspect(&format!("agent-{a}"));
+    let nets: Vec<&String> = c["NetworkSettings"]["Networks"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(nets, [&net.name]);
+    assert!(!nasiko_tests::docker::docker(&[
+        "network",
+        "inspect",
+        &nasiko_contract::agent_network(&a)
+    ])
+    .status
+    .success());
+    ask(&format!("agent-{a}"), &net.name).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

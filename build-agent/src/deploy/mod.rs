@@ -9,6 +9,7 @@ pub mod dockerfile;
 pub mod error;
 pub mod interpolate;
 pub mod model;
+pub mod network;
 pub mod package;
 pub mod policy;
 pub mod readback;
@@ -208,10 +209,11 @@ pub fn write_compose_files(
     image: &str,
 ) -> Result<ComposeFiles, DeployError> {
     let env = agent_env(cfg, job, &p.build_dir);
+    let network = cfg.agent_network(&job.agent);
     let spec = render::Spec {
         agent: &job.agent,
         image,
-        network: &cfg.network,
+        network: &network,
         owner: &job.owner_id,
         version: &job.version,
         upload_id: &job.upload_id,
@@ -423,6 +425,8 @@ impl Deployer {
         }
         read_back(&self.compose, &project, &cf).await?;
         make_bind_sources(p)?;
+        let network =
+            network::ensure(&self.cfg.agent_networks, &self.cfg.network, &job.agent).await?;
         // an agent deployed under the project naming of before (names with '.' or '_'): its
         // containers go, or compose could not take the container's name
         if let Some(old) = docker::label_of(&container, "com.docker.compose.project").await {
@@ -439,7 +443,7 @@ impl Deployer {
             self.log_line(&job.agent, &job.stream_id, why).await;
             None
         } else {
-            self.start_handover(job, p).await
+            self.start_handover(job, p, &network).await
         };
         let started = self.start(&project, &cf, &container).await;
         if let Some(h) = &handover {
@@ -477,7 +481,7 @@ impl Deployer {
     /// stays there while compose recreates the entry container, and moves to the new one before the
     /// stand-by is removed: an update without dropped requests. Best effort: without a stand-by the
     /// update goes on (and may drop requests for a moment).
-    async fn start_handover(&self, job: &DeployJob, p: &Prepared) -> Option<String> {
+    async fn start_handover(&self, job: &DeployJob, p: &Prepared, network: &str) -> Option<String> {
         let container = compose::container_name(&job.agent);
         let running = docker::container_state(&container)
             .await
@@ -487,18 +491,10 @@ impl Deployer {
         }
         let name = nasiko_contract::standby_container(&job.agent);
         let _ = docker::remove_container(&name).await;
-        let mut args: Vec<String> = [
-            "docker",
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            &self.cfg.network,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args: Vec<String> = ["docker", "run", "-d", "--name", &name, "--network", network]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         for (k, v) in [
             (labels::TYPE, labels::TYPE_AGENT),
             (labels::NAME, job.agent.as_str()),

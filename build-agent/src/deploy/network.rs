@@ -1,0 +1,371 @@
+//! Each agent's own network (`nasiko_contract::agent_network`): made before the agent starts,
+//! with a small subnet from the stack's pool (AGENT_SUBNET_POOL) and the agent's label, and gone
+//! with the agent. Only the agent's entry container joins it; the registry sidecar joins the
+//! gateway and Phoenix. Agents on different networks cannot address each other: Docker drops
+//! traffic between bridge networks.
+
+use super::DeployError;
+use crate::process::{argv, run, CmdError};
+use nasiko_contract::{agent_network, labels};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+const SHORT: Duration = Duration::from_secs(60);
+
+/// An IPv4 prefix, `base/len`, with `base` its first address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    pub base: u32,
+    pub len: u8,
+}
+
+impl Subnet {
+    /// `a.b.c.d/len`, with no host bits set.
+    pub fn parse(s: &str) -> Result<Subnet, String> {
+        let bad = || format!("'{s}' is not an IPv4 subnet; write it as e.g. 10.213.0.0/16");
+        let (ip, len) = s.trim().split_once('/').ok_or_else(bad)?;
+        let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+        let len: u8 = len.parse().ok().filter(|l| *l <= 32).ok_or_else(bad)?;
+        let base = u32::from(ip);
+        if base & !mask(len) != 0 {
+            return Err(format!(
+                "'{s}' has host bits set; the subnet is {}",
+                Subnet {
+                    base: base & mask(len),
+                    len
+                }
+            ));
+        }
+        Ok(Subnet { base, len })
+    }
+    fn last(&self) -> u32 {
+        self.base | !mask(self.len)
+    }
+    pub fn overlaps(&self, o: &Subnet) -> bool {
+        self.base <= o.last() && o.base <= self.last()
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", Ipv4Addr::from(self.base), self.len)
+    }
+}
+
+fn mask(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - len)
+    }
+}
+
+/// Where agents' networks come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentNetworks {
+    /// A network per agent, each a `/prefix` of `pool`.
+    Own { pool: Subnet, prefix: u8 },
+    /// Legacy: every agent on the one shared network (DOCKER_NETWORK). Agents can reach each
+    /// other directly there, past the gateway's auth and chat logging.
+    Shared,
+}
+
+impl AgentNetworks {
+    pub fn new(mode: &str, pool: &str, prefix: u8) -> Result<AgentNetworks, String> {
+        match mode {
+            "shared" => Ok(AgentNetworks::Shared),
+            "own" => {
+                let pool = Subnet::parse(pool).map_err(|e| format!("AGENT_SUBNET_POOL: {e}"))?;
+                if !(pool.len..=29).contains(&prefix) || prefix < 16 {
+                    return Err(format!(
+                        "AGENT_SUBNET_PREFIX {prefix} must be between 16 and 29 and no shorter than AGENT_SUBNET_POOL's /{} (28, the default, gives each agent 13 addresses)",
+                        pool.len
+                    ));
+                }
+                Ok(AgentNetworks::Own { pool, prefix })
+            }
+            other => Err(format!(
+                "AGENT_NETWORKS '{other}' must be own (a network per agent, the default) or shared (legacy: every agent on DOCKER_NETWORK, able to call every other agent past the gateway)"
+            )),
+        }
+    }
+}
+
+/// The first `/prefix` of `pool`, from slot `hint` on and round, that overlaps none of `used`.
+pub fn pick(pool: Subnet, prefix: u8, used: &[Subnet], hint: u64) -> Option<Subnet> {
+    let slots = 1u64 << (prefix - pool.len);
+    (0..slots)
+        .map(|i| (hint + i) % slots)
+        .map(|i| Subnet {
+            base: pool.base + ((i as u32) << (32 - prefix)),
+            len: prefix,
+        })
+        .find(|s| !used.iter().any(|u| u.overlaps(s)))
+}
+
+/// A slot of the pool per agent name, so an agent tends to keep its subnet and concurrent
+/// deploys start apart (FNV-1a).
+fn hint(agent: &str) -> u64 {
+    agent.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// The value of our label on network `name`: `None` when there is no such network.
+async fn label(name: &str) -> Option<String> {
+    let format = format!("{{{{index .Labels \"{}\"}}}}", labels::AGENT_NETWORK);
+    let o = run(
+        &argv(&["docker", "network", "inspect", "--format", &format, name]),
+        SHORT,
+        None,
+    )
+    .await
+    .ok()?;
+    let v = o.stdout.trim();
+    Some(if v == "<no value>" { "" } else { v }.to_string())
+}
+
+/// Every IPv4 subnet Docker's networks hold now.
+async fn used_subnets() -> Result<Vec<Subnet>, CmdError> {
+    let ids = run(&argv(&["docker", "network", "ls", "-q"]), SHORT, None).await?;
+    let mut a = argv(&[
+        "docker",
+        "network",
+        "inspect",
+        "--format",
+        "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+    ]);
+    a.extend(ids.stdout.split_whitespace().map(String::from));
+    let o = run(&a, SHORT, None).await?;
+    Ok(o.stdout
+        .split_whitespace()
+        .filter_map(|s| Subnet::parse(s).ok())
+        .collect())
+}
+
+/// One allocation at a time in this process; another process's is caught by Docker, which
+/// refuses an overlapping subnet.
+static ALLOCATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The agent's own network, made when missing. Shared mode: `shared` itself.
+pub async fn ensure(
+    mode: &AgentNetworks,
+    shared: &str,
+    agent: &str,
+) -> Result<String, DeployError> {
+    let AgentNetworks::Own { pool, prefix } = *mode else {
+        return Ok(shared.to_string());
+    };
+    let name = agent_network(agent);
+    let _one = ALLOCATING.lock().await;
+    let mut refused = Vec::new();
+    for _ in 0..8 {
+        match label(&name).await {
+            Some(v) if v == agent => return Ok(name),
+            Some(_) => {
+                return Err(DeployError::machine(format!(
+                    "a Docker network named {name} exists and is not agent '{agent}''s (it lacks the label {}={agent}); remove it (docker network rm {name}) and deploy again",
+                    labels::AGENT_NETWORK
+                )))
+            }
+            None => {}
+        }
+        let mut used = used_subnets()
+            .await
+            .map_err(|e| DeployError::docker("cannot list Docker's networks", e))?;
+        used.extend(&refused);
+        let Some(subnet) = pick(pool, prefix, &used, hint(agent)) else {
+            return Err(DeployError::machine(format!(
+                "AGENT_SUBNET_POOL {pool} has no free /{prefix} left for agent '{agent}'; undeploy agents you no longer need, or give a larger pool"
+            )));
+        };
+        match create(&name, agent, subnet).await {
+            Ok(()) => {
+                tracing::info!(agent, network = %name, %subnet, "made the agent's own network");
+                return Ok(name);
+            }
+            // taken meanwhile by another engine client: look again
+            Err(CmdError::Failed(_, _, m)) if m.contains("overlap") => refused.push(subnet),
+            Err(CmdError::Failed(_, _, m)) if m.contains("already exists") => {}
+            Err(e) => return Err(DeployError::docker("cannot make the agent's network", e)),
+        }
+    }
+    Err(DeployError::machine(format!(
+        "cannot make network {name}: every subnet tried was taken meanwhile; deploy again"
+    )))
+}
+
+async fn create(name: &str, agent: &str, subnet: Subnet) -> Result<(), CmdError> {
+    let owner = super::docker::NETWORK_OWNER_LABEL;
+    let label = format!("{}={agent}", labels::AGENT_NETWORK);
+    let subnet = subnet.to_string();
+    let a = argv(&[
+        "docker", "network", "create", "--driver", "bridge", "--subnet", &subnet, "--label", owner,
+        "--label", &label, name,
+    ]);
+    run(&a, SHORT, None).await.map(drop)
+}
+
+/// Remove the agent's own network, first taking out whoever is still on it (the gateway,
+/// Phoenix). A network of that name that is not the agent's is left alone.
+pub async fn remove(agent: &str) -> Result<bool, CmdError> {
+    let name = agent_network(agent);
+    if label(&name).await.as_deref() != Some(agent) {
+        return Ok(false);
+    }
+    let o = run(
+        &argv(&[
+            "docker",
+            "network",
+            "inspect",
+            "--format",
+            "{{range $id, $c := .Containers}}{{$id}} {{end}}",
+            &name,
+        ]),
+        SHORT,
+        None,
+    )
+    .await?;
+    for id in o.stdout.split_whitespace() {
+        let _ = run(
+            &argv(&["docker", "network", "disconnect", "-f", &name, id]),
+            SHORT,
+            None,
+        )
+        .await;
+    }
+    run(&argv(&["docker", "network", "rm", &name]), SHORT, None).await?;
+    Ok(true)
+}
+
+/// At start: remove agent networks left by a deploy that never finished (killed after making
+/// the network, its job not run again): no container of the agent exists, and the network is
+/// older than a minute (a deploy of another consumer may have just made it).
+pub async fn remove_orphans() -> usize {
+    let filter = format!("label={}", labels::AGENT_NETWORK);
+    let Ok(ids) = run(
+        &argv(&["docker", "network", "ls", "-q", "--filter", &filter]),
+        SHORT,
+        None,
+    )
+    .await
+    else {
+        return 0;
+    };
+    if ids.stdout.trim().is_empty() {
+        return 0;
+    }
+    let format = format!(
+        "{{{{index .Labels \"{}\"}}}} {{{{.Created.Unix}}}}",
+        labels::AGENT_NETWORK
+    );
+    let mut a = argv(&["docker", "network", "inspect", "--format", &format]);
+    a.extend(ids.stdout.split_whitespace().map(String::from));
+    let Ok(o) = run(&a, SHORT, None).await else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut removed = 0;
+    for line in o.stdout.lines() {
+        let Some((agent, created)) = line.split_once(' ') else {
+            continue;
+        };
+        let young = created.trim().parse::<u64>().map_or(true, |c| now < c + 60);
+        if young || has_containers(agent).await {
+            continue;
+        }
+        if let Ok(true) = remove(agent).await {
+            tracing::info!(agent, "removed the network of a deploy that never finished");
+            removed += 1;
+        }
+    }
+    removed
+}
+
+async fn has_containers(agent: &str) -> bool {
+    let filter = format!("label={}={agent}", labels::NAME);
+    match run(
+        &argv(&["docker", "ps", "-aq", "--filter", &filter]),
+        SHORT,
+        None,
+    )
+    .await
+    {
+        Ok(o) => !o.stdout.trim().is_empty(),
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: &str) -> Subnet {
+        Subnet::parse(x).unwrap()
+    }
+
+    #[test]
+    fn subnets_read_and_overlap() {
+        assert_eq!(s("10.213.0.0/16").to_string(), "10.213.0.0/16");
+        assert!(Subnet::parse("10.213.0.1/16")
+            .unwrap_err()
+            .contains("10.213.0.0/16"));
+        for bad in ["10.213.0.0", "10.213.0/16", "10.213.0.0/33", "x/8", ""] {
+            assert!(Subnet::parse(bad).is_err(), "{bad}");
+        }
+        assert!(s("10.0.0.0/8").overlaps(&s("10.213.4.16/28")));
+        assert!(s("10.213.4.16/28").overlaps(&s("10.0.0.0/8")));
+        assert!(!s("10.213.4.16/28").overlaps(&s("10.213.4.32/28")));
+        assert!(s("0.0.0.0/0").overlaps(&s("198.18.0.0/15")));
+    }
+
+    #[test]
+    fn pick_skips_what_is_used_and_wraps_round() {
+        let pool = s("10.213.0.0/24");
+        assert_eq!(pick(pool, 28, &[], 0), Some(s("10.213.0.0/28")));
+        assert_eq!(pick(pool, 28, &[], 17), Some(s("10.213.0.16/28")));
+        let used = [s("10.213.0.16/28"), s("10.213.0.32/27")];
+        assert_eq!(pick(pool, 28, &used, 1), Some(s("10.213.0.64/28")));
+        // the last slot taken: round to the first
+        assert_eq!(
+            pick(pool, 28, &[s("10.213.0.240/28")], 15),
+            Some(s("10.213.0.0/28"))
+        );
+        // a platform network over the whole pool leaves nothing
+        assert_eq!(pick(pool, 28, &[s("10.213.0.0/16")], 3), None);
+        // 16 slots of a /24, all handed out without a repeat
+        let mut taken = Vec::new();
+        while let Some(n) = pick(pool, 28, &taken, 5) {
+            assert!(!taken.contains(&n));
+            taken.push(n);
+        }
+        assert_eq!(taken.len(), 16);
+    }
+
+    #[test]
+    fn the_setting_says_what_to_write() {
+        assert_eq!(
+            AgentNetworks::new("own", "10.213.0.0/16", 28),
+            Ok(AgentNetworks::Own {
+                pool: s("10.213.0.0/16"),
+                prefix: 28
+            })
+        );
+        assert_eq!(
+            AgentNetworks::new("shared", "junk", 0),
+            Ok(AgentNetworks::Shared)
+        );
+        assert!(AgentNetworks::new("own", "10.213.0.0/16", 30)
+            .unwrap_err()
+            .contains("28"));
+        assert!(AgentNetworks::new("own", "10.213.0.0/24", 20).is_err());
+        assert!(AgentNetworks::new("own", "10.213.0.1/16", 28)
+            .unwrap_err()
+            .contains("host bits"));
+        assert!(AgentNetworks::new("per-agent", "10.213.0.0/16", 28)
+            .unwrap_err()
+            .contains("own"));
+    }
+}
