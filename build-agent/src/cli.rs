@@ -64,7 +64,7 @@ fn check_name(name: &str) -> Result<(), CliError> {
 /// The names an agent goes by, one line per agent for scripts (tab-separated: name, container,
 /// compose project, image repository, Kong service, Kong route, its own network). Every name is
 /// checked first.
-pub fn names(names: &[String]) -> Result<String, CliError> {
+pub fn names(c: &Common, names: &[String]) -> Result<String, CliError> {
     let mut out = String::new();
     for n in names {
         check_name(n)?;
@@ -73,7 +73,7 @@ pub fn names(names: &[String]) -> Result<String, CliError> {
             "{n}\t{container}\t{}\t{}\t{container}\t{container}-route\t{}\n",
             compose::project_name(n),
             deploy::image_repo(n),
-            nasiko_contract::agent_network(n),
+            nasiko_contract::agent_network(&c.docker_network, n),
         ));
     }
     Ok(out)
@@ -267,7 +267,7 @@ pub async fn plan(
 }
 
 /// Remove the agent's containers, its project's networks and its own network.
-pub async fn undeploy(name: &str) -> Result<usize, CliError> {
+pub async fn undeploy(c: &Common, name: &str) -> Result<usize, CliError> {
     check_name(name)?;
     let failed = |e| CliError::from(DeployError::docker("undeploy failed", e));
     let n = docker::undeploy(
@@ -277,6 +277,8 @@ pub async fn undeploy(name: &str) -> Result<usize, CliError> {
     )
     .await
     .map_err(failed)?;
-    deploy::network::remove(name).await.map_err(failed)?;
+    deploy::network::remove(&c.docker_network, name)
+        .await
+        .map_err(failed)?;
     Ok(n)
 }

@@ -361,7 +361,7 @@ impl Config {
     pub fn agent_network(&self, agent: &str) -> String {
         match self.agent_networks {
             crate::deploy::network::AgentNetworks::Own { .. } => {
-                nasiko_contract::agent_network(agent)
+                nasiko_contract::agent_network(&self.network, agent)
             }
             crate::deploy::network::AgentNetworks::Shared => self.network.clone(),
         }

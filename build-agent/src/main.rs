@@ -65,10 +65,10 @@ async fn main() {
         }) => build_agent::cli::plan(c, &dir, name, &owner_id)
             .await
             .map(|s| print!("{s}")),
-        Some(Command::Undeploy { name }) => build_agent::cli::undeploy(&name)
+        Some(Command::Undeploy { name }) => build_agent::cli::undeploy(c, &name)
             .await
             .map(|n| println!("removed {n} container(s) of agent '{name}'")),
-        Some(Command::Names { names }) => build_agent::cli::names(&names).map(|s| print!("{s}")),
+        Some(Command::Names { names }) => build_agent::cli::names(c, &names).map(|s| print!("{s}")),
     };
     if let Err(e) = result {
         eprintln!("build-agent: {e}");

@@ -125,7 +125,7 @@ impl Worker {
                     "removed {reaped} update stand-by(s) left by this consumer's previous run"
                 );
             }
-            let orphans = crate::deploy::network::remove_orphans().await;
+            let orphans = crate::deploy::network::remove_orphans(&cfg.network).await;
             if orphans > 0 {
                 tracing::info!("removed {orphans} agent network(s) of deploys that never finished");
             }

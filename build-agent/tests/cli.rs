@@ -27,7 +27,7 @@ fn names_prints_the_names_the_daemon_uses_and_refuses_bad_ones_with_the_rule() {
             &build_agent::deploy::image_repo("a2a-translator"),
             "agent-a2a-translator",
             "agent-a2a-translator-route",
-            "agentnet-a2a-translator",
+            "nasiko-network-agent-a2a-translator",
         ]
     );
     // compose project names may not hold '.': the project differs from the container
@@ -36,7 +36,7 @@ fn names_prints_the_names_the_daemon_uses_and_refuses_bad_ones_with_the_rule() {
         "one project per name (rtcoll.x is not rtcoll-x)"
     );
     assert_eq!(lines[1][1], "agent-v1.2_x");
-    assert_eq!(lines[1][6], "agentnet-v1_d2__x");
+    assert_eq!(lines[1][6], "nasiko-network-agent-v1_d2__x");
     for bad in ["../x", "My Agent", "", &"a".repeat(129)] {
         let o = build_agent(&["names", "ok", bad]);
         assert_eq!(o.status.code(), Some(2), "{bad:?}");

@@ -34,7 +34,7 @@ async fn try_ask(container: &str, net: &str) -> Option<Value> {
     let nets = &v[0]["NetworkSettings"]["Networks"];
     let own = v[0]["Config"]["Labels"]["nasiko.name"]
         .as_str()
-        .map(nasiko_contract::agent_network)
+        .map(|a| nasiko_contract::agent_network(net, a))
         .filter(|n| nets.get(n).is_some());
     let ip = nets[own.as_deref().unwrap_or(net)]["IPAddress"]
         .as_str()?
@@ -88,7 +88,7 @@ async fn the_real_template_deploys_with_labels_network_env_card_and_answers() {
         (Some("agent"), Some(a.as_str()), Some("owner-7"))
     );
     // agents-net is the agent's own network: on it alone, which is labelled as the agent's
-    let own = nasiko_contract::agent_network(&a);
+    let own = nasiko_contract::agent_network(&net.name, &a);
     let nets: Vec<&String> = c["NetworkSettings"]["Networks"]
         .as_object()
         .unwrap()
@@ -98,6 +98,8 @@ async fn the_real_template_deploys_with_labels_network_env_card_and_answers() {
     let n = &serde_json::from_str::<Value>(&docker_ok(&["network", "inspect", &own])).unwrap()[0];
     assert_eq!(n["Labels"]["nasiko.agent-network"], a.as_str());
     assert_eq!(n["Labels"]["nasiko.managed-by"], "build-agent");
+    assert_eq!(n["Labels"]["nasiko.stack"], net.name.as_str());
+    assert_eq!(labels["nasiko.stack"], net.name.as_str());
     let subnet = n["IPAM"]["Config"][0]["Subnet"].as_str().unwrap();
     assert!(
         subnet.starts_with("10.213.") && subnet.ends_with("/28"),
@@ -261,7 +263,7 @@ async fn fixed_port_dockerfile_only_and_two_service_packages_deploy() {
     assert_eq!(db["Config"]["Labels"]["nasiko.name"], t.as_str());
     assert!(db["NetworkSettings"]["Networks"].get(&net.name).is_none());
     assert!(db["NetworkSettings"]["Networks"]
-        .get(nasiko_contract::agent_network(&t))
+        .get(nasiko_contract::agent_network(&net.name, &t))
         .is_none());
     let entry = inspect(&format!("agent-{t}"));
     assert_eq!(
@@ -969,7 +971,7 @@ async fn plan_prints_the_effective_compose_and_undeploy_removes_the_agent() {
     assert!(
         text.contains(&format!("container_name: agent-{a}"))
             && text.contains("nasiko.owner: u5")
-            && text.contains(&nasiko_contract::agent_network(&a)),
+            && text.contains(&nasiko_contract::agent_network(&net.name, &a)),
         "{text}"
     );
     assert!(
@@ -983,7 +985,7 @@ async fn plan_prints_the_effective_compose_and_undeploy_removes_the_agent() {
     h.queue(&h.deploy_fields(&a, &path, "u1")).await;
     assert_eq!(h.wait_terminal(&a).await["status"], "completed");
     // a gateway joined to the agent's network does not keep the network alive
-    let own = nasiko_contract::agent_network(&a);
+    let own = nasiko_contract::agent_network(&net.name, &a);
     net.run(&format!("{a}-gw"), &[], &["sleep", "600"]);
     docker_ok(&[
         "network",
@@ -1040,7 +1042,7 @@ async fn legacy_shared_mode_puts_agents_on_the_shared_network_and_makes_none() {
     assert!(!nasiko_tests::docker::docker(&[
         "network",
         "inspect",
-        &nasiko_contract::agent_network(&a)
+        &nasiko_contract::agent_network(&net.name, &a)
     ])
     .status
     .success());

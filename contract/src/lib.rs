@@ -21,6 +21,10 @@ pub mod labels {
     pub const PREFIX: &str = "nasiko.";
     /// On an agent's own network (see [`super::agent_network`]): the agent's name.
     pub const AGENT_NETWORK: &str = "nasiko.agent-network";
+    /// On an agent's containers and its own network: the stack it belongs to, named by the
+    /// stack's shared agents network (the build agent's DOCKER_NETWORK, the sidecar's
+    /// AGENTS_NETWORK). A sidecar routes, and joins its gateway to, its own stack's agents only.
+    pub const STACK: &str = "nasiko.stack";
 }
 
 /// The containers that join every agent's own network, and the name each has there: the
@@ -98,17 +102,22 @@ pub fn standby_container(name: &str) -> String {
     format!("agentstandby-{}", &compose_project(name)["agent-".len()..])
 }
 
-/// The agent's own network: its entry container, the gateway and Phoenix, nothing else. Not
-/// `agent-…`: compose names a project's networks `{project}_{key}`, and `agent-foo_default` is
-/// agent `foo`'s default network; no compose project of ours starts with `agentnet-`.
-pub fn agent_network(name: &str) -> String {
-    format!("agentnet-{}", &compose_project(name)["agent-".len()..])
+/// The agent's own network in `stack` (the stack's shared agents network: DOCKER_NETWORK,
+/// AGENTS_NETWORK): its entry container, the gateway and Phoenix, nothing else. Named
+/// `{stack}-agent-…`, with the agent's compose project after the stack's name, because:
+/// - Docker gives a container with several networks its default route and published ports on
+///   the network whose name sorts first, and the gateway must keep them on the platform network,
+///   whose name sorts before the stack's (scripts/local-up.sh checks it), so before these;
+/// - compose names a project's networks `{project}_{key}`, never `{stack}-…`;
+/// - each stack's agent networks are its own.
+pub fn agent_network(stack: &str, name: &str) -> String {
+    format!("{stack}-{}", compose_project(name))
 }
 
-/// The agent whose own network this is, from the network's name alone (the inverse of
-/// [`agent_network`]; `None` for any other network).
-pub fn agent_of_network(network: &str) -> Option<String> {
-    let enc = network.strip_prefix("agentnet-")?;
+/// The agent whose own network in `stack` this is, from the network's name alone (the inverse
+/// of [`agent_network`]; `None` for any other network).
+pub fn agent_of_network(stack: &str, network: &str) -> Option<String> {
+    let enc = network.strip_prefix(stack)?.strip_prefix("-agent-")?;
     let mut out = String::new();
     let mut chars = enc.chars();
     while let Some(c) = chars.next() {
@@ -177,11 +186,23 @@ mod tests {
             "x__y",
             "v1.2_x",
         ];
-        let nets: Vec<String> = names.iter().map(|n| agent_network(n)).collect();
+        let nets: Vec<String> = names
+            .iter()
+            .map(|n| agent_network("nasiko-network", n))
+            .collect();
+        assert_eq!(nets[0], "nasiko-network-agent-foo");
         for (n, net) in names.iter().zip(&nets) {
-            assert_eq!(agent_of_network(net).as_deref(), Some(*n), "{net}");
-            // never a compose project network of an agent (`agent-…_key`) nor a container name
-            assert!(!net.starts_with("agent-"), "{net}");
+            assert_eq!(
+                agent_of_network("nasiko-network", net).as_deref(),
+                Some(*n),
+                "{net}"
+            );
+            assert_eq!(agent_of_network("other", net), None, "{net}");
+            // after the platform network in name order, and never a compose project's network
+            assert!(
+                net.as_str() > "nasiko-core" && !net.starts_with("agent-"),
+                "{net}"
+            );
         }
         let mut unique = nets.clone();
         unique.sort();
@@ -190,12 +211,13 @@ mod tests {
         for other in [
             "nasiko-network",
             "agent-foo",
-            "agentnet-",
-            "agentnet-a_x",
-            "agentnet-A",
-            "agentnet-a_",
+            "nasiko-network-agent-",
+            "nasiko-network-agent-a_x",
+            "nasiko-network-agent-A",
+            "nasiko-network-agent-a_",
+            "nasiko-networkagent-a",
         ] {
-            assert_eq!(agent_of_network(other), None, "{other}");
+            assert_eq!(agent_of_network("nasiko-network", other), None, "{other}");
         }
     }
 

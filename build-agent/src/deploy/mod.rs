@@ -214,6 +214,7 @@ pub fn write_compose_files(
         agent: &job.agent,
         image,
         network: &network,
+        stack: &cfg.network,
         owner: &job.owner_id,
         version: &job.version,
         upload_id: &job.upload_id,
@@ -500,6 +501,7 @@ impl Deployer {
             (labels::NAME, job.agent.as_str()),
             (labels::OWNER, job.owner_id.as_str()),
             (labels::HANDOVER, "true"),
+            (labels::STACK, self.cfg.network.as_str()),
             (STANDBY_JOB_LABEL, job.stream_id.as_str()),
             (STANDBY_CONSUMER_LABEL, self.cfg.standby_owner().as_str()),
         ] {

@@ -147,7 +147,8 @@ async fn used_subnets() -> Result<Vec<Subnet>, CmdError> {
 /// refuses an overlapping subnet.
 static ALLOCATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The agent's own network, made when missing. Shared mode: `shared` itself.
+/// The agent's own network, made when missing and labelled with the stack (`shared`, the
+/// stack's shared agents network, names it). Shared mode: `shared` itself.
 pub async fn ensure(
     mode: &AgentNetworks,
     shared: &str,
@@ -156,7 +157,7 @@ pub async fn ensure(
     let AgentNetworks::Own { pool, prefix } = *mode else {
         return Ok(shared.to_string());
     };
-    let name = agent_network(agent);
+    let name = agent_network(shared, agent);
     let _one = ALLOCATING.lock().await;
     let mut refused = Vec::new();
     for _ in 0..8 {
@@ -179,7 +180,7 @@ pub async fn ensure(
                 "AGENT_SUBNET_POOL {pool} has no free /{prefix} left for agent '{agent}'; undeploy agents you no longer need, or give a larger pool"
             )));
         };
-        match create(&name, agent, subnet).await {
+        match create(&name, agent, shared, subnet).await {
             Ok(()) => {
                 tracing::info!(agent, network = %name, %subnet, "made the agent's own network");
                 return Ok(name);
@@ -195,21 +196,22 @@ pub async fn ensure(
     )))
 }
 
-async fn create(name: &str, agent: &str, subnet: Subnet) -> Result<(), CmdError> {
+async fn create(name: &str, agent: &str, stack: &str, subnet: Subnet) -> Result<(), CmdError> {
     let owner = super::docker::NETWORK_OWNER_LABEL;
     let label = format!("{}={agent}", labels::AGENT_NETWORK);
+    let stack = format!("{}={stack}", labels::STACK);
     let subnet = subnet.to_string();
     let a = argv(&[
         "docker", "network", "create", "--driver", "bridge", "--subnet", &subnet, "--label", owner,
-        "--label", &label, name,
+        "--label", &label, "--label", &stack, name,
     ]);
     run(&a, SHORT, None).await.map(drop)
 }
 
-/// Remove the agent's own network, first taking out whoever is still on it (the gateway,
-/// Phoenix). A network of that name that is not the agent's is left alone.
-pub async fn remove(agent: &str) -> Result<bool, CmdError> {
-    let name = agent_network(agent);
+/// Remove the agent's own network in `stack`, first taking out whoever is still on it (the
+/// gateway, Phoenix). A network of that name that is not the agent's is left alone.
+pub async fn remove(stack: &str, agent: &str) -> Result<bool, CmdError> {
+    let name = agent_network(stack, agent);
     if label(&name).await.as_deref() != Some(agent) {
         return Ok(false);
     }
@@ -241,8 +243,8 @@ pub async fn remove(agent: &str) -> Result<bool, CmdError> {
 /// At start: remove agent networks left by a deploy that never finished (killed after making
 /// the network, its job not run again): no container of the agent exists, and the network is
 /// older than a minute (a deploy of another consumer may have just made it).
-pub async fn remove_orphans() -> usize {
-    let filter = format!("label={}", labels::AGENT_NETWORK);
+pub async fn remove_orphans(stack: &str) -> usize {
+    let filter = format!("label={}={stack}", labels::STACK);
     let Ok(ids) = run(
         &argv(&["docker", "network", "ls", "-q", "--filter", &filter]),
         SHORT,
@@ -276,7 +278,7 @@ pub async fn remove_orphans() -> usize {
         if young || has_containers(agent).await {
             continue;
         }
-        if let Ok(true) = remove(agent).await {
+        if let Ok(true) = remove(stack, agent).await {
             tracing::info!(agent, "removed the network of a deploy that never finished");
             removed += 1;
         }

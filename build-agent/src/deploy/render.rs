@@ -16,8 +16,10 @@ pub struct Spec<'a> {
     pub agent: &'a str,
     /// The entry service's image (built by the build agent).
     pub image: &'a str,
-    /// The Docker network agents join (DOCKER_NETWORK).
+    /// The Docker network the entry service joins: the agent's own, or (legacy) the shared one.
     pub network: &'a str,
+    /// The stack's shared agents network (DOCKER_NETWORK), which names the stack.
+    pub stack: &'a str,
     pub owner: &'a str,
     pub version: &'a str,
     pub upload_id: &'a str,
@@ -47,6 +49,7 @@ fn nasiko_labels(spec: &Spec, ty: &str) -> Vec<(String, String)> {
         (labels::TYPE.to_string(), ty.to_string()),
         (labels::NAME.to_string(), spec.agent.to_string()),
         (labels::OWNER.to_string(), spec.owner.to_string()),
+        (labels::STACK.to_string(), spec.stack.to_string()),
     ];
     if !spec.version.is_empty() {
         l.push((labels::VERSION.into(), spec.version.into()));
@@ -419,6 +422,7 @@ mod tests {
             agent,
             image: "img:1",
             network: "nasiko-network",
+            stack: "nasiko-network",
             owner: "u",
             version: "v1",
             upload_id: "",
