@@ -30,6 +30,8 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+# the agents' own networks are named after the stack's network
+export NASIKO_NETWORK="$network"
 command -v jq >/dev/null || die "jq is not installed (apt-get install -y jq)"
 curl -fsS -m 5 "$admin/" >/dev/null || die "no Kong Admin API answers at $admin; pass --admin URL"
 
@@ -55,7 +57,7 @@ echo "static proxies:"
 while read -r name; do
   check "$name-route" "static proxy"
 done < <(sed -n 's/^  - name: *\([A-Za-z0-9._~-]*\).*/\1/p' "$static_file")
-echo "agents on $network:"
+echo "agents of the stack (on their own networks, or on $network):"
 agents=0
 while read -r cname label; do
   [ -n "$cname" ] || continue
@@ -66,7 +68,11 @@ while read -r cname label; do
     check "$route" "container $cname"
     # the container is a target of its agent's upstream (weight 0: being drained)
     upstream="$(agent_name_of service "$name")"
-    ip="$(docker inspect -f "{{(index .NetworkSettings.Networks \"$network\").IPAddress}}" "$cname" 2>/dev/null)"
+    # its address on its own network, else (legacy) on the shared one
+    ip=""
+    for net in "$(agent_name_of network "$name")" "$network"; do
+      [ -n "$ip" ] || ip="$(docker inspect -f "{{with index .NetworkSettings.Networks \"$net\"}}{{.IPAddress}}{{end}}" "$cname" 2>/dev/null)"
+    done
     weight="$(curl -fsS -m 5 "$admin/upstreams/$upstream/targets?size=1000" 2>/dev/null |
       jq -r --arg ip "$ip" '.data[] | select(.target | startswith($ip + ":")) | .weight' | head -n1)"
     if [ -z "$weight" ]; then
@@ -81,7 +87,10 @@ while read -r cname label; do
     printf '  SKIPPED  %s (not a valid agent name; the sidecar does not route it)\n' "$cname"
   fi
   agents=$((agents + 1))
-done < <(docker ps --filter "network=$network" --format '{{.Names}} {{.Label "nasiko.name"}}' | awk '$2 != "" && $2 != "<no" || $1 ~ /^agent-/')
+done < <({
+  docker ps --filter "label=nasiko.stack=$network" --filter label=nasiko.type=agent --format '{{.Names}} {{.Label "nasiko.name"}}'
+  docker ps --filter "network=$network" --format '{{.Names}} {{.Label "nasiko.name"}}'
+} | sort -u | awk '$2 != "" && $2 != "<no" || $1 ~ /^agent-/')
 [ "$agents" -gt 0 ] || echo "  (no running agent containers)"
 if [ "$missing" -gt 0 ]; then
   echo "$missing route(s) or target(s) missing" >&2

@@ -142,14 +142,15 @@ service_containers() {
 
 # The names agents go by, from the build agent itself (the scripts do not know the naming rule):
 # one tab-separated line per name — name, container, compose project, image repository, Kong
-# service, Kong route, the agent's own network. An invalid name: the rule on stderr, exit 2. Asks this checkout's build,
+# service, Kong route, the agent's own network (in the stack of NASIKO_NETWORK). An invalid name: the rule on stderr, exit 2. Asks this checkout's build,
 # else a build-agent on PATH, else the build-agent image.
 agent_names() {
   local bin
+  local stack="${NASIKO_NETWORK:-nasiko-network}"
   bin="$(repo_root)/target/release/build-agent"
-  if [ -x "$bin" ]; then "$bin" names "$@"; return; fi
-  if command -v build-agent >/dev/null 2>&1; then build-agent names "$@"; return; fi
-  docker run --rm --network none "nasiko/build-agent:${NASIKO_LOCAL_TAG:-local}" names "$@"
+  if [ -x "$bin" ]; then DOCKER_NETWORK="$stack" "$bin" names "$@"; return; fi
+  if command -v build-agent >/dev/null 2>&1; then DOCKER_NETWORK="$stack" build-agent names "$@"; return; fi
+  docker run --rm --network none -e DOCKER_NETWORK="$stack" "nasiko/build-agent:${NASIKO_LOCAL_TAG:-local}" names "$@"
 }
 
 # Field $1 (container, project, image, service, route, network) of agent $2.
@@ -209,4 +210,37 @@ admin_ports_off_loopback() {
     [[ " $admin_ports " == *" $svc:$tgt "* ]] || continue
     is_loopback "$ip" || echo "$svc $ip $pub $tgt"
   done
+}
+
+# The host's routes (other than the default and Docker's own bridges) that overlap the IPv4
+# subnet $1, one per line as "prefix dev": a VPN or LAN there would be shadowed by agent networks.
+routes_overlapping() {
+  ip -4 route show 2>/dev/null | awk -v pool="$1" '
+    function ip2n(s,  p) { split(s, p, "."); return ((p[1] * 256 + p[2]) * 256 + p[3]) * 256 + p[4] }
+    function first(c,  a) { split(c, a, "/"); if (a[2] == "") a[2] = 32; return ip2n(a[1]) - ip2n(a[1]) % (2 ^ (32 - a[2])) }
+    function last(c,  a) { split(c, a, "/"); if (a[2] == "") a[2] = 32; return first(c) + 2 ^ (32 - a[2]) - 1 }
+    $1 != "default" {
+      dev = ""; for (i = 2; i < NF; i++) if ($i == "dev") dev = $(i + 1)
+      if (dev ~ /^(br-|docker|veth)/) next
+      if (first($1) <= last(pool) && first(pool) <= last($1)) print $1, dev
+    }'
+}
+
+# The names of the agents of the stack whose shared agents network is $1: those on their own
+# networks (labelled nasiko.stack=$1) and legacy ones on $1 itself; one per line.
+stack_agents() {
+  {
+    docker ps -a --filter "label=nasiko.stack=$1" --filter label=nasiko.type --format '{{.Label "nasiko.name"}}'
+    docker ps -a --filter "network=$1" --filter label=nasiko.type --format '{{.Label "nasiko.name"}}'
+  } | sed '/^$/d' | sort -u
+}
+
+# Remove network $1 if it exists, taking out whoever is still on it (the gateway, Phoenix).
+remove_network() {
+  local c
+  docker network inspect "$1" >/dev/null 2>&1 || return 0
+  for c in $(docker network inspect --format '{{range $id, $c := .Containers}}{{$id}} {{end}}' "$1"); do
+    docker network disconnect -f "$1" "$c" >/dev/null 2>&1 || true
+  done
+  docker network rm "$1" >/dev/null 2>&1 || true
 }

@@ -47,10 +47,10 @@ if [ "$volumes" = 1 ] && [ "$yes" = 0 ]; then
   [[ "$answer" =~ ^[Yy] ]] || { echo "keeping the volumes"; volumes=0; }
 fi
 if [ "$agents" = 1 ]; then
-  names="$(docker ps -a --filter "network=${NASIKO_NETWORK:-nasiko-network}" --filter label=nasiko.type --format '{{.Label "nasiko.name"}}' | sort -u)"
+  names="$(stack_agents "${NASIKO_NETWORK:-nasiko-network}")"
   # shellcheck disable=SC2086  # names are the build agent's (checked by it below)
   [ -z "$names" ] || table="$(agent_names $names)" || die "cannot tell the agents' names (see above); is the build-agent image there?"
-  while IFS=$'\t' read -r n _ proj repo _ _; do
+  while IFS=$'\t' read -r n _ proj repo _ _ own; do
     [ -n "$n" ] || continue
     say "removing agent $n"
     ids="$(docker ps -aq --filter "label=nasiko.name=$n")"
@@ -62,6 +62,7 @@ if [ "$agents" = 1 ]; then
     [ -z "$imgs" ] || docker rmi $imgs >/dev/null 2>&1 || true
     for net in $(docker network ls -q --filter "label=com.docker.compose.project=$proj"); do docker network rm "$net" >/dev/null || true; done
     for vol in $(docker volume ls -q --filter "label=com.docker.compose.project=$proj"); do docker volume rm "$vol" >/dev/null || true; done
+    remove_network "$own"
   done <<<"${table:-}"
   # networks the build agent made for packages (labelled as its own), once no agent uses them
   for net in $(docker network ls -q --filter label=nasiko.managed-by=build-agent); do

@@ -28,8 +28,8 @@ docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}}|{{.Stat
 worker="$(service_containers "$project" nasiko-worker | head -1)"
 network="${NASIKO_NETWORK:-nasiko-network}"
 echo
-echo "AGENTS (network $network)"
-agents="$(docker ps -a --filter "network=$network" --filter label=nasiko.type=agent --format '{{.Label "nasiko.name"}}' | sort -u)"
+echo "AGENTS (each on a network of its own, $network-agent-…, or on $network)"
+agents="$(stack_agents "$network")"
 registry="http://localhost:${NASIKO_PORT_SERVICE_REGISTRY:-8080}"
 routed="$(curl -fsS -m 3 "$registry/status" 2>/dev/null || true)"
 printf '  %-24s %-10s %-10s %-10s %s\n' AGENT VERSION STATE ROUTED "LAST DEPLOY"

@@ -192,6 +192,13 @@ compose() { "${COMPOSE[@]}" -p "$project" "${files[@]}" "$@"; }
 # port (listening on the platform side only) needs the platform network first
 platform_net="${NASIKO_PLATFORM_NETWORK:-nasiko-core}" agents_net="${NASIKO_NETWORK:-nasiko-network}"
 [[ "$platform_net" < "$agents_net" ]] || die "NASIKO_PLATFORM_NETWORK ($platform_net) must sort before NASIKO_NETWORK ($agents_net): Docker publishes Kong's admin port on the first network by name. Rename one of them in $env_file"
+# agents' own networks are cut from NASIKO_AGENT_SUBNET_POOL: a host route there (a VPN, a LAN)
+# would be shadowed for every agent, and for the gateway
+pool="${NASIKO_AGENT_SUBNET_POOL:-10.213.0.0/16}"
+[[ "$pool" =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+/[0-9]+$ ]] || die "NASIKO_AGENT_SUBNET_POOL=$pool is not an IPv4 subnet; write e.g. 10.213.0.0/16 in $env_file"
+clash="$(routes_overlapping "$pool" | awk '{printf " %s (%s)", $1, $2}')"
+[ -z "$clash" ] || die "NASIKO_AGENT_SUBNET_POOL ($pool) overlaps this host's routes:$clash. Pick a free range for agents' networks in $env_file (e.g. 10.214.0.0/16)"
+export NASIKO_GATEWAY_CONTAINER="${NASIKO_GATEWAY_CONTAINER:-kong-gateway}"
 [ "$mode" = full ] && [ "${COMPOSE[*]}" != "docker compose" ] && die "the full platform needs compose v2 (docker compose); install it (as root this script does) and re-run"
 
 # the same, read from compose's own resolution of the stack: a checkout's .env, which compose

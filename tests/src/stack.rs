@@ -62,7 +62,8 @@ impl Stack {
         let example =
             std::fs::read_to_string(repo_root().join("compose-templates/nasiko.env.example"))
                 .expect("env example");
-        let mut env = String::new();
+        // the gateway's container, which the sidecar joins to every agent network: one per stack
+        let mut env = format!("NASIKO_GATEWAY_CONTAINER={project}-kong-gateway\n");
         for line in example.lines() {
             let key = line.split('=').next().unwrap_or("");
             let v = match key {
