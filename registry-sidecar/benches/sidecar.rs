@@ -127,6 +127,7 @@ fn synthetic(n: usize) -> Vec<AgentEndpoint> {
             container_id: format!("c{i}"),
             container_name: format!("agent-agent{i}"),
             ip: format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+            network: "nasiko-network".into(),
             port: 5000,
             owner: String::new(),
             version: None,

@@ -22,6 +22,14 @@ pub struct Api {
     pub mode: DiscoveryMode,
 }
 
+/// The last rejoin of the gateway (the member agents call `kong-gateway`).
+fn gateway_rejoin(s: &crate::status::Snapshot) -> Option<&crate::status::Rejoin> {
+    s.member_rejoins
+        .values()
+        .filter(|r| r.alias == crate::members::GATEWAY_ALIAS)
+        .max_by(|a, b| a.at_unix.total_cmp(&b.at_unix))
+}
+
 fn respond(status: u16, body: &Value) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
@@ -131,7 +139,8 @@ impl Api {
             && s.discovery_error.is_none()
             && s.static_file_error.is_none()
             && s.static_watch_error.is_none()
-            && s.kong_failing.is_none();
+            && s.kong_failing.is_none()
+            && s.member_errors.is_empty();
         json!({
             "status": if healthy { "healthy" } else { "degraded" },
             "services_count": s.managed_services.len(),
@@ -156,6 +165,10 @@ impl Api {
             "agents_waiting": s.waiting,
             "agents_skipped_malformed": s.malformed,
             "missing_plugins": s.missing_plugins,
+            // the membership keeper's: the gateway's last rejoin to every agent network after it
+            // started, each member's, and the agent networks a member could not join
+            "gateway_rejoin_ms": gateway_rejoin(&s).map(|r| r.ms),
+            "agent_network_members": {"rejoins": s.member_rejoins, "errors": s.member_errors},
             "counters": c.totals().iter().map(|(k, _, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         })
     }
@@ -184,6 +197,14 @@ impl Api {
             "Number of lags summed.",
             Counters::get(&c.event_lag_count) as f64,
         );
+        if let Some(r) = gateway_rejoin(&s) {
+            m(
+                "registry_gateway_rejoin_seconds",
+                "gauge",
+                "How long the gateway's last rejoin to every agent network took, from its start event.",
+                r.ms as f64 / 1000.0,
+            );
+        }
         m(
             "registry_agents",
             "gauge",

@@ -35,9 +35,23 @@ pub struct Args {
     #[arg(long, env = "REGISTRY_INTERVAL", default_value_t = 30)]
     pub registry_interval: u64,
 
-    /// Docker network the agents are attached to; their IP on it becomes the upstream.
+    /// The stack's shared agents network: legacy agents are attached to it, and each agent's
+    /// own network is named after it (`{AGENTS_NETWORK}-agent-{name}`). An agent is routed at
+    /// its IP on its own network when it is on it, else at its IP on this one.
     #[arg(long, env = "AGENTS_NETWORK", default_value = "nasiko-network")]
     pub agents_network: String,
+
+    /// Docker mode: the containers kept connected to every agent's own network, comma-separated,
+    /// each `container` or `container=alias` (the name agents call it by there), e.g.
+    /// `kong-gateway,phoenix-observability` or `my-gw=kong-gateway`. A member that does not run
+    /// is skipped; one that starts (a recreated gateway) is joined to every agent network again.
+    /// Empty: none (agents on their own networks then cannot reach the gateway).
+    #[arg(
+        long,
+        env = "AGENT_NETWORK_MEMBERS",
+        default_value = nasiko_contract::AGENT_NETWORK_MEMBERS
+    )]
+    pub agent_network_members: String,
 
     /// Where agents are discovered: docker or kubernetes.
     #[arg(long, env = "DISCOVERY_MODE", value_enum)]
@@ -134,6 +148,7 @@ pub struct Config {
     pub kong_admin_url: String,
     pub interval: Duration,
     pub agents_network: String,
+    pub members: Vec<crate::members::Member>,
     pub mode: DiscoveryMode,
     pub agents_namespace: String,
     pub hosts: crate::static_routes::HostOverrides,
@@ -208,10 +223,12 @@ impl Args {
             };
             url.to_string()
         });
+        let members = crate::members::parse_members(&self.agent_network_members)?;
         Ok(Config {
             kong_admin_url: url,
             interval: Duration::from_secs(self.registry_interval),
             agents_network: self.agents_network,
+            members,
             mode,
             agents_namespace: self.agents_namespace.clone(),
             hosts: crate::static_routes::HostOverrides {

@@ -473,6 +473,7 @@ mod tests {
             container_id: format!("c-{name}-{ip}"),
             container_name: format!("agent-{name}"),
             ip: ip.into(),
+            network: "nasiko-network".into(),
             port: 5000,
             owner: String::new(),
             version: None,

@@ -408,6 +408,7 @@ mod tests {
                 container_id: n.to_string(),
                 container_name: format!("agent-{n}"),
                 ip: ip.to_string(),
+                network: "nasiko-network".into(),
                 port: 5000,
                 owner: String::new(),
                 version: None,

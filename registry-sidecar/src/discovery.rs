@@ -1,10 +1,12 @@
 //! Docker discovery: subscribe to events (replayed from just before the list, so there is no
 //! start-up gap), list, then follow events; re-list after every reconnect; reconnect forever with
 //! backoff; an idle watchdog pings the daemon so a stalled stream cannot freeze discovery.
-//! Publishes the agents it sees on a watch channel.
+//! Publishes the agents it sees on a watch channel. It watches the shared agents network and
+//! every agent's own network of this stack (`endpoint::watched_network`); it never connects or
+//! disconnects anything (the membership keeper, `members`, joins the gateway to agent networks).
 
 use crate::backoff::Backoff;
-use crate::endpoint::{classify, AgentEndpoint, Classified, ContainerFacts};
+use crate::endpoint::{classify, watched_network, AgentEndpoint, Classified, ContainerFacts};
 use crate::status::{now_unix, Counters, Status};
 use bollard::models::{ContainerInspectResponse, EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
@@ -32,7 +34,8 @@ pub struct AgentsView {
 
 pub struct Discovery {
     pub docker_host: Option<String>,
-    pub network: String,
+    /// The shared agents network (AGENTS_NETWORK); agents' own networks are named after it.
+    pub shared_network: String,
     pub idle_ping: Duration,
     pub status: Arc<Status>,
     pub tx: watch::Sender<AgentsView>,
@@ -50,10 +53,7 @@ enum Disconnect {
 impl std::fmt::Display for Disconnect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Disconnect::Connect(e) => write!(
-                f,
-                "cannot connect to Docker: {e}. Is the socket mounted? Check DOCKER_HOST"
-            ),
+            Disconnect::Connect(e) => write!(f, "{e}"),
             Disconnect::List(e) => write!(f, "failed to list containers: {e}"),
             Disconnect::Stream(e) => write!(f, "the Docker event stream failed: {e}"),
             Disconnect::Ended => write!(f, "the Docker event stream ended"),
@@ -62,14 +62,24 @@ impl std::fmt::Display for Disconnect {
     }
 }
 
-impl Discovery {
-    fn connect(&self) -> Result<Docker, bollard::errors::Error> {
-        match &self.docker_host {
-            Some(h) => Docker::connect_with_host(h),
-            None => Docker::connect_with_defaults(),
-        }
+/// A Docker client for `docker_host` (None: the local socket), its API version negotiated.
+pub async fn connect(docker_host: Option<&str>) -> Result<Docker, String> {
+    let why = |e: String| {
+        format!("cannot connect to Docker: {e}. Is the socket mounted? Check DOCKER_HOST")
+    };
+    let docker = match docker_host {
+        Some(h) => Docker::connect_with_host(h),
+        None => Docker::connect_with_defaults(),
     }
+    .map_err(|e| why(e.to_string()))?;
+    match tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version()).await {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(e)) => Err(why(e.to_string())),
+        Err(_) => Err(why("version negotiation timed out".into())),
+    }
+}
 
+impl Discovery {
     /// Run forever (until the task is dropped).
     pub async fn run(self) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
@@ -95,16 +105,10 @@ impl Discovery {
     }
 
     async fn session(&self, backoff: &mut Backoff, first: bool) -> Disconnect {
-        let docker = match self.connect() {
+        let docker = match connect(self.docker_host.as_deref()).await {
             Ok(d) => d,
-            Err(e) => return Disconnect::Connect(e.to_string()),
+            Err(e) => return Disconnect::Connect(e),
         };
-        let docker =
-            match tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version()).await {
-                Ok(Ok(d)) => d,
-                Ok(Err(e)) => return Disconnect::Connect(e.to_string()),
-                Err(_) => return Disconnect::Connect("version negotiation timed out".into()),
-            };
         // Subscribe with `since` a little in the past: events during the list are replayed.
         let since = (now_unix() as i64 - 2).to_string();
         let mut filters = HashMap::new();
@@ -133,7 +137,7 @@ impl Discovery {
             s.discovery_error = None;
         });
         if first {
-            tracing::info!(agents = n, network = %self.network, "docker discovery started");
+            tracing::info!(agents = n, network = %self.shared_network, "docker discovery started");
         } else {
             tracing::info!(agents = n, "docker reconnected; re-listed containers");
         }
@@ -158,18 +162,29 @@ impl Discovery {
         }
     }
 
+    /// Every container on a network we watch, inspected and classified. One list of all
+    /// containers, kept to those on the shared network or an agent's own network (a filter by
+    /// label would miss the unlabelled `agent-…` containers of the naming fallback).
     async fn list(&self, docker: &Docker) -> Result<AgentsView, String> {
-        let mut filters = HashMap::new();
-        filters.insert("network".to_string(), vec![self.network.clone()]);
         let list = docker
             .list_containers(Some(ListContainersOptions {
                 all: true,
-                filters: Some(filters),
                 ..Default::default()
             }))
             .await
             .map_err(|e| e.to_string())?;
-        let ids: Vec<String> = list.into_iter().filter_map(|c| c.id).collect();
+        let shared = &self.shared_network;
+        let ids: Vec<String> = list
+            .into_iter()
+            .filter(|c| {
+                let nets = c
+                    .network_settings
+                    .as_ref()
+                    .and_then(|n| n.networks.as_ref());
+                nets.is_some_and(|m| m.keys().any(|n| watched_network(n, shared)))
+            })
+            .filter_map(|c| c.id)
+            .collect();
         let inspected: Vec<_> = futures_util::stream::iter(ids)
             .map(|id| async move { (id.clone(), docker.inspect_container(&id, None).await) })
             .buffer_unordered(16)
@@ -181,7 +196,7 @@ impl Discovery {
         };
         for (id, r) in inspected {
             match r {
-                Ok(c) => apply(&mut view, &id, &classify(&facts(&c), &self.network)),
+                Ok(c) => apply(&mut view, &id, &classify(&facts(&c), &self.shared_network)),
                 Err(bollard::errors::Error::DockerResponseServerError {
                     status_code: 404, ..
                 }) => {}
@@ -191,59 +206,54 @@ impl Discovery {
         Ok(view)
     }
 
-    async fn on_event(&self, docker: &Docker, e: EventMessage) {
-        let attrs = e
-            .actor
-            .as_ref()
-            .and_then(|a| a.attributes.clone())
-            .unwrap_or_default();
-        let action = e.action.clone().unwrap_or_default();
-        let id = match e.typ {
+    /// The container an event may change the view of; `None` for events that cannot.
+    fn subject(&self, e: &EventMessage, action: &str) -> Option<String> {
+        let attrs = e.actor.as_ref().and_then(|a| a.attributes.as_ref());
+        let attr = |k: &str| attrs.and_then(|a| a.get(k));
+        match e.typ {
             Some(EventMessageTypeEnum::CONTAINER) => {
                 let relevant = [
                     "start", "die", "stop", "destroy", "rename", "pause", "unpause", "restart",
                     "kill", "oom",
                 ]
-                .contains(&action.as_str())
+                .contains(&action)
                     || action.starts_with("health_status");
-                if !relevant {
-                    return;
-                }
-                e.actor.and_then(|a| a.id)
+                let id = e
+                    .actor
+                    .as_ref()
+                    .and_then(|a| a.id.clone())
+                    .filter(|_| relevant)?;
+                // container events carry the labels and name: skip the inspect for containers
+                // that can be no agent (most of a busy host's events), unless we track them
+                let candidate = attr(nasiko_contract::labels::TYPE).is_some()
+                    || attr("name")
+                        .is_some_and(|n| nasiko_contract::name_from_container(n).is_some());
+                let v = self.tx.borrow();
+                let known = v.agents.contains_key(&id)
+                    || v.waiting.contains_key(&id)
+                    || v.malformed.contains_key(&id);
+                (candidate || known).then_some(id)
             }
             Some(EventMessageTypeEnum::NETWORK) => {
-                if attrs.get("name") != Some(&self.network)
-                    || !(action == "connect" || action == "disconnect")
-                {
-                    return;
-                }
-                attrs.get("container").cloned()
+                let watched =
+                    attr("name").is_some_and(|n| watched_network(n, &self.shared_network));
+                let moved = action == "connect" || action == "disconnect";
+                attr("container").filter(|_| watched && moved).cloned()
             }
             _ => None,
-        };
-        let Some(id) = id else { return };
-        // container events carry the labels and name: skip the inspect for containers that can
-        // be no agent (most of a busy host's events), unless we route or track them already
-        if e.typ == Some(EventMessageTypeEnum::CONTAINER) {
-            let candidate = attrs.contains_key(nasiko_contract::labels::TYPE)
-                || attrs
-                    .get("name")
-                    .is_some_and(|n| nasiko_contract::name_from_container(n).is_some());
-            let known = {
-                let v = self.tx.borrow();
-                v.agents.contains_key(&id)
-                    || v.waiting.contains_key(&id)
-                    || v.malformed.contains_key(&id)
-            };
-            if !candidate && !known {
-                return;
-            }
         }
+    }
+
+    async fn on_event(&self, docker: &Docker, e: EventMessage) {
+        let action = e.action.clone().unwrap_or_default();
+        let Some(id) = self.subject(&e, &action) else {
+            return;
+        };
         let outcome = if action == "destroy" {
             None
         } else {
             match docker.inspect_container(&id, None).await {
-                Ok(c) => Some(classify(&facts(&c), &self.network)),
+                Ok(c) => Some(classify(&facts(&c), &self.shared_network)),
                 Err(bollard::errors::Error::DockerResponseServerError {
                     status_code: 404, ..
                 }) => None,

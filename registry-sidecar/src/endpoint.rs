@@ -1,5 +1,6 @@
 //! From a container's facts to an `AgentEndpoint` (contracts.md §1): labels, the naming
-//! fallback, the IP on the agents network, the port rule and the health gate. Pure.
+//! fallback, the IP on the agent's own network (else the shared one), the port rule and the
+//! health gate. Pure.
 
 use nasiko_contract::labels;
 use serde::Serialize;
@@ -44,6 +45,9 @@ pub struct AgentEndpoint {
     pub container_id: String,
     pub container_name: String,
     pub ip: String,
+    /// The Docker network `ip` is on: the agent's own (`{shared}-agent-…`) or the shared one (empty
+    /// for Kubernetes).
+    pub network: String,
     pub port: u16,
     pub owner: String,
     pub version: Option<String>,
@@ -122,52 +126,32 @@ pub enum Classified {
 
 pub use nasiko_contract::valid_agent_name;
 
-pub fn classify(c: &ContainerFacts, network: &str) -> Classified {
-    // not attached to the agents network at all: none of our business, and it costs no sync (a
-    // `network connect` event brings it back for a look)
-    if !c.networks.contains_key(network) {
+/// A network discovery looks at: the shared agents network `shared` (legacy), or the own network
+/// of an agent of this stack (`{shared}-agent-…`, see `nasiko_contract::agent_network`).
+pub fn watched_network(network: &str, shared: &str) -> bool {
+    network == shared || nasiko_contract::agent_of_network(shared, network).is_some()
+}
+
+/// Classify one container. `shared` is the shared agents network (AGENTS_NETWORK): an agent is
+/// routed at its IP on its own network when it is on it, else at its IP on `shared`.
+pub fn classify(c: &ContainerFacts, shared: &str) -> Classified {
+    // on no network we watch: none of our business, and it costs no sync (a `network connect`
+    // event brings it back for a look)
+    if !c.networks.keys().any(|n| watched_network(n, shared)) {
         return Classified::NotAgent;
     }
-    let ty = c.labels.get(labels::TYPE).map(String::as_str);
-    let (name, discovered_by) = match ty {
-        Some(labels::TYPE_AGENT) => match c.labels.get(labels::NAME).map(|s| s.trim()) {
-            None | Some("") => {
-                return Classified::Malformed(format!(
-                    "container {} is labelled nasiko.type=agent but nasiko.name is empty or missing; set nasiko.name",
-                    c.name
-                ))
-            }
-            Some(n) if !valid_agent_name(n) => {
-                return Classified::Malformed(format!(
-                    "container {}: nasiko.name '{n}' is not a valid agent name (lower-case letters, digits, '_', '.', '-')",
-                    c.name
-                ))
-            }
-            Some(n) => (n.to_string(), Discovered::Label),
-        },
-        Some(_) => return Classified::NotAgent,
-        None => match nasiko_contract::name_from_container(&c.name) {
-            Some(n) => (n.to_string(), Discovered::NameFallback),
-            None => return Classified::NotAgent,
-        },
+    // another stack's agent (its build agent has another shared network): its sidecar's
+    if c.labels.get(labels::STACK).is_some_and(|s| s != shared) {
+        return Classified::NotAgent;
+    }
+    let (name, discovered_by) = match identify(c) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Classified::NotAgent,
+        Err(why) => return Classified::Malformed(why),
     };
-    let port = match c.labels.get(labels::PORT).map(|s| s.trim()) {
-        Some(p) => match p.parse::<u16>() {
-            Ok(p) if p > 0 => p,
-            _ => {
-                return Classified::Malformed(format!(
-                    "agent '{name}' (container {}): nasiko.port '{p}' is not a port number 1-65535",
-                    c.name
-                ))
-            }
-        },
-        None => match c.exposed_ports.as_slice() {
-            [one] => match one.split('/').next().and_then(|p| p.parse::<u16>().ok()) {
-                Some(p) if p > 0 => p,
-                _ => DEFAULT_AGENT_PORT,
-            },
-            _ => DEFAULT_AGENT_PORT,
-        },
+    let port = match port_of(c, &name) {
+        Ok(p) => p,
+        Err(why) => return Classified::Malformed(why),
     };
     if !c.running {
         return Classified::Waiting(format!(
@@ -175,26 +159,23 @@ pub fn classify(c: &ContainerFacts, network: &str) -> Classified {
             c.name
         ));
     }
-    if let Some(h) = &c.health {
-        if h != "healthy" {
-            return Classified::Waiting(format!(
-                "agent '{name}': container {} is {h}, routed once healthy",
-                c.name
-            ));
-        }
-    }
-    let Some(ip) = c.networks.get(network).filter(|ip| !ip.is_empty()) else {
+    if let Some(h) = c.health.as_deref().filter(|h| *h != "healthy") {
         return Classified::Waiting(format!(
-            "agent '{name}': container {} has no IP on network {network}",
+            "agent '{name}': container {} is {h}, routed once healthy",
             c.name
         ));
+    }
+    let (network, ip) = match address(c, &name, shared) {
+        Ok(at) => at,
+        Err(why) => return Classified::Waiting(why),
     };
     Classified::Agent(Box::new(AgentEndpoint {
         kong_name: nasiko_contract::agent_ref(&name),
         name,
         container_id: c.id.clone(),
         container_name: c.name.clone(),
-        ip: ip.clone(),
+        ip,
+        network,
         port,
         owner: c.labels.get(labels::OWNER).cloned().unwrap_or_default(),
         version: c.labels.get(labels::VERSION).cloned(),
@@ -206,6 +187,79 @@ pub fn classify(c: &ContainerFacts, network: &str) -> Classified {
         health_checked: c.health.is_some(),
         handover: c.labels.get(labels::HANDOVER).is_some_and(|v| v == "true"),
     }))
+}
+
+/// The agent's name and how it was found: `Ok(None)` for a container that is no agent.
+fn identify(c: &ContainerFacts) -> Result<Option<(String, Discovered)>, String> {
+    match c.labels.get(labels::TYPE).map(String::as_str) {
+        Some(labels::TYPE_AGENT) => match c.labels.get(labels::NAME).map(|s| s.trim()) {
+            None | Some("") => Err(format!(
+                "container {} is labelled nasiko.type=agent but nasiko.name is empty or missing; set nasiko.name",
+                c.name
+            )),
+            Some(n) if !valid_agent_name(n) => Err(format!(
+                "container {}: nasiko.name '{n}' is not a valid agent name (lower-case letters, digits, '_', '.', '-')",
+                c.name
+            )),
+            Some(n) => Ok(Some((n.to_string(), Discovered::Label))),
+        },
+        Some(_) => Ok(None),
+        None => Ok(nasiko_contract::name_from_container(&c.name)
+            .map(|n| (n.to_string(), Discovered::NameFallback))),
+    }
+}
+
+/// `nasiko.port`, else the single exposed port, else [`DEFAULT_AGENT_PORT`].
+fn port_of(c: &ContainerFacts, name: &str) -> Result<u16, String> {
+    match c.labels.get(labels::PORT).map(|s| s.trim()) {
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(p),
+            _ => Err(format!(
+                "agent '{name}' (container {}): nasiko.port '{p}' is not a port number 1-65535",
+                c.name
+            )),
+        },
+        None => Ok(match c.exposed_ports.as_slice() {
+            [one] => match one.split('/').next().and_then(|p| p.parse::<u16>().ok()) {
+                Some(p) if p > 0 => p,
+                _ => DEFAULT_AGENT_PORT,
+            },
+            _ => DEFAULT_AGENT_PORT,
+        }),
+    }
+}
+
+/// Where agent `name` is routed: `(network, ip)` on its own network when it is attached to it,
+/// else on the shared one; why not (a waiting reason) when neither gives an address.
+///
+/// A container on another agent's network only (labelled `alpha`, on beta's own network)
+/// is never routed there: that network is beta's, and only beta's entry container belongs on it;
+/// routing alpha's traffic into it would hand beta's network a stranger's requests. It is
+/// Waiting, not NotAgent: it carries our labels and sits on a network we watch, so it is an
+/// agent of ours in the wrong place, and `/status` says so (a silent NotAgent would leave the
+/// operator wondering why alpha has no route); it is routed once it joins its own network.
+fn address(c: &ContainerFacts, name: &str, shared: &str) -> Result<(String, String), String> {
+    let own = nasiko_contract::agent_network(shared, name);
+    let network = if c.networks.contains_key(&own) {
+        own
+    } else if c.networks.contains_key(shared) {
+        shared.to_string()
+    } else {
+        let mut others: Vec<&str> = c.networks.keys().map(String::as_str).collect();
+        others.sort_unstable();
+        return Err(format!(
+            "agent '{name}': container {} is on {} but not on its own network {own} (nor on {shared}); routed once it joins {own}",
+            c.name,
+            others.join(", ")
+        ));
+    };
+    match c.networks.get(&network).filter(|ip| !ip.is_empty()) {
+        Some(ip) => Ok((network, ip.clone())),
+        None => Err(format!(
+            "agent '{name}': container {} has no IP on network {network}",
+            c.name
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -378,5 +432,137 @@ mod tests {
             classify(&c, "nasiko-network"),
             Classified::Waiting(_)
         ));
+    }
+
+    fn on(mut c: ContainerFacts, nets: &[(&str, &str)]) -> ContainerFacts {
+        c.networks = nets
+            .iter()
+            .map(|(n, ip)| (n.to_string(), ip.to_string()))
+            .collect();
+        c
+    }
+
+    #[test]
+    fn an_agent_is_routed_on_its_own_network_before_the_shared_one() {
+        let labelled = facts(
+            "c-alpha",
+            &[("nasiko.type", "agent"), ("nasiko.name", "a.b_c")],
+        );
+        let own = nasiko_contract::agent_network("nasiko-network", "a.b_c");
+        assert_eq!(own, "nasiko-network-agent-a_db__c");
+        let both = on(
+            labelled.clone(),
+            &[("nasiko-network", "172.20.0.5"), (&own, "10.213.0.2")],
+        );
+        let a = agent(&both);
+        assert_eq!(
+            (a.ip.as_str(), a.network.as_str()),
+            ("10.213.0.2", own.as_str())
+        );
+        let only_own = on(labelled.clone(), &[(&own, "10.213.0.2")]);
+        assert_eq!(agent(&only_own).target(), "10.213.0.2:5000");
+        // legacy: the shared network alone, as before
+        let legacy = agent(&labelled);
+        assert_eq!(
+            (legacy.ip.as_str(), legacy.network.as_str()),
+            ("172.20.0.5", "nasiko-network")
+        );
+        // on its own network with no IP yet: waiting, not routed on the shared one
+        let no_ip = on(labelled, &[(&own, "")]);
+        match classify(&no_ip, "nasiko-network") {
+            Classified::Waiting(w) => {
+                assert!(
+                    w.contains("no IP on network nasiko-network-agent-a_db__c"),
+                    "{w}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_container_on_another_agents_network_is_never_routed_there() {
+        // labelled alpha, attached to beta's network only: beta's network is not alpha's
+        // address; it is an agent of ours in the wrong place, so it waits and says why
+        let c = on(
+            facts(
+                "c-alpha",
+                &[("nasiko.type", "agent"), ("nasiko.name", "alpha")],
+            ),
+            &[("nasiko-network-agent-beta", "10.213.0.7")],
+        );
+        match classify(&c, "nasiko-network") {
+            Classified::Waiting(w) => {
+                assert!(w.contains("nasiko-network-agent-beta"), "{w}");
+                assert!(
+                    w.contains("its own network nasiko-network-agent-alpha"),
+                    "{w}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // beside the shared network, alpha is routed there (legacy), never on beta's
+        let c = on(
+            c,
+            &[
+                ("nasiko-network-agent-beta", "10.213.0.7"),
+                ("nasiko-network", "172.20.0.9"),
+            ],
+        );
+        assert_eq!(agent(&c).ip, "172.20.0.9");
+        // a dependency or a stranger on an agent network is still nothing of ours
+        let dep = on(
+            facts("agent-beta-db", &[("nasiko.type", "agent-dependency")]),
+            &[("nasiko-network-agent-beta", "10.213.0.8")],
+        );
+        assert_eq!(classify(&dep, "nasiko-network"), Classified::NotAgent);
+        let gw = on(
+            facts("kong-gateway", &[]),
+            &[("nasiko-network-agent-beta", "10.213.0.3")],
+        );
+        assert_eq!(classify(&gw, "nasiko-network"), Classified::NotAgent);
+    }
+
+    #[test]
+    fn the_name_fallback_works_on_the_own_network_too() {
+        let c = on(
+            facts("agent-legacy", &[]),
+            &[("nasiko-network-agent-legacy", "10.213.0.4")],
+        );
+        let a = agent(&c);
+        assert_eq!(
+            (a.name.as_str(), a.ip.as_str(), a.discovered_by),
+            ("legacy", "10.213.0.4", Discovered::NameFallback)
+        );
+        // malformed labels are reported on an agent network as on the shared one
+        let bad = on(
+            facts("c", &[("nasiko.type", "agent")]),
+            &[("nasiko-network-agent-x", "10.213.0.5")],
+        );
+        assert!(matches!(
+            classify(&bad, "nasiko-network"),
+            Classified::Malformed(_)
+        ));
+        // a network merely named like one of ours but malformed is not watched
+        let odd = on(
+            facts("agent-odd", &[]),
+            &[("nasiko-network-agent-Odd", "10.213.0.6")],
+        );
+        assert_eq!(classify(&odd, "nasiko-network"), Classified::NotAgent);
+    }
+
+    #[test]
+    fn another_stacks_agents_are_not_ours() {
+        let labelled = facts("c-x", &[("nasiko.type", "agent"), ("nasiko.name", "x")]);
+        // on the own network of another stack (another shared network): not watched
+        let c = on(labelled.clone(), &[("other-net-agent-x", "10.213.0.2")]);
+        assert_eq!(classify(&c, "nasiko-network"), Classified::NotAgent);
+        // labelled as another stack's: not ours even on our networks
+        let mut c = on(labelled, &[("nasiko-network-agent-x", "10.213.0.2")]);
+        c.labels.insert("nasiko.stack".into(), "other-net".into());
+        assert_eq!(classify(&c, "nasiko-network"), Classified::NotAgent);
+        c.labels
+            .insert("nasiko.stack".into(), "nasiko-network".into());
+        assert_eq!(agent(&c).ip, "10.213.0.2");
     }
 }

@@ -75,6 +75,7 @@ pub fn classify_service(svc: &Service, namespace: &str) -> Result<AgentEndpoint,
         container_id: svc.metadata.uid.clone().unwrap_or_default(),
         container_name: name.clone(),
         ip: format!("{name}.{namespace}.svc.cluster.local"),
+        network: String::new(),
         port,
         owner: svc
             .metadata

@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod endpoint;
 pub mod kong;
 pub mod kubernetes;
+pub mod members;
 pub mod privileges;
 pub mod reconciler;
 pub mod static_routes;
@@ -23,6 +24,42 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+
+/// Docker discovery, and the membership keeper between it and the reconciler when there are
+/// members to keep on the agent networks.
+fn docker_discovery(
+    cfg: &Config,
+    status: &Arc<status::Status>,
+    agents_tx: watch::Sender<discovery::AgentsView>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let (discovered_tx, discovered_rx) = watch::channel(discovery::AgentsView::default());
+    let tx = if cfg.members.is_empty() {
+        tracing::warn!("AGENT_NETWORK_MEMBERS is empty: no container is joined to the agents' own networks, so the gateway cannot reach agents on them");
+        agents_tx
+    } else {
+        let keeper = members::Keeper::new(
+            cfg.docker_host.clone(),
+            cfg.agents_network.clone(),
+            cfg.members.clone(),
+            cfg.interval,
+            status.clone(),
+            discovered_rx,
+            agents_tx,
+        );
+        tasks.push(tokio::spawn(keeper.run()));
+        discovered_tx
+    };
+    let d = discovery::Discovery {
+        docker_host: cfg.docker_host.clone(),
+        shared_network: cfg.agents_network.clone(),
+        idle_ping: Duration::from_secs(30),
+        status: status.clone(),
+        tx,
+    };
+    tasks.push(tokio::spawn(d.run()));
+    tasks
+}
 
 /// Run the sidecar until `shutdown` completes.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
@@ -53,25 +90,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let (agents_tx, agents_rx) = watch::channel(discovery::AgentsView::default());
     let (sync_tx, sync_rx) = mpsc::channel(16);
 
-    let discovery_task = match kube_client {
+    let discovery_tasks = match kube_client {
         Some(client) => {
             let d = kubernetes::KubeDiscovery {
                 namespace: cfg.agents_namespace.clone(),
                 status: status.clone(),
                 tx: agents_tx,
             };
-            tokio::spawn(d.run(client))
+            vec![tokio::spawn(d.run(client))]
         }
-        None => {
-            let d = discovery::Discovery {
-                docker_host: cfg.docker_host.clone(),
-                network: cfg.agents_network.clone(),
-                idle_ping: Duration::from_secs(30),
-                status: status.clone(),
-                tx: agents_tx,
-            };
-            tokio::spawn(d.run())
-        }
+        None => docker_discovery(&cfg, &status, agents_tx),
     };
     let reconciler = reconciler::Reconciler {
         kong: kong::KongClient::new(
@@ -94,8 +122,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         sync: sync_tx,
         mode: cfg.mode,
     };
-    let tasks = [
-        discovery_task,
+    let mut tasks = discovery_tasks;
+    tasks.extend([
         tokio::spawn(reconciler.run()),
         tokio::spawn(api.serve(listener)),
         tokio::spawn(static_watch::watch_file(
@@ -104,7 +132,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             status,
             statics_tx,
         )),
-    ];
+    ]);
     shutdown.await;
     tracing::info!("registry-sidecar stopping");
     for t in tasks {

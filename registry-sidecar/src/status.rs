@@ -1,10 +1,11 @@
 //! What the sidecar reports: the last sync, reachability, managed entities, counters. Each
 //! component writes only its own fields (discovery its `discovery_*`, the reconciler the sync's
-//! and Kong's, the static routes watcher its `static_*`); the HTTP API reads them all.
+//! and Kong's, the static routes watcher its `static_*`, the membership keeper its `member_*`);
+//! the HTTP API reads them all.
 
 use crate::endpoint::AgentEndpoint;
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -17,6 +18,10 @@ pub struct Counters {
     pub kong_errors: AtomicU64,
     pub docker_events: AtomicU64,
     pub docker_reconnects: AtomicU64,
+    /// Member containers connected to agent networks by the membership keeper, and connects
+    /// that failed.
+    pub member_connects: AtomicU64,
+    pub member_connect_failures: AtomicU64,
     /// Sum and count of (event time → applied) lags, in milliseconds.
     pub event_lag_ms_sum: AtomicU64,
     pub event_lag_count: AtomicU64,
@@ -31,7 +36,7 @@ impl Counters {
     }
     /// The plain counters as (name, help, value): `/status` shows them by name, `/metrics` as
     /// `registry_{name}_total`.
-    pub fn totals(&self) -> [(&'static str, &'static str, u64); 7] {
+    pub fn totals(&self) -> [(&'static str, &'static str, u64); 9] {
         [
             ("syncs", "Syncs run.", Self::get(&self.syncs)),
             (
@@ -64,6 +69,16 @@ impl Counters {
                 "Discovery reconnects.",
                 Self::get(&self.docker_reconnects),
             ),
+            (
+                "member_connects",
+                "Member containers (gateway, Phoenix) connected to agent networks.",
+                Self::get(&self.member_connects),
+            ),
+            (
+                "member_connect_failures",
+                "Connects of a member container to an agent network that failed.",
+                Self::get(&self.member_connect_failures),
+            ),
         ]
     }
 }
@@ -93,6 +108,23 @@ pub struct Snapshot {
     pub malformed: Vec<String>,
     pub missing_plugins: BTreeSet<String>,
     pub managed_services: Vec<String>,
+    /// The membership keeper's: each member container's last rejoin (after it started), by
+    /// container name; the agent networks the members could not join, with why.
+    pub member_rejoins: BTreeMap<String, Rejoin>,
+    pub member_errors: BTreeMap<String, String>,
+}
+
+/// A member container (re)joined to every agent network after it started.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Rejoin {
+    /// The name agents call it by on their networks (`kong-gateway` for the gateway).
+    pub alias: String,
+    /// Agent networks it had to be on, and how many of them it was connected to now.
+    pub networks: usize,
+    pub connected: usize,
+    /// From its start event to the last connect, in milliseconds.
+    pub ms: u64,
+    pub at_unix: f64,
 }
 
 #[derive(Default)]
