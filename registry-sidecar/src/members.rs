@@ -83,7 +83,9 @@ pub fn is_agent_network(stack: &str, name: &str, net_labels: &HashMap<String, St
 /// What the keeper knows of the agent networks.
 #[derive(Debug, Default, Clone)]
 pub struct Joins {
-    /// Networks every running member is on (a network with no member running counts).
+    /// Networks every running member has been joined to (one with no member running counts):
+    /// their agents pass the gate. A network stays here after a later connect failed (a
+    /// recreated member's rejoin): its agents keep their routes while it is tried again.
     pub joined: HashSet<String>,
     /// Networks a member could not join, with why (retried on a timer and when a member starts).
     pub failed: BTreeMap<String, String>,
