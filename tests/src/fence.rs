@@ -340,7 +340,8 @@ pub struct Plan {
     pub network_gateways: BTreeSet<String>,
     /// The ports the stack publishes on the host, the stack's chosen ones included.
     pub host_ports: BTreeSet<u16>,
-    /// The gateway's proxy as agents reach it: its address on the agents' network, port 8000.
+    /// The gateway's proxy as the agent reaches it: its address on the agent's own network, port
+    /// 8000.
     pub proxy: Target,
 }
 
@@ -359,12 +360,20 @@ impl Plan {
             .iter()
             .find(|c| c.service == "kong-gateway")
             .expect("the gateway's container");
+        // the proxy as the agent reaches it: the gateway's address on the agent's own network
+        let own = agent
+            .addresses
+            .iter()
+            .map(|(n, _)| n)
+            .find(|n| nasiko_contract::agent_of_network(&stack.network, n).is_some())
+            .expect("the agent is on a network of its own")
+            .clone();
         let proxy_ip = gw
             .addresses
             .iter()
-            .find(|(n, _)| *n == stack.network)
+            .find(|(n, _)| *n == own)
             .map(|(_, ip)| ip.clone())
-            .expect("the gateway is on the agents' network");
+            .expect("the gateway is on the agent's own network");
         let mut network_gateways = BTreeSet::new();
         for net in [&stack.network, &stack.platform_network] {
             let mut gws = self::network_gateways(net);

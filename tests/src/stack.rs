@@ -157,6 +157,19 @@ impl Stack {
             .expect("the script runs")
     }
 
+    /// Recreate one service's container as compose does after a change of its configuration:
+    /// a new container, with the networks of the stack file only.
+    pub fn recreate(&self, service: &str) -> std::process::Output {
+        Command::new("docker")
+            .args(["compose", "-p", &self.project, "--env-file"])
+            .arg(&self.env_file)
+            .arg("-f")
+            .arg(repo_root().join("compose-templates/docker-compose.standalone.yml"))
+            .args(["up", "-d", "--force-recreate", "--no-deps", service])
+            .output()
+            .expect("docker compose runs")
+    }
+
     /// The container id of a compose service of this stack.
     pub fn container(&self, service: &str) -> String {
         let p = format!("label=com.docker.compose.project={}", self.project);

@@ -211,6 +211,140 @@ async fn the_fence_holds_by_address(stack: &Stack, real: &str) -> String {
     probe
 }
 
+/// Issue 25, by address: from inside `agent-{from}`, every address of every container of agent
+/// `to` (on all its networks) on the ports it exposes, 5000 and the platform's known ports, and
+/// the gateway's addresses on every network but `from`'s own; from a twin on `from`'s networks,
+/// `to`'s names. None answers. The gateway's proxy on `from`'s network answers, and through it
+/// `to` answers, with its service's plugins.
+async fn agents_reach_each_other_only_through_the_gateway(
+    stack: &Stack,
+    http: &HttpClient,
+    from: &str,
+    to: &str,
+) {
+    let me = fence::container(&format!("agent-{from}"));
+    let own = nasiko_contract::agent_network(&stack.network, from);
+    assert_eq!(
+        me.addresses.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        [&own],
+        "{from} is on its own network alone"
+    );
+    let ids = docker_ok(&["ps", "-q", "--filter", &format!("label=nasiko.name={to}")]);
+    let theirs: Vec<fence::PlatformContainer> =
+        ids.split_whitespace().map(fence::container).collect();
+    let gw = fence::container(&stack.container("kong-gateway"));
+    let proxy = gw
+        .addresses
+        .iter()
+        .find(|(n, _)| *n == own)
+        .map(|(_, ip)| (ip.clone(), 8000u16))
+        .expect("the gateway is on the agent's network");
+    let mut by_address: BTreeSet<Target> = BTreeSet::new();
+    let mut names: BTreeSet<Target> = BTreeSet::new();
+    for c in &theirs {
+        let ports: BTreeSet<u16> = fence::KNOWN_PORTS
+            .iter()
+            .chain(c.exposed.iter())
+            .chain([&5000])
+            .copied()
+            .collect();
+        for (_, ip) in &c.addresses {
+            by_address.extend(ports.iter().map(|p| (ip.clone(), *p)));
+        }
+        let service = c.service.clone();
+        for n in [
+            c.name.clone(),
+            service,
+            format!("agent-{to}"),
+            to.to_string(),
+        ] {
+            if !n.is_empty() && !n.contains('.') {
+                names.extend(ports.iter().map(|p| (n.clone(), *p)));
+            }
+        }
+    }
+    for (net, ip) in &gw.addresses {
+        if *net != own {
+            by_address.extend([8000, 8001].map(|p| (ip.clone(), p)));
+        }
+    }
+    by_address.insert(proxy.clone());
+    names.insert(("kong-gateway".into(), 8000));
+    // not vacuous: the other agent's entry container on its own network, and the gateway there
+    let their_net = nasiko_contract::agent_network(&stack.network, to);
+    let their_ip = theirs
+        .iter()
+        .flat_map(|c| c.addresses.iter())
+        .find(|(n, _)| *n == their_net)
+        .map(|(_, ip)| ip.clone())
+        .expect("the other agent is on its own network");
+    assert!(by_address.contains(&(their_ip.clone(), 5000)));
+    let gw_there = gw
+        .addresses
+        .iter()
+        .find(|(n, _)| *n == their_net)
+        .map(|(_, ip)| ip.clone())
+        .expect("the gateway is on the other agent's network");
+    assert!(by_address.contains(&(gw_there, 8000)));
+    let from_agent = fence::probe_from(&me.name, &by_address);
+    let from_twin = {
+        let twin = fence::name_twin(&me);
+        fence::probe_from(&twin.0, &names)
+    };
+    println!(
+        "agent to agent: {} addresses tried, answered: {:?}; {} names tried, answered: {:?}",
+        by_address.len(),
+        from_agent.open,
+        names.len(),
+        from_twin.open
+    );
+    assert_eq!(from_agent.tried, Some(by_address.len()));
+    assert_eq!(
+        from_agent.open,
+        BTreeSet::from([show(&proxy)]),
+        "only the gateway's proxy on {from}'s own network may answer"
+    );
+    assert_eq!(from_twin.tried, Some(names.len()));
+    assert_eq!(
+        from_twin.open,
+        BTreeSet::from(["kong-gateway:8000".to_string()]),
+        "only kong-gateway:8000 may answer by name"
+    );
+    // through the gateway, from inside the agent: the other agent answers
+    let body = r#"{"id":"via-gateway"}"#;
+    let request = format!(
+        "POST /agents/agent-{to} HTTP/1.0\r\nHost: kong-gateway\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let reply = docker_ok(&[
+        "exec",
+        &me.name,
+        "sh",
+        "-c",
+        "printf '%s' \"$1\" | nc -w 5 kong-gateway 8000",
+        "sh",
+        &request,
+    ]);
+    assert!(reply.contains(&format!("hello from {to}")), "{reply}");
+    // with its plugins: the route it came through is the agent's, and the service has them
+    let (_, plugins) = http
+        .json(
+            "GET",
+            &format!("{}/services/agent-{to}/plugins", stack.admin()),
+            None,
+        )
+        .await
+        .unwrap();
+    let plugin_names: Vec<&str> = plugins["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    println!("agent to agent: through the gateway, with plugins {plugin_names:?}");
+    assert!(!plugin_names.is_empty(), "{plugins}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_docker_plan_phase_4_journey_with_faults() {
     let stack = tokio::task::spawn_blocking(Stack::up).await.unwrap();
@@ -243,9 +377,16 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
     let c: Value =
         serde_json::from_str(&docker_ok(&["inspect", &format!("agent-{name}")])).unwrap();
     let c = &c[0];
-    assert!(c["NetworkSettings"]["Networks"]
-        .get(&stack.network)
-        .is_some());
+    // on its own network alone (issue 25)
+    let nets: Vec<&String> = c["NetworkSettings"]["Networks"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(
+        nets,
+        [&nasiko_contract::agent_network(&stack.network, &name)]
+    );
     let labels = &c["Config"]["Labels"];
     assert_eq!(
         (
@@ -350,7 +491,10 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         .status
         .success()
     };
-    let gateway = ip_on("kong-gateway", &stack.network);
+    let gateway = ip_on(
+        "kong-gateway",
+        &nasiko_contract::agent_network(&stack.network, &real),
+    );
     assert!(
         reach(&gateway, "8000"),
         "the agent reaches the gateway's proxy"
@@ -385,6 +529,8 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
     // the fence by address (issue 20): every platform address and the host, from the agent, its
     // twin (names) and a build
     let probe = the_fence_holds_by_address(&stack, &real).await;
+    // agents reach each other only through the gateway (issue 25)
+    agents_reach_each_other_only_through_the_gateway(&stack, &http, &real, &name).await;
 
     // 7. an update replaces it while requests keep flowing
     let ok = Arc::new(AtomicU64::new(0));
@@ -611,6 +757,116 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
     })
     .await;
 
+    // fault (issue 25): the build agent SIGKILLed between making an agent's network and starting
+    // the agent; restarted, the job completes, the gateway is on the network and nothing is left
+    let cut = format!("cut{}", std::process::id());
+    let cp = stack.add_package("dockerfile-only", &cut, "v1.0.0");
+    let cut_net = nasiko_contract::agent_network(&stack.network, &cut);
+    let mut events = std::process::Command::new("docker")
+        .args([
+            "events",
+            "--filter",
+            "type=network",
+            "--filter",
+            "event=create",
+        ])
+        .args([
+            "--filter",
+            &format!("network={cut_net}"),
+            "--format",
+            "{{.Actor.Attributes.name}}",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(events.stdout.take().unwrap()));
+    stack.queue(&cut, &cp, "v1.0.0", None);
+    let made = tokio::task::spawn_blocking(move || lines.next())
+        .await
+        .unwrap();
+    let worker = stack.container("nasiko-worker");
+    docker_ok(&["kill", "-s", "KILL", &worker]);
+    let _ = events.kill();
+    let _ = events.wait();
+    assert_eq!(made.and_then(Result::ok).as_deref(), Some(cut_net.as_str()));
+    assert!(
+        !docker(&["inspect", &format!("agent-{cut}")])
+            .status
+            .success(),
+        "the kill landed after the agent was started: it proves nothing"
+    );
+    docker(&["start", &worker]);
+    wait_status(&stack, &cut, "completed").await;
+    wait_for("the resumed agent answering through the gateway", T, || {
+        stack.ask(&http, &cut)
+    })
+    .await;
+    let on_net = docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .Containers}}{{.Name}} {{end}}",
+        &cut_net,
+    ]);
+    let mut members: Vec<&str> = on_net.split_whitespace().collect();
+    members.sort();
+    let mut want = vec![
+        format!("agent-{cut}"),
+        format!("{}-kong-gateway", stack.project),
+    ];
+    want.sort();
+    assert_eq!(members, want, "only the agent and the gateway on {cut_net}");
+
+    // fault (issue 25): the gateway recreated while agents run; it rejoins every agent network and
+    // every agent answers through it again
+    let agent_nets = docker_ok(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=nasiko.stack={}", stack.network),
+    ])
+    .lines()
+    .count();
+    let t0 = Instant::now();
+    let out = stack.recreate("kong-gateway");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recreated = t0.elapsed();
+    for n in [&real, &slow, &cut] {
+        wait_for(
+            &format!("{n} answering through the recreated gateway"),
+            T,
+            || stack.ask(&http, n),
+        )
+        .await;
+    }
+    let answering = t0.elapsed();
+    let (_, st) = http
+        .json("GET", &format!("{}/status", stack.registry()), None)
+        .await
+        .unwrap();
+    println!(
+        "gateway recreated ({recreated:?}): {agent_nets} agent networks rejoined in {} ms; agents answering after {answering:?}",
+        st["gateway_rejoin_ms"]
+    );
+    let gw_nets = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{range $n, $e := .NetworkSettings.Networks}}{{$n}} {{end}}",
+        &stack.container("kong-gateway"),
+    ]);
+    for n in [&real, &slow, &cut] {
+        let net = nasiko_contract::agent_network(&stack.network, n);
+        assert!(
+            gw_nets.split_whitespace().any(|x| x == net),
+            "{net} not in {gw_nets}"
+        );
+    }
+
     // fault: the gateway's Admin API down while an agent starts; the route appears once it is back
     let late = format!("late{}", std::process::id());
     let lp = stack.add_package("dockerfile-only", &late, "v1.0.0");
@@ -736,7 +992,18 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         &format!("label=com.docker.compose.project={project}"),
     ]);
     assert!(vols.is_empty(), "volumes left: {vols}");
-    for n in names.iter().chain([&name, &slow, &late, &probe]) {
+    let agent_nets = docker_ok(&[
+        "network",
+        "ls",
+        "--filter",
+        &format!("label=nasiko.stack={network}"),
+    ]);
+    assert_eq!(
+        agent_nets.lines().count(),
+        1,
+        "agent networks left: {agent_nets}"
+    );
+    for n in names.iter().chain([&name, &slow, &late, &probe, &cut]) {
         assert!(
             !docker(&["inspect", &format!("agent-{n}")]).status.success(),
             "agent-{n} left"

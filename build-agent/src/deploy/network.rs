@@ -215,29 +215,36 @@ pub async fn remove(stack: &str, agent: &str) -> Result<bool, CmdError> {
     if label(&name).await.as_deref() != Some(agent) {
         return Ok(false);
     }
-    let o = run(
-        &argv(&[
-            "docker",
-            "network",
-            "inspect",
-            "--format",
-            "{{range $id, $c := .Containers}}{{$id}} {{end}}",
-            &name,
-        ]),
-        SHORT,
-        None,
-    )
-    .await?;
-    for id in o.stdout.split_whitespace() {
-        let _ = run(
-            &argv(&["docker", "network", "disconnect", "-f", &name, id]),
+    // the sidecar may join a member again between the two steps (a gateway starting): again
+    let mut last = None;
+    for _ in 0..3 {
+        let o = run(
+            &argv(&[
+                "docker",
+                "network",
+                "inspect",
+                "--format",
+                "{{range $id, $c := .Containers}}{{$id}} {{end}}",
+                &name,
+            ]),
             SHORT,
             None,
         )
-        .await;
+        .await?;
+        for id in o.stdout.split_whitespace() {
+            let _ = run(
+                &argv(&["docker", "network", "disconnect", "-f", &name, id]),
+                SHORT,
+                None,
+            )
+            .await;
+        }
+        match run(&argv(&["docker", "network", "rm", &name]), SHORT, None).await {
+            Ok(_) => return Ok(true),
+            Err(e) => last = Some(e),
+        }
     }
-    run(&argv(&["docker", "network", "rm", &name]), SHORT, None).await?;
-    Ok(true)
+    Err(last.expect("tried"))
 }
 
 /// At start: remove agent networks left by a deploy that never finished (killed after making
