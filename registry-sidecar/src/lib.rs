@@ -31,6 +31,7 @@ fn docker_discovery(
     cfg: &Config,
     status: &Arc<status::Status>,
     agents_tx: watch::Sender<discovery::AgentsView>,
+    resync: mpsc::Sender<reconciler::SyncRequest>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     let (discovered_tx, discovered_rx) = watch::channel(discovery::AgentsView::default());
@@ -46,6 +47,7 @@ fn docker_discovery(
             status.clone(),
             discovered_rx,
             agents_tx,
+            resync,
         );
         tasks.push(tokio::spawn(keeper.run()));
         discovered_tx
@@ -99,7 +101,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             };
             vec![tokio::spawn(d.run(client))]
         }
-        None => docker_discovery(&cfg, &status, agents_tx),
+        None => docker_discovery(&cfg, &status, agents_tx, sync_tx.clone()),
     };
     let reconciler = reconciler::Reconciler {
         kong: kong::KongClient::new(

@@ -10,6 +10,7 @@
 
 use crate::backoff::Backoff;
 use crate::discovery::AgentsView;
+use crate::reconciler::SyncRequest;
 use crate::status::{now_unix, Counters, Rejoin, Status};
 use bollard::errors::Error as DockerError;
 use bollard::models::{
@@ -22,7 +23,7 @@ use nasiko_contract::{agent_of_network, labels};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// The alias of the gateway on agent networks (the name agents have always called it by).
 pub const GATEWAY_ALIAS: &str = "kong-gateway";
@@ -188,6 +189,9 @@ pub struct Keeper {
     pub listed_at: f64,
     /// A join of every network failed: the timer tries it again.
     pub join_all_due: bool,
+    /// Asks the reconciler for a sync: after a member's rejoin, a gateway that came back without
+    /// its configuration (DB-less, or a new database) gets it now, not at the next interval.
+    pub resync: mpsc::Sender<SyncRequest>,
 }
 
 /// A running member: the member, its container id, and the networks it is on.
@@ -202,6 +206,7 @@ impl Keeper {
         status: Arc<Status>,
         discovered: watch::Receiver<AgentsView>,
         tx: watch::Sender<AgentsView>,
+        resync: mpsc::Sender<SyncRequest>,
     ) -> Keeper {
         Keeper {
             docker_host,
@@ -216,6 +221,7 @@ impl Keeper {
             missing: HashSet::new(),
             listed_at: 0.0,
             join_all_due: false,
+            resync,
         }
     }
 
@@ -624,6 +630,8 @@ impl Keeper {
         let container = m.container.clone();
         self.status
             .update(|s| drop(s.member_rejoins.insert(container, rejoin)));
+        // nobody waits for the outcome; a full queue means a sync is coming anyway
+        let _ = self.resync.try_send(oneshot::channel().0);
     }
 }
 

@@ -365,6 +365,17 @@ async fn a_recreated_member_is_rejoined_to_every_agent_network_and_the_time_is_r
         .collect();
     h.start_sidecar().await;
     wait_member_on(&h.gw, &nets).await;
+    let syncs = |s: &Value| s["counters"]["syncs"].as_u64().unwrap_or(0);
+    // settled: the start-up syncs are done (no sync for 2 s)
+    let mut before = syncs(&h.wait_status("a first sync", |s| syncs(s) > 0).await);
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = syncs(&h.wait_status("the status", |_| true).await);
+        if now == before {
+            break;
+        }
+        before = now;
+    }
     // compose recreates the gateway: a new container, on its compose networks only
     docker_ok(&["rm", "-f", &h.gw]);
     let t0 = Instant::now();
@@ -377,6 +388,21 @@ async fn a_recreated_member_is_rejoined_to_every_agent_network_and_the_time_is_r
             s["agent_network_members"]["rejoins"][&gw]["connected"] == n
         })
         .await;
+    // the rejoined gateway is synced at once, not at the next interval (REGISTRY_INTERVAL=30):
+    // one that came back without its configuration gets it now
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let (_, s) = h
+            .http
+            .json("GET", &format!("{}/status", h.api), None)
+            .await
+            .unwrap();
+        if syncs(&s) > before || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(syncs(&s) > before, "no sync after the rejoin: {s}");
     let rejoin = &s["agent_network_members"]["rejoins"][&gw];
     assert_eq!(rejoin["networks"], n, "{s}");
     assert_eq!(rejoin["alias"], "kong-gateway", "{s}");
