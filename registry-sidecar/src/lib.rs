@@ -45,9 +45,11 @@ fn docker_discovery(
             cfg.members.clone(),
             cfg.interval,
             status.clone(),
-            discovered_rx,
-            agents_tx,
-            resync,
+            members::Wiring {
+                discovered: discovered_rx,
+                tx: agents_tx,
+                resync,
+            },
         );
         tasks.push(tokio::spawn(keeper.run()));
         discovered_tx

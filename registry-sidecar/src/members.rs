@@ -197,6 +197,14 @@ pub struct Keeper {
 /// A running member: the member, its container id, and the networks it is on.
 type Running = Vec<(Member, String, HashSet<String>)>;
 
+/// What the keeper is wired to: discovery's view in, the gated view out, the reconciler's sync
+/// requests.
+pub struct Wiring {
+    pub discovered: watch::Receiver<AgentsView>,
+    pub tx: watch::Sender<AgentsView>,
+    pub resync: mpsc::Sender<SyncRequest>,
+}
+
 impl Keeper {
     pub fn new(
         docker_host: Option<String>,
@@ -204,10 +212,13 @@ impl Keeper {
         members: Vec<Member>,
         retry_every: Duration,
         status: Arc<Status>,
-        discovered: watch::Receiver<AgentsView>,
-        tx: watch::Sender<AgentsView>,
-        resync: mpsc::Sender<SyncRequest>,
+        wiring: Wiring,
     ) -> Keeper {
+        let Wiring {
+            discovered,
+            tx,
+            resync,
+        } = wiring;
         Keeper {
             docker_host,
             stack,
