@@ -383,11 +383,10 @@ async fn a_recreated_member_is_rejoined_to_every_agent_network_and_the_time_is_r
     wait_member_on(&h.gw, &nets).await;
     let seen = t0.elapsed();
     let gw = h.gw.clone();
-    let s = h
-        .wait_status("the rejoin reported", |s| {
-            s["agent_network_members"]["rejoins"][&gw]["connected"] == n
-        })
-        .await;
+    h.wait_status("the rejoin reported", |s| {
+        s["agent_network_members"]["rejoins"][&gw]["connected"] == n
+    })
+    .await;
     // the rejoined gateway is synced at once, not at the next interval (REGISTRY_INTERVAL=30):
     // one that came back without its configuration gets it now
     let deadline = Instant::now() + Duration::from_secs(10);
