@@ -1,10 +1,11 @@
 //! Sidecar benchmarks (not tests): container start → route readable in Kong (p50/p95/p99, real
-//! Docker, the release binary as a process, the Kong emulator); Admin API requests of a converged
-//! resync and of a cold sync with 100 and 500 agents (the reconcile code over real HTTP, synthetic
-//! endpoints); sidecar RSS; Kong's return → converged (outages of 3 s with a change made while
-//! Kong is away). Run: cargo bench -p registry-sidecar   (BENCH_STARTS=N to change N)
+//! Docker, the release binary as a process, the Kong emulator; the agent on the shared network,
+//! then on a network of its own); Admin API requests of a converged resync and of a cold sync
+//! with 100 and 500 agents (the reconcile code over real HTTP, synthetic endpoints); sidecar RSS;
+//! Kong's return → converged (outages of 3 s with a change made while Kong is away).
+//! Run: cargo bench -p registry-sidecar   (BENCH_STARTS=N to change N)
 
-use nasiko_tests::docker::{docker, docker_ok, ensure_busybox_image, unique, TestNet};
+use nasiko_tests::docker::{docker, docker_ok, ensure_busybox_image, unique, AgentNet, TestNet};
 use nasiko_tests::kong::{KongEmulator, Options};
 use nasiko_tests::process::{free_port, ChildGuard};
 use registry_sidecar::endpoint::{AgentEndpoint, Discovered};
@@ -44,14 +45,16 @@ fn registry_sidecar_kind() -> nasiko_tests::kong::entities::Kind {
     nasiko_tests::kong::entities::Kind::Routes
 }
 
-/// The release sidecar as a process against `kong`, watching `net`; given a second to start.
-async fn spawn_sidecar(kong: &KongEmulator, net: &TestNet) -> ChildGuard {
+/// The release sidecar as a process against `kong`, watching `net`, keeping `members` on the
+/// agent networks; given a second to start.
+async fn spawn_sidecar(kong: &KongEmulator, net: &TestNet, members: &str) -> ChildGuard {
     let port = free_port();
     let bin =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/registry-sidecar");
     let mut cmd = Command::new(&bin);
     cmd.env("KONG_ADMIN_URL", kong.admin_url())
         .env("AGENTS_NETWORK", &net.name)
+        .env("AGENT_NETWORK_MEMBERS", members)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("STATIC_ROUTES_FILE", "/nonexistent")
         .env("RUST_LOG", "error");
@@ -60,21 +63,32 @@ async fn spawn_sidecar(kong: &KongEmulator, net: &TestNet) -> ChildGuard {
     sidecar
 }
 
-async fn start_to_route(n: usize) {
+/// Start → route, the agent on the shared network (legacy) or, with `own`, on a network of its
+/// own that a stand-in gateway has joined (as the sidecar's membership keeper joins it).
+async fn start_to_route(n: usize, own: bool) {
     ensure_busybox_image();
     let kong = KongEmulator::start(Options::default()).await.unwrap();
     let net = TestNet::new();
-    let sidecar = spawn_sidecar(&kong, &net).await;
     let name = unique("bench");
+    let gw = format!("gw-{name}");
+    net.run(
+        &gw,
+        &[&format!("--network={}", net.name)],
+        &["sleep", "100000"],
+    );
+    let agent_net = own.then(|| AgentNet::new(&net.name, &name, &net.run));
+    let sidecar = spawn_sidecar(&kong, &net, &format!("{gw}=kong-gateway")).await;
     let c = format!("c-{name}");
-    let net_arg = format!("--network={}", net.name);
-    let (l1, l2) = (
+    let on = agent_net.as_ref().map_or(&net.name, |a| &a.name);
+    let net_arg = format!("--network={on}");
+    let (l1, l2, l3) = (
         "nasiko.type=agent".to_string(),
         format!("nasiko.name={name}"),
+        format!("nasiko.stack={}", net.name),
     );
     net.run(
         &c,
-        &[&net_arg, "--label", &l1, "--label", &l2],
+        &[&net_arg, "--label", &l1, "--label", &l2, "--label", &l3],
         &["sleep", "100000"],
     );
     docker_ok(&["stop", "-t", "0", &c]);
@@ -111,7 +125,12 @@ async fn start_to_route(n: usize) {
         pct(&mut lat, 95.0),
         pct(&mut lat, 99.0),
     );
-    println!("container start -> route readable in Kong ({n} starts): p50 {p50:.1} ms, p95 {p95:.1} ms, p99 {p99:.1} ms, max {:.1} ms", lat.last().unwrap());
+    let on = if own {
+        "on its own network"
+    } else {
+        "on the shared network"
+    };
+    println!("container start -> route readable in Kong ({n} starts, {on}): p50 {p50:.1} ms, p95 {p95:.1} ms, p99 {p99:.1} ms, max {:.1} ms", lat.last().unwrap());
     println!(
         "sidecar RSS: {} KiB at rest, {} KiB after {n} start/stop cycles",
         rss_rest, rss_after
@@ -209,7 +228,7 @@ async fn kong_return(n: usize) {
     ensure_busybox_image();
     let kong = KongEmulator::start(Options::default()).await.unwrap();
     let net = TestNet::new();
-    let _sidecar = spawn_sidecar(&kong, &net).await;
+    let _sidecar = spawn_sidecar(&kong, &net, "").await;
     let mut took = Vec::new();
     for i in 0..n {
         kong.set_fault(nasiko_tests::kong::Fault::Refuse);
@@ -239,7 +258,7 @@ async fn replica_to_traffic(n: usize) {
     ensure_busybox_image();
     let kong = KongEmulator::start(Options::default()).await.unwrap();
     let net = TestNet::new();
-    let _sidecar = spawn_sidecar(&kong, &net).await;
+    let _sidecar = spawn_sidecar(&kong, &net, "").await;
     let name = unique("scale");
     let image = ensure_busybox_image();
     net.replica(&format!("{name}-r0"), &name, image, &[]);
@@ -297,7 +316,8 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
     println!("== registry-sidecar");
-    start_to_route(n).await;
+    start_to_route(n, false).await;
+    start_to_route(n, true).await;
     for agents in [100, 500] {
         for dbless in [false, true] {
             sync_costs(agents, dbless).await;

@@ -266,3 +266,60 @@ impl Drop for TestNet {
         let _ = docker(&["network", "rm", &self.name]);
     }
 }
+
+/// An agent's own network in a test's stack, made as the build agent makes it (its labels, a
+/// small subnet of its own so tests never drain Docker's default pools); on drop, whoever is on
+/// it is disconnected and it is removed.
+pub struct AgentNet {
+    pub name: String,
+}
+
+impl AgentNet {
+    pub fn new(stack: &str, agent: &str, run: &str) -> AgentNet {
+        let name = nasiko_contract::agent_network(stack, agent);
+        let labels = [
+            format!("{}={agent}", nasiko_contract::labels::AGENT_NETWORK),
+            format!("{}={stack}", nasiko_contract::labels::STACK),
+            format!("{TEST_LABEL}={run}"),
+        ];
+        // a free /28 of 10.214.0.0/16, starting where this process and call are unlikely to meet
+        // another test's
+        let start = (std::process::id() as usize * 7 + net_seq()) * 37;
+        for i in 0..4096 {
+            let slot = (start + i) % 4096;
+            let subnet = format!("10.214.{}.{}/28", slot / 16, (slot % 16) * 16);
+            let mut args = vec!["network", "create", "--subnet", &subnet];
+            for l in &labels {
+                args.extend(["--label", l]);
+            }
+            args.push(&name);
+            let o = docker(&args);
+            if o.status.success() {
+                return AgentNet { name };
+            }
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains("overlap"), "docker {args:?} failed: {err}");
+        }
+        panic!("no free /28 in 10.214.0.0/16 for {name}");
+    }
+}
+
+fn net_seq() -> usize {
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Drop for AgentNet {
+    fn drop(&mut self) {
+        for _ in 0..3 {
+            let f = "{{range $id, $c := .Containers}}{{$id}} {{end}}";
+            let on = docker(&["network", "inspect", "-f", f, &self.name]);
+            for id in String::from_utf8_lossy(&on.stdout).split_whitespace() {
+                let _ = docker(&["network", "disconnect", "-f", &self.name, id]);
+            }
+            if docker(&["network", "rm", &self.name]).status.success() || !on.status.success() {
+                return;
+            }
+        }
+    }
+}
