@@ -1,6 +1,6 @@
 //! Scale benchmark (issue 25), not a test: BENCH_AGENTS (200) agents on the standalone stack, each
-//! on a network of its own. Deploy time; memory of the engine (dockerd), the gateway stand-in, both
-//! daemons and the host; container start → route with that many networks; a request through the
+//! on a network of its own. Deploy time; memory (RSS) of the engine (dockerd), the gateway
+//! stand-in and both daemons; container start → route with that many networks; a request through the
 //! gateway; the sidecar's Admin API traffic at rest and for a full resync; and the gateway
 //! recreated: how long it takes to rejoin every agent network, and until every agent answers.
 //! Run: cargo bench -p nasiko-tests --bench scale   (after scripts/build-images.sh)
@@ -10,14 +10,6 @@ use nasiko_tests::http::HttpClient;
 use nasiko_tests::stack::Stack;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-
-fn mem_available_mib() -> f64 {
-    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    info.lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 /// RSS of a host process by pid, MiB.
 fn rss_pid_mib(pid: &str) -> f64 {
@@ -80,16 +72,14 @@ async fn answering(http: &HttpClient, stack: &Stack, name: &str) {
 }
 
 struct Memory {
-    host_used: f64,
     dockerd: f64,
     gateway: f64,
     sidecar: f64,
     worker: f64,
 }
 
-fn memory(stack: &Stack, host_before: f64) -> Memory {
+fn memory(stack: &Stack) -> Memory {
     Memory {
-        host_used: host_before - mem_available_mib(),
         dockerd: dockerd_mib(),
         gateway: container_mib(&stack.container("kong-gateway")),
         sidecar: container_mib(&stack.container("kong-service-registry")),
@@ -99,8 +89,8 @@ fn memory(stack: &Stack, host_before: f64) -> Memory {
 
 fn show(label: &str, m: &Memory) {
     println!(
-        "memory {label}: host {:.0} MiB more in use than before the stack, dockerd {:.1} MiB, gateway stand-in {:.1} MiB, registry-sidecar {:.1} MiB, build-agent {:.1} MiB",
-        m.host_used, m.dockerd, m.gateway, m.sidecar, m.worker
+        "memory {label}: dockerd {:.1} MiB, gateway stand-in {:.1} MiB, registry-sidecar {:.1} MiB, build-agent {:.1} MiB (RSS)",
+        m.dockerd, m.gateway, m.sidecar, m.worker
     );
 }
 
@@ -154,10 +144,9 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     println!("== scale: {n} agents, each on a network of its own (standalone stack)");
-    let host_before = mem_available_mib();
     let stack = tokio::task::spawn_blocking(Stack::up).await.unwrap();
     let http = HttpClient::new(Duration::from_secs(10));
-    show("with no agent", &memory(&stack, host_before));
+    show("with no agent", &memory(&stack));
 
     let pid = std::process::id();
     let names: Vec<String> = (0..n).map(|i| format!("s{i}x{pid}")).collect();
@@ -172,7 +161,7 @@ async fn main() {
         if i % 20 == 0 {
             peak = (
                 peak.0.max(dockerd_mib()),
-                peak.1.max(memory(&stack, host_before).gateway),
+                peak.1.max(memory(&stack).gateway),
             );
         }
     }
@@ -195,7 +184,7 @@ async fn main() {
         peak.0, peak.1
     );
     tokio::time::sleep(Duration::from_secs(6)).await;
-    show(&format!("with {n} agents"), &memory(&stack, host_before));
+    show(&format!("with {n} agents"), &memory(&stack));
 
     let mut lat = start_to_route(&http, &stack, &names[n / 2], 20).await;
     println!(
