@@ -941,7 +941,7 @@ async fn the_python_example_plans_as_upstreams_agents_deploy() {
         "nasiko.type: agent",
         "not published on the host",
         "no-new-privileges:true",
-        &net.name,
+        &nasiko_contract::agent_network(&net.name, "python-a2a-agent"),
     ] {
         assert!(text.contains(want), "{want} missing:\n{text}");
     }
@@ -1072,7 +1072,9 @@ async fn the_compose_v2_plugin_deploys_the_template_too() {
     assert_eq!(s["status"], "completed", "{s:?}");
     let c = inspect(&format!("agent-{a}"));
     assert_eq!(c["Config"]["Labels"]["nasiko.owner"], "u2");
-    assert!(c["NetworkSettings"]["Networks"].get(&net.name).is_some());
+    assert!(c["NetworkSettings"]["Networks"]
+        .get(nasiko_contract::agent_network(&net.name, &a))
+        .is_some());
     let reply = ask(&format!("agent-{a}"), &net.name).await;
     assert_eq!(
         reply["result"]["parts"][0]["text"],
@@ -1127,20 +1129,20 @@ async fn ways_in_closed_without_a_refusal_are_closed_on_the_running_container() 
     ] {
         assert!(env.iter().any(|e| e == want), "{want} not in {env:?}");
     }
-    // on the agents network the agent answers to agent-{name} only, whatever its key
-    let aliases = c["NetworkSettings"]["Networks"][&net.name]["Aliases"].to_string();
+    // on its own network the agent answers to agent-{name} only, whatever its key
+    let own = nasiko_contract::agent_network(&net.name, &a);
+    let on_own = &c["NetworkSettings"]["Networks"][&own];
+    assert!(on_own.is_object(), "not on its own network {own}");
+    let aliases = on_own["Aliases"].to_string();
     assert!(
         !aliases.to_lowercase().contains("kong-gateway"),
         "{aliases}"
     );
-    assert!(
-        resolves_on(&net.name, &container),
-        "the DNS probe itself works"
-    );
+    assert!(resolves_on(&own, &container), "the DNS probe itself works");
     for name in ["kong-gateway", "Kong-Gateway", "helper"] {
         assert!(
-            !resolves_on(&net.name, name),
-            "{name} resolves on the agents network"
+            !resolves_on(&own, name),
+            "{name} resolves on the agent's network"
         );
     }
     // on the package's own network its dependency still finds it by its key

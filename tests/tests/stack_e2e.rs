@@ -236,6 +236,14 @@ async fn agents_reach_each_other_only_through_the_gateway(
     let theirs: Vec<fence::PlatformContainer> =
         ids.split_whitespace().map(fence::container).collect();
     let gw = fence::container(&stack.container("kong-gateway"));
+    // on every agent's network, the gateway does not route between them
+    let forwarding = docker_ok(&[
+        "exec",
+        &stack.container("kong-gateway"),
+        "cat",
+        "/proc/sys/net/ipv4/ip_forward",
+    ]);
+    assert_eq!(forwarding.trim(), "0", "the gateway forwards packets");
     let proxy = gw
         .addresses
         .iter()
