@@ -53,6 +53,13 @@ pub struct Args {
     )]
     pub agent_network_members: String,
 
+    /// Docker mode: a folder where, once a member is on every agent network (at start, and after
+    /// each rejoin), the sidecar writes a file named after the member holding its container id.
+    /// A member's entrypoint can wait for it, so that a recreated gateway serves only once it can
+    /// reach every agent (the stack files make the gateway wait, at most 60 s). Unset: none.
+    #[arg(long, env = "MEMBERS_READY_DIR")]
+    pub members_ready_dir: Option<std::path::PathBuf>,
+
     /// Where agents are discovered: docker or kubernetes.
     #[arg(long, env = "DISCOVERY_MODE", value_enum)]
     pub discovery_mode: Option<DiscoveryMode>,
@@ -149,6 +156,7 @@ pub struct Config {
     pub interval: Duration,
     pub agents_network: String,
     pub members: Vec<crate::members::Member>,
+    pub members_ready_dir: Option<std::path::PathBuf>,
     pub mode: DiscoveryMode,
     pub agents_namespace: String,
     pub hosts: crate::static_routes::HostOverrides,
@@ -229,6 +237,7 @@ impl Args {
             interval: Duration::from_secs(self.registry_interval),
             agents_network: self.agents_network,
             members,
+            members_ready_dir: self.members_ready_dir.clone(),
             mode,
             agents_namespace: self.agents_namespace.clone(),
             hosts: crate::static_routes::HostOverrides {

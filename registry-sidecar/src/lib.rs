@@ -39,7 +39,7 @@ fn docker_discovery(
         tracing::warn!("AGENT_NETWORK_MEMBERS is empty: no container is joined to the agents' own networks, so the gateway cannot reach agents on them");
         agents_tx
     } else {
-        let keeper = members::Keeper::new(
+        let mut keeper = members::Keeper::new(
             cfg.docker_host.clone(),
             cfg.agents_network.clone(),
             cfg.members.clone(),
@@ -51,6 +51,7 @@ fn docker_discovery(
                 resync,
             },
         );
+        keeper.ready_dir = cfg.members_ready_dir.clone();
         tasks.push(tokio::spawn(keeper.run()));
         discovered_tx
     };

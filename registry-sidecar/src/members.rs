@@ -192,6 +192,9 @@ pub struct Keeper {
     /// Asks the reconciler for a sync: after a member's rejoin, a gateway that came back without
     /// its configuration (DB-less, or a new database) gets it now, not at the next interval.
     pub resync: mpsc::Sender<SyncRequest>,
+    /// MEMBERS_READY_DIR: where a member on every agent network is told so (a file named after
+    /// it, holding its container id), for its entrypoint to wait on.
+    pub ready_dir: Option<std::path::PathBuf>,
 }
 
 /// A running member: the member, its container id, and the networks it is on.
@@ -233,6 +236,7 @@ impl Keeper {
             listed_at: 0.0,
             join_all_due: false,
             resync,
+            ready_dir: None,
         }
     }
 
@@ -376,7 +380,25 @@ impl Keeper {
             ms = t0.elapsed().as_millis() as u64,
             "agent network members joined to every agent network"
         );
+        if self.ready_dir.is_some() {
+            for (m, id, _) in self.running_members(docker).await? {
+                self.mark_ready(&m, &id);
+            }
+        }
         Ok(())
+    }
+
+    /// Tell member `m` (container `id`) that it is on every agent network: `{dir}/{container}`
+    /// holds its id, written whole (a temporary file renamed).
+    fn mark_ready(&self, m: &Member, id: &str) {
+        let Some(dir) = &self.ready_dir else { return };
+        let file = dir.join(&m.container);
+        let tmp = dir.join(format!(".{}.tmp", m.container));
+        let written =
+            std::fs::write(&tmp, format!("{id}\n")).and_then(|()| std::fs::rename(&tmp, &file));
+        if let Err(e) = written {
+            tracing::warn!(member = %m, "cannot write {}: {e}; the member's entrypoint waits for it (give MEMBERS_READY_DIR a folder the sidecar can write)", file.display());
+        }
     }
 
     /// The own networks of this stack's agents, by their label (and name).
@@ -620,6 +642,13 @@ impl Keeper {
             }
         };
         let connected = self.join(docker, &networks).await;
+        if self.ready_dir.is_some() {
+            if let Ok(running) = self.running_members(docker).await {
+                for (r, id, _) in running.iter().filter(|(r, _, _)| r == m) {
+                    self.mark_ready(r, id);
+                }
+            }
+        }
         let local = t0.elapsed().as_secs_f64();
         let secs = since.map_or(local, |s| (now_unix() - s).max(local));
         let ms = (secs * 1000.0).round() as u64;

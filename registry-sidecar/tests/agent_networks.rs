@@ -66,6 +66,7 @@ impl Harness {
             .env("LISTEN_ADDR", format!("127.0.0.1:{}", self.port))
             .env("STATIC_ROUTES_FILE", self.dir.join("static-routes.yml"))
             .env("REGISTRY_INTERVAL", "30")
+            .env("MEMBERS_READY_DIR", self.ready_dir())
             .env("RUST_LOG", "warn,registry_sidecar::members=info")
             .env_remove("DOCKER_HOST");
         self.sidecar = Some(ChildGuard::spawn("registry-sidecar", &mut cmd));
@@ -73,6 +74,24 @@ impl Harness {
             s["last_sync"] != "never" && s["docker_listed"] == true
         })
         .await;
+    }
+
+    /// MEMBERS_READY_DIR of this test's sidecar (made here).
+    fn ready_dir(&self) -> std::path::PathBuf {
+        let d = self.dir.join("ready");
+        std::fs::create_dir_all(&d).expect("the ready folder");
+        // the sidecar drops root (RUN_AS_USER)
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        d
+    }
+
+    /// What the sidecar told member `gw` (its ready file), trimmed; empty when nothing.
+    fn told(&self) -> String {
+        std::fs::read_to_string(self.ready_dir().join(&self.gw))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
     }
 
     /// A new agent network of this stack, for agent `agent`; returns its name.
@@ -319,6 +338,12 @@ async fn a_recreated_member_is_rejoined_to_every_agent_network_and_the_time_is_r
         }
         before = now;
     }
+    let old_id = docker_ok(&["inspect", "-f", "{{.Id}}", &h.gw]);
+    assert_eq!(
+        h.told(),
+        old_id,
+        "the member is told once it is on every agent network"
+    );
     // compose recreates the gateway: a new container, on its compose networks only
     docker_ok(&["rm", "-f", &h.gw]);
     let t0 = Instant::now();
@@ -330,6 +355,10 @@ async fn a_recreated_member_is_rejoined_to_every_agent_network_and_the_time_is_r
         s["agent_network_members"]["rejoins"][&gw]["connected"] == n
     })
     .await;
+    // the new container is told it is on every agent network: its entrypoint may serve now
+    let new_id = docker_ok(&["inspect", "-f", "{{.Id}}", &gw]);
+    assert_ne!(new_id, old_id);
+    assert_eq!(h.told(), new_id);
     // the rejoined gateway is synced at once, not at the next interval (REGISTRY_INTERVAL=30):
     // one that came back without its configuration gets it now
     let deadline = Instant::now() + Duration::from_secs(10);
