@@ -878,6 +878,14 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
             "{net} not in {gw_nets}"
         );
     }
+    // it served only once it was on every agent network: its entrypoint waited for the sidecar
+    let logs = docker(&["logs", &stack.container("kong-gateway")]);
+    let gate: Vec<String> = String::from_utf8_lossy(&logs.stderr)
+        .lines()
+        .filter(|l| l.starts_with("gate:"))
+        .map(String::from)
+        .collect();
+    assert_eq!(gate, ["gate: on every agent network; serving"], "{gate:?}");
 
     // fault: the gateway's Admin API down while an agent starts; the route appears once it is back
     let late = format!("late{}", std::process::id());
