@@ -125,6 +125,9 @@ impl Worker {
                     "removed {reaped} update stand-by(s) left by this consumer's previous run"
                 );
             }
+            if cfg.agent_networks == crate::deploy::network::AgentNetworks::Shared {
+                tracing::warn!(network = %cfg.network, "AGENT_NETWORKS=shared (legacy): every agent joins {}, where any agent can call any other directly, past the gateway's permission check and chat logging; unset it to give each agent a network of its own", cfg.network);
+            }
             let orphans = crate::deploy::network::remove_orphans(&cfg.network).await;
             if orphans > 0 {
                 tracing::info!("removed {orphans} agent network(s) of deploys that never finished");

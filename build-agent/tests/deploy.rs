@@ -742,6 +742,31 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
             format!("hello from {a} v2.0.0")
         );
     }
+    // no orphan network: one per agent, holding the agent alone (the hanging one never got
+    // past its build, so it has none)
+    let stack = format!("label=nasiko.stack={}", net.name);
+    let mut nets: Vec<String> =
+        docker_ok(&["network", "ls", "--filter", &stack, "--format", "{{.Name}}"])
+            .lines()
+            .map(String::from)
+            .collect();
+    nets.sort();
+    let mut want: Vec<String> = names
+        .iter()
+        .map(|a| nasiko_contract::agent_network(&net.name, a))
+        .collect();
+    want.sort();
+    assert_eq!(nets, want, "the agent networks after {kills} kills");
+    for a in &names {
+        let on = docker_ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{range .Containers}}{{.Name}} {{end}}",
+            &nasiko_contract::agent_network(&net.name, a),
+        ]);
+        assert_eq!(on.trim(), format!("agent-{a}"), "{a}'s network");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
