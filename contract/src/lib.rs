@@ -1,5 +1,6 @@
 //! The contract between the two binaries (and the tests): the Docker labels, the `agent-{name}`
-//! naming, the rule for agent names, and the job stream's names (`../shared/docs/contracts.md`).
+//! naming, each agent's own network and the containers that join it, the rule for agent names,
+//! and the job stream's names (`../shared/docs/contracts.md`).
 //! The binaries never talk to each other; this is all they share. No dependencies.
 
 /// The labels the build agent puts on agent containers and the sidecar reads (contracts §1).
