@@ -355,8 +355,6 @@ pub fn hostname() -> String {
 }
 
 impl Config {
-    /// Who owns an update stand-by: this consumer on this agents network (two stacks on one
-    /// host may both name their consumer nasiko-worker; neither reaps the other's).
     /// The network an agent's entry container is on: its own, or (legacy) the shared one.
     pub fn agent_network(&self, agent: &str) -> String {
         match self.agent_networks {
@@ -367,6 +365,8 @@ impl Config {
         }
     }
 
+    /// Who owns an update stand-by: this consumer on this agents network (two stacks on one
+    /// host may both name their consumer nasiko-worker; neither reaps the other's).
     pub fn standby_owner(&self) -> String {
         format!("{}.{}", self.consumer, self.network)
     }

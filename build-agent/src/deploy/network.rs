@@ -76,9 +76,9 @@ impl AgentNetworks {
             "shared" => Ok(AgentNetworks::Shared),
             "own" => {
                 let pool = Subnet::parse(pool).map_err(|e| format!("AGENT_SUBNET_POOL: {e}"))?;
-                if !(pool.len..=29).contains(&prefix) || prefix < 16 {
+                if !(pool.len..=29).contains(&prefix) || prefix < 16 || prefix - pool.len > 16 {
                     return Err(format!(
-                        "AGENT_SUBNET_PREFIX {prefix} must be between 16 and 29 and no shorter than AGENT_SUBNET_POOL's /{} (28, the default, gives each agent 13 addresses)",
+                        "AGENT_SUBNET_PREFIX {prefix} must be between 16 and 29, no shorter than AGENT_SUBNET_POOL's /{} and at most 16 bits longer (28, the default, gives each agent 13 addresses)",
                         pool.len
                     ));
                 }
@@ -370,6 +370,9 @@ mod tests {
             .unwrap_err()
             .contains("28"));
         assert!(AgentNetworks::new("own", "10.213.0.0/24", 20).is_err());
+        // at most 65536 networks to look through
+        assert!(AgentNetworks::new("own", "10.0.0.0/8", 28).is_err());
+        assert!(AgentNetworks::new("own", "10.0.0.0/8", 24).is_ok());
         assert!(AgentNetworks::new("own", "10.213.0.1/16", 28)
             .unwrap_err()
             .contains("host bits"));
