@@ -154,17 +154,7 @@ impl Drop for AgentCleanup {
             // the agent's own network, with whoever the test or a sidecar joined to it
             let own = format!("label=nasiko.agent-network={a}");
             for n in ids(&["network", "ls", "-q", "--filter", &own]) {
-                let members = ids(&[
-                    "network",
-                    "inspect",
-                    "--format",
-                    "{{range $id, $c := .Containers}}{{$id}} {{end}}",
-                    &n,
-                ]);
-                for m in members {
-                    docker(&["network", "disconnect", "-f", &n, &m]);
-                }
-                docker(&["network", "rm", &n]);
+                crate::docker::remove_network(&n);
             }
             // networks the build agent made for the package (named after the agent in samples)
             for n in ids(&[

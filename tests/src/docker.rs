@@ -311,15 +311,21 @@ fn net_seq() -> usize {
 
 impl Drop for AgentNet {
     fn drop(&mut self) {
-        for _ in 0..3 {
-            let f = "{{range $id, $c := .Containers}}{{$id}} {{end}}";
-            let on = docker(&["network", "inspect", "-f", f, &self.name]);
-            for id in String::from_utf8_lossy(&on.stdout).split_whitespace() {
-                let _ = docker(&["network", "disconnect", "-f", &self.name, id]);
-            }
-            if docker(&["network", "rm", &self.name]).status.success() || !on.status.success() {
-                return;
-            }
+        remove_network(&self.name);
+    }
+}
+
+/// Remove network `name` with whoever is on it (disconnected first; again if a sidecar joined
+/// its gateway meanwhile). Nothing when there is no such network.
+pub fn remove_network(name: &str) {
+    for _ in 0..3 {
+        let f = "{{range $id, $c := .Containers}}{{$id}} {{end}}";
+        let on = docker(&["network", "inspect", "-f", f, name]);
+        for id in String::from_utf8_lossy(&on.stdout).split_whitespace() {
+            let _ = docker(&["network", "disconnect", "-f", name, id]);
+        }
+        if docker(&["network", "rm", name]).status.success() || !on.status.success() {
+            return;
         }
     }
 }
