@@ -8,7 +8,7 @@
 use nasiko_tests::docker::{docker, docker_ok, ensure_busybox_image, unique, AgentNet, TestNet};
 use nasiko_tests::kong::{KongEmulator, Options};
 use nasiko_tests::process::{free_port, ChildGuard};
-use registry_sidecar::endpoint::{AgentEndpoint, Discovered};
+use registry_sidecar::endpoint::AgentEndpoint;
 use registry_sidecar::kong::KongClient;
 use registry_sidecar::reconciler::SyncRun;
 use registry_sidecar::static_routes::{parse, HostOverrides, EMBEDDED};
@@ -140,23 +140,14 @@ async fn start_to_route(n: usize, own: bool) {
 
 fn synthetic(n: usize) -> Vec<AgentEndpoint> {
     (0..n)
-        .map(|i| AgentEndpoint {
-            kong_name: format!("agent-agent{i}"),
-            name: format!("agent{i}"),
-            container_id: format!("c{i}"),
-            container_name: format!("agent-agent{i}"),
-            ip: format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
-            network: "nasiko-network".into(),
-            port: 5000,
-            owner: String::new(),
-            version: None,
-            upload_id: None,
-            discovered_by: Discovered::Label,
-            started_at: String::new(),
-            created_at: String::new(),
-            image: String::new(),
-            health_checked: false,
-            handover: false,
+        .map(|i| {
+            let ip = format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256);
+            AgentEndpoint::labelled(
+                &format!("agent{i}"),
+                &format!("c{i}"),
+                &ip,
+                "nasiko-network",
+            )
         })
         .collect()
 }

@@ -468,22 +468,10 @@ mod tests {
 
     fn agent(name: &str, ip: &str, started: &str) -> AgentEndpoint {
         AgentEndpoint {
-            kong_name: format!("agent-{name}"),
-            name: name.into(),
-            container_id: format!("c-{name}-{ip}"),
-            container_name: format!("agent-{name}"),
-            ip: ip.into(),
-            network: "nasiko-network".into(),
-            port: 5000,
-            owner: String::new(),
-            version: None,
-            upload_id: None,
-            discovered_by: Discovered::Label,
             started_at: started.into(),
             created_at: started.into(),
             image: "v1".into(),
-            health_checked: false,
-            handover: false,
+            ..AgentEndpoint::labelled(name, &format!("c-{name}-{ip}"), ip, "nasiko-network")
         }
     }
 

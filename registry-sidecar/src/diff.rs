@@ -389,7 +389,7 @@ pub fn plan(desired: &DesiredState, owned: &OwnedState, allow_deletes: bool) -> 
 mod tests {
     use super::*;
     use crate::desired::{build, Inputs};
-    use crate::endpoint::{AgentEndpoint, Discovered};
+    use crate::endpoint::AgentEndpoint;
     use crate::static_routes::{parse, HostOverrides, EMBEDDED};
     use serde_json::json;
     use std::collections::BTreeSet;
@@ -402,24 +402,7 @@ mod tests {
             .collect();
         let agents: Vec<AgentEndpoint> = agents
             .iter()
-            .map(|(n, ip)| AgentEndpoint {
-                kong_name: format!("agent-{n}"),
-                name: n.to_string(),
-                container_id: n.to_string(),
-                container_name: format!("agent-{n}"),
-                ip: ip.to_string(),
-                network: "nasiko-network".into(),
-                port: 5000,
-                owner: String::new(),
-                version: None,
-                upload_id: None,
-                discovered_by: Discovered::Label,
-                started_at: String::new(),
-                created_at: String::new(),
-                image: String::new(),
-                health_checked: false,
-                handover: false,
-            })
+            .map(|(n, ip)| AgentEndpoint::labelled(n, n, ip, "nasiko-network"))
             .collect();
         build(&Inputs {
             agents: &agents,

@@ -66,6 +66,29 @@ pub struct AgentEndpoint {
 }
 
 impl AgentEndpoint {
+    /// A Docker agent found by its labels, in container `container_id`, at `ip:5000` on
+    /// `network`, and nothing more known: synthetic agents (benchmarks, tests) start here.
+    pub fn labelled(name: &str, container_id: &str, ip: &str, network: &str) -> AgentEndpoint {
+        AgentEndpoint {
+            kong_name: nasiko_contract::agent_ref(name),
+            name: name.into(),
+            container_id: container_id.into(),
+            container_name: nasiko_contract::agent_ref(name),
+            ip: ip.into(),
+            network: network.into(),
+            port: DEFAULT_AGENT_PORT,
+            owner: String::new(),
+            version: None,
+            upload_id: None,
+            discovered_by: Discovered::Label,
+            started_at: String::new(),
+            created_at: String::new(),
+            image: String::new(),
+            health_checked: false,
+            handover: false,
+        }
+    }
+
     pub fn service_name(&self) -> String {
         self.kong_name.clone()
     }

@@ -678,7 +678,7 @@ impl Keeper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::{AgentEndpoint, Discovered};
+    use crate::endpoint::AgentEndpoint;
 
     fn member(c: &str, a: &str) -> Member {
         Member {
@@ -764,24 +764,7 @@ mod tests {
     }
 
     fn endpoint(name: &str, network: &str) -> AgentEndpoint {
-        AgentEndpoint {
-            name: name.into(),
-            kong_name: format!("agent-{name}"),
-            container_id: format!("id-{name}"),
-            container_name: format!("c-{name}"),
-            ip: "10.213.0.2".into(),
-            network: network.into(),
-            port: 5000,
-            owner: String::new(),
-            version: None,
-            upload_id: None,
-            discovered_by: Discovered::Label,
-            started_at: String::new(),
-            created_at: String::new(),
-            image: String::new(),
-            health_checked: false,
-            handover: false,
-        }
+        AgentEndpoint::labelled(name, &format!("id-{name}"), "10.213.0.2", network)
     }
 
     #[test]
