@@ -40,6 +40,8 @@ impl std::fmt::Display for CliError {
     }
 }
 
+impl std::error::Error for CliError {}
+
 impl From<DeployError> for CliError {
     fn from(e: DeployError) -> Self {
         match e.cause {

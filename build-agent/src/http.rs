@@ -82,6 +82,8 @@ impl std::fmt::Display for SendError {
     }
 }
 
+impl std::error::Error for SendError {}
+
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur: &dyn std::error::Error = e;
     while let Some(s) = cur.source() {

@@ -51,6 +51,15 @@ impl std::fmt::Display for CmdError {
     }
 }
 
+impl std::error::Error for CmdError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CmdError::Spawn(_, e) => Some(e),
+            CmdError::TimedOut(..) | CmdError::Failed(..) => None,
+        }
+    }
+}
+
 fn describe(argv: &[String]) -> String {
     argv.iter().take(3).cloned().collect::<Vec<_>>().join(" ")
 }

@@ -67,6 +67,8 @@ impl std::fmt::Display for StartError {
     }
 }
 
+impl std::error::Error for StartError {}
+
 pub struct Worker {
     cfg: Arc<Config>,
     stream: Stream,

@@ -62,6 +62,8 @@ impl std::fmt::Display for Disconnect {
     }
 }
 
+impl std::error::Error for Disconnect {}
+
 /// A Docker client for `docker_host` (None: the local socket), its API version negotiated.
 pub async fn connect(docker_host: Option<&str>) -> Result<Docker, String> {
     let why = |e: String| {

@@ -53,6 +53,8 @@ impl std::fmt::Display for KongError {
     }
 }
 
+impl std::error::Error for KongError {}
+
 #[derive(Clone)]
 pub struct KongClient {
     base: String,

@@ -28,6 +28,15 @@ impl std::fmt::Display for PrivilegeError {
     }
 }
 
+impl std::error::Error for PrivilegeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PrivilegeError::Refused(_, e) => Some(e),
+            PrivilegeError::BadSetting(_) => None,
+        }
+    }
+}
+
 /// What `drop_root` did, for the start-up log line.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {

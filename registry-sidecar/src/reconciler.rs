@@ -370,3 +370,5 @@ impl std::fmt::Display for SyncError {
         }
     }
 }
+
+impl std::error::Error for SyncError {}

@@ -109,6 +109,8 @@ impl std::fmt::Display for DeployError {
     }
 }
 
+impl std::error::Error for DeployError {}
+
 impl From<Refusal> for DeployError {
     fn from(r: Refusal) -> Self {
         DeployError::package(r.0)

@@ -25,6 +25,8 @@ impl std::fmt::Display for LexErr {
     }
 }
 
+impl std::error::Error for LexErr {}
+
 #[derive(Clone, Copy, Default)]
 pub(super) struct Opts {
     pub(super) raw_quotes: bool,
