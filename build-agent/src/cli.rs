@@ -1,6 +1,6 @@
-//! The developer commands: `submit` (XADD a job as the backend does), `status`, `logs`,
-//! `plan` (the effective compose, nothing run), `undeploy`, and `names` (the names an agent has,
-//! for scripts). Each failure says whether to fix the input, wait for a service, or look at the
+//! The developer commands: `submit` (XADD a job as the backend does; `--wait` for its outcome),
+//! `status`, `logs`, `plan` (the effective compose, nothing run), `undeploy`, and `names` (the
+//! names an agent has, for scripts). Each failure says whether to fix the input, wait for a service, or look at the
 //! agent, and exits with a code that tells a script the same.
 
 use crate::config::{Common, Config, RunArgs, SubmitArgs};
@@ -149,6 +149,40 @@ pub async fn submit(c: &Common, a: &SubmitArgs) -> Result<String, CliError> {
         .query_async::<String>(&mut con)
         .await
         .map_err(|e| redis_failed(&format!("XADD to {}", c.stream), e))
+}
+
+/// Wait (at most `secs`) until agent `name`'s status is job `id`'s, completed or failed: the
+/// completion's line (`completed in N ms: URL`), or the failure as an error.
+pub async fn wait_for_job(c: &Common, name: &str, id: &str, secs: u64) -> Result<String, CliError> {
+    let t0 = std::time::Instant::now();
+    let field = |v: &[(String, String)], k: &str| {
+        v.iter()
+            .find(|(f, _)| f == k)
+            .map(|(_, x)| x.clone())
+            .unwrap_or_default()
+    };
+    loop {
+        let s = status(c, name).await?;
+        if field(&s, "stream_id") == id {
+            let ms = t0.elapsed().as_millis();
+            match field(&s, "status").as_str() {
+                "completed" => return Ok(format!("completed in {ms} ms: {}", field(&s, "url"))),
+                "failed" => {
+                    return Err(CliError::Failed(format!(
+                        "job {id} failed after {ms} ms: {}. The build log: build-agent logs {name}",
+                        field(&s, "message")
+                    )))
+                }
+                _ => {}
+            }
+        }
+        if t0.elapsed() >= Duration::from_secs(secs) {
+            return Err(CliError::Failed(format!(
+                "job {id} of agent '{name}' has not finished after {secs} s (is the build agent running? build-agent status {name}, build-agent logs {name})"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 pub async fn status(c: &Common, name: &str) -> Result<Vec<(String, String)>, CliError> {

@@ -297,6 +297,10 @@ pub struct SubmitArgs {
     /// update_strategy put in the job: recreate replaces a running agent without a stand-by.
     #[arg(long, default_value = "")]
     pub update_strategy: String,
+    /// Wait for this job's own outcome, at most this many seconds (a bare --wait: 600), and
+    /// print it: exit 0 when the agent is deployed, 1 when the job failed or the wait ran out.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "600")]
+    pub wait: Option<u64>,
 }
 
 /// The caps of one agent, shared out over its package's services (the operator widens them; a

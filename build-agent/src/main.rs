@@ -44,9 +44,18 @@ async fn main() {
     let result: Result<(), CliError> = match cli.command {
         None => unreachable!("parsed as run above"),
         Some(Command::Run(r)) => run(c, *r).await,
-        Some(Command::Submit(a)) => build_agent::cli::submit(c, &a)
-            .await
-            .map(|id| println!("{id}")),
+        Some(Command::Submit(a)) => match build_agent::cli::submit(c, &a).await {
+            Ok(id) => {
+                println!("{id}");
+                match a.wait {
+                    None => Ok(()),
+                    Some(secs) => build_agent::cli::wait_for_job(c, &a.agent_name, &id, secs)
+                        .await
+                        .map(|outcome| println!("{outcome}")),
+                }
+            }
+            Err(e) => Err(e),
+        },
         Some(Command::Status { name }) => build_agent::cli::status(c, &name).await.map(|v| {
             if v.is_empty() {
                 println!("no status for agent '{name}' (nothing deployed in the last 24 h?)");

@@ -492,3 +492,50 @@ async fn a_dead_letter_is_written_once_when_its_ack_was_lost_to_a_crash() {
     let ids: Vec<&str> = dead.iter().map(|d| d["original_id"].as_str()).collect();
     assert_eq!(ids, ["1-0", "2-0"], "{dead:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_wait_prints_the_job_and_its_outcome_and_exits_with_it() {
+    let h = Harness::new("nasiko-network").await;
+    let submit = |name: &str, path: &str, wait: &str| {
+        let mut c = h.command("cli");
+        c.args([
+            "submit",
+            "--agent-name",
+            name,
+            "--agent-path",
+            path,
+            "--wait",
+            wait,
+        ]);
+        c.output().unwrap()
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    // nobody consumes yet: the wait runs out, and says where to look
+    let late = unique("late");
+    h.root.add("dockerfile-only", &late, "v1.0.0", None);
+    let o = submit(&late, &format!("/app/agents/{late}/v1.0.0"), "1");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("has not finished after 1 s"),
+        "{}",
+        text(&o.stderr)
+    );
+    let _w = h.spawn_noop("c1");
+    // a deploy: the job's id, then its completion
+    let good = unique("good");
+    h.root.add("dockerfile-only", &good, "v1.0.0", None);
+    let o = submit(&good, &format!("/app/agents/{good}/v1.0.0"), "60");
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}{}", text(&o.stderr));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].contains('-'), "a stream id first: {out}");
+    assert_eq!(h.status(&good).await["stream_id"], lines[0]);
+    assert!(lines[1].starts_with("completed in "), "{out}");
+    // a job that fails: exit 1 with the reason
+    let bad = unique("bad");
+    let o = submit(&bad, "/app/agents/../../etc", "60");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
+    let err = text(&o.stderr);
+    assert!(err.contains("failed") && err.contains("'..'"), "{err}");
+}
