@@ -67,36 +67,35 @@ fingerprint() {
   (cd "$dir" && find . -type f ! -name '*.swp' ! -name '*~' ! -name '.#*' -print0 | sort -z | xargs -0 -r md5sum) | md5sum
 }
 
-# Copy, queue, and (with --wait) wait for this job's own terminal status.
+# Copy, queue, and (with --wait) wait for this job's own terminal status: `build-agent submit
+# --wait` prints the job's id as soon as it is queued, then its outcome, and exits with it.
 deploy_once() {
-  local t0 id status job message
+  local t0 id outcome rc
   t0=$(date +%s%N)
   rm -rf "$dest.tmp" && mkdir -p "$dest.tmp" && cp -R "$dir/." "$dest.tmp/" && rm -rf "$dest" && mv "$dest.tmp" "$dest"
   local args=(submit --agent-name "$name" --agent-path "/app/agents/$name/$version" --version "$version" --owner-id "$owner")
   [ -n "$action" ] && args+=(--action "$action")
   [ "$watch" = 1 ] && args+=(--update-strategy recreate)
-  id="$(docker exec "$worker" build-agent "${args[@]}")" || { echo "error: cannot queue the job (see above)" >&2; return 1; }
+  [ "$wait" = 1 ] && args+=(--wait 240)
+  # the id, then (with --wait) the outcome, then the exit code: read as they come
+  exec 3< <(docker exec "$worker" build-agent "${args[@]}"; echo "exit:$?")
+  IFS= read -r id <&3 || id="exit:1"
+  case "$id" in exit:*) exec 3<&-; echo "error: cannot queue the job (see above)" >&2; return 1 ;; esac
   say "queued job $id for agent '$name' ($dest)"
-  [ "$wait" = 1 ] || { echo "follow it with: docker exec $worker build-agent status $name"; return 0; }
-  for _ in $(seq 1 1200); do
-    local s; s="$(docker exec "$worker" build-agent status "$name" 2>/dev/null || true)"
-    job="$(sed -n 's/^stream_id: //p' <<<"$s")"
-    status="$(sed -n 's/^status: //p' <<<"$s")"
-    message="$(sed -n 's/^message: //p' <<<"$s")"
-    if [ "$job" = "$id" ]; then
-      case "$status" in
-        completed)
-          printf '==> %s: deployed in %s ms — %s\n' "$name" "$(( ($(date +%s%N) - t0) / 1000000 ))" "$(sed -n 's/^url: //p' <<<"$s")"
-          return 0 ;;
-        failed)
-          printf '==> %s: FAILED after %s ms: %s\n' "$name" "$(( ($(date +%s%N) - t0) / 1000000 ))" "$message" >&2
-          echo "    the build log: docker exec $worker build-agent logs $name" >&2
-          return 1 ;;
-      esac
-    fi
-    sleep 0.2
-  done
-  echo "error: timed out waiting for agent '$name'; see: docker exec $worker build-agent logs $name" >&2
+  if [ "$wait" = 0 ]; then
+    exec 3<&-
+    echo "follow it with: docker exec $worker build-agent status $name"
+    return 0
+  fi
+  IFS= read -r outcome <&3 || outcome="exit:1"
+  rc="$outcome"
+  case "$outcome" in exit:*) ;; *) IFS= read -r rc <&3 || rc="exit:1" ;; esac
+  exec 3<&-
+  if [ "$rc" = "exit:0" ]; then
+    printf '==> %s: %s (%s ms with the copy)\n' "$name" "$outcome" "$(( ($(date +%s%N) - t0) / 1000000 ))"
+    return 0
+  fi
+  echo "    the build log: docker exec $worker build-agent logs $name" >&2
   return 1
 }
 
