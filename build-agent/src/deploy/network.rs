@@ -125,22 +125,32 @@ async fn label(name: &str) -> Option<String> {
     Some(if v == "<no value>" { "" } else { v }.to_string())
 }
 
-/// Every IPv4 subnet Docker's networks hold now.
+/// Every IPv4 subnet Docker's networks hold now. A network removed between the listing and the
+/// inspect (another deploy's, a test's) makes the inspect fail: list again.
 async fn used_subnets() -> Result<Vec<Subnet>, CmdError> {
-    let ids = run(&argv(&["docker", "network", "ls", "-q"]), SHORT, None).await?;
-    let mut a = argv(&[
-        "docker",
-        "network",
-        "inspect",
-        "--format",
-        "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
-    ]);
-    a.extend(ids.stdout.split_whitespace().map(String::from));
-    let o = run(&a, SHORT, None).await?;
-    Ok(o.stdout
-        .split_whitespace()
-        .filter_map(|s| Subnet::parse(s).ok())
-        .collect())
+    let mut tries = 0;
+    loop {
+        let ids = run(&argv(&["docker", "network", "ls", "-q"]), SHORT, None).await?;
+        let mut a = argv(&[
+            "docker",
+            "network",
+            "inspect",
+            "--format",
+            "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+        ]);
+        a.extend(ids.stdout.split_whitespace().map(String::from));
+        match run(&a, SHORT, None).await {
+            Ok(o) => {
+                return Ok(o
+                    .stdout
+                    .split_whitespace()
+                    .filter_map(|s| Subnet::parse(s).ok())
+                    .collect())
+            }
+            Err(CmdError::Failed(_, _, m)) if m.contains("not found") && tries < 5 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// One allocation at a time in this process; another process's is caught by Docker, which
