@@ -36,6 +36,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 use support::Harness;
 
+/// One test at a time: their builds share layers (`COPY agent.sh`), and one test's cleanup
+/// removing its images could take a layer from under another's build in flight (the legacy
+/// builder then fails with "unknown parent image ID").
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The sample both agents are deployed from.
 const SAMPLE: &str = "isolation-agent";
 /// The gateway's proxy port: the one thing an agent may connect to.
@@ -491,6 +496,7 @@ fn judge(
 /// gateway on alpha's own network answers, and it must.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn from_inside_alpha_nothing_of_beta_answers_only_the_gateway_on_alphas_network() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let t0 = Instant::now();
     let mut s = Stack::new().await;
     let scene = Scene::deploy(&mut s).await;
@@ -805,6 +811,7 @@ const AIMED_AT_BETA: &[(&str, &str, &str)] = &[
 /// and beta's network holds beta and the gateway alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packages_aimed_at_another_agent_are_refused_with_the_reason() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let t0 = Instant::now();
     let mut s = Stack::new().await;
     let beta = unique("isolbeta");
@@ -884,6 +891,7 @@ async fn packages_aimed_at_another_agent_are_refused_with_the_reason() {
 /// alone, and from the squatter's entry and dependency none of beta's addresses answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_package_squatting_betas_names_lands_on_networks_of_its_own_and_reaches_nothing() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let t0 = Instant::now();
     let mut s = Stack::new().await;
     let beta = unique("isolbeta");
