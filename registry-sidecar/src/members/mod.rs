@@ -262,17 +262,15 @@ impl Keeper {
         let keep: HashSet<&String> = networks.iter().collect();
         self.joins.joined.retain(|n| keep.contains(n));
         self.joins.failed.retain(|n, _| keep.contains(n));
-        let connected = self.join(docker, &networks).await;
+        let (connected, running) = self.join(docker, &networks).await;
         tracing::info!(
             networks = networks.len(),
             connected,
             ms = t0.elapsed().as_millis() as u64,
             "agent network members joined to every agent network"
         );
-        if self.ready_dir.is_some() {
-            for (m, id, _) in self.running_members(docker).await? {
-                self.mark_ready(&m, &id);
-            }
+        for (m, id) in &running {
+            self.mark_ready(m, id);
         }
         Ok(())
     }
@@ -366,17 +364,25 @@ impl Keeper {
     }
 
     /// Connect every running member to each of `networks` it is not on, a few at a time.
-    /// Returns how many connects were made.
-    async fn join(&mut self, docker: &Docker, networks: &[String]) -> usize {
+    /// Returns how many connects were made, and the members found running (with their ids).
+    async fn join(
+        &mut self,
+        docker: &Docker,
+        networks: &[String],
+    ) -> (usize, Vec<(Member, String)>) {
         let running = match self.running_members(docker).await {
             Ok(r) => r,
             Err(e) => {
                 for n in networks {
                     self.fail(n, e.clone());
                 }
-                return 0;
+                return (0, Vec::new());
             }
         };
+        let ids: Vec<(Member, String)> = running
+            .iter()
+            .map(|(m, id, _)| (m.clone(), id.clone()))
+            .collect();
         let pairs: Vec<(Member, String, String)> = networks
             .iter()
             .flat_map(|n| {
@@ -412,7 +418,7 @@ impl Keeper {
             }
         }
         self.record(networks, connected, errors, gone);
-        connected
+        (connected, ids)
     }
 
     /// After a join: which networks are joined, failed or gone; the counters.
@@ -530,13 +536,9 @@ impl Keeper {
                 return;
             }
         };
-        let connected = self.join(docker, &networks).await;
-        if self.ready_dir.is_some() {
-            if let Ok(running) = self.running_members(docker).await {
-                for (r, id, _) in running.iter().filter(|(r, _, _)| r == m) {
-                    self.mark_ready(r, id);
-                }
-            }
+        let (connected, running) = self.join(docker, &networks).await;
+        for (r, id) in running.iter().filter(|(r, _)| r == m) {
+            self.mark_ready(r, id);
         }
         let local = t0.elapsed().as_secs_f64();
         let secs = since.map_or(local, |s| (now_unix() - s).max(local));
