@@ -23,6 +23,29 @@ check_docker() {
   docker info >/dev/null 2>&1 || die "the Docker daemon is not reachable (docker info failed); start it (systemctl start docker) or set DOCKER_HOST"
 }
 
+# For the two fresh-machine commands: a daemon that is still starting is waited for, and one that
+# is not running at all is started, when this shell may (root, the local socket, no DOCKER_HOST):
+# by the service manager if there is one, else dockerd itself with its log in /var/log/dockerd.log.
+# Waits up to NASIKO_DOCKER_WAIT seconds (default 90), then stops with what to do.
+ensure_docker_daemon() {
+  local wait="${NASIKO_DOCKER_WAIT:-90}" i
+  command -v docker >/dev/null || die "the docker CLI is not installed; install Docker Engine"
+  docker info >/dev/null 2>&1 && return 0
+  if [ -z "${DOCKER_HOST:-}" ] && [ "$(id -u)" = 0 ] && ! pgrep -x dockerd >/dev/null; then
+    say "the Docker daemon is not running; starting it"
+    if command -v systemctl >/dev/null && systemctl start docker >/dev/null 2>&1; then :
+    elif command -v service >/dev/null && service docker start >/dev/null 2>&1 && pgrep -x dockerd >/dev/null; then :
+    elif command -v dockerd >/dev/null; then
+      nohup dockerd >>/var/log/dockerd.log 2>&1 </dev/null &
+    fi
+  fi
+  for ((i = 0; i < wait; i++)); do
+    docker info >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  die "the Docker daemon is not reachable after ${wait}s (docker info failed); start it (systemctl start docker, or dockerd as root; its log may say why) or set DOCKER_HOST"
+}
+
 # Export the settings of an env file (KEY=VALUE lines) into this shell.
 load_env() {
   local f="$1" line key

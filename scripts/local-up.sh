@@ -56,7 +56,7 @@ cd "$root"
 env_file="${env_file:-$root/.env.nasiko}"
 
 prepare_host() {
-  check_docker
+  ensure_docker_daemon
   ensure_packages busybox:busybox-static curl:curl redis-server:redis-server ss:iproute2
   install_compose_v2
   find_compose

@@ -4,6 +4,7 @@
 //! time of a small agent: first build, unchanged redeploy, changed redeploy.
 //! Run: cargo bench -p build-agent
 
+use nasiko_contract::stream;
 use nasiko_tests::agents::{AgentCleanup, AgentsRoot};
 use nasiko_tests::backend::{BackendStandin, Mode};
 use nasiko_tests::docker::{ensure_busybox_image, unique, TestNet};
@@ -65,15 +66,13 @@ impl Env {
 
 async fn xadd(c: &mut redis::aio::MultiplexedConnection, agent: &str, path: &str) -> String {
     redis::cmd("XADD")
-        .arg("orchestration:commands")
+        .arg(stream::KEY)
         .arg("*")
-        .arg(&[
-            ("command", "deploy_agent"),
-            ("agent_name", agent),
-            ("agent_path", path),
-            ("owner_id", "bench"),
-            ("upload_type", "directory"),
-        ])
+        .arg(stream::encode(&stream::JobEntry {
+            owner_id: Some("bench".into()),
+            upload_type: Some(stream::UPLOAD_DIRECTORY.into()),
+            ..stream::JobEntry::deploy(agent, path)
+        }))
         .query_async(c)
         .await
         .unwrap()

@@ -60,7 +60,10 @@ pub fn registry_card(
     }
     card.insert(
         "url".into(),
-        json!(format!("{gateway_url}/agents/agent-{agent}")),
+        json!(format!(
+            "{gateway_url}{}",
+            nasiko_contract::agent_route_path(agent)
+        )),
     );
     card.insert("owner_id".into(), json!(owner_id));
     card.insert("deployment_type".into(), json!("docker-local"));

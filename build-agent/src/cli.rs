@@ -3,11 +3,12 @@
 //! names an agent has, for scripts). Each failure says whether to fix the input, wait for a service, or look at the
 //! agent, and exits with a code that tells a script the same.
 
-use crate::config::{Common, Config, RunArgs, SubmitArgs};
+use crate::config::{Common, Config, ConfigError, RunArgs, SubmitArgs};
 use crate::deploy::{self, compose, docker, error::Cause, package, DeployError, Prepared};
 use crate::job::{valid_agent_name, Action, DeployJob};
 use crate::worker::connect;
 use clap::Parser;
+use nasiko_contract::stream;
 use std::time::Duration;
 
 /// Why a command failed.
@@ -41,6 +42,13 @@ impl std::fmt::Display for CliError {
 }
 
 impl std::error::Error for CliError {}
+
+/// A setting that cannot work is the input to fix.
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        CliError::Usage(e.to_string())
+    }
+}
 
 impl From<DeployError> for CliError {
     fn from(e: DeployError) -> Self {
@@ -116,32 +124,34 @@ fn unix_now() -> f64 {
 
 pub async fn submit(c: &Common, a: &SubmitArgs) -> Result<String, CliError> {
     check_name(&a.agent_name)?;
-    let mut con = redis(c).await?;
-    let upload_type = if a.action == "update_agent" {
-        "agent_update"
-    } else {
-        "directory"
+    let action = match a.action.as_str() {
+        "" => None,
+        s => Some(Action::from_action(s).ok_or_else(|| {
+            CliError::Usage(format!(
+                "unknown --action '{s}'; use update_agent or rollback_agent (or none for a deploy)"
+            ))
+        })?),
     };
-    let mut fields: Vec<(&str, String)> = vec![
-        ("command", "deploy_agent".into()),
-        ("agent_name", a.agent_name.clone()),
-        ("agent_path", a.agent_path.clone()),
-        ("base_url", a.base_url.clone()),
-        ("owner_id", a.owner_id.clone()),
-        ("upload_id", a.upload_id.clone()),
-        ("upload_type", upload_type.into()),
-        ("version", a.version.clone()),
-        ("timestamp", format!("{:.6}", unix_now())),
-        ("source", "build-agent submit".into()),
-    ];
-    if !a.update_strategy.is_empty() {
-        fields.push(("update_strategy", a.update_strategy.clone()));
-    }
-    if !a.action.is_empty() {
-        fields.push(("action", a.action.clone()));
-        fields.push(("agent_id", a.agent_name.clone()));
-        fields.push(("new_version", a.version.clone()));
-    }
+    let upload_type = if action == Some(Action::Update) {
+        stream::UPLOAD_UPDATE
+    } else {
+        stream::UPLOAD_DIRECTORY
+    };
+    let mut con = redis(c).await?;
+    let fields = stream::encode(&stream::JobEntry {
+        action,
+        agent_name: a.agent_name.clone(),
+        agent_path: Some(a.agent_path.clone()),
+        base_url: Some(a.base_url.clone()),
+        owner_id: Some(a.owner_id.clone()),
+        upload_id: Some(a.upload_id.clone()),
+        upload_type: Some(upload_type.into()),
+        version: Some(a.version.clone()),
+        timestamp: Some(format!("{:.6}", unix_now())),
+        source: Some("build-agent submit".into()),
+        update_strategy: Some(a.update_strategy.clone()).filter(|s| !s.is_empty()),
+        ..stream::JobEntry::default()
+    });
     redis::cmd("XADD")
         .arg(&c.stream)
         .arg("*")
@@ -248,26 +258,13 @@ pub async fn plan(
             .unwrap_or_default()
     });
     check_name(&name).map_err(|e| CliError::Usage(format!("{e} (pass --name)")))?;
-    let cfg =
-        Config::new(c, RunDefaults::parse_from(["build-agent"]).run).map_err(CliError::Usage)?;
+    let cfg = Config::new(c, RunDefaults::parse_from(["build-agent"]).run)?;
     let hash = package::content_hash(&dir)?;
-    let deploy::Checked {
-        package,
-        build,
-        caps,
-    } = deploy::read_package(&dir, &name, &cfg)?;
+    // the package is read where it is (a deploy reads its copy), by the deploy's own code
     let tmp = std::env::temp_dir().join(format!("build-agent-plan-{}", std::process::id()));
+    let p = Prepared::read(dir.clone(), tmp.clone(), hash, &name, &cfg)?;
     std::fs::create_dir_all(&tmp)
         .map_err(|e| CliError::Unavailable(format!("cannot create {}: {e}", tmp.display())))?;
-    let p = Prepared {
-        build_dir: dir.clone(),
-        agent_dir: tmp.clone(),
-        tag: format!("{}:{hash}", deploy::image_repo(&name)),
-        hash,
-        package,
-        build,
-        caps,
-    };
     let job = DeployJob {
         stream_id: "plan".into(),
         action: Action::Deploy,
@@ -291,7 +288,7 @@ pub async fn plan(
         ));
         let (cmd, _) = docker::ComposeCmd::detect("auto")
             .await
-            .map_err(CliError::Unavailable)?;
+            .map_err(|e| CliError::Unavailable(e.to_string()))?;
         // compose's own reading, checked against what was written: the verdict a deploy gets
         let theirs = deploy::read_back(&cmd, &compose::project_name(&name), &cf).await?;
         head.push_str("# compose reads this file as written (`$$` is a literal `$`)\n");

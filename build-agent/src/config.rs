@@ -96,7 +96,7 @@ pub struct Common {
     #[arg(
         long,
         env = "STREAM_KEY",
-        default_value = "orchestration:commands",
+        default_value = nasiko_contract::stream::KEY,
         global = true
     )]
     pub stream: String,
@@ -104,7 +104,7 @@ pub struct Common {
     #[arg(
         long,
         env = "CONSUMER_GROUP",
-        default_value = "orchestrator",
+        default_value = nasiko_contract::stream::GROUP,
         global = true
     )]
     pub group: String,
@@ -112,7 +112,7 @@ pub struct Common {
     #[arg(
         long,
         env = "DOCKER_NETWORK",
-        default_value = "nasiko-network",
+        default_value = nasiko_contract::AGENTS_NETWORK,
         global = true
     )]
     pub docker_network: String,
@@ -200,7 +200,8 @@ pub struct RunArgs {
     pub concurrency: usize,
     /// Started attempts (that died before finishing: SIGKILL, OOM, a crash) after which a job goes
     /// to the dead-letter stream instead of starting again. Only attempts that actually started
-    /// count, not re-reads after a restart.
+    /// count, not re-reads after a restart, and an attempt that got further than every earlier one
+    /// (a stage, a build step) clears the count.
     #[arg(long, env = "MAX_DELIVERIES", default_value_t = 3)]
     pub max_deliveries: u64,
     /// Seconds a pending job must be idle before another consumer claims it (longer than the heartbeat).
@@ -375,50 +376,15 @@ impl Config {
         format!("{}.{}", self.consumer, self.network)
     }
 
-    pub fn new(c: &Common, r: RunArgs) -> Result<Config, String> {
-        if r.heartbeat_secs == 0 || r.claim_idle_secs <= r.heartbeat_secs * 2 {
-            return Err(format!(
-                "CLAIM_IDLE_SECS ({}) must be more than twice HEARTBEAT_SECS ({}), or running jobs could be stolen",
-                r.claim_idle_secs, r.heartbeat_secs
-            ));
-        }
-        if r.max_deliveries == 0 {
-            return Err("MAX_DELIVERIES must be at least 1".into());
-        }
-        if !["auto", "v1", "v2"].contains(&r.compose.as_str()) {
-            return Err(format!(
-                "COMPOSE_FLAVOR '{}' must be auto, v1 or v2",
-                r.compose
-            ));
-        }
-        let memory = r.agent_memory_limit.trim();
-        if !memory.is_empty() && crate::deploy::model::parse_bytes(memory).is_none() {
-            return Err(format!(
-                "AGENT_MEMORY_LIMIT '{memory}' is not a size; write e.g. 512m or 1g (empty: no cap)"
-            ));
-        }
+    pub fn new(c: &Common, r: RunArgs) -> Result<Config, ConfigError> {
+        check(&r)?;
         let agent_networks = crate::deploy::network::AgentNetworks::new(
             &r.agent_networks,
             &r.agent_subnet_pool,
             r.agent_subnet_prefix,
-        )?;
-        let mut agent_env = Vec::new();
-        for (k, v) in [
-            ("OPENAI_API_KEY", &r.openai_api_key),
-            ("OPENROUTER_API_KEY", &r.openrouter_api_key),
-            ("MINIMAX_API_KEY", &r.minimax_api_key),
-        ] {
-            if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
-                agent_env.push((k.to_string(), v.clone()));
-            }
-        }
-        agent_env.push((
-            "PHOENIX_COLLECTOR_ENDPOINT".into(),
-            r.phoenix_collector_endpoint,
-        ));
-        agent_env.push(("PHOENIX_GRPC_ENDPOINT".into(), r.phoenix_grpc_endpoint));
-        agent_env.push(("PHOENIX_HTTP_ENDPOINT".into(), r.phoenix_http_endpoint));
-        agent_env.push(("TRACING_ENABLED".into(), r.tracing_enabled));
+        )
+        .map_err(ConfigError::Networks)?;
+        let agent_env = agent_env(&r);
         Ok(Config {
             redis_url: c.redis_url(),
             stream: c.stream.clone(),
@@ -460,12 +426,151 @@ impl Config {
     }
 }
 
+/// A setting that cannot work, alone or with another: the daemon refuses to start with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// CLAIM_IDLE_SECS is not more than twice HEARTBEAT_SECS (or the heartbeat is 0).
+    ClaimIdle {
+        claim_idle_secs: u64,
+        heartbeat_secs: u64,
+    },
+    /// MAX_DELIVERIES is 0.
+    MaxDeliveries,
+    /// COMPOSE_FLAVOR is not auto, v1 or v2.
+    ComposeFlavor(String),
+    /// AGENT_MEMORY_LIMIT is not a size.
+    MemoryLimit(String),
+    /// AGENT_NETWORKS, AGENT_SUBNET_POOL and AGENT_SUBNET_PREFIX do not work together.
+    Networks(crate::deploy::network::NetworksError),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::ClaimIdle {
+                claim_idle_secs,
+                heartbeat_secs,
+            } => write!(
+                f,
+                "CLAIM_IDLE_SECS ({claim_idle_secs}) must be more than twice HEARTBEAT_SECS ({heartbeat_secs}), or running jobs could be stolen"
+            ),
+            ConfigError::MaxDeliveries => f.write_str("MAX_DELIVERIES must be at least 1"),
+            ConfigError::ComposeFlavor(c) => {
+                write!(f, "COMPOSE_FLAVOR '{c}' must be auto, v1 or v2")
+            }
+            ConfigError::MemoryLimit(m) => write!(
+                f,
+                "AGENT_MEMORY_LIMIT '{m}' is not a size; write e.g. 512m or 1g (empty: no cap)"
+            ),
+            ConfigError::Networks(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Networks(e) => e.source(),
+            _ => None,
+        }
+    }
+}
+
+/// The settings that cannot work together or at all, refused before anything starts.
+fn check(r: &RunArgs) -> Result<(), ConfigError> {
+    if r.heartbeat_secs == 0 || r.claim_idle_secs <= r.heartbeat_secs * 2 {
+        return Err(ConfigError::ClaimIdle {
+            claim_idle_secs: r.claim_idle_secs,
+            heartbeat_secs: r.heartbeat_secs,
+        });
+    }
+    if r.max_deliveries == 0 {
+        return Err(ConfigError::MaxDeliveries);
+    }
+    if !["auto", "v1", "v2"].contains(&r.compose.as_str()) {
+        return Err(ConfigError::ComposeFlavor(r.compose.clone()));
+    }
+    let memory = r.agent_memory_limit.trim();
+    if !memory.is_empty() && crate::deploy::model::parse_bytes(memory).is_none() {
+        return Err(ConfigError::MemoryLimit(memory.to_string()));
+    }
+    Ok(())
+}
+
+/// What every agent container gets in its environment: the model keys that are set and the
+/// tracing endpoints.
+fn agent_env(r: &RunArgs) -> Vec<(String, String)> {
+    let mut agent_env = Vec::new();
+    for (k, v) in [
+        ("OPENAI_API_KEY", &r.openai_api_key),
+        ("OPENROUTER_API_KEY", &r.openrouter_api_key),
+        ("MINIMAX_API_KEY", &r.minimax_api_key),
+    ] {
+        if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
+            agent_env.push((k.to_string(), v.clone()));
+        }
+    }
+    agent_env.push((
+        "PHOENIX_COLLECTOR_ENDPOINT".into(),
+        r.phoenix_collector_endpoint.clone(),
+    ));
+    agent_env.push((
+        "PHOENIX_GRPC_ENDPOINT".into(),
+        r.phoenix_grpc_endpoint.clone(),
+    ));
+    agent_env.push((
+        "PHOENIX_HTTP_ENDPOINT".into(),
+        r.phoenix_http_endpoint.clone(),
+    ));
+    agent_env.push(("TRACING_ENABLED".into(), r.tracing_enabled.clone()));
+    agent_env
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn argv(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn refused(flags: &[&str]) -> String {
+        let mut a = vec!["build-agent", "run"];
+        a.extend(flags);
+        let cli = Cli::parse_from(a);
+        let Some(Command::Run(r)) = cli.command else {
+            panic!("run")
+        };
+        Config::new(&cli.common, *r).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn refused_settings_say_what_to_write() {
+        assert_eq!(
+            refused(&["--claim-idle-secs", "20", "--heartbeat-secs", "10"]),
+            "CLAIM_IDLE_SECS (20) must be more than twice HEARTBEAT_SECS (10), or running jobs could be stolen"
+        );
+        assert_eq!(
+            refused(&["--max-deliveries", "0"]),
+            "MAX_DELIVERIES must be at least 1"
+        );
+        assert_eq!(
+            refused(&["--compose", "v3"]),
+            "COMPOSE_FLAVOR 'v3' must be auto, v1 or v2"
+        );
+        assert_eq!(
+            refused(&["--agent-memory-limit", " lots "]),
+            "AGENT_MEMORY_LIMIT 'lots' is not a size; write e.g. 512m or 1g (empty: no cap)"
+        );
+        assert_eq!(
+            refused(&[
+                "--agent-networks",
+                "own",
+                "--agent-subnet-pool",
+                "10.213.0.1/16"
+            ]),
+            "AGENT_SUBNET_POOL: '10.213.0.1/16' has host bits set; the subnet is 10.213.0.0/16"
+        );
     }
 
     #[test]

@@ -5,25 +5,10 @@
 // A job and a rejection are each built once at the boundary and moved; boxing buys nothing.
 #![allow(clippy::result_large_err)]
 
-use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Deploy,
-    Update,
-    Rollback,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Deploy => "deploy_agent",
-            Action::Update => "update_agent",
-            Action::Rollback => "rollback_agent",
-        }
-    }
-}
+pub use nasiko_contract::stream::Action;
+use nasiko_contract::stream::{self, Entry, PackagePath};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeployJob {
@@ -81,13 +66,6 @@ pub struct Paths<'a> {
 
 pub use nasiko_contract::valid_agent_name;
 
-fn name_error(field: &str, n: &str) -> String {
-    format!(
-        "{field} '{}' is not a valid agent name: use lower-case letters, digits, '_', '.' or '-', starting with a letter or digit",
-        n.escape_debug()
-    )
-}
-
 /// Use the job's base_url unless it is missing or a Kubernetes-internal URL; then NASIKO_API_URL.
 pub fn backend_url(base_url: Option<&str>, fallback: Option<&str>) -> Option<String> {
     let usable = base_url
@@ -108,175 +86,179 @@ pub fn backend_url(base_url: Option<&str>, fallback: Option<&str>) -> Option<Str
         .map(|u| u.trim_end_matches('/').to_string())
 }
 
+/// Why a job's `agent_path` is not a package this machine may build.
+#[derive(Debug)]
+pub enum Unconfined {
+    /// The path has a `..` component.
+    ParentDir {
+        agent_path: String,
+    },
+    /// An absolute path under neither the backend's prefix nor the agents root.
+    OutsideRoot {
+        agent_path: String,
+        prefix: PathBuf,
+    },
+    /// The agents root itself cannot be resolved (missing, no rights).
+    RootUnusable {
+        root: PathBuf,
+        error: std::io::Error,
+    },
+    /// Nothing is at the path on this machine.
+    Missing {
+        agent_path: String,
+        local: PathBuf,
+    },
+    /// The path resolves (through a symlink) outside the agents root, or to the root itself.
+    Escapes {
+        agent_path: String,
+        real: PathBuf,
+    },
+    NotADirectory {
+        agent_path: String,
+    },
+    NoDockerfile {
+        package: PathBuf,
+    },
+}
+
+impl std::fmt::Display for Unconfined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unconfined::ParentDir { agent_path } => write!(
+                f,
+                "agent_path '{agent_path}' contains '..'; it must point inside the agents root"
+            ),
+            Unconfined::OutsideRoot { agent_path, prefix } => write!(
+                f,
+                "agent_path '{agent_path}' is outside the agents root {}",
+                prefix.display()
+            ),
+            Unconfined::RootUnusable { root, error } => write!(
+                f,
+                "the agents root {} is not usable: {error}",
+                root.display()
+            ),
+            Unconfined::Missing { agent_path, local } => write!(
+                f,
+                "agent_path '{agent_path}' does not exist (looked for {})",
+                local.display()
+            ),
+            Unconfined::Escapes { agent_path, real } => write!(
+                f,
+                "agent_path '{agent_path}' resolves to {} which is outside the agents root (symlink escape?)",
+                real.display()
+            ),
+            Unconfined::NotADirectory { agent_path } => {
+                write!(f, "agent_path '{agent_path}' is not a directory")
+            }
+            Unconfined::NoDockerfile { package } => {
+                write!(f, "agent package {} has no Dockerfile", package.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for Unconfined {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Unconfined::RootUnusable { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
 /// Resolve `agent_path` on this machine and confine it to the agents root.
-pub fn confine(agent_path: &str, paths: &Paths) -> Result<PathBuf, String> {
+pub fn confine(agent_path: &str, paths: &Paths) -> Result<PathBuf, Unconfined> {
     let p = Path::new(agent_path);
+    let named = || agent_path.to_string();
     if p.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(format!(
-            "agent_path '{agent_path}' contains '..'; it must point inside the agents root"
-        ));
+        return Err(Unconfined::ParentDir {
+            agent_path: named(),
+        });
     }
     let local = if let Ok(rest) = p.strip_prefix(paths.backend_prefix) {
         paths.agents_root.join(rest)
     } else if let Ok(rest) = p.strip_prefix(paths.agents_root) {
         paths.agents_root.join(rest)
     } else if p.is_absolute() {
-        return Err(format!(
-            "agent_path '{agent_path}' is outside the agents root {}",
-            paths.backend_prefix.display()
-        ));
+        return Err(Unconfined::OutsideRoot {
+            agent_path: named(),
+            prefix: paths.backend_prefix.to_path_buf(),
+        });
     } else {
         paths.agents_root.join(p)
     };
-    let root = paths.agents_root.canonicalize().map_err(|e| {
-        format!(
-            "the agents root {} is not usable: {e}",
-            paths.agents_root.display()
-        )
-    })?;
-    let real = local.canonicalize().map_err(|_| {
-        format!(
-            "agent_path '{agent_path}' does not exist (looked for {})",
-            local.display()
-        )
-    })?;
+    let root = paths
+        .agents_root
+        .canonicalize()
+        .map_err(|error| Unconfined::RootUnusable {
+            root: paths.agents_root.to_path_buf(),
+            error,
+        })?;
+    let real = match local.canonicalize() {
+        Ok(real) => real,
+        Err(_) => {
+            return Err(Unconfined::Missing {
+                agent_path: named(),
+                local,
+            })
+        }
+    };
     if !real.starts_with(&root) || real == root {
-        return Err(format!("agent_path '{agent_path}' resolves to {} which is outside the agents root (symlink escape?)", real.display()));
+        return Err(Unconfined::Escapes {
+            agent_path: named(),
+            real,
+        });
     }
     if !real.is_dir() {
-        return Err(format!("agent_path '{agent_path}' is not a directory"));
+        return Err(Unconfined::NotADirectory {
+            agent_path: named(),
+        });
     }
     if !real.join("Dockerfile").is_file() {
-        return Err(format!(
-            "agent package {} has no Dockerfile",
-            real.display()
-        ));
+        return Err(Unconfined::NoDockerfile { package: real });
     }
     Ok(real)
 }
 
-/// Turn raw stream fields into a job or a rejection. Never panics on any input.
+/// Turn raw stream fields into a job or a rejection: the contract's decoder, then the package
+/// resolved on this machine. Never panics on any input.
 pub fn parse(
     stream_id: &str,
     raw: &[(String, Vec<u8>)],
     paths: &Paths,
 ) -> Result<DeployJob, Rejection> {
-    let mut fields: BTreeMap<&str, String> = BTreeMap::new();
-    let mut bad_utf8 = Vec::new();
-    for (k, v) in raw {
-        match std::str::from_utf8(v) {
-            Ok(s) => {
-                fields.insert(k.as_str(), s.to_string());
-            }
-            Err(_) => bad_utf8.push(k.as_str()),
-        }
-    }
-    let get = |k: &str| fields.get(k).map(|s| s.trim()).filter(|s| !s.is_empty());
-    let backend = backend_url(get("base_url"), paths.nasiko_api_url);
+    let entry = Entry::read(raw);
+    let backend = backend_url(entry.get(stream::BASE_URL), paths.nasiko_api_url);
     let reject = |agent: Option<String>, reason: String| Rejection {
         stream_id: stream_id.to_string(),
         agent,
-        owner_id: cap(get("owner_id").unwrap_or("")),
-        upload_id: cap(get("upload_id").unwrap_or("")),
+        owner_id: cap(entry.get(stream::OWNER_ID).unwrap_or("")),
+        upload_id: cap(entry.get(stream::UPLOAD_ID).unwrap_or("")),
         backend_url: backend.clone(),
         reason: cap(&reason),
     };
-    let action = match (get("action"), get("command")) {
-        (Some("update_agent"), _) => Action::Update,
-        (Some("rollback_agent"), _) => Action::Rollback,
-        (Some(other), _) => {
-            let agent = get("agent_name")
-                .filter(|n| valid_agent_name(n))
-                .map(String::from);
-            return Err(reject(
-                agent,
-                format!(
-                    "unknown action '{}'; expected update_agent or rollback_agent",
-                    other.escape_debug()
-                ),
-            ));
-        }
-        (None, Some("deploy_agent")) => Action::Deploy,
-        (None, Some(other)) => {
-            let agent = get("agent_name")
-                .filter(|n| valid_agent_name(n))
-                .map(String::from);
-            return Err(reject(
-                agent,
-                format!(
-                    "unknown command '{}'; expected deploy_agent",
-                    other.escape_debug()
-                ),
-            ));
-        }
-        (None, None) => {
-            let agent = get("agent_name")
-                .filter(|n| valid_agent_name(n))
-                .map(String::from);
-            let what = if raw.is_empty() {
-                "the entry has no fields".to_string()
-            } else {
-                "missing field 'command'".to_string()
-            };
-            return Err(reject(
-                agent,
-                format!("{what}; a job needs command=deploy_agent (or an action)"),
-            ));
+    let job = stream::decode(&entry).map_err(|e| reject(e.agent, e.reason))?;
+    let agent_path = match &job.package {
+        PackagePath::Given(p) => p.clone(),
+        PackagePath::Version(v) => {
+            format!("{}/{}/{}", paths.backend_prefix.display(), job.agent, v)
         }
     };
-    let (name_field, name) = match action {
-        Action::Rollback => ("agent_id", get("agent_id")),
-        _ => ("agent_name", get("agent_name")),
-    };
-    let Some(name) = name else {
-        return Err(reject(
-            None,
-            format!("missing required field '{name_field}'"),
-        ));
-    };
-    if !valid_agent_name(name) {
-        return Err(reject(None, name_error(name_field, name)));
-    }
-    let agent = name.to_string();
-    if let Some(k) = bad_utf8.first() {
-        return Err(reject(
-            Some(agent),
-            format!("field '{k}' is not valid UTF-8"),
-        ));
-    }
-    let agent_path = match (get("agent_path"), action, get("target_version")) {
-        (Some(p), _, _) => p.to_string(),
-        (None, Action::Rollback, Some(v)) => {
-            format!("{}/{}/{}", paths.backend_prefix.display(), agent, v)
-        }
-        (None, _, _) => {
-            return Err(reject(
-                Some(agent),
-                "missing required field 'agent_path'".into(),
-            ))
-        }
-    };
-    let package = match confine(&agent_path, paths) {
-        Ok(p) => p,
-        Err(e) => return Err(reject(Some(agent), e)),
-    };
-    let version = get("new_version")
-        .or(get("target_version"))
-        .or(get("version"))
-        .unwrap_or("")
-        .to_string();
+    let package =
+        confine(&agent_path, paths).map_err(|e| reject(Some(job.agent.clone()), e.to_string()))?;
     Ok(DeployJob {
         stream_id: stream_id.to_string(),
-        action,
-        agent,
+        action: job.action,
+        agent: job.agent,
         package,
-        owner_id: get("owner_id").unwrap_or("").to_string(),
-        upload_id: get("upload_id").unwrap_or("").to_string(),
-        upload_type: get("upload_type").unwrap_or("").to_string(),
-        version,
-        backend_url: backend.clone(),
-        webhook_url: get("webhook_url").map(String::from),
-        recreate: get("update_strategy") == Some("recreate"),
+        owner_id: job.owner_id,
+        upload_id: job.upload_id,
+        upload_type: job.upload_type,
+        version: job.version,
+        backend_url: backend,
+        webhook_url: job.webhook_url,
+        recreate: job.recreate,
     })
 }
 

@@ -1,5 +1,7 @@
 //! build-agent: Redis stream → validated job → docker build / docker compose → status.
 
+pub mod attempts;
+pub mod buildlog;
 pub mod card;
 pub mod cli;
 pub mod config;
@@ -10,6 +12,7 @@ pub mod outbox;
 pub mod pipeline;
 pub mod process;
 pub mod report;
+pub mod retry;
 pub mod runner;
 pub mod stream;
 pub mod worker;

@@ -86,7 +86,7 @@ async fn main() {
 }
 
 async fn run(c: &build_agent::config::Common, r: RunArgs) -> Result<(), CliError> {
-    let cfg = Config::new(c, r).map_err(CliError::Usage)?;
+    let cfg = Config::new(c, r)?;
     build_agent::run(cfg, shutdown_signal())
         .await
         .map_err(|e| CliError::Failed(e.to_string()))

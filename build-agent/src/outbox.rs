@@ -4,12 +4,14 @@
 //! (the reader keeps consuming); what it misses is in the Redis status hash all the same.
 
 use crate::http::HttpClient;
+use crate::retry::Backoff;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
+use tracing::Instrument;
 
 /// One request to deliver.
 #[derive(Debug, Clone)]
@@ -69,7 +71,12 @@ impl Outbox {
     pub fn send(&self, d: Delivery) {
         if self.waiting.load(Ordering::Relaxed) >= self.capacity {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(job = %d.job, "status delivery dropped: {} deliveries are waiting for the backend ({} {})", self.capacity, d.method, d.url);
+            tracing::warn!(
+                "status delivery dropped: {} deliveries are waiting for the backend ({} {})",
+                self.capacity,
+                d.method,
+                d.url
+            );
             return;
         }
         self.waiting.fetch_add(1, Ordering::Relaxed);
@@ -124,11 +131,15 @@ async fn deliver_all(
             }
             busy.insert(agent.clone());
             let (http, permits, done) = (http.clone(), permits.clone(), done_tx.clone());
-            tokio::spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                deliver(&http, &d, limits.attempts).await;
-                let _ = done.send(agent);
-            });
+            let span = tracing::info_span!("job", job = %d.job);
+            tokio::spawn(
+                async move {
+                    let _permit = permits.acquire_owned().await;
+                    deliver(&http, &d, limits.attempts).await;
+                    let _ = done.send(agent);
+                }
+                .instrument(span),
+            );
         }
     }
 }
@@ -136,28 +147,34 @@ async fn deliver_all(
 /// One delivery with retries on 5xx and no answer; 404 is normal (a job queued by hand has no
 /// upload record).
 pub async fn deliver(http: &HttpClient, d: &Delivery, attempts: u32) -> Option<u16> {
-    let mut delay = Duration::from_millis(300);
+    // doubling without a cap that matters: at most `attempts` tries
+    let mut delay = Backoff::new(Duration::from_millis(300), Duration::MAX);
     for attempt in 1..=attempts.max(1) {
         let last = attempt == attempts.max(1);
         match http.send(d.method, &d.url, d.body.as_ref()).await {
             Ok(code) if code < 500 => {
                 if code >= 400 && code != 404 {
-                    tracing::warn!(job = %d.job, "{} {} answered {code}", d.method, d.url);
+                    tracing::warn!("{} {} answered {code}", d.method, d.url);
                 }
                 return Some(code);
             }
             Ok(code) if last => {
-                tracing::warn!(job = %d.job, "{} {} answered {code}; giving up after {attempt} attempts", d.method, d.url);
+                tracing::warn!(
+                    "{} {} answered {code}; giving up after {attempt} attempts",
+                    d.method,
+                    d.url
+                );
                 return Some(code);
             }
             Err(e) if last || !e.retryable() => {
-                tracing::warn!(job = %d.job, "{} {} failed: {e}; giving up after {attempt} attempt(s)", d.method, d.url);
+                tracing::warn!(
+                    "{} {} failed: {e}; giving up after {attempt} attempt(s)",
+                    d.method,
+                    d.url
+                );
                 return None;
             }
-            _ => {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
+            _ => delay.wait().await,
         }
     }
     None

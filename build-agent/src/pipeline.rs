@@ -1,17 +1,20 @@
 //! One job from received to its terminal status: prepare → build → deploy → register, each stage
 //! reported; the terminal status is recorded before the entry is acknowledged.
 
+use crate::attempts::Mark;
 use crate::card;
 use crate::config::Config;
 use crate::deploy::{docker, DeployError, Deployer, Verdict};
 use crate::job::{DeployJob, Rejection};
 use crate::report::{Facts, Reporter, Stage, Subject};
+use crate::retry::{until_ok, Backoff};
 use crate::runner::Execute;
 use crate::stream::Stream;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// First and longest wait before a job retries after trouble of the machine.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -23,6 +26,11 @@ pub struct Pipeline {
     pub stream: Stream,
     /// None: the no-op deploy of the lifecycle benchmark.
     pub deployer: Option<Deployer>,
+}
+
+/// The span every log line about one job is in: its stream id and its agent.
+pub fn job_span(id: &str, agent: &str) -> tracing::Span {
+    tracing::info_span!("job", job = %id, agent = %agent)
 }
 
 /// Whom a status is about: a job, or a rejected entry (reported when it names a usable agent).
@@ -50,11 +58,17 @@ pub fn rejection_subject(r: &Rejection) -> Subject {
 
 impl Pipeline {
     async fn stage(&self, s: &Subject, stage: Stage, message: &str, f: &Facts) {
-        tracing::info!(job = %s.stream_id, agent = %s.agent, stage = stage.name(), "{message}");
+        tracing::info!(stage = stage.name(), "{message}");
         if let Err(e) = self.reporter.write_hash(s, stage, message, f).await {
-            tracing::warn!(job = %s.stream_id, "could not write the status hash: {e}");
+            tracing::warn!("could not write the status hash: {e}");
         }
         self.reporter.upload_status(s, stage, message, f, None);
+        // after the status, which people wait for (a kill in between only loses this mark)
+        match self.stream.reached(&s.stream_id, Mark::stage(stage)).await {
+            Ok(true) => tracing::info!("further than any earlier attempt: the attempts counted against this job start again"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("cannot mark the job's progress ({e}); going on"),
+        }
     }
 
     /// [`finish`](Self::finish) a job that may have run: however it ended, its update stand-by
@@ -64,7 +78,7 @@ impl Pipeline {
         if self.deployer.is_some() {
             let n = docker::remove_standbys(crate::deploy::STANDBY_JOB_LABEL, &s.stream_id).await;
             if n > 0 {
-                tracing::info!(job = %s.stream_id, agent = %s.agent, "removed the update stand-by of this job");
+                tracing::info!("removed the update stand-by of this job");
             }
             if stage == Stage::Failed && !message.contains("serving") {
                 let container = crate::deploy::compose::container_name(&s.agent);
@@ -82,17 +96,21 @@ impl Pipeline {
     pub async fn finish(&self, s: &Subject, stage: Stage, message: &str, f: &Facts) {
         let level_fail = stage == Stage::Failed;
         if level_fail {
-            tracing::warn!(job = %s.stream_id, agent = %s.agent, stage = stage.name(), "{message}");
+            tracing::warn!(stage = stage.name(), "{message}");
         } else {
-            tracing::info!(job = %s.stream_id, agent = %s.agent, stage = stage.name(), "{message}");
+            tracing::info!(stage = stage.name(), "{message}");
         }
-        let mut delay = Duration::from_millis(250);
         if !s.agent.is_empty() {
-            while let Err(e) = self.reporter.write_hash(s, stage, message, f).await {
-                tracing::warn!(job = %s.stream_id, "cannot record the terminal status yet ({e}); retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
+            until_ok(
+                Backoff::redis(),
+                || self.reporter.write_hash(s, stage, message, f),
+                |e, delay| {
+                    tracing::warn!(
+                        "cannot record the terminal status yet ({e}); retrying in {delay:?}"
+                    )
+                },
+            )
+            .await;
             self.reporter
                 .upload_status(s, stage, message, f, level_fail.then_some(message));
         }
@@ -100,18 +118,18 @@ impl Pipeline {
     }
 
     pub async fn ack(&self, id: &str) {
-        let mut delay = Duration::from_millis(250);
-        while let Err(e) = self.stream.ack(id).await {
-            tracing::warn!(job = %id, "cannot acknowledge yet ({e}); retrying in {delay:?}");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(10));
-        }
+        until_ok(
+            Backoff::redis(),
+            || self.stream.ack(id),
+            |e, delay| tracing::warn!("cannot acknowledge yet ({e}); retrying in {delay:?}"),
+        )
+        .await;
     }
 
     pub async fn reject(&self, r: &Rejection) {
         let s = rejection_subject(r);
         if s.agent.is_empty() {
-            tracing::warn!(job = %r.stream_id, "rejected: {}", r.reason);
+            tracing::warn!("rejected: {}", r.reason);
         }
         self.finish(
             &s,
@@ -127,7 +145,7 @@ impl Pipeline {
         let started = Instant::now();
         // counted before anything is done: an attempt that dies (SIGKILL, OOM) still counts
         if let Err(e) = self.stream.start_attempt(&job.stream_id).await {
-            tracing::warn!(job = %job.stream_id, "cannot count the attempt ({e}); going on");
+            tracing::warn!("cannot count the attempt ({e}); going on");
         }
         self.stage(
             &s,
@@ -147,7 +165,7 @@ impl Pipeline {
         };
         // the error policy: a broken package fails the job at once; trouble of the machine
         // (Docker not answering, a tool missing, the disk full) keeps it, retried with backoff
-        let mut wait = RETRY_FIRST;
+        let mut wait = Backoff::new(RETRY_FIRST, RETRY_MAX);
         loop {
             let e = match self.deploy(d, job, &s).await {
                 Ok((f, note)) => {
@@ -166,19 +184,22 @@ impl Pipeline {
                 Verdict::Retry(m) => {
                     let msg = format!(
                         "waiting for the machine, not failed: {m}; retrying in {}s",
-                        wait.as_secs()
+                        wait.peek().as_secs()
                     );
                     self.stage(&s, Stage::Received, &msg, &Facts::default())
                         .await;
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(RETRY_MAX);
+                    wait.wait().await;
                 }
             }
         }
     }
 
-    fn agent_url(&self, agent: &str) -> String {
-        format!("{}/agents/agent-{agent}", self.cfg.kong_gateway_url)
+    pub fn agent_url(&self, agent: &str) -> String {
+        format!(
+            "{}{}",
+            self.cfg.kong_gateway_url,
+            nasiko_contract::agent_route_path(agent)
+        )
     }
 
     async fn deploy(
@@ -234,7 +255,7 @@ impl Pipeline {
         }
         let removed = docker::prune_images(&job.agent, self.cfg.keep_images, &dep.image).await;
         if !removed.is_empty() {
-            tracing::info!(job = %job.stream_id, agent = %job.agent, "removed old images: {}", removed.join(", "));
+            tracing::info!("removed old images: {}", removed.join(", "));
         }
         Ok((f, notes))
     }
@@ -242,7 +263,8 @@ impl Pipeline {
 
 impl Execute for Pipeline {
     fn execute(&self, job: DeployJob) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(async move { self.run_job(&job).await })
+        let span = job_span(&job.stream_id, &job.agent);
+        Box::pin(async move { self.run_job(&job).await }.instrument(span))
     }
 
     fn superseded(
@@ -251,9 +273,13 @@ impl Execute for Pipeline {
         by: &DeployJob,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         let by = by.stream_id.clone();
-        Box::pin(async move {
-            tracing::info!(job = %old.stream_id, agent = %old.agent, "superseded by the newer job {by}; acknowledged without running");
-            self.ack(&old.stream_id).await;
-        })
+        let span = job_span(&old.stream_id, &old.agent);
+        Box::pin(
+            async move {
+                tracing::info!("superseded by the newer job {by}; acknowledged without running");
+                self.ack(&old.stream_id).await;
+            }
+            .instrument(span),
+        )
     }
 }

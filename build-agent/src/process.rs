@@ -87,30 +87,7 @@ pub async fn run(
     lines: Option<mpsc::UnboundedSender<String>>,
 ) -> Result<Output, CmdError> {
     let what = describe(argv);
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..]).env_clear();
-    for k in PASSED_ENV {
-        if let Some(v) = std::env::var_os(k) {
-            cmd.env(k, v);
-        }
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    // If the build agent itself dies (SIGKILL included), its children die too: an orphaned
-    // `docker build` must not go on after the job has been handed to the next run. (The signal
-    // follows the spawning thread: tokio's core worker threads live as long as the runtime.)
-    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let mut cmd = command(argv);
     let mut child = cmd.spawn().map_err(|e| CmdError::Spawn(what.clone(), e))?;
     let pgid = child.id();
     let (tx, mut rx) = mpsc::unbounded_channel::<(bool, String)>();
@@ -170,6 +147,36 @@ pub async fn run(
             Err(CmdError::TimedOut(what, timeout, all[start..].join("\n")))
         }
     }
+}
+
+/// `argv` as a child process: no shell, a clean environment (PASSED_ENV only), output piped,
+/// a process group of its own, killed when dropped and when the build agent dies.
+fn command(argv: &[String]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]).env_clear();
+    for k in PASSED_ENV {
+        if let Some(v) = std::env::var_os(k) {
+            cmd.env(k, v);
+        }
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    // If the build agent itself dies (SIGKILL included), its children die too: an orphaned
+    // `docker build` must not go on after the job has been handed to the next run. (The signal
+    // follows the spawning thread: tokio's core worker threads live as long as the runtime.)
+    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 pub fn argv(parts: &[&str]) -> Vec<String> {

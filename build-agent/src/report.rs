@@ -41,6 +41,30 @@ impl Stage {
     }
 }
 
+/// Why the owner's permissions for an agent were not set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PermissionsError {
+    /// The auth service answered, with a status other than 2xx.
+    Refused { code: u16, url: String },
+    /// No answer from the auth service, after the retries.
+    Unreachable { url: String },
+}
+
+impl std::fmt::Display for PermissionsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PermissionsError::Refused { code, url } => {
+                write!(f, "auth service answered {code} to {url}")
+            }
+            PermissionsError::Unreachable { url } => {
+                write!(f, "auth service unreachable at {url}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PermissionsError {}
+
 /// Who a report is about.
 #[derive(Debug, Clone, Default)]
 pub struct Subject {
@@ -196,7 +220,7 @@ impl Reporter {
     }
 
     /// POST the owner's permissions for the agent; failure is reported, not fatal.
-    pub async fn permissions(&self, s: &Subject) -> Result<(), String> {
+    pub async fn permissions(&self, s: &Subject) -> Result<(), PermissionsError> {
         if s.owner_id.is_empty() {
             return Ok(());
         }
@@ -220,8 +244,8 @@ impl Reporter {
             .await
         {
             Some(200..=299) => Ok(()),
-            Some(code) => Err(format!("auth service answered {code} to {url}")),
-            None => Err(format!("auth service unreachable at {url}")),
+            Some(code) => Err(PermissionsError::Refused { code, url }),
+            None => Err(PermissionsError::Unreachable { url }),
         }
     }
 
@@ -241,5 +265,28 @@ impl Reporter {
             body: body.cloned(),
         };
         outbox::deliver(&self.http, &d, 3).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_permissions_failure_names_the_url() {
+        let url = "http://auth:8001/auth/agents/a/permissions?owner_id=u".to_string();
+        let refused = PermissionsError::Refused {
+            code: 403,
+            url: url.clone(),
+        };
+        assert_eq!(
+            refused.to_string(),
+            format!("auth service answered 403 to {url}")
+        );
+        let gone = PermissionsError::Unreachable { url: url.clone() };
+        assert_eq!(
+            gone.to_string(),
+            format!("auth service unreachable at {url}")
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Redis stream plumbing for the consumer group: group creation, reads (own pending, new,
-//! auto-claim), started-attempt counts, heartbeats, acknowledgement and the dead-letter stream.
+//! auto-claim), heartbeats, acknowledgement and the dead-letter stream. (The attempts counted
+//! against a job: `attempts`.)
 
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Value};
@@ -163,35 +164,6 @@ impl Stream {
         Ok(())
     }
 
-    /// The hash of attempts that actually started, per pending entry. Redis's delivery count
-    /// also counts every re-read after a restart and every claim, so a healthy job queued behind
-    /// a crashing one would run out of deliveries without ever starting.
-    pub fn attempts_key(&self) -> String {
-        format!("{}:attempts", self.key)
-    }
-
-    /// Count one more started attempt of `id`; returns the count.
-    pub async fn start_attempt(&self, id: &str) -> RedisResult<u64> {
-        let mut c = self.con.clone();
-        redis::cmd("HINCRBY")
-            .arg(self.attempts_key())
-            .arg(id)
-            .arg(1)
-            .query_async(&mut c)
-            .await
-    }
-
-    /// Attempts of `id` that started (and did not finish: a finished one is acknowledged).
-    pub async fn attempts(&self, id: &str) -> RedisResult<u64> {
-        let mut c = self.con.clone();
-        let n: Option<u64> = redis::cmd("HGET")
-            .arg(self.attempts_key())
-            .arg(id)
-            .query_async(&mut c)
-            .await?;
-        Ok(n.unwrap_or(0))
-    }
-
     /// Acknowledge `id` and forget its attempts, in one transaction.
     pub async fn ack(&self, id: &str) -> RedisResult<()> {
         let mut c = self.con.clone();
@@ -204,7 +176,7 @@ impl Stream {
             .ignore()
             .cmd("HDEL")
             .arg(self.attempts_key())
-            .arg(id)
+            .arg(crate::attempts::fields(id))
             .ignore()
             .query_async(&mut c)
             .await?;

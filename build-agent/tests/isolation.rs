@@ -495,6 +495,7 @@ fn judge(
 /// Alpha against beta by address, route, name and build (see the top of the file); only the
 /// gateway on alpha's own network answers, and it must.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn from_inside_alpha_nothing_of_beta_answers_only_the_gateway_on_alphas_network() {
     let _one = ONE_AT_A_TIME.lock().await;
     let t0 = Instant::now();
@@ -810,6 +811,7 @@ const AIMED_AT_BETA: &[(&str, &str, &str)] = &[
 /// network, deployed while beta runs: each ends failed with its reason, nothing of it is made,
 /// and beta's network holds beta and the gateway alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn packages_aimed_at_another_agent_are_refused_with_the_reason() {
     let _one = ONE_AT_A_TIME.lock().await;
     let t0 = Instant::now();
@@ -890,6 +892,7 @@ async fn packages_aimed_at_another_agent_are_refused_with_the_reason() {
 /// containers, its container names are its own; beta's network holds beta and the gateway
 /// alone, and from the squatter's entry and dependency none of beta's addresses answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn a_package_squatting_betas_names_lands_on_networks_of_its_own_and_reaches_nothing() {
     let _one = ONE_AT_A_TIME.lock().await;
     let t0 = Instant::now();

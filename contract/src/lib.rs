@@ -1,6 +1,6 @@
 //! The contract between the two binaries (and the tests): the Docker labels, the `agent-{name}`
 //! naming, each agent's own network and the containers that join it, the rule for agent names,
-//! and the job stream's names (`../shared/docs/contracts.md`).
+//! and the job stream's names (`docs/contracts.md`).
 //! The binaries never talk to each other; this is all they share. No dependencies.
 
 /// The labels the build agent puts on agent containers and the sidecar reads (contracts §1).
@@ -46,24 +46,8 @@ pub fn parse_member(m: &str) -> Option<(&str, &str)> {
     (ok(c) && ok(a)).then_some((c, a))
 }
 
-/// The Redis stream of deploy jobs, its consumer group and the fields the backend writes.
-pub mod stream {
-    pub const KEY: &str = "orchestration:commands";
-    pub const GROUP: &str = "orchestrator";
-    pub const COMMAND: &str = "command";
-    pub const ACTION: &str = "action";
-    pub const AGENT_NAME: &str = "agent_name";
-    pub const AGENT_ID: &str = "agent_id";
-    pub const AGENT_PATH: &str = "agent_path";
-    pub const BASE_URL: &str = "base_url";
-    pub const OWNER_ID: &str = "owner_id";
-    pub const UPLOAD_ID: &str = "upload_id";
-    pub const UPLOAD_TYPE: &str = "upload_type";
-    pub const VERSION: &str = "version";
-    pub const TARGET_VERSION: &str = "target_version";
-    pub const WEBHOOK_URL: &str = "webhook_url";
-    pub const UPDATE_STRATEGY: &str = "update_strategy";
-}
+/// The Redis stream of deploy jobs: its names, the one encoder and the one decoder (contracts §3).
+pub mod stream;
 
 /// The longest agent name (Docker container and compose project names stay well within limits).
 pub const MAX_NAME_LEN: usize = 128;
@@ -80,6 +64,20 @@ pub fn valid_agent_name(n: &str) -> bool {
 pub fn agent_ref(name: &str) -> String {
     format!("agent-{name}")
 }
+
+/// The path an agent is routed at on the gateway (its Kong route's path, and its URL's path):
+/// `/agents/agent-{name}`.
+pub fn agent_route_path(name: &str) -> String {
+    format!("/agents/{}", agent_ref(name))
+}
+
+/// The stack's shared agents network by default (the build agent's DOCKER_NETWORK, the
+/// sidecar's AGENTS_NETWORK); each agent's own network is named after it ([`agent_network`]).
+pub const AGENTS_NETWORK: &str = "nasiko-network";
+
+/// The name upstream's agent packages give the shared agents network in their compose files;
+/// the build agent reads it (and [`AGENTS_NETWORK`]) as the agents network.
+pub const LEGACY_AGENTS_NETWORK: &str = "agents-net";
 
 /// The agent's compose project: `agent-{name}` with `_` written `__` and `.` written `_d`
 /// (compose projects take neither `.` nor upper case), so two agent names never share a project
@@ -169,6 +167,7 @@ mod tests {
             assert!(!valid_agent_name(bad), "{bad:?}");
         }
         assert_eq!(agent_ref("x"), "agent-x");
+        assert_eq!(agent_route_path("x"), "/agents/agent-x");
         assert_eq!(name_from_container("agent-x"), Some("x"));
         assert_eq!(name_from_container("agent-Bad"), None);
         assert_eq!(name_from_container("redis"), None);

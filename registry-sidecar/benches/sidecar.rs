@@ -2,16 +2,21 @@
 //! Docker, the release binary as a process, the Kong emulator; the agent on the shared network,
 //! then on a network of its own); Admin API requests of a converged resync and of a cold sync
 //! with 100 and 500 agents (the reconcile code over real HTTP, synthetic endpoints); sidecar RSS;
-//! Kong's return → converged (outages of 3 s with a change made while Kong is away).
-//! Run: cargo bench -p registry-sidecar   (BENCH_STARTS=N to change N)
+//! Kong's return → converged (outages of 3 s with a change made while Kong is away); a new agent
+//! and a replica → answering through the gateway, with the emulator in the stack's `strict` and
+//! at Kong's defaults (`eventual`, every 5 s). DB-less, our side of a sync on its own: the desired
+//! state, the document and its canonical text, without Kong.
+//! Run: cargo bench -p registry-sidecar   (BENCH_STARTS=N to change N; BENCH_ONLY=syncs for the
+//! sync costs alone)
 
 use nasiko_tests::docker::{docker, docker_ok, ensure_busybox_image, unique, AgentNet, TestNet};
 use nasiko_tests::kong::{KongEmulator, Options};
 use nasiko_tests::process::{free_port, ChildGuard};
 use registry_sidecar::endpoint::AgentEndpoint;
 use registry_sidecar::kong::KongClient;
-use registry_sidecar::reconciler::SyncRun;
+use registry_sidecar::plugin_gate::PluginGate;
 use registry_sidecar::static_routes::{parse, HostOverrides, EMBEDDED};
+use registry_sidecar::sync::SyncRun;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,17 +37,6 @@ fn rss_kb(pid: u32) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn route_present(kong: &KongEmulator, svc: &str) -> bool {
-    kong.with_store(|s| {
-        s.all(registry_sidecar_kind())
-            .any(|r| r.get("name").and_then(|n| n.as_str()) == Some(&format!("{svc}-route")))
-    })
-}
-
-fn registry_sidecar_kind() -> nasiko_tests::kong::entities::Kind {
-    nasiko_tests::kong::entities::Kind::Routes
 }
 
 /// The release sidecar as a process against `kong`, watching `net`, keeping `members` on the
@@ -67,7 +61,7 @@ async fn spawn_sidecar(kong: &KongEmulator, net: &TestNet, members: &str) -> Chi
 /// own that a stand-in gateway has joined (as the sidecar's membership keeper joins it).
 async fn start_to_route(n: usize, own: bool) {
     ensure_busybox_image();
-    let kong = KongEmulator::start(Options::default()).await.unwrap();
+    let kong = KongEmulator::start(Options::strict()).await.unwrap();
     let net = TestNet::new();
     let name = unique("bench");
     let gw = format!("gw-{name}");
@@ -93,7 +87,7 @@ async fn start_to_route(n: usize, own: bool) {
     );
     docker_ok(&["stop", "-t", "0", &c]);
     let svc = format!("agent-{name}");
-    while route_present(&kong, &svc) {
+    while kong.has_route(&format!("{svc}-route")) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let rss_rest = rss_kb(sidecar.pid());
@@ -104,7 +98,7 @@ async fn start_to_route(n: usize, own: bool) {
         let started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &c]);
         let t_start = registry_sidecar::endpoint::parse_rfc3339(&started).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !route_present(&kong, &svc) && Instant::now() < deadline {
+        while !kong.has_route(&format!("{svc}-route")) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let now = std::time::SystemTime::now()
@@ -113,7 +107,7 @@ async fn start_to_route(n: usize, own: bool) {
             .as_secs_f64();
         lat.push((now - t_start) * 1000.0);
         docker_ok(&["stop", "-t", "0", &c]);
-        while route_present(&kong, &svc) {
+        while kong.has_route(&format!("{svc}-route")) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         // an isolated start: nothing else happened in the last moment
@@ -155,27 +149,28 @@ fn synthetic(n: usize) -> Vec<AgentEndpoint> {
 async fn sync_costs(n: usize, dbless: bool) {
     let kong = KongEmulator::start(Options {
         dbless,
-        ..Options::default()
+        ..Options::strict()
     })
     .await
     .unwrap();
-    let status = Arc::new(registry_sidecar::status::Status::default());
     let client = KongClient::new(
         &kong.admin_url(),
         Duration::from_secs(10),
         "managed-by-nasiko-registry",
-        status.clone(),
+        Arc::default(),
     );
     let statics = parse(EMBEDDED, &HostOverrides::default()).unwrap();
     let agents = synthetic(n);
+    let gate = PluginGate::new(tokio::time::Instant::now());
     let run = SyncRun {
         kong: &client,
         owner_tag: "managed-by-nasiko-registry",
         warmup: Duration::ZERO,
         concurrency: 8,
+        gate: &gate,
     };
     let sync = || async {
-        if let Err((e, _)) = run.converge(true, &statics, &agents).await {
+        if let Err(e) = run.converge(true, &statics, &agents).await {
             panic!("sync failed: {e}");
         }
     };
@@ -211,13 +206,44 @@ async fn sync_costs(n: usize, dbless: bool) {
         writes(&warm_req),
         7 * n
     );
+    if dbless {
+        dbless_our_side(&run, &client, &statics, &agents).await;
+    }
+}
+
+/// DB-less: our side of a sync alone (the desired state, the document, its canonical text), cold
+/// (Kong empty) and at rest (Kong holding it all): the median of 5.
+async fn dbless_our_side(
+    run: &SyncRun<'_>,
+    client: &KongClient,
+    statics: &registry_sidecar::static_routes::StaticConfig,
+    agents: &[AgentEndpoint],
+) {
+    use registry_sidecar::declarative::{canonical, document};
+    let node = client.node().await.unwrap();
+    let current = client.read_config().await.unwrap();
+    let empty = serde_json::json!({});
+    let mut line = format!("{} agents, DB-less, our side alone:", agents.len());
+    for (what, holding) in [("cold", &empty), ("at rest", &current)] {
+        let mut ms: Vec<f64> = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                let desired = run.wanted(&node, statics, agents);
+                let doc = document(&desired, holding, run.owner_tag, false);
+                std::hint::black_box(canonical(&doc).len());
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        line += &format!(" {what} {:.0} ms,", pct(&mut ms, 50.0));
+    }
+    println!("{}", line.trim_end_matches(','));
 }
 
 /// Kong refuses connections for 3 s while an agent starts; time from Kong's return until the
 /// agent's route is readable. `n` outages.
 async fn kong_return(n: usize) {
     ensure_busybox_image();
-    let kong = KongEmulator::start(Options::default()).await.unwrap();
+    let kong = KongEmulator::start(Options::strict()).await.unwrap();
     let net = TestNet::new();
     let _sidecar = spawn_sidecar(&kong, &net, "").await;
     let mut took = Vec::new();
@@ -229,7 +255,7 @@ async fn kong_return(n: usize) {
         kong.set_fault(nasiko_tests::kong::Fault::None);
         let t = Instant::now();
         let svc = format!("agent-{name}");
-        while !route_present(&kong, &svc) {
+        while !kong.has_route(&format!("{svc}-route")) {
             assert!(t.elapsed() < Duration::from_secs(60), "never converged");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -243,11 +269,85 @@ async fn kong_return(n: usize) {
     );
 }
 
+/// The emulator's `worker_consistency` for a figure: the stack's (`strict`) or Kong's defaults
+/// (`eventual`, every 5 s).
+fn kong_setting(eventual: bool) -> (Options, &'static str) {
+    if eventual {
+        (Options::default(), "Kong's defaults, eventual every 5 s")
+    } else {
+        (Options::strict(), "the stack's strict")
+    }
+}
+
+/// GET `url` through the gateway until `who` answers it (`GET /id` names the replica).
+async fn served_by(http: &nasiko_tests::http::HttpClient, url: &str, who: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok((200, _, b)) = http.send("GET", url, &[], Default::default()).await {
+            if String::from_utf8_lossy(&b).trim() == who {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{who} never served");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Unix seconds now, and when container `c` started (Docker's clock, the same host's).
+fn since_started(c: &str) -> f64 {
+    let started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", c]);
+    let t_start = registry_sidecar::endpoint::parse_rfc3339(&started).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    (now - t_start) * 1000.0
+}
+
+/// A new agent (its route, plugins, upstream and target all new): time from its container's
+/// start until it answers through the gateway. `n` starts of one container, each after its
+/// entities were removed.
+async fn start_to_answering(n: usize, eventual: bool) {
+    let image = ensure_busybox_image();
+    let (opts, setting) = kong_setting(eventual);
+    let kong = KongEmulator::start(opts).await.unwrap();
+    let net = TestNet::new();
+    let _sidecar = spawn_sidecar(&kong, &net, "").await;
+    let name = unique("answer");
+    let c = format!("{name}-r0");
+    net.replica(&c, &name, image, &[]);
+    let http = nasiko_tests::http::HttpClient::default();
+    let url = format!("{}/agents/agent-{name}/id", kong.proxy_url());
+    let svc = format!("agent-{name}");
+    let mut lat = Vec::new();
+    for i in 0..=n {
+        if i > 0 {
+            docker_ok(&["start", &c]);
+        }
+        served_by(&http, &url, &c).await;
+        if i > 0 {
+            lat.push(since_started(&c));
+        }
+        docker_ok(&["stop", "-t", "0", &c]);
+        while kong.has_route(&format!("{svc}-route")) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    println!(
+        "new agent: container start -> answering through the gateway ({n} starts, {setting}): p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+        pct(&mut lat, 50.0),
+        pct(&mut lat, 95.0),
+        pct(&mut lat, 100.0)
+    );
+}
+
 /// A replica joins a serving agent: time from its start until a request through the gateway
 /// is served by it, and the Admin API writes it costs (added, then removed when it goes).
-async fn replica_to_traffic(n: usize) {
+async fn replica_to_traffic(n: usize, eventual: bool) {
     ensure_busybox_image();
-    let kong = KongEmulator::start(Options::default()).await.unwrap();
+    let (opts, setting) = kong_setting(eventual);
+    let kong = KongEmulator::start(opts).await.unwrap();
     let net = TestNet::new();
     let _sidecar = spawn_sidecar(&kong, &net, "").await;
     let name = unique("scale");
@@ -255,41 +355,20 @@ async fn replica_to_traffic(n: usize) {
     net.replica(&format!("{name}-r0"), &name, image, &[]);
     let http = nasiko_tests::http::HttpClient::default();
     let url = format!("{}/agents/agent-{name}/id", kong.proxy_url());
-    let served_by = |who: String| {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Ok((200, _, b)) = http.send("GET", &url, &[], Default::default()).await {
-                    if String::from_utf8_lossy(&b).trim() == who {
-                        return;
-                    }
-                }
-                assert!(Instant::now() < deadline, "{who} never served");
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
-    };
-    served_by(format!("{name}-r0")).await;
+    served_by(&http, &url, &format!("{name}-r0")).await;
     let (mut lat, mut writes) = (Vec::new(), Vec::new());
     for i in 1..=n {
         let c = format!("{name}-r{i}");
         kong.clear_requests();
         net.replica(&c, &name, image, &[]);
-        let started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &c]);
-        let t_start = registry_sidecar::endpoint::parse_rfc3339(&started).unwrap();
-        served_by(c.clone()).await;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64();
-        lat.push((now - t_start) * 1000.0);
+        served_by(&http, &url, &c).await;
+        lat.push(since_started(&c));
         docker_ok(&["rm", "-f", &c]);
         tokio::time::sleep(Duration::from_millis(500)).await;
         writes.push(kong.requests().iter().filter(|r| r.is_write()).count() as f64);
     }
     println!(
-        "replica start -> serving through the gateway ({n} replicas): p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms; Admin API writes per replica (in and out): {:.0}",
+        "replica start -> serving through the gateway ({n} replicas, {setting}): p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms; Admin API writes per replica (in and out): {:.0}",
         pct(&mut lat, 50.0),
         pct(&mut lat, 95.0),
         pct(&mut lat, 100.0),
@@ -307,6 +386,12 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
     println!("== registry-sidecar");
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("syncs") {
+        for dbless in [false, true] {
+            sync_costs(500, dbless).await;
+        }
+        return;
+    }
     start_to_route(n, false).await;
     start_to_route(n, true).await;
     for agents in [100, 500] {
@@ -315,5 +400,8 @@ async fn main() {
         }
     }
     kong_return(10).await;
-    replica_to_traffic(20).await;
+    for eventual in [false, true] {
+        start_to_answering(if eventual { 8 } else { 20 }, eventual).await;
+        replica_to_traffic(20, eventual).await;
+    }
 }

@@ -24,7 +24,8 @@ pub struct Api {
 
 /// The last rejoin of the gateway (the member agents call `kong-gateway`).
 fn gateway_rejoin(s: &crate::status::Snapshot) -> Option<&crate::status::Rejoin> {
-    s.member_rejoins
+    s.members
+        .rejoins
         .values()
         .filter(|r| r.alias == crate::members::GATEWAY_ALIAS)
         .max_by(|a, b| a.at_unix.total_cmp(&b.at_unix))
@@ -76,7 +77,7 @@ impl Api {
                 // working is named here and in /status, which says "degraded"
                 let s = self.status.read();
                 let mut body = json!({"status": "healthy", "timestamp": now_unix()});
-                if let Some(e) = &s.static_watch_error {
+                if let Some(e) = &s.statics.watch_error {
                     body["static_routes_watch"] = json!(e);
                 }
                 respond(200, &body)
@@ -84,13 +85,13 @@ impl Api {
             ("GET", "/status") => respond(200, &self.status_body()),
             ("GET", "/services") => {
                 let s = self.status.read();
-                respond(200, &json!({"services": s.managed_services}))
+                respond(200, &json!({"services": s.sync.managed_services}))
             }
             ("GET", "/agents") => {
                 let s = self.status.read();
                 respond(
                     200,
-                    &json!({"agents": s.agents, "waiting": s.waiting, "skipped_malformed": s.malformed}),
+                    &json!({"agents": s.sync.agents, "waiting": s.sync.waiting, "skipped_malformed": s.sync.malformed}),
                 )
             }
             ("GET", "/metrics") => Response::builder()
@@ -133,42 +134,42 @@ impl Api {
     fn status_body(&self) -> Value {
         let s = self.status.read();
         let c = &self.status.counters;
-        let healthy = s.kong_reachable
-            && s.discovery_reachable
-            && s.sync_error.is_none()
-            && s.discovery_error.is_none()
-            && s.static_file_error.is_none()
-            && s.static_watch_error.is_none()
-            && s.kong_failing.is_none()
-            && s.member_errors.is_empty();
+        let healthy = s.sync.kong_reachable
+            && s.discovery.reachable
+            && s.sync.error.is_none()
+            && s.discovery.error.is_none()
+            && s.statics.file_error.is_none()
+            && s.statics.watch_error.is_none()
+            && s.sync.kong_failing.is_none()
+            && s.members.errors.is_empty();
         json!({
             "status": if healthy { "healthy" } else { "degraded" },
-            "services_count": s.managed_services.len(),
-            "last_sync": s.last_sync.clone().unwrap_or_else(|| "never".into()),
-            "kong_status": if s.kong_reachable && s.kong_failing.is_none() { "healthy" } else { "unhealthy" },
+            "services_count": s.sync.managed_services.len(),
+            "last_sync": s.sync.last_sync.clone().unwrap_or_else(|| "never".into()),
+            "kong_status": if s.sync.kong_reachable && s.sync.kong_failing.is_none() { "healthy" } else { "unhealthy" },
             "discovery_mode": match self.mode { DiscoveryMode::Docker => "docker", DiscoveryMode::Kubernetes => "kubernetes" },
-            "docker_status": if self.mode == DiscoveryMode::Kubernetes { "not used" } else if s.discovery_reachable { "healthy" } else { "unhealthy" },
-            "kubernetes_status": if self.mode == DiscoveryMode::Docker { "not used" } else if s.discovery_reachable { "healthy" } else { "unhealthy" },
-            "docker_listed": self.mode == DiscoveryMode::Docker && s.discovery_listed,
-            "discovery_listed": s.discovery_listed,
-            "discovery_status": if s.discovery_reachable { "healthy" } else { "unhealthy" },
-            "discovery_error": s.discovery_error,
-            "sync_error": s.sync_error,
+            "docker_status": if self.mode == DiscoveryMode::Kubernetes { "not used" } else if s.discovery.reachable { "healthy" } else { "unhealthy" },
+            "kubernetes_status": if self.mode == DiscoveryMode::Docker { "not used" } else if s.discovery.reachable { "healthy" } else { "unhealthy" },
+            "docker_listed": self.mode == DiscoveryMode::Docker && s.discovery.listed,
+            "discovery_listed": s.discovery.listed,
+            "discovery_status": if s.discovery.reachable { "healthy" } else { "unhealthy" },
+            "discovery_error": s.discovery.error,
+            "sync_error": s.sync.error,
             // the Python shape's one field: the sync's error, else discovery's
-            "last_error": s.sync_error.clone().or(s.discovery_error.clone()),
-            "last_sync_writes": s.last_sync_writes,
-            "static_proxies": s.static_proxies,
-            "static_routes_source": s.static_file,
-            "static_routes_error": s.static_file_error,
-            "static_routes_watch": s.static_watch_error.clone().unwrap_or_else(|| "watching".into()),
-            "agents": s.agents.iter().map(|a| a.service_name()).collect::<Vec<_>>(),
-            "agents_waiting": s.waiting,
-            "agents_skipped_malformed": s.malformed,
-            "missing_plugins": s.missing_plugins,
+            "last_error": s.sync.error.clone().or(s.discovery.error.clone()),
+            "last_sync_writes": s.sync.last_sync_writes,
+            "static_proxies": s.statics.proxies,
+            "static_routes_source": s.statics.file,
+            "static_routes_error": s.statics.file_error,
+            "static_routes_watch": s.statics.watch_error.clone().unwrap_or_else(|| "watching".into()),
+            "agents": s.sync.agents.iter().map(|a| a.service_name()).collect::<Vec<_>>(),
+            "agents_waiting": s.sync.waiting,
+            "agents_skipped_malformed": s.sync.malformed,
+            "missing_plugins": s.sync.missing_plugins,
             // the membership keeper's: the gateway's last rejoin to every agent network after it
             // started, each member's, and the agent networks a member could not join
             "gateway_rejoin_ms": gateway_rejoin(&s).map(|r| r.ms),
-            "agent_network_members": {"rejoins": s.member_rejoins, "errors": s.member_errors},
+            "agent_network_members": {"rejoins": s.members.rejoins, "errors": s.members.errors},
             "counters": c.totals().iter().map(|(k, _, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         })
     }
@@ -209,19 +210,19 @@ impl Api {
             "registry_agents",
             "gauge",
             "Agents routed.",
-            s.agents.len() as f64,
+            s.sync.agents.len() as f64,
         );
         m(
             "registry_kong_up",
             "gauge",
             "Kong reachable at the last sync.",
-            if s.kong_reachable { 1.0 } else { 0.0 },
+            if s.sync.kong_reachable { 1.0 } else { 0.0 },
         );
         m(
             "registry_discovery_up",
             "gauge",
             "The discovery source (Docker or the Kubernetes API) reachable.",
-            if s.discovery_reachable { 1.0 } else { 0.0 },
+            if s.discovery.reachable { 1.0 } else { 0.0 },
         );
         out
     }

@@ -144,6 +144,10 @@ pub struct Args {
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
 
+    /// Without a command: run the sidecar.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Started as root (as the image starts), switch to this uid:gid, keeping the Docker socket's
     /// group, before doing anything else: no `group_add` is needed. Empty: stay as started.
     #[arg(long, env = "RUN_AS_USER", default_value = "10001:10001")]
@@ -167,6 +171,15 @@ pub struct Config {
     pub kong_timeout: Duration,
     pub write_concurrency: usize,
     pub route_warmup: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Compare Kong with what the sidecar wants now (the same reading of Docker, the static routes
+    /// file and Kong as a sync), and write nothing. Prints each write a sync would make; exits 0
+    /// when there is none, 1 when there is, 2 when something cannot be read. In the stack:
+    /// `docker exec <the sidecar's container> registry-sidecar check`, or scripts/kong-check.sh.
+    Check,
 }
 
 /// The discovery mode: DISCOVERY_MODE, else the legacy K8S_ENABLED as upstream's registry read

@@ -8,7 +8,8 @@
 //! unchanged state into a 304 and no write. Pure.
 
 use crate::desired::DesiredState;
-use crate::diff::has_tag;
+use crate::model::rule::takes_place_of;
+use crate::model::{Body, Head, LinkKind, TargetKey};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,14 +19,16 @@ const OURS: [&str; 5] = ["upstreams", "targets", "services", "routes", "plugins"
 /// The key an entity of `kind` is matched on between Kong and the desired state (a target's:
 /// its upstream, as written, and its address).
 fn key(kind: &str, e: &Value) -> Option<String> {
+    let h = Head::of(e);
     match kind {
-        "plugins" => e["instance_name"].as_str().map(String::from),
-        "targets" => Some(format!(
-            "{}|{}",
-            fk_id(e, "upstream").or(e["upstream"]["name"].as_str())?,
-            e["target"].as_str()?
-        )),
-        _ => e["name"].as_str().map(String::from),
+        "plugins" => h.instance_name,
+        "targets" => {
+            let up = h
+                .link(LinkKind::Upstream)
+                .or(e["upstream"]["name"].as_str())?;
+            Some(TargetKey::new(up, h.target.as_deref()?).to_string())
+        }
+        _ => h.name,
     }
 }
 
@@ -57,24 +60,20 @@ fn derived_id(kind: &str, key: &str) -> String {
     )
 }
 
-/// A foreign key's id: written as the id string (Kong's export) or as `{id}`.
-fn fk_id<'v>(e: &'v Value, fk: &str) -> Option<&'v str> {
-    match &e[fk] {
-        Value::String(id) => Some(id),
-        Value::Object(o) => o.get("id").and_then(Value::as_str),
-        _ => None,
-    }
-}
-
 /// Ids that foreign entities reference.
 fn referenced_ids(foreign: &[Value]) -> BTreeSet<String> {
     foreign
         .iter()
-        .flat_map(|e| ["service", "route", "consumer", "upstream"].map(|fk| fk_id(e, fk)))
+        .flat_map(|e| {
+            let h = Head::of(e);
+            LinkKind::ALL.map(|l| h.link(l).map(String::from))
+        })
         .flatten()
-        .map(String::from)
         .collect()
 }
+
+/// Entities by kind.
+type ByKind<'a> = BTreeMap<&'a str, Vec<Value>>;
 
 /// The document to push: Kong's current configuration (`GET /config`, parsed) with our entities
 /// replaced by `desired`. `keep_unlisted` keeps ours that `desired` lacks (discovery is blind).
@@ -88,124 +87,24 @@ pub fn document(
     doc.insert("_format_version".into(), json!("3.0"));
     // what Kong exports is already transformed (hashed credentials and the like)
     doc.insert("_transform".into(), json!(false));
-    // Kong's export names a target's upstream by id; the desired state by name
-    let upstream_name: BTreeMap<String, String> = current["upstreams"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|u| Some((u["id"].as_str()?.into(), u["name"].as_str()?.into())))
-        .collect();
-    let match_key = |kind: &str, e: &Value| -> Option<String> {
-        if kind != "targets" {
-            return key(kind, e);
-        }
-        let up = fk_id(e, "upstream")?;
-        let up = upstream_name.get(up).map(String::as_str).unwrap_or(up);
-        Some(format!("{up}|{}", e["target"].as_str()?))
-    };
-    let mut foreign: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
-    let mut ours_now: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
-    for (kind, list) in current.as_object().into_iter().flatten() {
-        if kind.starts_with('_') {
-            continue;
-        }
-        let Some(list) = list.as_array() else {
-            continue;
-        };
-        let is_ours = |e: &Value| OURS.contains(&kind.as_str()) && has_tag(e, owner_tag);
-        foreign
-            .entry(kind.as_str())
-            .or_default()
-            .extend(list.iter().filter(|e| !is_ours(e)).cloned());
-        ours_now
-            .entry(kind.as_str())
-            .or_default()
-            .extend(list.iter().filter(|e| is_ours(e)).cloned());
-    }
-    let wanted: BTreeMap<&str, BTreeMap<String, Value>> = [
-        (
-            "upstreams",
-            desired
-                .upstreams
-                .values()
-                .map(|u| (u.name.clone(), u.body()))
-                .collect(),
-        ),
-        (
-            "targets",
-            desired
-                .targets
-                .values()
-                .map(|t| {
-                    let mut b = t.body();
-                    b["upstream"] = json!(t.upstream);
-                    (format!("{}|{}", t.upstream, t.target), b)
-                })
-                .collect(),
-        ),
-        (
-            "services",
-            desired
-                .services
-                .values()
-                .map(|s| (s.name.clone(), s.body()))
-                .collect(),
-        ),
-        (
-            "routes",
-            desired
-                .routes
-                .values()
-                .map(|r| (r.name.clone(), r.body()))
-                .collect(),
-        ),
-        (
-            "plugins",
-            desired
-                .plugins
-                .values()
-                .map(|p| (p.instance_name.clone(), p.body()))
-                .collect(),
-        ),
-    ]
-    .into_iter()
-    .collect();
-    adopt(&mut foreign, &mut ours_now, desired, &match_key);
+    let keys = Keys::of(current);
+    let (mut foreign, mut ours_now) = split(current, owner_tag);
+    adopt(&mut foreign, &mut ours_now, desired, &keys);
     let all_foreign: Vec<Value> = foreign.values().flatten().cloned().collect();
     let pinned = referenced_ids(&all_foreign);
-    for kind in OURS {
+    for (kind, want) in wanted(desired) {
         let now = ours_now.remove(kind).unwrap_or_default();
-        let want = &wanted[kind];
-        let id_of: BTreeMap<String, Value> = now
-            .iter()
-            .filter_map(|e| Some((match_key(kind, e)?, e["id"].clone())))
-            .collect();
         let mut list = foreign.remove(kind).unwrap_or_default();
         // ours that the desired state lacks: kept while blind or while something points at them
-        for e in &now {
-            let listed = match_key(kind, e).is_some_and(|k| want.contains_key(&k));
-            let is_pinned = e["id"].as_str().is_some_and(|id| pinned.contains(id));
-            if !listed && (keep_unlisted || is_pinned) {
-                list.push(e.clone());
-            }
-        }
-        for (k, body) in want {
-            let mut body = body.clone();
-            // references by name, as a declarative document writes them at the top level
-            for fk in ["service", "route"] {
-                if let Some(name) = body[fk]["name"].as_str().map(String::from) {
-                    body[fk] = json!(name);
-                }
-            }
-            // the id it has in Kong, else one derived from its key: the document names every id,
-            // so the next read gives back exactly what was pushed (and the hash check holds)
-            body["id"] = id_of
-                .get(k)
-                .filter(|v| v.is_string())
-                .cloned()
-                .unwrap_or_else(|| json!(derived_id(kind, k)));
-            list.push(body);
-        }
+        let unlisted_kept = |e: &&Value| {
+            let listed = keys
+                .of_entity(kind, e)
+                .is_some_and(|k| want.contains_key(&k));
+            let is_pinned = Head::of(e).id().is_some_and(|id| pinned.contains(id));
+            !listed && (keep_unlisted || is_pinned)
+        };
+        list.extend(now.iter().filter(unlisted_kept).cloned());
+        list.extend(written(kind, &want, &now, &keys));
         if !list.is_empty() {
             doc.insert(kind.into(), Value::Array(list));
         }
@@ -218,76 +117,182 @@ pub fn document(
     Value::Object(doc)
 }
 
-/// Untagged entities with the names we use (left by the Python registry, which tagged nothing)
-/// become ours, as a PUT by name adopts them in DB mode: an upstream, service or route of a
-/// desired name, a target at a desired address of one of our upstreams, and a plugin of a desired
-/// name on one of our services (service-wide). Their ids are kept.
-fn adopt<'a>(
-    foreign: &mut BTreeMap<&'a str, Vec<Value>>,
-    ours: &mut BTreeMap<&'a str, Vec<Value>>,
-    desired: &DesiredState,
-    match_key: &dyn Fn(&str, &Value) -> Option<String>,
-) {
-    for kind in ["upstreams", "services", "routes"] {
-        let Some(list) = foreign.get_mut(kind) else {
+/// Matching keys in Kong's export, which names a target's upstream by id where the desired
+/// state names it.
+struct Keys {
+    upstream_name: BTreeMap<String, String>,
+}
+
+impl Keys {
+    fn of(current: &Value) -> Keys {
+        let upstream_name = current["upstreams"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(Head::of)
+            .filter_map(|u| Some((u.id()?.to_string(), u.name?)))
+            .collect();
+        Keys { upstream_name }
+    }
+
+    fn of_entity(&self, kind: &str, e: &Value) -> Option<String> {
+        if kind != "targets" {
+            return key(kind, e);
+        }
+        let h = Head::of(e);
+        let up = h.link(LinkKind::Upstream)?;
+        let up = self.upstream_name.get(up).map(String::as_str).unwrap_or(up);
+        Some(TargetKey::new(up, h.target.as_deref()?).to_string())
+    }
+}
+
+/// Kong's entities, foreign and ours (the kinds we write, carrying our tag).
+fn split<'a>(current: &'a Value, owner_tag: &str) -> (ByKind<'a>, ByKind<'a>) {
+    let (mut foreign, mut ours) = (ByKind::new(), ByKind::new());
+    for (kind, list) in current.as_object().into_iter().flatten() {
+        let Some(list) = list.as_array().filter(|_| !kind.starts_with('_')) else {
             continue;
         };
-        let wanted = |n: &str| match kind {
-            "upstreams" => desired.upstreams.contains_key(n),
-            "services" => desired.services.contains_key(n),
-            _ => desired.routes.contains_key(n),
-        };
-        let (adopted, kept): (Vec<Value>, Vec<Value>) = std::mem::take(list)
-            .into_iter()
-            .partition(|e| e["name"].as_str().is_some_and(wanted));
-        *list = kept;
-        ours.entry(kind).or_default().extend(adopted);
+        for e in list {
+            let is_ours = OURS.contains(&kind.as_str()) && Head::of(e).has_tag(owner_tag);
+            let side = if is_ours { &mut ours } else { &mut foreign };
+            side.entry(kind.as_str()).or_default().push(e.clone());
+        }
+        foreign.entry(kind.as_str()).or_default();
     }
-    let our_upstreams: BTreeSet<&str> = ours
-        .get("upstreams")
-        .into_iter()
-        .flatten()
-        .filter_map(|u| u["id"].as_str())
-        .collect();
-    if let Some(list) = foreign.get_mut("targets") {
-        let (adopted, kept): (Vec<Value>, Vec<Value>) =
-            std::mem::take(list).into_iter().partition(|t| {
-                fk_id(t, "upstream").is_some_and(|u| our_upstreams.contains(u))
-                    && match_key("targets", t).is_some_and(|k| {
-                        desired
-                            .targets
-                            .values()
-                            .any(|d| format!("{}|{}", d.upstream, d.target) == k)
-                    })
-            });
-        *list = kept;
-        ours.entry("targets").or_default().extend(adopted);
+    (foreign, ours)
+}
+
+/// The desired state's entities by kind and key, as request bodies.
+fn wanted(desired: &DesiredState) -> [(&'static str, BTreeMap<String, Value>); 5] {
+    fn by<'a, S: Body + 'a>(
+        specs: impl Iterator<Item = &'a S>,
+        key: impl Fn(&S) -> String,
+    ) -> BTreeMap<String, Value> {
+        specs.map(|s| (key(s), s.body())).collect()
     }
-    // our services' ids (adopted ones included) → names, to match plugins by their service
-    let service_name: BTreeMap<&str, &str> = ours
-        .get("services")
-        .into_iter()
-        .flatten()
-        .filter_map(|s| Some((s["id"].as_str()?, s["name"].as_str()?)))
+    [
+        (
+            "upstreams",
+            by(desired.upstreams.values(), |u| u.name.clone()),
+        ),
+        (
+            "targets",
+            desired
+                .targets
+                .values()
+                .map(|t| {
+                    let mut b = t.body();
+                    b["upstream"] = json!(t.upstream);
+                    (t.key().to_string(), b)
+                })
+                .collect(),
+        ),
+        (
+            "services",
+            by(desired.services.values(), |s| s.name.clone()),
+        ),
+        ("routes", by(desired.routes.values(), |r| r.name.clone())),
+        (
+            "plugins",
+            by(desired.plugins.values(), |p| p.instance_name.clone()),
+        ),
+    ]
+}
+
+/// The wanted entities of `kind` as the document writes them: references by name, as a
+/// declarative document writes them at the top level, and the id each has in Kong (`now`), else
+/// one derived from its key — the document names every id, so the next read gives back exactly
+/// what was pushed (and the hash check holds).
+fn written(kind: &str, want: &BTreeMap<String, Value>, now: &[Value], keys: &Keys) -> Vec<Value> {
+    let id_of: BTreeMap<String, String> = now
+        .iter()
+        .filter_map(|e| Some((keys.of_entity(kind, e)?, Head::of(e).id()?.to_string())))
         .collect();
-    let mut adopted = Vec::new();
-    if let Some(list) = foreign.get_mut("plugins") {
-        for mut e in std::mem::take(list) {
-            let on = fk_id(&e, "service").and_then(|id| service_name.get(id).copied());
-            let ours_too = desired.plugins.values().find(|p| {
-                Some(p.service.as_str()) == on
-                    && e["name"] == p.name.as_str()
-                    && fk_id(&e, "route").is_none()
-                    && fk_id(&e, "consumer").is_none()
-            });
-            match ours_too {
-                // matched on instance_name later: give it ours
-                Some(p) => {
-                    e["instance_name"] = json!(p.instance_name);
-                    adopted.push(e);
+    want.iter()
+        .map(|(k, body)| {
+            let mut body = body.clone();
+            for fk in ["service", "route"] {
+                if let Some(name) = body[fk]["name"].as_str().map(String::from) {
+                    body[fk] = json!(name);
                 }
-                None => list.push(e),
             }
+            let id = id_of.get(k).cloned();
+            body["id"] = json!(id.unwrap_or_else(|| derived_id(kind, k)));
+            body
+        })
+        .collect()
+}
+
+/// Untagged entities with the names we use (left by the Python registry, which tagged nothing)
+/// become ours, as a PUT by name adopts them in DB mode: an upstream, service or route of a
+/// desired name, a target at a desired address of one of our upstreams, and a plugin that takes a
+/// desired plugin's place (`rule::takes_place_of`) on one of our services. Their ids are kept.
+fn adopt<'a>(foreign: &mut ByKind<'a>, ours: &mut ByKind<'a>, desired: &DesiredState, keys: &Keys) {
+    fn take<'a>(
+        (foreign, ours): (&mut ByKind<'a>, &mut ByKind<'a>),
+        kind: &'a str,
+        adopted: &dyn Fn(&Value) -> bool,
+    ) {
+        let Some(list) = foreign.get_mut(kind) else {
+            return;
+        };
+        let (taken, kept): (Vec<Value>, Vec<Value>) =
+            std::mem::take(list).into_iter().partition(|e| adopted(e));
+        *list = kept;
+        ours.entry(kind).or_default().extend(taken);
+    }
+    let named = |e: &Value| Head::of(e).name;
+    take((foreign, ours), "upstreams", &|e| {
+        named(e).is_some_and(|n| desired.upstreams.contains_key(&n))
+    });
+    take((foreign, ours), "services", &|e| {
+        named(e).is_some_and(|n| desired.services.contains_key(&n))
+    });
+    take((foreign, ours), "routes", &|e| {
+        named(e).is_some_and(|n| desired.routes.contains_key(&n))
+    });
+    let ids = |ours: &ByKind, kind: &str| -> BTreeMap<String, String> {
+        ours.get(kind)
+            .into_iter()
+            .flatten()
+            .map(Head::of)
+            .filter_map(|h| Some((h.id()?.to_string(), h.name?)))
+            .collect()
+    };
+    let our_upstreams = ids(ours, "upstreams");
+    let wanted_targets: BTreeSet<String> =
+        desired.targets.keys().map(TargetKey::to_string).collect();
+    take((foreign, ours), "targets", &|t| {
+        Head::of(t)
+            .link(LinkKind::Upstream)
+            .is_some_and(|u| our_upstreams.contains_key(u))
+            && keys
+                .of_entity("targets", t)
+                .is_some_and(|k| wanted_targets.contains(&k))
+    });
+    // our services' ids (adopted ones included) → names, to match plugins by their service
+    let service_name = ids(ours, "services");
+    let Some(list) = foreign.get_mut("plugins") else {
+        return;
+    };
+    let mut adopted = Vec::new();
+    for mut e in std::mem::take(list) {
+        let h = Head::of(&e);
+        let on = h
+            .link(LinkKind::Service)
+            .and_then(|id| service_name.get(id));
+        let ours_too = desired
+            .plugins
+            .values()
+            .find(|p| Some(&p.service) == on && takes_place_of(p, &h));
+        match ours_too {
+            // matched on instance_name later: give it ours
+            Some(p) => {
+                e["instance_name"] = json!(p.instance_name);
+                adopted.push(e);
+            }
+            None => list.push(e),
         }
     }
     ours.entry("plugins").or_default().extend(adopted);
@@ -318,7 +323,7 @@ pub fn canonical(v: &Value) -> String {
                         e.to_string(),
                     )
                 };
-                a.sort_by_key(k);
+                a.sort_by_cached_key(k);
             }
         }
     }
@@ -328,7 +333,9 @@ pub fn canonical(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::{PluginSpec, RouteSpec, ServiceSpec, Upstream};
+    use crate::model::{
+        PluginFields, PluginSpec, RouteFields, RouteSpec, ServiceFields, ServiceSpec, ServiceUrl,
+    };
 
     fn desired(names: &[&str]) -> DesiredState {
         let mut d = DesiredState::default();
@@ -338,11 +345,13 @@ mod tests {
                 svc.clone(),
                 ServiceSpec {
                     name: svc.clone(),
-                    upstream: Upstream::parse("http://10.0.0.2:5000").unwrap(),
-                    connect_timeout: 1,
-                    read_timeout: 1,
-                    write_timeout: 1,
-                    retries: 1,
+                    fields: ServiceFields {
+                        connect_timeout: 1,
+                        read_timeout: 1,
+                        write_timeout: 1,
+                        retries: 1,
+                        ..ServiceFields::at(ServiceUrl::parse("http://10.0.0.2:5000").unwrap())
+                    },
                     tags: vec!["owner".into()],
                 },
             );
@@ -351,10 +360,12 @@ mod tests {
                 RouteSpec {
                     name: format!("{svc}-route"),
                     service: svc.clone(),
-                    paths: vec![format!("/agents/{svc}")],
-                    methods: vec!["GET".into()],
-                    strip_path: true,
-                    preserve_host: false,
+                    fields: RouteFields::new(
+                        vec![format!("/agents/{svc}")],
+                        Some(vec!["GET".into()]),
+                        true,
+                        false,
+                    ),
                     tags: vec!["owner".into()],
                 },
             );
@@ -362,9 +373,12 @@ mod tests {
                 format!("{svc}.cors"),
                 PluginSpec {
                     instance_name: format!("{svc}.cors"),
-                    name: "cors".into(),
                     service: svc.clone(),
-                    config: json!({}),
+                    fields: PluginFields {
+                        name: "cors".into(),
+                        config: json!({}),
+                        enabled: true,
+                    },
                     tags: vec!["owner".into()],
                 },
             );
@@ -473,22 +487,23 @@ mod tests {
 
     #[test]
     fn targets_keep_their_ids_a_foreign_target_rides_along_and_pins_our_upstream() {
-        use crate::desired::{TargetSpec, UpstreamSpec};
+        use crate::model::{TargetFields, TargetSpec, UpstreamFields, UpstreamSpec};
         let with_target = |addr: &str| {
             let mut d = desired(&["a"]);
             d.upstreams.insert(
                 "agent-a".into(),
                 UpstreamSpec {
                     name: "agent-a".into(),
+                    fields: UpstreamFields::agent(),
                     tags: vec!["owner".into()],
                 },
             );
             d.targets.insert(
-                ("agent-a".into(), addr.into()),
+                TargetKey::new("agent-a", addr),
                 TargetSpec {
                     upstream: "agent-a".into(),
                     target: addr.into(),
-                    weight: 100,
+                    fields: TargetFields { weight: 100 },
                     container: "agent-a".into(),
                     tags: vec!["owner".into()],
                 },

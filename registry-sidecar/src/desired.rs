@@ -3,124 +3,30 @@
 //! targets are its containers, weighted by `weigh`. Pure and table-tested.
 
 use crate::endpoint::{AgentEndpoint, Discovered};
-use crate::static_routes::{StaticConfig, DEFAULT_METHODS};
-use serde_json::{json, Value};
+use crate::model::{
+    plugin_instance_name, PluginFields, PluginSpec, RouteFields, RouteSpec, ServiceFields,
+    ServiceSpec, ServiceUrl, TargetFields, TargetKey, TargetSpec, UpstreamFields, UpstreamSpec,
+    FULL_WEIGHT,
+};
+use crate::static_routes::{StaticConfig, StaticProxy};
+use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Kong's `utf8_name` rule, ASCII part.
-pub fn valid_kong_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-_~".contains(c))
+/// The path of agent service `svc`'s route: `/agents/{svc}` and what lies below it, and nothing
+/// else — a regex path (`~`), since Kong matches a plain path as a prefix and `/agents/agent-a`
+/// would take `/agents/agent-ab/…` whenever agent `ab` has no route of its own. Kong anchors it at
+/// the start (`kong/router/compat.lua`, `get_expression`: `"^" .. path`), strips what it matched
+/// (`atc.lua`: the `http.path` match), so the agent sees what it saw under the prefix path, and
+/// ranks a regex path above every prefix path (`get_priority`, `REGEX_URL_BIT`). `.` (allowed in
+/// names) is escaped; the other characters of a Kong name mean themselves in a regex.
+pub fn agent_route_path(svc: &str) -> String {
+    format!("~/agents/{}(?:/|$)", svc.replace('.', "\\."))
 }
-
-/// A service upstream split the way Kong splits the `url` shorthand.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    pub protocol: String,
-    pub host: String,
-    pub port: u16,
-    pub path: Option<String>,
-}
-
-impl Upstream {
-    pub fn parse(url: &str) -> Result<Upstream, String> {
-        let (protocol, rest) = url
-            .split_once("://")
-            .ok_or_else(|| format!("url '{url}' has no scheme; write http://host:port"))?;
-        if protocol != "http" && protocol != "https" {
-            return Err(format!(
-                "url '{url}': only http and https upstreams are supported"
-            ));
-        }
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], Some(rest[i..].to_string())),
-            None => (rest, None),
-        };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("url '{url}': bad port '{p}'"))?,
-            ),
-            None => (authority, if protocol == "https" { 443 } else { 80 }),
-        };
-        if host.is_empty() {
-            return Err(format!("url '{url}' has no host"));
-        }
-        Ok(Upstream {
-            protocol: protocol.into(),
-            host: host.into(),
-            port,
-            path,
-        })
-    }
-}
-
-/// Timeouts and retries of every service the sidecar writes, agents and static proxies alike
-/// (upstream's registry raised them for long `/router` and `/api` calls; contracts.md §2).
-pub const CONNECT_TIMEOUT_MS: u64 = 60_000;
-pub const READ_WRITE_TIMEOUT_MS: u64 = 300_000;
-pub const RETRIES: u64 = 3;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServiceSpec {
-    pub name: String,
-    pub upstream: Upstream,
-    pub connect_timeout: u64,
-    pub read_timeout: u64,
-    pub write_timeout: u64,
-    pub retries: u64,
-    pub tags: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RouteSpec {
-    pub name: String,
-    pub service: String,
-    pub paths: Vec<String>,
-    pub methods: Vec<String>,
-    pub strip_path: bool,
-    pub preserve_host: bool,
-    pub tags: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PluginSpec {
-    pub instance_name: String,
-    pub name: String,
-    pub service: String,
-    pub config: Value,
-    pub tags: Vec<String>,
-}
-
-/// An agent's upstream, `agent-{name}`: Kong balances its service across the targets.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UpstreamSpec {
-    pub name: String,
-    pub tags: Vec<String>,
-}
-
-/// One container of an agent as a target of its upstream.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TargetSpec {
-    pub upstream: String,
-    /// `ip:port`, as Kong stores it.
-    pub target: String,
-    pub weight: u16,
-    /// The container's name, for the logs.
-    pub container: String,
-    pub tags: Vec<String>,
-}
-
-/// The weight of a container that takes traffic; 0 drains one (no new requests).
-pub const FULL_WEIGHT: u16 = 100;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DesiredState {
     pub upstreams: BTreeMap<String, UpstreamSpec>,
-    /// (upstream, target) → target
-    pub targets: BTreeMap<(String, String), TargetSpec>,
+    pub targets: BTreeMap<TargetKey, TargetSpec>,
     pub services: BTreeMap<String, ServiceSpec>,
     pub routes: BTreeMap<String, RouteSpec>,
     pub plugins: BTreeMap<String, PluginSpec>,
@@ -130,93 +36,8 @@ pub struct DesiredState {
     pub skipped: Vec<String>,
 }
 
-impl ServiceSpec {
-    pub fn body(&self) -> Value {
-        json!({
-            "name": self.name,
-            "protocol": self.upstream.protocol,
-            "host": self.upstream.host,
-            "port": self.upstream.port,
-            "path": self.upstream.path,
-            "connect_timeout": self.connect_timeout,
-            "read_timeout": self.read_timeout,
-            "write_timeout": self.write_timeout,
-            "retries": self.retries,
-            "tags": self.tags,
-        })
-    }
-}
-
-impl RouteSpec {
-    pub fn body(&self) -> Value {
-        json!({
-            "name": self.name,
-            "service": {"name": self.service},
-            "paths": self.paths,
-            "methods": self.methods,
-            "protocols": ["http", "https"],
-            "strip_path": self.strip_path,
-            "preserve_host": self.preserve_host,
-            "tags": self.tags,
-        })
-    }
-}
-
-/// Health checks of an agent's upstream. Passive: two failed connections (or three timeouts) in a
-/// row take a container out of the rotation, between its crash and the sidecar's removal of it;
-/// active: such a container is probed (a TCP connect every 5 s) and comes back on the first
-/// success. Agents have no health endpoint (contracts.md §4.1), so nothing probes healthy ones.
-pub fn agent_healthchecks() -> Value {
-    json!({
-        "active": {"type": "tcp", "timeout": 1,
-                   "healthy": {"interval": 5, "successes": 1},
-                   "unhealthy": {"interval": 0}},
-        "passive": {"type": "http",
-                    "unhealthy": {"tcp_failures": 2, "timeouts": 3, "http_failures": 0}}
-    })
-}
-
-impl UpstreamSpec {
-    pub fn body(&self) -> Value {
-        json!({
-            "name": self.name,
-            "algorithm": "round-robin",
-            "healthchecks": agent_healthchecks(),
-            "tags": self.tags,
-        })
-    }
-}
-
-impl TargetSpec {
-    pub fn body(&self) -> Value {
-        json!({
-            "target": self.target,
-            "weight": self.weight,
-            "tags": self.tags,
-        })
-    }
-}
-
-impl PluginSpec {
-    pub fn body(&self) -> Value {
-        json!({
-            "name": self.name,
-            "instance_name": self.instance_name,
-            "service": {"name": self.service},
-            "config": self.config,
-            "enabled": true,
-            "tags": self.tags,
-        })
-    }
-}
-
 pub const AGENT_TAG: &str = "nasiko-agent";
 pub const STATIC_TAG: &str = "nasiko-static";
-
-/// The instance name that makes a plugin addressable by PUT: `{service}.{plugin}`.
-pub fn plugin_instance_name(service: &str, plugin: &str) -> String {
-    format!("{service}.{plugin}")
-}
 
 pub struct Inputs<'a> {
     pub agents: &'a [AgentEndpoint],
@@ -319,62 +140,9 @@ pub fn next_warmup<'a>(
 
 pub fn build(inp: &Inputs) -> DesiredState {
     let mut d = DesiredState::default();
-    let add_plugins = |d: &mut DesiredState, service: &str, names: &[String], tags: &[String]| {
-        for p in names {
-            let available = inp.available_plugins.is_some_and(|a| a.contains(p));
-            if !available {
-                if inp.available_plugins.is_some() {
-                    d.missing_plugins.insert(p.clone());
-                }
-                continue;
-            }
-            let inst = plugin_instance_name(service, p);
-            d.plugins.insert(
-                inst.clone(),
-                PluginSpec {
-                    instance_name: inst,
-                    name: p.clone(),
-                    service: service.to_string(),
-                    config: inp.statics.plugins.get(p).cloned().unwrap_or(json!({})),
-                    tags: tags.to_vec(),
-                },
-            );
-        }
-    };
     let static_tags = vec![inp.owner_tag.to_string(), STATIC_TAG.to_string()];
     for p in &inp.statics.proxies {
-        let Ok(upstream) = Upstream::parse(&p.url) else {
-            continue;
-        };
-        d.services.insert(
-            p.name.clone(),
-            ServiceSpec {
-                name: p.name.clone(),
-                upstream,
-                connect_timeout: CONNECT_TIMEOUT_MS,
-                read_timeout: READ_WRITE_TIMEOUT_MS,
-                write_timeout: READ_WRITE_TIMEOUT_MS,
-                retries: RETRIES,
-                tags: static_tags.clone(),
-            },
-        );
-        let route = format!("{}-route", p.name);
-        d.routes.insert(
-            route.clone(),
-            RouteSpec {
-                name: route,
-                service: p.name.clone(),
-                paths: p.paths.clone(),
-                methods: p
-                    .methods
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_METHODS.iter().map(|m| m.to_string()).collect()),
-                strip_path: p.strip_path,
-                preserve_host: p.preserve_host,
-                tags: static_tags.clone(),
-            },
-        );
-        add_plugins(&mut d, &p.name, &p.plugins, &static_tags);
+        add_static_proxy(&mut d, inp, p, &static_tags);
     }
     // each agent's containers, weighed (see `weigh`)
     let mut groups: BTreeMap<&str, Vec<&AgentEndpoint>> = BTreeMap::new();
@@ -383,82 +151,125 @@ pub fn build(inp: &Inputs) -> DesiredState {
     }
     let agent_tags = vec![inp.owner_tag.to_string(), AGENT_TAG.to_string()];
     for containers in groups.values() {
-        let weighed = weigh(containers, inp.now, inp.warmup);
-        let Some((first, _)) = weighed.first() else {
-            continue;
-        };
-        let svc = first.service_name();
-        if d.services.contains_key(&svc) {
-            d.skipped.push(format!(
-                "agent '{}': service name {svc} is taken by a static proxy",
-                first.name
-            ));
-            continue;
-        }
-        // a Kubernetes Service is balanced by the cluster: the service points at it directly
-        let upstream = if first.discovered_by == Discovered::KubernetesService {
-            Upstream {
-                protocol: "http".into(),
-                host: first.ip.clone(),
-                port: first.port,
-                path: None,
-            }
-        } else {
-            d.upstreams.insert(
-                svc.clone(),
-                UpstreamSpec {
-                    name: svc.clone(),
-                    tags: agent_tags.clone(),
-                },
-            );
-            for (a, weight) in &weighed {
-                d.targets.insert(
-                    (svc.clone(), a.target()),
-                    TargetSpec {
-                        upstream: svc.clone(),
-                        target: a.target(),
-                        weight: *weight,
-                        container: a.container_name.clone(),
-                        tags: agent_tags.clone(),
-                    },
-                );
-            }
-            // the host names the upstream; Kong takes the port from the target
-            Upstream {
-                protocol: "http".into(),
-                host: svc.clone(),
-                port: 80,
-                path: None,
-            }
-        };
-        d.services.insert(
-            svc.clone(),
-            ServiceSpec {
-                name: svc.clone(),
-                upstream,
-                connect_timeout: CONNECT_TIMEOUT_MS,
-                read_timeout: READ_WRITE_TIMEOUT_MS,
-                write_timeout: READ_WRITE_TIMEOUT_MS,
-                retries: RETRIES,
-                tags: agent_tags.clone(),
-            },
-        );
-        let route = format!("{svc}-route");
-        d.routes.insert(
-            route.clone(),
-            RouteSpec {
-                name: route,
-                service: svc.clone(),
-                paths: vec![format!("/agents/{svc}")],
-                methods: DEFAULT_METHODS.iter().map(|m| m.to_string()).collect(),
-                strip_path: true,
-                preserve_host: false,
-                tags: agent_tags.clone(),
-            },
-        );
-        add_plugins(&mut d, &svc, &inp.statics.agent_plugins, &agent_tags);
+        add_agent(&mut d, inp, containers, &agent_tags);
     }
     d
+}
+
+/// A static proxy: its service, its route and its plugins.
+fn add_static_proxy(d: &mut DesiredState, inp: &Inputs, p: &StaticProxy, tags: &[String]) {
+    let Ok(url) = ServiceUrl::parse(&p.url) else {
+        return;
+    };
+    add_service(d, &p.name, url, tags);
+    let fields = RouteFields::new(
+        p.paths.clone(),
+        p.methods.clone(),
+        p.strip_path,
+        p.preserve_host,
+    );
+    add_route(d, &p.name, fields, tags);
+    add_plugins(d, inp, &p.name, &p.plugins, tags);
+}
+
+/// An agent: an upstream with its weighed containers as targets (a Kubernetes Service, balanced
+/// by the cluster, is the service's host instead), its service, its route and its plugins.
+fn add_agent(d: &mut DesiredState, inp: &Inputs, containers: &[&AgentEndpoint], tags: &[String]) {
+    let weighed = weigh(containers, inp.now, inp.warmup);
+    let Some((first, _)) = weighed.first() else {
+        return;
+    };
+    let svc = first.service_name();
+    if d.services.contains_key(&svc) {
+        d.skipped.push(format!(
+            "agent '{}': service name {svc} is taken by a static proxy",
+            first.name
+        ));
+        return;
+    }
+    let url = if first.discovered_by == Discovered::KubernetesService {
+        ServiceUrl {
+            protocol: "http".into(),
+            host: first.ip.clone(),
+            port: first.port,
+            path: None,
+        }
+    } else {
+        let upstream = UpstreamSpec {
+            name: svc.clone(),
+            fields: UpstreamFields::agent(),
+            tags: tags.to_vec(),
+        };
+        d.upstreams.insert(svc.clone(), upstream);
+        for (a, weight) in &weighed {
+            let t = TargetSpec {
+                upstream: svc.clone(),
+                target: a.target(),
+                fields: TargetFields { weight: *weight },
+                container: a.container_name.clone(),
+                tags: tags.to_vec(),
+            };
+            d.targets.insert(t.key(), t);
+        }
+        ServiceUrl::upstream(&svc)
+    };
+    add_service(d, &svc, url, tags);
+    let fields = RouteFields::new(vec![agent_route_path(&svc)], None, true, false);
+    add_route(d, &svc, fields, tags);
+    add_plugins(d, inp, &svc, &inp.statics.agent_plugins, tags);
+}
+
+fn add_service(d: &mut DesiredState, name: &str, url: ServiceUrl, tags: &[String]) {
+    let s = ServiceSpec {
+        name: name.into(),
+        fields: ServiceFields::at(url),
+        tags: tags.to_vec(),
+    };
+    d.services.insert(name.into(), s);
+}
+
+/// The route of `service`, named `{service}-route`.
+fn add_route(d: &mut DesiredState, service: &str, fields: RouteFields, tags: &[String]) {
+    let name = format!("{service}-route");
+    let r = RouteSpec {
+        name: name.clone(),
+        service: service.into(),
+        fields,
+        tags: tags.to_vec(),
+    };
+    d.routes.insert(name, r);
+}
+
+/// The plugins of `service` that the node has; the others are reported missing (when the node's
+/// plugins are known at all).
+fn add_plugins(
+    d: &mut DesiredState,
+    inp: &Inputs,
+    service: &str,
+    names: &[String],
+    tags: &[String],
+) {
+    for p in names {
+        let Some(available) = inp.available_plugins else {
+            continue;
+        };
+        if !available.contains(p) {
+            d.missing_plugins.insert(p.clone());
+            continue;
+        }
+        let instance_name = plugin_instance_name(service, p);
+        let spec = PluginSpec {
+            instance_name: instance_name.clone(),
+            service: service.to_string(),
+            fields: PluginFields {
+                name: p.clone(),
+                config: inp.statics.plugins.get(p).cloned().unwrap_or(json!({})),
+                enabled: true,
+            },
+            tags: tags.to_vec(),
+        };
+        d.plugins.insert(instance_name, spec);
+    }
 }
 
 #[cfg(test)]
@@ -493,8 +304,8 @@ mod tests {
         });
         let s = &d.services["agent-translator"];
         assert_eq!(
-            s.upstream,
-            Upstream {
+            s.fields.url(),
+            ServiceUrl {
                 protocol: "http".into(),
                 host: "agent-translator".into(),
                 port: 80,
@@ -503,25 +314,30 @@ mod tests {
             "the service's host names the agent's upstream"
         );
         assert_eq!(d.upstreams["agent-translator"].tags, ["own", AGENT_TAG]);
-        let t = &d.targets[&("agent-translator".to_string(), "10.0.0.2:5000".to_string())];
-        assert_eq!((t.weight, t.upstream.as_str()), (100, "agent-translator"));
+        let t = &d.targets[&TargetKey::new("agent-translator", "10.0.0.2:5000")];
+        assert_eq!((t.weight(), t.upstream.as_str()), (100, "agent-translator"));
         assert_eq!(d.targets.len(), 1);
         assert_eq!(
             (
-                s.connect_timeout,
-                s.read_timeout,
-                s.write_timeout,
-                s.retries
+                s.fields.connect_timeout,
+                s.fields.read_timeout,
+                s.fields.write_timeout,
+                s.fields.retries
             ),
             (60000, 300000, 300000, 3)
         );
         let r = &d.routes["agent-translator-route"];
-        assert_eq!(r.paths, ["/agents/agent-translator"]);
+        assert_eq!(r.fields.paths, ["~/agents/agent-translator(?:/|$)"]);
         assert_eq!(
-            r.methods,
+            agent_route_path("agent-a.b_c~d"),
+            "~/agents/agent-a\\.b_c~d(?:/|$)",
+            "a name's '.' matches a '.' only"
+        );
+        assert_eq!(
+            r.fields.methods,
             ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
         );
-        assert!(r.strip_path && !r.preserve_host);
+        assert!(r.fields.strip_path && !r.fields.preserve_host);
         for p in ["cors", "nasiko-auth", "chat-logger"] {
             assert!(d.plugins.contains_key(&format!("agent-translator.{p}")));
         }
@@ -543,7 +359,7 @@ mod tests {
             now: 0.0,
             warmup: 0.0,
         });
-        assert!(d.plugins.values().all(|p| p.name == "cors"));
+        assert!(d.plugins.values().all(|p| p.name() == "cors"));
         assert_eq!(
             d.missing_plugins,
             ["chat-logger".to_string(), "nasiko-auth".to_string()].into()
@@ -575,10 +391,10 @@ mod tests {
             let s = &d.services[name];
             assert_eq!(
                 (
-                    s.connect_timeout,
-                    s.read_timeout,
-                    s.write_timeout,
-                    s.retries
+                    s.fields.connect_timeout,
+                    s.fields.read_timeout,
+                    s.fields.write_timeout,
+                    s.fields.retries
                 ),
                 (60_000, 300_000, 300_000, 3),
                 "{name}"
@@ -677,21 +493,5 @@ mod tests {
             [("10.0.0.5".to_string(), 0), ("10.0.0.7".to_string(), 100)],
             "a container that passed its health check is ready without a warm-up"
         );
-    }
-
-    #[test]
-    fn upstream_urls_split_like_kong() {
-        assert_eq!(
-            Upstream::parse("http://web:4000/app/").unwrap(),
-            Upstream {
-                protocol: "http".into(),
-                host: "web".into(),
-                port: 4000,
-                path: Some("/app/".into())
-            }
-        );
-        assert_eq!(Upstream::parse("https://x").unwrap().port, 443);
-        assert!(Upstream::parse("x:1").is_err());
-        assert!(Upstream::parse("http://x:notaport").is_err());
     }
 }

@@ -1,22 +1,26 @@
 //! The diff: desired state against the Kong entities we own (tag-scoped), as an ordered plan of
-//! writes — upstreams and new targets, services, plugins, routes, then drained targets; deletes in
-//! reverse. Converged state gives an empty plan. Pure.
+//! writes — upstreams with new services, then targets with plugins, changed services, routes,
+//! drained targets; deletes in reverse. Converged state gives an empty plan. Pure.
 
-use crate::desired::{DesiredState, PluginSpec, RouteSpec, ServiceSpec, TargetSpec, UpstreamSpec};
-use serde_json::Value;
+use crate::desired::DesiredState;
+use crate::model::rule::{matches, Agrees, Spec};
+use crate::model::{
+    LinkKind, PluginRow, PluginSpec, RouteRow, RouteSpec, Row, ServiceRow, ServiceSpec, TargetKey,
+    TargetRow, TargetSpec, UpstreamRow, UpstreamSpec,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What we read from Kong: every entity carrying the ownership tag.
 #[derive(Debug, Clone, Default)]
 pub struct OwnedState {
-    pub services: Vec<Value>,
-    pub routes: Vec<Value>,
-    pub plugins: Vec<Value>,
-    pub upstreams: Vec<Value>,
+    pub services: Vec<ServiceRow>,
+    pub routes: Vec<RouteRow>,
+    pub plugins: Vec<PluginRow>,
+    pub upstreams: Vec<UpstreamRow>,
     /// The targets of our upstreams that carry the tag.
-    pub targets: Vec<Value>,
+    pub targets: Vec<TargetRow>,
     /// Targets found on our upstreams without the tag (someone else's, or the Python era's).
-    pub foreign_targets: Vec<Value>,
+    pub foreign_targets: Vec<TargetRow>,
     /// Some upstreams' targets are those listed by an earlier read, confirmed by Kong's ids:
     /// good to tell that nothing is to be done there, not to plan target writes from.
     pub reused_targets: bool,
@@ -62,33 +66,34 @@ impl KongWrite {
     /// One line for the logs: what changes.
     pub fn describe(&self) -> String {
         match self {
-            KongWrite::PutService(s) => format!(
-                "upsert service {} -> {}://{}:{}{}",
-                s.name,
-                s.upstream.protocol,
-                s.upstream.host,
-                s.upstream.port,
-                s.upstream.path.as_deref().unwrap_or("")
-            ),
+            KongWrite::PutService(s) => {
+                format!("upsert service {} -> {}", s.name, s.fields.url())
+            }
             KongWrite::PutUpstream(u) => format!("upsert upstream {}", u.name),
             KongWrite::AddTarget(t) => format!(
                 "add target {} ({}) to {} at weight {}",
-                t.target, t.container, t.upstream, t.weight
+                t.target,
+                t.container,
+                t.upstream,
+                t.weight()
             ),
-            KongWrite::UpdateTarget { spec: t, .. } if t.weight == 0 => format!(
+            KongWrite::UpdateTarget { spec: t, .. } if t.weight() == 0 => format!(
                 "drain target {} ({}) of {}: weight 0",
                 t.target, t.container, t.upstream
             ),
             KongWrite::UpdateTarget { spec: t, .. } => format!(
                 "set target {} ({}) of {} to weight {}",
-                t.target, t.container, t.upstream, t.weight
+                t.target,
+                t.container,
+                t.upstream,
+                t.weight()
             ),
             KongWrite::DeleteTarget {
                 upstream, target, ..
             } => format!("remove target {target} from {upstream}"),
             KongWrite::DeleteUpstream { name, .. } => format!("delete upstream {name}"),
-            KongWrite::PutRoute(r) => format!("upsert route {} {:?}", r.name, r.paths),
-            KongWrite::PutPlugin(p) => format!("upsert plugin {} on {}", p.name, p.service),
+            KongWrite::PutRoute(r) => format!("upsert route {} {:?}", r.name, r.fields.paths),
+            KongWrite::PutPlugin(p) => format!("upsert plugin {} on {}", p.name(), p.service),
             KongWrite::DeletePlugin { label, .. } => format!("delete plugin {label}"),
             KongWrite::DeleteRoute { name, .. } => format!("delete route {name}"),
             KongWrite::DeleteService { name, .. } => format!("delete service {name}"),
@@ -127,274 +132,224 @@ impl Plan {
     }
 }
 
-/// The entity carries `tag` (our ownership tag, say).
-pub fn has_tag(e: &Value, tag: &str) -> bool {
-    e["tags"]
-        .as_array()
-        .is_some_and(|tags| tags.iter().any(|x| x == tag))
+/// Rows by the name a spec is keyed on.
+fn by_name<F>(rows: &[Row<F>], key: impl Fn(&Row<F>) -> Option<&str>) -> BTreeMap<&str, &Row<F>> {
+    rows.iter().filter_map(|r| Some((key(r)?, r))).collect()
 }
 
-fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
-    v.get(k).and_then(|x| x.as_str())
+/// Our rows in Kong, looked up the way the specs name them.
+struct Owned<'a> {
+    services: BTreeMap<&'a str, &'a ServiceRow>,
+    routes: BTreeMap<&'a str, &'a RouteRow>,
+    plugins: BTreeMap<&'a str, &'a PluginRow>,
+    upstreams: BTreeMap<&'a str, &'a UpstreamRow>,
+    /// Targets on our upstreams by (upstream name, address): tagged ones, and untagged ones
+    /// (adopted when wanted, else they keep their upstream).
+    targets: BTreeMap<TargetKey, &'a TargetRow>,
+    foreign_targets: BTreeMap<TargetKey, &'a TargetRow>,
 }
 
-fn str_list(v: &Value) -> Vec<&str> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
-        .unwrap_or_default()
-}
-
-fn same_tags(want: &[String], have: &Value) -> bool {
-    let mut w: Vec<&str> = want.iter().map(String::as_str).collect();
-    let mut h = str_list(have);
-    w.sort();
-    h.sort();
-    w == h
-}
-
-fn service_matches(want: &ServiceSpec, have: &Value) -> bool {
-    let u = &want.upstream;
-    s(have, "protocol") == Some(u.protocol.as_str())
-        && s(have, "host") == Some(u.host.as_str())
-        && have["port"].as_u64() == Some(u.port as u64)
-        && s(have, "path") == u.path.as_deref()
-        && have["connect_timeout"].as_u64() == Some(want.connect_timeout)
-        && have["read_timeout"].as_u64() == Some(want.read_timeout)
-        && have["write_timeout"].as_u64() == Some(want.write_timeout)
-        && have["retries"].as_u64() == Some(want.retries)
-        && have["enabled"] != Value::Bool(false)
-        && same_tags(&want.tags, &have["tags"])
-}
-
-fn route_matches(want: &RouteSpec, have: &Value, service_id: Option<&str>) -> bool {
-    service_id.is_some()
-        && have["service"].get("id").and_then(|x| x.as_str()) == service_id
-        && str_list(&have["paths"]) == want.paths.iter().map(String::as_str).collect::<Vec<_>>()
-        && str_list(&have["methods"]) == want.methods.iter().map(String::as_str).collect::<Vec<_>>()
-        && have["strip_path"].as_bool() == Some(want.strip_path)
-        && have["preserve_host"].as_bool() == Some(want.preserve_host)
-        && str_list(&have["protocols"]) == ["http", "https"]
-        && same_tags(&want.tags, &have["tags"])
-}
-
-/// `want` is contained in `have`: every key of `want` (at every level of objects) has the same
-/// value in `have`, which may hold more (Kong fills in defaults).
-fn contains(have: &Value, want: &Value) -> bool {
-    match (have, want) {
-        (Value::Object(h), Value::Object(w)) => w
+impl<'a> Owned<'a> {
+    fn index(owned: &'a OwnedState) -> Owned<'a> {
+        let upstream_name: BTreeMap<&str, &str> = owned
+            .upstreams
             .iter()
-            .all(|(k, v)| h.get(k).is_some_and(|hv| contains(hv, v))),
-        (h, w) => h == w,
+            .filter_map(|u| Some((u.id()?, u.name()?)))
+            .collect();
+        let keyed = |list: &'a [TargetRow]| -> BTreeMap<TargetKey, &'a TargetRow> {
+            list.iter()
+                .filter_map(|t| {
+                    let up = upstream_name.get(t.link(LinkKind::Upstream)?)?;
+                    Some((TargetKey::new(*up, t.head.target.as_deref()?), t))
+                })
+                .collect()
+        };
+        Owned {
+            services: by_name(&owned.services, |r| r.name()),
+            routes: by_name(&owned.routes, |r| r.name()),
+            plugins: by_name(&owned.plugins, |p| p.head.instance_name.as_deref()),
+            upstreams: by_name(&owned.upstreams, |r| r.name()),
+            targets: keyed(&owned.targets),
+            foreign_targets: keyed(&owned.foreign_targets),
+        }
     }
-}
 
-fn upstream_matches(want: &UpstreamSpec, have: &Value) -> bool {
-    contains(have, &want.body()) && same_tags(&want.tags, &have["tags"])
-}
+    fn service_id(&self, name: &str) -> Option<&'a str> {
+        self.services.get(name).and_then(|r| r.id())
+    }
 
-fn plugin_matches(want: &PluginSpec, have: &Value, service_id: Option<&str>) -> bool {
-    let config_ok = !want.config.is_object() || contains(&have["config"], &want.config);
-    service_id.is_some()
-        && have["service"].get("id").and_then(|x| x.as_str()) == service_id
-        && have["route"].is_null()
-        && s(have, "name") == Some(want.name.as_str())
-        && have["enabled"] == Value::Bool(true)
-        && config_ok
-        && same_tags(&want.tags, &have["tags"])
+    /// The specs whose row does not match, as writes.
+    fn unmatched<S: Spec + Clone>(
+        &self,
+        wanted: &BTreeMap<String, S>,
+        rows: &BTreeMap<&str, &Row<S::Fields>>,
+        write: fn(S) -> KongWrite,
+    ) -> Vec<KongWrite>
+    where
+        S::Fields: Agrees,
+    {
+        wanted
+            .iter()
+            .filter(|(name, want)| {
+                let sid = want.service().and_then(|s| self.service_id(s));
+                !rows
+                    .get(name.as_str())
+                    .is_some_and(|have| matches(*want, have, sid))
+            })
+            .map(|(_, want)| write(want.clone()))
+            .collect()
+    }
 }
 
 /// Plan the writes that take `owned` to `desired`. Deletes only when `allow_deletes`.
 pub fn plan(desired: &DesiredState, owned: &OwnedState, allow_deletes: bool) -> Plan {
-    let by_name = |rows: &[Value], key: &str| -> BTreeMap<String, Value> {
-        rows.iter()
-            .filter_map(|r| s(r, key).map(|n| (n.to_string(), r.clone())))
-            .collect()
-    };
-    let services = by_name(&owned.services, "name");
-    let routes = by_name(&owned.routes, "name");
-    let plugins = by_name(&owned.plugins, "instance_name");
-    let service_id = |name: &str| {
-        services
-            .get(name)
-            .and_then(|r| s(r, "id"))
-            .map(String::from)
-    };
-
-    let upstreams = by_name(&owned.upstreams, "name");
-    let upstream_name: BTreeMap<&str, &str> = owned
-        .upstreams
-        .iter()
-        .filter_map(|u| Some((s(u, "id")?, s(u, "name")?)))
-        .collect();
-    // targets on our upstreams, by (upstream name, address)
-    let keyed = |list: &'_ [Value]| -> BTreeMap<(String, String), Value> {
-        list.iter()
-            .filter_map(|t| {
-                let up = upstream_name.get(t["upstream"].get("id")?.as_str()?)?;
-                Some(((up.to_string(), s(t, "target")?.to_string()), t.clone()))
-            })
-            .collect()
-    };
-    let ours = keyed(&owned.targets);
-    let foreign = keyed(&owned.foreign_targets);
-
-    let mut put_upstreams = Vec::new();
-    for (name, want) in &desired.upstreams {
-        if !upstreams
-            .get(name)
-            .is_some_and(|have| upstream_matches(want, have))
-        {
-            put_upstreams.push(KongWrite::PutUpstream(want.clone()));
-        }
-    }
-    let (mut raise_targets, mut drain_targets) = (Vec::new(), Vec::new());
-    for (key, want) in &desired.targets {
-        // an untagged one at the address is adopted (PATCH), as a PUT by name adopts a service
-        match ours.get(key).or_else(|| foreign.get(key)) {
-            None => raise_targets.push(KongWrite::AddTarget(want.clone())),
-            Some(have) => {
-                let weight = have["weight"].as_u64().unwrap_or(0);
-                if weight == want.weight as u64 && same_tags(&want.tags, &have["tags"]) {
-                    continue;
-                }
-                let w = KongWrite::UpdateTarget {
-                    id: s(have, "id").unwrap_or_default().to_string(),
-                    spec: want.clone(),
-                };
-                // a weight that drops waits until everything else is in place
-                if (want.weight as u64) < weight {
-                    drain_targets.push(w);
-                } else {
-                    raise_targets.push(w);
-                }
-            }
-        }
-    }
-    let mut put_services = Vec::new();
-    for (name, want) in &desired.services {
-        if !services
-            .get(name)
-            .is_some_and(|have| service_matches(want, have))
-        {
-            put_services.push(KongWrite::PutService(want.clone()));
-        }
-    }
-    let mut put_routes = Vec::new();
-    for (name, want) in &desired.routes {
-        let sid = service_id(&want.service);
-        if !routes
-            .get(name)
-            .is_some_and(|have| route_matches(want, have, sid.as_deref()))
-        {
-            put_routes.push(KongWrite::PutRoute(want.clone()));
-        }
-    }
-    let mut put_plugins = Vec::new();
-    for (inst, want) in &desired.plugins {
-        let sid = service_id(&want.service);
-        if !plugins
-            .get(inst)
-            .is_some_and(|have| plugin_matches(want, have, sid.as_deref()))
-        {
-            put_plugins.push(KongWrite::PutPlugin(want.clone()));
-        }
-    }
-    // an upstream has its targets before a service is pointed at it; a service's plugins
-    // (nasiko-auth among them) exist before the route that exposes it, and the route goes before
-    // its plugins on removal: no request reaches an agent unauthenticated; a drained target keeps
-    // serving until everything else is in place
+    let o = Owned::index(owned);
+    let (raise_targets, drain_targets) = target_writes(desired, &o);
+    // Three round trips for a new agent, in an order that never lets a request through
+    // unauthenticated or to nothing: its upstream and service together (no route reaches the
+    // service yet); its target and its plugins (nasiko-auth among them) together; then the route
+    // that exposes it. A service Kong already has, whose route may be serving, is re-pointed only
+    // once the upstream it now names has its targets. A drained target keeps serving until
+    // everything else is in place; on removal the route goes before its plugins.
+    let (new_services, changed_services): (Vec<KongWrite>, Vec<KongWrite>) = o
+        .unmatched(&desired.services, &o.services, KongWrite::PutService)
+        .into_iter()
+        .partition(
+            |w| matches!(w, KongWrite::PutService(s) if !o.services.contains_key(s.name.as_str())),
+        );
+    let upstreams = o.unmatched(&desired.upstreams, &o.upstreams, KongWrite::PutUpstream);
+    let plugins = o.unmatched(&desired.plugins, &o.plugins, KongWrite::PutPlugin);
     let mut phases = vec![
-        put_upstreams,
-        raise_targets,
-        put_services,
-        put_plugins,
-        put_routes,
+        [upstreams, new_services].concat(),
+        [raise_targets, plugins].concat(),
+        changed_services,
+        o.unmatched(&desired.routes, &o.routes, KongWrite::PutRoute),
         drain_targets,
     ];
     if allow_deletes {
-        let mut del_plugins = Vec::new();
-        for p in &owned.plugins {
-            let keep = s(p, "instance_name").is_some_and(|i| desired.plugins.contains_key(i));
-            if !keep {
-                if let Some(id) = s(p, "id") {
-                    let label = s(p, "instance_name")
-                        .map(String::from)
-                        .unwrap_or_else(|| format!("{} ({id})", s(p, "name").unwrap_or("?")));
-                    del_plugins.push(KongWrite::DeletePlugin {
-                        id: id.into(),
-                        label,
-                    });
-                }
-            }
-        }
-        let mut del_routes = Vec::new();
-        for r in &owned.routes {
-            let keep = s(r, "name").is_some_and(|n| desired.routes.contains_key(n));
-            if let (false, Some(id)) = (keep, s(r, "id")) {
-                del_routes.push(KongWrite::DeleteRoute {
-                    id: id.into(),
-                    name: s(r, "name").unwrap_or(id).into(),
-                });
-            }
-        }
-        let mut del_services = Vec::new();
-        for sv in &owned.services {
-            let keep = s(sv, "name").is_some_and(|n| desired.services.contains_key(n));
-            if let (false, Some(id)) = (keep, s(sv, "id")) {
-                del_services.push(KongWrite::DeleteService {
-                    id: id.into(),
-                    name: s(sv, "name").unwrap_or(id).into(),
-                });
-            }
-        }
-        let mut del_upstreams = Vec::new();
-        let mut kept_upstreams: Vec<&str> = Vec::new();
-        for u in &owned.upstreams {
-            let (Some(id), Some(name)) = (s(u, "id"), s(u, "name")) else {
-                continue;
-            };
-            if desired.upstreams.contains_key(name) {
-                continue;
-            }
-            // a target we do not own would go with it (Kong cascades): then it stays
-            if foreign.keys().any(|(up, _)| up == name) {
-                kept_upstreams.push(name);
-                continue;
-            }
-            del_upstreams.push(KongWrite::DeleteUpstream {
-                id: id.into(),
-                name: name.into(),
-            });
-        }
-        for ((up, addr), t) in &ours {
-            let kept = desired.upstreams.contains_key(up) || kept_upstreams.contains(&up.as_str());
-            if !kept || desired.targets.contains_key(&(up.clone(), addr.clone())) {
-                continue; // goes with its upstream, or wanted
-            }
-            if let Some(id) = s(t, "id") {
-                del_services.push(KongWrite::DeleteTarget {
-                    upstream: up.clone(),
-                    id: id.into(),
-                    target: addr.clone(),
-                });
-            }
-        }
-        phases.extend([del_routes, del_plugins, del_services, del_upstreams]);
+        phases.extend(deletes(desired, owned, &o));
     }
     phases.retain(|p| !p.is_empty());
     Plan { phases }
 }
 
+/// The target writes: those that add or raise a target, and those that drain one (a weight that
+/// drops waits until everything else is in place). An untagged target at a wanted address is
+/// adopted (PATCH), as a PUT by name adopts a service.
+fn target_writes(desired: &DesiredState, o: &Owned) -> (Vec<KongWrite>, Vec<KongWrite>) {
+    let (mut raise, mut drain) = (Vec::new(), Vec::new());
+    for (key, want) in &desired.targets {
+        let Some(have) = o.targets.get(key).or_else(|| o.foreign_targets.get(key)) else {
+            raise.push(KongWrite::AddTarget(want.clone()));
+            continue;
+        };
+        if matches(want, have, None) {
+            continue;
+        }
+        let weight = have.fields.as_ref().map_or(0, |f| f.weight);
+        let w = KongWrite::UpdateTarget {
+            id: have.id().unwrap_or_default().to_string(),
+            spec: want.clone(),
+        };
+        if want.weight() < weight {
+            drain.push(w);
+        } else {
+            raise.push(w);
+        }
+    }
+    (raise, drain)
+}
+
+/// Our rows (with their ids) whose key `desired` lacks.
+fn unwanted<'a, F, S>(
+    rows: &'a [Row<F>],
+    key: impl Fn(&'a Row<F>) -> Option<&'a str>,
+    wanted: &'a BTreeMap<String, S>,
+) -> impl Iterator<Item = (&'a str, &'a Row<F>)> {
+    rows.iter().filter_map(move |r| {
+        let listed = key(r).is_some_and(|k| wanted.contains_key(k));
+        Some((r.id()?, r)).filter(|_| !listed)
+    })
+}
+
+/// The deletes of ours that `desired` lacks, in four phases: routes, plugins, services (and
+/// targets), upstreams.
+fn deletes(desired: &DesiredState, owned: &OwnedState, o: &Owned) -> [Vec<KongWrite>; 4] {
+    let del_plugins = unwanted(
+        &owned.plugins,
+        |p| p.head.instance_name.as_deref(),
+        &desired.plugins,
+    )
+    .map(|(id, p)| KongWrite::DeletePlugin {
+        id: id.into(),
+        label: p
+            .head
+            .instance_name
+            .clone()
+            .unwrap_or_else(|| format!("{} ({id})", p.name().unwrap_or("?"))),
+    })
+    .collect();
+    let del_routes = unwanted(&owned.routes, |r| r.name(), &desired.routes)
+        .map(|(id, r)| KongWrite::DeleteRoute {
+            id: id.into(),
+            name: r.name().unwrap_or(id).into(),
+        })
+        .collect();
+    let mut del_services: Vec<KongWrite> =
+        unwanted(&owned.services, |s| s.name(), &desired.services)
+            .map(|(id, s)| KongWrite::DeleteService {
+                id: id.into(),
+                name: s.name().unwrap_or(id).into(),
+            })
+            .collect();
+    let mut del_upstreams = Vec::new();
+    let mut kept_upstreams: Vec<&str> = Vec::new();
+    for u in &owned.upstreams {
+        let (Some(id), Some(name)) = (u.id(), u.name()) else {
+            continue;
+        };
+        if desired.upstreams.contains_key(name) {
+            continue;
+        }
+        // a target we do not own would go with it (Kong cascades): then it stays
+        if o.foreign_targets.keys().any(|k| k.upstream == name) {
+            kept_upstreams.push(name);
+            continue;
+        }
+        del_upstreams.push(KongWrite::DeleteUpstream {
+            id: id.into(),
+            name: name.into(),
+        });
+    }
+    for (key, t) in &o.targets {
+        let kept = desired.upstreams.contains_key(&key.upstream)
+            || kept_upstreams.contains(&key.upstream.as_str());
+        if !kept || desired.targets.contains_key(key) {
+            continue; // goes with its upstream, or wanted
+        }
+        if let Some(id) = t.id() {
+            del_services.push(KongWrite::DeleteTarget {
+                upstream: key.upstream.clone(),
+                id: id.into(),
+                target: key.target.clone(),
+            });
+        }
+    }
+    [del_routes, del_plugins, del_services, del_upstreams]
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::desired::{build, Inputs};
     use crate::endpoint::AgentEndpoint;
+    use crate::model::Body;
     use crate::static_routes::{parse, HostOverrides, EMBEDDED};
-    use serde_json::json;
+    use serde_json::{json, Value};
     use std::collections::BTreeSet;
 
-    fn desired(agents: &[(&str, &str)]) -> DesiredState {
+    /// The embedded static proxies, every plugin available, and `agents` as (name, ip).
+    pub(crate) fn desired(agents: &[(&str, &str)]) -> DesiredState {
         let statics = parse(EMBEDDED, &HostOverrides::default()).unwrap();
         let all: BTreeSet<String> = ["cors", "nasiko-auth", "chat-logger"]
             .iter()
@@ -414,11 +369,40 @@ mod tests {
         })
     }
 
+    /// Kong's answers, as JSON, before the client reads them.
+    #[derive(Default)]
+    struct Answers {
+        services: Vec<Value>,
+        routes: Vec<Value>,
+        plugins: Vec<Value>,
+        upstreams: Vec<Value>,
+        targets: Vec<Value>,
+        foreign_targets: Vec<Value>,
+    }
+
+    impl Answers {
+        /// As the client reads them.
+        fn read(&self) -> OwnedState {
+            fn rows<F: serde::de::DeserializeOwned>(v: &[Value]) -> Vec<Row<F>> {
+                v.iter().map(Row::read).collect()
+            }
+            OwnedState {
+                services: rows(&self.services),
+                routes: rows(&self.routes),
+                plugins: rows(&self.plugins),
+                upstreams: rows(&self.upstreams),
+                targets: rows(&self.targets),
+                foreign_targets: rows(&self.foreign_targets),
+                reused_targets: false,
+            }
+        }
+    }
+
     /// What Kong would hold after applying `d` (the full shape, as the emulator answers).
-    fn as_kong(d: &DesiredState) -> OwnedState {
+    fn as_kong(d: &DesiredState) -> Answers {
         let sid = |n: &str| format!("id-{n}");
         let uid = |n: &str| format!("uid-{n}");
-        OwnedState {
+        Answers {
             upstreams: d
                 .upstreams
                 .values()
@@ -440,7 +424,6 @@ mod tests {
                 })
                 .collect(),
             foreign_targets: vec![],
-            reused_targets: false,
             services: d
                 .services
                 .values()
@@ -469,7 +452,7 @@ mod tests {
                     b["id"] = json!(format!("pid-{}", p.instance_name));
                     b["service"] = json!({"id": sid(&p.service)});
                     b["route"] = Value::Null;
-                    let mut cfg = p.config.clone();
+                    let mut cfg = p.fields.config.clone();
                     cfg["some_default"] = json!(1);
                     b["config"] = cfg;
                     b
@@ -481,7 +464,7 @@ mod tests {
     #[test]
     fn converged_state_plans_zero_writes() {
         let d = desired(&[("a", "10.0.0.2"), ("b", "10.0.0.3")]);
-        assert_eq!(plan(&d, &as_kong(&d), true), Plan::default());
+        assert_eq!(plan(&d, &as_kong(&d).read(), true), Plan::default());
     }
 
     fn kinds(phase: &[KongWrite]) -> Vec<&'static str> {
@@ -490,7 +473,7 @@ mod tests {
             .map(|w| match w {
                 KongWrite::PutUpstream(_) => "put upstream",
                 KongWrite::AddTarget(_) => "add target",
-                KongWrite::UpdateTarget { spec, .. } if spec.weight == 0 => "drain target",
+                KongWrite::UpdateTarget { spec, .. } if spec.weight() == 0 => "drain target",
                 KongWrite::UpdateTarget { .. } => "weigh target",
                 KongWrite::DeleteTarget { .. } => "delete target",
                 KongWrite::DeleteUpstream { .. } => "delete upstream",
@@ -507,35 +490,56 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_kong_gets_upstreams_targets_services_plugins_then_routes() {
+    fn a_new_agent_takes_three_round_trips_and_its_route_comes_last() {
         let d = desired(&[("a", "10.0.0.2")]);
         let p = plan(&d, &OwnedState::default(), true);
         let order: Vec<Vec<&str>> = p.phases.iter().map(|ph| kinds(ph)).collect();
         assert_eq!(
             order,
             [
-                vec!["put upstream"],
-                vec!["add target"],
-                vec!["put service"],
-                vec!["put plugin"],
+                vec!["put upstream", "put service"],
+                vec!["add target", "put plugin"],
                 vec!["put route"]
             ]
         );
-        assert_eq!(p.phases[2].len(), 9);
+        assert_eq!(p.phases[0].len(), 10, "its upstream and nine services");
+    }
+
+    #[test]
+    fn a_serving_service_is_repointed_only_once_its_upstream_has_targets() {
+        let d = desired(&[("a", "10.0.0.2")]);
+        let mut k = as_kong(&d);
+        // as the sidecar left it before agents were upstreams: the service at the container
+        k.services
+            .iter_mut()
+            .find(|s| s["name"] == "agent-a")
+            .unwrap()["host"] = json!("10.0.0.2");
+        k.upstreams.clear();
+        k.targets.clear();
+        let p = plan(&d, &k.read(), true);
+        let order: Vec<Vec<&str>> = p.phases.iter().map(|ph| kinds(ph)).collect();
+        assert_eq!(
+            order,
+            [
+                vec!["put upstream"],
+                vec!["add target"],
+                vec!["put service"]
+            ]
+        );
     }
 
     #[test]
     fn a_moved_agent_adds_its_new_target_and_removes_the_old_one_only() {
         let before = desired(&[("a", "10.0.0.2")]);
         let after = desired(&[("a", "10.0.0.9")]);
-        let p = plan(&after, &as_kong(&before), true);
+        let p = plan(&after, &as_kong(&before).read(), true);
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(matches!(&p.phases[0][0], KongWrite::AddTarget(t) if t.target == "10.0.0.9:5000"));
         assert!(
             matches!(&p.phases[1][0], KongWrite::DeleteTarget { target, .. } if target == "10.0.0.2:5000")
         );
         assert!(
-            plan(&after, &as_kong(&before), false).len() == 1,
+            plan(&after, &as_kong(&before).read(), false).len() == 1,
             "the old target stays while deletes are unsafe"
         );
     }
@@ -546,10 +550,11 @@ mod tests {
         let mut after = desired(&[("a", "10.0.0.2"), ("a", "10.0.0.3")]);
         after
             .targets
-            .get_mut(&("agent-a".to_string(), "10.0.0.2:5000".to_string()))
+            .get_mut(&TargetKey::new("agent-a", "10.0.0.2:5000"))
             .unwrap()
+            .fields
             .weight = 0;
-        let p = plan(&after, &as_kong(&before), true);
+        let p = plan(&after, &as_kong(&before).read(), true);
         let order: Vec<Vec<&str>> = p.phases.iter().map(|ph| kinds(ph)).collect();
         assert_eq!(order, [vec!["add target"], vec!["drain target"]]);
     }
@@ -559,7 +564,7 @@ mod tests {
     {
         let before = desired(&[("a", "10.0.0.2"), ("b", "10.0.0.3")]);
         let after = desired(&[("a", "10.0.0.2")]);
-        let p = plan(&after, &as_kong(&before), true);
+        let p = plan(&after, &as_kong(&before).read(), true);
         let order: Vec<Vec<&str>> = p.phases.iter().map(|ph| kinds(ph)).collect();
         assert_eq!(
             order,
@@ -580,7 +585,7 @@ mod tests {
         );
         assert_eq!(p.phases[1].len(), 3);
         assert!(
-            plan(&after, &as_kong(&before), false).is_empty(),
+            plan(&after, &as_kong(&before).read(), false).is_empty(),
             "no deletes while unsafe"
         );
     }
@@ -593,7 +598,7 @@ mod tests {
         let mut t = k.targets.remove(0);
         t["tags"] = Value::Null;
         k.foreign_targets.push(t);
-        let p = plan(&d, &k, true);
+        let p = plan(&d, &k.read(), true);
         assert!(
             matches!(&p.phases[..], [ph] if matches!(&ph[..], [KongWrite::UpdateTarget { id, .. }] if id == "tid-10.0.0.2:5000")),
             "{p:?}"
@@ -603,7 +608,7 @@ mod tests {
         k.foreign_targets
             .push(json!({"id": "theirs", "target": "10.9.9.9:80",
                                       "upstream": {"id": "uid-agent-a"}, "tags": ["ops"]}));
-        let p = plan(&desired(&[]), &k, true);
+        let p = plan(&desired(&[]), &k.read(), true);
         let all: Vec<&str> = p.phases.iter().flat_map(|ph| kinds(ph)).collect();
         assert!(!all.contains(&"delete upstream"), "{all:?}");
         assert!(
@@ -624,7 +629,7 @@ mod tests {
             .iter_mut()
             .find(|p| p["instance_name"] == "agent-a.cors")
             .unwrap()["config"]["max_age"] = json!(1);
-        let p = plan(&d, &k, true);
+        let p = plan(&d, &k.read(), true);
         assert_eq!(p.len(), 2);
     }
 }

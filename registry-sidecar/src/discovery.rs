@@ -7,7 +7,7 @@
 
 use crate::backoff::Backoff;
 use crate::endpoint::{classify, watched_network, AgentEndpoint, Classified, ContainerFacts};
-use crate::status::{now_unix, Counters, Status};
+use crate::status::{now_unix, Counters, DiscoveryState, Publisher};
 use bollard::models::{ContainerInspectResponse, EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use bollard::Docker;
@@ -37,7 +37,9 @@ pub struct Discovery {
     /// The shared agents network (AGENTS_NETWORK); agents' own networks are named after it.
     pub shared_network: String,
     pub idle_ping: Duration,
-    pub status: Arc<Status>,
+    /// Discovery's own state, for the API.
+    pub report: Publisher<DiscoveryState>,
+    pub counters: Arc<Counters>,
     pub tx: watch::Sender<AgentsView>,
 }
 
@@ -89,16 +91,16 @@ impl Discovery {
         loop {
             let err = self.session(&mut backoff, first).await;
             first = false;
-            Counters::inc(&self.status.counters.docker_reconnects);
+            Counters::inc(&self.counters.docker_reconnects);
             self.tx.send_if_modified(|v| {
                 let was = v.complete;
                 v.complete = false;
                 was
             });
-            self.status.update(|s| {
-                s.discovery_reachable = false;
-                s.discovery_listed = false;
-                s.discovery_error = Some(err.to_string());
+            self.report.update(|s| {
+                s.reachable = false;
+                s.listed = false;
+                s.error = Some(err.to_string());
             });
             let d = backoff.next_delay();
             tracing::warn!("{err}; reconnecting in {d:?}");
@@ -133,10 +135,10 @@ impl Discovery {
             *v = view;
             changed
         });
-        self.status.update(|s| {
-            s.discovery_reachable = true;
-            s.discovery_listed = true;
-            s.discovery_error = None;
+        self.report.update(|s| {
+            s.reachable = true;
+            s.listed = true;
+            s.error = None;
         });
         if first {
             tracing::info!(agents = n, network = %self.shared_network, "docker discovery started");
@@ -148,7 +150,7 @@ impl Discovery {
             tokio::select! {
                 ev = events.next() => match ev {
                     Some(Ok(e)) => {
-                        Counters::inc(&self.status.counters.docker_events);
+                        Counters::inc(&self.counters.docker_events);
                         self.on_event(&docker, e).await;
                     }
                     Some(Err(e)) => return Disconnect::Stream(e.to_string()),
@@ -164,48 +166,9 @@ impl Discovery {
         }
     }
 
-    /// Every container on a network we watch, inspected and classified. One list of all
-    /// containers, kept to those on the shared network or an agent's own network (a filter by
-    /// label would miss the unlabelled `agent-…` containers of the naming fallback).
+    /// [`list_agents`] on the networks this discovery watches.
     async fn list(&self, docker: &Docker) -> Result<AgentsView, String> {
-        let list = docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| e.to_string())?;
-        let shared = &self.shared_network;
-        let ids: Vec<String> = list
-            .into_iter()
-            .filter(|c| {
-                let nets = c
-                    .network_settings
-                    .as_ref()
-                    .and_then(|n| n.networks.as_ref());
-                nets.is_some_and(|m| m.keys().any(|n| watched_network(n, shared)))
-            })
-            .filter_map(|c| c.id)
-            .collect();
-        let inspected: Vec<_> = futures_util::stream::iter(ids)
-            .map(|id| async move { (id.clone(), docker.inspect_container(&id, None).await) })
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        let mut view = AgentsView {
-            complete: true,
-            ..Default::default()
-        };
-        for (id, r) in inspected {
-            match r {
-                Ok(c) => apply(&mut view, &id, &classify(&facts(&c), &self.shared_network)),
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => {}
-                Err(e) => return Err(format!("inspect {id}: {e}")),
-            }
-        }
-        Ok(view)
+        list_agents(docker, &self.shared_network).await
     }
 
     /// The container an event may change the view of; `None` for events that cannot.
@@ -310,6 +273,49 @@ fn apply(view: &mut AgentsView, id: &str, c: &Classified) {
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
+}
+
+/// Every container on a network of this stack (the shared one, `shared`, or an agent's own),
+/// inspected and classified. One list of all containers, kept to those on a watched network (a
+/// filter by label would miss the unlabelled `agent-…` containers of the naming fallback).
+pub async fn list_agents(docker: &Docker, shared: &str) -> Result<AgentsView, String> {
+    let list = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| e.to_string())?;
+    let ids: Vec<String> = list
+        .into_iter()
+        .filter(|c| {
+            let nets = c
+                .network_settings
+                .as_ref()
+                .and_then(|n| n.networks.as_ref());
+            nets.is_some_and(|m| m.keys().any(|n| watched_network(n, shared)))
+        })
+        .filter_map(|c| c.id)
+        .collect();
+    let inspected: Vec<_> = futures_util::stream::iter(ids)
+        .map(|id| async move { (id.clone(), docker.inspect_container(&id, None).await) })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut view = AgentsView {
+        complete: true,
+        ..Default::default()
+    };
+    for (id, r) in inspected {
+        match r {
+            Ok(c) => apply(&mut view, &id, &classify(&facts(&c), shared)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return Err(format!("inspect {id}: {e}")),
+        }
+    }
+    Ok(view)
 }
 
 /// The facts discovery needs from `docker inspect`.

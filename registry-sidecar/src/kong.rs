@@ -1,7 +1,10 @@
 //! The Kong Admin API client: reads the entities we own (tag-scoped, paginated), reads the node's
 //! plugins, and applies writes with a per-request timeout and retries on 5xx/connection errors.
 
-use crate::diff::{has_tag, KongWrite, OwnedState};
+use crate::diff::{KongWrite, OwnedState};
+use crate::model::rule::takes_place_of;
+use crate::model::{Body, Head, PluginSpec, Row, TargetRow};
+use crate::plugin_gate::Propagation;
 use crate::status::Counters;
 use crate::targets_seen::TargetsSeen;
 use bytes::Bytes;
@@ -61,17 +64,12 @@ pub struct KongClient {
     http: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
     owner_tag: String,
-    counters: Arc<crate::status::Status>,
+    counters: Arc<Counters>,
     targets_seen: Arc<std::sync::Mutex<TargetsSeen>>,
 }
 
 impl KongClient {
-    pub fn new(
-        base: &str,
-        timeout: Duration,
-        owner_tag: &str,
-        status: Arc<crate::status::Status>,
-    ) -> Self {
+    pub fn new(base: &str, timeout: Duration, owner_tag: &str, counters: Arc<Counters>) -> Self {
         let mut conn = HttpConnector::new();
         conn.set_connect_timeout(Some(timeout));
         conn.set_nodelay(true);
@@ -82,7 +80,7 @@ impl KongClient {
                 .build(conn),
             timeout,
             owner_tag: owner_tag.to_string(),
-            counters: status,
+            counters,
             targets_seen: Arc::default(),
         }
     }
@@ -93,7 +91,7 @@ impl KongClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), KongError> {
-        let c = &self.counters.counters;
+        let c = &self.counters;
         Counters::inc(&c.kong_requests);
         let mut b = hyper::Request::builder()
             .method(method)
@@ -146,12 +144,26 @@ impl KongClient {
         .inspect_err(|_| Counters::inc(&c.kong_errors))
     }
 
-    /// One cheap `GET /status`, no retry: does Kong answer (at all, any status) right now?
-    pub async fn answers(&self) -> bool {
-        !matches!(
-            self.request_once("GET", "/status", None).await,
-            Err(KongError::Unreachable(_))
-        )
+    /// One cheap `GET /status`, no retry: `Some(configuration_hash)` (DB-less; `None` in DB mode)
+    /// when Kong answers well, the error otherwise (`kong/api/routes/health.lua`).
+    pub async fn status_hash(&self) -> Result<Option<String>, KongError> {
+        let (_, v) = self.request_once("GET", "/status", None).await?;
+        if v["database"]["reachable"] == Value::Bool(false) {
+            return Err(KongError::Status {
+                method: "GET".into(),
+                path: "/status".into(),
+                status: 200,
+                body: "database.reachable is false".into(),
+            });
+        }
+        Ok(v["configuration_hash"].as_str().map(String::from))
+    }
+
+    /// One cheap `GET /status`, no retry: does Kong answer well right now — 2xx, and with its
+    /// database reachable? (`kong/api/routes/health.lua`: in DB mode `/status` answers 200 with
+    /// `database.reachable = false` when it cannot connect, where writes answer 5xx.)
+    pub async fn answers_well(&self) -> bool {
+        self.status_hash().await.is_ok()
     }
 
     /// A request retried (3 attempts, 200 ms then 400 ms) on connection errors and 5xx.
@@ -198,6 +210,14 @@ impl KongClient {
         Ok(rows)
     }
 
+    /// Every row of a collection, read into `F`'s row.
+    async fn list_rows<F: serde::de::DeserializeOwned>(
+        &self,
+        first: String,
+    ) -> Result<Vec<Row<F>>, KongError> {
+        Ok(self.list_all(first).await?.iter().map(Row::read).collect())
+    }
+
     /// Every entity carrying our tag, and every target of our upstreams (Kong 3.4 lists
     /// targets only per upstream, untagged ones included: those are kept apart). Targets are
     /// listed for the upstreams that are new or named in `refresh`, the others kept from before
@@ -205,14 +225,14 @@ impl KongClient {
     pub async fn read_owned(&self, refresh: &BTreeSet<String>) -> Result<OwnedState, KongError> {
         let q = format!("tags={}&size=1000", self.owner_tag);
         let (services, routes, plugins, upstreams) = tokio::try_join!(
-            self.list_all(format!("/services?{q}")),
-            self.list_all(format!("/routes?{q}")),
-            self.list_all(format!("/plugins?{q}")),
-            self.list_all(format!("/upstreams?{q}")),
+            self.list_rows(format!("/services?{q}")),
+            self.list_rows(format!("/routes?{q}")),
+            self.list_rows(format!("/plugins?{q}")),
+            self.list_rows(format!("/upstreams?{q}")),
         )?;
         let ups: Vec<(String, String)> = upstreams
             .iter()
-            .filter_map(|u| Some((u["id"].as_str()?.into(), u["name"].as_str()?.into())))
+            .filter_map(|u: &Row<_>| Some((u.id()?.into(), u.name()?.into())))
             .collect();
         let mut seen = self.targets_seen.lock().expect("targets lock").clone();
         let wanted = seen.to_list(&ups, refresh);
@@ -234,10 +254,10 @@ impl KongClient {
                 seen.take(&ups, self.list_targets(all).await?, false);
             }
         }
-        let (targets, foreign_targets): (Vec<Value>, Vec<Value>) = seen
+        let (targets, foreign_targets): (Vec<TargetRow>, Vec<TargetRow>) = seen
             .all()
             .cloned()
-            .partition(|t| has_tag(t, &self.owner_tag));
+            .partition(|t| t.has_tag(&self.owner_tag));
         *self.targets_seen.lock().expect("targets lock") = seen;
         Ok(OwnedState {
             services,
@@ -254,12 +274,12 @@ impl KongClient {
     async fn list_targets(
         &self,
         upstream_ids: Vec<String>,
-    ) -> Result<BTreeMap<String, Vec<Value>>, KongError> {
-        let lists: Vec<Result<(String, Vec<Value>), KongError>> =
+    ) -> Result<BTreeMap<String, Vec<TargetRow>>, KongError> {
+        let lists: Vec<Result<(String, Vec<TargetRow>), KongError>> =
             futures_util::stream::iter(upstream_ids)
                 .map(|id| async move {
                     let path = format!("/upstreams/{id}/targets?size=1000");
-                    self.list_all(path).await.map(|t| (id, t))
+                    self.list_rows(path).await.map(|t| (id, t))
                 })
                 .buffer_unordered(8)
                 .collect()
@@ -275,16 +295,24 @@ impl KongClient {
             .forget(upstreams);
     }
 
-    /// What the node says about itself (`GET /`): its plugins, and whether it runs without a
-    /// database (`configuration.database` = `off`), where only `POST /config` configures it.
+    /// What the node says about itself (`GET /`): its plugins, whether it runs without a
+    /// database (`configuration.database` = `off`), where only `POST /config` configures it, and
+    /// when its proxy sees a write.
     pub async fn node(&self) -> Result<Node, KongError> {
         let (_, root) = self.request("GET", "/", None).await?;
+        let dbless = root["configuration"]["database"] == "off";
         Ok(Node {
             plugins: root["plugins"]["available_on_server"]
                 .as_object()
                 .map(|m| m.keys().cloned().collect())
                 .unwrap_or_default(),
-            dbless: root["configuration"]["database"] == "off",
+            dbless,
+            // DB-less: `POST /config` swaps router, plugins and balancer together
+            propagation: if dbless {
+                Propagation::NextRequest
+            } else {
+                Propagation::of(&root["configuration"])
+            },
         })
     }
 
@@ -313,111 +341,92 @@ impl KongClient {
         Ok(status != 304)
     }
 
+    /// Send one write. Two conflicts are ours to resolve: a target already at the address
+    /// (untagged, or added by a sync that did not see its answer) is patched instead, and an
+    /// untagged plugin in a spec's place (the Python registry's) is adopted by its id.
     pub async fn apply(&self, w: &KongWrite) -> Result<(), KongError> {
-        match w {
-            KongWrite::PutUpstream(u) => self
-                .request("PUT", &format!("/upstreams/{}", u.name), Some(&u.body()))
-                .await
-                .map(drop),
-            KongWrite::AddTarget(t) => {
-                let path = format!("/upstreams/{}/targets", t.upstream);
-                match self.request("POST", &path, Some(&t.body())).await {
-                    // already there (untagged, or added by a sync that did not see its answer)
-                    Err(KongError::Status { status: 409, .. }) => self
-                        .request("PATCH", &format!("{path}/{}", t.target), Some(&t.body()))
-                        .await
-                        .map(drop),
-                    other => other.map(drop),
-                }
+        let (method, path, body) = request_for(w);
+        match (self.request(method, &path, body.as_ref()).await, w) {
+            (Err(KongError::Status { status: 409, .. }), KongWrite::AddTarget(t)) => {
+                let path = format!("{path}/{}", t.target);
+                self.request("PATCH", &path, body.as_ref()).await.map(drop)
             }
-            KongWrite::UpdateTarget { id, spec } => self
-                .request(
-                    "PATCH",
-                    &format!("/upstreams/{}/targets/{id}", spec.upstream),
-                    Some(&spec.body()),
-                )
-                .await
-                .map(drop),
-            KongWrite::DeleteTarget { upstream, id, .. } => self
-                .request(
-                    "DELETE",
-                    &format!("/upstreams/{upstream}/targets/{id}"),
-                    None,
-                )
-                .await
-                .map(drop),
-            KongWrite::DeleteUpstream { id, .. } => self
-                .request("DELETE", &format!("/upstreams/{id}"), None)
-                .await
-                .map(drop),
-            KongWrite::PutService(s) => self
-                .request("PUT", &format!("/services/{}", s.name), Some(&s.body()))
-                .await
-                .map(drop),
-            KongWrite::PutRoute(r) => self
-                .request("PUT", &format!("/routes/{}", r.name), Some(&r.body()))
-                .await
-                .map(drop),
-            KongWrite::PutPlugin(p) => {
-                match self
-                    .request(
-                        "PUT",
-                        &format!("/plugins/{}", p.instance_name),
-                        Some(&p.body()),
-                    )
+            (Err(KongError::Status { status: 409, .. }), KongWrite::PutPlugin(p)) => {
+                self.adopt_plugin(p).await
+            }
+            (other, _) => other.map(drop),
+        }
+    }
+
+    /// Take over the untagged plugin that holds `p`'s place on its service: PUT by its id.
+    async fn adopt_plugin(&self, p: &PluginSpec) -> Result<(), KongError> {
+        let (_, list) = self
+            .request("GET", &format!("/services/{}/plugins", p.service), None)
+            .await?;
+        let rows: Vec<Head> = list["data"]
+            .as_array()
+            .map(|d| d.iter().map(Head::of).collect())
+            .unwrap_or_default();
+        match rows
+            .iter()
+            .find(|r| takes_place_of(p, r))
+            .and_then(Head::id)
+        {
+            Some(id) => {
+                tracing::info!(plugin = %p.name(), service = %p.service, "adopting an untagged plugin");
+                self.request("PUT", &format!("/plugins/{id}"), Some(&p.body()))
                     .await
-                {
-                    // an untagged plugin of the same name on the service (the Python registry's): adopt it
-                    Err(KongError::Status { status: 409, .. }) => {
-                        let (_, list) = self
-                            .request("GET", &format!("/services/{}/plugins", p.service), None)
-                            .await?;
-                        let existing = list["data"].as_array().and_then(|d| {
-                            d.iter().find(|x| {
-                                x["name"] == p.name.as_str()
-                                    && x["route"].is_null()
-                                    && x["consumer"].is_null()
-                            })
-                        });
-                        match existing.and_then(|x| x["id"].as_str()) {
-                            Some(id) => {
-                                tracing::info!(plugin = %p.name, service = %p.service, "adopting an untagged plugin");
-                                self.request("PUT", &format!("/plugins/{id}"), Some(&p.body()))
-                                    .await
-                                    .map(drop)
-                            }
-                            None => Err(KongError::Status {
-                                method: "PUT".into(),
-                                path: format!("/plugins/{}", p.instance_name),
-                                status: 409,
-                                body: "conflict with a plugin we cannot find".into(),
-                            }),
-                        }
-                    }
-                    other => other.map(drop),
-                }
+                    .map(drop)
             }
-            KongWrite::DeletePlugin { id, .. } => self
-                .request("DELETE", &format!("/plugins/{id}"), None)
-                .await
-                .map(drop),
-            KongWrite::DeleteRoute { id, .. } => self
-                .request("DELETE", &format!("/routes/{id}"), None)
-                .await
-                .map(drop),
-            KongWrite::DeleteService { id, .. } => self
-                .request("DELETE", &format!("/services/{id}"), None)
-                .await
-                .map(drop),
+            None => Err(KongError::Status {
+                method: "PUT".into(),
+                path: format!("/plugins/{}", p.instance_name),
+                status: 409,
+                body: "conflict with a plugin we cannot find".into(),
+            }),
         }
     }
 }
 
+/// The Admin API request of a write: method, path and body.
+fn request_for(w: &KongWrite) -> (&'static str, String, Option<Value>) {
+    match w {
+        KongWrite::PutUpstream(u) => ("PUT", format!("/upstreams/{}", u.name), Some(u.body())),
+        KongWrite::AddTarget(t) => (
+            "POST",
+            format!("/upstreams/{}/targets", t.upstream),
+            Some(t.body()),
+        ),
+        KongWrite::UpdateTarget { id, spec } => (
+            "PATCH",
+            format!("/upstreams/{}/targets/{id}", spec.upstream),
+            Some(spec.body()),
+        ),
+        KongWrite::DeleteTarget { upstream, id, .. } => (
+            "DELETE",
+            format!("/upstreams/{upstream}/targets/{id}"),
+            None,
+        ),
+        KongWrite::DeleteUpstream { id, .. } => ("DELETE", format!("/upstreams/{id}"), None),
+        KongWrite::PutService(s) => ("PUT", format!("/services/{}", s.name), Some(s.body())),
+        KongWrite::PutRoute(r) => ("PUT", format!("/routes/{}", r.name), Some(r.body())),
+        KongWrite::PutPlugin(p) => (
+            "PUT",
+            format!("/plugins/{}", p.instance_name),
+            Some(p.body()),
+        ),
+        KongWrite::DeletePlugin { id, .. } => ("DELETE", format!("/plugins/{id}"), None),
+        KongWrite::DeleteRoute { id, .. } => ("DELETE", format!("/routes/{id}"), None),
+        KongWrite::DeleteService { id, .. } => ("DELETE", format!("/services/{id}"), None),
+    }
+}
+
 /// A node's facts for a sync.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Node {
     pub plugins: BTreeSet<String>,
     pub dbless: bool,
+    pub propagation: Propagation,
 }
 
 /// The useful part of an error body: its message, and for a refused declarative configuration

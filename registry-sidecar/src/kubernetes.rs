@@ -5,7 +5,7 @@
 
 use crate::discovery::AgentsView;
 use crate::endpoint::{AgentEndpoint, Discovered};
-use crate::status::{Counters, Status};
+use crate::status::{Counters, DiscoveryState, Publisher};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::runtime::watcher::{self, Event};
@@ -66,7 +66,7 @@ pub fn classify_service(svc: &Service, namespace: &str) -> Result<AgentEndpoint,
         .ok_or_else(|| format!("{name}: no ports"))?;
     let port =
         u16::try_from(port.port).map_err(|_| format!("{name}: port {} out of range", port.port))?;
-    if !crate::desired::valid_kong_name(&name) {
+    if !crate::model::valid_kong_name(&name) {
         return Err(format!("{name}: not a valid Kong name"));
     }
     Ok(AgentEndpoint {
@@ -81,13 +81,13 @@ pub fn classify_service(svc: &Service, namespace: &str) -> Result<AgentEndpoint,
             .metadata
             .labels
             .as_ref()
-            .and_then(|l| l.get("nasiko.owner").cloned())
+            .and_then(|l| l.get(nasiko_contract::labels::OWNER).cloned())
             .unwrap_or_default(),
         version: svc
             .metadata
             .labels
             .as_ref()
-            .and_then(|l| l.get("nasiko.version").cloned()),
+            .and_then(|l| l.get(nasiko_contract::labels::VERSION).cloned()),
         upload_id: None,
         discovered_by: Discovered::KubernetesService,
         started_at: svc
@@ -105,7 +105,9 @@ pub fn classify_service(svc: &Service, namespace: &str) -> Result<AgentEndpoint,
 
 pub struct KubeDiscovery {
     pub namespace: String,
-    pub status: Arc<Status>,
+    /// Discovery's own state, for the API.
+    pub report: Publisher<DiscoveryState>,
+    pub counters: Arc<Counters>,
     pub tx: watch::Sender<AgentsView>,
 }
 
@@ -143,10 +145,10 @@ impl KubeDiscovery {
                 Err(e) => {
                     let msg = explain(&e, &self.namespace);
                     tracing::warn!("{msg}; retrying with backoff");
-                    Counters::inc(&self.status.counters.docker_reconnects);
-                    self.status.update(|s| {
-                        s.discovery_reachable = false;
-                        s.discovery_error = Some(msg);
+                    Counters::inc(&self.counters.docker_reconnects);
+                    self.report.update(|s| {
+                        s.reachable = false;
+                        s.error = Some(msg);
                     });
                     self.tx
                         .send_if_modified(|v| std::mem::replace(&mut v.complete, false));
@@ -161,15 +163,15 @@ impl KubeDiscovery {
                 Ok(Event::InitDone) => {
                     services = pending.take().unwrap_or_default();
                     tracing::info!(namespace = %self.namespace, services = services.len(), "listed Kubernetes services");
-                    self.status.update(|s| {
-                        s.discovery_reachable = true;
-                        s.discovery_listed = true;
-                        s.discovery_error = None;
+                    self.report.update(|s| {
+                        s.reachable = true;
+                        s.listed = true;
+                        s.error = None;
                     });
                     self.publish(&services, true);
                 }
                 Ok(Event::Apply(s)) => {
-                    Counters::inc(&self.status.counters.docker_events);
+                    Counters::inc(&self.counters.docker_events);
                     if let Some(n) = s.metadata.name.clone() {
                         services.insert(n, s);
                     }
@@ -177,7 +179,7 @@ impl KubeDiscovery {
                     self.publish(&services, complete);
                 }
                 Ok(Event::Delete(s)) => {
-                    Counters::inc(&self.status.counters.docker_events);
+                    Counters::inc(&self.counters.docker_events);
                     if let Some(n) = &s.metadata.name {
                         services.remove(n);
                     }

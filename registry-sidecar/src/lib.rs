@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod check;
 pub mod config;
 pub mod declarative;
 pub mod desired;
@@ -12,11 +13,15 @@ pub mod endpoint;
 pub mod kong;
 pub mod kubernetes;
 pub mod members;
+pub mod model;
+pub mod plugin_gate;
 pub mod privileges;
 pub mod reconciler;
+pub mod schedule;
 pub mod static_routes;
 pub mod static_watch;
 pub mod status;
+pub mod sync;
 pub mod targets_seen;
 
 use config::{Config, DiscoveryMode};
@@ -25,11 +30,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+/// What Docker discovery and the membership keeper publish: their own states, and the counters.
+type DiscoveryReports = (
+    status::Publisher<status::DiscoveryState>,
+    status::Publisher<status::MembersState>,
+    Arc<status::Counters>,
+);
+
 /// Docker discovery, and the membership keeper between it and the reconciler when there are
 /// members to keep on the agent networks.
 fn docker_discovery(
     cfg: &Config,
-    status: &Arc<status::Status>,
+    (discovery, members, counters): DiscoveryReports,
     agents_tx: watch::Sender<discovery::AgentsView>,
     resync: mpsc::Sender<reconciler::SyncRequest>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -44,7 +56,7 @@ fn docker_discovery(
             cfg.agents_network.clone(),
             cfg.members.clone(),
             cfg.interval,
-            status.clone(),
+            (members, counters.clone()),
             members::Wiring {
                 discovered: discovered_rx,
                 tx: agents_tx,
@@ -59,20 +71,16 @@ fn docker_discovery(
         docker_host: cfg.docker_host.clone(),
         shared_network: cfg.agents_network.clone(),
         idle_ping: Duration::from_secs(30),
-        status: status.clone(),
+        report: discovery,
+        counters,
         tx,
     };
     tasks.push(tokio::spawn(d.run()));
     tasks
 }
 
-/// Run the sidecar until `shutdown` completes.
-pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
-    let kube_client = match cfg.mode {
-        DiscoveryMode::Kubernetes => Some(kubernetes::client().await?),
-        DiscoveryMode::Docker => None,
-    };
-    let status = Arc::new(status::Status::default());
+/// The HTTP API's listener, and the line that says what the sidecar watches.
+async fn listen(cfg: &Config) -> Result<tokio::net::TcpListener, String> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| {
@@ -89,8 +97,26 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             tracing::info!(listen = %cfg.listen, kong = %cfg.kong_admin_url, namespace = %cfg.agents_namespace, "registry-sidecar starting (kubernetes discovery)")
         }
     }
+    Ok(listener)
+}
 
-    let statics = static_watch::initial(&cfg.static_routes_file, &cfg.hosts, &status);
+/// Run the sidecar until `shutdown` completes.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    let kube_client = match cfg.mode {
+        DiscoveryMode::Kubernetes => Some(kubernetes::client().await?),
+        DiscoveryMode::Docker => None,
+    };
+    let (publishers, status) = status::Status::channels();
+    let status = Arc::new(status);
+    let status::Publishers {
+        counters,
+        discovery: discovery_report,
+        sync: sync_report,
+        statics: statics_report,
+        members: members_report,
+    } = publishers;
+    let listener = listen(&cfg).await?;
+    let statics = static_watch::initial(&cfg.static_routes_file, &cfg.hosts, &statics_report);
     let (statics_tx, statics_rx) = watch::channel(Arc::new(statics));
     let (agents_tx, agents_rx) = watch::channel(discovery::AgentsView::default());
     let (sync_tx, sync_rx) = mpsc::channel(16);
@@ -99,21 +125,28 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         Some(client) => {
             let d = kubernetes::KubeDiscovery {
                 namespace: cfg.agents_namespace.clone(),
-                status: status.clone(),
+                report: discovery_report,
+                counters: counters.clone(),
                 tx: agents_tx,
             };
             vec![tokio::spawn(d.run(client))]
         }
-        None => docker_discovery(&cfg, &status, agents_tx, sync_tx.clone()),
+        None => docker_discovery(
+            &cfg,
+            (discovery_report, members_report, counters.clone()),
+            agents_tx,
+            sync_tx.clone(),
+        ),
     };
     let reconciler = reconciler::Reconciler {
         kong: kong::KongClient::new(
             &cfg.kong_admin_url,
             cfg.kong_timeout,
             &cfg.owner_tag,
-            status.clone(),
+            counters.clone(),
         ),
-        status: status.clone(),
+        report: sync_report,
+        counters,
         agents: agents_rx,
         statics: statics_rx,
         sync_requests: sync_rx,
@@ -121,6 +154,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         owner_tag: cfg.owner_tag.clone(),
         concurrency: cfg.write_concurrency,
         warmup: cfg.route_warmup,
+        gate: plugin_gate::PluginGate::new(tokio::time::Instant::now()),
     };
     let api = api::Api {
         status: status.clone(),
@@ -134,7 +168,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         tokio::spawn(static_watch::watch_file(
             cfg.static_routes_file.clone(),
             cfg.hosts.clone(),
-            status,
+            statics_report,
             statics_tx,
         )),
     ]);

@@ -2,7 +2,7 @@
 //! socket's group), then start the runtime and run until SIGTERM/SIGINT.
 
 use clap::Parser;
-use registry_sidecar::config::Args;
+use registry_sidecar::config::{Args, Command};
 use registry_sidecar::privileges::{self, Outcome};
 
 fn main() {
@@ -22,6 +22,9 @@ fn main() {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .init();
+    }
+    if args.command == Some(Command::Check) {
+        std::process::exit(check(args));
     }
     // before the runtime starts any thread
     let socket = privileges::socket_path(args.docker_host.as_deref());
@@ -65,5 +68,51 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// `registry-sidecar check`: prints what Kong lacks; the exit code says whether it lacks anything.
+fn check(args: Args) -> i32 {
+    let cfg = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("registry-sidecar check: {e}");
+            return 2;
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(registry_sidecar::check::check(&cfg)) {
+        Err(e) => {
+            eprintln!("registry-sidecar check: {e}");
+            2
+        }
+        Ok(r) => {
+            println!(
+                "Kong at {}: {} agents routed, {} static proxies",
+                cfg.kong_admin_url, r.agents, r.proxies
+            );
+            for w in &r.wanted {
+                println!("  wants    {w}");
+            }
+            for w in &r.waiting {
+                println!("  waiting  {w}");
+            }
+            for d in &r.differences {
+                println!("  DIFFERS  a sync would {d}");
+            }
+            if r.differences.is_empty() {
+                println!("Kong holds everything the sidecar wants");
+                0
+            } else {
+                eprintln!(
+                    "{} difference(s): the sidecar is behind, or cannot write (see its /status and logs)",
+                    r.differences.len()
+                );
+                1
+            }
+        }
     }
 }

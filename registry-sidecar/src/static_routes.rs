@@ -8,8 +8,6 @@ use std::collections::BTreeMap;
 /// The file shipped with the project, used when no file is mounted.
 pub const EMBEDDED: &str = include_str!("../../compose-templates/static-routes.yml");
 
-pub const DEFAULT_METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
-
 /// The upstream hosts the operator can override (contracts.md §2).
 #[derive(Debug, Clone)]
 pub struct HostOverrides {
@@ -125,7 +123,7 @@ pub fn parse(text: &str, hosts: &HostOverrides) -> Result<StaticConfig, String> 
         serde_yaml_ng::from_str(&text).map_err(|e| format!("invalid YAML: {e}"))?;
     let mut seen = std::collections::BTreeSet::new();
     for p in &cfg.proxies {
-        if !crate::desired::valid_kong_name(&p.name) {
+        if !crate::model::valid_kong_name(&p.name) {
             return Err(format!(
                 "proxy name '{}' is not a valid Kong name (letters, digits, . - _ ~)",
                 p.name
@@ -134,7 +132,7 @@ pub fn parse(text: &str, hosts: &HostOverrides) -> Result<StaticConfig, String> 
         if !seen.insert(p.name.as_str()) {
             return Err(format!("proxy '{}' is listed twice", p.name));
         }
-        crate::desired::Upstream::parse(&p.url).map_err(|e| format!("proxy '{}': {e}", p.name))?;
+        crate::model::ServiceUrl::parse(&p.url).map_err(|e| format!("proxy '{}': {e}", p.name))?;
         if p.paths.is_empty() || p.paths.iter().any(|x| !x.starts_with('/')) {
             return Err(format!(
                 "proxy '{}': paths must be non-empty and each start with '/'",

@@ -3,7 +3,7 @@
 //! last good version and is reported.
 
 use crate::static_routes::{self, HostOverrides, StaticConfig, EMBEDDED};
-use crate::status::Status;
+use crate::status::{Publisher, StaticsState};
 use notify::{RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,14 +29,18 @@ pub fn load(path: &Path, hosts: &HostOverrides) -> Result<(StaticConfig, String)
 }
 
 /// Initial load: falls back to the built-in file (and reports why) when the file is bad.
-pub fn initial(path: &Path, hosts: &HostOverrides, status: &Status) -> StaticConfig {
+pub fn initial(
+    path: &Path,
+    hosts: &HostOverrides,
+    status: &Publisher<StaticsState>,
+) -> StaticConfig {
     match load(path, hosts) {
         Ok((c, src)) => {
             tracing::info!(source = %src, proxies = c.proxies.len(), "static routes loaded");
             status.update(|s| {
-                s.static_file = src;
-                s.static_file_error = None;
-                s.static_proxies = c.proxies.iter().map(|p| p.name.clone()).collect();
+                s.file = src;
+                s.file_error = None;
+                s.proxies = c.proxies.iter().map(|p| p.name.clone()).collect();
             });
             c
         }
@@ -47,9 +51,9 @@ pub fn initial(path: &Path, hosts: &HostOverrides, status: &Status) -> StaticCon
             let c = static_routes::parse(EMBEDDED, hosts)
                 .expect("the embedded static routes file is valid");
             status.update(|s| {
-                s.static_file = "built-in defaults".into();
-                s.static_file_error = Some(e);
-                s.static_proxies = c.proxies.iter().map(|p| p.name.clone()).collect();
+                s.file = "built-in defaults".into();
+                s.file_error = Some(e);
+                s.proxies = c.proxies.iter().map(|p| p.name.clone()).collect();
             });
             c
         }
@@ -65,17 +69,17 @@ pub const POLL_EVERY: Duration = Duration::from_secs(5);
 pub async fn watch_file(
     path: PathBuf,
     hosts: HostOverrides,
-    status: Arc<Status>,
+    status: Publisher<StaticsState>,
     tx: watch::Sender<Arc<StaticConfig>>,
 ) {
     loop {
         let why = watch_until_failure(&path, &hosts, &status, &tx).await;
-        if status.read().static_watch_error.as_deref() != Some(why.as_str()) {
+        if status.get().watch_error.as_deref() != Some(why.as_str()) {
             tracing::warn!(
                 "static routes: {why}; re-reading {} every {POLL_EVERY:?} and retrying the watch",
                 path.display()
             );
-            status.update(|s| s.static_watch_error = Some(why.clone()));
+            status.update(|s| s.watch_error = Some(why.clone()));
         }
         tokio::time::sleep(POLL_EVERY).await;
         reload(&path, &hosts, &status, &tx);
@@ -86,7 +90,7 @@ pub async fn watch_file(
 fn reload(
     path: &Path,
     hosts: &HostOverrides,
-    status: &Status,
+    status: &Publisher<StaticsState>,
     tx: &watch::Sender<Arc<StaticConfig>>,
 ) {
     match load(path, hosts) {
@@ -94,18 +98,18 @@ fn reload(
             if **tx.borrow() != c {
                 tracing::info!(source = %src, proxies = c.proxies.len(), "static routes reloaded");
                 status.update(|s| {
-                    s.static_file = src;
-                    s.static_file_error = None;
-                    s.static_proxies = c.proxies.iter().map(|p| p.name.clone()).collect();
+                    s.file = src;
+                    s.file_error = None;
+                    s.proxies = c.proxies.iter().map(|p| p.name.clone()).collect();
                 });
                 let _ = tx.send(Arc::new(c));
             } else {
-                status.update(|s| s.static_file_error = None);
+                status.update(|s| s.file_error = None);
             }
         }
         Err(e) => {
             tracing::error!("static routes not reloaded: {e}; keeping the previous version");
-            status.update(|s| s.static_file_error = Some(e));
+            status.update(|s| s.file_error = Some(e));
         }
     }
 }
@@ -114,7 +118,7 @@ fn reload(
 async fn watch_until_failure(
     path: &Path,
     hosts: &HostOverrides,
-    status: &Status,
+    status: &Publisher<StaticsState>,
     tx: &watch::Sender<Arc<StaticConfig>>,
 ) -> String {
     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -136,9 +140,9 @@ async fn watch_until_failure(
     if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
         return format!("cannot watch {} ({e})", dir.display());
     }
-    if status.read().static_watch_error.is_some() {
+    if status.get().watch_error.is_some() {
         tracing::info!("static routes: watching {} again", dir.display());
-        status.update(|s| s.static_watch_error = None);
+        status.update(|s| s.watch_error = None);
         // it may have changed while it was not watched
         reload(path, hosts, status, tx);
     }

@@ -1,13 +1,15 @@
 //! What the sidecar reports: the last sync, reachability, managed entities, counters. Each
-//! component writes only its own fields (discovery its `discovery_*`, the reconciler the sync's
-//! and Kong's, the static routes watcher its `static_*`, the membership keeper its `member_*`);
-//! the HTTP API reads them all.
+//! component publishes its own state on a `watch` channel that it alone holds the sender of
+//! (discovery `DiscoveryState`, the reconciler `SyncState`, the static routes watcher
+//! `StaticsState`, the membership keeper `MembersState`); the HTTP API reads them all, composed
+//! into one `Snapshot`. The counters are shared atomics.
 
 use crate::endpoint::AgentEndpoint;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::Arc;
+use tokio::sync::watch;
 
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -83,35 +85,81 @@ impl Counters {
     }
 }
 
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct Snapshot {
-    /// Discovery's: the source (Docker or the Kubernetes API) answers, and has been listed
-    /// completely since the last (re)connect; why not, when it does not.
-    pub discovery_reachable: bool,
-    pub discovery_listed: bool,
-    pub discovery_error: Option<String>,
-    /// The reconciler's: Kong answered the last sync; answered it with a 5xx (up, not well).
+/// Discovery's: the source (Docker or the Kubernetes API) answers, and has been listed
+/// completely since the last (re)connect; why not, when it does not.
+#[derive(Debug, Default, Clone)]
+pub struct DiscoveryState {
+    pub reachable: bool,
+    pub listed: bool,
+    pub error: Option<String>,
+}
+
+/// The reconciler's: Kong answered the last sync; answered it with a 5xx (up, not well); what the
+/// last sync saw and did.
+#[derive(Debug, Default, Clone)]
+pub struct SyncState {
     pub kong_reachable: bool,
     pub kong_failing: Option<String>,
     pub last_sync: Option<String>,
     pub last_sync_unix: Option<f64>,
     pub last_sync_writes: usize,
-    /// Why the last sync failed (the reconciler's own; discovery's is `discovery_error`).
-    pub sync_error: Option<String>,
-    pub static_proxies: Vec<String>,
-    pub static_file: String,
-    pub static_file_error: Option<String>,
-    /// Why the static routes file is not being watched (it is then re-read every few seconds).
-    pub static_watch_error: Option<String>,
+    /// Why the last sync failed (the reconciler's own; discovery's is its own `error`).
+    pub error: Option<String>,
     pub agents: Vec<AgentEndpoint>,
     pub waiting: Vec<String>,
     pub malformed: Vec<String>,
     pub missing_plugins: BTreeSet<String>,
     pub managed_services: Vec<String>,
-    /// The membership keeper's: each member container's last rejoin (after it started), by
-    /// container name; the agent networks the members could not join, with why.
-    pub member_rejoins: BTreeMap<String, Rejoin>,
-    pub member_errors: BTreeMap<String, String>,
+}
+
+/// The static routes watcher's.
+#[derive(Debug, Default, Clone)]
+pub struct StaticsState {
+    pub proxies: Vec<String>,
+    pub file: String,
+    pub file_error: Option<String>,
+    /// Why the file is not being watched (it is then re-read every few seconds).
+    pub watch_error: Option<String>,
+}
+
+/// The membership keeper's: each member container's last rejoin (after it started), by
+/// container name; the agent networks the members could not join, with why.
+#[derive(Debug, Default, Clone)]
+pub struct MembersState {
+    pub rejoins: BTreeMap<String, Rejoin>,
+    pub errors: BTreeMap<String, String>,
+}
+
+/// What the API reports: every component's state at one moment.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    pub discovery: DiscoveryState,
+    pub sync: SyncState,
+    pub statics: StaticsState,
+    pub members: MembersState,
+}
+
+/// A component's own state: it alone publishes it.
+#[derive(Debug)]
+pub struct Publisher<T>(watch::Sender<T>);
+
+impl<T: Clone> Publisher<T> {
+    pub fn update(&self, f: impl FnOnce(&mut T)) {
+        self.0.send_modify(f);
+    }
+
+    pub fn get(&self) -> T {
+        self.0.borrow().clone()
+    }
+}
+
+/// The publishing ends, one per component, handed out when the sidecar starts.
+pub struct Publishers {
+    pub counters: Arc<Counters>,
+    pub discovery: Publisher<DiscoveryState>,
+    pub sync: Publisher<SyncState>,
+    pub statics: Publisher<StaticsState>,
+    pub members: Publisher<MembersState>,
 }
 
 /// A member container (re)joined to every agent network after it started.
@@ -127,18 +175,49 @@ pub struct Rejoin {
     pub at_unix: f64,
 }
 
-#[derive(Default)]
+/// The reading ends: what the API reports from.
+#[derive(Clone)]
 pub struct Status {
-    pub counters: Counters,
-    pub snapshot: Mutex<Snapshot>,
+    pub counters: Arc<Counters>,
+    discovery: watch::Receiver<DiscoveryState>,
+    sync: watch::Receiver<SyncState>,
+    statics: watch::Receiver<StaticsState>,
+    members: watch::Receiver<MembersState>,
 }
 
 impl Status {
-    pub fn update(&self, f: impl FnOnce(&mut Snapshot)) {
-        f(&mut self.snapshot.lock().expect("status lock"));
+    /// Every component's channel, empty: the publishers for the components, the reader for the
+    /// API.
+    pub fn channels() -> (Publishers, Status) {
+        let counters = Arc::new(Counters::default());
+        let (discovery, discovery_rx) = watch::channel(DiscoveryState::default());
+        let (sync, sync_rx) = watch::channel(SyncState::default());
+        let (statics, statics_rx) = watch::channel(StaticsState::default());
+        let (members, members_rx) = watch::channel(MembersState::default());
+        let publishers = Publishers {
+            counters: counters.clone(),
+            discovery: Publisher(discovery),
+            sync: Publisher(sync),
+            statics: Publisher(statics),
+            members: Publisher(members),
+        };
+        let status = Status {
+            counters,
+            discovery: discovery_rx,
+            sync: sync_rx,
+            statics: statics_rx,
+            members: members_rx,
+        };
+        (publishers, status)
     }
+
     pub fn read(&self) -> Snapshot {
-        self.snapshot.lock().expect("status lock").clone()
+        Snapshot {
+            discovery: self.discovery.borrow().clone(),
+            sync: self.sync.borrow().clone(),
+            statics: self.statics.borrow().clone(),
+            members: self.members.borrow().clone(),
+        }
     }
 }
 

@@ -5,8 +5,7 @@
 //! are exactly those kept. At most `REUSES` reads in a row trust kept listings, so what ids do not
 //! show (a weight edited by hand, someone's new target) is seen within as many syncs. Pure.
 
-use crate::diff::has_tag;
-use serde_json::Value;
+use crate::model::TargetRow;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Reads in a row that may trust kept listings before everything is listed again.
@@ -15,7 +14,7 @@ pub const REUSES: u32 = 10;
 #[derive(Debug, Clone, Default)]
 pub struct TargetsSeen {
     /// upstream id → (its name, every target listed on it)
-    by_upstream: BTreeMap<String, (String, Vec<Value>)>,
+    by_upstream: BTreeMap<String, (String, Vec<TargetRow>)>,
     reuses_left: u32,
 }
 
@@ -43,7 +42,7 @@ impl TargetsSeen {
     pub fn take(
         &mut self,
         upstreams: &[(String, String)],
-        listed: BTreeMap<String, Vec<Value>>,
+        listed: BTreeMap<String, Vec<TargetRow>>,
         trusted: bool,
     ) {
         let names: BTreeMap<&str, &str> = upstreams
@@ -70,12 +69,12 @@ impl TargetsSeen {
     /// The ids of the kept targets that carry `tag`.
     pub fn tagged_ids(&self, tag: &str) -> BTreeSet<String> {
         self.all()
-            .filter(|t| has_tag(t, tag))
-            .filter_map(|t| t["id"].as_str().map(String::from))
+            .filter(|t| t.has_tag(tag))
+            .filter_map(|t| t.id().map(String::from))
             .collect()
     }
 
-    pub fn all(&self) -> impl Iterator<Item = &Value> {
+    pub fn all(&self) -> impl Iterator<Item = &TargetRow> {
         self.by_upstream.values().flat_map(|(_, t)| t.iter())
     }
 
@@ -111,7 +110,9 @@ mod tests {
             .map(|(id, _)| {
                 (
                     id.clone(),
-                    vec![json!({"id": format!("t-{id}"), "tags": ["own"]})],
+                    vec![TargetRow::read(
+                        &json!({"id": format!("t-{id}"), "tags": ["own"]}),
+                    )],
                 )
             })
             .collect();

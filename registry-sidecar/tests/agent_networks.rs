@@ -49,7 +49,7 @@ impl Harness {
             sidecar: None,
             agent_nets: Vec::new(),
             net: TestNet::new(),
-            kong: KongEmulator::start(Options::default()).await.unwrap(),
+            kong: KongEmulator::start(Options::strict()).await.unwrap(),
             http: HttpClient::default(),
             api: format!("http://127.0.0.1:{port}"),
             port,
@@ -214,6 +214,7 @@ fn ip_on(container: &str, network: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn an_agent_on_its_own_network_is_routed_at_its_address_there() {
     let mut h = Harness::prepare().await;
     // before the sidecar starts (found by the list) and after (found by events)
@@ -272,6 +273,7 @@ async fn an_agent_on_its_own_network_is_routed_at_its_address_there() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn a_member_joins_the_agent_networks_at_start_under_its_alias() {
     let mut h = Harness::prepare().await;
     h.start_gateway();
@@ -315,6 +317,7 @@ async fn a_member_joins_the_agent_networks_at_start_under_its_alias() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn a_recreated_member_is_rejoined_to_every_agent_network_and_the_time_is_reported() {
     let n: usize = std::env::var("NASIKO_REJOIN_NETWORKS")
         .ok()
@@ -398,6 +401,7 @@ async fn a_recreated_member_is_rejoined_to_every_agent_network_and_the_time_is_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn an_agent_network_made_later_gets_the_members_at_once() {
     let mut h = Harness::prepare().await;
     h.start_gateway();
@@ -423,6 +427,7 @@ async fn an_agent_network_made_later_gets_the_members_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn a_container_that_is_not_a_member_is_never_connected() {
     let mut h = Harness::prepare().await;
     h.start_gateway();
@@ -453,6 +458,7 @@ async fn a_container_that_is_not_a_member_is_never_connected() {
 }
 
 #[test]
+#[ignore = "needs docker"]
 fn a_bad_members_setting_stops_the_sidecar_and_says_what_to_write() {
     let out = Command::new(env!("CARGO_BIN_EXE_registry-sidecar"))
         .env("AGENT_NETWORK_MEMBERS", "kong-gateway,my gw=kong-gateway")

@@ -24,6 +24,14 @@ struct Harness {
     port: u16,
 }
 
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(dir) = self.static_file.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 impl Harness {
     async fn new() -> Harness {
         Self::with_docker_host(None).await
@@ -37,7 +45,7 @@ impl Harness {
 
     /// Kong emulator and network, without the sidecar yet.
     async fn prepare(docker_host: Option<String>) -> Harness {
-        Self::prepare_with(docker_host, Options::default()).await
+        Self::prepare_with(docker_host, Options::strict()).await
     }
 
     async fn prepare_with(docker_host: Option<String>, opts: Options) -> Harness {
@@ -164,6 +172,7 @@ impl Harness {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn a_labelled_agent_is_routed_while_running_and_removed_when_stopped() {
     let h = Harness::new().await;
     let name = unique("echo");
@@ -229,7 +238,7 @@ async fn a_labelled_agent_is_routed_while_running_and_removed_when_stopped() {
     );
     let (st, r) = h.kong_get(&format!("/routes/{svc}-route")).await;
     assert_eq!(st, 200);
-    assert_eq!(r["paths"], json!([format!("/agents/{svc}")]));
+    assert_eq!(r["paths"], json!([format!("~/agents/{svc}(?:/|$)")]));
     assert_eq!(r["strip_path"], json!(true));
     assert_eq!(
         h.plugin_names(&svc).await,
@@ -278,6 +287,7 @@ async fn a_labelled_agent_is_routed_while_running_and_removed_when_stopped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn a_container_with_a_health_check_is_routed_only_while_healthy() {
     let h = Harness::new().await;
     let name = unique("hc");
@@ -329,6 +339,7 @@ async fn a_container_with_a_health_check_is_routed_only_while_healthy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn unlabelled_agent_containers_use_the_naming_fallback_and_other_networks_are_ignored() {
     let h = Harness::new().await;
     let legacy = unique("agent-legacy");
@@ -383,6 +394,7 @@ async fn unlabelled_agent_containers_use_the_naming_fallback_and_other_networks_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn malformed_labels_are_skipped_with_a_clear_reason_and_never_crash_the_sidecar() {
     let mut h = Harness::new().await;
     let bad_port = unique("badport");
@@ -422,6 +434,7 @@ async fn malformed_labels_are_skipped_with_a_clear_reason_and_never_crash_the_si
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn converged_state_makes_zero_writes_and_foreign_entities_survive() {
     let mut h = Harness::prepare(None).await;
     let http = &h.http.clone();
@@ -583,6 +596,7 @@ async fn converged_state_makes_zero_writes_and_foreign_entities_survive() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn kong_down_during_a_change_converges_when_it_returns_with_no_deletes() {
     let h = Harness::new().await;
     let a = unique("stay");
@@ -627,7 +641,9 @@ async fn kong_down_during_a_change_converges_when_it_returns_with_no_deletes() {
         .filter(|r| r.method == "DELETE")
         .collect();
     assert!(deletes.is_empty(), "{deletes:?}");
-    // 500s are retried the same way
+    // a Kong that answers 5xx is probed the same way (issue 22 item 6): it was retried with the
+    // sync's backoff, and came back seconds after Kong did
+    let failing = std::time::Instant::now();
     h.kong.set_fault(Fault::Error500);
     let c = unique("after500");
     h.net.labelled_agent(&c);
@@ -636,13 +652,35 @@ async fn kong_down_during_a_change_converges_when_it_returns_with_no_deletes() {
         s["kong_status"] == "unhealthy" && s["status"] == "degraded"
     })
     .await;
+    // Kong answers well again just after a sync attempt failed, 8 s or more into the outage,
+    // when a backoff would wait 8 s more (with probing there is no such attempt to wait for)
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(failing.elapsed())).await;
+    let syncs = || {
+        h.kong
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == "/")
+            .count()
+    };
+    let seen = syncs();
+    while syncs() == seen && failing.elapsed() < Duration::from_secs(14) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
     h.kong.set_fault(Fault::None);
+    let back = std::time::Instant::now();
     h.wait_service(
         &format!("agent-{c}"),
         "the agent started while Kong answered 500",
         |s| s.is_some(),
     )
     .await;
+    let took = back.elapsed();
+    println!("converged {took:?} after Kong answered well again");
+    assert!(
+        took < Duration::from_secs(3),
+        "converged {took:?} after Kong answered well again"
+    );
     h.wait_status("kong_status healthy again", |s| {
         s["kong_status"] == "healthy"
     })
@@ -650,6 +688,7 @@ async fn kong_down_during_a_change_converges_when_it_returns_with_no_deletes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn a_missing_static_routes_folder_never_stops_syncing_and_shows_in_status() {
     let mut h = Harness::prepare(None).await;
     // the default path of a host process, whose folder does not exist
@@ -705,6 +744,7 @@ async fn a_missing_static_routes_folder_never_stops_syncing_and_shows_in_status(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn a_cut_docker_connection_is_recovered_and_re_listed() {
     let proxy = SocketProxy::start("/var/run/docker.sock").await;
     let h = Harness::with_docker_host(Some(proxy.docker_host())).await;
@@ -759,6 +799,7 @@ async fn a_cut_docker_connection_is_recovered_and_re_listed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn editing_the_static_routes_file_is_applied_and_a_bad_edit_is_reported() {
     let h = Harness::new().await;
     h.wait_service("backend-api-proxy", "the built-in static proxies", |s| {
@@ -802,6 +843,7 @@ async fn editing_the_static_routes_file_is_applied_and_a_bad_edit_is_reported() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn a_node_without_nasiko_auth_gets_the_other_plugins_and_reports_the_missing_one() {
     let h = Harness::new().await;
     h.kong
@@ -830,6 +872,7 @@ async fn a_node_without_nasiko_auth_gets_the_other_plugins_and_reports_the_missi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn the_http_api_keeps_the_python_shapes() {
     let h = Harness::new().await;
     let (s, b) = h
@@ -881,6 +924,7 @@ async fn the_http_api_keeps_the_python_shapes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn a_burst_of_starts_is_coalesced_into_a_few_syncs() {
     let h = Harness::new().await;
     let names: Vec<String> = (0..20).map(|i| unique(&format!("burst{i}"))).collect();
@@ -958,12 +1002,13 @@ async fn a_burst_of_starts_is_coalesced_into_a_few_syncs() {
 /// unchanged state is a 304, and everything the sidecar does not own — services, routes,
 /// plugins, consumers — is carried over by every push, in a way Kong accepts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn dbless_kong_gets_one_push_keeps_foreign_entities_and_rests_at_304() {
     let mut h = Harness::prepare_with(
         None,
         Options {
             dbless: true,
-            ..Options::default()
+            ..Options::strict()
         },
     )
     .await;
@@ -1028,7 +1073,17 @@ async fn dbless_kong_gets_one_push_keeps_foreign_entities_and_rests_at_304() {
         .filter(|p| p["name"] == "cors")
         .count();
     assert_eq!(cors, 1, "{pl}");
-    // at rest: each sync reads and pushes an identical document, which Kong answers 304
+    // at rest: each sync reads and pushes an identical document, which Kong answers 304. A sync
+    // the events started may still be pushing (CI saw its 201 land after the clear): POST /sync
+    // queues behind it, so once one has written nothing, nothing is in flight
+    wait_for("a sync that writes nothing", T, || async {
+        let (_, b) = http
+            .json("POST", &format!("{}/sync", h.api), None)
+            .await
+            .ok()?;
+        (b["writes"].as_i64() == Some(0)).then_some(())
+    })
+    .await;
     h.kong.clear_requests();
     for _ in 0..3 {
         let (s, body) = http
@@ -1113,6 +1168,7 @@ async fn served_by(h: &Harness, svc: &str, n: usize) -> std::collections::BTreeM
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn replicas_share_an_agents_traffic_and_a_new_generation_drains_the_old_before_it_goes() {
     let mut h = Harness::prepare(None).await;
     h.start_sidecar().await;
@@ -1177,4 +1233,409 @@ async fn replicas_share_an_agents_traffic_and_a_new_generation_drains_the_old_be
     )
     .await;
     docker_ok(&["rm", "-f", &r1, &r2, &r3]);
+}
+
+/// Issue 22: new agents' paths, polled without pause from before their containers start until
+/// each has answered 10 times, never answer without their auth plugin, whatever Kong's
+/// consistency. Under `eventual` a naive write order shows the window only when the writes land in
+/// the second half of a period (the emulator's plugins timer ticks half a period after its
+/// router's, `TIMING.md`): six agents started one after another land at six phases, so a
+/// missing gate is seen with a chance of about 63 in 64.
+/// Returns, for each agent, the time from its container's start to its first answer.
+async fn new_agents_never_answer_without_their_auth_plugin(opts: Options) -> Vec<Duration> {
+    let mut h = Harness::prepare_with(None, opts).await;
+    // the agents' plugins, without the static proxies: the landing page's `/` would take the
+    // agents' paths until their routes exist
+    let stack = include_str!("../../compose-templates/static-routes.yml");
+    let plugins_only = format!(
+        "{}proxies: []\n",
+        &stack[..stack.find("\nproxies:").unwrap() + 1]
+    );
+    std::fs::write(&h.static_file, plugins_only).unwrap();
+    h.start_sidecar().await;
+    let names: Vec<String> = (0..6).map(|i| unique(&format!("window{i}"))).collect();
+    let polls: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let url = format!("{}/agents/agent-{name}/id", h.kong.proxy_url());
+            tokio::spawn(poll_until_answered(url, 10))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let busybox = nasiko_tests::docker::ensure_busybox_image();
+    let started: Vec<tokio::time::Instant> = names
+        .iter()
+        .map(|name| {
+            h.net.replica(&format!("c-{name}"), name, busybox, &[]);
+            tokio::time::Instant::now()
+        })
+        .collect();
+    let mut first_answers = Vec::new();
+    for ((name, poll), started) in names.iter().zip(polls).zip(started) {
+        let seen = poll.await.unwrap();
+        if let Some(first) = seen.iter().find(|a| a.status == 200) {
+            first_answers.push(first.at.saturating_duration_since(started));
+        }
+        let answers = seen.iter().filter(|a| a.status == 200).count();
+        assert_eq!(answers, 10, "{name} answered through the gateway: {seen:?}");
+        assert!(
+            seen[0].status == 404 && seen[0].refused,
+            "the poll began before {name} was routed: {seen:?}"
+        );
+        // a 502 (the container not listening yet) was sent to it too: only Kong's own refusals
+        // (no route, no peer) may lack the plugin
+        let bare: Vec<_> = seen
+            .iter()
+            .filter(|a| !a.refused && !a.plugins.split(',').any(|p| p == "nasiko-auth"))
+            .collect();
+        assert!(
+            bare.is_empty(),
+            "{name}: {} requests sent to the agent without nasiko-auth (of {}): {bare:?}",
+            bare.len(),
+            seen.len()
+        );
+    }
+    first_answers
+}
+
+/// One answer through the gateway.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    /// The plugins the emulator ran for it (`x-emulator-plugins`).
+    plugins: String,
+    /// Kong's own refusal (no route, no service, no peer): nothing was sent upstream.
+    refused: bool,
+    at: tokio::time::Instant,
+}
+
+/// GET `url` without pause until it has answered 200 `n` times (or 30 s).
+async fn poll_until_answered(url: String, n: usize) -> Vec<Answer> {
+    const REFUSALS: [&str; 3] = [
+        "no Route matched with those values",
+        "no Service found with those values",
+        "failure to get a peer from the ring-balancer",
+    ];
+    let http = HttpClient::new(Duration::from_secs(5));
+    let (mut seen, mut answered) = (Vec::new(), 0);
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while answered < n && tokio::time::Instant::now() < until {
+        let Ok((status, headers, body)) = http.send("GET", &url, &[], Default::default()).await
+        else {
+            continue;
+        };
+        let plugins = headers
+            .get("x-emulator-plugins")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("(no header)")
+            .to_string();
+        let message = serde_json::from_slice::<Value>(&body).unwrap_or_default()["message"].take();
+        let refused = REFUSALS.iter().any(|r| message == *r);
+        answered += usize::from(status == 200);
+        seen.push(Answer {
+            status,
+            plugins,
+            refused,
+            at: tokio::time::Instant::now(),
+        });
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
+async fn eventual_kong_never_lets_a_request_reach_a_new_agent_before_its_auth_plugin() {
+    let period = Duration::from_millis(500);
+    let firsts = new_agents_never_answer_without_their_auth_plugin(Options {
+        timing: nasiko_tests::kong::Timing {
+            consistency: nasiko_tests::kong::Consistency::Eventual,
+            frequency: period,
+        },
+        ..Options::default()
+    })
+    .await;
+    // the first target waits for the plugins to settle: never before a period and the margin
+    let settle = period + registry_sidecar::plugin_gate::SETTLE_MARGIN;
+    eprintln!("eventual every {period:?}: container start -> first answer {firsts:?}");
+    assert!(firsts.iter().all(|f| *f >= settle), "{firsts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
+async fn strict_kong_never_lets_a_request_reach_a_new_agent_before_its_auth_plugin() {
+    let firsts = new_agents_never_answer_without_their_auth_plugin(Options::strict()).await;
+    // nothing waits: each agent answers long before eventual's gate would have let it (a bound
+    // 20 times what this takes on a loaded machine, to tell the modes apart, not to time them)
+    eprintln!("strict: container start -> first answer {firsts:?}");
+    let gate = Duration::from_millis(500) + registry_sidecar::plugin_gate::SETTLE_MARGIN;
+    assert!(firsts.iter().all(|f| *f < gate), "{firsts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
+async fn dbless_kong_never_lets_a_request_reach_a_new_agent_before_its_auth_plugin() {
+    new_agents_never_answer_without_their_auth_plugin(Options {
+        dbless: true,
+        ..Options::default()
+    })
+    .await;
+}
+
+/// `registry-sidecar check`: the sidecar's own reading of Docker, the static routes and Kong;
+/// a difference is named as the write a sync would make, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
+async fn check_names_what_kong_lacks_as_the_write_a_sync_would_make() {
+    let h = Harness::new().await;
+    let name = unique("checked");
+    h.net.labelled_agent(&name);
+    let svc = format!("agent-{name}");
+    let route = format!("/routes/{svc}-route");
+    wait_for("the agent's route", T, || async {
+        (h.kong_get(&route).await.0 == 200).then_some(())
+    })
+    .await;
+    h.wait_targets(
+        &svc,
+        "its target",
+        &[(format!("{}:5000", h.net.ip_of(&format!("c-{name}"))), 100)],
+    )
+    .await;
+    let check = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_registry-sidecar"))
+            .arg("check")
+            .env("KONG_ADMIN_URL", h.kong.admin_url())
+            .env("AGENTS_NETWORK", &h.net.name)
+            .env("STATIC_ROUTES_FILE", &h.static_file)
+            .env_remove("DOCKER_HOST")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = check();
+    assert_eq!(code, Some(0), "{out}");
+    let ip = h.net.ip_of(&format!("c-{name}"));
+    let want = format!(
+        "{svc}: route {svc}-route, plugins chat-logger cors nasiko-auth, targets {ip}:5000 at 100"
+    );
+    assert!(out.contains(&want), "{want} in {out}");
+    assert!(
+        out.contains("backend-api-proxy: route backend-api-proxy-route"),
+        "{out}"
+    );
+    // someone deletes the route: the check names it, and writes nothing
+    let (s, _) = h
+        .http
+        .json("DELETE", &format!("{}{route}", h.kong.admin_url()), None)
+        .await
+        .unwrap();
+    assert_eq!(s, 204);
+    h.kong.clear_requests();
+    let (code, out) = check();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("DIFFERS  a sync would upsert route {svc}-route")),
+        "{out}"
+    );
+    assert_eq!(out.matches("DIFFERS").count(), 1, "{out}");
+    let writes: Vec<_> = h
+        .kong
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_write())
+        .collect();
+    assert!(writes.is_empty(), "the check wrote: {writes:?}");
+    // a sync puts it back; the check agrees
+    h.http
+        .json("POST", &format!("{}/sync", h.api), None)
+        .await
+        .unwrap();
+    let (code, out) = check();
+    assert_eq!(code, Some(0), "{out}");
+    // Kong away: it says so, with the code for "cannot read"
+    let (code, _) = {
+        let out = Command::new(env!("CARGO_BIN_EXE_registry-sidecar"))
+            .arg("check")
+            .env(
+                "KONG_ADMIN_URL",
+                format!("http://127.0.0.1:{}", free_port()),
+            )
+            .env("AGENTS_NETWORK", &h.net.name)
+            .env_remove("DOCKER_HOST")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains("Kong Admin API unreachable"), "{err}");
+        (out.status.code(), err)
+    };
+    assert_eq!(code, Some(2));
+}
+
+/// Issue 22 item 8: an agent's route ends at a segment boundary. `/agents/agent-peer-2` no longer
+/// takes `/agents/agent-peer-21/…` (or `…peer-2x`), and every URL that reached it still does, with
+/// the same path at the agent; a route written with the old prefix path is put right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
+async fn an_agents_route_ends_at_a_segment_boundary_and_its_urls_keep_working() {
+    let h = Harness::new().await;
+    let peer = unique("peer");
+    let dotted = format!("{peer}.v2");
+    let busybox = nasiko_tests::docker::ensure_busybox_image();
+    for n in [&peer, &dotted] {
+        h.net.replica(&format!("c-{n}"), n, busybox, &[]);
+    }
+    let gw = h.kong.proxy_url();
+    wait_for("the agents routed", T, || async {
+        (get(&h.http, format!("{gw}/agents/agent-{peer}/id")).await.0 == 200
+            && get(&h.http, format!("{gw}/agents/agent-{dotted}/id"))
+                .await
+                .0
+                == 200)
+            .then_some(())
+    })
+    .await;
+    // through the gateway, what the agent itself answers for the path it is given
+    let direct = format!("http://{}:5000", h.net.ip_of(&format!("c-{peer}")));
+    for (through, upstream) in [
+        ("", "/"),
+        ("/", "/"),
+        ("/id", "/id"),
+        ("/id?y=1", "/id?y=1"),
+        ("/nothing/here", "/nothing/here"),
+    ] {
+        let via = get(&h.http, format!("{gw}/agents/agent-{peer}{through}")).await;
+        assert_eq!(
+            via,
+            get(&h.http, format!("{direct}{upstream}")).await,
+            "{through}"
+        );
+    }
+    assert_eq!(
+        get(&h.http, format!("{gw}/agents/agent-{peer}/id")).await.1,
+        format!("c-{peer}")
+    );
+    // a longer name, and one that differs where the '.' is, are not the agent's: they get what a
+    // path of no agent gets (here the landing page's `/` route, whose web app is not running)
+    let nobody = get(&h.http, format!("{gw}/agents/agent-nobody-{peer}/id")).await;
+    assert_ne!(nobody.1, format!("c-{peer}"));
+    for other in [
+        format!("/agents/agent-{peer}1/id"),
+        format!("/agents/agent-{peer}x"),
+        format!("/agents/agent-{peer}Xv2/id"),
+    ] {
+        assert_eq!(
+            get(&h.http, format!("{gw}{other}")).await,
+            nobody,
+            "{other}"
+        );
+    }
+    // a route written with the old prefix path is put right by the next sync
+    let route = format!("{}/routes/agent-{peer}-route", h.kong.admin_url());
+    let (s, _) = h
+        .http
+        .json(
+            "PATCH",
+            &route,
+            Some(&json!({"paths": [format!("/agents/agent-{peer}")]})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    h.http
+        .json("POST", &format!("{}/sync", h.api), None)
+        .await
+        .unwrap();
+    let (_, r) = h.http.json("GET", &route, None).await.unwrap();
+    assert_eq!(r["paths"], json!([format!("~/agents/agent-{peer}(?:/|$)")]));
+}
+
+/// GET `url`: its status and its body, trimmed.
+async fn get(http: &HttpClient, url: String) -> (u16, String) {
+    let (s, _, b) = http
+        .send("GET", &url, &[], Default::default())
+        .await
+        .unwrap();
+    (s, String::from_utf8_lossy(&b).trim().to_string())
+}
+
+/// Issue 22 item 7: a Kong that comes back empty is noticed at once, with nothing changing in
+/// Docker (before, not until the periodic resync, REGISTRY_INTERVAL: 30 s here).
+async fn kong_back_empty_is_resynced_at_once(dbless: bool) {
+    let mut h = Harness::prepare_with(
+        None,
+        Options {
+            dbless,
+            ..Options::strict()
+        },
+    )
+    .await;
+    h.start_sidecar().await;
+    let a = unique("empty");
+    h.net.labelled_agent(&a);
+    let route = format!("/routes/agent-{a}-route");
+    // (Kong's listener may still be coming back: a refused connection is "not yet")
+    let url = format!("{}{route}", h.kong.admin_url());
+    let routed = || async { (h.http.json("GET", &url, None).await.ok()?.0 == 200).then_some(()) };
+    wait_for("the agent routed", T, routed).await;
+    // Kong restarts a while after the sidecar settled
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t0 = std::time::Instant::now();
+    if dbless {
+        // restarted without a database: an empty configuration, another hash
+        let (s, b) = h
+            .http
+            .json(
+                "POST",
+                &format!("{}/config", h.kong.admin_url()),
+                Some(&json!({"config": "_format_version: \"3.0\"\n"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s, 201, "{b}");
+        assert!(
+            !h.kong.has_route(&format!("agent-{a}-route")),
+            "Kong was emptied"
+        );
+    } else {
+        // away for a moment, back with a fresh database
+        h.kong.set_fault(Fault::Refuse);
+        let plugins = Options::default().plugins;
+        h.kong.with_store(|s| {
+            s.replace_with(
+                nasiko_tests::kong::store::Store::new(plugins),
+                Default::default(),
+            )
+        });
+        assert!(
+            !h.kong.has_route(&format!("agent-{a}-route")),
+            "Kong was emptied"
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        h.kong.set_fault(Fault::None);
+    }
+    let back = std::time::Instant::now();
+    wait_for("the agent routed again", T, routed).await;
+    let took = back.elapsed();
+    println!("Kong back empty (DB-less: {dbless}): routes back {took:?} after it answered");
+    assert!(
+        took < Duration::from_secs(3),
+        "routes back {took:?} after Kong answered (the periodic resync is 30 s away: {:?} since the last)",
+        t0.elapsed()
+    );
+    assert_eq!(h.kong_get("/services/backend-api-proxy").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
+async fn a_kong_restarted_with_a_fresh_database_is_resynced_at_once() {
+    kong_back_empty_is_resynced_at_once(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
+async fn a_dbless_kong_restarted_empty_is_resynced_at_once() {
+    kong_back_empty_is_resynced_at_once(true).await;
 }

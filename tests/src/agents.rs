@@ -75,18 +75,19 @@ impl AgentsRoot {
     /// [`add`](Self::add) a sample whose build takes `secs` seconds longer (a build to kill or
     /// hang): its `RUN chmod` step also sleeps.
     pub fn add_slow(&self, sample: &str, agent: &str, version: &str, secs: u32) -> String {
+        self.add_steps(sample, agent, version, &format!("&& sleep {secs}"))
+    }
+
+    /// Add `sample` with `then` written after its `RUN chmod +x /agent.sh` step: more of that
+    /// command (`&& sleep 5`), or steps of their own (`\nRUN …`).
+    pub fn add_steps(&self, sample: &str, agent: &str, version: &str, then: &str) -> String {
         let path = self.add(sample, agent, version, None);
         let df = self.path.join(agent).join(version).join("Dockerfile");
         let text = std::fs::read_to_string(&df).expect("the sample's Dockerfile");
-        assert!(
-            text.contains("RUN chmod +x /agent.sh"),
-            "{sample} has no RUN step"
-        );
-        let slow = text.replace(
-            "RUN chmod +x /agent.sh",
-            &format!("RUN chmod +x /agent.sh && sleep {secs}"),
-        );
-        std::fs::write(&df, slow).expect("write the Dockerfile");
+        let step = "RUN chmod +x /agent.sh";
+        assert!(text.contains(step), "{sample} has no RUN step");
+        std::fs::write(&df, text.replace(step, &format!("{step} {then}")))
+            .expect("write the Dockerfile");
         path
     }
 }

@@ -194,6 +194,33 @@ pub struct Probed {
     pub open: BTreeSet<String>,
 }
 
+impl Probed {
+    /// Set aside the answers from host addresses (of `was_host`, this host's when the plan was
+    /// made) that are no longer this host's: a network another test removed meanwhile. Such an
+    /// address leads off this machine, where this CI's network accepts any TCP connection (tried:
+    /// from a container, every port of an address on no interface here answers), so its answer
+    /// says nothing about the host. Returns what was set aside, for the log.
+    pub fn without_departed_host_addresses(&mut self, was_host: &BTreeSet<String>) -> Vec<String> {
+        let now: BTreeSet<String> = host_addresses().into_iter().collect();
+        self.without_departed(was_host, &now)
+    }
+
+    /// [`Probed::without_departed_host_addresses`] with this host's addresses now given.
+    fn without_departed(
+        &mut self,
+        was_host: &BTreeSet<String>,
+        now_host: &BTreeSet<String>,
+    ) -> Vec<String> {
+        let departed = |t: &String| {
+            let ip = t.rsplit_once(':').map_or(t.as_str(), |(ip, _)| ip);
+            was_host.contains(ip) && !now_host.contains(ip)
+        };
+        let gone: Vec<String> = self.open.iter().filter(|t| departed(t)).cloned().collect();
+        self.open.retain(|t| !departed(t));
+        gone
+    }
+}
+
 pub fn parse_probe(out: &str) -> Probed {
     let mut p = Probed::default();
     for l in out.lines() {
@@ -512,5 +539,32 @@ mod tests {
             ]
         );
         assert_eq!(k.gateways[1].1, "172.23.0.1");
+    }
+
+    #[test]
+    fn only_answers_from_host_addresses_gone_since_the_plan_are_set_aside() {
+        let set = |v: &[&str]| {
+            v.iter()
+                .map(|s| s.to_string())
+                .collect::<BTreeSet<String>>()
+        };
+        let mut p = Probed {
+            tried: Some(4),
+            open: set(&[
+                "10.213.5.1:2375",
+                "172.18.0.1:2375",
+                "10.9.9.9:8000",
+                "10.213.6.1:80",
+            ]),
+        };
+        let was = set(&["10.213.5.1", "172.18.0.1", "10.213.6.1"]);
+        let now = set(&["172.18.0.1", "10.213.6.1"]);
+        let gone = p.without_departed(&was, &now);
+        assert_eq!(gone, ["10.213.5.1:2375"]);
+        // a host address still here, and an address never the host's, stay: they count
+        assert_eq!(
+            p.open,
+            set(&["172.18.0.1:2375", "10.9.9.9:8000", "10.213.6.1:80"])
+        );
     }
 }

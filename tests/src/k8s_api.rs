@@ -214,14 +214,7 @@ fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let oldest_known = g.log.first().map(|(rv, _)| *rv).unwrap_or(g.rv);
     let too_old = since + 1 < oldest_known && since < g.rv;
     if std::mem::take(&mut g.gone_next) || too_old {
-        let line = json!({"type": "ERROR", "object": status_body(410, "Expired", &format!("too old resource version: {since} ({})", g.rv))});
-        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-        bytes.push(b'\n');
-        return Response::builder()
-            .status(200)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(bytes)).boxed_unsync())
-            .expect("valid");
+        return expired(since, g.rv);
     }
     let backlog: Vec<Value> = g
         .log
@@ -229,9 +222,27 @@ fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         .filter(|(rv, _)| *rv > since)
         .map(|(_, e)| e.clone())
         .collect();
+    drop(g);
+    watch(&st, since, backlog)
+}
+
+/// A watch from a resource version the server no longer has: one ERROR line, 410 Expired.
+fn expired(since: u64, now: u64) -> Response<Body> {
+    let line = json!({"type": "ERROR", "object": status_body(410, "Expired", &format!("too old resource version: {since} ({now})"))});
+    let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+    bytes.push(b'\n');
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(bytes)).boxed_unsync())
+        .expect("valid")
+}
+
+/// A watch stream: the events after `since` already logged, then each new one, a JSON line each,
+/// until the test drops the watches.
+fn watch(st: &State, since: u64, backlog: Vec<Value>) -> Response<Body> {
     let mut rx = st.events.subscribe();
     let mut dropped = st.drop_watches.subscribe();
-    drop(g);
     let (tx, out) = tokio::sync::mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
         let send = |v: &Value| {

@@ -1,17 +1,50 @@
 //! Child processes for tests (killed on drop) and polling helpers.
+//!
+//! A daemon a test starts writes its log to a file under `$TMPDIR/nasiko-test-logs`, not to the
+//! terminal. The log's end is printed when its test fails (the guard is dropped while panicking),
+//! as cargo prints a failing test's own output; every log stays in the folder for a day, for a
+//! failure that shows only later (a worker a test killed and started again).
+//! `NASIKO_TEST_LOGS=inherit` sends every log to the terminal instead.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// A child process killed (SIGKILL) and reaped when dropped.
 pub struct ChildGuard {
     pub child: Child,
     pub name: String,
+    /// Where its output goes (None: the terminal).
+    pub log: Option<PathBuf>,
 }
 
+/// How many lines of a daemon's log a failing test prints (the end, where the failure is).
+const LOG_TAIL_LINES: usize = 300;
+
 impl ChildGuard {
+    /// Start `cmd` with its stdout and stderr in a log file.
     pub fn spawn(name: &str, cmd: &mut Command) -> ChildGuard {
+        Self::start(name, cmd, true)
+    }
+
+    /// Start `cmd` with its stderr in a log file and its stdout as the caller set it.
+    pub fn spawn_keeping_stdout(name: &str, cmd: &mut Command) -> ChildGuard {
+        Self::start(name, cmd, false)
+    }
+
+    fn start(name: &str, cmd: &mut Command, stdout: bool) -> ChildGuard {
+        let log =
+            (std::env::var("NASIKO_TEST_LOGS").as_deref() != Ok("inherit")).then(|| log_file(name));
+        if let Some(path) = &log {
+            let file = std::fs::File::create(path)
+                .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+            if stdout {
+                cmd.stdout(file.try_clone().expect("clone the log file"));
+            }
+            cmd.stderr(file);
+        }
         let child = cmd
             .stdin(Stdio::null())
             .spawn()
@@ -19,7 +52,16 @@ impl ChildGuard {
         ChildGuard {
             child,
             name: name.to_string(),
+            log,
         }
+    }
+
+    /// What it has logged so far (empty when its log goes to the terminal).
+    pub fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
     }
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -50,7 +92,39 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let Some(path) = &self.log else { return };
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            eprintln!(
+                "---- {} log ({} lines, the last {} here; all of it in {}) ----\n{}",
+                self.name,
+                lines.len(),
+                tail.len(),
+                path.display(),
+                tail.join("\n")
+            );
+        }
     }
+}
+
+/// A new log file for a daemon named `name`, under the system's temporary folder.
+fn log_file(name: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    let dir = std::env::temp_dir().join("nasiko-test-logs");
+    std::fs::create_dir_all(&dir).expect("create the test log folder");
+    SWEEP.call_once(|| remove_logs_older_than(&dir, Duration::from_secs(24 * 3600)));
+    let safe: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    dir.join(format!(
+        "{safe}-{}-{}.log",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// Poll `f` until it returns Some, or panic after `timeout` with `what`.
@@ -77,4 +151,21 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+fn remove_logs_older_than(dir: &std::path::Path, age: Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|a| a > age);
+        if old {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 use crate::docker::{docker, unique};
 use crate::process::free_port;
+use nasiko_contract::stream::{self, Action, JobEntry};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -76,6 +77,10 @@ impl Stack {
                 "NASIKO_PORT_KONG_ADMIN" => Some(admin_port.to_string()),
                 "NASIKO_PORT_SERVICE_REGISTRY" => Some(registry_port.to_string()),
                 "REGISTRY_INTERVAL" => Some("5".into()),
+                // a run may choose Kong's timing, e.g. its defaults for the eventual figures
+                "NASIKO_KONG_WORKER_CONSISTENCY" | "NASIKO_KONG_WORKER_STATE_UPDATE_FREQUENCY" => {
+                    std::env::var(key).ok()
+                }
                 _ => None,
             };
             match v {
@@ -137,7 +142,7 @@ impl Stack {
             std::fs::copy(example.join(f), src.join(f)).expect("copy the example");
         }
         let log = std::fs::File::create(self.dir.join("watch.log")).expect("watch.log");
-        let watch = crate::process::ChildGuard::spawn(
+        let watch = crate::process::ChildGuard::spawn_keeping_stdout(
             "deploy-agent.sh --watch",
             Command::new(repo_root().join("scripts/deploy-agent.sh"))
                 .args([src.to_str().expect("utf-8"), "--name", name, "--watch"])
@@ -204,40 +209,25 @@ impl Stack {
     /// XADD a job through the stack's own Redis with the fields the Nasiko backend sends
     /// (contracts.md §3); `action` makes it an update or rollback.
     pub fn queue(&self, name: &str, path: &str, version: &str, action: Option<&str>) -> String {
-        let mut args = vec![
-            "redis-cli",
-            "XADD",
-            "orchestration:commands",
-            "*",
-            "command",
-            "deploy_agent",
-            "agent_name",
-            name,
-            "agent_path",
-            path,
-            "base_url",
-            "http://nasiko-backend:8000",
-            "owner_id",
-            "owner-e2e",
-            "upload_id",
-            "up-e2e",
-            "version",
-            version,
-            "timestamp",
-            "1795000000.0",
-        ];
-        match action {
-            Some(a) => args.extend([
-                "action",
-                a,
-                "agent_id",
-                name,
-                "new_version",
-                version,
-                "upload_type",
-                "agent_update",
-            ]),
-            None => args.extend(["upload_type", "directory"]),
+        let action =
+            action.map(|a| Action::from_action(a).expect("update_agent or rollback_agent"));
+        let upload_type = match action {
+            Some(_) => stream::UPLOAD_UPDATE,
+            None => stream::UPLOAD_DIRECTORY,
+        };
+        let fields = stream::encode(&JobEntry {
+            action,
+            base_url: Some("http://nasiko-backend:8000".into()),
+            owner_id: Some("owner-e2e".into()),
+            upload_id: Some("up-e2e".into()),
+            upload_type: Some(upload_type.into()),
+            version: Some(version.into()),
+            timestamp: Some("1795000000.0".into()),
+            ..JobEntry::deploy(name, path)
+        });
+        let mut args = vec!["redis-cli", "XADD", stream::KEY, "*"];
+        for (k, v) in &fields {
+            args.extend([*k, v.as_str()]);
         }
         self.exec("redis", &args).trim().to_string()
     }

@@ -14,7 +14,7 @@ struct K {
 impl K {
     async fn new() -> K {
         K {
-            emu: KongEmulator::start(Options::default()).await.unwrap(),
+            emu: KongEmulator::start(Options::strict()).await.unwrap(),
             http: HttpClient::default(),
         }
     }
@@ -1379,6 +1379,7 @@ async fn an_invalid_config_is_400_code_14_with_flattened_errors_and_changes_noth
         .call("POST", "/config", Some(json!({ "config": DECL })))
         .await;
     assert_eq!(s, 201);
+    // phase 1, the schema: errors at each entity's index (and nothing of the later phases)
     let bad = r#"{"_format_version":"3.0","services":[{"name":"ok","host":"h"},{"name":"bad","port":70000},{"name":"ok","host":"h"}],"routes":[{"name":"x","service":"nope","paths":["/x"]}]}"#;
     let (s, b) = k
         .call(
@@ -1397,17 +1398,12 @@ async fn an_invalid_config_is_400_code_14_with_flattened_errors_and_changes_noth
         .unwrap()
         .starts_with("declarative config is invalid: "));
     let svcs = b["fields"]["services"].as_array().unwrap();
+    assert_eq!(svcs.len(), 2, "{b}");
     assert!(svcs[0].is_null());
     assert_eq!(svcs[1]["host"], "required field missing");
-    assert!(svcs[2]["@entity"][0].as_str().unwrap().contains(
-        "uniqueness violation: 'services' entity with name set to 'ok' already declared"
-    ));
-    assert!(b["fields"]["routes"][0]["@entity"][0]
-        .as_str()
-        .unwrap()
-        .contains("invalid reference 'service: nope' (no such entry in 'services')"));
+    assert!(b["fields"].get("routes").is_none(), "{b}");
     let flat = b["flattened_errors"].as_array().unwrap();
-    assert_eq!(flat.len(), 3, "{b}");
+    assert_eq!(flat.len(), 1, "{b}");
     assert!(flat.iter().any(|f| f["entity_type"] == "service"
         && f["entity_name"] == "bad"
         && f["errors"]
@@ -1415,6 +1411,18 @@ async fn an_invalid_config_is_400_code_14_with_flattened_errors_and_changes_noth
             .unwrap()
             .iter()
             .any(|e| e["type"] == "field" && e["field"] == "host")));
+    // phase 2, `validate_references`: a duplicate name is a message at its index, a reference to
+    // nothing a list under the entity's name
+    let bad = r#"{"_format_version":"3.0","services":[{"name":"ok","host":"h"},{"name":"ok","host":"h"}],"routes":[{"name":"x","service":"nope","paths":["/x"]}]}"#;
+    let (s, b) = k
+        .call("POST", "/config", Some(json!({ "config": bad })))
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(
+        b["fields"],
+        json!({"services": [null, "uniqueness violation: 'services' entity with name set to 'ok' already declared"],
+               "routes": {"x": ["invalid reference 'service: nope' (no such entry in 'services')"]}})
+    );
     // nothing changed
     let (s, _) = k.call("GET", "/services/svc", None).await;
     assert_eq!(s, 200);
@@ -1682,12 +1690,12 @@ async fn targets_are_created_by_post_only_normalized_unique_per_upstream_and_cas
         (s, b["weight"].clone(), b["id"].clone()),
         (200, json!(0), t["id"].clone())
     );
-    let (s, b) = k.call("GET", &format!("{base}/konghq.test"), None).await;
-    assert_eq!(
-        (s, b["weight"].clone()),
-        (200, json!(0)),
-        "the default port finds it"
-    );
+    let (s, b) = k
+        .call("GET", &format!("{base}/konghq.test:8000"), None)
+        .await;
+    assert_eq!((s, b["weight"].clone()), (200, json!(0)));
+    let (s, _) = k.call("GET", &format!("{base}/konghq.test"), None).await;
+    assert_eq!(s, 404, "without its port (stored as :8000) it is not found");
     k.call("POST", base, Some(json!({"target": "10.0.0.9:5000"})))
         .await;
     let (_, list) = k.call("GET", base, None).await;
@@ -1758,8 +1766,8 @@ async fn node_of(http: &HttpClient, url: &str) -> (u16, String) {
 #[tokio::test]
 async fn the_proxy_balances_by_weight_retries_a_dead_peer_and_says_when_none_is_left() {
     let k = K::new().await;
-    let a = KongEmulator::start(Options::default()).await.unwrap();
-    let b = KongEmulator::start(Options::default()).await.unwrap();
+    let a = KongEmulator::start(Options::strict()).await.unwrap();
+    let b = KongEmulator::start(Options::strict()).await.unwrap();
     let node = |e: &KongEmulator| e.with_store(|s| s.node_id.clone());
     let (na, nb) = (node(&a), node(&b));
     k.call(
@@ -1872,7 +1880,7 @@ async fn the_proxy_balances_by_weight_retries_a_dead_peer_and_says_when_none_is_
 #[tokio::test]
 async fn an_unhealthy_target_comes_back_by_active_probes_or_by_hand() {
     let k = K::new().await;
-    let a = KongEmulator::start(Options::default()).await.unwrap();
+    let a = KongEmulator::start(Options::strict()).await.unwrap();
     k.call(
         "PUT",
         "/upstreams/probed",
@@ -1914,11 +1922,13 @@ async fn an_unhealthy_target_comes_back_by_active_probes_or_by_hand() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    // by hand, on an upstream without active probes
+    // by hand, on an upstream without active probes (a passive counter keeps its healthchecker)
     k.call(
         "PATCH",
         "/upstreams/probed",
-        Some(json!({"healthchecks": {"active": {"healthy": {"interval": 0}}}})),
+        Some(
+            json!({"healthchecks": {"active": {"healthy": {"interval": 0}}, "passive": {"unhealthy": {"tcp_failures": 3}}}}),
+        ),
     )
     .await;
     k.call("PUT", &format!("{t}/unhealthy"), None).await;
@@ -1935,7 +1945,7 @@ async fn an_unhealthy_target_comes_back_by_active_probes_or_by_hand() {
 #[tokio::test]
 async fn dbless_loads_upstreams_with_nested_targets_exports_them_flat_and_refuses_target_writes() {
     let k = dbless().await;
-    let a = KongEmulator::start(Options::default()).await.unwrap();
+    let a = KongEmulator::start(Options::strict()).await.unwrap();
     let decl = json!({"_format_version": "3.0",
         "upstreams": [{"name": "up", "tags": ["t"], "targets": [{"target": a.admin_addr.to_string()}]}],
         "targets": [{"upstream": "up", "target": "10.0.0.1:5000", "weight": 0}],
@@ -2031,4 +2041,758 @@ async fn tags_list_every_entity_with_a_tag_by_id_and_page() {
     assert_eq!(page["data"].as_array().unwrap().len(), 2);
     let (_, rest) = k.call("GET", page["next"].as_str().unwrap(), None).await;
     assert_eq!(rest["data"].as_array().unwrap().len(), 1);
+}
+
+// ---- Timing: when a write reaches the proxy (TIMING.md) -----------------------------------------
+
+use nasiko_tests::kong::{Consistency, Timing};
+use std::time::{Duration, Instant};
+
+async fn with(opts: Options) -> K {
+    K {
+        emu: KongEmulator::start(opts).await.unwrap(),
+        http: HttpClient::default(),
+    }
+}
+
+impl K {
+    /// A request through the proxy: its status and the plugins its `x-emulator-plugins` names.
+    async fn proxied(&self, method: &str, path: &str) -> (u16, String) {
+        let url = format!("{}{path}", self.emu.proxy_url());
+        let (s, h, _) = self
+            .http
+            .send(method, &url, &[], Bytes::new())
+            .await
+            .unwrap();
+        let names = h
+            .get("x-emulator-plugins")
+            .expect("every proxied response names its plugins")
+            .to_str()
+            .unwrap()
+            .to_string();
+        (s, names)
+    }
+    async fn ok(&self, method: &str, path: &str, body: Value) -> Value {
+        let (s, b) = self.call(method, path, Some(body)).await;
+        assert!(s == 200 || s == 201, "{method} {path}: {s} {b}");
+        b
+    }
+    /// A service that proxies to the emulator's own Admin API (a real HTTP server), at `path`.
+    async fn admin_service(&self, name: &str, path: &str) {
+        let url = format!("http://{}{path}", self.emu.admin_addr);
+        self.ok("POST", "/services", json!({"name": name, "url": url}))
+            .await;
+    }
+
+    /// A route `name` with one path, on the service `service`.
+    async fn route(&self, name: &str, path: &str, service: &str) {
+        let body = json!({"name": name, "paths": [path], "service": {"name": service}});
+        self.ok("POST", "/routes", body).await;
+    }
+}
+
+#[tokio::test]
+async fn root_reports_worker_consistency_and_its_frequency_kongs_defaults_first() {
+    let k = with(Options::default()).await;
+    let (_, b) = k.call("GET", "/", None).await;
+    assert_eq!(b["configuration"]["worker_consistency"], "eventual");
+    assert_eq!(b["configuration"]["worker_state_update_frequency"], 5);
+    let k = with(Options {
+        timing: Timing::eventual(Duration::from_millis(250)),
+        ..Options::default()
+    })
+    .await;
+    let (_, b) = k.call("GET", "/", None).await;
+    assert_eq!(b["configuration"]["worker_consistency"], "eventual");
+    assert_eq!(b["configuration"]["worker_state_update_frequency"], 0.25);
+    let k = with(Options::strict()).await;
+    let (_, b) = k.call("GET", "/", None).await;
+    assert_eq!(b["configuration"]["worker_consistency"], "strict");
+}
+
+/// The binary reads Kong's settings from its environment and, as Kong, refuses to start on a bad
+/// one.
+#[tokio::test]
+async fn the_binary_reads_kong_settings_from_the_environment_and_refuses_bad_ones() {
+    let bin = env!("CARGO_BIN_EXE_kong-emulator");
+    for (k, v, said) in [
+        (
+            "KONG_WORKER_CONSISTENCY",
+            "sometimes",
+            "worker_consistency has an invalid value: 'sometimes' (strict, eventual)",
+        ),
+        (
+            "KONG_WORKER_STATE_UPDATE_FREQUENCY",
+            "0",
+            "worker_state_update_frequency must be greater than 0",
+        ),
+        (
+            "KONG_WORKER_STATE_UPDATE_FREQUENCY",
+            "often",
+            "worker_state_update_frequency is not a number: 'often'",
+        ),
+    ] {
+        let out = std::process::Command::new(bin)
+            .env(k, v)
+            .env("EMULATOR_ADMIN_LISTEN", "127.0.0.1:0")
+            .env("EMULATOR_PROXY_LISTEN", "127.0.0.1:0")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{k}={v}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(said), "{k}={v}: {err}");
+    }
+    // a good pair is taken and reported
+    let mut child = tokio::process::Command::new(bin)
+        .env("KONG_WORKER_CONSISTENCY", "strict")
+        .env("KONG_WORKER_STATE_UPDATE_FREQUENCY", "0.5")
+        .env("EMULATOR_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("EMULATOR_PROXY_LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut line = String::new();
+    tokio::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    let admin = line
+        .split_whitespace()
+        .skip_while(|w| *w != "admin")
+        .nth(2)
+        .unwrap()
+        .trim_end_matches(',')
+        .to_string();
+    let (s, b) = HttpClient::default()
+        .json("GET", &format!("{admin}/"), None)
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(b["configuration"]["worker_consistency"], "strict");
+    assert_eq!(b["configuration"]["worker_state_update_frequency"], 0.5);
+    child.kill().await.unwrap();
+}
+
+/// Kong's default timing in DB mode: the route reaches the proxy at the router's tick, and a
+/// plugin written BEFORE it only at the plugins iterator's own tick — in between, requests go
+/// through without it.
+#[tokio::test]
+async fn eventual_db_mode_routes_and_plugins_reach_the_proxy_each_at_its_own_timers_tick() {
+    let f = Duration::from_secs(1);
+    let started = Instant::now();
+    let k = with(Options {
+        timing: Timing::eventual(f),
+        ..Options::default()
+    })
+    .await;
+    k.admin_service("admin", "/status").await;
+    k.ok(
+        "POST",
+        "/services/admin/plugins",
+        json!({"name": "key-auth"}),
+    )
+    .await;
+    k.route("r", "/gw", "admin").await;
+    let written = started.elapsed();
+    let first = k.proxied("GET", "/gw").await;
+    if started.elapsed() < f - Duration::from_millis(100) {
+        assert_eq!(
+            first,
+            (404, String::new()),
+            "before the router's first tick the route is not in the proxy"
+        );
+    }
+    // poll until the plugin is in: record what each response showed
+    let mut seen: Vec<(u16, String)> = vec![first];
+    let mut first_200: Option<Duration> = None;
+    while seen.last().unwrap() != &(200, "key-auth".to_string()) {
+        assert!(started.elapsed() < f * 4, "not in after 4 ticks: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let o = k.proxied("GET", "/gw").await;
+        if o.0 == 200 && first_200.is_none() {
+            first_200 = Some(started.elapsed());
+        }
+        if seen.last() != Some(&o) {
+            seen.push(o);
+        }
+    }
+    assert!(
+        first_200.unwrap() >= f,
+        "the route came before the router's first tick ({:?}, written by {written:?})",
+        first_200
+    );
+    // both written before the router's first tick (at f): the route is in at f, the plugin at
+    // the plugins iterator's first tick (1.5 f), and requests in between go without it
+    if written < f {
+        assert_eq!(
+            seen[seen.len() - 2..],
+            [(200, String::new()), (200, "key-auth".to_string())],
+            "the route reaches the proxy before the plugin written earlier: {seen:?}"
+        );
+    }
+}
+
+/// Under strict, a write is in the proxy from the next request on: routes, plugins and their
+/// removal.
+#[tokio::test]
+async fn strict_db_mode_a_write_is_in_the_proxy_on_the_next_request() {
+    let k = with(Options {
+        timing: Timing {
+            consistency: Consistency::Strict,
+            frequency: Duration::from_secs(3600),
+        },
+        ..Options::default()
+    })
+    .await;
+    k.admin_service("admin", "/status").await;
+    let p = k
+        .ok(
+            "POST",
+            "/services/admin/plugins",
+            json!({"name": "key-auth"}),
+        )
+        .await;
+    k.route("r", "/gw", "admin").await;
+    assert_eq!(k.proxied("GET", "/gw").await, (200, "key-auth".into()));
+    let (s, _) = k
+        .call(
+            "DELETE",
+            &format!("/plugins/{}", p["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    assert_eq!(k.proxied("GET", "/gw").await, (200, String::new()));
+    let (s, _) = k.call("DELETE", "/routes/r", None).await;
+    assert_eq!(s, 204);
+    assert_eq!(k.proxied("GET", "/gw").await, (404, String::new()));
+}
+
+/// Upstreams and targets go through worker events (`kong/runloop/events.lua`): in the balancer at
+/// once, whatever the router's timing.
+#[tokio::test]
+async fn eventual_db_mode_targets_take_effect_at_once() {
+    let f = Duration::from_millis(300);
+    let k = with(Options {
+        timing: Timing::eventual(f),
+        ..Options::default()
+    })
+    .await;
+    k.ok("POST", "/upstreams", json!({"name": "up.internal"}))
+        .await;
+    k.ok(
+        "POST",
+        "/services",
+        json!({"name": "s", "host": "up.internal", "path": "/status"}),
+    )
+    .await;
+    k.route("r", "/gw", "s").await;
+    let t0 = Instant::now();
+    while k.proxied("GET", "/gw").await.0 != 503 {
+        assert!(t0.elapsed() < f * 10, "the route never reached the proxy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let target = k.emu.admin_addr.to_string();
+    let t = k
+        .ok(
+            "POST",
+            "/upstreams/up.internal/targets",
+            json!({"target": target}),
+        )
+        .await;
+    assert_eq!(k.proxied("GET", "/gw").await.0, 200, "the target at once");
+    k.ok(
+        "PATCH",
+        &format!(
+            "/upstreams/up.internal/targets/{}",
+            t["id"].as_str().unwrap()
+        ),
+        json!({"weight": 0}),
+    )
+    .await;
+    assert_eq!(k.proxied("GET", "/gw").await.0, 503, "weight 0 at once");
+}
+
+/// Without a database, `POST /config` rebuilds the router and the plugins iterator at once
+/// (`reconfigure_handler`), whatever `worker_consistency` says.
+#[tokio::test]
+async fn dbless_post_config_is_in_the_proxy_at_once() {
+    let k = with(Options {
+        dbless: true,
+        ..Options::default()
+    })
+    .await;
+    let url = format!("http://{}/status", k.emu.admin_addr);
+    let cfg = |plugins: Value| {
+        json!({"_format_version": "3.0", "services": [{"name": "s", "url": url,
+               "routes": [{"name": "r", "paths": ["/gw"]}], "plugins": plugins}]})
+    };
+    let (s, _) = k
+        .call("POST", "/config", Some(cfg(json!([{"name": "key-auth"}]))))
+        .await;
+    assert_eq!(s, 201);
+    assert_eq!(k.proxied("GET", "/gw").await, (200, "key-auth".into()));
+    let (s, _) = k.call("POST", "/config", Some(cfg(json!([])))).await;
+    assert_eq!(s, 201);
+    assert_eq!(k.proxied("GET", "/gw").await, (200, String::new()));
+    let (s, _) = k
+        .call("POST", "/config", Some(json!({"_format_version": "3.0"})))
+        .await;
+    assert_eq!(s, 201);
+    assert_eq!(k.proxied("GET", "/gw").await, (404, String::new()));
+}
+
+/// `x-emulator-plugins` names what Kong's plugins iterator runs: global plugins everywhere (on a
+/// 404 too: the rewrite phase runs them before the router), service- and route-scoped ones for
+/// their own, never a disabled one or one scoped to a consumer (none is identified).
+#[tokio::test]
+async fn the_plugins_header_names_what_the_plugins_iterator_runs() {
+    let k = with(Options::strict()).await;
+    k.admin_service("a", "/status").await;
+    k.admin_service("b", "/status").await;
+    k.route("ra", "/a", "a").await;
+    k.route("rb", "/b", "b").await;
+    k.ok("POST", "/plugins", json!({"name": "cors"})).await;
+    k.ok("POST", "/routes/ra/plugins", json!({"name": "key-auth"}))
+        .await;
+    k.ok(
+        "POST",
+        "/services/b/plugins",
+        json!({"name": "request-termination", "enabled": false}),
+    )
+    .await;
+    assert_eq!(k.proxied("GET", "/a").await, (200, "cors,key-auth".into()));
+    assert_eq!(k.proxied("GET", "/b").await, (200, "cors".into()));
+    assert_eq!(k.proxied("GET", "/none").await, (404, "cors".into()));
+}
+
+// ---- Regex paths (traditional_compatible, TIMING.md §Router) ------------------------------------
+
+/// `~` paths are regexes anchored at the start: they end an agent's path at a segment boundary,
+/// and outrank every prefix path (the regex bit of `get_priority`); `regex_priority` orders
+/// regexes; `strip_path` strips what the regex matched.
+#[tokio::test]
+async fn regex_paths_match_at_a_segment_boundary_and_outrank_prefix_paths() {
+    let k = with(Options::strict()).await;
+    k.admin_service("root", "").await;
+    k.admin_service("status", "/status").await;
+    k.route("peer-2", "~/agents/agent-peer-2(/|$)", "root")
+        .await;
+    // the Admin API's root answers a tagline; /status a database
+    let (s, b) = k
+        .http
+        .json(
+            "GET",
+            &format!("{}/agents/agent-peer-2", k.emu.proxy_url()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!((s, b["tagline"].clone()), (200, json!("Welcome to kong")));
+    let (s, b) = k
+        .http
+        .json(
+            "GET",
+            &format!("{}/agents/agent-peer-2/status", k.emu.proxy_url()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (s, b["database"].clone()),
+        (200, json!({"reachable": true})),
+        "strip_path strips what the regex matched"
+    );
+    assert_eq!(
+        k.proxied("GET", "/agents/agent-peer-21/x").await.0,
+        404,
+        "no match past the segment boundary"
+    );
+    assert_eq!(k.proxied("GET", "/x/agents/agent-peer-2").await.0, 404);
+    // a longer prefix path loses to the regex
+    k.ok(
+        "POST",
+        "/routes",
+        json!({"name": "long-prefix", "paths": ["/agents/agent-peer-2/status/deeper"], "service": {"name": "status"}, "strip_path": false}),
+    )
+    .await;
+    let (_, b) = k
+        .http
+        .json(
+            "GET",
+            &format!("{}/agents/agent-peer-2/status/deeper", k.emu.proxy_url()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        b["message"], "Not found",
+        "the regex route won: /status/deeper on the Admin API, not the status service"
+    );
+    // between regexes, regex_priority
+    k.ok(
+        "POST",
+        "/routes",
+        json!({"name": "peer-2-status", "paths": ["~/agents/agent-peer-2/status"], "service": {"name": "status"}, "regex_priority": 5}),
+    )
+    .await;
+    let (_, b) = k
+        .http
+        .json(
+            "GET",
+            &format!("{}/agents/agent-peer-2/status", k.emu.proxy_url()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        b["database"],
+        json!({"reachable": true}),
+        "regex_priority 5 wins over 0"
+    );
+    // a route with methods set outranks paths alone, regex or not
+    k.ok(
+        "POST",
+        "/routes",
+        json!({"name": "by-method", "paths": ["/agents"], "methods": ["DELETE"], "service": {"name": "status"}}),
+    )
+    .await;
+    let (s, _) = k
+        .http
+        .json(
+            "DELETE",
+            &format!("{}/agents/agent-peer-2", k.emu.proxy_url()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s, 404,
+        "the methods route won: DELETE /status/agent-peer-2 on the Admin API (the regex route \
+         would have sent DELETE /, a 405)"
+    );
+}
+
+/// What a regex path must be (`typedefs.router_path`, `validate_path_with_regexes`).
+#[tokio::test]
+async fn regex_paths_are_validated_as_kong_validates_them() {
+    let k = with(Options::strict()).await;
+    for (path, err) in [
+        (
+            "~agents",
+            "should start with: / (fixed path) or ~/ (regex path)",
+        ),
+        ("~/a//b", "must not have empty segments"),
+        ("~/a%zz", "invalid url-encoded value: '%zz'"),
+    ] {
+        let (s, b) = k
+            .call("POST", "/routes", Some(json!({"paths": [path]})))
+            .await;
+        assert_eq!(s, 400, "{path}: {b}");
+        assert_eq!(b["fields"]["paths"], json!([err]), "{path}");
+    }
+    let (s, b) = k
+        .call(
+            "POST",
+            "/routes",
+            Some(json!({"paths": ["~/agents/agent-x(/|$)", "/plain"]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+}
+
+// ---- What the hidden Kong probes check (issue 22 item 5, UPSTREAMS.md) --------------------------
+
+/// `page_for_upstream` lists newest first with a plain index as offset; `select_by_upstream_filter`
+/// compares the segment with the stored `host:port`; `post_health` needs a healthchecker.
+#[tokio::test]
+async fn targets_list_newest_first_need_their_port_and_health_by_hand_needs_checks() {
+    let k = K::new().await;
+    k.ok("POST", "/upstreams", json!({"name": "u.test"})).await;
+    let mut made = Vec::new();
+    for i in 1..=3 {
+        let t = k
+            .ok(
+                "POST",
+                "/upstreams/u.test/targets",
+                json!({"target": format!("10.0.0.{i}:80")}),
+            )
+            .await;
+        made.push(t["target"].as_str().unwrap().to_string());
+        // created_at has milliseconds: keep them apart
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let (s, b) = k.call("GET", "/upstreams/u.test/targets", None).await;
+    assert_eq!(s, 200);
+    let listed: Vec<&str> = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["10.0.0.3:80", "10.0.0.2:80", "10.0.0.1:80"]);
+    let (_, p1) = k
+        .call("GET", "/upstreams/u.test/targets?size=2", None)
+        .await;
+    assert_eq!(p1["data"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        (p1["offset"].clone(), p1["next"].clone()),
+        (json!("2"), json!("/upstreams/u.test/targets?offset=2"))
+    );
+    let (_, p2) = k.call("GET", p1["next"].as_str().unwrap(), None).await;
+    assert_eq!(p2["data"][0]["target"], "10.0.0.1:80");
+    assert_eq!(p2["next"], Value::Null);
+    // looked up without its port: 404, even when the port is Kong's default
+    k.ok(
+        "POST",
+        "/upstreams/u.test/targets",
+        json!({"target": "10.0.0.9"}),
+    )
+    .await;
+    for seg in ["10.0.0.1", "10.0.0.9"] {
+        let (s, b) = k
+            .call("GET", &format!("/upstreams/u.test/targets/{seg}"), None)
+            .await;
+        assert_eq!((s, b), (404, json!({"message": "Not found"})), "{seg}");
+    }
+    let (s, _) = k
+        .call("GET", "/upstreams/u.test/targets/10.0.0.9:8000", None)
+        .await;
+    assert_eq!(s, 200);
+    // health by hand on an upstream that checks nothing
+    let (s, b) = k
+        .call(
+            "PUT",
+            "/upstreams/u.test/targets/10.0.0.1:80/unhealthy",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, b),
+        (400, json!({"message": "no healthchecker found for u.test"}))
+    );
+    k.ok(
+        "PATCH",
+        "/upstreams/u.test",
+        json!({"healthchecks": {"passive": {"unhealthy": {"timeouts": 2}}}}),
+    )
+    .await;
+    let (s, _) = k
+        .call(
+            "PUT",
+            "/upstreams/u.test/targets/10.0.0.1:80/unhealthy",
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+}
+
+/// DB-less consumers (`consumers.lua`, `declarative_config.lua`): loaded and returned keyed by id,
+/// readable afterwards by id or username, `username` and `custom_id` unique, each error where
+/// Kong puts it.
+#[tokio::test]
+async fn dbless_consumers_are_loaded_keyed_by_id_readable_and_unique() {
+    let k = dbless().await;
+    let cfg = json!({"_format_version": "3.0",
+        "consumers": [{"username": "alice", "custom_id": "a1", "tags": ["t"]}, {"username": "bob"}],
+        "plugins": [{"name": "key-auth", "consumer": "alice"}]});
+    let (s, b) = k.call("POST", "/config", Some(cfg)).await;
+    assert_eq!(s, 201, "{b}");
+    let consumers = b["consumers"].as_object().unwrap();
+    assert_eq!(consumers.len(), 2);
+    let (id, alice) = consumers
+        .iter()
+        .find(|(_, c)| c["username"] == "alice")
+        .unwrap();
+    assert_eq!(alice["id"], json!(id), "keyed by id");
+    assert_eq!(
+        (alice["custom_id"].clone(), alice["tags"].clone()),
+        (json!("a1"), json!(["t"]))
+    );
+    assert!(alice["created_at"].is_i64());
+    let plugin = b["plugins"].as_object().unwrap().values().next().unwrap();
+    assert_eq!(plugin["consumer"], json!({ "id": id }));
+    // readable afterwards
+    let (s, one) = k.call("GET", "/consumers/alice", None).await;
+    assert_eq!((s, one["id"].clone()), (200, json!(id)));
+    let (s, one) = k.call("GET", &format!("/consumers/{id}"), None).await;
+    assert_eq!((s, one["username"].clone()), (200, json!("alice")));
+    let (s, all) = k.call("GET", "/consumers", None).await;
+    assert_eq!((s, all["data"].as_array().unwrap().len()), (200, 2));
+    let (s, b) = k
+        .call("POST", "/consumers", Some(json!({"username": "carol"})))
+        .await;
+    assert_eq!(
+        (s, b["message"].clone()),
+        (
+            405,
+            json!("cannot create 'consumers' entities when not using a database")
+        )
+    );
+    // the endpoint key twice: a message at the second one's index
+    let (s, b) = k
+        .call(
+            "POST",
+            "/config",
+            Some(json!({"_format_version": "3.0",
+                        "consumers": [{"username": "alice"}, {"username": "alice"}]})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        b["fields"],
+        json!({"consumers": [null, "uniqueness violation: 'consumers' entity with username set to 'alice' already declared"]})
+    );
+    // custom_id twice: under the entity's username (`flatten`'s unique fields)
+    let (s, b) = k
+        .call(
+            "POST",
+            "/config",
+            Some(json!({"_format_version": "3.0",
+                        "consumers": [{"username": "alice", "custom_id": "x"}, {"username": "bob", "custom_id": "x"}]})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        b["fields"],
+        json!({"consumers": {"bob": "uniqueness violation: 'consumers' entity with custom_id set to 'x' already declared"}})
+    );
+    // neither username nor custom_id
+    let (s, b) = k
+        .call(
+            "POST",
+            "/config",
+            Some(json!({"_format_version": "3.0", "consumers": [{"tags": ["t"]}]})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        b["fields"]["consumers"][0]["@entity"],
+        json!(["at least one of these fields must be non-empty: 'custom_id', 'username'"])
+    );
+    // a failed load changed nothing
+    let (s, _) = k.call("GET", "/consumers/bob", None).await;
+    assert_eq!(s, 200);
+}
+
+/// Messages read in `kong/db/schema/init.lua` (`Schema.validators`) and the entity schemas:
+/// `one_of` on an integer, `between` per array element.
+#[tokio::test]
+async fn integer_one_of_and_per_element_between_read_as_kong_writes_them() {
+    let k = K::new().await;
+    let (s, b) = k
+        .call(
+            "POST",
+            "/routes",
+            Some(json!({"paths": ["/x"], "https_redirect_status_code": 300})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        b["fields"],
+        json!({"https_redirect_status_code": "expected one of: 426, 301, 302, 307, 308"})
+    );
+    let (s, _) = k
+        .call(
+            "POST",
+            "/routes",
+            Some(json!({"paths": ["/x"], "https_redirect_status_code": 308})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, b) = k
+        .call(
+            "POST",
+            "/upstreams",
+            Some(json!({"name": "u.test", "healthchecks": {"active": {"healthy": {"http_statuses": [200, 1000, "x"]}}}})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        b["fields"]["healthchecks"]["active"]["healthy"]["http_statuses"],
+        json!([
+            null,
+            "value should be between 100 and 999",
+            "expected an integer"
+        ])
+    );
+    // `schema_violation` writes a field's sub-table whole with `pl.pretty.write`
+    assert_eq!(
+        b["message"],
+        "schema violation (healthchecks.active: {\n  healthy = {\n    http_statuses = {\n      \
+         [2] = \"value should be between 100 and 999\",\n      [3] = \"expected an integer\"\n    \
+         }\n  }\n})"
+    );
+}
+
+/// `POST /config` swaps the router and the plugins iterator together (`reconfigure_handler`): while
+/// configurations alternate, no request meets a route of one with the plugins of the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dbless_post_config_swaps_router_and_plugins_together() {
+    let k = std::sync::Arc::new(
+        with(Options {
+            dbless: true,
+            ..Options::default()
+        })
+        .await,
+    );
+    let url = format!("http://{}/status", k.emu.admin_addr);
+    let cfg = |name: &str, plugin: &str| {
+        json!({"_format_version": "3.0", "services": [{"name": name, "url": url,
+               "routes": [{"name": name, "paths": [format!("/{name}")]}],
+               "plugins": [{"name": plugin}]}]})
+    };
+    let (a, b) = (cfg("a", "key-auth"), cfg("b", "cors"));
+    let (s, _) = k.call("POST", "/config", Some(a.clone())).await;
+    assert_eq!(s, 201);
+    let poller = {
+        let k = k.clone();
+        tokio::spawn(async move {
+            let mut seen = 0;
+            for i in 0..400 {
+                let path = if i % 2 == 0 { "/a" } else { "/b" };
+                let (s, names) = k.proxied("GET", path).await;
+                if s == 200 {
+                    seen += 1;
+                    let want = if path == "/a" { "key-auth" } else { "cors" };
+                    assert_eq!(names, want, "{path} with another load's plugins");
+                }
+            }
+            seen
+        })
+    };
+    for i in 0..100 {
+        let c = if i % 2 == 0 { &b } else { &a };
+        let (s, _) = k.call("POST", "/config", Some(c.clone())).await;
+        assert_eq!(s, 201);
+    }
+    let seen = poller.await.unwrap();
+    assert!(seen > 0, "no request went through");
+}
+
+/// The upstream path (`get_upstream_uri_v0`, `kong/router/utils.lua`), read in the Admin API's own
+/// request record (the emulator's Admin API is the upstream here).
+#[tokio::test]
+async fn the_upstream_path_is_built_as_kongs_v0_for_prefix_and_regex_paths() {
+    let k = with(Options::strict()).await;
+    k.admin_service("slash", "/up/").await;
+    k.admin_service("bare", "/up").await;
+    k.route("p", "/p", "slash").await;
+    k.route("r", "~/r(/|$)", "bare").await;
+    for (path, upstream) in [
+        ("/p", "/up"),
+        ("/p/", "/up/"),
+        ("/p/x", "/up/x"),
+        ("/r", "/up"),
+        ("/r/", "/up/"),
+        ("/r/x", "/up/x"),
+    ] {
+        k.emu.clear_requests();
+        let (s, _) = k.proxied("GET", path).await;
+        assert_eq!(s, 404, "{path}: the Admin API has no /up");
+        let got: Vec<String> = k.emu.requests().into_iter().map(|r| r.path).collect();
+        assert_eq!(got, [upstream], "{path}");
+    }
 }

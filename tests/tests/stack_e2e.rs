@@ -111,8 +111,9 @@ async fn the_fence_holds_by_address(stack: &Stack, real: &str) -> String {
         }
     }
     let t0 = Instant::now();
-    let from_agent = fence::probe_from(&plan.agent.name, &by_address);
+    let mut from_agent = fence::probe_from(&plan.agent.name, &by_address);
     let agent_time = t0.elapsed();
+    let departed_agent = from_agent.without_departed_host_addresses(&plan.host);
 
     let names = plan.name_targets();
     let t0 = Instant::now();
@@ -138,12 +139,16 @@ async fn the_fence_holds_by_address(stack: &Stack, real: &str) -> String {
     stack.queue(&probe, &path, "v1.0.0", None);
     wait_status(stack, &probe, "completed").await;
     let build_time = t0.elapsed();
-    let from_build = fence::parse_probe(&docker_ok(&[
+    let mut from_build = fence::parse_probe(&docker_ok(&[
         "exec",
         &format!("agent-{probe}"),
         "cat",
         "/probe.txt",
     ]));
+    let departed_build = from_build.without_departed_host_addresses(&plan.host);
+    println!(
+        "fence: set aside, host addresses gone before the check (networks of other tests): from the agent {departed_agent:?}, from the build {departed_build:?}"
+    );
 
     println!(
         "fence: from the agent {} targets in {agent_time:?}, answered: {:?}",
@@ -358,6 +363,7 @@ async fn agents_reach_each_other_only_through_the_gateway(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn the_local_docker_plan_phase_4_journey_with_faults() {
     let stack = tokio::task::spawn_blocking(Stack::up).await.unwrap();
     let http = HttpClient::new(Duration::from_secs(10));
@@ -368,12 +374,7 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         .await
         .unwrap();
     assert_eq!(st["static_proxies"].as_array().unwrap().len(), 8, "{st}");
-    let kong_check = || {
-        std::process::Command::new(nasiko_tests::stack::repo_root().join("scripts/kong-check.sh"))
-            .args(["--admin", &stack.admin(), "--network", &stack.network])
-            .output()
-            .unwrap()
-    };
+    let kong_check = || stack.script("kong-check.sh", &[]);
     let kc = kong_check();
     assert!(
         kc.status.success(),
@@ -417,14 +418,20 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         reply["result"]["parts"][0]["text"],
         format!("hello from {name} v1.0.0")
     );
-    // the check sees the agent's route and its container as its upstream's target
+    // the check (the sidecar's own reading) finds Kong holding the agent's route, plugins and
+    // its container as its upstream's target
+    let ip = c["NetworkSettings"]["Networks"]
+        [nasiko_contract::agent_network(&stack.network, &name)]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let kc = kong_check();
     let out = String::from_utf8_lossy(&kc.stdout);
     assert!(kc.status.success(), "{out}");
-    assert!(
-        out.contains(&format!("of agent-{name}, weight 100")),
-        "{out}"
+    let want = format!(
+        "agent-{name}: route agent-{name}-route, plugins chat-logger cors nasiko-auth, targets {ip}:5000 at 100"
     );
+    assert!(out.contains(&want), "{want} in {out}");
     // status deliveries to the backend go out in the background: wait for the last one
     let calls = wait_for("the completion at the backend", T, || async {
         let calls = standin_calls(&stack);
@@ -771,42 +778,57 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
 
     // fault (issue 25): the build agent SIGKILLed between making an agent's network and starting
     // the agent; restarted, the job completes, the gateway is on the network and nothing is left
-    let cut = format!("cut{}", std::process::id());
-    let cp = stack.add_package("dockerfile-only", &cut, "v1.0.0");
-    let cut_net = nasiko_contract::agent_network(&stack.network, &cut);
-    let mut events = std::process::Command::new("docker")
-        .args([
-            "events",
-            "--filter",
-            "type=network",
-            "--filter",
-            "event=create",
-        ])
-        .args([
-            "--filter",
-            &format!("network={cut_net}"),
-            "--format",
-            "{{.Actor.Attributes.name}}",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(events.stdout.take().unwrap()));
-    stack.queue(&cut, &cp, "v1.0.0", None);
-    let made = tokio::task::spawn_blocking(move || lines.next())
-        .await
-        .unwrap();
-    let worker = stack.container("nasiko-worker");
-    docker_ok(&["kill", "-s", "KILL", &worker]);
-    let _ = events.kill();
-    let _ = events.wait();
-    assert_eq!(made.and_then(Result::ok).as_deref(), Some(cut_net.as_str()));
-    assert!(
-        !docker(&["inspect", &format!("agent-{cut}")])
+    // the kill must land between the two; under load it may land after the agent started, which
+    // proves nothing: then that agent is let finish and another one tried (3 tries)
+    let mut cut = String::new();
+    let mut cut_net = String::new();
+    for attempt in 0..3 {
+        cut = format!("cut{}x{attempt}", std::process::id());
+        cut_net = nasiko_contract::agent_network(&stack.network, &cut);
+        let cp = stack.add_package("dockerfile-only", &cut, "v1.0.0");
+        let mut events = std::process::Command::new("docker")
+            .args([
+                "events",
+                "--filter",
+                "type=network",
+                "--filter",
+                "event=create",
+            ])
+            .args([
+                "--filter",
+                &format!("network={cut_net}"),
+                "--format",
+                "{{.Actor.Attributes.name}}",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(events.stdout.take().unwrap()));
+        stack.queue(&cut, &cp, "v1.0.0", None);
+        let made = tokio::task::spawn_blocking(move || lines.next())
+            .await
+            .unwrap();
+        let worker = stack.container("nasiko-worker");
+        docker_ok(&["kill", "-s", "KILL", &worker]);
+        let _ = events.kill();
+        let _ = events.wait();
+        assert_eq!(made.and_then(Result::ok).as_deref(), Some(cut_net.as_str()));
+        if !docker(&["inspect", &format!("agent-{cut}")])
             .status
-            .success(),
-        "the kill landed after the agent was started: it proves nothing"
-    );
+            .success()
+        {
+            break;
+        }
+        println!("the kill landed after agent-{cut} was started (try {attempt}); trying again");
+        docker(&["start", &worker]);
+        wait_status(&stack, &cut, "completed").await;
+        assert!(
+            attempt < 2,
+            "in 3 tries the kill never landed before the agent started"
+        );
+    }
+    let worker = stack.container("nasiko-worker");
     docker(&["start", &worker]);
     wait_status(&stack, &cut, "completed").await;
     wait_for("the resumed agent answering through the gateway", T, || {
@@ -1042,6 +1064,7 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
 /// the gateway stand-in DB-less; an agent deployed with the README's command answers through the
 /// gateway, configured by declarative pushes only; local-down.sh leaves nothing behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
 async fn the_dbless_stack_comes_up_and_routes_an_agent_through_declarative_pushes() {
     let stack = tokio::task::spawn_blocking(|| Stack::up_with(&["--dbless"]))
         .await
@@ -1105,6 +1128,7 @@ async fn the_dbless_stack_comes_up_and_routes_an_agent_through_declarative_pushe
 /// environment or from the settings file, before it builds or starts anything, and says what to
 /// do instead.
 #[test]
+#[ignore = "needs docker"]
 fn local_up_refuses_to_publish_the_admin_api_off_loopback() {
     let project = unique("adminbind").replace('-', "");
     let dir = std::env::temp_dir().join(&project);

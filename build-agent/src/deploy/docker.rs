@@ -23,7 +23,7 @@ impl ComposeCmd {
         }
     }
     /// Find the compose command this host has (`flavor`: auto, v1, v2).
-    pub async fn detect(flavor: &str) -> Result<(ComposeCmd, String), String> {
+    pub async fn detect(flavor: &str) -> Result<(ComposeCmd, String), NoCompose> {
         let try_one = |c: ComposeCmd| async move {
             let mut a = c.argv();
             a.push("version".into());
@@ -40,9 +40,21 @@ impl ComposeCmd {
                 None => try_one(ComposeCmd::V1).await,
             },
         };
-        found.ok_or_else(|| "neither `docker compose` (v2 plugin) nor `docker-compose` (v1) works on this host; install one (e.g. apt-get install docker-compose)".to_string())
+        found.ok_or(NoCompose)
     }
 }
+
+/// Neither compose flavour answers on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoCompose;
+
+impl std::fmt::Display for NoCompose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("neither `docker compose` (v2 plugin) nor `docker-compose` (v1) works on this host; install one (e.g. apt-get install docker-compose)")
+    }
+}
+
+impl std::error::Error for NoCompose {}
 
 /// Whether the Docker engine answers now (`docker version`, 10 s at most).
 pub async fn engine_answers() -> bool {

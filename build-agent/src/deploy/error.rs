@@ -4,7 +4,7 @@
 //! engine not answering, the docker CLI missing, the disk full, the work folder not writable —
 //! leaves the job waiting and retrying, never `failed`.
 
-use crate::deploy::policy::Refusal;
+use crate::deploy::refusal::Refusal;
 use crate::process::CmdError;
 
 /// What caused a failure: decides, with the engine's state, whether the job waits or fails.

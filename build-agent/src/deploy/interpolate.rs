@@ -25,15 +25,67 @@ fn name_char(c: char, first: bool) -> bool {
     c == '_' || c.is_ascii_alphabetic() || (!first && c.is_ascii_digit())
 }
 
+/// Why a text cannot be resolved: what compose would refuse or read otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unresolvable {
+    /// Defaults nest deeper than [`MAX_NESTING`].
+    TooDeep { text: String },
+    /// A `${` without its `}`.
+    Unterminated { text: String },
+    /// A `$` followed by neither `$`, `{` nor a name.
+    StrayDollar { text: String },
+    /// The result would grow past `limit` bytes.
+    TooLong { limit: usize },
+    /// `${…}` without a variable name.
+    NoName { body: String },
+    /// `${NAME:?message}` or `${NAME?message}` with NAME unset (or empty).
+    Required { name: String, message: String },
+    /// `${NAME…}` with an operator compose does not know.
+    UnknownForm { body: String },
+}
+
+impl std::fmt::Display for Unresolvable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unresolvable::TooDeep { text } => {
+                write!(f, "'{text}' nests ${{…}} deeper than {MAX_NESTING}")
+            }
+            Unresolvable::Unterminated { text } => write!(f, "'{text}' has an unterminated ${{"),
+            Unresolvable::StrayDollar { text } => write!(
+                f,
+                "'{text}' has a '$' that starts no variable; write '$$' for a literal '$'"
+            ),
+            Unresolvable::TooLong { limit } => write!(
+                f,
+                "a value grows past {} KiB once its variables are filled in",
+                limit >> 10
+            ),
+            Unresolvable::NoName { body } => write!(
+                f,
+                "'${{{body}}}' names no variable (letters, digits and '_')"
+            ),
+            Unresolvable::Required { name, message } => {
+                write!(f, "the variable {name} is required: {message}")
+            }
+            Unresolvable::UnknownForm { body } => write!(
+                f,
+                "'${{{body}}}' is not a form compose knows (${{NAME}}, ${{NAME:-default}}, …)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Unresolvable {}
+
 /// Resolve `text` into at most `limit` bytes; the error says what is wrong with it.
-pub fn resolve(text: &str, vars: &Vars, limit: usize) -> Result<String, String> {
+pub fn resolve(text: &str, vars: &Vars, limit: usize) -> Result<String, Unresolvable> {
     let out = resolve_at(text, vars, 0, limit)?;
     Ok(out)
 }
 
-fn resolve_at(text: &str, vars: &Vars, depth: usize, limit: usize) -> Result<String, String> {
+fn resolve_at(text: &str, vars: &Vars, depth: usize, limit: usize) -> Result<String, Unresolvable> {
     if depth > MAX_NESTING {
-        return Err(format!("'{text}' nests ${{…}} deeper than {MAX_NESTING}"));
+        return Err(Unresolvable::TooDeep { text: text.into() });
     }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -44,8 +96,8 @@ fn resolve_at(text: &str, vars: &Vars, depth: usize, limit: usize) -> Result<Str
             out.push('$');
             rest = r;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end =
-                closing_brace(body).ok_or_else(|| format!("'{text}' has an unterminated ${{"))?;
+            let end = closing_brace(body)
+                .ok_or_else(|| Unresolvable::Unterminated { text: text.into() })?;
             out.push_str(&braced(&body[..end], vars, depth, limit)?);
             rest = &body[end + 1..];
         } else {
@@ -54,18 +106,13 @@ fn resolve_at(text: &str, vars: &Vars, depth: usize, limit: usize) -> Result<Str
                 .take_while(|(j, c)| name_char(*c, *j == 0))
                 .count();
             if len == 0 {
-                return Err(format!(
-                    "'{text}' has a '$' that starts no variable; write '$$' for a literal '$'"
-                ));
+                return Err(Unresolvable::StrayDollar { text: text.into() });
             }
             out.push_str(vars.get(&after[..len]).unwrap_or(""));
             rest = &after[len..];
         }
         if out.len() > limit {
-            return Err(format!(
-                "a value grows past {} KiB once its variables are filled in",
-                limit >> 10
-            ));
+            return Err(Unresolvable::TooLong { limit });
         }
     }
     out.push_str(rest);
@@ -88,16 +135,14 @@ fn closing_brace(body: &str) -> Option<usize> {
     None
 }
 
-fn braced(body: &str, vars: &Vars, depth: usize, limit: usize) -> Result<String, String> {
+fn braced(body: &str, vars: &Vars, depth: usize, limit: usize) -> Result<String, Unresolvable> {
     let len = body
         .char_indices()
         .take_while(|(j, c)| name_char(*c, *j == 0))
         .count();
     let (name, op) = body.split_at(len);
     if name.is_empty() {
-        return Err(format!(
-            "'${{{body}}}' names no variable (letters, digits and '_')"
-        ));
+        return Err(Unresolvable::NoName { body: body.into() });
     }
     let value = vars.get(name);
     let set = value.is_some();
@@ -122,8 +167,11 @@ fn braced(body: &str, vars: &Vars, depth: usize, limit: usize) -> Result<String,
         _ if op.starts_with(":?") || op.starts_with('?') => {
             let required = if op.starts_with(':') { non_empty } else { set };
             if !required {
-                let msg = arg(op.trim_start_matches(':').trim_start_matches('?'))?;
-                return Err(format!("the variable {name} is required: {msg}"));
+                let message = arg(op.trim_start_matches(':').trim_start_matches('?'))?;
+                return Err(Unresolvable::Required {
+                    name: name.into(),
+                    message,
+                });
             }
             value.unwrap_or("").to_string()
         }
@@ -141,11 +189,7 @@ fn braced(body: &str, vars: &Vars, depth: usize, limit: usize) -> Result<String,
                 String::new()
             }
         }
-        _ => {
-            return Err(format!(
-                "'${{{body}}}' is not a form compose knows (${{NAME}}, ${{NAME:-default}}, …)"
-            ))
-        }
+        _ => return Err(Unresolvable::UnknownForm { body: body.into() }),
     })
 }
 
@@ -197,14 +241,19 @@ mod tests {
             ("${UNSET:?set it}", "required: set it"),
             ("${UNSET?}", "required"),
         ] {
-            let e = resolve(text, &v, 1 << 20).unwrap_err();
+            let e = resolve(text, &v, 1 << 20).unwrap_err().to_string();
             assert!(e.contains(needle), "{text} → {e}");
         }
         let deep = format!("{}x{}", "${U:-".repeat(20), "}".repeat(20));
-        assert!(resolve(&deep, &v, 1 << 20).unwrap_err().contains("deeper"));
+        assert!(resolve(&deep, &v, 1 << 20)
+            .unwrap_err()
+            .to_string()
+            .contains("deeper"));
         // a small value that would grow to gigabytes stops at the limit
         let big = Vars(vec![("A".into(), "x".repeat(64 << 10))]);
-        let e = resolve(&"$A".repeat(100_000), &big, 1 << 20).unwrap_err();
+        let e = resolve(&"$A".repeat(100_000), &big, 1 << 20)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("grows past 1024 KiB"), "{e}");
     }
 }

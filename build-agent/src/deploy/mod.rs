@@ -13,27 +13,28 @@ pub mod network;
 pub mod package;
 pub mod policy;
 pub mod readback;
+pub mod refusal;
 pub mod render;
 pub mod yaml;
 
 pub use error::{DeployError, Verdict};
 
+use crate::buildlog::BuildLog;
 use crate::config::Config;
 use crate::job::DeployJob;
 use docker::ComposeCmd;
 use model::{Build, Package};
 use nasiko_contract::labels;
-use redis::aio::ConnectionManager;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 pub struct Deployer {
     pub cfg: Arc<Config>,
     pub compose: ComposeCmd,
-    pub redis: ConnectionManager,
+    /// Where the build log goes.
+    pub log: Arc<dyn BuildLog>,
 }
 
 /// A package copied into the build directory, read and past the policy.
@@ -51,6 +52,34 @@ pub struct Prepared {
     pub caps: Vec<policy::Caps>,
 }
 
+impl Prepared {
+    /// The package in `build_dir` (whose content hash is `hash`) read and checked for `agent`,
+    /// and the image it becomes: what a deploy builds and `build-agent plan` shows. The policy
+    /// runs before any docker command, so a refused package builds nothing.
+    pub fn read(
+        build_dir: PathBuf,
+        agent_dir: PathBuf,
+        hash: String,
+        agent: &str,
+        cfg: &Config,
+    ) -> Result<Prepared, DeployError> {
+        let Checked {
+            package,
+            build,
+            caps,
+        } = read_package(&build_dir, agent, cfg)?;
+        Ok(Prepared {
+            tag: format!("{}:{hash}", image_repo(agent)),
+            build_dir,
+            agent_dir,
+            hash,
+            package,
+            build,
+            caps,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Deployed {
     pub container_id: String,
@@ -61,9 +90,7 @@ pub fn image_repo(agent: &str) -> String {
     format!("nasiko-agent-{agent}")
 }
 
-pub fn buildlog_key(agent: &str) -> String {
-    format!("agent:buildlog:{agent}")
-}
+pub use crate::buildlog::buildlog_key;
 
 fn dotenv(package_dir: &Path) -> Vec<(String, String)> {
     package::read_regular(&package_dir.join(".env"), yaml::MAX_BYTES)
@@ -302,7 +329,6 @@ impl Deployer {
     pub async fn prepare(&self, job: &DeployJob) -> Result<Prepared, DeployError> {
         let src = job.package.clone();
         let agent_dir = self.cfg.work_dir.join(&job.agent);
-        let repo = image_repo(&job.agent);
         let (agent, cfg) = (job.agent.clone(), self.cfg.clone());
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&agent_dir).map_err(|e| {
@@ -330,22 +356,7 @@ impl Deployer {
                     ))
                 })?;
             }
-            // the policy before any docker command: a refused package builds nothing
-            let Checked {
-                package,
-                build,
-                caps,
-            } = read_package(&build_dir, &agent, &cfg)?;
-            let tag = format!("{repo}:{hash}");
-            Ok(Prepared {
-                build_dir,
-                agent_dir,
-                hash,
-                tag,
-                package,
-                build,
-                caps,
-            })
+            Prepared::read(build_dir, agent_dir, hash, &agent, &cfg)
         })
         .await
         .map_err(|e| DeployError::machine(format!("the prepare task died: {e}")))?
@@ -362,47 +373,21 @@ impl Deployer {
             .await;
             return Ok(false);
         }
-        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-        let mut redis = self.redis.clone();
-        let key = buildlog_key(&job.agent);
-        let jid = job.stream_id.clone();
-        let _ = tx.send(format!("=== building {} for job {}", p.tag, job.stream_id));
-        let pump = tokio::spawn(async move {
-            while let Some(line) = rx.recv().await {
-                let _: redis::RedisResult<String> = redis::cmd("XADD")
-                    .arg(&key)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(2000)
-                    .arg("*")
-                    .arg("job")
-                    .arg(&jid)
-                    .arg("line")
-                    .arg(&line)
-                    .query_async(&mut redis)
-                    .await;
-            }
-        });
+        let log = self.log.open(&job.agent, &job.stream_id);
+        let _ = log
+            .tx
+            .send(format!("=== building {} for job {}", p.tag, job.stream_id));
+        let tx = log.tx.clone();
         let r = docker::build(&p.build, &p.tag, self.cfg.build_timeout, tx).await;
-        let _ = pump.await;
+        log.close().await;
         r.map(|_| true)
             .map_err(|e| DeployError::docker("docker build failed", e))
     }
 
     async fn log_line(&self, agent: &str, job: &str, line: &str) {
-        let mut r = self.redis.clone();
-        let _: redis::RedisResult<String> = redis::cmd("XADD")
-            .arg(buildlog_key(agent))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(2000)
-            .arg("*")
-            .arg("job")
-            .arg(job)
-            .arg("line")
-            .arg(line)
-            .query_async(&mut r)
-            .await;
+        let log = self.log.open(agent, job);
+        let _ = log.tx.send(line.to_string());
+        log.close().await;
     }
 
     /// Validate, start, wait; on failure put the previous image back (when there was one).
@@ -446,7 +431,15 @@ impl Deployer {
         } else {
             self.start_handover(job, p, &network).await
         };
-        let started = self.start(&project, &cf, &container).await;
+        let mut started = self.start(&project, &cf, &container).await;
+        if network_went_away(&started, &network) {
+            // A worker that died while removing an orphaned network (remove_orphans) may have
+            // left its removal in flight at the engine: it lands after our `ensure`. Make the
+            // network again and start once more.
+            tracing::warn!(%network, "the agent's network was removed under this deploy; making it again");
+            network::ensure(&self.cfg.agent_networks, &self.cfg.network, &job.agent).await?;
+            started = self.start(&project, &cf, &container).await;
+        }
         if let Some(h) = &handover {
             if started.is_ok() {
                 // the sidecar moves the route to the new container once it has warmed up
@@ -461,7 +454,7 @@ impl Deployer {
             }),
             Err(e) => {
                 let Some(prev) = previous else { return Err(e) };
-                tracing::warn!(job = %job.stream_id, agent = %job.agent, "new version failed ({e}); putting {prev} back");
+                tracing::warn!("new version failed ({e}); putting {prev} back");
                 let cf = write_compose_files(&self.cfg, job, p, &prev)?;
                 read_back(&self.compose, &project, &cf).await?;
                 match self.start(&project, &cf, &container).await {
@@ -528,7 +521,7 @@ impl Deployer {
         }
         args.push(p.tag.clone());
         if let Err(e) = crate::process::run(&args, Duration::from_secs(60), None).await {
-            tracing::warn!(job = %job.stream_id, agent = %job.agent, "no stand-by for the update ({e}); requests may drop while the container is recreated");
+            tracing::warn!("no stand-by for the update ({e}); requests may drop while the container is recreated");
             return None;
         }
         match self.wait_running(&name).await {
@@ -537,7 +530,7 @@ impl Deployer {
                 Some(name)
             }
             Err(e) => {
-                tracing::warn!(job = %job.stream_id, agent = %job.agent, "the stand-by did not start ({e}); updating without it");
+                tracing::warn!("the stand-by did not start ({e}); updating without it");
                 let _ = docker::remove_container(&name).await;
                 None
             }
@@ -611,5 +604,39 @@ impl Deployer {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+}
+
+/// Whether `started` failed because the engine has no network named `network`: compose v1 says
+/// "Network X declared as external, but could not be found", v2 passes on the engine's
+/// "network X not found".
+fn network_went_away(started: &Result<String, DeployError>, network: &str) -> bool {
+    started.as_ref().err().is_some_and(|e| {
+        let m = e.to_string();
+        m.contains(&format!(
+            "{network} declared as external, but could not be found"
+        )) || m.contains(&format!("network {network} not found"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_network_removed_under_a_deploy_is_recognised_in_both_composes_words() {
+        let failed = |m: &str| Err(DeployError::machine(m.to_string()));
+        // as docker-compose 1.29.2 and docker compose 2.26.1 print them
+        let v1 = "Network n-agent-a declared as external, but could not be found. Please create the network manually using `docker network create n-agent-a` and try again.";
+        let v2 = "Error response from daemon: network n-agent-a not found";
+        for m in [v1, v2] {
+            assert!(network_went_away(&failed(m), "n-agent-a"), "{m}");
+            assert!(!network_went_away(&failed(m), "n-agent-b"), "{m}");
+        }
+        assert!(!network_went_away(
+            &failed("no space left on device"),
+            "n-agent-a"
+        ));
+        assert!(!network_went_away(&Ok("id".into()), "n-agent-a"));
     }
 }

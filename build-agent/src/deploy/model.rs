@@ -5,7 +5,7 @@
 //! will run (`render` writes it for compose); the checks on it are `policy`'s. Pure.
 
 use super::interpolate::{resolve, Vars};
-use super::policy::Refusal;
+use super::refusal::Refusal;
 use super::yaml::{Kind, Node};
 use std::path::{Component, Path, PathBuf};
 
@@ -186,8 +186,8 @@ impl<'a> Context<'a> {
 }
 
 /// The names a package may use for the shared agents network.
-pub const LEGACY_NETWORK: &str = "agents-net";
-pub const SHARED_NETWORK: &str = "nasiko-network";
+pub const LEGACY_NETWORK: &str = nasiko_contract::LEGACY_AGENTS_NETWORK;
+pub const SHARED_NETWORK: &str = nasiko_contract::AGENTS_NETWORK;
 
 impl Context<'_> {
     pub fn is_shared(&self, name: &str) -> bool {
@@ -721,54 +721,10 @@ fn service(cx: &Context, key: &str, n: &Node) -> Result<Service, Refusal> {
             "image" => s.image = Some(at.text(k, v)?),
             "command" => s.command = cmd(&at, k, v)?,
             "entrypoint" => s.entrypoint = cmd(&at, k, v)?,
-            "environment" => {
-                for (name, value) in at.pairs(k, v)? {
-                    // a name without a value is taken from the variables (never the build
-                    // agent's environment); unknown, it is not set, as compose leaves it
-                    let value = value.or_else(|| {
-                        cx.vars
-                            .0
-                            .iter()
-                            .rev()
-                            .find(|(n, _)| *n == name)
-                            .map(|(_, v)| v.clone())
-                    });
-                    if let Some(value) = value {
-                        s.environment.retain(|(n, _)| *n != name);
-                        s.environment.push((name, value));
-                    }
-                }
-            }
+            "environment" => environment(&at, k, v, &mut s.environment)?,
             "env_file" => {}
-            "ports" => {
-                for p in v.as_seq().ok_or_else(|| at.wrong(k, v, "a list"))? {
-                    let p = container_port(&at, p)?;
-                    if p.contains('-') {
-                        return err(format!(
-                            "{}: '{p}' is a range; list the ports the agent serves one by one",
-                            at.whose(k)
-                        ));
-                    }
-                    if !s.ports.contains(&p) {
-                        s.ports.push(p);
-                    }
-                }
-                if s.ports.len() > MAX_PORTS {
-                    return err(format!(
-                        "{}: {} ports; an agent serves at most {MAX_PORTS}",
-                        at.whose(k),
-                        s.ports.len()
-                    ));
-                }
-            }
-            "expose" => {
-                for p in at.list(k, v)? {
-                    if !valid_port(&p) {
-                        return err(format!("{}: cannot read the port '{p}'", at.whose(k)));
-                    }
-                    s.expose.push(p);
-                }
-            }
+            "ports" => s.ports = ports(&at, k, v)?,
+            "expose" => s.expose = expose(&at, k, v)?,
             "volumes" => {
                 for e in v.as_seq().ok_or_else(|| at.wrong(k, v, "a list"))? {
                     s.volumes.push(mount(&at, e)?);
@@ -780,19 +736,7 @@ fn service(cx: &Context, key: &str, n: &Node) -> Result<Service, Refusal> {
             "healthcheck" => s.healthcheck = Some(healthcheck(&at, v)?),
             "working_dir" => s.working_dir = Some(at.text(k, v)?),
             "user" => s.user = Some(at.text(k, v)?),
-            "restart" => {
-                let r = at.text(k, v)?;
-                let ok = ["no", "always", "unless-stopped", "on-failure"].contains(&r.as_str())
-                    || r.strip_prefix("on-failure:")
-                        .is_some_and(|n| n.parse::<u32>().is_ok());
-                if !ok {
-                    return err(format!(
-                        "{}: '{r}' is not no, always, unless-stopped or on-failure[:N]",
-                        at.whose(k)
-                    ));
-                }
-                s.restart = Some(r);
-            }
+            "restart" => s.restart = Some(restart(&at, k, v)?),
             "stop_signal" => s.stop_signal = Some(at.text(k, v)?),
             "stop_grace_period" => s.stop_grace_period = Some(at.duration(k, v)?),
             "labels" => {
@@ -823,6 +767,79 @@ fn service(cx: &Context, key: &str, n: &Node) -> Result<Service, Refusal> {
         }
     }
     Ok(s)
+}
+
+/// `environment` (a map or a list of `NAME=value`) over what `env_file` gave: a name without a
+/// value is taken from the variables (never the build agent's environment); unknown, it is not
+/// set, as compose leaves it.
+fn environment(at: &At, k: &str, v: &Node, env: &mut Vec<(String, String)>) -> Result<(), Refusal> {
+    for (name, value) in at.pairs(k, v)? {
+        let value = value.or_else(|| {
+            at.cx
+                .vars
+                .0
+                .iter()
+                .rev()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        });
+        if let Some(value) = value {
+            env.retain(|(n, _)| *n != name);
+            env.push((name, value));
+        }
+    }
+    Ok(())
+}
+
+/// `ports`: the container ports the agent serves (what is published on the host is the build
+/// agent's choice), one by one, at most [`MAX_PORTS`].
+fn ports(at: &At, k: &str, v: &Node) -> Result<Vec<String>, Refusal> {
+    let mut ports = Vec::new();
+    for p in v.as_seq().ok_or_else(|| at.wrong(k, v, "a list"))? {
+        let p = container_port(at, p)?;
+        if p.contains('-') {
+            return err(format!(
+                "{}: '{p}' is a range; list the ports the agent serves one by one",
+                at.whose(k)
+            ));
+        }
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    if ports.len() > MAX_PORTS {
+        return err(format!(
+            "{}: {} ports; an agent serves at most {MAX_PORTS}",
+            at.whose(k),
+            ports.len()
+        ));
+    }
+    Ok(ports)
+}
+
+fn expose(at: &At, k: &str, v: &Node) -> Result<Vec<String>, Refusal> {
+    let mut ports = Vec::new();
+    for p in at.list(k, v)? {
+        if !valid_port(&p) {
+            return err(format!("{}: cannot read the port '{p}'", at.whose(k)));
+        }
+        ports.push(p);
+    }
+    Ok(ports)
+}
+
+fn restart(at: &At, k: &str, v: &Node) -> Result<String, Refusal> {
+    let r = at.text(k, v)?;
+    let ok = ["no", "always", "unless-stopped", "on-failure"].contains(&r.as_str())
+        || r.strip_prefix("on-failure:")
+            .is_some_and(|n| n.parse::<u32>().is_ok());
+    if !ok {
+        return err(format!(
+            "{}: '{r}' is not no, always, unless-stopped or on-failure[:N]",
+            at.whose(k)
+        ));
+    }
+    Ok(r)
 }
 
 fn cmd(at: &At, key: &str, n: &Node) -> Result<Option<Cmd>, Refusal> {
@@ -935,90 +952,99 @@ fn env_files(at: &At, n: &Node) -> Result<Vec<Vec<(String, String)>>, Refusal> {
     Ok(out)
 }
 
+/// One entry of a service's `volumes`, in the short syntax or the long one.
 fn mount(at: &At, n: &Node) -> Result<Mount, Refusal> {
-    let dir = at.cx.dir;
     match &n.kind {
-        Kind::Scalar { .. } => {
-            let spec = at.text("volumes", n)?;
-            let parts: Vec<&str> = spec.split(':').collect();
-            let (src, target, mode) = match parts.as_slice() {
-                [t] => {
-                    return Ok(Mount::Volume {
-                        source: None,
-                        target: t.to_string(),
-                        read_only: false,
-                    })
-                }
-                [s, t] => (*s, *t, ""),
-                [s, t, m] => (*s, *t, *m),
-                _ => {
-                    return err(format!(
-                        "{}: cannot read '{spec}'; write SOURCE:TARGET[:ro]",
-                        at.whose("volumes")
-                    ))
-                }
-            };
-            if !["", "ro", "rw"].contains(&mode) {
-                return err(format!(
-                    "{}: the mode '{mode}' of '{spec}' is not allowed; use ro or rw",
-                    at.whose("volumes")
-                ));
-            }
-            if src.starts_with(['.', '/', '~']) {
-                Ok(Mount::Bind {
-                    source: at.path("volumes", src, dir)?,
-                    target: target.into(),
-                })
-            } else {
-                Ok(Mount::Volume {
-                    source: Some(src.into()),
-                    target: target.into(),
-                    read_only: mode == "ro",
-                })
-            }
-        }
-        Kind::Map(_) => {
-            let m = at.fields(
-                "volumes",
-                n,
-                &["type", "source", "target", "read_only", "volume", "tmpfs"],
-            )?;
-            let get = |k: &str| m.iter().find(|(x, _)| x == k).map(|(_, v)| v);
-            let text = |k: &str| get(k).map(|v| at.text("volumes", v)).transpose();
-            let ty = text("type")?.unwrap_or_else(|| "volume".into());
-            let target =
-                text("target")?.ok_or_else(|| at.wrong("volumes", n, "a mapping with a target"))?;
-            let source = text("source")?.filter(|s| !s.is_empty());
-            let read_only = get("read_only")
-                .map(|r| at.boolean("volumes.read_only", r))
-                .transpose()?
-                .unwrap_or(false);
-            if let Some(v) = get("volume") {
-                at.fields("volumes.volume", v, &["nocopy"])?;
-            }
-            match ty.as_str() {
-                "bind" => {
-                    let src = source.ok_or_else(|| at.wrong("volumes", n, "a bind with a source"))?;
-                    Ok(Mount::Bind { source: at.path("volumes", &src, dir)?, target })
-                }
-                "volume" => Ok(Mount::Volume { source, target, read_only }),
-                "tmpfs" => {
-                    let size = match get("tmpfs") {
-                        Some(t) => {
-                            let f = at.fields("volumes.tmpfs", t, &["size"])?;
-                            f.first().map(|(_, s)| at.bytes("volumes.tmpfs.size", s)).transpose()?
-                        }
-                        None => None,
-                    };
-                    Ok(Mount::Tmpfs { target, size })
-                }
-                other => err(format!(
-                    "{}: volumes of type '{other}' are not allowed for agents; use a bind mount inside the package or a named volume",
-                    at.whose("volumes")
-                )),
-            }
-        }
+        Kind::Scalar { .. } => short_mount(at, n),
+        Kind::Map(_) => long_mount(at, n),
         _ => Err(at.wrong("volumes", n, "a string or a mapping")),
+    }
+}
+
+/// `SOURCE:TARGET[:MODE]` or `TARGET`: a path source is a bind mount (inside the package), a
+/// name a named volume.
+fn short_mount(at: &At, n: &Node) -> Result<Mount, Refusal> {
+    let dir = at.cx.dir;
+    let spec = at.text("volumes", n)?;
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (src, target, mode) = match parts.as_slice() {
+        [t] => {
+            return Ok(Mount::Volume {
+                source: None,
+                target: t.to_string(),
+                read_only: false,
+            })
+        }
+        [s, t] => (*s, *t, ""),
+        [s, t, m] => (*s, *t, *m),
+        _ => {
+            return err(format!(
+                "{}: cannot read '{spec}'; write SOURCE:TARGET[:ro]",
+                at.whose("volumes")
+            ))
+        }
+    };
+    if !["", "ro", "rw"].contains(&mode) {
+        return err(format!(
+            "{}: the mode '{mode}' of '{spec}' is not allowed; use ro or rw",
+            at.whose("volumes")
+        ));
+    }
+    if src.starts_with(['.', '/', '~']) {
+        Ok(Mount::Bind {
+            source: at.path("volumes", src, dir)?,
+            target: target.into(),
+        })
+    } else {
+        Ok(Mount::Volume {
+            source: Some(src.into()),
+            target: target.into(),
+            read_only: mode == "ro",
+        })
+    }
+}
+
+/// The long syntax: `type` bind, volume or tmpfs, and nothing else.
+fn long_mount(at: &At, n: &Node) -> Result<Mount, Refusal> {
+    let dir = at.cx.dir;
+    let m = at.fields(
+        "volumes",
+        n,
+        &["type", "source", "target", "read_only", "volume", "tmpfs"],
+    )?;
+    let get = |k: &str| m.iter().find(|(x, _)| x == k).map(|(_, v)| v);
+    let text = |k: &str| get(k).map(|v| at.text("volumes", v)).transpose();
+    let ty = text("type")?.unwrap_or_else(|| "volume".into());
+    let target =
+        text("target")?.ok_or_else(|| at.wrong("volumes", n, "a mapping with a target"))?;
+    let source = text("source")?.filter(|s| !s.is_empty());
+    let read_only = get("read_only")
+        .map(|r| at.boolean("volumes.read_only", r))
+        .transpose()?
+        .unwrap_or(false);
+    if let Some(v) = get("volume") {
+        at.fields("volumes.volume", v, &["nocopy"])?;
+    }
+    match ty.as_str() {
+        "bind" => {
+            let src = source.ok_or_else(|| at.wrong("volumes", n, "a bind with a source"))?;
+            Ok(Mount::Bind { source: at.path("volumes", &src, dir)?, target })
+        }
+        "volume" => Ok(Mount::Volume { source, target, read_only }),
+        "tmpfs" => {
+            let size = match get("tmpfs") {
+                Some(t) => {
+                    let f = at.fields("volumes.tmpfs", t, &["size"])?;
+                    f.first().map(|(_, s)| at.bytes("volumes.tmpfs.size", s)).transpose()?
+                }
+                None => None,
+            };
+            Ok(Mount::Tmpfs { target, size })
+        }
+        other => err(format!(
+            "{}: volumes of type '{other}' are not allowed for agents; use a bind mount inside the package or a named volume",
+            at.whose("volumes")
+        )),
     }
 }
 

@@ -21,20 +21,20 @@ pub struct Subnet {
 
 impl Subnet {
     /// `a.b.c.d/len`, with no host bits set.
-    pub fn parse(s: &str) -> Result<Subnet, String> {
-        let bad = || format!("'{s}' is not an IPv4 subnet; write it as e.g. 10.213.0.0/16");
+    pub fn parse(s: &str) -> Result<Subnet, SubnetError> {
+        let bad = || SubnetError::NotASubnet(s.to_string());
         let (ip, len) = s.trim().split_once('/').ok_or_else(bad)?;
         let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
         let len: u8 = len.parse().ok().filter(|l| *l <= 32).ok_or_else(bad)?;
         let base = u32::from(ip);
         if base & !mask(len) != 0 {
-            return Err(format!(
-                "'{s}' has host bits set; the subnet is {}",
-                Subnet {
+            return Err(SubnetError::HostBits {
+                given: s.to_string(),
+                subnet: Subnet {
                     base: base & mask(len),
-                    len
-                }
-            ));
+                    len,
+                },
+            });
         }
         Ok(Subnet { base, len })
     }
@@ -71,22 +71,81 @@ pub enum AgentNetworks {
 }
 
 impl AgentNetworks {
-    pub fn new(mode: &str, pool: &str, prefix: u8) -> Result<AgentNetworks, String> {
+    pub fn new(mode: &str, pool: &str, prefix: u8) -> Result<AgentNetworks, NetworksError> {
         match mode {
             "shared" => Ok(AgentNetworks::Shared),
             "own" => {
-                let pool = Subnet::parse(pool).map_err(|e| format!("AGENT_SUBNET_POOL: {e}"))?;
+                let pool = Subnet::parse(pool).map_err(NetworksError::Pool)?;
                 if !(pool.len..=29).contains(&prefix) || prefix < 16 || prefix - pool.len > 16 {
-                    return Err(format!(
-                        "AGENT_SUBNET_PREFIX {prefix} must be between 16 and 29, no shorter than AGENT_SUBNET_POOL's /{} and at most 16 bits longer (28, the default, gives each agent 13 addresses)",
-                        pool.len
-                    ));
+                    return Err(NetworksError::Prefix {
+                        prefix,
+                        pool_len: pool.len,
+                    });
                 }
                 Ok(AgentNetworks::Own { pool, prefix })
             }
-            other => Err(format!(
+            other => Err(NetworksError::Mode(other.to_string())),
+        }
+    }
+}
+
+/// Why a text is not a subnet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubnetError {
+    /// Not `a.b.c.d/len` with `len` at most 32.
+    NotASubnet(String),
+    /// The address has bits set past the prefix; `subnet` is the one meant, likely.
+    HostBits { given: String, subnet: Subnet },
+}
+
+impl std::fmt::Display for SubnetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubnetError::NotASubnet(s) => write!(
+                f,
+                "'{s}' is not an IPv4 subnet; write it as e.g. 10.213.0.0/16"
+            ),
+            SubnetError::HostBits { given, subnet } => {
+                write!(f, "'{given}' has host bits set; the subnet is {subnet}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SubnetError {}
+
+/// Why AGENT_NETWORKS, AGENT_SUBNET_POOL and AGENT_SUBNET_PREFIX cannot work together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworksError {
+    /// AGENT_SUBNET_POOL is not a subnet.
+    Pool(SubnetError),
+    /// AGENT_SUBNET_PREFIX does not fit the pool (or gives too many networks to look through).
+    Prefix { prefix: u8, pool_len: u8 },
+    /// AGENT_NETWORKS is neither own nor shared.
+    Mode(String),
+}
+
+impl std::fmt::Display for NetworksError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetworksError::Pool(e) => write!(f, "AGENT_SUBNET_POOL: {e}"),
+            NetworksError::Prefix { prefix, pool_len } => write!(
+                f,
+                "AGENT_SUBNET_PREFIX {prefix} must be between 16 and 29, no shorter than AGENT_SUBNET_POOL's /{pool_len} and at most 16 bits longer (28, the default, gives each agent 13 addresses)"
+            ),
+            NetworksError::Mode(other) => write!(
+                f,
                 "AGENT_NETWORKS '{other}' must be own (a network per agent, the default) or shared (legacy: every agent on DOCKER_NETWORK, able to call every other agent past the gateway)"
-            )),
+            ),
+        }
+    }
+}
+
+impl std::error::Error for NetworksError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            NetworksError::Pool(e) => Some(e),
+            NetworksError::Prefix { .. } | NetworksError::Mode(_) => None,
         }
     }
 }
@@ -330,6 +389,7 @@ mod tests {
         assert_eq!(s("10.213.0.0/16").to_string(), "10.213.0.0/16");
         assert!(Subnet::parse("10.213.0.1/16")
             .unwrap_err()
+            .to_string()
             .contains("10.213.0.0/16"));
         for bad in ["10.213.0.0", "10.213.0/16", "10.213.0.0/33", "x/8", ""] {
             assert!(Subnet::parse(bad).is_err(), "{bad}");
@@ -378,6 +438,7 @@ mod tests {
         );
         assert!(AgentNetworks::new("own", "10.213.0.0/16", 30)
             .unwrap_err()
+            .to_string()
             .contains("28"));
         assert!(AgentNetworks::new("own", "10.213.0.0/24", 20).is_err());
         // at most 65536 networks to look through
@@ -385,9 +446,11 @@ mod tests {
         assert!(AgentNetworks::new("own", "10.0.0.0/8", 24).is_ok());
         assert!(AgentNetworks::new("own", "10.213.0.1/16", 28)
             .unwrap_err()
+            .to_string()
             .contains("host bits"));
         assert!(AgentNetworks::new("per-agent", "10.213.0.0/16", 28)
             .unwrap_err()
+            .to_string()
             .contains("own"));
     }
 }

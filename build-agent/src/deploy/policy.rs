@@ -7,17 +7,7 @@
 use super::model::{Mount, Package, Service};
 use crate::config::AgentLimits;
 
-/// A refused package: the one line to report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal(pub String);
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Refusal {}
+pub use super::refusal::Refusal;
 
 fn err<T>(msg: String) -> Result<T, Refusal> {
     Err(Refusal(msg))
@@ -108,80 +98,121 @@ pub fn check(
         }
         seen.push((what, written, k));
     }
+    let whole = Whole {
+        pkg,
+        entry,
+        agent_container,
+        is_shared,
+    };
     for s in &pkg.services {
-        let n = &s.key;
-        if s.key != entry.key && s.key.eq_ignore_ascii_case(agent_container) {
+        check_service(&whole, s)?;
+    }
+    Ok(())
+}
+
+/// What each service is checked against: the package, its entry service, the agent's container
+/// name and the test for a network key that means the agents network.
+struct Whole<'a> {
+    pkg: &'a Package,
+    entry: &'a Service,
+    agent_container: &'a str,
+    is_shared: &'a dyn Fn(&str) -> bool,
+}
+
+/// One service of the package: its name, build and image, labels, volumes, networks,
+/// dependencies, health-check pace, and what it does on the agents network.
+fn check_service(w: &Whole, s: &Service) -> Result<(), Refusal> {
+    let Whole {
+        pkg,
+        entry,
+        agent_container,
+        is_shared,
+    } = *w;
+    let n = &s.key;
+    if s.key != entry.key && s.key.eq_ignore_ascii_case(agent_container) {
+        return err(format!(
+            "service '{n}' would take the agent's own name {agent_container}; rename it"
+        ));
+    }
+    if s.key != entry.key && s.build.is_some() {
+        return err(format!(
+            "service '{n}' has a 'build'; only the agent's own service ('{}') is built. Give '{n}' an image",
+            entry.key
+        ));
+    }
+    if s.key != entry.key && s.image.is_none() {
+        return err(format!("service '{n}' has no image; give it one"));
+    }
+    for (k, _) in &s.labels {
+        if reserved_label(k) {
             return err(format!(
-                "service '{n}' would take the agent's own name {agent_container}; rename it"
+                "service '{n}' sets the label '{k}'; nasiko.* and com.docker.* labels are the build agent's and compose's to set (remove it)"
             ));
         }
-        if s.key != entry.key && s.build.is_some() {
+    }
+    for m in &s.volumes {
+        if let Mount::Volume {
+            source: Some(v), ..
+        } = m
+        {
+            if !pkg.volumes.contains(v) {
+                return err(format!(
+                    "service '{n}' mounts the volume '{v}', which the package does not declare; declare it under the top-level volumes (an agent may not use other volumes)"
+                ));
+            }
+        }
+    }
+    for (k, _) in &s.networks {
+        if k != "default" && !is_shared(k) && !pkg.networks.iter().any(|d| d.key == *k) {
             return err(format!(
-                "service '{n}' has a 'build'; only the agent's own service ('{}') is built. Give '{n}' an image",
+                "service '{n}' joins the network '{k}', which the package does not declare; declare it under the top-level networks"
+            ));
+        }
+    }
+    for (d, _) in &s.depends_on {
+        if !pkg.services.iter().any(|o| o.key == *d) {
+            return err(format!(
+                "service '{n}' depends on '{d}', which is not a service of the package"
+            ));
+        }
+    }
+    if let Some(i) = s.healthcheck.as_ref().and_then(|h| h.interval) {
+        if i < MIN_HEALTH_INTERVAL_MS {
+            return err(format!(
+                "service '{n}' checks its health every {i} ms; the least interval is 1s (the engine runs each check outside the agent's caps)"
+            ));
+        }
+    }
+    on_agents_network(w, s)
+}
+
+/// What a service does on the agents network: only the agent's own service joins it, without
+/// aliases of its own.
+fn on_agents_network(w: &Whole, s: &Service) -> Result<(), Refusal> {
+    let Whole {
+        pkg,
+        entry,
+        agent_container,
+        is_shared,
+    } = *w;
+    let n = &s.key;
+    for key in shared_keys(pkg, s, is_shared) {
+        if s.key != entry.key {
+            return err(format!(
+                "service '{n}' joins the agents network '{key}'; only the agent's own service ('{}') may. Put '{n}' on a network of the package's own",
                 entry.key
             ));
         }
-        if s.key != entry.key && s.image.is_none() {
-            return err(format!("service '{n}' has no image; give it one"));
-        }
-        for (k, _) in &s.labels {
-            if reserved_label(k) {
-                return err(format!(
-                    "service '{n}' sets the label '{k}'; nasiko.* and com.docker.* labels are the build agent's and compose's to set (remove it)"
-                ));
-            }
-        }
-        for m in &s.volumes {
-            if let Mount::Volume {
-                source: Some(v), ..
-            } = m
-            {
-                if !pkg.volumes.contains(v) {
-                    return err(format!(
-                        "service '{n}' mounts the volume '{v}', which the package does not declare; declare it under the top-level volumes (an agent may not use other volumes)"
-                    ));
-                }
-            }
-        }
-        for (k, _) in &s.networks {
-            if k != "default" && !is_shared(k) && !pkg.networks.iter().any(|d| d.key == *k) {
-                return err(format!(
-                    "service '{n}' joins the network '{k}', which the package does not declare; declare it under the top-level networks"
-                ));
-            }
-        }
-        for (d, _) in &s.depends_on {
-            if !pkg.services.iter().any(|o| o.key == *d) {
-                return err(format!(
-                    "service '{n}' depends on '{d}', which is not a service of the package"
-                ));
-            }
-        }
-        if let Some(i) = s.healthcheck.as_ref().and_then(|h| h.interval) {
-            if i < MIN_HEALTH_INTERVAL_MS {
-                return err(format!(
-                    "service '{n}' checks its health every {i} ms; the least interval is 1s (the engine runs each check outside the agent's caps)"
-                ));
-            }
-        }
-        for key in shared_keys(pkg, s, is_shared) {
-            if s.key != entry.key {
-                return err(format!(
-                    "service '{n}' joins the agents network '{key}'; only the agent's own service ('{}') may. Put '{n}' on a network of the package's own",
-                    entry.key
-                ));
-            }
-            let aliases = &s
-                .networks
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, a)| a.clone())
-                .unwrap_or_default();
-            if !aliases.is_empty() {
-                return err(format!(
-                    "service '{n}' sets aliases on the agents network '{key}'; there the agent answers to {agent_container} only, the name the build agent gives it (remove the aliases)"
-                ));
-            }
+        let aliases = &s
+            .networks
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_default();
+        if !aliases.is_empty() {
+            return err(format!(
+                "service '{n}' sets aliases on the agents network '{key}'; there the agent answers to {agent_container} only, the name the build agent gives it (remove the aliases)"
+            ));
         }
     }
     Ok(())

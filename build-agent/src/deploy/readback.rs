@@ -5,7 +5,7 @@
 //! the deploy before `up`, naming where the readings part. Pure.
 
 use super::model::parse_duration_ms;
-use super::policy::Refusal;
+use super::refusal::Refusal;
 use serde_json::{Map, Value};
 
 /// Parse compose's `config` output: JSON from v2; YAML from v1, read by the strict reader so that

@@ -6,7 +6,8 @@
 //! networks the package calls external become networks of its own project. Pure.
 
 use super::model::{Cmd, Mount, Package, Service};
-use super::policy::{entry_service, Caps, Refusal};
+use super::policy::{entry_service, Caps};
+use super::refusal::Refusal;
 use nasiko_contract::labels;
 use serde_json::{json, Map, Value};
 
@@ -141,37 +142,7 @@ pub fn render(
         }
         services.insert(rename(&s.key), Value::Object(out));
     }
-    let mut networks = Map::new();
-    networks.insert(
-        spec.network.to_string(),
-        json!({"external": true, "name": spec.network}),
-    );
-    for d in pkg.networks.iter().filter(|d| !d.shared) {
-        if d.external {
-            notes.push(format!(
-                "network '{}' is the package's own: created for this agent alone, not shared with other agents",
-                d.key
-            ));
-        }
-        let mut n = Map::new();
-        let mut labels = d.labels.clone();
-        labels.push(owner_label());
-        n.insert("labels".into(), object(labels));
-        if d.internal {
-            n.insert("internal".into(), Value::Bool(true));
-        }
-        networks.insert(resource_key(&d.key), Value::Object(n));
-    }
-    // the project's default network, when used and not declared, is labelled as ours too
-    let uses_default = services
-        .values()
-        .any(|svc| svc["networks"].get("default").is_some());
-    if uses_default && !networks.contains_key("default") {
-        networks.insert(
-            "default".into(),
-            json!({ "labels": object([owner_label()]) }),
-        );
-    }
+    let networks = networks(pkg, spec, &services, &mut notes);
     let volumes: Map<String, Value> = pkg
         .volumes
         .iter()
@@ -240,81 +211,72 @@ fn service(
             None => {}
         }
     }
-    let mut expose = s.expose.clone();
-    if !s.ports.is_empty() {
-        if spec.publish {
-            let p: Vec<String> = s.ports.iter().map(|p| format!("127.0.0.1::{p}")).collect();
-            put("ports", json!(p));
-            notes.push(format!(
-                "service '{}': ports {} published on 127.0.0.1 only (PUBLISH_AGENT_PORTS)",
-                s.key,
-                s.ports.join(", ")
-            ));
-        } else {
-            for p in &s.ports {
-                if !expose.contains(p) {
-                    expose.push(p.clone());
-                }
-            }
-            notes.push(format!(
-                "service '{}': ports {} are not published on the host; the agent is reached through the gateway (set PUBLISH_AGENT_PORTS=true to publish them on 127.0.0.1)",
-                s.key,
-                s.ports.join(", ")
-            ));
-        }
+    let (published, expose) = ports(s, spec.publish, notes);
+    if let Some(p) = published {
+        put("ports", p);
     }
     if !expose.is_empty() {
         put("expose", json!(expose));
     }
     if !s.volumes.is_empty() {
-        let v: Vec<Value> = s
-            .volumes
-            .iter()
-            .map(|m| match m {
-                Mount::Bind { source, target } => json!({"type": "bind", "source": source.display().to_string(), "target": target, "read_only": true}),
-                Mount::Volume { source: Some(src), target, read_only } => {
-                    let mut v = json!({"type": "volume", "source": resource_key(src), "target": target});
-                    if *read_only {
-                        v["read_only"] = Value::Bool(true);
-                    }
-                    v
-                }
-                Mount::Volume { source: None, target, .. } => json!({"type": "volume", "target": target}),
-                Mount::Tmpfs { target, size } => match size {
-                    Some(sz) => json!({"type": "tmpfs", "target": target, "tmpfs": {"size": sz}}),
-                    None => json!({"type": "tmpfs", "target": target}),
-                },
-            })
-            .collect();
-        put("volumes", Value::Array(v));
+        put("volumes", mounts(&s.volumes));
     }
     if !s.tmpfs.is_empty() {
         put("tmpfs", json!(s.tmpfs));
     }
-    // always an interval: without one the engine takes the image's (a Dockerfile's
-    // `HEALTHCHECK --interval=1ms` would exec into the container without pause)
-    let h = s.healthcheck.clone().unwrap_or_default();
-    let mut m = Map::new();
-    if let Some(t) = &h.test {
-        m.insert("test".into(), json!(t));
-    }
-    let interval = (!h.disable).then(|| h.interval.unwrap_or(DEFAULT_HEALTH_INTERVAL_MS));
-    for (k, v) in [
-        ("interval", interval),
-        ("timeout", h.timeout),
-        ("start_period", h.start_period),
-    ] {
-        if let Some(v) = v {
-            m.insert(k.into(), ms(v));
+    put("healthcheck", healthcheck(s));
+    runtime(&mut o, s, c);
+    o
+}
+
+/// The compose file's networks: the agents network (external), the package's own (labelled as
+/// the build agent's, each for this agent alone) and the project's default when a service uses it.
+fn networks(
+    pkg: &Package,
+    spec: &Spec,
+    services: &Map<String, Value>,
+    notes: &mut Vec<String>,
+) -> Map<String, Value> {
+    let mut networks = Map::new();
+    networks.insert(
+        spec.network.to_string(),
+        json!({"external": true, "name": spec.network}),
+    );
+    for d in pkg.networks.iter().filter(|d| !d.shared) {
+        if d.external {
+            notes.push(format!(
+                "network '{}' is the package's own: created for this agent alone, not shared with other agents",
+                d.key
+            ));
         }
+        let mut n = Map::new();
+        let mut labels = d.labels.clone();
+        labels.push(owner_label());
+        n.insert("labels".into(), object(labels));
+        if d.internal {
+            n.insert("internal".into(), Value::Bool(true));
+        }
+        networks.insert(resource_key(&d.key), Value::Object(n));
     }
-    if let Some(r) = h.retries {
-        m.insert("retries".into(), json!(r));
+    // the project's default network, when used and not declared, is labelled as ours too
+    let uses_default = services
+        .values()
+        .any(|svc| svc["networks"].get("default").is_some());
+    if uses_default && !networks.contains_key("default") {
+        networks.insert(
+            "default".into(),
+            json!({ "labels": object([owner_label()]) }),
+        );
     }
-    if h.disable {
-        m.insert("disable".into(), Value::Bool(true));
-    }
-    put("healthcheck", Value::Object(m));
+    networks
+}
+
+/// How a service runs: its process settings, no raw sockets, the operator's caps, no new
+/// privileges.
+fn runtime(o: &mut Map<String, Value>, s: &Service, c: &Caps) {
+    let mut put = |k: &str, v: Value| {
+        o.insert(k.to_string(), v);
+    };
     for (k, v) in [
         ("working_dir", &s.working_dir),
         ("user", &s.user),
@@ -364,7 +326,87 @@ fn service(
         put("pids_limit", json!(p));
     }
     put("security_opt", json!(["no-new-privileges:true"]));
-    o
+}
+
+/// A service's ports: published on 127.0.0.1 only under PUBLISH_AGENT_PORTS, else exposed on
+/// its networks only; each case noted for the build log. The ports to publish, and to expose.
+fn ports(s: &Service, publish: bool, notes: &mut Vec<String>) -> (Option<Value>, Vec<String>) {
+    let mut expose = s.expose.clone();
+    let mut published = None;
+    if !s.ports.is_empty() {
+        if publish {
+            let p: Vec<String> = s.ports.iter().map(|p| format!("127.0.0.1::{p}")).collect();
+            published = Some(json!(p));
+            notes.push(format!(
+                "service '{}': ports {} published on 127.0.0.1 only (PUBLISH_AGENT_PORTS)",
+                s.key,
+                s.ports.join(", ")
+            ));
+        } else {
+            for p in &s.ports {
+                if !expose.contains(p) {
+                    expose.push(p.clone());
+                }
+            }
+            notes.push(format!(
+                "service '{}': ports {} are not published on the host; the agent is reached through the gateway (set PUBLISH_AGENT_PORTS=true to publish them on 127.0.0.1)",
+                s.key,
+                s.ports.join(", ")
+            ));
+        }
+    }
+    (published, expose)
+}
+
+/// A service's mounts as the compose file says them (binds read-only, volumes by their key).
+fn mounts(volumes: &[Mount]) -> Value {
+    let v: Vec<Value> = volumes
+            .iter()
+            .map(|m| match m {
+                Mount::Bind { source, target } => json!({"type": "bind", "source": source.display().to_string(), "target": target, "read_only": true}),
+                Mount::Volume { source: Some(src), target, read_only } => {
+                    let mut v = json!({"type": "volume", "source": resource_key(src), "target": target});
+                    if *read_only {
+                        v["read_only"] = Value::Bool(true);
+                    }
+                    v
+                }
+                Mount::Volume { source: None, target, .. } => json!({"type": "volume", "target": target}),
+                Mount::Tmpfs { target, size } => match size {
+                    Some(sz) => json!({"type": "tmpfs", "target": target, "tmpfs": {"size": sz}}),
+                    None => json!({"type": "tmpfs", "target": target}),
+                },
+            })
+            .collect();
+    Value::Array(v)
+}
+
+/// A service's health check, always with an interval.
+fn healthcheck(s: &Service) -> Value {
+    // always an interval: without one the engine takes the image's (a Dockerfile's
+    // `HEALTHCHECK --interval=1ms` would exec into the container without pause)
+    let h = s.healthcheck.clone().unwrap_or_default();
+    let mut m = Map::new();
+    if let Some(t) = &h.test {
+        m.insert("test".into(), json!(t));
+    }
+    let interval = (!h.disable).then(|| h.interval.unwrap_or(DEFAULT_HEALTH_INTERVAL_MS));
+    for (k, v) in [
+        ("interval", interval),
+        ("timeout", h.timeout),
+        ("start_period", h.start_period),
+    ] {
+        if let Some(v) = v {
+            m.insert(k.into(), ms(v));
+        }
+    }
+    if let Some(r) = h.retries {
+        m.insert("retries".into(), json!(r));
+    }
+    if h.disable {
+        m.insert("disable".into(), Value::Bool(true));
+    }
+    Value::Object(m)
 }
 
 /// The key a package's own volume or network is written under. Compose names it

@@ -6,7 +6,7 @@
 //! and we then read the same thing by construction: the file compose runs is one we write (JSON,
 //! every string quoted). Pure.
 
-use super::policy::Refusal;
+use super::refusal::Refusal;
 use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
@@ -194,56 +194,61 @@ impl Reader<'_, '_> {
                     Kind::Scalar { text, plain }
                 }
             }
-            Event::SequenceStart(_, None) => {
-                let mut items = Vec::new();
-                loop {
-                    let (ev, mark) = self.next()?;
-                    if ev == Event::SequenceEnd {
-                        break;
-                    }
-                    items.push(self.node(ev, mark, depth + 1)?);
-                }
-                Kind::Seq(items)
-            }
-            Event::MappingStart(_, None) => {
-                let mut entries: Vec<(String, Node)> = Vec::new();
-                loop {
-                    let (ev, mark) = self.next()?;
-                    if ev == Event::MappingEnd {
-                        break;
-                    }
-                    let key = match self.node(ev, mark, depth + 1)? {
-                        Node {
-                            kind: Kind::Scalar { text, plain },
-                            ..
-                        } => {
-                            if plain && text == "<<" {
-                                return Err(refuse(mark.line(), "a merge key (<<)"));
-                            }
-                            text
-                        }
-                        _ => {
-                            return Err(refuse(
-                                mark.line(),
-                                "a key that is not a string (keys are names)",
-                            ))
-                        }
-                    };
-                    if entries.iter().any(|(k, _)| *k == key) {
-                        return Err(refuse(
-                            mark.line(),
-                            &format!("the key '{key}' appears twice in one mapping"),
-                        ));
-                    }
-                    let (ev, vmark) = self.next()?;
-                    let value = self.node(ev, vmark, depth + 1)?;
-                    entries.push((key, value));
-                }
-                Kind::Map(entries)
-            }
+            Event::SequenceStart(_, None) => self.seq(depth)?,
+            Event::MappingStart(_, None) => self.map(depth)?,
             _ => return Err(refuse(line, "unexpected content")),
         };
         Ok(Node { line, kind })
+    }
+
+    /// A sequence's items, up to its end (its start read).
+    fn seq(&mut self, depth: usize) -> Result<Kind, Refusal> {
+        let mut items = Vec::new();
+        loop {
+            let (ev, mark) = self.next()?;
+            if ev == Event::SequenceEnd {
+                return Ok(Kind::Seq(items));
+            }
+            items.push(self.node(ev, mark, depth + 1)?);
+        }
+    }
+
+    /// A mapping's entries, up to its end (its start read): keys are plain names, each once, and
+    /// never the merge key.
+    fn map(&mut self, depth: usize) -> Result<Kind, Refusal> {
+        let mut entries: Vec<(String, Node)> = Vec::new();
+        loop {
+            let (ev, mark) = self.next()?;
+            if ev == Event::MappingEnd {
+                return Ok(Kind::Map(entries));
+            }
+            let key = match self.node(ev, mark, depth + 1)? {
+                Node {
+                    kind: Kind::Scalar { text, plain },
+                    ..
+                } => {
+                    if plain && text == "<<" {
+                        return Err(refuse(mark.line(), "a merge key (<<)"));
+                    }
+                    text
+                }
+                _ => {
+                    return Err(refuse(
+                        mark.line(),
+                        "a key that is not a string (keys are names)",
+                    ))
+                }
+            };
+            if entries.iter().any(|(k, _)| *k == key) {
+                return Err(refuse(
+                    mark.line(),
+                    &format!("the key '{key}' appears twice in one mapping"),
+                ));
+            }
+            let (ev, vmark) = self.next()?;
+            let value = self.node(ev, vmark, depth + 1)?;
+            entries.push((key, value));
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use nasiko_contract::stream;
 use nasiko_tests::agents::AgentsRoot;
 use nasiko_tests::backend::{BackendStandin, Call};
 use nasiko_tests::docker::unique;
@@ -77,21 +78,29 @@ impl Harness {
         ChildGuard::spawn("build-agent", &mut c)
     }
 
+    /// A connection to the test's Redis; one that a just-restarted server resets is tried again
+    /// (for up to 5 s: it accepts TCP a moment before it serves).
     pub async fn con(&self) -> redis::aio::MultiplexedConnection {
-        self.redis
-            .client()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
+        let end = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.redis.client().get_multiplexed_async_connection().await {
+                Ok(c) => return c,
+                Err(e) if tokio::time::Instant::now() < end => {
+                    eprintln!("redis not ready yet ({e}); trying again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot connect to the test's redis-server: {e}"),
+            }
+        }
     }
 
-    /// XADD a job exactly as the backend does.
-    pub async fn queue(&self, fields: &[(&str, &str)]) -> String {
+    /// XADD a job exactly as the backend does (the contract's encoder).
+    pub async fn queue(&self, job: &stream::JobEntry) -> String {
         let mut c = self.con().await;
         redis::cmd("XADD")
-            .arg("orchestration:commands")
+            .arg(stream::KEY)
             .arg("*")
-            .arg(fields)
+            .arg(stream::encode(job))
             .query_async(&mut c)
             .await
             .unwrap()
@@ -107,25 +116,17 @@ impl Harness {
         cmd.query_async(&mut c).await.unwrap()
     }
 
-    pub fn deploy_fields<'a>(
-        &self,
-        agent: &'a str,
-        path: &'a str,
-        owner: &'a str,
-    ) -> Vec<(&'a str, &'a str)> {
-        vec![
-            ("command", "deploy_agent"),
-            ("agent_name", agent),
-            ("agent_path", path),
-            (
-                "base_url",
-                "http://nasiko-backend.nasiko.svc.cluster.local:8000",
-            ),
-            ("owner_id", owner),
-            ("upload_id", "up-1"),
-            ("upload_type", "directory"),
-            ("version", "v1.0.0"),
-        ]
+    /// A deploy job with the fields the Nasiko backend sends (a cluster base_url, which the
+    /// worker replaces by NASIKO_API_URL).
+    pub fn deploy_fields(&self, agent: &str, path: &str, owner: &str) -> stream::JobEntry {
+        stream::JobEntry {
+            base_url: Some("http://nasiko-backend.nasiko.svc.cluster.local:8000".into()),
+            owner_id: Some(owner.into()),
+            upload_id: Some("up-1".into()),
+            upload_type: Some(stream::UPLOAD_DIRECTORY.into()),
+            version: Some("v1.0.0".into()),
+            ..stream::JobEntry::deploy(agent, path)
+        }
     }
 
     /// Every entry of a stream (`orchestration:commands:dead-letter`, `agent:buildlog:{name}`),
@@ -148,6 +149,43 @@ impl Harness {
                 m
             })
             .collect()
+    }
+
+    /// As if the next new entry had been started `attempts` times by a consumer that died
+    /// holding it ("ghost"): delivered to it, with the attempts counted against it. (The group
+    /// must exist and no live consumer be reading.)
+    pub async fn as_if_started_and_died(&self, id: &str, attempts: u64) {
+        let mut c = self.con().await;
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("orchestrator")
+            .arg("ghost")
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg("orchestration:commands")
+            .arg(">")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let _: i64 = redis::cmd("HSET")
+            .arg("orchestration:commands:attempts")
+            .arg(id)
+            .arg(attempts)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+
+    /// As if an attempt of entry `id` had got its container up (the `Registering` mark).
+    pub async fn as_if_its_container_got_up(&self, id: &str) {
+        let _: i64 = redis::cmd("HSET")
+            .arg("orchestration:commands:attempts")
+            .arg(format!("{id}:reached"))
+            .arg(400_000)
+            .query_async(&mut self.con().await)
+            .await
+            .unwrap();
     }
 
     pub async fn dead_letters(&self) -> Vec<HashMap<String, String>> {
@@ -214,6 +252,25 @@ impl Harness {
                 }
             },
         )
+        .await
+    }
+
+    /// Wait (up to `within`) for agent `agent`'s terminal status of stream entry `id`.
+    pub async fn wait_terminal_of(
+        &self,
+        agent: &str,
+        id: &str,
+        within: Duration,
+    ) -> HashMap<String, String> {
+        wait_for(&format!("{agent}'s job {id} to end"), within, || async {
+            let s = self.status(agent).await;
+            (s.get("stream_id").map(String::as_str) == Some(id)
+                && matches!(
+                    s.get("status").map(String::as_str),
+                    Some("completed" | "failed")
+                ))
+            .then_some(s)
+        })
         .await
     }
 

@@ -15,7 +15,7 @@ pub use rules::{connect_refusal, gate, is_agent_network, parse_members, Connect,
 use crate::backoff::Backoff;
 use crate::discovery::AgentsView;
 use crate::reconciler::SyncRequest;
-use crate::status::{now_unix, Counters, Rejoin, Status};
+use crate::status::{now_unix, Counters, MembersState, Publisher, Rejoin};
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     EndpointSettings, EventMessage, EventMessageTypeEnum, NetworkConnectRequest,
@@ -64,7 +64,9 @@ pub struct Keeper {
     pub members: Vec<Member>,
     /// How often networks that failed are tried again (and Docker is pinged).
     pub retry_every: Duration,
-    pub status: Arc<Status>,
+    /// The keeper's own state, for the API.
+    pub report: Publisher<MembersState>,
+    pub counters: Arc<Counters>,
     /// Discovery's view in; the gated view out, to the reconciler.
     pub discovered: watch::Receiver<AgentsView>,
     pub tx: watch::Sender<AgentsView>,
@@ -103,7 +105,7 @@ impl Keeper {
         stack: String,
         members: Vec<Member>,
         retry_every: Duration,
-        status: Arc<Status>,
+        (report, counters): (Publisher<MembersState>, Arc<Counters>),
         wiring: Wiring,
     ) -> Keeper {
         let Wiring {
@@ -116,7 +118,8 @@ impl Keeper {
             stack,
             members,
             retry_every,
-            status,
+            report,
+            counters,
             discovered,
             tx,
             joins: Joins::default(),
@@ -235,7 +238,7 @@ impl Keeper {
             changed
         });
         let errors = self.joins.failed.clone();
-        self.status.update(|s| s.member_errors = errors);
+        self.report.update(|s| s.errors = errors);
     }
 
     /// Join the members to the own networks of the admitted agents that they have not joined
@@ -429,7 +432,7 @@ impl Keeper {
         mut errors: BTreeMap<String, String>,
         gone: HashSet<String>,
     ) {
-        let c = &self.status.counters;
+        let c = &self.counters;
         c.member_connects
             .fetch_add(connected as u64, std::sync::atomic::Ordering::Relaxed);
         for n in networks {
@@ -438,7 +441,7 @@ impl Keeper {
             } else if let Some(e) = errors.remove(n) {
                 // a network joined before stays joined: its agents keep their routes (the
                 // member is back on it at the next try), as a failed rejoin must not unroute
-                Counters::inc(&self.status.counters.member_connect_failures);
+                Counters::inc(&self.counters.member_connect_failures);
                 self.fail(n, format!("{e}; check the member with docker inspect"));
             } else {
                 self.joins.failed.remove(n);
@@ -559,8 +562,8 @@ impl Keeper {
             at_unix: now_unix(),
         };
         let container = m.container.clone();
-        self.status
-            .update(|s| drop(s.member_rejoins.insert(container, rejoin)));
+        self.report
+            .update(|s| drop(s.rejoins.insert(container, rejoin)));
         // nobody waits for the outcome; a full queue means a sync is coming anyway
         let _ = self.resync.try_send(oneshot::channel().0);
     }

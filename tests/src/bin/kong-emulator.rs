@@ -1,7 +1,7 @@
 //! `kong-emulator`: the Kong 3.4 Admin API emulator as a process (for end-to-end tests and manual trials).
 
 use clap::Parser;
-use nasiko_tests::kong::{KongEmulator, Options, DEFAULT_PLUGINS};
+use nasiko_tests::kong::{KongEmulator, Options, Timing, DEFAULT_PLUGINS};
 use std::net::SocketAddr;
 
 /// A stand-in for Kong 3.4 in DB mode or DB-less: the Admin API (services, routes, plugins) and a proxy
@@ -10,6 +10,10 @@ use std::net::SocketAddr;
 /// Control endpoints (on both listeners): GET|DELETE /__emulator/requests,
 /// PUT /__emulator/fault {"mode":"none|refuse|error500|delay","delay_ms":N},
 /// PUT /__emulator/plugins {"available":[names]}.
+///
+/// Like Kong, it reads KONG_WORKER_CONSISTENCY (strict | eventual, default eventual) and
+/// KONG_WORKER_STATE_UPDATE_FREQUENCY (seconds > 0, default 5): in DB mode under eventual, a
+/// route or plugin written through the Admin API reaches the proxy at the next rebuild tick.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -37,6 +41,14 @@ async fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let a = Args::parse();
+    // Kong refuses to start on a bad setting (`conf_loader`'s `check_and_parse`)
+    let timing = match Timing::from_env(|k| std::env::var(k).ok()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("kong-emulator: {e}");
+            std::process::exit(1);
+        }
+    };
     let admin = match resolve(&a.admin_listen).await {
         Ok(addr) => addr,
         Err(e) => {
@@ -49,6 +61,7 @@ async fn main() {
         proxy: a.proxy_listen,
         plugins: a.plugins,
         dbless: a.database == "off",
+        timing,
     })
     .await
     {
@@ -59,9 +72,11 @@ async fn main() {
         }
     };
     println!(
-        "kong-emulator: admin on {}, proxy on {} (stand-in, not Kong)",
+        "kong-emulator: admin on {}, proxy on {} (stand-in, not Kong); worker_consistency={}, worker_state_update_frequency={}",
         emu.admin_url(),
-        emu.proxy_url()
+        emu.proxy_url(),
+        timing.consistency.as_str(),
+        timing.frequency_json()
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");

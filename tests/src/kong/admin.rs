@@ -101,34 +101,49 @@ pub fn handle(store: &mut Store, req: &AdminRequest) -> Answer {
             balancer::handle(store, u, rest, m, body, &query, &base)
         }
         [p, pid, c, rest @ ..] if rest.len() <= 1 => {
-            let (Some(pk), Some(ck)) = (Kind::from_segment(p), Kind::from_segment(c)) else {
-                return Answer::not_found();
-            };
-            let fk = match (pk, ck) {
-                (Kind::Services, Kind::Routes) => "service",
-                (Kind::Services, Kind::Plugins) => "service",
-                (Kind::Routes, Kind::Plugins) => "route",
-                _ => return Answer::not_found(),
-            };
-            let parent = match store.find(pk, pid) {
-                Err(a) => return a,
-                Ok(None) => return Answer::not_found(),
-                Ok(Some(id)) => id,
-            };
-            let scope = Some((fk, parent.as_str()));
-            match rest {
-                [] => match m {
-                    "GET" => store.list(ck, scope, &query, &format!("/{p}/{}/{c}", raw[1])),
-                    "POST" => match body() {
-                        Ok(b) => store.create(ck, b, scope),
-                        Err(a) => a,
-                    },
-                    _ => Answer::method_not_allowed(),
-                },
-                [cid] => entity_op(store, ck, cid, m, body, scope),
-                _ => Answer::not_found(),
-            }
+            nested(store, (p, pid, c), rest, m, body, &query, raw[1])
         }
+        _ => Answer::not_found(),
+    }
+}
+
+/// `/{parents}/{parent}/{children}[/{child}]`: a service's routes and plugins, a route's plugins,
+/// scoped to the parent (`raw_parent`: the parent segment as written, for `next`).
+fn nested(
+    store: &mut Store,
+    (p, pid, c): (&str, &str, &str),
+    rest: &[&str],
+    m: &str,
+    body: impl Fn() -> Result<Row, Answer>,
+    query: &[(String, String)],
+    raw_parent: &str,
+) -> Answer {
+    let (Some(pk), Some(ck)) = (Kind::from_segment(p), Kind::from_segment(c)) else {
+        return Answer::not_found();
+    };
+    let fk = match (pk, ck) {
+        (Kind::Services, Kind::Routes) => "service",
+        (Kind::Services, Kind::Plugins) => "service",
+        (Kind::Routes, Kind::Plugins) => "route",
+        (Kind::Consumers, Kind::Plugins) => "consumer",
+        _ => return Answer::not_found(),
+    };
+    let parent = match store.find(pk, pid) {
+        Err(a) => return a,
+        Ok(None) => return Answer::not_found(),
+        Ok(Some(id)) => id,
+    };
+    let scope = Some((fk, parent.as_str()));
+    match rest {
+        [] => match m {
+            "GET" => store.list(ck, scope, query, &format!("/{p}/{raw_parent}/{c}")),
+            "POST" => match body() {
+                Ok(b) => store.create(ck, b, scope),
+                Err(a) => a,
+            },
+            _ => Answer::method_not_allowed(),
+        },
+        [cid] => entity_op(store, ck, cid, m, body, scope),
         _ => Answer::not_found(),
     }
 }
@@ -299,7 +314,9 @@ fn root_info(store: &Store) -> Value {
         "timers": {"running": 0, "pending": 0},
         "plugins": {"available_on_server": available, "enabled_in_cluster": store.plugins_in_use()},
         "lua_version": "LuaJIT 2.1.0-20230410",
-        "configuration": {"database": if store.dbless { "off" } else { "postgres" }, "admin_listen": ["0.0.0.0:8001"], "pg_password": "******"},
+        "configuration": {"database": if store.dbless { "off" } else { "postgres" }, "admin_listen": ["0.0.0.0:8001"], "pg_password": "******",
+                          "worker_consistency": store.timing.consistency.as_str(),
+                          "worker_state_update_frequency": store.timing.frequency_json()},
         "pids": {"master": std::process::id(), "workers": [std::process::id()]},
     })
 }

@@ -313,9 +313,9 @@ pub fn handle(
     match rest {
         ["health"] if method == "GET" => health(store, &uid),
         ["health"] => Answer::method_not_allowed(),
-        ["targets"] | ["targets", "all"] if method == "GET" => {
-            store.list(Kind::Targets, scope, query, base)
-        }
+        ["targets"] if method == "GET" => list_newest_first(store, &uid, query, base),
+        // `page_for_upstream_raw`: the DAO's own paging
+        ["targets", "all"] if method == "GET" => store.list(Kind::Targets, scope, query, base),
         ["targets"] if method == "POST" => match body() {
             Ok(b) => store.create(Kind::Targets, b, scope),
             Err(a) => a,
@@ -338,6 +338,15 @@ pub fn handle(
                     a
                 }
                 ([state @ ("healthy" | "unhealthy")], "PUT") => {
+                    // `post_health` (`kong/runloop/balancer/init.lua`): an upstream that checks
+                    // nothing has no healthchecker (`create_healthchecker`)
+                    if !store.row(Kind::Upstreams, &uid).is_some_and(checks_on) {
+                        let name = store
+                            .row(Kind::Upstreams, &uid)
+                            .and_then(|u| u["name"].as_str())
+                            .unwrap_or_default();
+                        return Answer::message(400, &format!("no healthchecker found for {name}"));
+                    }
                     let h = store.balancer.health.entry(tid).or_default();
                     *h = TargetHealth {
                         unhealthy: *state == "unhealthy",
@@ -350,6 +359,42 @@ pub fn handle(
             }
         }
         _ => Answer::not_found(),
+    }
+}
+
+/// `GET /upstreams/{u}/targets` (`page_for_upstream`, `kong/db/dao/targets.lua`): every target of
+/// the upstream, **newest first** (sorted by `created_at` then id, read from the end); `offset`
+/// is a plain index into that list and `next` is `/upstreams/{u}/targets?offset=N`
+/// (`get_collection_endpoint`, `kong/api/endpoints.lua`).
+fn list_newest_first(store: &Store, uid: &str, query: &[(String, String)], base: &str) -> Answer {
+    let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let size = match q("size").map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => {
+            return super::errors::invalid_size("size must be an integer between 1 and 1000")
+        }
+    };
+    let offset = match q("offset").map(str::parse::<usize>) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return Answer::message(500, "An unexpected error occurred"),
+    };
+    let all: Vec<Value> = store
+        .targets_of(uid)
+        .into_iter()
+        .rev()
+        .map(|t| Value::Object(t.clone()))
+        .collect();
+    let page: Vec<Value> = all.iter().skip(offset).take(size).cloned().collect();
+    if all.len() > offset + size {
+        let next = offset + size;
+        Answer::ok(
+            200,
+            json!({"data": page, "offset": next.to_string(), "next": format!("{base}?offset={next}")}),
+        )
+    } else {
+        Answer::ok(200, json!({"data": page, "next": null}))
     }
 }
 

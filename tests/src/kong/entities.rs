@@ -10,16 +10,19 @@ pub enum Kind {
     Services,
     Routes,
     Plugins,
+    /// `kong/db/schema/entities/consumers.lua`: `username` and `custom_id`, both unique.
+    Consumers,
     Upstreams,
     /// Only under `/upstreams/{upstream}/targets` (`GET /targets` is a 404 in 3.4).
     Targets,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Services,
         Kind::Routes,
         Kind::Plugins,
+        Kind::Consumers,
         Kind::Upstreams,
         Kind::Targets,
     ];
@@ -31,6 +34,7 @@ impl Kind {
             Kind::Services => "services",
             Kind::Routes => "routes",
             Kind::Plugins => "plugins",
+            Kind::Consumers => "consumers",
             Kind::Upstreams => "upstreams",
             Kind::Targets => "targets",
         }
@@ -39,6 +43,7 @@ impl Kind {
     pub fn endpoint_key(self) -> &'static str {
         match self {
             Kind::Plugins => "instance_name",
+            Kind::Consumers => "username",
             Kind::Targets => "target",
             _ => "name",
         }
@@ -54,6 +59,8 @@ enum Ty {
     Int(i64, i64),
     Bool,
     OneOf(&'static [&'static str]),
+    /// An integer from a list (`one_of` on an integer field).
+    IntOneOf(&'static [i64]),
     /// A set (de-duplicated) of strings, each element checked by the inner rule.
     Set(Elem),
     /// An array (kept as is) of strings.
@@ -171,9 +178,13 @@ const ROUTE_FIELDS: &[Field] = &[
     f("preserve_host", Ty::Bool, false, || json!(false)),
     f("request_buffering", Ty::Bool, false, || json!(true)),
     f("response_buffering", Ty::Bool, false, || json!(true)),
-    f("https_redirect_status_code", Ty::Int(0, 999), false, || {
-        json!(426)
-    }),
+    // `one_of = { 426, 301, 302, 307, 308 }` (`entities/routes.lua`)
+    f(
+        "https_redirect_status_code",
+        Ty::IntOneOf(&[426, 301, 302, 307, 308]),
+        false,
+        || json!(426),
+    ),
     f("tags", Ty::Tags, false, null),
     f("service", Ty::Foreign, false, null),
 ];
@@ -245,6 +256,15 @@ const UPSTREAM_FIELDS: &[Field] = &[
     f("use_srv_name", Ty::Bool, false, || json!(false)),
 ];
 
+const CONSUMER_FIELDS: &[Field] = &[
+    f("id", Ty::Auto, false, null),
+    f("created_at", Ty::Auto, false, null),
+    f("updated_at", Ty::Auto, false, null),
+    f("username", Ty::Str, false, null),
+    f("custom_id", Ty::Str, false, null),
+    f("tags", Ty::Tags, false, null),
+];
+
 const TARGET_FIELDS: &[Field] = &[
     f("id", Ty::Auto, false, null),
     f("created_at", Ty::Auto, false, null),
@@ -302,14 +322,20 @@ pub fn check_healthchecks(base: &Value, given: &Value, path: &str) -> Result<Val
                     }
                     _ => Err(json!("expected one of: tcp, http, https, grpc, grpcs")),
                 },
+                // `http_statuses` (`entities/upstreams.lua`): an array of integers
+                // `between = { 100, 999 }`, each error at its element
                 "http_statuses" => match v.as_array() {
-                    Some(a)
-                        if a.iter()
-                            .all(|x| x.as_i64().is_some_and(|n| (100..=999).contains(&n))) =>
-                    {
-                        Ok(v.clone())
+                    Some(a) => {
+                        let errs: Vec<Value> = a
+                            .iter()
+                            .map(|x| int_between(x, 100, 999).err().unwrap_or(Value::Null))
+                            .collect();
+                        if errs.iter().all(Value::is_null) {
+                            Ok(v.clone())
+                        } else {
+                            Err(Value::Array(errs))
+                        }
                     }
-                    Some(_) => Err(json!("value should be between 100 and 999")),
                     None => Err(json!("expected an array")),
                 },
                 "successes" | "tcp_failures" | "timeouts" | "http_failures" => {
@@ -414,6 +440,7 @@ fn fields_of(kind: Kind) -> &'static [Field] {
         Kind::Services => SERVICE_FIELDS,
         Kind::Routes => ROUTE_FIELDS,
         Kind::Plugins => PLUGIN_FIELDS,
+        Kind::Consumers => CONSUMER_FIELDS,
         Kind::Upstreams => UPSTREAM_FIELDS,
         Kind::Targets => TARGET_FIELDS,
     }
@@ -422,7 +449,7 @@ fn fields_of(kind: Kind) -> &'static [Field] {
 /// Foreign-key fields of a kind and the entity they point at.
 pub fn foreign_keys(kind: Kind) -> &'static [(&'static str, &'static str)] {
     match kind {
-        Kind::Services | Kind::Upstreams => &[],
+        Kind::Services | Kind::Upstreams | Kind::Consumers => &[],
         Kind::Routes => &[("service", "services")],
         Kind::Targets => &[("upstream", "upstreams")],
         Kind::Plugins => &[
@@ -487,19 +514,36 @@ fn check_path_chars(p: &str) -> Result<(), String> {
             "invalid path: '{p}' (characters outside of the reserved list of RFC 3986 found)"
         ));
     }
+    check_percent(p)
+}
+
+/// `typedefs.path`'s percent check (`kong/db/schema/typedefs.lua`, `validate_path`): with every
+/// valid `%XX` replaced by `___`, a `%` left is an error naming it and the (at most) two
+/// characters after it — not the whole path.
+fn check_percent(p: &str) -> Result<(), String> {
     let b = p.as_bytes();
+    let mut raw = String::with_capacity(p.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' {
-            let ok = b.get(i + 1).is_some_and(|c| c.is_ascii_hexdigit())
-                && b.get(i + 2).is_some_and(|c| c.is_ascii_hexdigit());
-            if !ok {
-                return Err(format!("invalid url-encoded value: '{p}'"));
-            }
+        let valid = b[i] == b'%'
+            && b.get(i + 1).is_some_and(|c| c.is_ascii_hexdigit())
+            && b.get(i + 2).is_some_and(|c| c.is_ascii_hexdigit());
+        if valid {
+            raw.push_str("___");
+            i += 3;
+        } else {
+            let ch = p[i..].chars().next().unwrap_or_default();
+            raw.push(ch);
+            i += ch.len_utf8().max(1);
         }
-        i += 1;
     }
-    Ok(())
+    match raw.find('%') {
+        Some(at) => Err(format!(
+            "invalid url-encoded value: '{}'",
+            raw[at..].chars().take(3).collect::<String>()
+        )),
+        None => Ok(()),
+    }
 }
 
 fn check_service_path(p: &str) -> Result<(), String> {
@@ -531,11 +575,18 @@ fn normalize_path(p: &str) -> String {
     n
 }
 
+/// `typedefs.router_path`: starts with `/` or `~/`, no `//` (both kinds), then
+/// `validate_path_with_regexes`: a regex path's percent-encoding and the regex itself; a prefix
+/// path's characters and normal form.
 fn check_route_path(p: &str) -> Result<(), String> {
     if let Some(re) = p.strip_prefix('~') {
         if !re.starts_with('/') {
             return Err("should start with: / (fixed path) or ~/ (regex path)".into());
         }
+        if p.contains("//") {
+            return Err("must not have empty segments".into());
+        }
+        check_percent(p)?;
         let opens = re.matches('(').count();
         let closes = re.matches(')').count();
         if opens != closes {
@@ -651,27 +702,16 @@ fn check_field(fd: &Field, v: &Value) -> Result<Value, Value> {
         | Ty::SvcPath
         | Ty::OneOf(_)
         | Ty::UpstreamName
-        | Ty::Target => {
-            let Some(s) = v.as_str() else {
-                return s_err("expected a string".into());
-            };
-            if s.is_empty() {
-                return s_err("length must be at least 1".into());
-            }
-            let r = match fd.ty {
-                Ty::Name if !valid_name(s) => Err(name_error(s)),
-                Ty::Host => check_host(s),
-                Ty::SvcPath => check_service_path(s),
-                Ty::OneOf(allowed) => one_of(s, allowed),
-                Ty::UpstreamName => check_upstream_name(s),
-                Ty::Target if normalize_target(s).is_none() => {
-                    Err("Invalid target; not a valid hostname or ip address".into())
-                }
-                _ => Ok(()),
-            };
-            r.map(|_| v.clone()).map_err(|m| json!(m))
-        }
+        | Ty::Target => check_string(fd.ty, v),
         Ty::Int(min, max) => int_between(v, min, max),
+        Ty::IntOneOf(allowed) => match v.as_i64().filter(|_| v.is_i64() || v.is_u64()) {
+            Some(n) if allowed.contains(&n) => Ok(v.clone()),
+            Some(_) => {
+                let list: Vec<String> = allowed.iter().map(|n| n.to_string()).collect();
+                Err(json!(format!("expected one of: {}", list.join(", "))))
+            }
+            None => Err(json!("expected an integer")),
+        },
         Ty::Bool => {
             if v.is_boolean() {
                 Ok(v.clone())
@@ -681,49 +721,8 @@ fn check_field(fd: &Field, v: &Value) -> Result<Value, Value> {
         }
         Ty::Set(e) => check_list(v, e, true),
         Ty::Array(e) => check_list(v, e, false),
-        Ty::Tags => {
-            let Some(items) = v.as_array() else {
-                return s_err("expected a set".into());
-            };
-            let mut errs = Vec::new();
-            let mut any = false;
-            for t in items {
-                match t.as_str() {
-                    Some(s) if !s.is_empty() && valid_tag(s) => errs.push(Value::Null),
-                    Some(s) => {
-                        any = true;
-                        errs.push(json!(format!(
-                            "invalid tag '{s}': expected printable ascii (except `,` and `/`) or valid utf-8 sequences"
-                        )))
-                    }
-                    None => {
-                        any = true;
-                        errs.push(json!("expected a string"))
-                    }
-                }
-            }
-            if any {
-                return Err(Value::Array(errs));
-            }
-            check_list(v, Elem::Any, true)
-        }
-        Ty::Headers => {
-            let Some(m) = v.as_object() else {
-                return s_err("expected a map".into());
-            };
-            for (k, vals) in m {
-                if k.eq_ignore_ascii_case("host") {
-                    return s_err(
-                        "cannot contain 'host' header, which must be specified in the 'hosts' attribute"
-                            .into(),
-                    );
-                }
-                if check_list(vals, Elem::Any, false).is_err() {
-                    return Err(json!({ k: "expected an array" }));
-                }
-            }
-            Ok(v.clone())
-        }
+        Ty::Tags => check_tags(v),
+        Ty::Headers => check_headers(v),
         Ty::Foreign => {
             if v.is_object() {
                 Ok(v.clone())
@@ -750,6 +749,74 @@ fn check_field(fd: &Field, v: &Value) -> Result<Value, Value> {
         }
         Ty::Healthchecks => check_healthchecks(&healthchecks_defaults(), v, "healthchecks"),
     }
+}
+
+/// A string-typed field: a non-empty string, with its type's own rule.
+fn check_string(ty: Ty, v: &Value) -> Result<Value, Value> {
+    let Some(s) = v.as_str() else {
+        return Err(json!("expected a string"));
+    };
+    if s.is_empty() {
+        return Err(json!("length must be at least 1"));
+    }
+    let r = match ty {
+        Ty::Name if !valid_name(s) => Err(name_error(s)),
+        Ty::Host => check_host(s),
+        Ty::SvcPath => check_service_path(s),
+        Ty::OneOf(allowed) => one_of(s, allowed),
+        Ty::UpstreamName => check_upstream_name(s),
+        Ty::Target if normalize_target(s).is_none() => {
+            Err("Invalid target; not a valid hostname or ip address".into())
+        }
+        _ => Ok(()),
+    };
+    r.map(|_| v.clone()).map_err(|m| json!(m))
+}
+
+/// `tags`: a set of printable strings, each error at its element.
+fn check_tags(v: &Value) -> Result<Value, Value> {
+    let Some(items) = v.as_array() else {
+        return Err(json!("expected a set"));
+    };
+    let mut errs = Vec::new();
+    let mut any = false;
+    for t in items {
+        match t.as_str() {
+            Some(s) if !s.is_empty() && valid_tag(s) => errs.push(Value::Null),
+            Some(s) => {
+                any = true;
+                errs.push(json!(format!(
+                    "invalid tag '{s}': expected printable ascii (except `,` and `/`) or valid utf-8 sequences"
+                )))
+            }
+            None => {
+                any = true;
+                errs.push(json!("expected a string"))
+            }
+        }
+    }
+    if any {
+        return Err(Value::Array(errs));
+    }
+    check_list(v, Elem::Any, true)
+}
+
+/// A route's `headers`: a map of arrays, without `host`.
+fn check_headers(v: &Value) -> Result<Value, Value> {
+    let Some(m) = v.as_object() else {
+        return Err(json!("expected a map"));
+    };
+    for (k, vals) in m {
+        if k.eq_ignore_ascii_case("host") {
+            return Err(json!(
+                "cannot contain 'host' header, which must be specified in the 'hosts' attribute"
+            ));
+        }
+        if check_list(vals, Elem::Any, false).is_err() {
+            return Err(json!({ k: "expected an array" }));
+        }
+    }
+    Ok(v.clone())
 }
 
 /// Validate only the fields present in `input` (PATCH first pass: validation before existence).
@@ -884,6 +951,14 @@ pub fn validate_full(
             Kind::Routes => route_checks(&row, &mut errs),
             Kind::Plugins => plugin_checks(&mut row, available, &mut errs),
             Kind::Upstreams => upstream_checks(&row, &mut errs),
+            // `at_least_one_of = { "custom_id", "username" }` (`Schema.validators`' message)
+            Kind::Consumers => {
+                if !is_set(row.get("custom_id")) && !is_set(row.get("username")) {
+                    errs.entity(
+                        "at least one of these fields must be non-empty: 'custom_id', 'username'",
+                    );
+                }
+            }
             Kind::Targets => {
                 if let Some(t) = row["target"].as_str().and_then(normalize_target) {
                     row.insert("target".into(), json!(t));
@@ -974,64 +1049,13 @@ fn upstream_checks(row: &Map<String, Value>, errs: &mut FieldErrors) {
 
 fn route_checks(row: &Map<String, Value>, errs: &mut FieldErrors) {
     let protocols = strs(&row["protocols"]);
-    let groups: [&[&str]; 4] = [
-        &["http", "https"],
-        &["tcp", "tls", "udp"],
-        &["tls_passthrough"],
-        &["grpc", "grpcs"],
-    ];
-    let used: Vec<&[&str]> = groups
-        .iter()
-        .copied()
-        .filter(|g| protocols.iter().any(|p| g.contains(p)))
-        .collect();
-    if used.len() > 1 {
-        let fmt = |g: &[&str]| {
-            format!(
-                "({})",
-                g.iter()
-                    .map(|p| format!("'{p}'"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
-        errs.field(
-            "protocols",
-            format!(
-                "these sets are mutually exclusive: {}, {}",
-                fmt(used[0]),
-                fmt(used[1])
-            ),
-        );
+    if let Some(e) = mixed_protocols(&protocols) {
+        errs.field("protocols", e);
         return;
     }
     let has = |k: &str| is_set(row.get(k));
     if is_grpc(row) {
-        if row["strip_path"] == json!(true) {
-            errs.field(
-                "strip_path",
-                "cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'",
-            );
-        }
-        if has("methods") {
-            errs.field(
-                "methods",
-                "cannot set 'methods' when 'protocols' is 'grpc' or 'grpcs'",
-            );
-        }
-        if !errs.is_empty() {
-            return;
-        }
-        if !(has("hosts") || has("headers") || has("paths") || has("snis")) {
-            let p = if protocols.contains(&"grpcs") {
-                "grpcs"
-            } else {
-                "grpc"
-            };
-            errs.entity(format!(
-                "must set one of 'hosts', 'headers', 'paths', 'snis' when 'protocols' is '{p}'"
-            ));
-        }
+        grpc_route_checks(row, &protocols, errs);
         return;
     }
     if has("snis")
@@ -1063,6 +1087,68 @@ fn route_checks(row: &Map<String, Value>, errs: &mut FieldErrors) {
         let p = protocols.first().copied().unwrap_or("tcp");
         errs.entity(format!(
             "must set one of 'sources', 'destinations', 'snis' when 'protocols' is '{p}'"
+        ));
+    }
+}
+
+/// `protocols`' `mutually_exclusive_subsets`: the message naming the first two sets in use.
+fn mixed_protocols(protocols: &[&str]) -> Option<String> {
+    let groups: [&[&str]; 4] = [
+        &["http", "https"],
+        &["tcp", "tls", "udp"],
+        &["tls_passthrough"],
+        &["grpc", "grpcs"],
+    ];
+    let used: Vec<&[&str]> = groups
+        .iter()
+        .copied()
+        .filter(|g| protocols.iter().any(|p| g.contains(p)))
+        .collect();
+    if used.len() < 2 {
+        return None;
+    }
+    let fmt = |g: &[&str]| {
+        format!(
+            "({})",
+            g.iter()
+                .map(|p| format!("'{p}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    Some(format!(
+        "these sets are mutually exclusive: {}, {}",
+        fmt(used[0]),
+        fmt(used[1])
+    ))
+}
+
+/// A grpc(s) route: no `strip_path`, no `methods`, and something to match on.
+fn grpc_route_checks(row: &Map<String, Value>, protocols: &[&str], errs: &mut FieldErrors) {
+    let has = |k: &str| is_set(row.get(k));
+    if row["strip_path"] == json!(true) {
+        errs.field(
+            "strip_path",
+            "cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'",
+        );
+    }
+    if has("methods") {
+        errs.field(
+            "methods",
+            "cannot set 'methods' when 'protocols' is 'grpc' or 'grpcs'",
+        );
+    }
+    if !errs.is_empty() {
+        return;
+    }
+    if !(has("hosts") || has("headers") || has("paths") || has("snis")) {
+        let p = if protocols.contains(&"grpcs") {
+            "grpcs"
+        } else {
+            "grpc"
+        };
+        errs.entity(format!(
+            "must set one of 'hosts', 'headers', 'paths', 'snis' when 'protocols' is '{p}'"
         ));
     }
 }

@@ -81,35 +81,111 @@ impl FieldErrors {
     }
 }
 
-fn flatten(prefix: &str, v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::String(s) => out.push(format!("{prefix}: {s}")),
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                if !item.is_null() {
-                    flatten(&format!("{prefix}.{}", i + 1), item, out);
-                }
-            }
+/// One field's part of `schema_violation`'s message (`kong/db/errors.lua`): `field: msg` for a
+/// string; for a table, one `field.sub: …` per key (`sorted_keys`), where a sub-value that is a
+/// table is written whole by `pl.pretty.write` (`lua_pretty`).
+fn flatten(field: &str, v: &Value, out: &mut Vec<String>) {
+    let subs: Vec<(String, &Value)> = match v {
+        Value::String(s) => {
+            out.push(format!("{field}: {s}"));
+            return;
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| !x.is_null())
+            .map(|(i, x)| ((i + 1).to_string(), x))
+            .collect(),
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            keys.into_iter().map(|k| (k.clone(), &m[k])).collect()
+        }
+        _ => return,
+    };
+    for (sub, value) in subs {
+        let shown = match value {
+            Value::String(s) => s.clone(),
+            other => lua_pretty(other),
+        };
+        out.push(format!("{field}.{sub}: {shown}"));
+    }
+}
+
+/// `pl.pretty.write(t)` (Penlight, `pl/pretty.lua`) for an error table: one item per line,
+/// two-space indent, the array part (from 1, up to the first gap) without keys, then the other
+/// keys as `key = …` (`[n]` for a number, `["…"]` for a string that is no identifier). Lua's
+/// `pairs` order is unspecified; the emulator sorts the keys, which is Kong's order whenever a
+/// table has one such key.
+pub fn lua_pretty(v: &Value) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    write_lua(v, "", "  ", "", &mut lines);
+    if let Some(last) = lines.last_mut() {
+        if last.ends_with(',') {
+            last.pop();
+        }
+    }
+    lines.join("\n")
+}
+
+/// `writeit`: `lead` is what the line already holds (the key), `old` the closing indent.
+fn write_lua(v: &Value, old: &str, indent: &str, lead: &str, lines: &mut Vec<String>) {
+    let entries: Vec<(Option<String>, &Value)> = match v {
+        Value::Array(a) => {
+            let run = a.iter().take_while(|x| !x.is_null()).count();
+            let mut e: Vec<(Option<String>, &Value)> = a[..run].iter().map(|x| (None, x)).collect();
+            e.extend(
+                a.iter()
+                    .enumerate()
+                    .skip(run)
+                    .filter(|(_, x)| !x.is_null())
+                    .map(|(i, x)| (Some(format!("[{}]", i + 1)), x)),
+            );
+            e
         }
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            for k in keys {
-                if k == "@entity" {
-                    if let Value::Array(msgs) = &m[k] {
-                        for msg in msgs {
-                            if let Some(s) = msg.as_str() {
-                                out.push(format!("{prefix}: {s}"));
-                            }
-                        }
-                    }
-                    continue;
-                }
-                flatten(&format!("{prefix}.{k}"), &m[k], out);
-            }
+            keys.into_iter()
+                .map(|k| {
+                    let ident = k
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    let key = if ident {
+                        k.clone()
+                    } else {
+                        format!("[\"{k}\"]")
+                    };
+                    (Some(key), &m[k])
+                })
+                .collect()
         }
-        _ => {}
+        Value::String(s) => {
+            lines.push(format!("{lead}\"{s}\","));
+            return;
+        }
+        other => {
+            lines.push(format!("{lead}{other},"));
+            return;
+        }
+    };
+    lines.push(format!("{lead}{{"));
+    let deeper = format!("{indent}  ");
+    for (key, val) in entries {
+        let lead = match key {
+            Some(k) => format!("{indent}{k} = "),
+            None => indent.to_string(),
+        };
+        write_lua(val, indent, &deeper, &lead, lines);
     }
+    if let Some(last) = lines.last_mut() {
+        if last.ends_with(',') {
+            last.pop();
+        }
+    }
+    lines.push(format!("{old}}},"));
 }
 
 /// Lua `pl.pretty`-style rendering of a key table, keys sorted: `{name="x"}`, `{id="…"}`.
@@ -220,4 +296,26 @@ pub fn invalid_tags_option(why: &str) -> Answer {
                "message": format!("invalid option (tags: {why})"),
                "options": {"tags": why}}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lua_pretty;
+    use serde_json::json;
+
+    #[test]
+    fn lua_pretty_writes_as_penlight_does() {
+        assert_eq!(
+            lua_pretty(&json!({"healthy": {"successes": "expected an integer"}})),
+            "{\n  healthy = {\n    successes = \"expected an integer\"\n  }\n}"
+        );
+        assert_eq!(
+            lua_pretty(&json!(["a", null, "c"])),
+            "{\n  \"a\",\n  [3] = \"c\"\n}"
+        );
+        assert_eq!(
+            lua_pretty(&json!({"x-y": "bad"})),
+            "{\n  [\"x-y\"] = \"bad\"\n}"
+        );
+    }
 }

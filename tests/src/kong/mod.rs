@@ -6,24 +6,37 @@
 //! and the proxy listener, so they stay reachable while the admin listener refuses connections:
 //! `GET|DELETE /__emulator/requests`, `PUT /__emulator/fault {"mode":"none|refuse|error500|delay","delay_ms":N}`,
 //! `PUT /__emulator/plugins {"available":[…]}`.
+//!
+//! The proxy sees Admin API writes when Kong's would (`TIMING.md`): it routes with a router and a
+//! plugins iterator built from the store, rebuilt under `worker_consistency = eventual` (Kong's
+//! default) by two timers of their own, under `strict` on the request after a change, and
+//! without a database at once. `Options::default()` is Kong's defaults; tests that need a write
+//! in the proxy at once say `Options::strict()`.
 
 pub mod admin;
 pub mod balancer;
 pub mod dbless;
+pub mod declarative;
 pub mod entities;
 pub mod errors;
+pub mod iterator;
 pub mod paging;
 pub mod proxy;
+pub mod router;
 pub mod store;
+pub mod timing;
 
 use crate::http::{json_response, spawn_connection, HttpClient, ReadRequest, Resp, SendError};
 use bytes::Bytes;
+use iterator::PluginsIterator;
+use router::Router;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::Store;
+pub use timing::{Consistency, Timing};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -71,6 +84,35 @@ struct Shared {
     fault: watch::Sender<Fault>,
     kill: watch::Sender<u64>,
     client: HttpClient,
+    /// The router and the plugins iterator the proxy uses (`TIMING.md`).
+    built: Mutex<Built>,
+}
+
+/// What the proxy routes with: built from the store, replaced whole (a request holds the pair it
+/// started with).
+struct Built {
+    router: Arc<Router>,
+    plugins: Arc<PluginsIterator>,
+}
+
+impl Shared {
+    /// The router and plugins iterator for a request. Under `strict` (`get_updated_router`,
+    /// `get_updated_plugins_iterator`) and without a database (`POST /config` rebuilds both at
+    /// once, `reconfigure_handler`), a stale one is rebuilt first, both from the same store state;
+    /// under `eventual` the timers rebuild them and a request takes what they built.
+    fn for_request(&self) -> (Arc<Router>, Arc<PluginsIterator>) {
+        let store = self.store.lock().expect("store lock");
+        let mut b = self.built.lock().expect("built lock");
+        if store.dbless || store.timing.consistency == Consistency::Strict {
+            if b.plugins.version != store.plugins_version() {
+                b.plugins = Arc::new(PluginsIterator::build(&store));
+            }
+            if b.router.version != store.router_version() {
+                b.router = Arc::new(Router::build(&store));
+            }
+        }
+        (b.router.clone(), b.plugins.clone())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +122,19 @@ pub struct Options {
     pub plugins: Vec<String>,
     /// DB-less mode (`database=off`): configuration only through `POST /config`.
     pub dbless: bool,
+    /// `worker_consistency` and `worker_state_update_frequency` (Kong's defaults unless set).
+    pub timing: Timing,
+}
+
+impl Options {
+    /// The defaults with `worker_consistency = strict`: a write is in the proxy from the next
+    /// request on (what a test that proxies right after a write needs).
+    pub fn strict() -> Self {
+        Options {
+            timing: Timing::strict(),
+            ..Options::default()
+        }
+    }
 }
 
 impl Default for Options {
@@ -89,6 +144,7 @@ impl Default for Options {
             proxy: "127.0.0.1:0".parse().expect("literal address"),
             plugins: DEFAULT_PLUGINS.iter().map(|s| s.to_string()).collect(),
             dbless: false,
+            timing: Timing::default(),
         }
     }
 }
@@ -120,18 +176,40 @@ impl KongEmulator {
             store: Mutex::new({
                 let mut s = Store::new(opts.plugins);
                 s.dbless = opts.dbless;
+                s.timing = opts.timing;
                 s
             }),
             record: Mutex::new(Vec::new()),
             fault: watch::channel(Fault::None).0,
             kill: watch::channel(0).0,
             client: HttpClient::new(Duration::from_secs(300)),
+            built: Mutex::new(Built {
+                router: Arc::new(Router::default()),
+                plugins: Arc::new(PluginsIterator::default()),
+            }),
         });
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(admin_loop(admin, admin_addr, shared.clone())),
             tokio::spawn(proxy_loop(proxy, shared.clone())),
             tokio::spawn(probe_loop(shared.clone())),
         ];
+        // DB mode: the `router-rebuild` and `plugins-iterator-rebuild` timers run whatever the
+        // consistency (`init_worker`); under `strict` a request rebuilds first anyway
+        if !opts.dbless {
+            let f = opts.timing.frequency;
+            tasks.push(tokio::spawn(rebuild_loop(
+                shared.clone(),
+                f,
+                f,
+                Rebuild::Router,
+            )));
+            tasks.push(tokio::spawn(rebuild_loop(
+                shared.clone(),
+                opts.timing.plugins_timer_start(),
+                f,
+                Rebuild::PluginsIterator,
+            )));
+        }
         Ok(KongEmulator {
             admin_addr,
             proxy_addr,
@@ -165,6 +243,11 @@ impl KongEmulator {
     /// Run a closure over the store (for direct inspection in tests).
     pub fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
         f(&mut self.shared.store.lock().expect("store lock"))
+    }
+
+    /// The store holds a route named `name` (read past the Admin API and any fault).
+    pub fn has_route(&self, name: &str) -> bool {
+        self.with_store(|s| s.all(entities::Kind::Routes).any(|r| r["name"] == name))
     }
 }
 
@@ -332,47 +415,44 @@ async fn proxy_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// The header that names the plugins the plugins iterator ran for a proxied request.
+pub const PLUGINS_HEADER: &str = "x-emulator-plugins";
+
 async fn proxy_request(shared: Arc<Shared>, req: ReadRequest) -> Resp {
     if req.path.starts_with("/__emulator/") {
         return control(&shared, req);
     }
+    let (router, plugins) = shared.for_request();
+    let sel = router.select(&req.method, &req.path);
+    let id = |r: Option<&store::Row>| r.and_then(|r| r["id"].as_str()).map(String::from);
+    let (route_id, service_id) = (
+        id(sel.as_ref().map(|s| s.route)),
+        id(sel.as_ref().and_then(|s| s.service)),
+    );
+    let names = plugins
+        .names_for(route_id.as_deref(), service_id.as_deref())
+        .join(",");
+    let mut resp = forward(&shared, &req, sel.as_ref()).await;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&names) {
+        resp.headers_mut().insert(PLUGINS_HEADER, v);
+    }
+    resp
+}
+
+/// Send the request where the router's choice `sel` leads (Kong's balancer retries included), or
+/// answer as Kong answers when it cannot.
+async fn forward(shared: &Shared, req: &ReadRequest, sel: Option<&router::Selected<'_>>) -> Resp {
     let mut tried: Vec<String> = Vec::new();
     loop {
         let m = {
             let mut store = shared.store.lock().expect("store lock");
-            proxy::route_request(&mut store, &req.method, &req.path, &req.query, &tried)
+            proxy::route_request(&mut store, sel, &req.path, &req.query, &tried)
         };
         let up = match m {
-            proxy::Match::NoRoute => {
-                return json_response(
-                    404,
-                    Some(&json!({"message": "no Route matched with those values"})),
-                )
-            }
-            proxy::Match::NoService => {
-                return json_response(
-                    503,
-                    Some(&json!({"message": "no Service found with those values"})),
-                )
-            }
-            proxy::Match::NoPeer => {
-                return json_response(
-                    503,
-                    Some(&json!({"message": "failure to get a peer from the ring-balancer"})),
-                )
-            }
             proxy::Match::To(up) => up,
+            refused => return refusal(refused),
         };
-        let mut headers: Vec<(String, String)> = Vec::new();
-        for (k, v) in req.headers.iter() {
-            let k = k.as_str();
-            if k == "host" && !up.preserve_host || k == "connection" || k == "content-length" {
-                continue;
-            }
-            if let Ok(v) = v.to_str() {
-                headers.push((k.to_string(), v.to_string()));
-            }
-        }
+        let headers = upstream_headers(req, up.preserve_host);
         let hdrs: Vec<(&str, &str)> = headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -422,6 +502,59 @@ async fn proxy_request(shared: Arc<Shared>, req: ReadRequest) -> Resp {
                     ),
                 );
             }
+        }
+    }
+}
+
+/// Kong's answer when a request cannot be sent anywhere.
+fn refusal(m: proxy::Match) -> Resp {
+    let (status, message) = match m {
+        proxy::Match::NoRoute => (404, "no Route matched with those values"),
+        proxy::Match::NoService => (503, "no Service found with those values"),
+        proxy::Match::NoPeer => (503, "failure to get a peer from the ring-balancer"),
+        proxy::Match::To(_) => (500, "An unexpected error occurred"),
+    };
+    json_response(status, Some(&json!({ "message": message })))
+}
+
+/// The request's headers as they go upstream: no hop-by-hop ones, and `Host` only with
+/// `preserve_host`.
+fn upstream_headers(req: &ReadRequest, preserve_host: bool) -> Vec<(String, String)> {
+    req.headers
+        .iter()
+        .filter(|(k, _)| {
+            let k = k.as_str();
+            !(k == "host" && !preserve_host || k == "connection" || k == "content-length")
+        })
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+/// Which of the two DB-mode timers.
+#[derive(Clone, Copy)]
+enum Rebuild {
+    Router,
+    PluginsIterator,
+}
+
+/// Kong's `router-rebuild` / `plugins-iterator-rebuild` timer (`init_worker`,
+/// `kong.timer:named_every(name, worker_state_update_frequency, …)`): first at `first`, then every
+/// `period`, rebuild when the store's version moved on.
+async fn rebuild_loop(shared: Arc<Shared>, first: Duration, period: Duration, which: Rebuild) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let store = shared.store.lock().expect("store lock");
+        let mut b = shared.built.lock().expect("built lock");
+        match which {
+            Rebuild::Router if b.router.version != store.router_version() => {
+                b.router = Arc::new(Router::build(&store));
+            }
+            Rebuild::PluginsIterator if b.plugins.version != store.plugins_version() => {
+                b.plugins = Arc::new(PluginsIterator::build(&store));
+            }
+            _ => {}
         }
     }
 }

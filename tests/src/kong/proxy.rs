@@ -1,10 +1,11 @@
-//! The emulator's proxy listener: matches a request against the stored routes (longest path
-//! prefix, methods, protocols) and forwards it to the route's service, like Kong's router — to a
-//! target picked by the ring-balancer when the service's host names an upstream.
+//! The emulator's proxy listener: where a request the router matched goes (`router.rs` chose the
+//! route, from its snapshot) — the route's service, through the ring-balancer when the service's
+//! host names an upstream (upstreams and targets are read live: Kong applies them at once
+//! through worker events, `TIMING.md`).
 
 use super::balancer;
-use super::entities::Kind;
-use super::store::{Row, Store};
+use super::router::Selected;
+use super::store::Store;
 use serde_json::Value;
 
 /// Where a proxied request goes.
@@ -27,63 +28,32 @@ pub enum Match {
     To(Upstream),
 }
 
-fn strs(v: &Value) -> Vec<&str> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
-        .unwrap_or_default()
-}
-
-/// Pick the route for `method path` and build the upstream URL (path_handling v0); through the
+/// Build the upstream URL for the route the router `sel`ected (path_handling v0); through the
 /// balancer when the service's host is an upstream's name, skipping the targets `tried` already.
 pub fn route_request(
     store: &mut Store,
-    method: &str,
+    sel: Option<&Selected>,
     path: &str,
     query: &str,
     tried: &[String],
 ) -> Match {
-    let mut best: Option<(&Row, usize)> = None;
-    for r in store.all(Kind::Routes) {
-        if !strs(&r["protocols"]).contains(&"http") {
-            continue;
-        }
-        let methods = strs(&r["methods"]);
-        if !methods.is_empty() && !methods.contains(&method) {
-            continue;
-        }
-        let paths = strs(&r["paths"]);
-        let matched = if paths.is_empty() {
-            Some(0)
-        } else {
-            paths
-                .iter()
-                .filter(|p| !p.starts_with('~') && path.starts_with(*p))
-                .map(|p| p.len())
-                .max()
-        };
-        if let Some(len) = matched {
-            if best.is_none_or(|(_, l)| len > l) {
-                best = Some((r, len));
-            }
-        }
-    }
-    let Some((route, len)) = best else {
+    let Some(sel) = sel else {
         return Match::NoRoute;
     };
-    let Some(sid) = route["service"].get("id").and_then(|v| v.as_str()) else {
+    let Some(svc) = sel.service else {
         return Match::NoService;
     };
-    let Some(svc) = store.row(Kind::Services, sid).cloned() else {
-        return Match::NoService;
-    };
+    let route = sel.route;
     let preserve_host = route["preserve_host"] == Value::Bool(true);
-    let rest = if route["strip_path"] == Value::Bool(true) {
-        &path[len..]
-    } else {
-        path
+    let strip = route["strip_path"] == Value::Bool(true);
+    let base = svc["path"].as_str().unwrap_or("/");
+    // `exec` (`kong/router/atc.lua`): the postfix follows the matched path, or is the whole
+    // path but its first `/` when the route matched without one
+    let postfix = match sel.matched_len {
+        Some(len) => &path[len..],
+        None => &path[1.min(path.len())..],
     };
-    let base = svc["path"].as_str().unwrap_or("");
-    let joined = join_v0(base, rest);
+    let joined = upstream_uri_v0(strip, postfix, path, base);
     let host = svc["host"].as_str().unwrap_or("");
     let port = svc["port"].as_i64().unwrap_or(80);
     let q = if query.is_empty() {
@@ -106,38 +76,82 @@ pub fn route_request(
     })
 }
 
-/// Kong's v0 join of service path and the (maybe stripped) request path.
-fn join_v0(base: &str, rest: &str) -> String {
-    if base.is_empty() {
-        return if rest.is_empty() {
-            "/".into()
-        } else if rest.starts_with('/') {
-            rest.into()
+/// `sanitize_uri_postfix` (`kong/router/utils.lua`).
+fn sanitize_postfix(p: &str) -> &str {
+    match p {
+        "." | ".." => "",
+        _ => p
+            .strip_prefix("./")
+            .or_else(|| p.strip_prefix("../"))
+            .unwrap_or(p),
+    }
+}
+
+/// `get_upstream_uri_v0` (`kong/router/utils.lua`): the upstream path from the service's path
+/// (`base`, `/` when it has none), whether the route strips, what followed the matched path
+/// (`postfix`, used when stripping) and the request's path.
+fn upstream_uri_v0(strip: bool, postfix: &str, req_uri: &str, base: &str) -> String {
+    let postfix = sanitize_postfix(postfix);
+    if let Some(trimmed) = base.strip_suffix('/') {
+        if !strip {
+            return format!("{base}{}", &req_uri[1.min(req_uri.len())..]);
+        }
+        return if postfix.is_empty() {
+            if base == "/" || req_uri.ends_with('/') {
+                base.to_string()
+            } else {
+                trimmed.to_string()
+            }
+        } else if postfix.starts_with('/') {
+            format!("{trimmed}{postfix}")
         } else {
-            format!("/{rest}")
+            format!("{base}{postfix}")
         };
     }
-    if rest.is_empty() {
-        return base.into();
+    if !strip {
+        return if req_uri == "/" {
+            base.to_string()
+        } else {
+            format!("{base}{req_uri}")
+        };
     }
-    match (base.ends_with('/'), rest.starts_with('/')) {
-        (true, true) => format!("{base}{}", &rest[1..]),
-        (false, false) => format!("{base}/{rest}"),
-        _ => format!("{base}{rest}"),
+    if postfix.is_empty() {
+        if req_uri.len() > 1 && req_uri.ends_with('/') {
+            format!("{base}/")
+        } else {
+            base.to_string()
+        }
+    } else if postfix.starts_with('/') {
+        format!("{base}{postfix}")
+    } else {
+        format!("{base}/{postfix}")
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::join_v0;
+    use super::upstream_uri_v0 as v0;
 
     #[test]
-    fn v0_join_rules() {
-        assert_eq!(join_v0("", ""), "/");
-        assert_eq!(join_v0("", "/x"), "/x");
-        assert_eq!(join_v0("/app/", ""), "/app/");
-        assert_eq!(join_v0("/app/", "/x"), "/app/x");
-        assert_eq!(join_v0("/app", "/x"), "/app/x");
-        assert_eq!(join_v0("/app", ""), "/app");
+    fn v0_upstream_paths_as_kong_builds_them() {
+        // no service path (base "/")
+        assert_eq!(v0(true, "", "/gw", "/"), "/");
+        assert_eq!(v0(true, "/x", "/gw/x", "/"), "/x");
+        assert_eq!(v0(true, "x", "/gw/x", "/"), "/x");
+        assert_eq!(v0(false, "", "/gw/x", "/"), "/gw/x");
+        // a base ending with "/": the request's trailing slash decides
+        assert_eq!(v0(true, "", "/gw", "/app/"), "/app");
+        assert_eq!(v0(true, "", "/gw/", "/app/"), "/app/");
+        assert_eq!(v0(true, "/x", "/gw/x", "/app/"), "/app/x");
+        assert_eq!(v0(false, "", "/gw/x", "/app/"), "/app/gw/x");
+        // a base without it
+        assert_eq!(v0(true, "", "/gw", "/app"), "/app");
+        assert_eq!(v0(true, "", "/a/", "/app"), "/app/");
+        assert_eq!(v0(true, "/x", "/gw/x", "/app"), "/app/x");
+        assert_eq!(v0(true, "x", "/gw/x", "/app"), "/app/x");
+        assert_eq!(v0(false, "", "/", "/app"), "/app");
+        assert_eq!(v0(false, "", "/gw", "/app"), "/app/gw");
+        // sanitize_uri_postfix
+        assert_eq!(v0(true, "./x", "/gw./x", "/"), "/x");
     }
 }

@@ -18,6 +18,7 @@ pub struct Store {
     services: BTreeMap<String, Row>,
     routes: BTreeMap<String, Row>,
     plugins: BTreeMap<String, Row>,
+    consumers: BTreeMap<String, Row>,
     upstreams: BTreeMap<String, Row>,
     targets: BTreeMap<String, Row>,
     /// What the proxy's balancer knows of each target (by target id): health, round-robin.
@@ -28,10 +29,17 @@ pub struct Store {
     counter: u64,
     /// DB-less mode (`database=off`): entities come only from `POST /config` (dbless.rs).
     pub dbless: bool,
+    /// `worker_consistency` and `worker_state_update_frequency`, as `GET /` reports them.
+    pub timing: super::timing::Timing,
     /// md5 of the loaded declarative configuration (DB-less), zeros before the first.
     pub config_hash: String,
     /// Entity kinds loaded in DB-less mode that the emulator keeps without modelling them.
     pub opaque: Map<String, Value>,
+    /// Bumped by every write to routes or services (Kong invalidates `router:version`,
+    /// `kong/runloop/events.lua`): a router built from an older one is stale.
+    router_version: u64,
+    /// Bumped by every write to plugins (`plugins_iterator:version`).
+    plugins_version: u64,
 }
 
 pub fn now() -> i64 {
@@ -52,6 +60,7 @@ impl Store {
             services: BTreeMap::new(),
             routes: BTreeMap::new(),
             plugins: BTreeMap::new(),
+            consumers: BTreeMap::new(),
             upstreams: BTreeMap::new(),
             targets: BTreeMap::new(),
             balancer: Default::default(),
@@ -60,8 +69,11 @@ impl Store {
             seed,
             counter: 0,
             dbless: false,
+            timing: Default::default(),
             config_hash: super::dbless::EMPTY_HASH.to_string(),
             opaque: Map::new(),
+            router_version: 0,
+            plugins_version: 0,
         };
         s.node_id = s.new_uuid();
         s
@@ -100,10 +112,23 @@ impl Store {
         self.services = loaded.services;
         self.routes = loaded.routes;
         self.plugins = loaded.plugins;
+        self.consumers = loaded.consumers;
         self.upstreams = loaded.upstreams;
         self.targets = loaded.targets;
         self.opaque = opaque;
         self.balancer.forget_missing(&self.upstreams, &self.targets);
+        self.router_version += 1;
+        self.plugins_version += 1;
+    }
+
+    /// The version of the routes and services (see `router::Router::build`).
+    pub fn router_version(&self) -> u64 {
+        self.router_version
+    }
+
+    /// The version of the plugins (see `iterator::PluginsIterator::build`).
+    pub fn plugins_version(&self) -> u64 {
+        self.plugins_version
     }
 
     fn table(&self, kind: Kind) -> &BTreeMap<String, Row> {
@@ -111,15 +136,23 @@ impl Store {
             Kind::Services => &self.services,
             Kind::Routes => &self.routes,
             Kind::Plugins => &self.plugins,
+            Kind::Consumers => &self.consumers,
             Kind::Upstreams => &self.upstreams,
             Kind::Targets => &self.targets,
         }
     }
+    /// Every write goes through here, and marks the router or the plugins iterator stale.
     fn table_mut(&mut self, kind: Kind) -> &mut BTreeMap<String, Row> {
+        match kind {
+            Kind::Services | Kind::Routes => self.router_version += 1,
+            Kind::Plugins => self.plugins_version += 1,
+            Kind::Consumers | Kind::Upstreams | Kind::Targets => {}
+        }
         match kind {
             Kind::Services => &mut self.services,
             Kind::Routes => &mut self.routes,
             Kind::Plugins => &mut self.plugins,
+            Kind::Consumers => &mut self.consumers,
             Kind::Upstreams => &mut self.upstreams,
             Kind::Targets => &mut self.targets,
         }
@@ -139,7 +172,8 @@ impl Store {
         if kind == Kind::Targets {
             return Ok(None);
         }
-        if !valid_name(seg) {
+        // a username is any string (`consumers.lua`: `type = "string"`), not a name
+        if kind != Kind::Consumers && !valid_name(seg) {
             return Err(errors::invalid_unique(kind.endpoint_key(), seg));
         }
         let key = kind.endpoint_key();
@@ -243,6 +277,12 @@ impl Store {
         } else if let Some(name) = row.get(key).filter(|v| !v.is_null()) {
             if others.clone().any(|r| r.get(key) == Some(name)) {
                 return Err(errors::unique_violation(json!({ key: name })));
+            }
+        }
+        // a consumer's other unique field
+        if let Some(c) = row.get("custom_id").filter(|_| kind == Kind::Consumers) {
+            if !c.is_null() && others.clone().any(|r| r.get("custom_id") == Some(c)) {
+                return Err(errors::unique_violation(json!({ "custom_id": c })));
             }
         }
         if kind == Kind::Plugins {
@@ -420,10 +460,12 @@ impl Store {
         let fk = match kind {
             Kind::Services => Some("service"),
             Kind::Routes => Some("route"),
+            Kind::Consumers => Some("consumer"),
             _ => None,
         };
         if let Some(fk) = fk {
             self.plugins.retain(|_, p| !refs(p, fk));
+            self.plugins_version += 1;
         }
         if kind == Kind::Upstreams {
             self.targets.retain(|_, t| !refs(t, "upstream"));
@@ -555,17 +597,18 @@ impl Store {
         self.table(kind).get(id)
     }
 
-    /// A target of `upstream_id` by id or by its address (normalized: port 8000 when none).
+    /// A target of `upstream_id` by id or by its address exactly as stored (`host:port`).
     pub fn find_target(&self, upstream_id: &str, seg: &str) -> Option<String> {
         let of_upstream = |r: &Row| r["upstream"]["id"].as_str() == Some(upstream_id);
         if is_uuid(seg) {
             let id = seg.to_ascii_lowercase();
             return self.targets.get(&id).filter(|r| of_upstream(r)).map(|_| id);
         }
-        let want = entities::normalize_target(seg)?;
+        // `select_by_upstream_filter` (`kong/db/dao/targets.lua`): the segment as written against
+        // the stored `host:port`, so a target named without its port is not found
         self.targets
             .iter()
-            .find(|(_, r)| of_upstream(r) && r["target"].as_str() == Some(want.as_str()))
+            .find(|(_, r)| of_upstream(r) && r["target"].as_str() == Some(seg))
             .map(|(id, _)| id.clone())
     }
 

@@ -302,7 +302,6 @@ impl<'a> Lex<'a> {
     /// processDollar. `${x#…}`, `${x%…}` and `${x/…/…}` of a set variable are not worked out:
     /// they read as unknown.
     pub(super) fn dollar(&mut self) -> Result<String, LexErr> {
-        let syntax = |m: &str| Err(LexErr::Syntax(m.into()));
         self.next();
         if self.peek() != Some('{') {
             let name = self.name()?;
@@ -323,73 +322,85 @@ impl<'a> Lex<'a> {
         }
         let name = self.name()?;
         let ch = self.next();
-        let mut chs = ch.map_or('\u{fffd}', |c| c).to_string();
-        let missing = |e: LexErr, this: &Self, m: &str| match e {
-            LexErr::Syntax(_) if this.peek().is_none() => LexErr::Syntax(m.into()),
-            e => e,
-        };
         match ch {
             Some('}') => Ok(match self.lookup(&name)? {
                 Some(v) => v,
                 None if self.opts.skip_unset => format!("${{{name}}}"),
                 None => String::new(),
             }),
-            Some(':' | '+' | '-' | '?' | '#' | '%') => {
-                let null_is_unset = ch == Some(':');
-                let op = if null_is_unset {
-                    let c2 = self.next();
-                    chs.push(c2.unwrap_or('\u{fffd}'));
-                    c2
-                } else {
-                    ch
-                };
-                let raw = matches!(op, Some('#' | '%'));
-                if null_is_unset && raw {
-                    return syntax("unsupported modifier in substitution");
-                }
-                let word = match self.stop_on(Some('}'), raw) {
-                    Ok((w, _)) => w,
-                    Err(e) => return Err(missing(e, self, "syntax error: missing '}'")),
-                };
-                let value = self.lookup(&name)?;
-                if self.opts.skip_unset && value.is_none() {
-                    return Ok(format!("${{{name}{chs}{word}}}"));
-                }
-                let empty = value
-                    .as_deref()
-                    .is_none_or(|v| null_is_unset && v.is_empty());
-                match (op, value) {
-                    (Some('-'), v) => Ok(if empty { word } else { v.unwrap_or_default() }),
-                    (Some('+'), _) => Ok(if empty { String::new() } else { word }),
-                    (Some('?'), v) if !empty => Ok(v.unwrap_or_default()),
-                    (Some('?'), _) => {
-                        syntax(&format!("{name}: is not allowed to be unset or empty"))
-                    }
-                    (Some('#' | '%'), None) => Ok(String::new()),
-                    (Some('#' | '%'), Some(_)) => Ok(UNKNOWN.into()),
-                    _ => syntax("unsupported modifier in substitution"),
-                }
-            }
-            Some('/') => {
-                if self.peek() == Some('/') {
-                    self.next();
-                }
-                let pattern = match self.stop_on(Some('/'), true) {
-                    Ok((w, _)) => w,
-                    Err(e) => return Err(missing(e, self, "syntax error: missing '/' in ${}")),
-                };
-                let replacement = match self.stop_on(Some('}'), true) {
-                    Ok((w, _)) => w,
-                    Err(e) => return Err(missing(e, self, "syntax error: missing '}'")),
-                };
-                if self.opts.skip_unset && self.lookup(&name)?.is_none() {
-                    return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
-                }
-                Ok(UNKNOWN.into())
-            }
+            Some(':' | '+' | '-' | '?' | '#' | '%') => self.modifier(&name, ch),
+            Some('/') => self.substitution(&name),
             _ => syntax("unsupported modifier in substitution"),
         }
     }
+
+    /// `${name:-word}`, `${name-word}`, `:+`, `+`, `:?`, `?`, `#`, `%` (`ch` read already).
+    fn modifier(&mut self, name: &str, ch: Option<char>) -> Result<String, LexErr> {
+        let mut chs = ch.map_or('\u{fffd}', |c| c).to_string();
+        let null_is_unset = ch == Some(':');
+        let op = if null_is_unset {
+            let c2 = self.next();
+            chs.push(c2.unwrap_or('\u{fffd}'));
+            c2
+        } else {
+            ch
+        };
+        let raw = matches!(op, Some('#' | '%'));
+        if null_is_unset && raw {
+            return syntax("unsupported modifier in substitution");
+        }
+        let word = match self.stop_on(Some('}'), raw) {
+            Ok((w, _)) => w,
+            Err(e) => return Err(self.missing(e, "syntax error: missing '}'")),
+        };
+        let value = self.lookup(name)?;
+        if self.opts.skip_unset && value.is_none() {
+            return Ok(format!("${{{name}{chs}{word}}}"));
+        }
+        let empty = value
+            .as_deref()
+            .is_none_or(|v| null_is_unset && v.is_empty());
+        match (op, value) {
+            (Some('-'), v) => Ok(if empty { word } else { v.unwrap_or_default() }),
+            (Some('+'), _) => Ok(if empty { String::new() } else { word }),
+            (Some('?'), v) if !empty => Ok(v.unwrap_or_default()),
+            (Some('?'), _) => syntax(&format!("{name}: is not allowed to be unset or empty")),
+            (Some('#' | '%'), None) => Ok(String::new()),
+            (Some('#' | '%'), Some(_)) => Ok(UNKNOWN.into()),
+            _ => syntax("unsupported modifier in substitution"),
+        }
+    }
+
+    /// `${name/pattern/replacement}` and `${name//pattern/replacement}` (the first `/` read).
+    fn substitution(&mut self, name: &str) -> Result<String, LexErr> {
+        if self.peek() == Some('/') {
+            self.next();
+        }
+        let pattern = match self.stop_on(Some('/'), true) {
+            Ok((w, _)) => w,
+            Err(e) => return Err(self.missing(e, "syntax error: missing '/' in ${}")),
+        };
+        let replacement = match self.stop_on(Some('}'), true) {
+            Ok((w, _)) => w,
+            Err(e) => return Err(self.missing(e, "syntax error: missing '}'")),
+        };
+        if self.opts.skip_unset && self.lookup(name)?.is_none() {
+            return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
+        }
+        Ok(UNKNOWN.into())
+    }
+
+    /// A syntax error at the end of the input is the missing closer `m`, as moby says it.
+    fn missing(&self, e: LexErr, m: &str) -> LexErr {
+        match e {
+            LexErr::Syntax(_) if self.peek().is_none() => LexErr::Syntax(m.into()),
+            e => e,
+        }
+    }
+}
+
+fn syntax(m: &str) -> Result<String, LexErr> {
+    Err(LexErr::Syntax(m.into()))
 }
 
 /// processName: digits, one special parameter, or letters, digits and `_`; how many characters

@@ -13,7 +13,7 @@
 //! Docker 20.10's legacy builder uses (no heredocs, flags always escaped with `\`, only the first
 //! JSON value read). Where it cannot be sure what Docker does, it refuses.
 
-use super::policy::Refusal;
+use super::refusal::Refusal;
 use std::cell::Cell;
 use std::collections::HashMap;
 

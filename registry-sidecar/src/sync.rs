@@ -1,0 +1,281 @@
+//! One sync, apart from the loop that decides when to run it: what the sidecar wants, the plan
+//! against what Kong holds, and the ordered writes (DB mode) or one declarative push (DB-less).
+//! It speaks to Kong through `KongApi`, which `KongClient` implements; the reconciler, the
+//! `check` command and the benchmarks run it.
+
+use crate::desired::{build, DesiredState, Inputs};
+use crate::diff::{plan, KongWrite, OwnedState, Plan};
+use crate::endpoint::AgentEndpoint;
+use crate::kong::{KongClient, KongError, Node};
+use crate::plugin_gate::PluginGate;
+use crate::static_routes::StaticConfig;
+use futures_util::StreamExt;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What a sync asks of Kong's Admin API.
+pub trait KongApi: Sync {
+    /// The node's plugins, whether it runs without a database, when its proxy sees a write.
+    fn node(&self) -> impl Future<Output = Result<Node, KongError>> + Send;
+    /// What Kong holds of ours (DB mode); the targets of `refresh` (upstream names) listed afresh.
+    fn read_owned(
+        &self,
+        refresh: &BTreeSet<String>,
+    ) -> impl Future<Output = Result<OwnedState, KongError>> + Send;
+    /// Our writes changed these upstreams: list their targets afresh next time.
+    fn forget_targets(&self, upstreams: &BTreeSet<String>);
+    fn apply(&self, w: &KongWrite) -> impl Future<Output = Result<(), KongError>> + Send;
+    /// DB-less: the configuration Kong holds, parsed.
+    fn read_config(&self) -> impl Future<Output = Result<Value, KongError>> + Send;
+    /// DB-less: push the whole configuration; false when Kong already held exactly this.
+    fn push_config(&self, raw: &str) -> impl Future<Output = Result<bool, KongError>> + Send;
+}
+
+impl KongApi for KongClient {
+    fn node(&self) -> impl Future<Output = Result<Node, KongError>> + Send {
+        KongClient::node(self)
+    }
+    fn read_owned(
+        &self,
+        refresh: &BTreeSet<String>,
+    ) -> impl Future<Output = Result<OwnedState, KongError>> + Send {
+        KongClient::read_owned(self, refresh)
+    }
+    fn forget_targets(&self, upstreams: &BTreeSet<String>) {
+        KongClient::forget_targets(self, upstreams)
+    }
+    fn apply(&self, w: &KongWrite) -> impl Future<Output = Result<(), KongError>> + Send {
+        KongClient::apply(self, w)
+    }
+    fn read_config(&self) -> impl Future<Output = Result<Value, KongError>> + Send {
+        KongClient::read_config(self)
+    }
+    fn push_config(&self, raw: &str) -> impl Future<Output = Result<bool, KongError>> + Send {
+        KongClient::push_config(self, raw)
+    }
+}
+
+/// What one sync did.
+pub struct SyncReport {
+    pub writes: usize,
+    pub desired: DesiredState,
+    /// Writes were held back until their service's plugins settle: sync again then.
+    pub recheck_at: Option<Instant>,
+}
+
+/// One sync's settings and the Kong it speaks to.
+pub struct SyncRun<'a, K: KongApi = KongClient> {
+    pub kong: &'a K,
+    pub owner_tag: &'a str,
+    /// How long a second container of an agent runs before it takes the route.
+    pub warmup: Duration,
+    /// Writes in flight at once (DB mode).
+    pub concurrency: usize,
+    pub gate: &'a PluginGate,
+}
+
+impl<K: KongApi> SyncRun<'_, K> {
+    /// What the sidecar wants of `node` for `agents` and `statics`, now.
+    pub fn wanted(
+        &self,
+        node: &Node,
+        statics: &StaticConfig,
+        agents: &[AgentEndpoint],
+    ) -> DesiredState {
+        build(&Inputs {
+            now: crate::status::now_unix(),
+            warmup: self.warmup.as_secs_f64(),
+            agents,
+            statics,
+            available_plugins: Some(&node.plugins),
+            owner_tag: self.owner_tag,
+        })
+    }
+
+    /// The writes that take what Kong holds of ours (DB mode) to `desired`. Target writes are
+    /// planned from a fresh listing of the upstreams they touch, which are then listed afresh
+    /// next time too (the writes change them).
+    pub async fn plan_writes(
+        &self,
+        desired: &DesiredState,
+        allow_deletes: bool,
+    ) -> Result<Plan, KongError> {
+        let owned = self.kong.read_owned(&BTreeSet::new()).await?;
+        let mut p = plan(desired, &owned, allow_deletes);
+        let mut touched = p.upstreams_touched();
+        if !touched.is_empty() {
+            if owned.reused_targets {
+                let fresh = self.kong.read_owned(&touched).await?;
+                p = plan(desired, &fresh, allow_deletes);
+                touched.extend(p.upstreams_touched());
+            }
+            self.kong.forget_targets(&touched);
+        }
+        Ok(p)
+    }
+
+    /// Converge Kong to the desired state of `agents` and `statics`: a diff and ordered writes
+    /// (DB mode), or one declarative push (DB-less). `complete`: Docker has been listed
+    /// completely since the last connect (else nothing of ours is removed).
+    pub async fn converge(
+        &self,
+        complete: bool,
+        statics: &StaticConfig,
+        agents: &[AgentEndpoint],
+    ) -> Result<SyncReport, SyncError> {
+        let node = self.kong.node().await.map_err(SyncError::Kong)?;
+        let desired = self.wanted(&node, statics, agents);
+        if node.dbless {
+            return self.push_declarative(complete, desired).await;
+        }
+        let allow_deletes = complete;
+        let mut p = self
+            .plan_writes(&desired, allow_deletes)
+            .await
+            .map_err(SyncError::Kong)?;
+        let held = self
+            .gate
+            .hold(&mut p, &desired, node.propagation, Instant::now());
+        if !allow_deletes {
+            tracing::debug!("not deleting anything: Docker has not been listed completely since the last connect");
+        }
+        let (writes, first_failure) = self.write(p).await;
+        match first_failure {
+            None => Ok(SyncReport {
+                writes,
+                desired,
+                recheck_at: self.gate.recheck_at(&held, node.propagation),
+            }),
+            Some((what, e)) => Err(SyncError::Write {
+                what,
+                error: e,
+                writes,
+            }),
+        }
+    }
+
+    /// Apply a plan phase by phase, each phase's writes `concurrency` at a time; stop after a
+    /// phase in which Kong went away. The writes done, and the first that failed.
+    async fn write(&self, p: Plan) -> (usize, Option<(String, KongError)>) {
+        let mut writes = 0;
+        let mut failures = Vec::new();
+        for phase in p.phases {
+            let results: Vec<(KongWrite, Result<(), KongError>)> =
+                futures_util::stream::iter(phase)
+                    .map(|w| async move {
+                        let r = self.kong.apply(&w).await;
+                        (w, r)
+                    })
+                    .buffer_unordered(self.concurrency)
+                    .collect()
+                    .await;
+            for (w, r) in results {
+                match r {
+                    Ok(()) => {
+                        writes += 1;
+                        self.gate.written(&w, Instant::now());
+                        tracing::info!("{}", w.describe());
+                    }
+                    Err(e) => {
+                        tracing::warn!("{} failed: {e}", w.describe());
+                        failures.push((w.describe(), e));
+                    }
+                }
+            }
+            if failures
+                .iter()
+                .any(|(_, e)| matches!(e, KongError::Unreachable(_)))
+            {
+                break; // Kong went away mid-sync: stop, retry with backoff
+            }
+        }
+        (writes, failures.into_iter().next())
+    }
+
+    /// DB-less Kong: read what it holds, put the desired state in place of ours, push it whole.
+    /// The push is atomic (no request can see a route before its plugins), and an unchanged
+    /// document is a 304 (no write).
+    async fn push_declarative(
+        &self,
+        complete: bool,
+        desired: DesiredState,
+    ) -> Result<SyncReport, SyncError> {
+        let current = self.kong.read_config().await.map_err(SyncError::Kong)?;
+        if !complete {
+            tracing::debug!("keeping every agent route: Docker has not been listed completely since the last connect");
+        }
+        let doc = crate::declarative::document(&desired, &current, self.owner_tag, !complete);
+        match self
+            .kong
+            .push_config(&crate::declarative::canonical(&doc))
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(
+                    services = desired.services.len(),
+                    routes = desired.routes.len(),
+                    plugins = desired.plugins.len(),
+                    "pushed the declarative configuration (DB-less Kong)"
+                );
+                Ok(SyncReport {
+                    writes: 1,
+                    desired,
+                    recheck_at: None,
+                })
+            }
+            Ok(false) => Ok(SyncReport {
+                writes: 0,
+                desired,
+                recheck_at: None,
+            }),
+            Err(e) => Err(SyncError::Write {
+                what: "push the declarative configuration".into(),
+                error: e,
+                writes: 0,
+            }),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum SyncError {
+    /// Reading what Kong holds failed: nothing was written.
+    Kong(KongError),
+    /// A write failed, after `writes` others went through.
+    Write {
+        what: String,
+        error: KongError,
+        writes: usize,
+    },
+}
+
+impl SyncError {
+    /// Kong's own error.
+    pub fn kong(&self) -> &KongError {
+        match self {
+            SyncError::Kong(e) | SyncError::Write { error: e, .. } => e,
+        }
+    }
+
+    /// The writes done before the failure.
+    pub fn writes(&self) -> usize {
+        match self {
+            SyncError::Kong(_) => 0,
+            SyncError::Write { writes, .. } => *writes,
+        }
+    }
+}
+
+impl std::fmt::Display for SyncError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncError::Kong(e) => write!(f, "failed to read Kong state: {e}"),
+            SyncError::Write { what, error, .. } => write!(f, "failed to {what}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for SyncError {}
