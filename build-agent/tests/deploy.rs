@@ -1308,3 +1308,66 @@ async fn ways_in_closed_without_a_refusal_are_closed_on_the_running_container() 
     assert!(mem <= 1 << 30 && mem > 1000 << 20, "{mem}");
     assert!((490_000_000..=500_000_000).contains(&cpu), "{cpu}");
 }
+
+/// The first `docker` on PATH: the real one a wrapper hands over to.
+fn real_docker() -> std::path::PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("docker"))
+        .find(|p| p.is_file())
+        .expect("docker is on PATH")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
+async fn an_image_removed_between_its_build_and_its_start_is_built_again() {
+    // Docker 20.10's builder gives identical builds one image, so another agent's image cleanup
+    // can take the one a build has just tagged (CI saw compose then try to pull it). Here the
+    // docker on the build agent's PATH runs the real one and, after the first build, removes the
+    // image it built.
+    ensure_busybox_image();
+    let net = TestNet::new();
+    let a = unique("gone");
+    let _clean = AgentCleanup::new(&[&a]);
+    let mut h = Harness::new(&net.name).await;
+    // a temporary folder, removed on drop
+    let wrapper_dir = nasiko_tests::agents::AgentsRoot::new();
+    let bin = wrapper_dir.path.clone();
+    let wrapper = bin.join("docker");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\"{real}\" \"$@\"; rc=$?\nprev=; tag=\nfor x in \"$@\"; do [ \"$prev\" = -t ] && tag=$x; prev=$x; done\n\
+             if [ \"$1\" = build ] && [ $rc = 0 ] && mkdir \"{once}\" 2>/dev/null; then \"{real}\" rmi \"$tag\" >/dev/null; fi\nexit $rc\n",
+            real = real_docker().display(),
+            once = bin.join("removed").display(),
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    h.extra_env
+        .push(("PATH".into(), path.to_string_lossy().into_owned()));
+    let pkg = h.root.add("dockerfile-only", &a, "v1.0.0", None);
+    let _w = h.spawn("c1");
+    h.queue(&h.deploy_fields(&a, &pkg, "u1")).await;
+    let s = h.wait_terminal(&a).await;
+    assert!(
+        bin.join("removed").exists(),
+        "the wrapper removed the image"
+    );
+    assert_eq!(s["status"], "completed", "{s:?}");
+    let log = h.stream_entries(&format!("agent:buildlog:{a}")).await;
+    assert!(
+        format!("{log:?}").contains("is gone since its build; building it again"),
+        "{log:?}"
+    );
+    let reply = ask(&format!("agent-{a}"), &net.name).await;
+    assert_eq!(
+        reply["result"]["parts"][0]["text"],
+        format!("hello from {a} v1.0.0")
+    );
+}

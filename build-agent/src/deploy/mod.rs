@@ -411,6 +411,14 @@ impl Deployer {
         }
         read_back(&self.compose, &project, &cf).await?;
         make_bind_sources(p)?;
+        // Docker 20.10's builder gives identical builds one image, so removing another agent's
+        // copy (or a prune) can take ours between its build and here: build it again, or compose
+        // would try to pull it from a registry.
+        if !docker::image_exists(&p.tag).await {
+            let gone = format!("=== {} is gone since its build; building it again", p.tag);
+            self.log_line(&job.agent, &job.stream_id, &gone).await;
+            self.build(job, p).await?;
+        }
         let network =
             network::ensure(&self.cfg.agent_networks, &self.cfg.network, &job.agent).await?;
         // an agent deployed under the project naming of before (names with '.' or '_'): its
