@@ -82,6 +82,10 @@ if [ -n "$(docker ps -aq --filter "label=com.docker.compose.project=$project")" 
     done
   fi
 fi
+# the network the build agent runs builds on (labelled with the stack): nothing is on it now
+for net in $(docker network ls -q --filter "label=nasiko.build-network=${NASIKO_NETWORK:-nasiko-network}"); do
+  docker network rm "$net" >/dev/null 2>&1 || true
+done
 if docker network inspect "${NASIKO_NETWORK:-nasiko-network}" >/dev/null 2>&1; then
   if ! docker network rm "${NASIKO_NETWORK:-nasiko-network}" >/dev/null 2>&1; then
     echo "note: network ${NASIKO_NETWORK:-nasiko-network} is still used by agent containers; remove them with --agents"

@@ -51,11 +51,11 @@ unit_tests() {
   echo "test.sh: unit tier tests: $(( SECONDS - t0 ))s"
 }
 
-# The docker tier: the ignored tests of every test binary. Two chains side by side (these tests
+# The docker tier: the ignored tests of every test binary, in two chains side by side (these tests
 # wait on Docker far more than they compute): the build agent's deploys then its isolation tests
 # (they build on the same image layers, and one's image cleanup must not race the other's build);
-# every other binary, one after another. Then the stack's journey, alone. Each binary's output goes to a
-# file and is printed when it fails; the binaries run from their package's folder, as cargo runs them.
+# the stack's journey, then every other binary. Each binary's output goes to a file and is printed
+# when it fails; the binaries run from their package's folder, as cargo runs them.
 docker_tier() {
   local logs t0 rc=0 name chain
   logs="$(mktemp -d)"
@@ -64,18 +64,13 @@ docker_tier() {
     | jq -r 'select(.reason == "compiler-artifact" and .profile.test and .executable != null)
              | "\(.target.name) \(.executable) \(.manifest_path)"' | sort -u >"$logs/binaries"
   [ -s "$logs/binaries" ] || die "cargo listed no test binaries"
-  local first=(stack_e2e) second=(deploy isolation) rest=()
+  local first=(deploy isolation) rest=(stack_e2e)
   while read -r name _; do
-    case " ${first[*]} ${second[*]} " in *" $name "*) ;; *) rest+=("$name") ;; esac
+    case " ${first[*]} ${rest[*]} " in *" $name "*) ;; *) rest+=("$name") ;; esac
   done <"$logs/binaries"
-  run_chain "$logs" "${second[@]}" & local b=$!
+  run_chain "$logs" "${first[@]}" & local b=$!
   run_chain "$logs" "${rest[@]}" & local c=$!
   for chain in $b $c; do wait "$chain" || rc=1; done
-  # The stack journey last and alone: its timings are the README's. (Beside the other chains its
-  # fence once saw other tests' network gateways "answer" on 2375/2376: those networks were gone
-  # by then, the address led off this machine, and this CI's network accepts any TCP connection.
-  # The fence now sets such answers aside; see fence::Probed::without_departed_host_addresses.)
-  run_chain "$logs" "${first[@]}" || rc=1
   echo "test.sh: docker tier tests: $(( SECONDS - t0 ))s"
   [ "$rc" = 0 ] || die "the docker tier failed (each failing binary's output is above; logs in $logs)"
   rm -rf "$logs"

@@ -76,7 +76,6 @@ pub const PASSED_ENV: &[&str] = &[
     "DOCKER_CONTEXT",
     "DOCKER_CERT_PATH",
     "DOCKER_TLS_VERIFY",
-    "DOCKER_BUILDKIT",
 ];
 
 /// Run `argv` with `timeout`, in a clean environment (`PASSED_ENV`). Every output line is also
@@ -86,8 +85,19 @@ pub async fn run(
     timeout: Duration,
     lines: Option<mpsc::UnboundedSender<String>>,
 ) -> Result<Output, CmdError> {
+    run_with(argv, &[], timeout, lines).await
+}
+
+/// [`run`] with `env` set on top of the clean environment.
+pub async fn run_with(
+    argv: &[String],
+    env: &[(&str, &str)],
+    timeout: Duration,
+    lines: Option<mpsc::UnboundedSender<String>>,
+) -> Result<Output, CmdError> {
     let what = describe(argv);
     let mut cmd = command(argv);
+    cmd.envs(env.iter().copied());
     let mut child = cmd.spawn().map_err(|e| CmdError::Spawn(what.clone(), e))?;
     let pgid = child.id();
     let (tx, mut rx) = mpsc::unbounded_channel::<(bool, String)>();

@@ -503,7 +503,7 @@ async fn from_inside_alpha_nothing_of_beta_answers_only_the_gateway_on_alphas_ne
     let scene = Scene::deploy(&mut s).await;
     let deployed = t0.elapsed();
     let me = scene.alpha().name.clone();
-    let (_listener, listener_ip, bridge_gateway) = fence::bridge_listener();
+    let (_on_bridge, bridge_ip, bridge_gateway) = fence::bridge_listener();
     let by_address = scene.address_targets(&bridge_gateway);
     let mut failures = vec![];
 
@@ -657,13 +657,15 @@ async fn from_inside_alpha_nothing_of_beta_answers_only_the_gateway_on_alphas_ne
         }
     }
 
-    // by build: a package's RUN step tries the same addresses; a listener of the test's on the
-    // default bridge, where builds run, proves that it connects at all
+    // by build: a package's RUN step tries the same addresses, and a listener on Docker's
+    // default bridge (whatever else runs on the host); a listener of the test's on the host, at
+    // the gateway of the build network, proves that it connects at all
     let builder = unique("isolbuild");
     let path = s.add("build-probe", &builder, "");
-    let listener: Target = (listener_ip, 5000);
+    let (_host_listener, listener) = fence::build_listener(&s.net.name);
     let mut by_build = by_address.clone();
     by_build.insert(listener.clone());
+    by_build.insert((bridge_ip, 5000));
     std::fs::write(
         s.package_dir(&builder).join("targets"),
         format!("# {}\n{}", unique("run"), fence::target_lines(&by_build)),

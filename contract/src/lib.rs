@@ -26,6 +26,8 @@ pub mod labels {
     /// stack's shared agents network (the build agent's DOCKER_NETWORK, the sidecar's
     /// AGENTS_NETWORK). A sidecar routes, and joins its gateway to, its own stack's agents only.
     pub const STACK: &str = "nasiko.stack";
+    /// On the network builds run on (see [`super::build_network`]): the stack it serves.
+    pub const BUILD_NETWORK: &str = "nasiko.build-network";
 }
 
 /// The containers that join every agent's own network, and the name each has there: the
@@ -111,6 +113,13 @@ pub fn standby_container(name: &str) -> String {
 /// - each stack's agent networks are its own.
 pub fn agent_network(stack: &str, name: &str) -> String {
     format!("{stack}-{}", compose_project(name))
+}
+
+/// The network the build agent runs builds on in `stack`: a bridge of its own with traffic
+/// between its containers off, so a package's `RUN` reaches neither another build nor what runs on
+/// Docker's default bridge. Not an agent network (no agent project is named `builds`).
+pub fn build_network(stack: &str) -> String {
+    format!("{stack}-builds")
 }
 
 /// The agent whose own network in `stack` this is, from the network's name alone (the inverse

@@ -264,6 +264,8 @@ impl Drop for TestNet {
             let _ = docker(&args);
         }
         let _ = docker(&["network", "rm", &self.name]);
+        // the build agent's build network for this stack, when a test built on it
+        let _ = docker(&["network", "rm", &nasiko_contract::build_network(&self.name)]);
     }
 }
 

@@ -267,9 +267,9 @@ impl Drop for Container {
     }
 }
 
-/// A busybox container on the default bridge (where builds run) listening on port 5000: the
-/// build probe's proof that it can connect at all. Returns it, its address and the bridge's
-/// gateway (the host, as a build sees it).
+/// A busybox container on Docker's default bridge listening on port 5000: whatever else runs on
+/// this host, which neither an agent nor a build may reach (builds run on the stack's build
+/// network). Returns it, its address and the bridge's gateway.
 pub fn bridge_listener() -> (Container, String, String) {
     let name = unique("fence-listener");
     docker_ok(&[
@@ -314,6 +314,42 @@ pub fn bridge_listener() -> (Container, String, String) {
     }
     assert!(!gateway.is_empty(), "no gateway on the default bridge");
     (guard, ip, gateway)
+}
+
+/// A listener of the test's on this host at the gateway of `stack`'s build network (the host, as
+/// a build sees it), on a port the kernel chooses: the build probe's proof that it connects at
+/// all. The network exists once the build agent has built for the stack.
+pub fn build_listener(stack: &str) -> (std::net::TcpListener, Target) {
+    let net = nasiko_contract::build_network(stack);
+    let gateway = network_gateways(&net)
+        .into_iter()
+        .next()
+        .or_else(|| bridge_address(&net))
+        .unwrap_or_else(|| panic!("the build network {net} has no gateway"));
+    let l = std::net::TcpListener::bind((gateway.as_str(), 0))
+        .unwrap_or_else(|e| panic!("cannot listen on {gateway}, the gateway of {net}: {e}"));
+    let port = l.local_addr().expect("bound").port();
+    (l, (gateway, port))
+}
+
+/// The host's address on user-defined bridge network `network`: its interface `br-{id}` (Docker
+/// leaves a gateway it chose itself out of the network's IPAM config).
+fn bridge_address(network: &str) -> Option<String> {
+    let id = docker_ok(&["network", "inspect", "-f", "{{.Id}}", network]);
+    let o = std::process::Command::new("ip")
+        .args([
+            "-4",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            &format!("br-{}", id.get(..12)?),
+        ])
+        .output()
+        .ok()?;
+    let out = String::from_utf8_lossy(&o.stdout);
+    let cidr = out.split_whitespace().skip_while(|w| *w != "inet").nth(1)?;
+    Some(cidr.split('/').next()?.to_string())
 }
 
 /// A twin of `agent` for trying names: a busybox container on each of the agent's networks, its

@@ -72,10 +72,13 @@ fn unexpected(open: &BTreeSet<String>, allowed: &[String]) -> Vec<String> {
 ///   stack, which writes what answered into the image.
 ///
 /// Only the gateway's proxy (its address on the agents' network and `kong-gateway`, port 8000)
-/// may answer, and it must: a probe that connects nowhere proves nothing. The build proves the
-/// same with a listener of the test's on the default bridge. Returns the build probe's agent name.
+/// may answer, and it must: a probe that connects nowhere proves nothing. A build must reach
+/// nothing but a listener of the test's on the host, at its build network's gateway, which proves
+/// the same; a listener on Docker's default bridge (whatever else runs on the host) stays out of
+/// its reach. Returns the build probe's agent name.
 async fn the_fence_holds_by_address(stack: &Stack, real: &str) -> String {
-    let (_listener, listener_ip, bridge_gateway) = fence::bridge_listener();
+    let (_on_bridge, bridge_ip, bridge_gateway) = fence::bridge_listener();
+    let (_host_listener, listener) = fence::build_listener(&stack.network);
     let plan = fence::Plan::new(stack, &format!("agent-{real}"), &bridge_gateway);
     let platform_targets = plan.platform_targets();
     let mut by_address: BTreeSet<Target> = platform_targets.clone();
@@ -127,8 +130,8 @@ async fn the_fence_holds_by_address(stack: &Stack, real: &str) -> String {
     let probe = format!("probe{}", std::process::id());
     let path = stack.add_package("build-probe", &probe, "v1.0.0");
     let mut by_build = by_address.clone();
-    let listener: Target = (listener_ip, 5000);
     by_build.insert(listener.clone());
+    by_build.insert((bridge_ip, 5000));
     std::fs::write(
         stack.agents_dir.join(&probe).join("v1.0.0/targets"),
         // a line of its own per run: no build cache answers for this build

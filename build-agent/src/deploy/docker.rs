@@ -1,7 +1,7 @@
 //! The Docker and compose commands the deploy stages run (argument vectors only): compose
 //! detection, image existence, build, up, container state, logs, image pruning, undeploy.
 
-use crate::process::{argv, run, CmdError, Output};
+use crate::process::{argv, run, run_with, CmdError, Output};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -79,15 +79,21 @@ pub async fn image_exists(tag: &str) -> bool {
 
 /// `docker build` of the agent's own service as the package asks: its context, its Dockerfile,
 /// its build args and target (checked by `read_package`).
+/// Its `RUN` steps run on `network` (see [`super::network::ensure_builds`]), which only the
+/// legacy builder can do (BuildKit knows the default bridge, `host` and `none` alone): it is
+/// chosen whatever DOCKER_BUILDKIT the build agent was given, and it is the builder whose reading
+/// of a Dockerfile the policy checks.
 pub async fn build(
     b: &super::model::Build,
     tag: &str,
+    network: &str,
     timeout: Duration,
     lines: mpsc::UnboundedSender<String>,
 ) -> Result<Output, CmdError> {
     // no --label: the legacy builder commits a layer for it (about 2 s on fuse-overlayfs); the
     // repository (nasiko-agent-{name}) names the agent and the tag is the content hash
     let mut a = argv(&["docker", "build", "--pull=false", "--force-rm", "-t", tag]);
+    a.extend(["--network".into(), network.to_string()]);
     a.extend(["-f".into(), b.dockerfile.display().to_string()]);
     for (k, v) in &b.args {
         a.extend(["--build-arg".into(), format!("{k}={v}")]);
@@ -96,7 +102,7 @@ pub async fn build(
         a.extend(["--target".into(), t.clone()]);
     }
     a.push(b.context.display().to_string());
-    run(&a, timeout, Some(lines)).await
+    run_with(&a, &[("DOCKER_BUILDKIT", "0")], timeout, Some(lines)).await
 }
 
 /// `compose -p P --project-directory D --env-file E -f F <args>`: compose reads the one file we

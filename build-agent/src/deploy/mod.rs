@@ -22,6 +22,7 @@ pub use error::{DeployError, Verdict};
 use crate::buildlog::BuildLog;
 use crate::config::Config;
 use crate::job::DeployJob;
+use crate::process::CmdError;
 use docker::ComposeCmd;
 use model::{Build, Package};
 use nasiko_contract::labels;
@@ -373,12 +374,35 @@ impl Deployer {
             .await;
             return Ok(false);
         }
+        let network = network::ensure_builds(&self.cfg.agent_networks, &self.cfg.network).await?;
         let log = self.log.open(&job.agent, &job.stream_id);
         let _ = log
             .tx
             .send(format!("=== building {} for job {}", p.tag, job.stream_id));
-        let tx = log.tx.clone();
-        let r = docker::build(&p.build, &p.tag, self.cfg.build_timeout, tx).await;
+        let mut r = docker::build(
+            &p.build,
+            &p.tag,
+            &network,
+            self.cfg.build_timeout,
+            log.tx.clone(),
+        )
+        .await;
+        if matches!(&r, Err(CmdError::Failed(_, _, m)) if m.contains("network") && m.contains("not found"))
+        {
+            // the build network was removed under the build (a stack's local-down): once more
+            let _ = log.tx.send(format!(
+                "=== {network} went away during the build; making it again"
+            ));
+            network::ensure_builds(&self.cfg.agent_networks, &self.cfg.network).await?;
+            r = docker::build(
+                &p.build,
+                &p.tag,
+                &network,
+                self.cfg.build_timeout,
+                log.tx.clone(),
+            )
+            .await;
+        }
         log.close().await;
         r.map(|_| true)
             .map_err(|e| DeployError::docker("docker build failed", e))

@@ -6,7 +6,7 @@
 
 use super::DeployError;
 use crate::process::{argv, run, CmdError};
-use nasiko_contract::{agent_network, labels};
+use nasiko_contract::{agent_network, build_network, labels};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -170,9 +170,9 @@ fn hint(agent: &str) -> u64 {
     })
 }
 
-/// The value of our label on network `name`: `None` when there is no such network.
-async fn label(name: &str) -> Option<String> {
-    let format = format!("{{{{index .Labels \"{}\"}}}}", labels::AGENT_NETWORK);
+/// The value of `key` on network `name`: `None` when there is no such network.
+async fn label(name: &str, key: &str) -> Option<String> {
+    let format = format!("{{{{index .Labels \"{key}\"}}}}");
     let o = run(
         &argv(&["docker", "network", "inspect", "--format", &format, name]),
         SHORT,
@@ -216,6 +216,17 @@ async fn used_subnets() -> Result<Vec<Subnet>, CmdError> {
 /// refuses an overlapping subnet.
 static ALLOCATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A network the build agent makes: its name, the label that says whose it is, and what it is
+/// for (in messages).
+struct Wanted<'a> {
+    name: &'a str,
+    label: (&'a str, &'a str),
+    stack: &'a str,
+    whose: String,
+    /// `-o` options of the bridge driver.
+    options: &'a [&'a str],
+}
+
 /// The agent's own network, made when missing and labelled with the stack (`shared`, the
 /// stack's shared agents network, names it). Shared mode: `shared` itself.
 pub async fn ensure(
@@ -227,37 +238,82 @@ pub async fn ensure(
         return Ok(shared.to_string());
     };
     let name = agent_network(shared, agent);
+    let wanted = Wanted {
+        name: &name,
+        label: (labels::AGENT_NETWORK, agent),
+        stack: shared,
+        whose: format!("agent '{agent}''s"),
+        options: &[],
+    };
+    make(&wanted, Some((pool, prefix, hint(agent)))).await?;
+    Ok(name)
+}
+
+/// The network builds run on ([`nasiko_contract::build_network`]), made when missing: a bridge
+/// whose containers cannot reach each other (`enable_icc=false`) and, as every bridge, cannot
+/// reach another bridge's. Its subnet comes from the pool in `own` mode, from Docker's in
+/// `shared` mode.
+pub async fn ensure_builds(mode: &AgentNetworks, shared: &str) -> Result<String, DeployError> {
+    let name = build_network(shared);
+    let wanted = Wanted {
+        name: &name,
+        label: (labels::BUILD_NETWORK, shared),
+        stack: shared,
+        whose: format!("the build network of stack '{shared}'"),
+        options: &["com.docker.network.bridge.enable_icc=false"],
+    };
+    let pool = match *mode {
+        AgentNetworks::Own { pool, prefix } => Some((pool, prefix, hint(&name))),
+        AgentNetworks::Shared => None,
+    };
+    make(&wanted, pool).await?;
+    Ok(name)
+}
+
+/// Make `w` unless it exists with its label; `pool`: where its subnet comes from (`None`:
+/// Docker chooses).
+async fn make(w: &Wanted<'_>, pool: Option<(Subnet, u8, u64)>) -> Result<(), DeployError> {
+    let name = w.name;
+    let (key, value) = w.label;
     let _one = ALLOCATING.lock().await;
     let mut refused = Vec::new();
     for _ in 0..8 {
-        match label(&name).await {
-            Some(v) if v == agent => return Ok(name),
+        match label(name, key).await {
+            Some(v) if v == value => return Ok(()),
             Some(_) => {
                 return Err(DeployError::machine(format!(
-                    "a Docker network named {name} exists and is not agent '{agent}''s (it lacks the label {}={agent}); remove it (docker network rm {name}) and deploy again",
-                    labels::AGENT_NETWORK
+                    "a Docker network named {name} exists and is not {} (it lacks the label {key}={value}); remove it (docker network rm {name}) and deploy again",
+                    w.whose
                 )))
             }
             None => {}
         }
-        let mut used = used_subnets()
-            .await
-            .map_err(|e| DeployError::docker("cannot list Docker's networks", e))?;
-        used.extend(&refused);
-        let Some(subnet) = pick(pool, prefix, &used, hint(agent)) else {
-            return Err(DeployError::machine(format!(
-                "AGENT_SUBNET_POOL {pool} has no free /{prefix} left for agent '{agent}'; undeploy agents you no longer need, or give a larger pool"
-            )));
+        let subnet = match pool {
+            None => None,
+            Some((pool, prefix, hint)) => {
+                let mut used = used_subnets()
+                    .await
+                    .map_err(|e| DeployError::docker("cannot list Docker's networks", e))?;
+                used.extend(&refused);
+                let Some(subnet) = pick(pool, prefix, &used, hint) else {
+                    return Err(DeployError::machine(format!(
+                        "AGENT_SUBNET_POOL {pool} has no free /{prefix} left for {}; undeploy agents you no longer need, or give a larger pool",
+                        w.whose
+                    )));
+                };
+                Some(subnet)
+            }
         };
-        match create(&name, agent, shared, subnet).await {
+        match create(w, subnet).await {
             Ok(()) => {
-                tracing::info!(agent, network = %name, %subnet, "made the agent's own network");
-                return Ok(name);
+                let subnet = subnet.map_or("Docker's choice".to_string(), |s| s.to_string());
+                tracing::info!(network = %name, %subnet, "made {}", w.whose);
+                return Ok(());
             }
             // taken meanwhile by another engine client: look again
-            Err(CmdError::Failed(_, _, m)) if m.contains("overlap") => refused.push(subnet),
+            Err(CmdError::Failed(_, _, m)) if m.contains("overlap") => refused.extend(subnet),
             Err(CmdError::Failed(_, _, m)) if m.contains("already exists") => {}
-            Err(e) => return Err(DeployError::docker("cannot make the agent's network", e)),
+            Err(e) => return Err(DeployError::docker(&format!("cannot make {}", w.whose), e)),
         }
     }
     Err(DeployError::machine(format!(
@@ -265,15 +321,20 @@ pub async fn ensure(
     )))
 }
 
-async fn create(name: &str, agent: &str, stack: &str, subnet: Subnet) -> Result<(), CmdError> {
-    let owner = super::docker::NETWORK_OWNER_LABEL;
-    let label = format!("{}={agent}", labels::AGENT_NETWORK);
-    let stack = format!("{}={stack}", labels::STACK);
-    let subnet = subnet.to_string();
-    let a = argv(&[
-        "docker", "network", "create", "--driver", "bridge", "--subnet", &subnet, "--label", owner,
-        "--label", &label, "--label", &stack, name,
-    ]);
+async fn create(w: &Wanted<'_>, subnet: Option<Subnet>) -> Result<(), CmdError> {
+    let label = format!("{}={}", w.label.0, w.label.1);
+    let stack = format!("{}={}", labels::STACK, w.stack);
+    let mut a = argv(&["docker", "network", "create", "--driver", "bridge"]);
+    if let Some(s) = subnet {
+        a.extend(["--subnet".to_string(), s.to_string()]);
+    }
+    for o in w.options {
+        a.extend(["-o".to_string(), o.to_string()]);
+    }
+    for l in [super::docker::NETWORK_OWNER_LABEL, &label, &stack] {
+        a.extend(["--label".to_string(), l.to_string()]);
+    }
+    a.push(w.name.to_string());
     run(&a, SHORT, None).await.map(drop)
 }
 
@@ -281,7 +342,7 @@ async fn create(name: &str, agent: &str, stack: &str, subnet: Subnet) -> Result<
 /// gateway, Phoenix). A network of that name that is not the agent's is left alone.
 pub async fn remove(stack: &str, agent: &str) -> Result<bool, CmdError> {
     let name = agent_network(stack, agent);
-    if label(&name).await.as_deref() != Some(agent) {
+    if label(&name, labels::AGENT_NETWORK).await.as_deref() != Some(agent) {
         return Ok(false);
     }
     // the sidecar may join a member again between the two steps (a gateway starting): again
@@ -347,7 +408,8 @@ pub async fn remove_orphans(stack: &str) -> usize {
         .map_or(0, |d| d.as_secs());
     let mut removed = 0;
     for line in o.stdout.lines() {
-        let Some((agent, created)) = line.split_once(' ') else {
+        // the build network carries the stack's label too, and no agent's
+        let Some((agent, created)) = line.split_once(' ').filter(|(a, _)| !a.is_empty()) else {
             continue;
         };
         let young = created.trim().parse::<u64>().map_or(true, |c| now < c + 60);
