@@ -104,10 +104,18 @@ if [ "$watch" = 0 ]; then
   exit $?
 fi
 
-trap 'echo; say "stopped watching $dir"; exit 0' INT TERM
+# A deploy runs in the background and is waited for: a trapped Ctrl-C (or TERM) interrupts `wait`
+# at once, where bash would first let a foreground command finish (a deploy's wait can be long).
+deploying=
+trap 'echo; [ -z "$deploying" ] || { pkill -P "$deploying"; kill "$deploying"; } 2>/dev/null; say "stopped watching $dir"; exit 0' INT TERM
+deploy_in_background() {
+  deploy_once & deploying=$!
+  wait "$deploying" || true
+  deploying=
+}
 # the fingerprint of what is deployed, taken before: an edit during the deploy is seen
 last="$(fingerprint)"
-deploy_once || true
+deploy_in_background
 say "watching $dir (Ctrl-C to stop)"
 while sleep 0.3; do
   fp="$(fingerprint)"
@@ -120,5 +128,5 @@ while sleep 0.3; do
   done
   last="$fp"
   say "change in $dir: redeploying"
-  deploy_once || true
+  deploy_in_background
 done

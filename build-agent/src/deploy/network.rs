@@ -185,7 +185,8 @@ async fn label(name: &str, key: &str) -> Option<String> {
 }
 
 /// Every IPv4 subnet Docker's networks hold now. A network removed between the listing and the
-/// inspect (another deploy's, a test's) makes the inspect fail: list again.
+/// inspect (another deploy's, a test's) makes the inspect fail, in words that differ between
+/// Docker versions ("not found", "No such network"): list again, a few times.
 async fn used_subnets() -> Result<Vec<Subnet>, CmdError> {
     let mut tries = 0;
     loop {
@@ -206,7 +207,7 @@ async fn used_subnets() -> Result<Vec<Subnet>, CmdError> {
                     .filter_map(|s| Subnet::parse(s).ok())
                     .collect())
             }
-            Err(CmdError::Failed(_, _, m)) if m.contains("not found") && tries < 5 => tries += 1,
+            Err(CmdError::Failed(..)) if tries < 5 => tries += 1,
             Err(e) => return Err(e),
         }
     }
@@ -221,7 +222,10 @@ static ALLOCATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 struct Wanted<'a> {
     name: &'a str,
     label: (&'a str, &'a str),
-    stack: &'a str,
+    /// An agent's network: the stack the agent is in (`nasiko.stack`), and the label of networks
+    /// made for packages, which `local-down.sh --agents` removes whatever their stack. Neither
+    /// for the build network, which another stack's builds may be using.
+    agents_stack: Option<&'a str>,
     whose: String,
     /// `-o` options of the bridge driver.
     options: &'a [&'a str],
@@ -241,7 +245,7 @@ pub async fn ensure(
     let wanted = Wanted {
         name: &name,
         label: (labels::AGENT_NETWORK, agent),
-        stack: shared,
+        agents_stack: Some(shared),
         whose: format!("agent '{agent}''s"),
         options: &[],
     };
@@ -258,7 +262,7 @@ pub async fn ensure_builds(mode: &AgentNetworks, shared: &str) -> Result<String,
     let wanted = Wanted {
         name: &name,
         label: (labels::BUILD_NETWORK, shared),
-        stack: shared,
+        agents_stack: None,
         whose: format!("the build network of stack '{shared}'"),
         options: &["com.docker.network.bridge.enable_icc=false"],
     };
@@ -322,8 +326,11 @@ async fn make(w: &Wanted<'_>, pool: Option<(Subnet, u8, u64)>) -> Result<(), Dep
 }
 
 async fn create(w: &Wanted<'_>, subnet: Option<Subnet>) -> Result<(), CmdError> {
-    let label = format!("{}={}", w.label.0, w.label.1);
-    let stack = format!("{}={}", labels::STACK, w.stack);
+    let mut marks = vec![format!("{}={}", w.label.0, w.label.1)];
+    if let Some(stack) = w.agents_stack {
+        marks.push(format!("{}={stack}", labels::STACK));
+        marks.push(super::docker::NETWORK_OWNER_LABEL.to_string());
+    }
     let mut a = argv(&["docker", "network", "create", "--driver", "bridge"]);
     if let Some(s) = subnet {
         a.extend(["--subnet".to_string(), s.to_string()]);
@@ -331,8 +338,8 @@ async fn create(w: &Wanted<'_>, subnet: Option<Subnet>) -> Result<(), CmdError> 
     for o in w.options {
         a.extend(["-o".to_string(), o.to_string()]);
     }
-    for l in [super::docker::NETWORK_OWNER_LABEL, &label, &stack] {
-        a.extend(["--label".to_string(), l.to_string()]);
+    for l in marks {
+        a.extend(["--label".to_string(), l]);
     }
     a.push(w.name.to_string());
     run(&a, SHORT, None).await.map(drop)
@@ -408,8 +415,7 @@ pub async fn remove_orphans(stack: &str) -> usize {
         .map_or(0, |d| d.as_secs());
     let mut removed = 0;
     for line in o.stdout.lines() {
-        // the build network carries the stack's label too, and no agent's
-        let Some((agent, created)) = line.split_once(' ').filter(|(a, _)| !a.is_empty()) else {
+        let Some((agent, created)) = line.split_once(' ') else {
             continue;
         };
         let young = created.trim().parse::<u64>().map_or(true, |c| now < c + 60);
