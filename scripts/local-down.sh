@@ -64,8 +64,9 @@ if [ "$agents" = 1 ]; then
     for vol in $(docker volume ls -q --filter "label=com.docker.compose.project=$proj"); do docker volume rm "$vol" >/dev/null || true; done
     remove_network "$own"
   done <<<"${table:-}"
-  # networks the build agent made for packages (labelled as its own), once no agent uses them
-  for net in $(docker network ls -q --filter label=nasiko.managed-by=build-agent); do
+  # networks the build agent made for this stack's packages, once no agent uses them (another
+  # stack's are not ours to remove, even while they are empty: a deploy may be about to use one)
+  for net in $(docker network ls -q --filter label=nasiko.managed-by=build-agent --filter "label=nasiko.stack=${NASIKO_NETWORK:-nasiko-network}"); do
     docker network rm "$net" >/dev/null 2>&1 || true
   done
 fi

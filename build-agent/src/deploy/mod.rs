@@ -484,20 +484,39 @@ impl Deployer {
                 container_id: id,
                 image: p.tag.clone(),
             }),
-            Err(e) => {
-                let Some(prev) = previous else { return Err(e) };
-                tracing::warn!("new version failed ({e}); putting {prev} back");
-                let cf = write_compose_files(&self.cfg, job, p, &prev)?;
-                read_back(&self.compose, &project, &cf).await?;
-                match self.start(&project, &cf, &container).await {
-                    Ok(_) => Err(e.explain(|m| {
-                        format!("{m}; the previous version ({prev}) was put back and is serving")
-                    })),
-                    Err(e2) => Err(e.explain(|m| {
-                        format!("{m}; putting the previous version ({prev}) back also failed: {e2}")
-                    })),
-                }
-            }
+            Err(e) => match previous {
+                Some(prev) => Err(self.put_back(job, p, &prev, e).await),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// The new version failed to start (`e`): start image `prev` again, the version that served
+    /// before, and say in the error whether it serves.
+    async fn put_back(
+        &self,
+        job: &DeployJob,
+        p: &Prepared,
+        prev: &str,
+        e: DeployError,
+    ) -> DeployError {
+        tracing::warn!("new version failed ({e}); putting {prev} back");
+        let project = compose::project_name(&job.agent);
+        let container = compose::container_name(&job.agent);
+        let cf = match write_compose_files(&self.cfg, job, p, prev) {
+            Ok(cf) => cf,
+            Err(e2) => return e2,
+        };
+        if let Err(e2) = read_back(&self.compose, &project, &cf).await {
+            return e2;
+        }
+        match self.start(&project, &cf, &container).await {
+            Ok(_) => e.explain(|m| {
+                format!("{m}; the previous version ({prev}) was put back and is serving")
+            }),
+            Err(e2) => e.explain(|m| {
+                format!("{m}; putting the previous version ({prev}) back also failed: {e2}")
+            }),
         }
     }
 

@@ -61,12 +61,16 @@ fn nasiko_labels(spec: &Spec, ty: &str) -> Vec<(String, String)> {
     l
 }
 
-/// The label on networks the build agent makes, as a pair.
-fn owner_label() -> (String, String) {
+/// The labels of the networks the build agent makes for a package: made by it, for the stack
+/// (so that `local-down.sh --agents` removes its own stack's, never another's).
+fn owner_labels(spec: &Spec) -> [(String, String); 2] {
     let (k, v) = super::docker::NETWORK_OWNER_LABEL
         .split_once('=')
         .unwrap_or_default();
-    (k.into(), v.into())
+    [
+        (k.into(), v.into()),
+        (labels::STACK.to_string(), spec.stack.to_string()),
+    ]
 }
 
 fn object(pairs: impl IntoIterator<Item = (String, String)>) -> Value {
@@ -251,7 +255,7 @@ fn networks(
         }
         let mut n = Map::new();
         let mut labels = d.labels.clone();
-        labels.push(owner_label());
+        labels.extend(owner_labels(spec));
         n.insert("labels".into(), object(labels));
         if d.internal {
             n.insert("internal".into(), Value::Bool(true));
@@ -265,7 +269,7 @@ fn networks(
     if uses_default && !networks.contains_key("default") {
         networks.insert(
             "default".into(),
-            json!({ "labels": object([owner_label()]) }),
+            json!({ "labels": object(owner_labels(spec)) }),
         );
     }
     networks
@@ -520,6 +524,10 @@ mod tests {
         assert_eq!(
             doc["networks"]["own"]["labels"]["nasiko.managed-by"],
             "build-agent"
+        );
+        assert_eq!(
+            doc["networks"]["own"]["labels"]["nasiko.stack"], "nasiko-network",
+            "local-down removes its own stack's networks only"
         );
     }
 
