@@ -51,11 +51,15 @@ unit_tests() {
   echo "test.sh: unit tier tests: $(( SECONDS - t0 ))s"
 }
 
-# The docker tier: the ignored tests of every test binary, in two chains side by side (these tests
+# The docker tier: the ignored tests of every test binary. Two chains side by side (these tests
 # wait on Docker far more than they compute): the build agent's deploys then its isolation tests
 # (they build on the same image layers, and one's image cleanup must not race the other's build);
-# the stack's journey, then every other binary. Each binary's output goes to a file and is printed
-# when it fails; the binaries run from their package's folder, as cargo runs them.
+# every other binary, one after another. Then the stack's journey, alone: run beside the deploy
+# chain, its fence once found an agent answered on the platform containers' published ports,
+# which only Docker's isolation between bridges keeps from it (not yet understood; while the
+# deploy tests made and removed many networks).
+# Each binary's output goes to a file and is printed when it fails; the binaries run from their
+# package's folder, as cargo runs them.
 docker_tier() {
   local logs t0 rc=0 name chain
   logs="$(mktemp -d)"
@@ -64,13 +68,14 @@ docker_tier() {
     | jq -r 'select(.reason == "compiler-artifact" and .profile.test and .executable != null)
              | "\(.target.name) \(.executable) \(.manifest_path)"' | sort -u >"$logs/binaries"
   [ -s "$logs/binaries" ] || die "cargo listed no test binaries"
-  local first=(deploy isolation) rest=(stack_e2e)
+  local alone=(stack_e2e) first=(deploy isolation) rest=()
   while read -r name _; do
-    case " ${first[*]} ${rest[*]} " in *" $name "*) ;; *) rest+=("$name") ;; esac
+    case " ${alone[*]} ${first[*]} " in *" $name "*) ;; *) rest+=("$name") ;; esac
   done <"$logs/binaries"
   run_chain "$logs" "${first[@]}" & local b=$!
   run_chain "$logs" "${rest[@]}" & local c=$!
   for chain in $b $c; do wait "$chain" || rc=1; done
+  run_chain "$logs" "${alone[@]}" || rc=1
   echo "test.sh: docker tier tests: $(( SECONDS - t0 ))s"
   [ "$rc" = 0 ] || die "the docker tier failed (each failing binary's output is above; logs in $logs)"
   rm -rf "$logs"
