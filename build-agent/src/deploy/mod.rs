@@ -22,7 +22,6 @@ pub use error::{DeployError, Verdict};
 use crate::buildlog::BuildLog;
 use crate::config::Config;
 use crate::job::DeployJob;
-use crate::process::CmdError;
 use docker::ComposeCmd;
 use model::{Build, Package};
 use nasiko_contract::labels;
@@ -379,30 +378,8 @@ impl Deployer {
         let _ = log
             .tx
             .send(format!("=== building {} for job {}", p.tag, job.stream_id));
-        let mut r = docker::build(
-            &p.build,
-            &p.tag,
-            &network,
-            self.cfg.build_timeout,
-            log.tx.clone(),
-        )
-        .await;
-        if matches!(&r, Err(CmdError::Failed(_, _, m)) if m.contains("network") && m.contains("not found"))
-        {
-            // the build network was removed under the build (a stack's local-down): once more
-            let _ = log.tx.send(format!(
-                "=== {network} went away during the build; making it again"
-            ));
-            network::ensure_builds(&self.cfg.agent_networks, &self.cfg.network).await?;
-            r = docker::build(
-                &p.build,
-                &p.tag,
-                &network,
-                self.cfg.build_timeout,
-                log.tx.clone(),
-            )
-            .await;
-        }
+        let tx = log.tx.clone();
+        let r = docker::build(&p.build, &p.tag, &network, self.cfg.build_timeout, tx).await;
         log.close().await;
         r.map(|_| true)
             .map_err(|e| DeployError::docker("docker build failed", e))
