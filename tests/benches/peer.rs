@@ -186,7 +186,7 @@ async fn until(
 }
 
 fn secs(d: Option<Duration>) -> String {
-    d.map_or("not within 75 s".into(), |d| {
+    d.map_or(format!("not within {} s", PATIENCE.as_secs()), |d| {
         format!("{:.2} s", d.as_secs_f64())
     })
 }
