@@ -67,6 +67,22 @@ pub enum Command {
         /// Agent name.
         name: String,
     },
+    /// Keep the agent guard's firewall rules in place until stopped (SIGTERM, Ctrl-C), then
+    /// remove them: the host routes nothing from an agent's, a build's or a package's network
+    /// into another Docker bridge, even while Docker before 28.0 lifts its own isolation for a
+    /// moment as it makes a network. Runs in the host's network namespace with NET_ADMIN (the
+    /// stack's `agent-guard` service); the rules are tagged with the stack (DOCKER_NETWORK).
+    Guard {
+        /// Seconds between checks that the rules are still there (a firewall reload removes them).
+        #[arg(long, default_value_t = 5)]
+        every: u64,
+        /// Put the rules in place once and exit (they stay until `--remove`).
+        #[arg(long, conflicts_with = "remove")]
+        once: bool,
+        /// Remove this stack's rules and exit.
+        #[arg(long)]
+        remove: bool,
+    },
     /// Check agent names and print the names each goes by, one tab-separated line per agent:
     /// name, container, compose project, image repository, Kong service, Kong route. Exits 2
     /// with the rule when a name is not valid (the scripts ask this instead of knowing the rule).

@@ -6,6 +6,7 @@ pub mod card;
 pub mod cli;
 pub mod config;
 pub mod deploy;
+pub mod guard;
 pub mod http;
 pub mod job;
 pub mod outbox;

@@ -78,6 +78,11 @@ async fn main() {
             .await
             .map(|n| println!("removed {n} container(s) of agent '{name}'")),
         Some(Command::Names { names }) => build_agent::cli::names(c, &names).map(|s| print!("{s}")),
+        Some(Command::Guard {
+            every,
+            once,
+            remove,
+        }) => guard(&c.docker_network, every, once, remove).await,
     };
     if let Err(e) = result {
         eprintln!("build-agent: {e}");
@@ -90,6 +95,25 @@ async fn run(c: &build_agent::config::Common, r: RunArgs) -> Result<(), CliError
     build_agent::run(cfg, shutdown_signal())
         .await
         .map_err(|e| CliError::Failed(e.to_string()))
+}
+
+async fn guard(stack: &str, every: u64, once: bool, remove: bool) -> Result<(), CliError> {
+    use build_agent::guard;
+    let failed = |e: guard::GuardError| CliError::Failed(e.to_string());
+    if remove {
+        let n = guard::remove(stack).await.map_err(failed)?;
+        println!("removed {n} rule(s) of the agent guard of stack '{stack}'");
+        Ok(())
+    } else if once {
+        let n = guard::ensure(stack).await.map_err(failed)?;
+        println!("the agent guard of stack '{stack}' is in place ({n} rule(s) added)");
+        Ok(())
+    } else {
+        let every = std::time::Duration::from_secs(every.max(1));
+        guard::keep(stack, every, shutdown_signal())
+            .await
+            .map_err(failed)
+    }
 }
 
 async fn shutdown_signal() {

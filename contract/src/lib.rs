@@ -122,6 +122,21 @@ pub fn build_network(stack: &str) -> String {
     format!("{stack}-builds")
 }
 
+/// The start of the Linux bridge name of every network the build agent makes or writes into a
+/// package's compose file (agents', builds', a package's own): the agent guard
+/// (`build-agent guard`) keys its firewall rules on it, whatever the networks' subnets.
+pub const AGENT_BRIDGE_PREFIX: &str = "nsk";
+
+/// The Linux bridge of Docker network `network` (`com.docker.network.bridge.name`): the prefix
+/// and 12 hex digits of the name's 64-bit FNV-1a hash, 15 characters, the kernel's limit for an
+/// interface name.
+pub fn agent_bridge(network: &str) -> String {
+    let hash = network.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{AGENT_BRIDGE_PREFIX}{:012x}", hash >> 16)
+}
+
 /// The agent whose own network in `stack` this is, from the network's name alone (the inverse
 /// of [`agent_network`]; `None` for any other network).
 pub fn agent_of_network(stack: &str, network: &str) -> Option<String> {
@@ -151,6 +166,24 @@ pub fn name_from_container(container: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agent_bridge_is_15_characters_under_the_prefix_and_one_per_name() {
+        let a = agent_bridge("nasiko-network-agent-translator");
+        assert_eq!(a.len(), 15, "{a}");
+        assert!(a.starts_with(AGENT_BRIDGE_PREFIX), "{a}");
+        assert!(a[3..].chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_eq!(a, agent_bridge("nasiko-network-agent-translator"));
+        let names: std::collections::BTreeSet<String> = (0..10_000)
+            .map(|i| agent_bridge(&format!("nasiko-network-agent-a{i}")))
+            .collect();
+        assert_eq!(names.len(), 10_000, "two names share a bridge");
+        // FNV-1a's published vector: "a" hashes to 0xaf63dc4c8601ec8c
+        assert_eq!(
+            agent_bridge("a"),
+            format!("nsk{:012x}", 0xaf63dc4c8601ec8cu64 >> 16)
+        );
+    }
 
     #[test]
     fn the_name_rule_and_the_naming() {

@@ -6,7 +6,10 @@
 
 use super::DeployError;
 use crate::process::{argv, run, CmdError};
-use nasiko_contract::{agent_network, build_network, labels};
+use nasiko_contract::{agent_bridge, agent_network, build_network, labels};
+
+/// The bridge driver's option that names the network's Linux bridge.
+pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -338,6 +341,11 @@ async fn create(w: &Wanted<'_>, subnet: Option<Subnet>) -> Result<(), CmdError> 
     for o in w.options {
         a.extend(["-o".to_string(), o.to_string()]);
     }
+    // a bridge name the agent guard knows (`build-agent guard`)
+    a.extend([
+        "-o".to_string(),
+        format!("{BRIDGE_NAME_OPTION}={}", agent_bridge(w.name)),
+    ]);
     for l in marks {
         a.extend(["--label".to_string(), l]);
     }

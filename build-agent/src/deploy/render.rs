@@ -253,14 +253,16 @@ fn networks(
                 d.key
             ));
         }
+        let key = resource_key(&d.key);
         let mut n = Map::new();
         let mut labels = d.labels.clone();
         labels.extend(owner_labels(spec));
         n.insert("labels".into(), object(labels));
+        n.insert("driver_opts".into(), bridge_name(spec, &key));
         if d.internal {
             n.insert("internal".into(), Value::Bool(true));
         }
-        networks.insert(resource_key(&d.key), Value::Object(n));
+        networks.insert(key, Value::Object(n));
     }
     // the project's default network, when used and not declared, is labelled as ours too
     let uses_default = services
@@ -269,10 +271,17 @@ fn networks(
     if uses_default && !networks.contains_key("default") {
         networks.insert(
             "default".into(),
-            json!({ "labels": object(owner_labels(spec)) }),
+            json!({ "labels": object(owner_labels(spec)), "driver_opts": bridge_name(spec, "default") }),
         );
     }
     networks
+}
+
+/// The `driver_opts` that give a package network (compose names it `{project}_{key}`) a bridge
+/// the agent guard knows, so its containers are not routed to another bridge either.
+fn bridge_name(spec: &Spec, key: &str) -> Value {
+    let network = format!("{}_{key}", nasiko_contract::compose_project(spec.agent));
+    json!({ super::network::BRIDGE_NAME_OPTION: nasiko_contract::agent_bridge(&network) })
 }
 
 /// How a service runs: its process settings, no raw sockets, the operator's caps, no new
