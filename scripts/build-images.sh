@@ -62,6 +62,21 @@ install_project_bin() {
   copy_libs "$1" "target/release/$2"
 }
 
+# The host's iptables (nftables flavour) with the extensions the agent guard uses (physdev,
+# comment), as /usr/local/bin/iptables in the root $1: `build-agent guard` runs it.
+add_iptables() {
+  local root="$1" bin ext
+  bin="$(command -v xtables-nft-multi || true)"
+  [ -n "$bin" ] || die "iptables (nftables flavour, xtables-nft-multi) is missing; install it (apt-get install -y iptables)"
+  copy_with_libs "$root" "$bin"
+  ln -sf "$bin" "$root/usr/local/bin/iptables"
+  ext="$(dirname "$(readlink -f "$(ldconfig -p | awk '/libxtables\.so\./ {print $NF; exit}')")")/xtables"
+  [ -d "$ext" ] || die "iptables' extensions are not in $ext"
+  for so in "$ext"/libxt_physdev.so "$ext"/libxt_comment.so "$ext"/libxt_standard.so "$ext"/libipt_*.so; do
+    [ -e "$so" ] && copy_with_libs "$root" "$so"
+  done
+}
+
 # A root with busybox, /tmp and a non-root user 10001.
 base_root() {
   local root="$1"
@@ -137,6 +152,7 @@ if wanted build-agent; then
   copy_with_libs "$r" "$(command -v docker)"
   install -D -m 0755 "$(compose_plugin)" "$r/usr/libexec/docker/cli-plugins/docker-compose"
   install_project_bin "$r" build-agent
+  add_iptables "$r"
   mkdir -p "$r/var/lib/nasiko-build-agent" "$r/app/agents"
   image_from_root build-agent "$r" \
     'ENV PATH=/usr/local/bin:/usr/bin:/bin COMPOSE_FLAVOR=v2 WORK_DIR=/var/lib/nasiko-build-agent' \

@@ -991,3 +991,215 @@ async fn a_package_squatting_betas_names_lands_on_networks_of_its_own_and_reache
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The agent guard: Docker's isolation, lifted while it makes a network
+
+/// The agent guard's rules of any stack in the host's `mangle FORWARD`.
+fn guard_rules() -> Vec<String> {
+    let o = std::process::Command::new("iptables")
+        .args(["-w", "-t", "mangle", "-S", "FORWARD"])
+        .output()
+        .expect("iptables runs (the docker tier runs as root)");
+    assert!(
+        o.status.success(),
+        "iptables -t mangle -S FORWARD: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains("nasiko-agent-guard"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `build-agent guard` of a stack, as the stack's agent-guard service runs it; on drop stopped
+/// (SIGTERM, so it removes its rules) and its rules removed whatever happened.
+struct Guard {
+    stack: String,
+    child: ChildGuard,
+}
+
+impl Guard {
+    fn start(stack: &str) -> Guard {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_build-agent"));
+        cmd.args(["guard", "--every", "1", "--docker-network", stack]);
+        let child = ChildGuard::spawn("agent-guard", &mut cmd);
+        let tag = format!("nasiko-agent-guard {stack}");
+        let t0 = Instant::now();
+        while guard_rules().iter().filter(|r| r.contains(&tag)).count() < 3 {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(20),
+                "the guard's rules are not in place after 20 s: {:?}",
+                guard_rules()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Guard {
+            stack: stack.to_string(),
+            child,
+        }
+    }
+
+    /// Stop it as compose does; returns how it ended.
+    fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.signal(15);
+        self.child.wait_exit(std::time::Duration::from_secs(20))
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.child.is_running() {
+            self.stop();
+        }
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_build-agent"))
+            .args(["guard", "--remove", "--docker-network", &self.stack])
+            .output();
+    }
+}
+
+/// Networks the test makes and removes at once, each one a moment in which Docker before 28.0
+/// has no isolation between bridges; any left over are removed on drop.
+struct Churn(Vec<String>);
+
+impl Churn {
+    fn run(&mut self, n: usize) {
+        for _ in 0..n {
+            let name = unique("guard-churn");
+            self.0.push(name.clone());
+            docker_ok(&["network", "create", &name]);
+            docker_ok(&["network", "rm", &name]);
+            self.0.pop();
+        }
+    }
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = docker(&["network", "rm", n]);
+        }
+    }
+}
+
+/// From inside `container`, a connection to each target every 25 ms, `rounds` times (each
+/// attempt in the background, 1 s to connect), and to `control` every 50th round; returns how
+/// many times each target accepted, by "HOST:PORT".
+fn spray(
+    container: &str,
+    targets: &[Target],
+    control: &Target,
+    rounds: usize,
+) -> std::process::Child {
+    let try_one = |(h, p): &Target| {
+        format!("(nc -w 1 {h} {p} -e true </dev/null >/dev/null 2>&1 && echo 'hit {h}:{p}') & ")
+    };
+    let each: String = targets.iter().map(try_one).collect();
+    let script = format!(
+        "i=0; while [ $i -lt {rounds} ]; do {each} [ $((i % 50)) -ne 0 ] || {} busybox usleep 25000; i=$((i + 1)); done; wait",
+        try_one(control)
+    );
+    std::process::Command::new("docker")
+        .args(["exec", container, "sh", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("docker exec runs")
+}
+
+fn hits(child: std::process::Child) -> BTreeMap<String, usize> {
+    let o = child.wait_with_output().expect("the spray ends");
+    assert!(
+        o.status.success(),
+        "the spray failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut n = BTreeMap::new();
+    for l in String::from_utf8_lossy(&o.stdout).lines() {
+        if let Some(t) = l.strip_prefix("hit ") {
+            *n.entry(t.to_string()).or_default() += 1;
+        }
+    }
+    n
+}
+
+/// The engine's major version.
+fn engine_major() -> u32 {
+    docker_ok(&["version", "--format", "{{.Server.Version}}"])
+        .trim()
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .expect("the engine's version")
+}
+
+/// Docker before 28.0 deletes and inserts again the jump to its isolation chain each time it
+/// makes a bridge network, and in between the host routes between bridges. Alpha tries beta (on
+/// beta's own network) and the gateway's address on the stack's network every 25 ms while the
+/// test makes networks:
+/// - without the guard, some get through (on such an engine, and when no other stack's guard is
+///   running): the danger, and the proof that the spray would see one;
+/// - with `build-agent guard` running, none does, while the gateway's proxy on alpha's own
+///   network (switched by alpha's bridge, not routed) still answers;
+/// - stopped, the guard leaves no rule behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
+async fn while_docker_makes_networks_the_agent_guard_keeps_alpha_from_beta_and_the_stack() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut s = Stack::new().await;
+    let scene = Scene::deploy(&mut s).await;
+    let me = scene.alpha().name.clone();
+    let beta = (address_on(&scene.theirs[0], &scene.their_net), 8080);
+    let gateway_on_stack = (address_on(&scene.gateway, &s.net.name), PROXY_PORT);
+    let forbidden = [beta.clone(), gateway_on_stack.clone()];
+    let mut churn = Churn(vec![]);
+    let round = |churn: &mut Churn| {
+        let spraying = spray(&me, &forbidden, &scene.proxy, 400);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        churn.run(25);
+        hits(spraying)
+    };
+
+    let others_before = guard_rules();
+    let unguarded = round(&mut churn);
+    let others = others_before.len() + guard_rules().len();
+    let through: usize = forbidden
+        .iter()
+        .map(|t| unguarded.get(&show(t)).copied().unwrap_or(0))
+        .sum();
+    println!("agent guard: without it, {through} connections from alpha to {forbidden:?} in 25 network creations (engine {}): {unguarded:?}", engine_major());
+    if engine_major() < 28 && others == 0 {
+        assert!(
+            through > 0,
+            "no connection got through without the guard: the spray cannot see the moment it guards ({unguarded:?})"
+        );
+    }
+
+    let mut guard = Guard::start(&s.net.name);
+    let guarded = round(&mut churn);
+    println!("agent guard: with it: {guarded:?}");
+    for t in &forbidden {
+        assert_eq!(
+            guarded.get(&show(t)),
+            None,
+            "with the guard, {} answered alpha while Docker made networks: {guarded:?}",
+            show(t)
+        );
+    }
+    assert!(
+        guarded.get(&show(&scene.proxy)).copied().unwrap_or(0) > 0,
+        "the gateway's proxy on alpha's own network did not answer with the guard: {guarded:?}"
+    );
+    let ended = guard.stop();
+    assert!(
+        ended.is_some_and(|e| e.success()),
+        "the guard ended with {ended:?}"
+    );
+    let tag = format!("nasiko-agent-guard {}", s.net.name);
+    let left: Vec<String> = guard_rules()
+        .into_iter()
+        .filter(|r| r.contains(&tag))
+        .collect();
+    assert!(left.is_empty(), "the stopped guard left {left:?}");
+}
