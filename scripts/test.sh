@@ -51,13 +51,10 @@ unit_tests() {
   echo "test.sh: unit tier tests: $(( SECONDS - t0 ))s"
 }
 
-# The docker tier: the ignored tests of every test binary. Two chains side by side (these tests
-# wait on Docker far more than they compute): the build agent's deploys then its isolation tests
-# (they build on the same image layers, and one's image cleanup must not race the other's build);
-# every other binary, one after another. Then the stack's journey, alone: run beside the deploy
-# chain, its fence once found an agent answered on the platform containers' published ports,
-# which only Docker's isolation between bridges keeps from it (not yet understood; while the
-# deploy tests made and removed many networks).
+# The docker tier: the ignored tests of every test binary, in three chains side by side (these
+# tests wait on Docker far more than they compute): the build agent's deploys then its isolation
+# tests (they build on the same image layers, and one's image cleanup must not race the other's
+# build); the stack's journey; every other binary, one after another.
 # Each binary's output goes to a file and is printed when it fails; the binaries run from their
 # package's folder, as cargo runs them.
 docker_tier() {
@@ -68,14 +65,15 @@ docker_tier() {
     | jq -r 'select(.reason == "compiler-artifact" and .profile.test and .executable != null)
              | "\(.target.name) \(.executable) \(.manifest_path)"' | sort -u >"$logs/binaries"
   [ -s "$logs/binaries" ] || die "cargo listed no test binaries"
-  local alone=(stack_e2e) first=(deploy isolation) rest=()
+  local first=(deploy isolation) second=(stack_e2e) rest=()
   while read -r name _; do
-    case " ${alone[*]} ${first[*]} " in *" $name "*) ;; *) rest+=("$name") ;; esac
+    case " ${first[*]} ${second[*]} " in *" $name "*) ;; *) rest+=("$name") ;; esac
   done <"$logs/binaries"
-  run_chain "$logs" "${first[@]}" & local b=$!
-  run_chain "$logs" "${rest[@]}" & local c=$!
-  for chain in $b $c; do wait "$chain" || rc=1; done
-  run_chain "$logs" "${alone[@]}" || rc=1
+  local chains=()
+  run_chain "$logs" "${first[@]}" & chains+=($!)
+  run_chain "$logs" "${second[@]}" & chains+=($!)
+  run_chain "$logs" "${rest[@]}" & chains+=($!)
+  for chain in "${chains[@]}"; do wait "$chain" || rc=1; done
   echo "test.sh: docker tier tests: $(( SECONDS - t0 ))s"
   [ "$rc" = 0 ] || die "the docker tier failed (each failing binary's output is above; logs in $logs)"
   rm -rf "$logs"

@@ -995,24 +995,6 @@ async fn a_package_squatting_betas_names_lands_on_networks_of_its_own_and_reache
 // ---------------------------------------------------------------------------------------------
 // The agent guard: Docker's isolation, lifted while it makes a network
 
-/// The agent guard's rules of any stack in the host's `mangle FORWARD`.
-fn guard_rules() -> Vec<String> {
-    let o = std::process::Command::new("iptables")
-        .args(["-w", "-t", "mangle", "-S", "FORWARD"])
-        .output()
-        .expect("iptables runs (the docker tier runs as root)");
-    assert!(
-        o.status.success(),
-        "iptables -t mangle -S FORWARD: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter(|l| l.contains("nasiko-agent-guard"))
-        .map(str::to_string)
-        .collect()
-}
-
 /// `build-agent guard` of a stack, as the stack's agent-guard service runs it; on drop stopped
 /// (SIGTERM, so it removes its rules) and its rules removed whatever happened.
 struct Guard {
@@ -1027,11 +1009,16 @@ impl Guard {
         let child = ChildGuard::spawn("agent-guard", &mut cmd);
         let tag = format!("nasiko-agent-guard {stack}");
         let t0 = Instant::now();
-        while guard_rules().iter().filter(|r| r.contains(&tag)).count() < 3 {
+        while fence::agent_guard_rules()
+            .iter()
+            .filter(|r| r.contains(&tag))
+            .count()
+            < 3
+        {
             assert!(
                 t0.elapsed() < std::time::Duration::from_secs(20),
                 "the guard's rules are not in place after 20 s: {:?}",
-                guard_rules()
+                fence::agent_guard_rules()
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
@@ -1064,14 +1051,19 @@ impl Drop for Guard {
 struct Churn(Vec<String>);
 
 impl Churn {
-    fn run(&mut self, n: usize) {
+    /// Make and remove `n` networks; returns whether any agent guard's rules (another stack's,
+    /// running beside this test) were in place meanwhile.
+    fn run(&mut self, n: usize) -> bool {
+        let mut guarded = false;
         for _ in 0..n {
             let name = unique("guard-churn");
             self.0.push(name.clone());
             docker_ok(&["network", "create", &name]);
+            guarded |= !fence::agent_guard_rules().is_empty();
             docker_ok(&["network", "rm", &name]);
             self.0.pop();
         }
+        guarded
     }
 }
 
@@ -1157,19 +1149,17 @@ async fn while_docker_makes_networks_the_agent_guard_keeps_alpha_from_beta_and_t
     let round = |churn: &mut Churn| {
         let spraying = spray(&me, &forbidden, &scene.proxy, 400);
         std::thread::sleep(std::time::Duration::from_millis(300));
-        churn.run(25);
-        hits(spraying)
+        let guarded = churn.run(25);
+        (hits(spraying), guarded)
     };
 
-    let others_before = guard_rules();
-    let unguarded = round(&mut churn);
-    let others = others_before.len() + guard_rules().len();
+    let (unguarded, others) = round(&mut churn);
     let through: usize = forbidden
         .iter()
         .map(|t| unguarded.get(&show(t)).copied().unwrap_or(0))
         .sum();
     println!("agent guard: without it, {through} connections from alpha to {forbidden:?} in 25 network creations (engine {}): {unguarded:?}", engine_major());
-    if engine_major() < 28 && others == 0 {
+    if engine_major() < 28 && !others {
         assert!(
             through > 0,
             "no connection got through without the guard: the spray cannot see the moment it guards ({unguarded:?})"
@@ -1177,7 +1167,7 @@ async fn while_docker_makes_networks_the_agent_guard_keeps_alpha_from_beta_and_t
     }
 
     let mut guard = Guard::start(&s.net.name);
-    let guarded = round(&mut churn);
+    let (guarded, _) = round(&mut churn);
     println!("agent guard: with it: {guarded:?}");
     for t in &forbidden {
         assert_eq!(
@@ -1197,7 +1187,7 @@ async fn while_docker_makes_networks_the_agent_guard_keeps_alpha_from_beta_and_t
         "the guard ended with {ended:?}"
     );
     let tag = format!("nasiko-agent-guard {}", s.net.name);
-    let left: Vec<String> = guard_rules()
+    let left: Vec<String> = fence::agent_guard_rules()
         .into_iter()
         .filter(|r| r.contains(&tag))
         .collect();

@@ -121,7 +121,8 @@ pub fn container_of(c: &Value) -> PlatformContainer {
     }
 }
 
-/// Every container of compose project `project`.
+/// Every container of compose project `project` on networks of its own (not the agent guard, in
+/// the host's namespace: the host is tried as the host).
 pub fn platform(project: &str) -> Vec<PlatformContainer> {
     let ids: Vec<String> = docker_ok(&[
         "ps",
@@ -132,7 +133,11 @@ pub fn platform(project: &str) -> Vec<PlatformContainer> {
     .split_whitespace()
     .map(String::from)
     .collect();
-    inspect(&ids).iter().map(container_of).collect()
+    inspect(&ids)
+        .iter()
+        .filter(|c| c["HostConfig"]["NetworkMode"] != "host")
+        .map(container_of)
+        .collect()
 }
 
 /// One container (by name or id).
@@ -332,19 +337,25 @@ pub fn build_listener(stack: &str) -> (std::net::TcpListener, Target) {
     (l, (gateway, port))
 }
 
-/// The host's address on user-defined bridge network `network`: its interface `br-{id}` (Docker
-/// leaves a gateway it chose itself out of the network's IPAM config).
+/// The host's address on user-defined bridge network `network`: its interface, the bridge name
+/// it was given (`com.docker.network.bridge.name`, as the build agent names its networks') or
+/// `br-{id}` (Docker leaves a gateway it chose itself out of the network's IPAM config).
 fn bridge_address(network: &str) -> Option<String> {
-    let id = docker_ok(&["network", "inspect", "-f", "{{.Id}}", network]);
+    let said = docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        r#"{{.Id}} {{index .Options "com.docker.network.bridge.name"}}"#,
+        network,
+    ]);
+    let mut words = said.split_whitespace();
+    let id = words.next()?;
+    let dev = words.next().map_or_else(
+        || format!("br-{}", id.get(..12).unwrap_or(id)),
+        str::to_string,
+    );
     let o = std::process::Command::new("ip")
-        .args([
-            "-4",
-            "-o",
-            "addr",
-            "show",
-            "dev",
-            &format!("br-{}", id.get(..12)?),
-        ])
+        .args(["-4", "-o", "addr", "show", "dev", &dev])
         .output()
         .ok()?;
     let out = String::from_utf8_lossy(&o.stdout);
@@ -530,6 +541,24 @@ impl Plan {
             .expect("the gateway's container")
             .name
     }
+}
+
+/// The agent guard's rules of any stack in the host's `mangle FORWARD`.
+pub fn agent_guard_rules() -> Vec<String> {
+    let o = std::process::Command::new("iptables")
+        .args(["-w", "-t", "mangle", "-S", "FORWARD"])
+        .output()
+        .expect("iptables runs (the docker tier runs as root)");
+    assert!(
+        o.status.success(),
+        "iptables -t mangle -S FORWARD: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains("nasiko-agent-guard"))
+        .map(str::to_string)
+        .collect()
 }
 
 #[cfg(test)]

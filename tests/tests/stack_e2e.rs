@@ -548,6 +548,15 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         !nets.contains(&format!("\"{}\"", stack.network)),
         "redis is on the agents' network: {nets}"
     );
+    // the stack's agent guard has its rules in place (the host routes nothing from an agent's
+    // network into another bridge while Docker makes networks; build-agent/tests/isolation.rs)
+    let tag = format!("nasiko-agent-guard {}", stack.network);
+    let rules = fence::agent_guard_rules();
+    assert_eq!(
+        rules.iter().filter(|r| r.contains(&tag)).count(),
+        3,
+        "the agent-guard service's rules: {rules:?}"
+    );
     // the fence by address (issue 20): every platform address and the host, from the agent, its
     // twin (names) and a build
     let probe = the_fence_holds_by_address(&stack, &real).await;
