@@ -20,20 +20,7 @@ async fn main() {
         args.insert(1, "run".into());
         cli = Cli::parse_from(args);
     }
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    if cli.common.log_format == "json" {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    start_logging(&cli.common.log_format);
     if legacy {
         tracing::info!(
             command = %argv[1..].join(" "),
@@ -87,6 +74,20 @@ async fn main() {
     if let Err(e) = result {
         eprintln!("build-agent: {e}");
         std::process::exit(e.exit_code());
+    }
+}
+
+/// Logs on stderr, as text or JSON (`LOG_FORMAT`), filtered by `RUST_LOG` (default info).
+fn start_logging(format: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
     }
 }
 
