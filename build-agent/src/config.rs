@@ -280,9 +280,11 @@ pub struct RunArgs {
     /// Phoenix, a stand-by and room for replicas); a /16 pool holds 4096 of them.
     #[arg(long, env = "AGENT_SUBNET_PREFIX", default_value_t = 28)]
     pub agent_subnet_prefix: u8,
-    /// Images kept per agent (older ones are removed).
-    #[arg(long, env = "KEEP_IMAGES", default_value_t = 2)]
-    pub keep_images: usize,
+    /// Versions whose images are kept per agent, the one serving included (older ones are
+    /// removed): a rollback to a kept version starts its image without a build. Each image is
+    /// tagged by its content and by its version (`version-{version}`).
+    #[arg(long, env = "AGENT_KEEP_VERSIONS", default_value_t = 3)]
+    pub keep_versions: usize,
     /// Skip docker build/compose and report success (for load benchmarks of the job lifecycle only).
     #[arg(long, env = "NOOP_DEPLOY", hide = true)]
     pub noop_deploy: bool,
@@ -356,7 +358,7 @@ pub struct Config {
     pub build_timeout: Duration,
     pub start_timeout: Duration,
     pub compose: String,
-    pub keep_images: usize,
+    pub keep_versions: usize,
     pub publish_agent_ports: bool,
     pub limits: AgentLimits,
     pub max_services: usize,
@@ -434,7 +436,7 @@ impl Config {
             build_timeout: Duration::from_secs(r.build_timeout_secs.max(1)),
             start_timeout: Duration::from_secs(r.start_timeout_secs.max(1)),
             compose: r.compose,
-            keep_images: r.keep_images.max(1),
+            keep_versions: r.keep_versions.max(1),
             handover_wait: Duration::from_secs(r.handover_secs),
             noop_deploy: r.noop_deploy,
             noop_deploy_time: Duration::from_millis(r.noop_deploy_ms),

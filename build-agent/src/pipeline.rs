@@ -10,6 +10,7 @@ use crate::report::{Facts, Reporter, Stage, Subject};
 use crate::retry::{until_ok, Backoff};
 use crate::runner::Execute;
 use crate::stream::Stream;
+use nasiko_contract::stream::Action;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -217,10 +218,18 @@ impl Pipeline {
         )
         .await;
         let built = d.build(job, &p).await?;
-        let msg = if built {
-            format!("built {}; starting", p.tag)
-        } else {
-            format!("{} unchanged; starting without a rebuild", p.tag)
+        let rollback = job.action == Action::Rollback;
+        let msg = match (built, rollback) {
+            (true, false) => format!("built {}; starting", p.tag),
+            (false, false) => format!("{} unchanged; starting without a rebuild", p.tag),
+            (false, true) => format!(
+                "rolling back to {}: its image {} is kept; starting it without a build",
+                job.version, p.tag
+            ),
+            (true, true) => format!(
+                "rolling back to {}: its image was no longer kept (AGENT_KEEP_VERSIONS={}), so it was built again; starting",
+                job.version, self.cfg.keep_versions
+            ),
         };
         self.stage(s, Stage::Deploying, &msg, &Facts::default())
             .await;
@@ -253,7 +262,18 @@ impl Pipeline {
                 notes.push_str(&format!("; permissions not set: {e}"));
             }
         }
-        let removed = docker::prune_images(&job.agent, self.cfg.keep_images, &dep.image).await;
+        if rollback && built {
+            notes.push_str(&format!(
+                "; version {}'s image was no longer kept (AGENT_KEEP_VERSIONS={}) and was built again",
+                job.version, self.cfg.keep_versions
+            ));
+        }
+        if !job.version.is_empty() {
+            if let Err(e) = docker::tag_version(&job.agent, &dep.image, &job.version).await {
+                tracing::warn!("cannot tag {} with its version: {e}", dep.image);
+            }
+        }
+        let removed = docker::prune_images(&job.agent, self.cfg.keep_versions, &dep.image).await;
         if !removed.is_empty() {
             tracing::info!("removed old images: {}", removed.join(", "));
         }

@@ -877,6 +877,7 @@ async fn a_failed_update_puts_the_previous_version_back_and_it_keeps_serving() {
     let v2 = h.root.add("compose-agents-net", &a, "v2.0.0", None);
     let mut f = h.deploy_fields(&a, &v2, "u1");
     f.action = Some(nasiko_contract::stream::Action::Update);
+    f.version = Some("v2.0.0".into());
     h.queue(&f).await;
     wait_for("v2 serving", T, || async {
         let r = try_ask(&format!("agent-{a}"), &net.name).await?;
@@ -887,6 +888,7 @@ async fn a_failed_update_puts_the_previous_version_back_and_it_keeps_serving() {
     let v3 = h.root.add("exits-at-start", &a, "v3.0.0", None);
     let mut f = h.deploy_fields(&a, &v3, "u1");
     f.action = Some(nasiko_contract::stream::Action::Update);
+    f.version = Some("v3.0.0".into());
     h.queue(&f).await;
     // the failure path holds two waits (the stand-by's and the new version's) and a put-back
     wait_for("the broken update to fail", 2 * T, || async {
@@ -908,14 +910,43 @@ async fn a_failed_update_puts_the_previous_version_back_and_it_keeps_serving() {
         r["result"]["parts"][0]["text"],
         format!("hello from {a} v2.0.0")
     );
-    // at most two images of the agent are kept
-    let imgs = docker_ok(&[
-        "images",
-        "-q",
-        "--filter",
-        &format!("reference=nasiko-agent-{a}"),
-    ]);
-    assert!(imgs.lines().count() <= 3, "{imgs}");
+    // each version's image is tagged by version too; a rollback to v1 starts it without a build
+    let repo = format!("nasiko-agent-{a}");
+    let id_of = |tag: &str| docker_ok(&["image", "inspect", "-f", "{{.Id}}", tag]);
+    let v1_image = id_of(&format!("{repo}:version-v1.0.0"));
+    id_of(&format!("{repo}:version-v2.0.0"));
+    let mut f = h.deploy_fields(&a, &v1, "u1");
+    f.action = Some(nasiko_contract::stream::Action::Rollback);
+    f.target_version = Some("v1.0.0".into());
+    f.version = None;
+    let t0 = std::time::Instant::now();
+    let id = h.queue(&f).await;
+    let st = h.wait_terminal_of(&a, &id, T).await;
+    let took = t0.elapsed();
+    assert_eq!(st["status"], "completed", "{st:?}");
+    let r = ask(&format!("agent-{a}"), &net.name).await;
+    assert_eq!(
+        r["result"]["parts"][0]["text"],
+        format!("hello from {a} v1.0.0")
+    );
+    println!("rollback to a kept version: queued -> completed in {took:?}");
+    let log = format!(
+        "{:?}",
+        h.stream_entries(&format!("agent:buildlog:{a}")).await
+    );
+    assert!(
+        log.contains("is up to date; not rebuilding"),
+        "the rollback built: {log}"
+    );
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.Image}}", &format!("agent-{a}")]),
+        v1_image,
+        "v1's kept image serves"
+    );
+    // at most AGENT_KEEP_VERSIONS (3) images of the agent are kept, each with all its tags
+    let imgs = docker_ok(&["images", "-q", "--filter", &format!("reference={repo}")]);
+    let ids: std::collections::BTreeSet<&str> = imgs.lines().collect();
+    assert!(ids.len() <= 3, "{imgs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

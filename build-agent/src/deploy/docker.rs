@@ -251,7 +251,32 @@ pub async fn logs_tail(name: &str, n: usize) -> String {
     }
 }
 
-/// Remove images of `agent` beyond the newest `keep`, never `in_use`; scoped by repository.
+/// The tag that names an agent's image by version (`version-{version}`): the version's
+/// characters outside Docker's tag alphabet become `_`, at most 128 characters in all.
+pub fn version_tag(version: &str) -> String {
+    let clean: String = version
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let tag = format!("version-{clean}");
+    tag.chars().take(128).collect()
+}
+
+/// Tag `image` as `agent`'s image of `version`, beside its content tag.
+pub async fn tag_version(agent: &str, image: &str, version: &str) -> Result<String, CmdError> {
+    let tag = format!("{}:{}", super::image_repo(agent), version_tag(version));
+    run(&argv(&["docker", "tag", image, &tag]), SHORT, None).await?;
+    Ok(tag)
+}
+
+/// Remove the images of `agent` beyond the newest `keep` (an image and every tag it has: its
+/// content and its versions), never `in_use`'s; scoped by repository.
 pub async fn prune_images(agent: &str, keep: usize, in_use: &str) -> Vec<String> {
     let label = format!("reference={}", super::image_repo(agent));
     let Ok(o) = run(
@@ -261,7 +286,7 @@ pub async fn prune_images(agent: &str, keep: usize, in_use: &str) -> Vec<String>
             "--filter",
             &label,
             "--format",
-            "{{.CreatedAt}}|{{.Repository}}:{{.Tag}}",
+            "{{.ID}}|{{.CreatedAt}}|{{.Repository}}:{{.Tag}}",
         ]),
         SHORT,
         None,
@@ -270,18 +295,8 @@ pub async fn prune_images(agent: &str, keep: usize, in_use: &str) -> Vec<String>
     else {
         return vec![];
     };
-    let mut rows: Vec<(String, String)> = o
-        .stdout
-        .lines()
-        .filter_map(|l| l.split_once('|'))
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
     let mut removed = Vec::new();
-    for (_, tag) in rows.into_iter().skip(keep) {
-        if tag == in_use || tag.ends_with(":<none>") {
-            continue;
-        }
+    for tag in beyond_kept(&o.stdout, keep, in_use) {
         if run(&argv(&["docker", "rmi", &tag]), SHORT, None)
             .await
             .is_ok()
@@ -290,6 +305,27 @@ pub async fn prune_images(agent: &str, keep: usize, in_use: &str) -> Vec<String>
         }
     }
     removed
+}
+
+/// Of `docker images` rows (`ID|CreatedAt|repo:tag`), the tags of the images past the newest
+/// `keep`, except `in_use`'s image.
+fn beyond_kept(rows: &str, keep: usize, in_use: &str) -> Vec<String> {
+    let rows: Vec<(&str, &str, &str)> = rows
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, '|');
+            Some((f.next()?, f.next()?, f.next()?))
+        })
+        .collect();
+    let serving = rows.iter().find(|r| r.2 == in_use).map(|r| r.0);
+    let mut images: Vec<(&str, &str)> = rows.iter().map(|r| (r.0, r.1)).collect();
+    images.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    images.dedup_by_key(|i| i.0);
+    let kept: Vec<&str> = images.iter().take(keep).map(|i| i.0).collect();
+    rows.iter()
+        .filter(|r| !kept.contains(&r.0) && Some(r.0) != serving && !r.2.ends_with(":<none>"))
+        .map(|r| r.2.to_string())
+        .collect()
 }
 
 /// Remove every container of the agent — its compose project's, the fixed-name container, the
@@ -337,4 +373,44 @@ pub async fn undeploy(project: &str, container: &str, agent: &str) -> Result<usi
         }
     }
     Ok(ids.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_is_kept_or_removed_with_all_its_tags_newest_first_and_the_serving_one_kept() {
+        let rows = "\
+a1|2026-12-05 10:00:00 +0000 UTC|nasiko-agent-x:aaa
+a1|2026-12-05 10:00:00 +0000 UTC|nasiko-agent-x:version-v1
+b2|2026-12-05 11:00:00 +0000 UTC|nasiko-agent-x:bbb
+b2|2026-12-05 11:00:00 +0000 UTC|nasiko-agent-x:version-v2
+c3|2026-12-05 12:00:00 +0000 UTC|nasiko-agent-x:ccc
+c3|2026-12-05 12:00:00 +0000 UTC|nasiko-agent-x:version-v3
+d4|2026-12-05 09:00:00 +0000 UTC|nasiko-agent-x:<none>
+";
+        assert_eq!(
+            beyond_kept(rows, 2, "nasiko-agent-x:ccc"),
+            ["nasiko-agent-x:aaa", "nasiko-agent-x:version-v1"]
+        );
+        // a rollback to v1 serves the oldest image: it stays, the next oldest goes
+        assert_eq!(
+            beyond_kept(rows, 2, "nasiko-agent-x:aaa"),
+            Vec::<String>::new(),
+            "v1 serves, v2 and v3 are the newest two"
+        );
+        assert_eq!(
+            beyond_kept(rows, 1, "nasiko-agent-x:version-v1"),
+            ["nasiko-agent-x:bbb", "nasiko-agent-x:version-v2"]
+        );
+        assert!(beyond_kept(rows, 3, "nasiko-agent-x:ccc").is_empty());
+    }
+
+    #[test]
+    fn a_version_tag_is_in_dockers_alphabet_and_length() {
+        assert_eq!(version_tag("v1.0.0"), "version-v1.0.0");
+        assert_eq!(version_tag("v1+build/7 x"), "version-v1_build_7_x");
+        assert_eq!(version_tag(&"9".repeat(300)).len(), 128);
+    }
 }
