@@ -58,3 +58,12 @@ elif [ -n "$routed" ]; then
 else
   echo "  not answering (is kong-service-registry running? scripts/local-logs.sh kong-service-registry)"
 fi
+
+echo
+echo "AGENT GUARD (agents' networks routed into no other Docker bridge; README: The agent guard)"
+guard="$(service_containers "$project" agent-guard | head -1)"
+if [ -z "$guard" ]; then
+  echo "  not running: agents are fenced by Docker's isolation alone (Docker before 28.0 lifts it while it makes a network)"
+else
+  echo "  $(docker inspect -f '{{.State.Status}}' "$guard"): $(docker logs --tail 1 "$guard" 2>&1 | cut -c1-160)"
+fi

@@ -703,6 +703,11 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
             .any(|l| l.contains(&hello) && l.contains("yes") && l.contains("completed")),
         "{text}"
     );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("running:") && l.contains("agent guard")),
+        "the status shows the agent guard running with its last log line: {text}"
+    );
     let logs = stack.script("local-logs.sh", &[&hello]);
     assert!(
         String::from_utf8_lossy(&logs.stdout).contains("build log"),
