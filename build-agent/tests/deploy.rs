@@ -993,12 +993,20 @@ async fn a_build_agent_killed_mid_build_resumes_the_job_and_completes_it_once() 
         (h.pending().await == 0).then_some(())
     })
     .await;
-    let completed = h
-        .upload_statuses(&a)
-        .iter()
-        .filter(|c| c.body["status"] == "completed")
-        .count();
-    assert_eq!(completed, 1);
+    // the backend hears of it once: the report goes out after the terminal status (the outbox),
+    // so wait for it, then give a second report time to show up
+    let completed = || {
+        h.upload_statuses(&a)
+            .iter()
+            .filter(|c| c.body["status"] == "completed")
+            .count()
+    };
+    wait_for("the backend to hear of the completion", T, || async {
+        (completed() >= 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(completed(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

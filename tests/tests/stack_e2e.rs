@@ -796,16 +796,29 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
     // fault (issue 25): the build agent SIGKILLed between making an agent's network and starting
     // the agent; restarted, the job completes, the gateway is on the network and nothing is left
     // the kill must land between the two; under load it may land after the agent started, which
-    // proves nothing: then that agent is let finish and another one tried (3 tries)
+    // proves nothing: then that agent is let finish and another one tried (3 tries). The kill is
+    // the kernel's, on the worker's process as the host sees it (no round trip through dockerd,
+    // which under load took longer than compose takes to create the agent), and the events are
+    // read from before the job was queued (none is missed while the subscription starts)
     let mut cut = String::new();
     let mut cut_net = String::new();
     for attempt in 0..3 {
         cut = format!("cut{}x{attempt}", std::process::id());
         cut_net = nasiko_contract::agent_network(&stack.network, &cut);
         let cp = stack.add_package("dockerfile-only", &cut, "v1.0.0");
+        let worker = stack.container("nasiko-worker");
+        let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &worker]);
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            .saturating_sub(1)
+            .to_string();
         let mut events = std::process::Command::new("docker")
             .args([
                 "events",
+                "--since",
+                &since,
                 "--filter",
                 "type=network",
                 "--filter",
@@ -826,8 +839,11 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         let made = tokio::task::spawn_blocking(move || lines.next())
             .await
             .unwrap();
-        let worker = stack.container("nasiko-worker");
-        docker_ok(&["kill", "-s", "KILL", &worker]);
+        let killed = std::process::Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success(), "kill -9 {pid} (the worker)");
         let _ = events.kill();
         let _ = events.wait();
         assert_eq!(made.and_then(Result::ok).as_deref(), Some(cut_net.as_str()));
