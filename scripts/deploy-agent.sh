@@ -17,10 +17,14 @@ backend would (update_agent with --update).
   --owner ID    owner id put in the job
   --wait        wait for this job to finish and print the result
   --env-file F  the stack's settings (default .env.nasiko): which compose project to deploy to
-  --watch       deploy, then redeploy whenever a file of DIR changes (debounced), printing each
-                outcome and its time; replaces the running container without a stand-by
-                (update_strategy=recreate). A save that changes nothing is not deployed; an
-                unchanged image is not rebuilt. Ctrl-C stops watching.
+  --watch       deploy, then follow every change of DIR (debounced), printing each outcome and
+                its time. When only files that the Dockerfile COPYs after its last RUN changed,
+                they are copied into the running container at the paths a build would give
+                them and the container is restarted: no build (`build-agent sync-plan` says
+                where, or why a build is needed). Any other change (the Dockerfile, the compose
+                file, the card, dependencies read by a RUN step, a removed file) redeploys,
+                replacing the running container without a stand-by (update_strategy=recreate).
+                A save that changes nothing does nothing. Ctrl-C stops watching.
 Examples: scripts/deploy-agent.sh examples/hello-agent --wait
           scripts/deploy-agent.sh examples/hello-agent --watch
 USAGE
@@ -62,9 +66,14 @@ agents_dir="$(docker inspect -f '{{range .Mounts}}{{if eq .Destination "/app/age
 [ -n "$agents_dir" ] || die "the build agent $worker has no /app/agents mount; is it this project's stack?"
 dest="$agents_dir/$name/$version"
 
-# A fingerprint of the package's files (names and contents; editors' swap files left out).
-fingerprint() {
-  (cd "$dir" && find . -type f ! -name '*.swp' ! -name '*~' ! -name '.#*' -print0 | sort -z | xargs -0 -r md5sum) | md5sum
+# The package's files, one "checksum  ./path" line each (editors' swap files left out).
+listing() {
+  (cd "$dir" && find . -type f ! -name '*.swp' ! -name '*~' ! -name '.#*' -print0 | sort -z | xargs -0 -r md5sum)
+}
+
+# The package as the build agent reads it: what a deploy builds, and what a sync copies from.
+copy_package() {
+  rm -rf "$dest.tmp" && mkdir -p "$dest.tmp" && cp -R "$dir/." "$dest.tmp/" && rm -rf "$dest" && mv "$dest.tmp" "$dest"
 }
 
 # Copy, queue, and (with --wait) wait for this job's own terminal status: `build-agent submit
@@ -72,7 +81,7 @@ fingerprint() {
 deploy_once() {
   local t0 id outcome rc
   t0=$(date +%s%N)
-  rm -rf "$dest.tmp" && mkdir -p "$dest.tmp" && cp -R "$dir/." "$dest.tmp/" && rm -rf "$dest" && mv "$dest.tmp" "$dest"
+  copy_package
   local args=(submit --agent-name "$name" --agent-path "/app/agents/$name/$version" --version "$version" --owner-id "$owner")
   [ -n "$action" ] && args+=(--action "$action")
   [ "$watch" = 1 ] && args+=(--update-strategy recreate)
@@ -113,20 +122,63 @@ deploy_in_background() {
   wait "$deploying" || true
   deploying=
 }
-# the fingerprint of what is deployed, taken before: an edit during the deploy is seen
-last="$(fingerprint)"
+# Sync the changed files $@ (package paths) into the running agent, as `build-agent sync-plan`
+# places them, and restart it; returns 1 (having said why) when a deploy is needed instead.
+sync_once() {
+  local t0 plan kind f to n=0
+  t0=$(date +%s%N)
+  copy_package
+  plan="$(docker exec "$worker" build-agent sync-plan "/app/agents/$name/$version" "$@")" \
+    || { say "change in $dir: redeploying (cannot plan a sync)"; return 1; }
+  while IFS=$'\t' read -r kind f to; do
+    case "$kind" in
+      build) say "change in $dir: redeploying ($f)"; return 1 ;;
+      sync) docker cp "$dir/$f" "$container:$to" >/dev/null \
+              || { say "change in $dir: redeploying (cannot copy $f to $to)"; return 1; }
+            n=$((n + 1)) ;;
+    esac
+  done <<<"$plan"
+  if [ "$n" = 0 ]; then
+    say "change in $dir: no file of the image changed; nothing to do"
+    return 0
+  fi
+  # its process killed and started again: a one-call restart, not waiting for a clean stop
+  docker restart -t 0 "$container" >/dev/null || { say "change in $dir: redeploying ($container did not start again)"; return 1; }
+  printf '==> %s: synced %s file(s) into %s and restarted it, no build (%s ms); a deploy builds the same files\n' \
+    "$name" "$n" "$container" "$(( ($(date +%s%N) - t0) / 1000000 ))"
+}
+
+# The package paths that differ between listings $1 (before) and $2 (now); none when a file
+# was removed (a sync cannot remove it: redeploy).
+changed_files() {
+  local gone
+  gone="$(comm -23 <(cut -c35- <<<"$1" | sort) <(cut -c35- <<<"$2" | sort))"
+  [ -z "$gone" ] || return 1
+  comm -13 <(sort <<<"$1") <(sort <<<"$2") | cut -c37-
+}
+
+container="$(agent_names "$name" | cut -f2)"
+# the listing of what is deployed, taken before: an edit during the deploy is seen
+last="$(listing)"
 deploy_in_background
 say "watching $dir (Ctrl-C to stop)"
-while sleep 0.3; do
-  fp="$(fingerprint)"
-  [ "$fp" = "$last" ] && continue
-  # debounce: wait until the files have stopped changing for 300 ms
-  while sleep 0.3; do
-    now="$(fingerprint)"
-    [ "$now" = "$fp" ] && break
-    fp="$now"
+while sleep 0.1; do
+  now="$(listing)"
+  [ "$now" = "$last" ] && continue
+  # debounce: wait until the files have stopped changing for 100 ms
+  while sleep 0.1; do
+    again="$(listing)"
+    [ "$again" = "$now" ] && break
+    now="$again"
   done
-  last="$fp"
-  say "change in $dir: redeploying"
+  files=()
+  if list="$(changed_files "$last" "$now")"; then
+    mapfile -t files <<<"$list"
+  fi
+  last="$now"
+  if [ "${#files[@]}" -gt 0 ] && [ -n "${files[0]}" ] && sync_once "${files[@]}"; then
+    continue
+  fi
+  [ "${#files[@]}" -gt 0 ] || say "change in $dir: redeploying (a file was removed)"
   deploy_in_background
 done

@@ -67,6 +67,18 @@ pub enum Command {
         /// Agent name.
         name: String,
     },
+    /// Say where the changed files of a package go in its running container, for an edit loop
+    /// that syncs them instead of building (`deploy-agent.sh --watch`): one line per file,
+    /// `sync<TAB>FILE<TAB>PATH` (files no COPY takes are left out), or one line
+    /// `build<TAB>REASON` when only a build gives what a deploy would (the Dockerfile, the
+    /// compose file or the card changed, a file a RUN step may read, a COPY it cannot be sure of).
+    SyncPlan {
+        /// The package folder.
+        dir: PathBuf,
+        /// The changed files, relative to the package folder.
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
     /// Keep the agent guard's firewall rules in place until stopped (SIGTERM, Ctrl-C), then
     /// remove them: the host routes nothing from an agent's, a build's or a package's network
     /// into another Docker bridge, even while Docker before 28.0 lifts its own isolation for a

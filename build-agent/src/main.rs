@@ -65,6 +65,13 @@ async fn main() {
             .await
             .map(|n| println!("removed {n} container(s) of agent '{name}'")),
         Some(Command::Names { names }) => build_agent::cli::names(c, &names).map(|s| print!("{s}")),
+        Some(Command::SyncPlan { dir, files }) => {
+            match build_agent::deploy::dockerfile::sync_plan(&dir, &files) {
+                Ok(plan) => plan.iter().for_each(|(f, to)| println!("sync\t{f}\t{to}")),
+                Err(why) => println!("build\t{why}"),
+            }
+            Ok(())
+        }
         Some(Command::Guard {
             every,
             once,

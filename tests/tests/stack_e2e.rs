@@ -715,7 +715,9 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         String::from_utf8_lossy(&logs.stderr)
     );
 
-    // --watch: a change redeploys once, a save that changes nothing does not, Ctrl-C ends it
+    // --watch: an edit of a file the Dockerfile COPYs last is synced into the running container
+    // (no job), a Dockerfile change redeploys once and the build gives what the sync gave, a save
+    // that changes nothing does nothing, Ctrl-C ends it
     let (mut watch, src) = stack.watch_hello(&hello);
     let log = stack.dir.join("watch.log");
     let queued = || {
@@ -747,13 +749,45 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         "--watch: save -> the new version answering through the gateway in {:?}",
         saved.elapsed()
     );
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(queued(), 1, "the edit queued a job: {}", text());
+    assert!(text().contains("synced 1 file(s)"), "{}", text());
+    // a change of the Dockerfile needs a build: one job, and the built image answers as the
+    // synced container did (a deploy builds the same files)
+    let dockerfile = src.join("Dockerfile");
+    let mut df = std::fs::read_to_string(&dockerfile).unwrap();
+    df.push_str("ENV EDITED=1\n");
+    std::fs::write(&dockerfile, df).unwrap();
+    wait_for("the Dockerfile change deployed", T, || async {
+        (text().matches(": completed").count() >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(queued(), 2, "{}", text());
+    assert!(
+        text().contains("redeploying (Dockerfile changed)"),
+        "{}",
+        text()
+    );
+    let (_, r) = http
+        .json("POST", &hello_url, Some(&said("y")))
+        .await
+        .expect("the rebuilt agent answers");
+    assert_eq!(
+        r["result"]["parts"][0]["text"],
+        format!("Hello from {hello}! You wrote: y"),
+        "the build gives what the sync gave"
+    );
     let after_edit = queued();
-    assert_eq!(after_edit, 2, "{}", std::fs::read_to_string(&log).unwrap());
     // rewriting a file with the same content is no change
     let same = std::fs::read_to_string(&agent_sh).unwrap();
     std::fs::write(&agent_sh, same).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(queued(), after_edit, "an unchanged save redeployed");
+    assert_eq!(
+        text().matches("synced").count(),
+        1,
+        "an unchanged save synced"
+    );
     watch.signal(2);
     let code = watch
         .wait_exit(Duration::from_secs(10))

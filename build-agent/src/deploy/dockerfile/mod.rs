@@ -425,9 +425,11 @@ fn check_mount(value: &str, line: usize) -> Result<(), Refusal> {
 mod lex;
 mod lines;
 mod scope;
+mod sync;
 #[cfg(test)]
 mod tests;
 
 use lex::*;
 use lines::*;
 use scope::*;
+pub use sync::sync_plan;
