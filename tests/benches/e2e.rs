@@ -58,36 +58,31 @@ fn memory(container: &str) -> Memory {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map_or(0.0, |b| b / 1048576.0)
     };
-    // cgroup v1 (a memory controller line) or v2 (the unified line)
-    let (cgroup, cache) = if let Some(path) = groups
+    // cgroup v1 (a memory controller line: usage_in_bytes, `cache`) or v2 (the unified line:
+    // memory.current, `file`)
+    let v1 = groups
         .lines()
-        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
-    {
-        let dir = format!("/sys/fs/cgroup/memory{path}");
-        let usage: f64 = read(format!("{dir}/memory.usage_in_bytes"))
-            .trim()
-            .parse()
-            .unwrap_or(0.0);
-        (
-            usage / 1048576.0,
-            stat_of(&read(format!("{dir}/memory.stat")), "cache"),
-        )
-    } else {
-        let path = groups
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .unwrap_or("")
-            .to_string();
-        let dir = format!("/sys/fs/cgroup{path}");
-        let usage: f64 = read(format!("{dir}/memory.current"))
-            .trim()
-            .parse()
-            .unwrap_or(0.0);
-        (
-            usage / 1048576.0,
-            stat_of(&read(format!("{dir}/memory.stat")), "file"),
-        )
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()));
+    let (dir, usage_file, cache_key) = match v1 {
+        Some(path) => (
+            format!("/sys/fs/cgroup/memory{path}"),
+            "memory.usage_in_bytes",
+            "cache",
+        ),
+        None => {
+            let path = groups
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .unwrap_or("");
+            (format!("/sys/fs/cgroup{path}"), "memory.current", "file")
+        }
     };
+    let usage: f64 = read(format!("{dir}/{usage_file}"))
+        .trim()
+        .parse()
+        .unwrap_or(0.0);
+    let cgroup = usage / 1048576.0;
+    let cache = stat_of(&read(format!("{dir}/memory.stat")), cache_key);
     Memory {
         process,
         cgroup,
