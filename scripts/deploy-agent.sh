@@ -117,9 +117,12 @@ fi
 # at once, where bash would first let a foreground command finish (a deploy's wait can be long).
 deploying=
 trap 'echo; [ -z "$deploying" ] || { pkill -P "$deploying"; kill "$deploying"; } 2>/dev/null; say "stopped watching $dir"; exit 0' INT TERM
+# (deployed=1 while the last deploy completed: only then is the running container the package's
+# and a sync of its files right)
+deployed=0
 deploy_in_background() {
   deploy_once & deploying=$!
-  wait "$deploying" || true
+  if wait "$deploying"; then deployed=1; else deployed=0; fi
   deploying=
 }
 # Sync the changed files $@ (package paths) into the running agent, as `build-agent sync-plan`
@@ -176,9 +179,13 @@ while sleep 0.1; do
     mapfile -t files <<<"$list"
   fi
   last="$now"
-  if [ "${#files[@]}" -gt 0 ] && [ -n "${files[0]}" ] && sync_once "${files[@]}"; then
+  if [ "$deployed" = 1 ] && [ "${#files[@]}" -gt 0 ] && [ -n "${files[0]}" ] && sync_once "${files[@]}"; then
     continue
   fi
-  [ "${#files[@]}" -gt 0 ] || say "change in $dir: redeploying (a file was removed)"
+  if [ "$deployed" = 0 ]; then
+    say "change in $dir: redeploying (the last deploy did not complete)"
+  elif [ "${#files[@]}" = 0 ]; then
+    say "change in $dir: redeploying (a file was removed)"
+  fi
   deploy_in_background
 done

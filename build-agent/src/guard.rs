@@ -28,7 +28,7 @@ const OTHER_BRIDGES: [&str; 3] = ["br-+", "docker0", "nsk+"];
 /// How long one `iptables` call may take (it waits for the xtables lock, `-w`).
 const IPTABLES: Duration = Duration::from_secs(20);
 
-/// The guard's rules for `stack`, each as the arguments after `iptables -t mangle -X FORWARD`.
+/// The guard's rules for `stack`, each as the arguments after `iptables -t mangle -C|-I|-D FORWARD`.
 pub fn rules(stack: &str) -> Vec<Vec<String>> {
     let input = format!("{AGENT_BRIDGE_PREFIX}+");
     OTHER_BRIDGES

@@ -252,6 +252,18 @@ async fn agents_reach_each_other_only_through_the_gateway(
         "/proc/sys/net/ipv4/ip_forward",
     ]);
     assert_eq!(forwarding.trim(), "0", "the gateway forwards packets");
+    // and answers nothing that arrives on one of its networks from an address of another
+    let reverse_path = docker_ok(&[
+        "exec",
+        &stack.container("kong-gateway"),
+        "cat",
+        "/proc/sys/net/ipv4/conf/all/rp_filter",
+    ]);
+    assert_eq!(
+        reverse_path.trim(),
+        "1",
+        "the gateway's reverse-path filter"
+    );
     let proxy = gw
         .addresses
         .iter()

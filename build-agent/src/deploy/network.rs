@@ -7,11 +7,11 @@
 use super::DeployError;
 use crate::process::{argv, run, CmdError};
 use nasiko_contract::{agent_bridge, agent_network, build_network, labels};
+use std::net::Ipv4Addr;
+use std::time::Duration;
 
 /// The bridge driver's option that names the network's Linux bridge.
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
-use std::net::Ipv4Addr;
-use std::time::Duration;
 
 const SHORT: Duration = Duration::from_secs(60);
 
