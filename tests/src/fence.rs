@@ -543,18 +543,6 @@ impl Plan {
     }
 }
 
-/// The gateway's sysctl `key` in the standalone stack file, as a `--sysctl` value
-/// (`key=value`), for a stand-in gateway that must hold as the stack's does in that respect.
-pub fn gateway_sysctl(key: &str) -> String {
-    let file = crate::stack::repo_root().join("compose-templates/docker-compose.standalone.yml");
-    let text = std::fs::read_to_string(&file).expect("the standalone stack file");
-    let doc: serde_json::Value = serde_yaml_ng::from_str(&text).expect("the stack file is YAML");
-    let value = doc["services"]["kong-gateway"]["sysctls"][key]
-        .as_str()
-        .unwrap_or_else(|| panic!("the stack's gateway sets no {key}"));
-    format!("{key}={value}")
-}
-
 /// The agent guard's rules of any stack in the host's `mangle FORWARD`.
 pub fn agent_guard_rules() -> Vec<String> {
     let o = std::process::Command::new("iptables")
