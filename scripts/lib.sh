@@ -244,7 +244,8 @@ routes_overlapping() {
     function last(c,  a) { split(c, a, "/"); if (a[2] == "") a[2] = 32; return first(c) + 2 ^ (32 - a[2]) - 1 }
     $1 != "default" {
       dev = ""; for (i = 2; i < NF; i++) if ($i == "dev") dev = $(i + 1)
-      if (dev ~ /^(br-|docker|veth)/) next
+      # the bridges Docker makes, and the agent networks (nsk…, named by the build agent) of the pool
+      if (dev ~ /^(br-|docker|veth|nsk)/) next
       if (first($1) <= last(pool) && first(pool) <= last($1)) print $1, dev
     }'
 }

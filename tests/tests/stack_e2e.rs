@@ -708,6 +708,18 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
             .any(|l| l.contains("running:") && l.contains("agent guard")),
         "the status shows the agent guard running with its last log line: {text}"
     );
+    // local-up.sh again, with agents on networks of their own cut from the pool: their bridges
+    // are not routes that clash with it (the check skips Docker's bridges and the agents' nsk…)
+    let again = stack.script(
+        "local-up.sh",
+        &["--standalone", "--no-build", "--timeout", "120"],
+    );
+    assert!(
+        again.status.success(),
+        "local-up.sh on the running stack with agents deployed:\n{}\n{}",
+        String::from_utf8_lossy(&again.stdout),
+        String::from_utf8_lossy(&again.stderr)
+    );
     let logs = stack.script("local-logs.sh", &[&hello]);
     assert!(
         String::from_utf8_lossy(&logs.stdout).contains("build log"),
