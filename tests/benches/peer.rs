@@ -328,23 +328,24 @@ async fn start_and_stop(cycles: usize, peer: &PeerSetup) -> Vec<Row> {
         pct(&call, 100.0)
     );
     let text = |v: &[f64]| format!("p50 {:.3} s, max {:.3} s", pct(v, 50.0), pct(v, 100.0));
+    // [ours, python] samples of one figure, compared at their medians
+    let row = |figure: String, s: &[Vec<f64>]| Row {
+        figure,
+        python: text(&s[1]),
+        ours: text(&s[0]),
+        ratio: ratio(pct(&s[1], 50.0), pct(&s[0], 50.0)),
+    };
     vec![
-        Row {
-            figure: format!(
+        row(
+            format!(
                 "container start -> route usable ({cycles} starts, after `docker start` returned)"
             ),
-            python: text(&up[1]),
-            ours: text(&up[0]),
-            ratio: ratio(pct(&up[1], 50.0), pct(&up[0], 50.0)),
-        },
-        Row {
-            figure: format!(
-                "container stop -> route gone ({cycles} stops, after `docker stop` returned)"
-            ),
-            python: text(&down[1]),
-            ours: text(&down[0]),
-            ratio: ratio(pct(&down[1], 50.0), pct(&down[0], 50.0)),
-        },
+            &up,
+        ),
+        row(
+            format!("container stop -> route gone ({cycles} stops, after `docker stop` returned)"),
+            &down,
+        ),
     ]
 }
 

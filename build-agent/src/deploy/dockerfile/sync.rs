@@ -31,8 +31,20 @@ struct Copy {
 /// path in the container a build would put it at; files no `COPY` takes are left out. `Err`: a
 /// build is needed, and why.
 pub fn sync_plan(pkg: &Path, changed: &[String]) -> Result<Vec<(String, String)>, String> {
-    let text = std::fs::read_to_string(pkg.join("Dockerfile"))
-        .map_err(|e| format!("cannot read the Dockerfile: {e}"))?;
+    // read as the deploy's check reads it: no more than it would (the package is not checked yet)
+    let path = pkg.join("Dockerfile");
+    let size = std::fs::metadata(&path)
+        .map_err(|e| format!("cannot read the Dockerfile: {e}"))?
+        .len();
+    if size > super::MAX_BYTES as u64 {
+        return Err(format!(
+            "the Dockerfile is {} KiB, more than a deploy reads ({} KiB)",
+            size / 1024,
+            super::MAX_BYTES / 1024
+        ));
+    }
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read the Dockerfile: {e}"))?;
     if pkg.join(".dockerignore").exists() {
         return Err("the package has a .dockerignore, which this plan does not read".into());
     }
@@ -299,6 +311,13 @@ mod tests {
                 "{df:?} with {changed} changed: {got:?}, expected a build because {why}"
             );
         }
+        let big = format!(
+            "FROM x\nCOPY . /app\n{}",
+            "#".repeat(super::super::MAX_BYTES)
+        );
+        assert!(
+            plan(&big, &["a.py"], &["a.py"]).is_err_and(|e| e.contains("more than a deploy reads"))
+        );
         let d = package("FROM x\nCOPY . /app\n", &["a.py"]);
         std::fs::write(d.path().join(".dockerignore"), "*.md").unwrap();
         assert!(sync_plan(d.path(), &["a.py".into()]).is_err_and(|e| e.contains(".dockerignore")));
