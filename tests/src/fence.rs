@@ -163,6 +163,25 @@ pub fn network_gateways(network: &str) -> Vec<String> {
 /// This host's own IPv4 addresses (`ip -4 addr`, global scope): where anyone on its networks
 /// reaches what is published on all interfaces. Empty when `ip` is missing.
 pub fn host_addresses() -> Vec<String> {
+    addresses_by_device().into_iter().map(|(_, a)| a).collect()
+}
+
+/// The host's addresses that stay while the check runs: none on another network's bridge
+/// (`br-…`, `nsk…`), which other tests make and remove meanwhile; an address that left the
+/// machine and came back during a probe leads off it in between. The stack's own gateways and
+/// the default bridge's are tried by name of their network.
+pub fn stable_host_addresses() -> Vec<String> {
+    addresses_by_device()
+        .into_iter()
+        .filter(|(dev, _)| {
+            !dev.starts_with("br-") && !dev.starts_with(nasiko_contract::AGENT_BRIDGE_PREFIX)
+        })
+        .map(|(_, a)| a)
+        .collect()
+}
+
+/// `ip -4 -o addr show scope global`: each address with its device.
+fn addresses_by_device() -> Vec<(String, String)> {
     let Ok(o) = std::process::Command::new("ip")
         .args(["-4", "-o", "addr", "show", "scope", "global"])
         .output()
@@ -173,8 +192,9 @@ pub fn host_addresses() -> Vec<String> {
         .lines()
         .filter_map(|l| {
             let mut w = l.split_whitespace();
+            let dev = w.nth(1)?.to_string();
             w.find(|x| *x == "inet")?;
-            Some(w.next()?.split('/').next()?.to_string())
+            Some((dev, w.next()?.split('/').next()?.to_string()))
         })
         .collect()
 }
@@ -465,7 +485,7 @@ impl Plan {
         let mut host: BTreeSet<String> = network_gateways.clone();
         host.extend(agent.gateways.iter().map(|(_, g)| g.clone()));
         host.insert(bridge_gateway.to_string());
-        host.extend(host_addresses());
+        host.extend(stable_host_addresses());
         let mut host_ports: BTreeSet<u16> = platform
             .iter()
             .flat_map(|c| c.published.iter().copied())
