@@ -23,7 +23,8 @@ backend would (update_agent with --update).
                 them and the container is restarted: no build (`build-agent sync-plan` says
                 where, or why a build is needed). Any other change (the Dockerfile, the compose
                 file, the card, dependencies read by a RUN step, a removed file) redeploys,
-                replacing the running container without a stand-by (update_strategy=recreate).
+                replacing the running container in place (update_strategy=recreate: quicker than
+                starting the new version beside it, as an update does by default).
                 A save that changes nothing does nothing. Ctrl-C stops watching.
 Examples: scripts/deploy-agent.sh examples/hello-agent --wait
           scripts/deploy-agent.sh examples/hello-agent --watch
@@ -131,6 +132,8 @@ sync_once() {
   local t0 plan kind f to n=0
   t0=$(date +%s%N)
   copy_package
+  container="$(agent_container "$name")"
+  [ -n "$container" ] || { say "change in $dir: redeploying ($name is not running)"; return 1; }
   plan="$(docker exec "$worker" build-agent sync-plan "/app/agents/$name/$version" "$@")" \
     || { say "change in $dir: redeploying (cannot plan a sync)"; return 1; }
   while IFS=$'\t' read -r kind f to; do
@@ -160,7 +163,6 @@ changed_files() {
   comm -13 <(sort <<<"$1") <(sort <<<"$2") | cut -c37-
 }
 
-container="$(agent_names "$name" | cut -f2)"
 # the listing of what is deployed, taken before: an edit during the deploy is seen
 last="$(listing)"
 deploy_in_background

@@ -165,7 +165,9 @@ service_containers() {
 
 # The names agents go by, from the build agent itself (the scripts do not know the naming rule):
 # one tab-separated line per name — name, container, compose project, image repository, Kong
-# service, Kong route, the agent's own network (in the stack of NASIKO_NETWORK). An invalid name: the rule on stderr, exit 2. Asks this checkout's build,
+# service, Kong route, the agent's own network (in the stack of NASIKO_NETWORK), and the green
+# slot's container and compose project (an update starts beside the running version, in the
+# other slot). An invalid name: the rule on stderr, exit 2. Asks this checkout's build,
 # else a build-agent on PATH, else the build-agent image.
 agent_names() {
   local bin
@@ -174,6 +176,13 @@ agent_names() {
   if [ -x "$bin" ]; then DOCKER_NETWORK="$stack" "$bin" names "$@"; return; fi
   if command -v build-agent >/dev/null 2>&1; then DOCKER_NETWORK="$stack" build-agent names "$@"; return; fi
   docker run --rm --network none -e DOCKER_NETWORK="$stack" "nasiko/build-agent:${NASIKO_LOCAL_TAG:-local}" names "$@"
+}
+
+# The running container of agent $1 in the stack of NASIKO_NETWORK (blue or green slot; the
+# newer while an update switches); empty when none runs.
+agent_container() {
+  docker ps --format '{{.Names}}' --filter "label=nasiko.name=$1" --filter label=nasiko.type=agent \
+    --filter "label=nasiko.stack=${NASIKO_NETWORK:-nasiko-network}" | head -1
 }
 
 # Field $1 (container, project, image, service, route, network) of agent $2.

@@ -50,7 +50,7 @@ if [ "$agents" = 1 ]; then
   names="$(stack_agents "${NASIKO_NETWORK:-nasiko-network}")"
   # shellcheck disable=SC2086  # names are the build agent's (checked by it below)
   [ -z "$names" ] || table="$(agent_names $names)" || die "cannot tell the agents' names (see above); is the build-agent image there?"
-  while IFS=$'\t' read -r n _ proj repo _ _ own; do
+  while IFS=$'\t' read -r n _ proj repo _ _ own _ green_proj; do
     [ -n "$n" ] || continue
     say "removing agent $n"
     ids="$(docker ps -aq --filter "label=nasiko.name=$n")"
@@ -60,8 +60,10 @@ if [ "$agents" = 1 ]; then
     imgs="$(docker images --format '{{.Repository}}:{{.Tag}}' --filter "reference=$repo")"
     # shellcheck disable=SC2086
     [ -z "$imgs" ] || docker rmi $imgs >/dev/null 2>&1 || true
-    for net in $(docker network ls -q --filter "label=com.docker.compose.project=$proj"); do docker network rm "$net" >/dev/null || true; done
-    for vol in $(docker volume ls -q --filter "label=com.docker.compose.project=$proj"); do docker volume rm "$vol" >/dev/null || true; done
+    for p in "$proj" ${green_proj:+"$green_proj"}; do
+      for net in $(docker network ls -q --filter "label=com.docker.compose.project=$p"); do docker network rm "$net" >/dev/null || true; done
+      for vol in $(docker volume ls -q --filter "label=com.docker.compose.project=$p"); do docker volume rm "$vol" >/dev/null || true; done
+    done
     remove_network "$own"
   done <<<"${table:-}"
   # networks the build agent made for this stack's packages, once no agent uses them (another

@@ -8,7 +8,7 @@ use crate::deploy::{self, compose, docker, error::Cause, package, DeployError, P
 use crate::job::{valid_agent_name, Action, DeployJob};
 use crate::worker::connect;
 use clap::Parser;
-use nasiko_contract::stream;
+use nasiko_contract::{stream, Slot};
 use std::time::Duration;
 
 /// Why a command failed.
@@ -72,18 +72,20 @@ fn check_name(name: &str) -> Result<(), CliError> {
 }
 
 /// The names an agent goes by, one line per agent for scripts (tab-separated: name, container,
-/// compose project, image repository, Kong service, Kong route, its own network). Every name is
-/// checked first.
+/// compose project, image repository, Kong service, Kong route, its own network, and the green
+/// slot's container and compose project). Every name is checked first.
 pub fn names(c: &Common, names: &[String]) -> Result<String, CliError> {
     let mut out = String::new();
     for n in names {
         check_name(n)?;
         let container = compose::container_name(n);
         out.push_str(&format!(
-            "{n}\t{container}\t{}\t{}\t{container}\t{container}-route\t{}\n",
+            "{n}\t{container}\t{}\t{}\t{container}\t{container}-route\t{}\t{}\t{}\n",
             compose::project_name(n),
             deploy::image_repo(n),
             nasiko_contract::agent_network(&c.docker_network, n),
+            Slot::Green.container(n),
+            Slot::Green.project(n),
         ));
     }
     Ok(out)
@@ -150,6 +152,7 @@ pub async fn submit(c: &Common, a: &SubmitArgs) -> Result<String, CliError> {
         timestamp: Some(format!("{:.6}", unix_now())),
         source: Some("build-agent submit".into()),
         update_strategy: Some(a.update_strategy.clone()).filter(|s| !s.is_empty()),
+        cleanup_old: Some(a.cleanup_old.clone()).filter(|s| !s.is_empty()),
         ..stream::JobEntry::default()
     });
     redis::cmd("XADD")
@@ -277,9 +280,10 @@ pub async fn plan(
         backend_url: None,
         webhook_url: None,
         recreate: false,
+        keep_old: false,
     };
     let result = async {
-        let cf = deploy::write_compose_files(&cfg, &job, &p, &p.tag)?;
+        let cf = deploy::write_compose_files(&cfg, &job, &p, &p.tag, Slot::Blue)?;
         let mut head: String = cf.notes.iter().map(|n| format!("# {n}\n")).collect();
         head.push_str(&format!(
             "# build: docker build -f {} {}\n",
@@ -303,13 +307,7 @@ pub async fn plan(
 pub async fn undeploy(c: &Common, name: &str) -> Result<usize, CliError> {
     check_name(name)?;
     let failed = |e| CliError::from(DeployError::docker("undeploy failed", e));
-    let n = docker::undeploy(
-        &compose::project_name(name),
-        &compose::container_name(name),
-        name,
-    )
-    .await
-    .map_err(failed)?;
+    let n = docker::undeploy(name).await.map_err(failed)?;
     deploy::network::remove(&c.docker_network, name)
         .await
         .map_err(failed)?;

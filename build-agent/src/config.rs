@@ -256,8 +256,9 @@ pub struct RunArgs {
     /// Compose command: auto, v2 (docker compose) or v1 (docker-compose).
     #[arg(long, env = "COMPOSE_FLAVOR", default_value = "auto")]
     pub compose: String,
-    /// Seconds to wait at each step of an update handover; longer than the sidecar's
-    /// ROUTE_WARMUP_SECS. 0 turns the handover off.
+    /// Seconds a blue/green update keeps the old version after the new one is ready: the
+    /// sidecar moves the traffic meanwhile (after its ROUTE_WARMUP_SECS for an agent without a
+    /// health check), so keep it longer than that.
     #[arg(long, env = "HANDOVER_SECS", default_value_t = 4)]
     pub handover_secs: u64,
     /// Publish the container ports an agent package lists on 127.0.0.1 (random host ports), for
@@ -289,7 +290,7 @@ pub struct RunArgs {
     #[arg(long, env = "AGENT_SUBNET_POOL", default_value = "10.213.0.0/16")]
     pub agent_subnet_pool: String,
     /// The prefix length of each agent's network: 28 is 13 addresses (the agent, the gateway,
-    /// Phoenix, a stand-by and room for replicas); a /16 pool holds 4096 of them.
+    /// Phoenix, an update's second slot and room for replicas); a /16 pool holds 4096 of them.
     #[arg(long, env = "AGENT_SUBNET_PREFIX", default_value_t = 28)]
     pub agent_subnet_prefix: u8,
     /// Versions whose images are kept per agent, the one serving included (older ones are
@@ -325,9 +326,14 @@ pub struct SubmitArgs {
     pub action: String,
     #[arg(long, default_value = "v1.0.0")]
     pub version: String,
-    /// update_strategy put in the job: recreate replaces a running agent without a stand-by.
+    /// update_strategy put in the job: blue-green or rolling (the default: the new version
+    /// starts beside the old one, which serves until the new one is ready), or recreate
+    /// (replaced in place: faster, may drop requests for a moment).
     #[arg(long, default_value = "")]
     pub update_strategy: String,
+    /// cleanup_old put in the job: False keeps the replaced version's container, stopped.
+    #[arg(long, default_value = "")]
+    pub cleanup_old: String,
     /// Wait for this job's own outcome, at most this many seconds (a bare --wait: 600), and
     /// print it: exit 0 when the agent is deployed, 1 when the job failed or the wait ran out.
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "600")]
@@ -398,12 +404,6 @@ impl Config {
             }
             crate::deploy::network::AgentNetworks::Shared => self.network.clone(),
         }
-    }
-
-    /// Who owns an update stand-by: this consumer on this agents network (two stacks on one
-    /// host may both name their consumer nasiko-worker; neither reaps the other's).
-    pub fn standby_owner(&self) -> String {
-        format!("{}.{}", self.consumer, self.network)
     }
 
     pub fn new(c: &Common, r: RunArgs) -> Result<Config, ConfigError> {

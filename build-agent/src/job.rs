@@ -25,9 +25,11 @@ pub struct DeployJob {
     /// Where the backend is reachable (after the cluster-URL fallback), if anywhere.
     pub backend_url: Option<String>,
     pub webhook_url: Option<String>,
-    /// `update_strategy=recreate`: replace the running container without a stand-by (faster,
-    /// may drop requests for a moment; the edit-and-see loop uses it).
+    /// `update_strategy=recreate`: replace the running container in its slot, not beside it
+    /// (faster, may drop requests for a moment; the edit-and-see loop uses it).
     pub recreate: bool,
+    /// `cleanup_old=False`: the version an update replaces is stopped, not removed.
+    pub keep_old: bool,
 }
 
 /// The most of a reason (which may quote the input) that is stored and reported.
@@ -259,6 +261,7 @@ pub fn parse(
         backend_url: backend,
         webhook_url: job.webhook_url,
         recreate: job.recreate,
+        keep_old: job.keep_old,
     })
 }
 

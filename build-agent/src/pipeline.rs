@@ -72,20 +72,16 @@ impl Pipeline {
         }
     }
 
-    /// [`finish`](Self::finish) a job that may have run: however it ended, its update stand-by
-    /// goes, and a failure says what is still serving. (Rejections never ran: plain `finish`.)
+    /// [`finish`](Self::finish) a job that may have run: a failure says what is still serving.
+    /// (Rejections never ran: plain `finish`.)
     pub async fn finish_run(&self, s: &Subject, stage: Stage, message: &str, f: &Facts) {
         let mut message = message.to_string();
-        if self.deployer.is_some() {
-            let n = docker::remove_standbys(crate::deploy::STANDBY_JOB_LABEL, &s.stream_id).await;
-            if n > 0 {
-                tracing::info!("removed the update stand-by of this job");
-            }
-            if stage == Stage::Failed && !message.contains("serving") {
-                let container = crate::deploy::compose::container_name(&s.agent);
-                if let Some((status, _, image, _, _)) = docker::container_state(&container).await {
-                    if status == "running" {
-                        message.push_str(&format!("; {container} ({image}) is still serving"));
+        if self.deployer.is_some() && stage == Stage::Failed && !message.contains("serving") {
+            for slot in nasiko_contract::Slot::BOTH {
+                let container = slot.container(&s.agent);
+                if let Some(c) = docker::container_state(&container).await {
+                    if c.running() {
+                        message.push_str(&format!("; {container} ({}) is still serving", c.image));
                     }
                 }
             }

@@ -207,6 +207,7 @@ mod tests {
             backend_url: None,
             webhook_url: None,
             recreate: false,
+            keep_old: false,
         }
     }
 

@@ -40,7 +40,7 @@ pub async fn connect(
 }
 
 /// The deploy stage for `cfg` (None under NOOP_DEPLOY), with what a previous run of this
-/// consumer left behind cleaned up: its update stand-bys and orphaned agent networks.
+/// consumer left behind cleaned up: orphaned agent networks.
 async fn deployer(cfg: &Arc<Config>, stream: &Stream) -> Result<Option<Deployer>, StartError> {
     if cfg.noop_deploy {
         tracing::warn!("NOOP_DEPLOY is set: jobs are acknowledged without building or deploying");
@@ -56,16 +56,6 @@ async fn deployer(cfg: &Arc<Config>, stream: &Stream) -> Result<Option<Deployer>
             cfg.work_dir.display()
         ))
     })?;
-    // stand-bys of updates this consumer was running when it died: their jobs resume
-    // (and make a new one) or are dead-lettered, never both
-    let reaped = crate::deploy::docker::remove_standbys(
-        crate::deploy::STANDBY_CONSUMER_LABEL,
-        &cfg.standby_owner(),
-    )
-    .await;
-    if reaped > 0 {
-        tracing::info!("removed {reaped} update stand-by(s) left by this consumer's previous run");
-    }
     if cfg.agent_networks == crate::deploy::network::AgentNetworks::Shared {
         tracing::warn!(network = %cfg.network, "AGENT_NETWORKS=shared (legacy): every agent joins {}, where any agent can call any other directly, past the gateway's permission check and chat logging; unset it to give each agent a network of its own", cfg.network);
     }
@@ -270,7 +260,7 @@ impl Worker {
         self.dead_letter(e, &reason, attempts).await;
         let none = Default::default();
         match parsed {
-            // it ran, and died: its stand-by goes too
+            // it ran, and died: the status says what still serves
             Ok(j) => {
                 self.pipeline
                     .finish_run(&subject(j), Stage::Failed, &reason, &none)
@@ -465,15 +455,25 @@ async fn heartbeat(w: Arc<WorkerRef>) {
     }
 }
 
-/// The agent's container runs this upload at this version (after an earlier attempt of the job
-/// got its container up: that attempt's, unless another job replaced it since). A job without an
-/// upload id is never taken as done.
+/// A running slot of the agent runs this upload at this version (after an earlier attempt of
+/// the job got its container up: that attempt's, unless another job replaced it since). A job
+/// without an upload id is never taken as done.
 async fn serving(job: &DeployJob) -> bool {
     if job.upload_id.is_empty() || job.version.is_empty() {
         return false;
     }
-    let container = crate::deploy::compose::container_name(&job.agent);
-    let label = |l| crate::deploy::docker::label_of_running(&container, l);
-    label(nasiko_contract::labels::UPLOAD_ID).await.as_deref() == Some(job.upload_id.as_str())
-        && label(nasiko_contract::labels::VERSION).await.as_deref() == Some(job.version.as_str())
+    for slot in nasiko_contract::Slot::BOTH {
+        let Some(c) = crate::deploy::docker::container_state(&slot.container(&job.agent)).await
+        else {
+            continue;
+        };
+        let label = |l| c.label(l);
+        if c.running()
+            && label(nasiko_contract::labels::UPLOAD_ID) == Some(job.upload_id.as_str())
+            && label(nasiko_contract::labels::VERSION) == Some(job.version.as_str())
+        {
+            return true;
+        }
+    }
+    false
 }

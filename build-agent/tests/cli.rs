@@ -28,6 +28,8 @@ fn names_prints_the_names_the_daemon_uses_and_refuses_bad_ones_with_the_rule() {
             "agent-a2a-translator",
             "agent-a2a-translator-route",
             "nasiko-network-agent-a2a-translator",
+            "agentgreen-a2a-translator",
+            "agentgreen-a2a-translator",
         ]
     );
     // compose project names may not hold '.': the project differs from the container
@@ -37,6 +39,7 @@ fn names_prints_the_names_the_daemon_uses_and_refuses_bad_ones_with_the_rule() {
     );
     assert_eq!(lines[1][1], "agent-v1.2_x");
     assert_eq!(lines[1][6], "nasiko-network-agent-v1_d2__x");
+    assert_eq!(lines[1][7..], ["agentgreen-v1.2_x", "agentgreen-v1_d2__x"]);
     for bad in ["../x", "My Agent", "", &"a".repeat(129)] {
         let o = build_agent(&["names", "ok", bad]);
         assert_eq!(o.status.code(), Some(2), "{bad:?}");

@@ -557,6 +557,31 @@ fn routable(a: &str) -> usize {
     .count()
 }
 
+/// The name of agent `a`'s one running container (its serving slot's); panics unless one runs.
+fn serving(a: &str) -> String {
+    let names = docker_ok(&[
+        "ps",
+        "--format",
+        "{{.Names}}",
+        "--filter",
+        &format!("label=nasiko.name={a}"),
+        "--filter",
+        "label=nasiko.type=agent",
+    ]);
+    let names: Vec<&str> = names.lines().collect();
+    assert_eq!(names.len(), 1, "{a}: one running container, not {names:?}");
+    names[0].to_string()
+}
+
+/// Which of agent `a`'s slot containers exist, running or not.
+fn slots_present(a: &str) -> Vec<String> {
+    nasiko_contract::Slot::BOTH
+        .iter()
+        .map(|s| s.container(a))
+        .filter(|c| exists(c))
+        .collect()
+}
+
 fn container_id(name: &str) -> String {
     inspect(name)["Id"].as_str().unwrap().to_string()
 }
@@ -569,7 +594,7 @@ fn exists(name: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs docker"]
-async fn an_unchanged_redeploy_hands_nothing_over_and_recreates_nothing() {
+async fn an_unchanged_redeploy_starts_no_second_slot_and_recreates_nothing() {
     // issue 12, finding 3
     ensure_busybox_image();
     let net = TestNet::new();
@@ -589,11 +614,11 @@ async fn an_unchanged_redeploy_hands_nothing_over_and_recreates_nothing() {
         .await
         .unwrap();
     h.queue(&h.deploy_fields(&a, &path, "u1")).await;
-    let standby = nasiko_contract::standby_container(&a);
-    let saw_standby = std::sync::atomic::AtomicBool::new(false);
+    let green = nasiko_contract::Slot::Green.container(&a);
+    let saw_green = std::sync::atomic::AtomicBool::new(false);
     let s = wait_for("the redeploy", T, || async {
-        if exists(&standby) {
-            saw_standby.store(true, std::sync::atomic::Ordering::Relaxed);
+        if exists(&green) {
+            saw_green.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let s = h.status(&a).await;
         matches!(
@@ -603,29 +628,28 @@ async fn an_unchanged_redeploy_hands_nothing_over_and_recreates_nothing() {
         .then_some(s)
     })
     .await;
-    let saw_standby = saw_standby.load(std::sync::atomic::Ordering::Relaxed);
+    let saw_green = saw_green.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(s["status"], "completed", "{s:?}");
-    assert!(!saw_standby, "no stand-by for an unchanged redeploy");
+    assert!(!saw_green, "no second slot for an unchanged redeploy");
     assert_eq!(
         container_id(&format!("agent-{a}")),
         first,
         "the container was not recreated"
     );
     let log = h.stream_entries(&format!("agent:buildlog:{a}")).await;
-    assert!(format!("{log:?}").contains("no handover"));
+    assert!(format!("{log:?}").contains("compose recreates nothing"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs docker"]
-async fn a_stand_by_never_outlives_its_job_and_the_status_says_what_serves() {
-    // issue 12, finding 2: killed during an update's handover, the job then dead-lettered
+async fn a_switch_killed_midway_leaves_one_version_and_completes_once_on_restart() {
+    // issue 23: a SIGKILL during a blue/green switch, with both versions up
     ensure_busybox_image();
     let net = TestNet::new();
-    let a = unique("standby");
+    let a = unique("switch");
     let _clean = AgentCleanup::new(&[&a]);
     let mut h = Harness::new(&net.name).await;
-    h.extra_env.push(("HANDOVER_SECS".into(), "20".into()));
-    h.extra_env.push(("MAX_DELIVERIES".into(), "1".into()));
+    h.extra_env.push(("HANDOVER_SECS".into(), "30".into()));
     let v1 = h.root.add("compose-agents-net", &a, "v1.0.0", None);
     let mut w = h.spawn("c1");
     h.queue(&h.deploy_fields(&a, &v1, "u1")).await;
@@ -633,37 +657,52 @@ async fn a_stand_by_never_outlives_its_job_and_the_status_says_what_serves() {
     let v2 = h.root.add("compose-agents-net", &a, "v2.0.0", None);
     let mut f = h.deploy_fields(&a, &v2, "u1");
     f.action = Some(nasiko_contract::stream::Action::Update);
-    h.queue(&f).await;
-    let standby = nasiko_contract::standby_container(&a);
-    wait_for("the update's stand-by", T, || async {
-        exists(&standby).then_some(())
+    f.version = Some("v2.0.0".into());
+    let job = h.queue(&f).await;
+    let green = nasiko_contract::Slot::Green.container(&a);
+    // the new version is up in the green slot; blue still serves through the switch's wait
+    wait_for("the new version beside the old", T, || async {
+        let r = try_ask(&green, &net.name).await?;
+        (r["result"]["parts"][0]["text"] == format!("hello from {a} v2.0.0")).then_some(())
     })
     .await;
-    w.signal(9);
-    w.wait_exit(Duration::from_secs(10));
-    assert!(exists(&standby), "the kill left the stand-by behind");
-    // the next start dead-letters the job (one started attempt allowed) and reaps the stand-by
-    let _w2 = h.spawn("c1");
-    let s = wait_for("the job to be dead-lettered", T, || async {
-        let s = h.status(&a).await;
-        (s.get("status").map(String::as_str) == Some("failed")).then_some(s)
-    })
-    .await;
-    assert!(s["message"].contains("started 1 times"), "{s:?}");
-    assert!(
-        s["message"].contains(&format!("agent-{a}")) && s["message"].contains("still serving"),
-        "{s:?}"
-    );
-    wait_for("the stand-by gone", T, || async {
-        (!exists(&standby)).then_some(())
-    })
-    .await;
-    assert_eq!(routable(&a), 1, "one routable container");
     let r = ask(&format!("agent-{a}"), &net.name).await;
     assert_eq!(
         r["result"]["parts"][0]["text"],
-        format!("hello from {a} v1.0.0")
+        format!("hello from {a} v1.0.0"),
+        "the old version serves until the switch is done"
     );
+    w.signal(9);
+    w.wait_exit(Duration::from_secs(10));
+    assert_eq!(slots_present(&a).len(), 2, "the kill left both versions up");
+    h.extra_env.push(("HANDOVER_SECS".into(), "1".into()));
+    let _w2 = h.spawn("c1");
+    let s = h.wait_terminal_of(&a, &job, T).await;
+    assert_eq!(s["status"], "completed", "{s:?}");
+    assert_eq!(serving(&a), green, "the new version serves");
+    assert_eq!(
+        slots_present(&a),
+        [green.as_str()],
+        "the old version is gone"
+    );
+    let r = ask(&green, &net.name).await;
+    assert_eq!(
+        r["result"]["parts"][0]["text"],
+        format!("hello from {a} v2.0.0")
+    );
+    // the backend hears of each deploy's completion once: v1's, then the update's
+    let completed = || {
+        h.upload_statuses(&a)
+            .iter()
+            .filter(|c| c.body["status"] == "completed")
+            .count()
+    };
+    wait_for("the backend to hear of the update", T, || async {
+        (completed() >= 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(completed(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -728,7 +767,7 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
         let p = slow(a, "v1.0.0", 1);
         last_job.insert(a.clone(), h.queue(&h.deploy_fields(a, &p, "u1")).await);
     }
-    // six updates: handovers to land kills in
+    // six updates: blue/green switches to land kills in
     for a in &names[..6] {
         let p = slow(a, "v2.0.0", 1);
         let mut f = h.deploy_fields(a, &p, "u1");
@@ -781,7 +820,7 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
             },
         )
         .await;
-        // the kill lands 0 to 1.5 s later: in a build, a compose up or a handover
+        // the kill lands 0 to 1.5 s later: in a build, a compose up or a switch
         tokio::time::sleep(Duration::from_millis((k * 7919) % 1500)).await;
         w.signal(9);
         w.wait_exit(Duration::from_secs(10));
@@ -822,13 +861,14 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
     );
     for a in &names {
         assert_eq!(routable(a), 1, "{a}: one routable container");
-        assert!(
-            !exists(&nasiko_contract::standby_container(a)),
-            "{a}: a stand-by is left"
+        assert_eq!(
+            slots_present(a),
+            [serving(a)],
+            "{a}: a replaced version is left"
         );
     }
     for a in &names[..6] {
-        let r = ask(&format!("agent-{a}"), &net.name).await;
+        let r = ask(&serving(a), &net.name).await;
         assert_eq!(
             r["result"]["parts"][0]["text"],
             format!("hello from {a} v2.0.0")
@@ -857,7 +897,7 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
             "{{range .Containers}}{{.Name}} {{end}}",
             &nasiko_contract::agent_network(&net.name, a),
         ]);
-        assert_eq!(on.trim(), format!("agent-{a}"), "{a}'s network");
+        assert_eq!(on.trim(), serving(a), "{a}'s network");
     }
 }
 
@@ -878,20 +918,36 @@ async fn a_failed_update_puts_the_previous_version_back_and_it_keeps_serving() {
     let mut f = h.deploy_fields(&a, &v2, "u1");
     f.action = Some(nasiko_contract::stream::Action::Update);
     f.version = Some("v2.0.0".into());
-    h.queue(&f).await;
-    wait_for("v2 serving", T, || async {
-        let r = try_ask(&format!("agent-{a}"), &net.name).await?;
-        (r["result"]["parts"][0]["text"] == format!("hello from {a} v2.0.0")).then_some(())
-    })
-    .await;
+    f.cleanup_old = Some("False".into());
+    let id = h.queue(&f).await;
+    let s = h.wait_terminal_of(&a, &id, T).await;
+    assert_eq!(s["status"], "completed", "{s:?}");
+    let (blue, green) = (
+        format!("agent-{a}"),
+        nasiko_contract::Slot::Green.container(&a),
+    );
+    assert_eq!(
+        serving(&a),
+        green,
+        "v2 started beside v1, in the other slot"
+    );
+    assert_eq!(
+        inspect(&blue)["State"]["Status"],
+        "exited",
+        "cleanup_old=False: v1 is kept, stopped"
+    );
+    let r = ask(&green, &net.name).await;
+    assert_eq!(
+        r["result"]["parts"][0]["text"],
+        format!("hello from {a} v2.0.0")
+    );
     // a broken update: the container exits; v2 is put back
     let v3 = h.root.add("exits-at-start", &a, "v3.0.0", None);
     let mut f = h.deploy_fields(&a, &v3, "u1");
     f.action = Some(nasiko_contract::stream::Action::Update);
     f.version = Some("v3.0.0".into());
     h.queue(&f).await;
-    // the failure path holds two waits (the stand-by's and the new version's) and a put-back
-    wait_for("the broken update to fail", 2 * T, || async {
+    wait_for("the broken update to fail", T, || async {
         h.status(&a)
             .await
             .get("status")
@@ -901,11 +957,17 @@ async fn a_failed_update_puts_the_previous_version_back_and_it_keeps_serving() {
     .await;
     let st = h.status(&a).await;
     assert!(
-        st["message"].contains("was put back and is serving"),
+        st["message"].contains(&format!("the version before it ({green}) keeps serving")),
         "{}",
         st["message"]
     );
-    let r = ask(&format!("agent-{a}"), &net.name).await;
+    assert_eq!(serving(&a), green, "v2 was never stopped");
+    assert_eq!(
+        slots_present(&a),
+        [green.as_str()],
+        "the broken v3 is removed (it took the kept v1's slot)"
+    );
+    let r = ask(&green, &net.name).await;
     assert_eq!(
         r["result"]["parts"][0]["text"],
         format!("hello from {a} v2.0.0")
@@ -924,7 +986,9 @@ async fn a_failed_update_puts_the_previous_version_back_and_it_keeps_serving() {
     let st = h.wait_terminal_of(&a, &id, T).await;
     let took = t0.elapsed();
     assert_eq!(st["status"], "completed", "{st:?}");
-    let r = ask(&format!("agent-{a}"), &net.name).await;
+    assert_eq!(serving(&a), blue, "the rollback started beside v2, in blue");
+    assert_eq!(slots_present(&a), [blue.as_str()], "v2 went");
+    let r = ask(&blue, &net.name).await;
     assert_eq!(
         r["result"]["parts"][0]["text"],
         format!("hello from {a} v1.0.0")
@@ -942,6 +1006,25 @@ async fn a_failed_update_puts_the_previous_version_back_and_it_keeps_serving() {
         docker_ok(&["inspect", "-f", "{{.Image}}", &format!("agent-{a}")]),
         v1_image,
         "v1's kept image serves"
+    );
+    // replaced in place (update_strategy=recreate), a broken version puts the previous back
+    let mut f = h.deploy_fields(&a, &v3, "u1");
+    f.action = Some(nasiko_contract::stream::Action::Update);
+    f.version = Some("v3.0.0".into());
+    f.update_strategy = Some("recreate".into());
+    let id = h.queue(&f).await;
+    let st = h.wait_terminal_of(&a, &id, T).await;
+    assert_eq!(st["status"], "failed", "{st:?}");
+    assert!(
+        st["message"].contains("was put back and is serving"),
+        "{}",
+        st["message"]
+    );
+    assert_eq!(serving(&a), blue);
+    let r = ask(&blue, &net.name).await;
+    assert_eq!(
+        r["result"]["parts"][0]["text"],
+        format!("hello from {a} v1.0.0")
     );
     // at most AGENT_KEEP_VERSIONS (3) images of the agent are kept, each with all its tags
     let imgs = docker_ok(&["images", "-q", "--filter", &format!("reference={repo}")]);

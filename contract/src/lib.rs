@@ -11,9 +11,6 @@ pub mod labels {
     pub const PORT: &str = "nasiko.port";
     pub const VERSION: &str = "nasiko.version";
     pub const UPLOAD_ID: &str = "nasiko.upload-id";
-    /// `true` on the build agent's update stand-by: it serves while the entry container is
-    /// recreated, then gives way to it (the sidecar weights it 0 once that one is ready).
-    pub const HANDOVER: &str = "nasiko.handover";
     /// `nasiko.type` of an agent's entry service (routed).
     pub const TYPE_AGENT: &str = "agent";
     /// `nasiko.type` of an agent's other services (never routed).
@@ -96,11 +93,50 @@ pub fn compose_project(name: &str) -> String {
     p
 }
 
-/// The container that serves an agent while its own is replaced (the update stand-by). Not
-/// `agent-…`: that could be another agent's container (`agent-foo-handover` is agent
-/// `foo-handover`'s).
-pub fn standby_container(name: &str) -> String {
-    format!("agentstandby-{}", &compose_project(name)["agent-".len()..])
+/// An agent's two deploy slots. An update starts the new version in the slot that is not
+/// serving, beside the one that is; the sidecar moves the agent's traffic to it once it is ready
+/// (each slot is its own generation: its own compose project), and the old slot then goes.
+/// Blue's names are the agent's names of before (`agent-{name}`); green's begin `agentgreen-`,
+/// which no agent's `agent-…` name can (`agent-green-x` is agent `green-x`'s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Blue,
+    Green,
+}
+
+impl Slot {
+    pub const BOTH: [Slot; 2] = [Slot::Blue, Slot::Green];
+
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::Blue => Slot::Green,
+            Slot::Green => Slot::Blue,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::Blue => "blue",
+            Slot::Green => "green",
+        }
+    }
+
+    /// The slot's entry container: `agent-{name}` or `agentgreen-{name}`.
+    pub fn container(self, name: &str) -> String {
+        match self {
+            Slot::Blue => agent_ref(name),
+            Slot::Green => format!("agentgreen-{name}"),
+        }
+    }
+
+    /// The slot's compose project: [`compose_project`], or `agentgreen-…` with the same rest.
+    pub fn project(self, name: &str) -> String {
+        let p = compose_project(name);
+        match self {
+            Slot::Blue => p,
+            Slot::Green => format!("agentgreen-{}", &p["agent-".len()..]),
+        }
+    }
 }
 
 /// The agent's own network in `stack` (the stack's shared agents network: DOCKER_NETWORK,
@@ -213,8 +249,34 @@ mod tests {
         assert_eq!(name_from_container("agent-x"), Some("x"));
         assert_eq!(name_from_container("agent-Bad"), None);
         assert_eq!(name_from_container("redis"), None);
-        assert_eq!(standby_container("foo"), "agentstandby-foo");
-        assert!(name_from_container(&standby_container("foo")).is_none());
+    }
+
+    #[test]
+    fn an_agents_slots_are_its_own_and_no_other_agents() {
+        assert_eq!(Slot::Blue.container("foo"), "agent-foo");
+        assert_eq!(Slot::Blue.project("f.o"), "agent-f_do");
+        assert_eq!(Slot::Green.container("foo"), "agentgreen-foo");
+        assert_eq!(Slot::Green.project("f.o"), "agentgreen-f_do");
+        assert!(name_from_container(&Slot::Green.container("foo")).is_none());
+        // no slot of one name is any slot of another
+        let names = [
+            "foo",
+            "green-foo",
+            "foo-green",
+            "agentgreen-foo",
+            "g",
+            "f.o",
+            "f_do",
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for n in names {
+            for slot in Slot::BOTH {
+                assert!(seen.insert(slot.container(n)), "{n} {slot:?}");
+                assert!(seen.insert(format!("project {}", slot.project(n))), "{n}");
+            }
+        }
+        assert_eq!(Slot::Blue.other(), Slot::Green);
+        assert_eq!(Slot::Green.other().as_str(), "blue");
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub const VERSION: &str = "version";
 pub const TARGET_VERSION: &str = "target_version";
 pub const WEBHOOK_URL: &str = "webhook_url";
 pub const UPDATE_STRATEGY: &str = "update_strategy";
+/// Whether an update removes the version it replaces (`True`, the default) or keeps its
+/// container stopped (`False`: Python's `str(False)`), for a fast rollback.
+pub const CLEANUP_OLD: &str = "cleanup_old";
 /// An update's new version (upstream writes it beside `version`; it wins).
 pub const NEW_VERSION: &str = "new_version";
 /// When the job was queued (seconds since the epoch, as text); informative only.
@@ -29,7 +32,7 @@ pub const SOURCE: &str = "source";
 
 /// `command` of every job.
 pub const DEPLOY_AGENT: &str = "deploy_agent";
-/// `update_strategy` that replaces a running agent without a stand-by.
+/// `update_strategy` that replaces a running agent in place, not beside it (blue/green).
 pub const RECREATE: &str = "recreate";
 /// `upload_type` of a plain deploy and of an update, as upstream writes them.
 pub const UPLOAD_DIRECTORY: &str = "directory";
@@ -75,6 +78,7 @@ pub struct JobEntry {
     pub version: Option<String>,
     pub target_version: Option<String>,
     pub update_strategy: Option<String>,
+    pub cleanup_old: Option<String>,
     pub webhook_url: Option<String>,
     pub timestamp: Option<String>,
     pub source: Option<String>,
@@ -113,6 +117,7 @@ pub fn encode(job: &JobEntry) -> Vec<(&'static str, String)> {
     put(SOURCE, &job.source);
     put(WEBHOOK_URL, &job.webhook_url);
     put(UPDATE_STRATEGY, &job.update_strategy);
+    put(CLEANUP_OLD, &job.cleanup_old);
     if let Some(a) = job.action.filter(|a| *a != Action::Deploy) {
         out.push((ACTION, a.as_str().to_string()));
         out.push((AGENT_ID, job.agent_name.clone()));
@@ -183,6 +188,8 @@ pub struct Job {
     pub webhook_url: Option<String>,
     /// `update_strategy=recreate`.
     pub recreate: bool,
+    /// `cleanup_old=False` (or `false`, `0`): the replaced version is stopped, not removed.
+    pub keep_old: bool,
 }
 
 /// Why an entry is not a job, and the agent it was about when its name is usable.
@@ -310,6 +317,9 @@ pub fn decode(e: &Entry) -> Result<Job, Invalid> {
             .to_string(),
         webhook_url: e.get(WEBHOOK_URL).map(String::from),
         recreate: e.get(UPDATE_STRATEGY) == Some(RECREATE),
+        keep_old: e
+            .get(CLEANUP_OLD)
+            .is_some_and(|v| v.eq_ignore_ascii_case("false") || v == "0"),
         agent,
     })
 }
@@ -331,6 +341,7 @@ mod tests {
         j.owner_id = Some("u1".into());
         j.version = Some("v2".into());
         j.update_strategy = Some(RECREATE.into());
+        j.cleanup_old = Some("False".into());
         for action in [None, Some(Action::Update), Some(Action::Rollback)] {
             j.action = action;
             let r = raw(&encode(&j));
@@ -343,6 +354,7 @@ mod tests {
             );
             assert_eq!((got.owner_id.as_str(), got.version.as_str()), ("u1", "v2"));
             assert!(got.recreate);
+            assert!(got.keep_old);
         }
     }
 

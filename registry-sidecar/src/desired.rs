@@ -61,26 +61,25 @@ fn is_ready(a: &AgentEndpoint, now: f64, warmup: f64) -> bool {
 }
 
 /// How an agent's running containers share its traffic, as (container, weight) — the targets of
-/// its upstream. A generation is the containers of one image; the serving one is the newest with
-/// a ready container (none ready, as on a first deploy: the oldest, routed at once). All of its
-/// containers take traffic — replicas starting beside ready ones included: Kong tries another
-/// peer while one does not listen yet — except in an update handover: while the build agent's
-/// stand-by is the generation's only ready container, its recreated entry container waits until
-/// it is ready, and then the stand-by gives way (weight 0). Ready containers of other generations
-/// are drained (weight 0) until they stop, so an old version gets no new request once the new one
-/// answers; a newer generation not ready yet gets nothing.
+/// its upstream. A generation is the containers of one image in one deploy slot; the serving one
+/// is the newest with a ready container (none ready, as on a first deploy: the oldest, routed at
+/// once). All of its containers take traffic — replicas starting beside ready ones included: Kong
+/// tries another peer while one does not listen yet. Ready containers of other generations are
+/// drained (weight 0) until they stop, so an old version gets no new request once the new one
+/// answers; a newer generation not ready yet gets nothing. A blue/green update is thus two
+/// target writes: the new version in, the old one drained; then its removal when it stops.
 pub fn weigh<'a>(
     candidates: &[&'a AgentEndpoint],
     now: f64,
     warmup: f64,
 ) -> Vec<(&'a AgentEndpoint, u16)> {
     let ready = |a: &AgentEndpoint| is_ready(a, now, warmup);
-    // image → (newest and oldest creation of its containers, has a ready one)
+    // generation → (newest and oldest creation of its containers, has a ready one)
     let mut generations: BTreeMap<&str, (f64, f64, bool)> = BTreeMap::new();
     for a in candidates {
         let created = a.created_unix().unwrap_or(0.0);
         let g = generations
-            .entry(a.image.as_str())
+            .entry(a.generation.as_str())
             .or_insert((created, created, false));
         g.0 = g.0.max(created);
         g.1 = g.1.min(created);
@@ -95,26 +94,14 @@ pub fn weigh<'a>(
                 .iter()
                 .min_by(|(_, a), (_, b)| a.1.total_cmp(&b.1))
         })
-        .map(|(image, _)| *image);
-    let of_serving = |a: &&AgentEndpoint| Some(a.image.as_str()) == serving;
-    let entry_ready = candidates
-        .iter()
-        .any(|a| of_serving(a) && !a.handover && ready(a));
-    let standby_serving = !entry_ready
-        && candidates
-            .iter()
-            .any(|a| of_serving(a) && a.handover && ready(a));
+        .map(|(generation, _)| *generation);
     candidates
         .iter()
         .filter_map(|a| {
-            let weight = if !of_serving(a) {
-                ready(a).then_some(0)
-            } else if a.handover {
-                Some(if entry_ready { 0 } else { FULL_WEIGHT })
-            } else if standby_serving && !ready(a) {
-                None
-            } else {
+            let weight = if Some(a.generation.as_str()) == serving {
                 Some(FULL_WEIGHT)
+            } else {
+                ready(a).then_some(0)
             };
             weight.map(|w| (*a, w))
         })
@@ -281,7 +268,7 @@ mod tests {
         AgentEndpoint {
             started_at: started.into(),
             created_at: started.into(),
-            image: "v1".into(),
+            generation: "v1".into(),
             ..AgentEndpoint::labelled(name, &format!("c-{name}-{ip}"), ip, "nasiko-network")
         }
     }
@@ -414,32 +401,25 @@ mod tests {
         let t = |secs: u32| format!("2026-11-24T00:00:{secs:02}Z");
         let base = 1795478400.0;
         let old = agent("a", "10.0.0.2", &t(0));
-        let mut standby = agent("a", "10.0.0.3", &t(10));
-        standby.image = "v2".into();
-        standby.handover = true;
+        // the other slot: the same image, another project
+        let mut green = agent("a", "10.0.0.3", &t(10));
+        green.generation = "v1 in agentgreen-a".into();
         assert_eq!(
-            weights(&[&old, &standby], base + 11.0),
+            weights(&[&old, &green], base + 11.0),
             [("10.0.0.2".to_string(), 100)],
-            "the stand-by warms up: not a target yet"
+            "the new slot warms up: not a target yet"
         );
         assert_eq!(
-            weights(&[&old, &standby], base + 13.0),
+            weights(&[&old, &green], base + 13.0),
             [("10.0.0.2".to_string(), 0), ("10.0.0.3".to_string(), 100)],
             "ready: the new version serves, the old one is drained"
         );
-        let mut new = agent("a", "10.0.0.4", &t(20));
-        new.image = "v2".into();
         assert_eq!(
-            weights(&[&standby, &new], base + 21.0),
+            weights(&[&green], base + 14.0),
             [("10.0.0.3".to_string(), 100)],
-            "the recreated entry container warms up while the stand-by serves"
+            "the old slot stopped: its target goes"
         );
-        assert_eq!(
-            weights(&[&standby, &new], base + 23.0),
-            [("10.0.0.3".to_string(), 0), ("10.0.0.4".to_string(), 100)],
-            "the stand-by gives way to its generation's entry container"
-        );
-        let agents = [old.clone(), standby.clone()];
+        let agents = [old.clone(), green.clone()];
         assert_eq!(
             next_warmup(agents.iter(), base + 11.0, 3.0),
             Some(base + 13.0)
@@ -469,7 +449,7 @@ mod tests {
             "replicas of one image share the traffic"
         );
         let mut next = agent("a", "10.0.0.8", &t(21));
-        next.image = "v2".into();
+        next.generation = "v2".into();
         assert_eq!(
             weights(&[&one, &two, &next], base + 22.0),
             [("10.0.0.5".to_string(), 100), ("10.0.0.6".to_string(), 100)],
@@ -487,7 +467,7 @@ mod tests {
         );
         let mut checked = agent("a", "10.0.0.7", &t(29));
         checked.health_checked = true;
-        checked.image = "v2".into();
+        checked.generation = "v2".into();
         assert_eq!(
             weights(&[&one, &checked], base + 29.5),
             [("10.0.0.5".to_string(), 0), ("10.0.0.7".to_string(), 100)],

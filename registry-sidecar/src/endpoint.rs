@@ -56,13 +56,12 @@ pub struct AgentEndpoint {
     pub started_at: String,
     /// When the container was created (RFC 3339; empty when unknown).
     pub created_at: String,
-    /// The image id it runs (empty when unknown): one image, one generation of the agent.
-    pub image: String,
+    /// Its generation: the image id it runs and its compose project (empty when unknown). An
+    /// agent's containers of one image in one project (a deploy slot) are one generation; a
+    /// blue/green update of the same image is still a new one.
+    pub generation: String,
     /// It has a health check, and passed it: ready for traffic now, without a warm-up.
     pub health_checked: bool,
-    /// The build agent's update stand-by (`nasiko.handover`): it serves while the entry
-    /// container is recreated, and gives way to it.
-    pub handover: bool,
 }
 
 impl AgentEndpoint {
@@ -83,9 +82,8 @@ impl AgentEndpoint {
             discovered_by: Discovered::Label,
             started_at: String::new(),
             created_at: String::new(),
-            image: String::new(),
+            generation: String::new(),
             health_checked: false,
-            handover: false,
         }
     }
 
@@ -206,11 +204,21 @@ pub fn classify(c: &ContainerFacts, shared: &str) -> Classified {
         discovered_by,
         started_at: c.started_at.clone(),
         created_at: c.created_at.clone(),
-        image: c.image.clone(),
+        generation: generation(c),
         health_checked: c.health.is_some(),
-        handover: c.labels.get(labels::HANDOVER).is_some_and(|v| v == "true"),
     }))
 }
+
+/// The container's generation: its image in its compose project (see `AgentEndpoint`).
+fn generation(c: &ContainerFacts) -> String {
+    match c.labels.get(COMPOSE_PROJECT) {
+        Some(p) => format!("{} in {p}", c.image),
+        None => c.image.clone(),
+    }
+}
+
+/// The compose project a container belongs to (compose's own label).
+const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 
 /// The agent's name and how it was found: `Ok(None)` for a container that is no agent.
 fn identify(c: &ContainerFacts) -> Result<Option<(String, Discovered)>, String> {
@@ -342,6 +350,28 @@ mod tests {
         );
         assert_eq!(a.service_name(), "agent-translator");
         assert_eq!(a.url(), "http://172.20.0.5:5000");
+        assert_eq!(a.generation, "sha256:1", "no project: the image alone");
+    }
+
+    #[test]
+    fn each_deploy_slot_of_one_image_is_a_generation_of_its_own() {
+        let slot = |project: &str| {
+            agent(&facts(
+                "c",
+                &[
+                    ("nasiko.type", "agent"),
+                    ("nasiko.name", "x"),
+                    (COMPOSE_PROJECT, project),
+                ],
+            ))
+            .generation
+        };
+        let (blue, green) = (
+            slot(&nasiko_contract::Slot::Blue.project("x")),
+            slot(&nasiko_contract::Slot::Green.project("x")),
+        );
+        assert_ne!(blue, green);
+        assert_eq!(blue, slot("agent-x"), "replicas of a slot share one");
     }
 
     #[test]

@@ -97,9 +97,8 @@ pub fn classify_service(svc: &Service, namespace: &str) -> Result<AgentEndpoint,
             .map(|t| t.0.to_string())
             .unwrap_or_default(),
         created_at: String::new(),
-        image: String::new(),
+        generation: String::new(),
         health_checked: false,
-        handover: false,
     })
 }
 

@@ -49,7 +49,7 @@ pub struct Reconciler {
     pub interval: Duration,
     pub owner_tag: String,
     pub concurrency: usize,
-    /// How long a second container of an agent runs before it takes the route (update handover).
+    /// How long a newer generation's container runs before it takes the route (blue/green update).
     pub warmup: Duration,
     /// Under `worker_consistency = eventual`: what waits for its service's plugins to settle.
     pub gate: PluginGate,

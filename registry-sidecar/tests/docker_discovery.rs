@@ -191,11 +191,13 @@ async fn a_labelled_agent_is_routed_while_running_and_removed_when_stopped() {
         s.is_some_and(|s| s["host"] == svc.as_str())
     })
     .await;
-    assert_eq!(
-        h.targets(&svc).await,
-        [(format!("{ip}:5000"), 100)],
-        "the container is its upstream's target"
-    );
+    // the target is written in the phase after the service (diff::plan): wait for it too
+    h.wait_targets(
+        &svc,
+        "the container as its upstream's target",
+        &[(format!("{ip}:5000"), 100)],
+    )
+    .await;
     let (_, s) = h.kong_get(&format!("/services/{svc}")).await;
     assert_eq!(
         (
@@ -583,10 +585,13 @@ async fn converged_state_makes_zero_writes_and_foreign_entities_survive() {
         s.is_none()
     })
     .await;
-    assert_eq!(
-        h.targets(&format!("agent-{gone}")).await,
-        [("10.1.1.2:80".to_string(), 100)]
-    );
+    // our target goes in the same phase as the service, maybe just after it
+    h.wait_targets(
+        &format!("agent-{gone}"),
+        "only the foreign target on the gone agent's upstream",
+        &[("10.1.1.2:80".to_string(), 100)],
+    )
+    .await;
     assert_eq!(
         h.kong_get("/upstreams/their-upstream/targets/10.1.1.1:80")
             .await

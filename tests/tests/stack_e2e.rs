@@ -581,7 +581,8 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
                     Ok((200, _)) => ok.fetch_add(1, Ordering::Relaxed),
                     _ => failed.fetch_add(1, Ordering::Relaxed),
                 };
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // at most 50 requests/s (issue 23)
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
     };
@@ -594,11 +595,11 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         (r["result"]["parts"][0]["text"] == format!("hello from {name} v2.0.0")).then_some(())
     })
     .await;
-    // keep the load on until the update has finished and its stand-by is gone
+    // keep the load on until the update has finished and the old version is gone
     wait_status(&stack, &name, "completed").await;
-    let handover = nasiko_contract::standby_container(&name);
-    wait_for("the stand-by removed", T, || async {
-        (!docker(&["inspect", &handover]).status.success()).then_some(())
+    let blue = nasiko_contract::Slot::Blue.container(&name);
+    wait_for("the old version removed", T, || async {
+        (!docker(&["inspect", &blue]).status.success()).then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -635,16 +636,20 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
             .all(|w| w.contains(&format!("/upstreams/agent-{name}/targets"))),
         "only target writes during an update: {writes:#?}"
     );
-    assert!(
-        (2..=6).contains(&writes.len()),
-        "add and drain the stand-by's and the new container's targets, remove the old ones: {writes:#?}"
+    // blue/green: the new version's target in and the old one's drained, then its removal
+    let deletes = writes.iter().filter(|w| w.starts_with("DELETE")).count();
+    assert_eq!(
+        (writes.len() - deletes, deletes),
+        (2, 1),
+        "two target writes, then the removal: {writes:#?}"
     );
+    assert!(writes[2].starts_with("DELETE"), "{writes:#?}");
     assert!(okn > 0);
-    // the old version is drained (weight 0) before compose stops it, the stand-by before the
-    // build agent removes it: no request goes to a container on its way out
+    // the old version is drained (weight 0) before the build agent stops it: no request goes
+    // to a container on its way out
     assert_eq!(
         failn, 0,
-        "requests keep succeeding throughout the update (stand-by handover)"
+        "requests keep succeeding throughout the update (blue/green)"
     );
 
     // a newcomer's first agent (issue 13): examples/hello-agent with the README's command, its
@@ -1130,10 +1135,9 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         "agent networks left: {agent_nets}"
     );
     for n in names.iter().chain([&name, &slow, &late, &probe, &cut]) {
-        assert!(
-            !docker(&["inspect", &format!("agent-{n}")]).status.success(),
-            "agent-{n} left"
-        );
+        for c in nasiko_contract::Slot::BOTH.map(|s| s.container(n)) {
+            assert!(!docker(&["inspect", &c]).status.success(), "{c} left");
+        }
         let imgs = docker_ok(&[
             "images",
             "-q",

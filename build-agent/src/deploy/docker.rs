@@ -136,30 +136,37 @@ pub async fn compose(
 /// The label on networks the build agent makes for agent packages.
 pub const NETWORK_OWNER_LABEL: &str = "nasiko.managed-by=build-agent";
 
-/// The value of `label` on container `name`, running or not; None when absent or unset.
-pub async fn label_of(name: &str, label: &str) -> Option<String> {
-    let format = format!("{{{{index .Config.Labels \"{label}\"}}}}");
-    let o = run(
-        &argv(&[
-            "docker",
-            "inspect",
-            "--type",
-            "container",
-            "--format",
-            &format,
-            name,
-        ]),
-        SHORT,
-        None,
-    )
-    .await
-    .ok()?;
-    let v = o.stdout.trim();
-    (!v.is_empty() && v != "<no value>").then(|| v.to_string())
+/// What the deploy stages read of a container (`docker inspect`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Container {
+    pub id: String,
+    /// `created`, `running`, `exited`, …
+    pub status: String,
+    /// The health check's status; empty without one.
+    pub health: String,
+    /// The image as configured (our tag).
+    pub image: String,
+    pub restarts: u64,
+    /// When it was created (RFC 3339 Nano).
+    pub created: String,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
-/// State of a container: (status, health or "", image, id, restart count). None when absent.
-pub async fn container_state(name: &str) -> Option<(String, String, String, String, u64)> {
+impl Container {
+    pub fn running(&self) -> bool {
+        self.status == "running"
+    }
+    /// The value of `label`; None when absent or empty.
+    pub fn label(&self, label: &str) -> Option<&str> {
+        self.labels
+            .get(label)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// Container `name` as Docker has it now; None when absent (or Docker does not answer).
+pub async fn container_state(name: &str) -> Option<Container> {
     let o = run(
         &argv(&["docker", "inspect", "--type", "container", name]),
         SHORT,
@@ -175,61 +182,24 @@ pub async fn container_state(name: &str) -> Option<(String, String, String, Stri
             .unwrap_or("")
             .to_string()
     };
-    Some((
-        s("/State/Status"),
-        s("/State/Health/Status"),
-        s("/Config/Image"),
-        s("/Id"),
-        c["RestartCount"].as_u64().unwrap_or(0),
-    ))
-}
-
-/// The value of `label` on container `name` when it is running; None otherwise.
-pub async fn label_of_running(name: &str, label: &str) -> Option<String> {
-    let format = format!("{{{{.State.Running}}}} {{{{index .Config.Labels \"{label}\"}}}}");
-    let o = run(
-        &argv(&[
-            "docker",
-            "inspect",
-            "--type",
-            "container",
-            "--format",
-            &format,
-            name,
-        ]),
-        SHORT,
-        None,
-    )
-    .await
-    .ok()?;
-    let out = o.stdout.trim().to_string();
-    let value = out.strip_prefix("true ")?.trim();
-    (!value.is_empty() && value != "<no value>").then(|| value.to_string())
-}
-
-/// Remove the update stand-by containers whose `label` is `value` (a job's id, or a consumer's
-/// name); returns how many went.
-pub async fn remove_standbys(label: &str, value: &str) -> usize {
-    let filter = format!("label={label}={value}");
-    let Ok(o) = run(
-        &argv(&["docker", "ps", "-aq", "--no-trunc", "--filter", &filter]),
-        SHORT,
-        None,
-    )
-    .await
-    else {
-        return 0;
-    };
-    let ids: Vec<String> = o.stdout.split_whitespace().map(String::from).collect();
-    if ids.is_empty() {
-        return 0;
-    }
-    let mut a = argv(&["docker", "rm", "-f", "-v"]);
-    a.extend(ids.iter().cloned());
-    match run(&a, SHORT, None).await {
-        Ok(_) => ids.len(),
-        Err(_) => 0,
-    }
+    let labels = c
+        .pointer("/Config/Labels")
+        .and_then(|l| l.as_object())
+        .map(|l| {
+            l.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Container {
+        id: s("/Id"),
+        status: s("/State/Status"),
+        health: s("/State/Health/Status"),
+        image: s("/Config/Image"),
+        restarts: c["RestartCount"].as_u64().unwrap_or(0),
+        created: s("/Created"),
+        labels,
+    })
 }
 
 pub async fn remove_container(name: &str) -> Result<(), CmdError> {
@@ -328,39 +298,11 @@ fn beyond_kept(rows: &str, keep: usize, in_use: &str) -> Vec<String> {
         .collect()
 }
 
-/// Remove every container of the agent — its compose project's, the fixed-name container, the
-/// stand-by, and any labelled with its name (a project of an older naming) — and the project's
-/// networks. Named volumes stay (the agent's data).
-pub async fn undeploy(project: &str, container: &str, agent: &str) -> Result<usize, CmdError> {
-    let mut ids = Vec::new();
-    for filter in [
-        format!("label=com.docker.compose.project={project}"),
-        format!("label={}={agent}", nasiko_contract::labels::NAME),
-    ] {
-        let o = run(
-            &argv(&["docker", "ps", "-aq", "--no-trunc", "--filter", &filter]),
-            SHORT,
-            None,
-        )
-        .await?;
-        ids.extend(o.stdout.split_whitespace().map(String::from));
-    }
-    for name in [
-        container.to_string(),
-        nasiko_contract::standby_container(agent),
-    ] {
-        if let Some((_, _, _, id, _)) = container_state(&name).await {
-            ids.push(id);
-        }
-    }
-    ids.sort();
-    ids.dedup();
-    if !ids.is_empty() {
-        let mut a = argv(&["docker", "rm", "-f", "-v"]);
-        a.extend(ids.iter().cloned());
-        run(&a, SHORT, None).await?;
-    }
+/// Remove every container of compose project `project`, running or not, and the networks it
+/// made; returns how many containers went. Named volumes stay (the agent's data).
+pub async fn remove_project(project: &str) -> Result<usize, CmdError> {
     let filter = format!("label=com.docker.compose.project={project}");
+    let n = remove_labelled(&filter).await?;
     if let Ok(o) = run(
         &argv(&["docker", "network", "ls", "-q", "--filter", &filter]),
         SHORT,
@@ -372,7 +314,51 @@ pub async fn undeploy(project: &str, container: &str, agent: &str) -> Result<usi
             let _ = run(&argv(&["docker", "network", "rm", net]), SHORT, None).await;
         }
     }
+    Ok(n)
+}
+
+/// Stop every running container of compose project `project`, giving each `grace` to finish
+/// what it serves; they stay, stopped.
+pub async fn stop_project(project: &str, grace: Duration) -> Result<(), CmdError> {
+    let filter = format!("label=com.docker.compose.project={project}");
+    let ids = ids(&["docker", "ps", "-q", "--no-trunc", "--filter", &filter]).await?;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut a = argv(&["docker", "stop", "-t", &grace.as_secs().to_string()]);
+    a.extend(ids);
+    run(&a, SHORT + grace, None).await.map(drop)
+}
+
+async fn ids(args: &[&str]) -> Result<Vec<String>, CmdError> {
+    let o = run(&argv(args), SHORT, None).await?;
+    Ok(o.stdout.split_whitespace().map(String::from).collect())
+}
+
+/// `docker rm -f -v` every container `filter` (a `docker ps` filter) matches; how many went.
+async fn remove_labelled(filter: &str) -> Result<usize, CmdError> {
+    let ids = ids(&["docker", "ps", "-aq", "--no-trunc", "--filter", filter]).await?;
+    if !ids.is_empty() {
+        let mut a = argv(&["docker", "rm", "-f", "-v"]);
+        a.extend(ids.iter().cloned());
+        run(&a, SHORT, None).await?;
+    }
     Ok(ids.len())
+}
+
+/// Remove every container of the agent — both slots' compose projects and their fixed-name
+/// containers, and any labelled with its name (a project of an older naming) — and the
+/// projects' networks. Named volumes stay (the agent's data).
+pub async fn undeploy(agent: &str) -> Result<usize, CmdError> {
+    let mut n = 0;
+    for slot in nasiko_contract::Slot::BOTH {
+        n += remove_project(&slot.project(agent)).await?;
+        if container_state(&slot.container(agent)).await.is_some() {
+            n += usize::from(remove_container(&slot.container(agent)).await.is_ok());
+        }
+    }
+    n += remove_labelled(&format!("label={}={agent}", nasiko_contract::labels::NAME)).await?;
+    Ok(n)
 }
 
 #[cfg(test)]

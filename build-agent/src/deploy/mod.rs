@@ -1,7 +1,6 @@
 //! The deploy stages over a validated job: prepare (private copy, named by its content; the
 //! compose file and Dockerfile read and checked) → build (skipped when the image exists) → up
-//! (the one rendered compose file, compose's read-back, wait for running/healthy, put the
-//! previous image back on failure) → prune old images.
+//! (`up.rs`: in the slot `slots::choose` picks, blue/green or in place) → prune old images.
 
 pub mod compose;
 pub mod docker;
@@ -15,6 +14,8 @@ pub mod policy;
 pub mod readback;
 pub mod refusal;
 pub mod render;
+pub mod slots;
+mod up;
 pub mod yaml;
 
 pub use error::{DeployError, Verdict};
@@ -24,11 +25,10 @@ use crate::config::Config;
 use crate::job::DeployJob;
 use docker::ComposeCmd;
 use model::{Build, Package};
-use nasiko_contract::labels;
+use nasiko_contract::Slot;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 pub struct Deployer {
     pub cfg: Arc<Config>,
@@ -210,30 +210,16 @@ pub struct ComposeFiles {
 
 /// The label that tells what configuration a running agent container was deployed with.
 pub const DEPLOY_HASH_LABEL: &str = "nasiko.deploy-hash";
-/// Labels of an update's stand-by container: which job made it, and which consumer ran that job.
-pub const STANDBY_JOB_LABEL: &str = "nasiko.handover-job";
-pub const STANDBY_CONSUMER_LABEL: &str = "nasiko.handover-consumer";
 
-/// The entry service's environment as it runs: the package's own, then the platform's.
-pub fn entry_env(cfg: &Config, job: &DeployJob, p: &Prepared) -> Vec<(String, String)> {
-    let mut env = policy::entry_service(&p.package, &job.agent)
-        .map(|s| s.environment.clone())
-        .unwrap_or_default();
-    for (k, v) in agent_env(cfg, job, &p.build_dir) {
-        env.retain(|(e, _)| *e != k);
-        env.push((k, v));
-    }
-    env
-}
-
-/// Render the package for `image` into `{agent_dir}/compose/` (made anew): `compose.json`, and
-/// `compose.env`, empty, for `--env-file` (so neither the package's `.env` nor anything else
-/// configures compose).
+/// Render the package for `image` in `slot` into `{agent_dir}/compose-{slot}/` (made anew):
+/// `compose.json`, and `compose.env`, empty, for `--env-file` (so neither the package's `.env`
+/// nor anything else configures compose).
 pub fn write_compose_files(
     cfg: &Config,
     job: &DeployJob,
     p: &Prepared,
     image: &str,
+    slot: Slot,
 ) -> Result<ComposeFiles, DeployError> {
     let env = agent_env(cfg, job, &p.build_dir);
     let network = cfg.agent_network(&job.agent);
@@ -247,6 +233,7 @@ pub fn write_compose_files(
         upload_id: &job.upload_id,
         env: &env,
         publish: cfg.publish_agent_ports,
+        slot,
     };
     let shared = |k: &str| {
         [
@@ -257,11 +244,14 @@ pub fn write_compose_files(
         .contains(&k)
     };
     let mut r = render::render(&p.package, &p.caps, &spec, &shared)?;
-    let deploy_hash = package::text_hash(&r.doc.to_string());
+    // the configuration's hash is the same in either slot: it leaves out the container's name
     let entry = compose::container_name(&job.agent);
+    let mut slotless = r.doc.clone();
+    slotless["services"][&entry]["container_name"] = serde_json::Value::Null;
+    let deploy_hash = package::text_hash(&slotless.to_string());
     r.doc["services"][&entry]["labels"][DEPLOY_HASH_LABEL] =
         serde_json::Value::String(deploy_hash.clone());
-    let dir = p.agent_dir.join("compose");
+    let dir = p.agent_dir.join(format!("compose-{}", slot.as_str()));
     let unwritable = |path: &Path, e: std::io::Error| {
         DeployError::machine(format!(
             "cannot write {}: {e} (free space, or set WORK_DIR to a writable folder)",
@@ -389,282 +379,5 @@ impl Deployer {
         let log = self.log.open(agent, job);
         let _ = log.tx.send(line.to_string());
         log.close().await;
-    }
-
-    /// Validate, start, wait; on failure put the previous image back (when there was one).
-    pub async fn up(&self, job: &DeployJob, p: &Prepared) -> Result<Deployed, DeployError> {
-        let container = compose::container_name(&job.agent);
-        let project = compose::project_name(&job.agent);
-        let previous = docker::container_state(&container)
-            .await
-            .map(|s| s.2)
-            .filter(|img| *img != p.tag);
-        let cf = write_compose_files(&self.cfg, job, p, &p.tag)?;
-        // the running container has exactly this configuration (an unchanged redeploy, or a
-        // resumed job): nothing to hand over, and compose recreates nothing
-        let unchanged = docker::label_of_running(&container, DEPLOY_HASH_LABEL)
-            .await
-            .as_deref()
-            == Some(cf.deploy_hash.as_str());
-        for note in &cf.notes {
-            self.log_line(&job.agent, &job.stream_id, &format!("=== {note}"))
-                .await;
-        }
-        read_back(&self.compose, &project, &cf).await?;
-        make_bind_sources(p)?;
-        // Docker 20.10's builder gives identical builds one image, so removing another agent's
-        // copy (or a prune) can take ours between its build and here: build it again, or compose
-        // would try to pull it from a registry.
-        if !docker::image_exists(&p.tag).await {
-            let gone = format!("=== {} is gone since its build; building it again", p.tag);
-            self.log_line(&job.agent, &job.stream_id, &gone).await;
-            self.build(job, p).await?;
-        }
-        let network =
-            network::ensure(&self.cfg.agent_networks, &self.cfg.network, &job.agent).await?;
-        // an agent deployed under the project naming of before (names with '.' or '_'): its
-        // containers go, or compose could not take the container's name
-        if let Some(old) = docker::label_of(&container, "com.docker.compose.project").await {
-            if old != project {
-                let _ = docker::undeploy(&old, &container, &job.agent).await;
-            }
-        }
-        let handover = if unchanged || job.recreate {
-            let why = if unchanged {
-                "=== the running container has this exact configuration; no handover"
-            } else {
-                "=== update_strategy=recreate: replacing without a stand-by"
-            };
-            self.log_line(&job.agent, &job.stream_id, why).await;
-            None
-        } else {
-            self.start_handover(job, p, &network).await
-        };
-        let mut started = self.start(&project, &cf, &container).await;
-        if network_went_away(&started, &network) {
-            // A worker that died while removing an orphaned network (remove_orphans) may have
-            // left its removal in flight at the engine: it lands after our `ensure`. Make the
-            // network again and start once more.
-            tracing::warn!(%network, "the agent's network was removed under this deploy; making it again");
-            network::ensure(&self.cfg.agent_networks, &self.cfg.network, &job.agent).await?;
-            started = self.start(&project, &cf, &container).await;
-        }
-        if let Some(h) = &handover {
-            if started.is_ok() {
-                // the sidecar moves the route to the new container once it has warmed up
-                tokio::time::sleep(self.cfg.handover_wait).await;
-            }
-            let _ = docker::remove_container(h).await;
-        }
-        match started {
-            Ok(id) => Ok(Deployed {
-                container_id: id,
-                image: p.tag.clone(),
-            }),
-            Err(e) => match previous {
-                Some(prev) => Err(self.put_back(job, p, &prev, e).await),
-                None => Err(e),
-            },
-        }
-    }
-
-    /// The new version failed to start (`e`): start image `prev` again, the version that served
-    /// before, and say in the error whether it serves.
-    async fn put_back(
-        &self,
-        job: &DeployJob,
-        p: &Prepared,
-        prev: &str,
-        e: DeployError,
-    ) -> DeployError {
-        tracing::warn!("new version failed ({e}); putting {prev} back");
-        let project = compose::project_name(&job.agent);
-        let container = compose::container_name(&job.agent);
-        let cf = match write_compose_files(&self.cfg, job, p, prev) {
-            Ok(cf) => cf,
-            Err(e2) => return e2,
-        };
-        if let Err(e2) = read_back(&self.compose, &project, &cf).await {
-            return e2;
-        }
-        match self.start(&project, &cf, &container).await {
-            Ok(_) => e.explain(|m| {
-                format!("{m}; the previous version ({prev}) was put back and is serving")
-            }),
-            Err(e2) => e.explain(|m| {
-                format!("{m}; putting the previous version ({prev}) back also failed: {e2}")
-            }),
-        }
-    }
-
-    /// Replacing a running agent: start a stand-by of the new version on the shared network
-    /// first. The sidecar gives the route to an agent's newest container once it has run
-    /// ROUTE_WARMUP_SECS, so the route moves to the stand-by while the old container still serves,
-    /// stays there while compose recreates the entry container, and moves to the new one before the
-    /// stand-by is removed: an update without dropped requests. Best effort: without a stand-by the
-    /// update goes on (and may drop requests for a moment).
-    async fn start_handover(&self, job: &DeployJob, p: &Prepared, network: &str) -> Option<String> {
-        let container = compose::container_name(&job.agent);
-        let running = docker::container_state(&container)
-            .await
-            .is_some_and(|s| s.0 == "running");
-        if !running || self.cfg.handover_wait.is_zero() {
-            return None;
-        }
-        let name = nasiko_contract::standby_container(&job.agent);
-        let _ = docker::remove_container(&name).await;
-        let mut args: Vec<String> = ["docker", "run", "-d", "--name", &name, "--network", network]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        for (k, v) in [
-            (labels::TYPE, labels::TYPE_AGENT),
-            (labels::NAME, job.agent.as_str()),
-            (labels::OWNER, job.owner_id.as_str()),
-            (labels::HANDOVER, "true"),
-            (labels::STACK, self.cfg.network.as_str()),
-            (STANDBY_JOB_LABEL, job.stream_id.as_str()),
-            (STANDBY_CONSUMER_LABEL, self.cfg.standby_owner().as_str()),
-        ] {
-            args.extend(["--label".to_string(), format!("{k}={v}")]);
-        }
-        for (k, v) in entry_env(&self.cfg, job, p) {
-            args.extend(["-e".to_string(), format!("{k}={v}")]);
-        }
-        // the stand-by gets the agent's own container's caps
-        args.extend(["--security-opt".into(), "no-new-privileges:true".into()]);
-        args.extend(["--cap-drop".into(), "NET_RAW".into()]);
-        let entry = policy::entry_service(&p.package, &job.agent).ok()?;
-        let i = p.package.services.iter().position(|s| s.key == entry.key)?;
-        let caps = p.caps[i];
-        if let Some(m) = caps.memory {
-            args.extend(["--memory".into(), m.to_string()]);
-            args.extend(["--memory-swap".into(), m.to_string()]);
-        }
-        if let Some(c) = caps.cpus {
-            args.extend(["--cpus".into(), c.to_string()]);
-        }
-        if let Some(n) = caps.pids {
-            args.extend(["--pids-limit".into(), n.to_string()]);
-        }
-        args.push(p.tag.clone());
-        if let Err(e) = crate::process::run(&args, Duration::from_secs(60), None).await {
-            tracing::warn!("no stand-by for the update ({e}); requests may drop while the container is recreated");
-            return None;
-        }
-        match self.wait_running(&name).await {
-            Ok(_) => {
-                tokio::time::sleep(self.cfg.handover_wait).await;
-                Some(name)
-            }
-            Err(e) => {
-                tracing::warn!("the stand-by did not start ({e}); updating without it");
-                let _ = docker::remove_container(&name).await;
-                None
-            }
-        }
-    }
-
-    async fn start(
-        &self,
-        project: &str,
-        cf: &ComposeFiles,
-        container: &str,
-    ) -> Result<String, DeployError> {
-        docker::compose(
-            &self.compose,
-            project,
-            cf,
-            &[
-                "up",
-                "-d",
-                "--no-build",
-                "--remove-orphans",
-                "--timeout",
-                "3",
-            ],
-            Duration::from_secs(300),
-        )
-        .await
-        .map_err(|e| DeployError::docker("docker compose up failed", e))?;
-        self.wait_running(container).await
-    }
-
-    /// Running (and healthy, with a health check) and stable for a second; else why not.
-    async fn wait_running(&self, container: &str) -> Result<String, DeployError> {
-        let deadline = Instant::now() + self.cfg.start_timeout;
-        let mut stable_since: Option<(Instant, u64)> = None;
-        loop {
-            match docker::container_state(container).await {
-                None => {
-                    return Err(DeployError::package(format!(
-                        "container {container} was not created"
-                    )))
-                }
-                Some((status, health, _, id, restarts)) => {
-                    let crashed = matches!(status.as_str(), "exited" | "dead" | "restarting")
-                        || stable_since.is_some_and(|(_, r)| restarts > r);
-                    if crashed || health == "unhealthy" {
-                        let tail = docker::logs_tail(container, 20).await;
-                        let why = if health == "unhealthy" {
-                            "is unhealthy".to_string()
-                        } else {
-                            format!("exited at start ({status})")
-                        };
-                        return Err(DeployError::package(format!(
-                            "container {container} {why}; last log lines:\n{tail}"
-                        )));
-                    }
-                    if status == "running" && (health.is_empty() || health == "healthy") {
-                        match stable_since {
-                            Some((t, _)) if t.elapsed() >= Duration::from_secs(1) => return Ok(id),
-                            Some(_) => {}
-                            None => stable_since = Some((Instant::now(), restarts)),
-                        }
-                    }
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(DeployError::package(format!(
-                    "container {container} did not become ready within {}s",
-                    self.cfg.start_timeout.as_secs()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-}
-
-/// Whether `started` failed because the engine has no network named `network`: compose v1 says
-/// "Network X declared as external, but could not be found", v2 passes on the engine's
-/// "network X not found".
-fn network_went_away(started: &Result<String, DeployError>, network: &str) -> bool {
-    started.as_ref().err().is_some_and(|e| {
-        let m = e.to_string();
-        m.contains(&format!(
-            "{network} declared as external, but could not be found"
-        )) || m.contains(&format!("network {network} not found"))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_network_removed_under_a_deploy_is_recognised_in_both_composes_words() {
-        let failed = |m: &str| Err(DeployError::machine(m.to_string()));
-        // as docker-compose 1.29.2 and docker compose 2.26.1 print them
-        let v1 = "Network n-agent-a declared as external, but could not be found. Please create the network manually using `docker network create n-agent-a` and try again.";
-        let v2 = "Error response from daemon: network n-agent-a not found";
-        for m in [v1, v2] {
-            assert!(network_went_away(&failed(m), "n-agent-a"), "{m}");
-            assert!(!network_went_away(&failed(m), "n-agent-b"), "{m}");
-        }
-        assert!(!network_went_away(
-            &failed("no space left on device"),
-            "n-agent-a"
-        ));
-        assert!(!network_went_away(&Ok("id".into()), "n-agent-a"));
     }
 }

@@ -29,6 +29,8 @@ pub struct Spec<'a> {
     pub env: &'a [(String, String)],
     /// PUBLISH_AGENT_PORTS: container ports published on 127.0.0.1 (else only exposed).
     pub publish: bool,
+    /// The deploy slot: it names the entry's container (its service is `agent-{name}` in both).
+    pub slot: nasiko_contract::Slot,
 }
 
 /// The rendered file and what rendering changed, for the build log.
@@ -175,7 +177,7 @@ fn service(
         put("image", Value::String(spec.image.into()));
         put(
             "container_name",
-            Value::String(nasiko_contract::agent_ref(spec.agent)),
+            Value::String(spec.slot.container(spec.agent)),
         );
         put("restart", Value::String("unless-stopped".into()));
     } else {
@@ -461,6 +463,10 @@ mod tests {
     use std::path::Path;
 
     fn rendered(agent: &str, compose: &str) -> Value {
+        rendered_in(nasiko_contract::Slot::Blue, agent, compose)
+    }
+
+    fn rendered_in(slot: nasiko_contract::Slot, agent: &str, compose: &str) -> Value {
         let vars = Vars::default();
         let cx = Context::new(Path::new("/work/pkg"), &vars, "nasiko-network");
         let pkg = read(&super::super::yaml::read(compose).unwrap(), &cx).unwrap();
@@ -483,6 +489,7 @@ mod tests {
             upload_id: "",
             env: &env,
             publish: false,
+            slot,
         };
         let shared = |k: &str| ["agents-net", "nasiko-network"].contains(&k);
         render(&pkg, &caps(&pkg, &limits).unwrap(), &spec, &shared)
@@ -538,6 +545,24 @@ mod tests {
             doc["networks"]["own"]["labels"]["nasiko.stack"], "nasiko-network",
             "local-down removes its own stack's networks only"
         );
+    }
+
+    #[test]
+    fn a_slot_names_the_entrys_container_and_nothing_else() {
+        let pkg = "services:\n  solo: {build: ., ports: ['5000']}\n";
+        let blue = rendered("solo", pkg);
+        let green = rendered_in(nasiko_contract::Slot::Green, "solo", pkg);
+        assert_eq!(
+            blue["services"]["agent-solo"]["container_name"],
+            "agent-solo"
+        );
+        assert_eq!(
+            green["services"]["agent-solo"]["container_name"],
+            "agentgreen-solo"
+        );
+        let mut same = green.clone();
+        same["services"]["agent-solo"]["container_name"] = json!("agent-solo");
+        assert_eq!(same, blue, "the slots' files differ in that name alone");
     }
 
     #[test]

@@ -1,0 +1,299 @@
+//! The up stage: the new version started in the slot `slots::choose` picks and waited for. An
+//! update starts beside the running version (blue/green): the old one serves until the new one
+//! is ready and the sidecar has moved the traffic, then goes (or, with `cleanup_old=False`,
+//! stops). In place (a first deploy, `recreate`, a package that cannot run twice), a failed start
+//! puts the previous image back.
+
+use super::slots::{self, Now, Way};
+use super::{
+    docker, make_bind_sources, network, read_back, write_compose_files, ComposeFiles, DeployError,
+    Deployed, Deployer, Prepared,
+};
+use crate::job::DeployJob;
+use nasiko_contract::Slot;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a replaced version has to finish what it serves when it goes (it gets no new
+/// request once drained).
+const RETIRE_GRACE: Duration = Duration::from_secs(3);
+
+/// The compose project label.
+const PROJECT_LABEL: &str = "com.docker.compose.project";
+
+impl Deployer {
+    /// Start the prepared version and wait for it; see the module's comment for how.
+    pub async fn up(&self, job: &DeployJob, p: &Prepared) -> Result<Deployed, DeployError> {
+        let agent = &job.agent;
+        self.drop_older_naming(agent).await;
+        let now: Now = [
+            docker::container_state(&Slot::Blue.container(agent)).await,
+            docker::container_state(&Slot::Green.container(agent)).await,
+        ];
+        let hash = write_compose_files(&self.cfg, job, p, &p.tag, Slot::Blue)?.deploy_hash;
+        let way = slots::choose(&now, &hash, job.recreate, slots::doubles(&p.package));
+        let (slot, started) = match way {
+            Way::Unchanged(slot) => {
+                self.note(
+                    job,
+                    "the running container has this exact configuration; compose recreates nothing",
+                )
+                .await;
+                (slot, self.start_in(job, p, slot, &p.tag).await)
+            }
+            Way::InPlace { slot, why } => {
+                self.note(job, why).await;
+                let previous = now[slot as usize]
+                    .as_ref()
+                    .map(|c| c.image.clone())
+                    .filter(|img| *img != p.tag);
+                let started = match self.start_in(job, p, slot, &p.tag).await {
+                    Err(e) if previous.is_some() => {
+                        let prev = previous.unwrap_or_default();
+                        Err(self.put_back(job, p, slot, &prev, e).await)
+                    }
+                    r => r,
+                };
+                (slot, started)
+            }
+            Way::BlueGreen { live, new } => {
+                let msg = format!(
+                    "blue/green: the new version starts in the {} slot beside the {} one, which serves until it is ready",
+                    new.as_str(),
+                    live.as_str()
+                );
+                self.note(job, &msg).await;
+                let _ = docker::remove_project(&new.project(agent)).await;
+                match self.start_in(job, p, new, &p.tag).await {
+                    Ok(id) => (new, Ok(id)),
+                    Err(e) => {
+                        let _ = docker::remove_project(&new.project(agent)).await;
+                        let serving = live.container(agent);
+                        return Err(e.explain(|m| {
+                            format!("{m}; the version before it ({serving}) keeps serving")
+                        }));
+                    }
+                }
+            }
+        };
+        let id = started?;
+        self.retire(job, slot.other(), Instant::now()).await;
+        Ok(Deployed {
+            container_id: id,
+            image: p.tag.clone(),
+        })
+    }
+
+    async fn note(&self, job: &DeployJob, line: &str) {
+        self.log_line(&job.agent, &job.stream_id, &format!("=== {line}"))
+            .await;
+    }
+
+    /// The agent's other slot, once the one in `slot.other()` serves: a running version there
+    /// gets HANDOVER_SECS from `since` (the sidecar moves the traffic to the new one when it is
+    /// ready) and then goes — removed, or stopped with `cleanup_old=False`. A stopped one (kept
+    /// by an earlier update) goes unless this job keeps old versions too.
+    async fn retire(&self, job: &DeployJob, slot: Slot, since: Instant) {
+        let agent = &job.agent;
+        let Some(c) = docker::container_state(&slot.container(agent)).await else {
+            return;
+        };
+        let project = slot.project(agent);
+        if c.running() {
+            tokio::time::sleep_until(since + self.cfg.handover_wait).await;
+            if let Err(e) = docker::stop_project(&project, RETIRE_GRACE).await {
+                tracing::warn!("could not stop the replaced version in {project}: {e}");
+            }
+        }
+        let line = if job.keep_old {
+            format!(
+                "the replaced version is kept, stopped, in the {} slot (cleanup_old=False)",
+                slot.as_str()
+            )
+        } else {
+            if let Err(e) = docker::remove_project(&project).await {
+                tracing::warn!("could not remove the replaced version in {project}: {e}");
+            }
+            format!(
+                "the replaced version in the {} slot is removed",
+                slot.as_str()
+            )
+        };
+        self.note(job, &line).await;
+    }
+
+    /// An agent deployed under the project naming of before (names with '.' or '_'): its
+    /// containers go, or compose could not take the container's name.
+    async fn drop_older_naming(&self, agent: &str) {
+        let blue = Slot::Blue.container(agent);
+        let Some(c) = docker::container_state(&blue).await else {
+            return;
+        };
+        if let Some(old) = c.label(PROJECT_LABEL) {
+            if old != Slot::Blue.project(agent) {
+                let _ = docker::remove_project(old).await;
+                let _ = docker::remove_container(&blue).await;
+            }
+        }
+    }
+
+    /// Write the files for `image` in `slot`, have compose read them back, and start it there.
+    async fn start_in(
+        &self,
+        job: &DeployJob,
+        p: &Prepared,
+        slot: Slot,
+        image: &str,
+    ) -> Result<String, DeployError> {
+        let project = slot.project(&job.agent);
+        let container = slot.container(&job.agent);
+        let cf = write_compose_files(&self.cfg, job, p, image, slot)?;
+        if image == p.tag {
+            for note in &cf.notes {
+                self.note(job, note).await;
+            }
+        }
+        read_back(&self.compose, &project, &cf).await?;
+        make_bind_sources(p)?;
+        // Docker 20.10's builder gives identical builds one image, so removing another agent's
+        // copy (or a prune) can take ours between its build and here: build it again, or compose
+        // would try to pull it from a registry.
+        if image == p.tag && !docker::image_exists(&p.tag).await {
+            let gone = format!("{} is gone since its build; building it again", p.tag);
+            self.note(job, &gone).await;
+            self.build(job, p).await?;
+        }
+        let network =
+            network::ensure(&self.cfg.agent_networks, &self.cfg.network, &job.agent).await?;
+        let mut started = self.start(&project, &cf, &container).await;
+        if network_went_away(&started, &network) {
+            // A worker that died while removing an orphaned network (remove_orphans) may have
+            // left its removal in flight at the engine: it lands after our `ensure`. Make the
+            // network again and start once more.
+            tracing::warn!(%network, "the agent's network was removed under this deploy; making it again");
+            network::ensure(&self.cfg.agent_networks, &self.cfg.network, &job.agent).await?;
+            started = self.start(&project, &cf, &container).await;
+        }
+        started
+    }
+
+    /// The new version failed to start in place (`e`): start image `prev` again, the version
+    /// that served before, and say in the error whether it serves.
+    async fn put_back(
+        &self,
+        job: &DeployJob,
+        p: &Prepared,
+        slot: Slot,
+        prev: &str,
+        e: DeployError,
+    ) -> DeployError {
+        tracing::warn!("new version failed ({e}); putting {prev} back");
+        match self.start_in(job, p, slot, prev).await {
+            Ok(_) => e.explain(|m| {
+                format!("{m}; the previous version ({prev}) was put back and is serving")
+            }),
+            Err(e2) => e.explain(|m| {
+                format!("{m}; putting the previous version ({prev}) back also failed: {e2}")
+            }),
+        }
+    }
+
+    async fn start(
+        &self,
+        project: &str,
+        cf: &ComposeFiles,
+        container: &str,
+    ) -> Result<String, DeployError> {
+        docker::compose(
+            &self.compose,
+            project,
+            cf,
+            &[
+                "up",
+                "-d",
+                "--no-build",
+                "--remove-orphans",
+                "--timeout",
+                "3",
+            ],
+            Duration::from_secs(300),
+        )
+        .await
+        .map_err(|e| DeployError::docker("docker compose up failed", e))?;
+        self.wait_running(container).await
+    }
+
+    /// Running (and healthy, with a health check) and stable for a second; else why not.
+    async fn wait_running(&self, container: &str) -> Result<String, DeployError> {
+        let deadline = Instant::now() + self.cfg.start_timeout;
+        let mut stable_since: Option<(Instant, u64)> = None;
+        loop {
+            let Some(c) = docker::container_state(container).await else {
+                return Err(DeployError::package(format!(
+                    "container {container} was not created"
+                )));
+            };
+            let crashed = matches!(c.status.as_str(), "exited" | "dead" | "restarting")
+                || stable_since.is_some_and(|(_, r)| c.restarts > r);
+            if crashed || c.health == "unhealthy" {
+                let tail = docker::logs_tail(container, 20).await;
+                let why = if c.health == "unhealthy" {
+                    "is unhealthy".to_string()
+                } else {
+                    format!("exited at start ({})", c.status)
+                };
+                return Err(DeployError::package(format!(
+                    "container {container} {why}; last log lines:\n{tail}"
+                )));
+            }
+            if c.running() && (c.health.is_empty() || c.health == "healthy") {
+                match stable_since {
+                    Some((t, _)) if t.elapsed() >= Duration::from_secs(1) => return Ok(c.id),
+                    Some(_) => {}
+                    None => stable_since = Some((Instant::now(), c.restarts)),
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(DeployError::package(format!(
+                    "container {container} did not become ready within {}s",
+                    self.cfg.start_timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Whether `started` failed because the engine has no network named `network`: compose v1 says
+/// "Network X declared as external, but could not be found", v2 passes on the engine's
+/// "network X not found".
+fn network_went_away(started: &Result<String, DeployError>, network: &str) -> bool {
+    started.as_ref().err().is_some_and(|e| {
+        let m = e.to_string();
+        m.contains(&format!(
+            "{network} declared as external, but could not be found"
+        )) || m.contains(&format!("network {network} not found"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_network_removed_under_a_deploy_is_recognised_in_both_composes_words() {
+        let failed = |m: &str| Err(DeployError::machine(m.to_string()));
+        // as docker-compose 1.29.2 and docker compose 2.26.1 print them
+        let v1 = "Network n-agent-a declared as external, but could not be found. Please create the network manually using `docker network create n-agent-a` and try again.";
+        let v2 = "Error response from daemon: network n-agent-a not found";
+        for m in [v1, v2] {
+            assert!(network_went_away(&failed(m), "n-agent-a"), "{m}");
+            assert!(!network_went_away(&failed(m), "n-agent-b"), "{m}");
+        }
+        assert!(!network_went_away(
+            &failed("no space left on device"),
+            "n-agent-a"
+        ));
+        assert!(!network_went_away(&Ok("id".into()), "n-agent-a"));
+    }
+}
