@@ -2,8 +2,9 @@
 //! scripts/build-images.sh): job queued → agent answering through the gateway, fresh build and
 //! cached image; Admin API writes per minute at rest with 50 agents; the memory of both daemons at
 //! rest and under a burst (the process's RSS, and its container's cgroup with its page cache);
-//! image sizes; the edit-and-see loop (deploy-agent.sh --watch on examples/hello-agent: save →
-//! the new version answering through the gateway).
+//! image sizes; an update and a rollback under 50 requests/s (failed requests, Admin API writes,
+//! image ready → new version answering); the edit-and-see loop (deploy-agent.sh --watch on
+//! examples/hello-agent: save → the new version answering through the gateway).
 //! Run: cargo bench -p nasiko-tests   (after scripts/build-images.sh)
 
 use nasiko_tests::docker::{docker, docker_ok};
@@ -107,6 +108,154 @@ async fn admin_writes(http: &HttpClient, stack: &Stack) -> usize {
         .count()
 }
 
+/// What requests through the gateway saw while a job replaced agent `name`'s version.
+struct Switch {
+    /// Queued → the first answer of the new version, and → the last answer of the old one.
+    first_new: Option<f64>,
+    last_old: Option<f64>,
+    /// Queued → the job's `deploying` stage (its image built or found).
+    built: Option<f64>,
+    /// Queued → completed.
+    completed: f64,
+    answered: u64,
+    failed: u64,
+    /// Admin API writes on the agent's entities meanwhile (method and path).
+    writes: Vec<String>,
+}
+
+/// Queue `action` of `name` to the package at `path` (`version`, which the agent's answers
+/// name) while requests go to it through the gateway every 20 ms (at most 50 a second), and
+/// watch the switch until the job completes and the old version's target is gone.
+async fn switch_under_load(
+    http: &HttpClient,
+    stack: &Stack,
+    name: &str,
+    path: &str,
+    version: &str,
+    action: &str,
+) -> Switch {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    let requests = format!("{}/__emulator/requests", stack.gateway());
+    http.json("DELETE", &requests, None).await.unwrap();
+    let t = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answered, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let seen: Arc<Mutex<(Option<f64>, Option<f64>)>> = Arc::default();
+    let load = {
+        let (stop, answered, failed, seen) =
+            (stop.clone(), answered.clone(), failed.clone(), seen.clone());
+        let (http, url, version) = (
+            http.clone(),
+            format!("{}/agents/agent-{name}", stack.gateway()),
+            version.to_string(),
+        );
+        let req = serde_json::json!({"jsonrpc": "2.0", "id": "load", "method": "message/send",
+            "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": "hi"}]}}});
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match http.json("POST", &url, Some(&req)).await {
+                    Ok((200, r)) => {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                        let text = r["result"]["parts"][0]["text"].to_string();
+                        let at = t.elapsed().as_secs_f64();
+                        let mut s = seen.lock().unwrap();
+                        if text.contains(&version) {
+                            s.0.get_or_insert(at);
+                        } else {
+                            s.1 = Some(at);
+                        }
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let job = stack.queue(name, path, version, Some(action));
+    let mut built = None;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let completed = loop {
+        let (id, status) = (
+            stack.agent_status(name, "stream_id"),
+            stack.agent_status(name, "status"),
+        );
+        if id == job && built.is_none() && stack.agent_status(name, "stage") == "deploying" {
+            built = Some(t.elapsed().as_secs_f64());
+        }
+        if id == job && status == "completed" {
+            break t.elapsed().as_secs_f64();
+        }
+        assert!(
+            id != job || status != "failed",
+            "{name}: {}",
+            stack.agent_status(name, "message")
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{name}: the {action} never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // the old version's removal (its target's) comes a moment after the completion at most
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let (_, rec) = http.json("GET", &requests, None).await.unwrap();
+    let writes = rec["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["method"] != "GET")
+        .filter(|r| {
+            r["path"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&format!("agent-{name}"))
+        })
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["method"].as_str().unwrap_or(""),
+                r["path"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let (first_new, last_old) = *seen.lock().unwrap();
+    Switch {
+        first_new,
+        last_old,
+        built,
+        completed,
+        answered: answered.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        writes,
+    }
+}
+
+impl std::fmt::Display for Switch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = |v: Option<f64>| v.map_or("never".to_string(), |v| format!("{v:.2} s"));
+        let from_built = match (self.built, self.first_new) {
+            (Some(b), Some(n)) => format!("{:.2} s", n - b),
+            _ => "?".into(),
+        };
+        write!(
+            f,
+            "queued -> first answer of the new version {}, last of the old {}, completed {:.2} s; image ready -> new version answering {from_built}; {} answered, {} failed; {} Admin API writes on the agent: {:?}",
+            s(self.first_new),
+            s(self.last_old),
+            self.completed,
+            self.answered,
+            self.failed,
+            self.writes.len(),
+            self.writes
+        )
+    }
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -176,6 +325,13 @@ async fn main() {
         "job queued -> answering again, unchanged package (image exists, no build): {:.2} s",
         t.elapsed().as_secs_f64()
     );
+
+    // an update (blue/green), then a rollback to the kept version, under load
+    let v2 = stack.add_package("compose-agents-net", &cached, "v2.0.0");
+    let update = switch_under_load(&http, &stack, &cached, &v2, "v2.0.0", "update_agent").await;
+    println!("update under 50 requests/s: {update}");
+    let rollback = switch_under_load(&http, &stack, &cached, &p, "v1.0.0", "rollback_agent").await;
+    println!("rollback to the kept v1 under 50 requests/s: {rollback}");
 
     // the edit-and-see loop: deploy-agent.sh --watch, then one-line edits of agent.sh
     let hello = format!("hello{pid}");
