@@ -126,21 +126,27 @@ deploy_in_background() {
   if wait "$deploying"; then deployed=1; else deployed=0; fi
   deploying=
 }
-# Sync the changed files $@ (package paths) into the running agent, as `build-agent sync-plan`
-# places them, and restart it; returns 1 (having said why) when a deploy is needed instead.
+# Sync the changed files $@ (package paths) into the running agent (each of its replicas), as
+# `build-agent sync-plan` places them, and restart it; returns 1 (having said why) when a deploy
+# is needed instead.
 sync_once() {
-  local t0 plan kind f to n=0
+  local t0 plan kind f to c n=0 containers=()
   t0=$(date +%s%N)
   copy_package
-  container="$(agent_container "$name")"
-  [ -n "$container" ] || { say "change in $dir: redeploying ($name is not running)"; return 1; }
+  mapfile -t containers < <(agent_containers "$name")
+  if [ -z "${containers[0]:-}" ]; then
+    say "change in $dir: redeploying ($name is not running)"
+    return 1
+  fi
   plan="$(docker exec "$worker" build-agent sync-plan "/app/agents/$name/$version" "$@")" \
     || { say "change in $dir: redeploying (cannot plan a sync)"; return 1; }
   while IFS=$'\t' read -r kind f to; do
     case "$kind" in
       build) say "change in $dir: redeploying ($f)"; return 1 ;;
-      sync) docker cp "$dir/$f" "$container:$to" >/dev/null \
-              || { say "change in $dir: redeploying (cannot copy $f to $to)"; return 1; }
+      sync) for c in "${containers[@]}"; do
+              docker cp "$dir/$f" "$c:$to" >/dev/null \
+                || { say "change in $dir: redeploying (cannot copy $f to $to in $c)"; return 1; }
+            done
             n=$((n + 1)) ;;
     esac
   done <<<"$plan"
@@ -149,9 +155,10 @@ sync_once() {
     return 0
   fi
   # its process killed and started again: a one-call restart, not waiting for a clean stop
-  docker restart -t 0 "$container" >/dev/null || { say "change in $dir: redeploying ($container did not start again)"; return 1; }
+  docker restart -t 0 "${containers[@]}" >/dev/null \
+    || { say "change in $dir: redeploying (${containers[*]} did not start again)"; return 1; }
   printf '==> %s: synced %s file(s) into %s and restarted it, no build (%s ms); a deploy builds the same files\n' \
-    "$name" "$n" "$container" "$(( ($(date +%s%N) - t0) / 1000000 ))"
+    "$name" "$n" "${containers[*]}" "$(( ($(date +%s%N) - t0) / 1000000 ))"
 }
 
 # The package paths that differ between listings $1 (before) and $2 (now); none when a file

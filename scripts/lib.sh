@@ -178,11 +178,11 @@ agent_names() {
   docker run --rm --network none -e DOCKER_NETWORK="$stack" "nasiko/build-agent:${NASIKO_LOCAL_TAG:-local}" names "$@"
 }
 
-# The running container of agent $1 in the stack of NASIKO_NETWORK (blue or green slot; the
-# newer while an update switches); empty when none runs.
-agent_container() {
+# The running containers of agent $1 in the stack of NASIKO_NETWORK, one per line, newest first:
+# its replicas, in the blue or the green slot (both while an update switches); none: nothing.
+agent_containers() {
   docker ps --format '{{.Names}}' --filter "label=nasiko.name=$1" --filter label=nasiko.type=agent \
-    --filter "label=nasiko.stack=${NASIKO_NETWORK:-nasiko-network}" | head -1
+    --filter "label=nasiko.stack=${NASIKO_NETWORK:-nasiko-network}"
 }
 
 # Field $1 (container, project, image, service, route, network) of agent $2.

@@ -38,7 +38,7 @@ printf '  %-24s %-10s %-10s %-10s %s\n' AGENT VERSION STATE ROUTED "LAST DEPLOY"
 while IFS=$'\t' read -r a c _ _ svc _; do
   [ -n "$a" ] || continue
   # the slot that runs (an update starts beside the running version, in the other slot)
-  running="$(agent_container "$a")"
+  running="$(agent_containers "$a" | head -1)"
   [ -z "$running" ] || c="$running"
   version="$(docker inspect -f '{{index .Config.Labels "nasiko.version"}}' "$c" 2>/dev/null || echo '?')"
   state="$(docker inspect -f '{{.State.Status}}' "$c" 2>/dev/null || echo gone)"

@@ -279,6 +279,10 @@ pub struct RunArgs {
     /// The most services an agent's package may have.
     #[arg(long, env = "MAX_AGENT_SERVICES", default_value_t = 8)]
     pub max_agent_services: usize,
+    /// The most replicas (`deploy.replicas`, `scale`) of its own service a package may ask for;
+    /// each is a container with the agent's limits, and a target of its Kong upstream.
+    #[arg(long, env = "AGENT_MAX_REPLICAS", default_value_t = 3)]
+    pub agent_max_replicas: u64,
     /// Where agents are attached: `own` gives each agent a network of its own, which the
     /// registry sidecar joins the gateway and Phoenix to, so agents reach each other only through
     /// the gateway. `shared` (legacy) puts every agent on DOCKER_NETWORK, where any agent can call
@@ -379,7 +383,8 @@ pub struct Config {
     pub keep_versions: usize,
     pub publish_agent_ports: bool,
     pub limits: AgentLimits,
-    pub max_services: usize,
+    /// What one package may ask for: services, and replicas of its agent's service.
+    pub most: crate::deploy::policy::Counts,
     pub agent_networks: crate::deploy::network::AgentNetworks,
     pub handover_wait: Duration,
     pub noop_deploy: bool,
@@ -438,7 +443,10 @@ impl Config {
                 cpus: r.agent_cpu_limit.max(0.0),
                 pids: r.agent_pids_limit,
             },
-            max_services: r.max_agent_services.max(1),
+            most: crate::deploy::policy::Counts {
+                services: r.max_agent_services.max(1),
+                replicas: r.agent_max_replicas.max(1),
+            },
             agent_networks,
             concurrency: r.concurrency.clamp(1, 64),
             max_deliveries: r.max_deliveries,

@@ -705,6 +705,113 @@ async fn a_switch_killed_midway_leaves_one_version_and_completes_once_on_restart
     assert_eq!(completed(), 2);
 }
 
+/// Agent `a`'s running containers (its replicas), sorted by name.
+fn running(a: &str) -> Vec<String> {
+    let names = docker_ok(&[
+        "ps",
+        "--format",
+        "{{.Names}}",
+        "--filter",
+        &format!("label=nasiko.name={a}"),
+        "--filter",
+        "label=nasiko.type=agent",
+    ]);
+    let mut v: Vec<String> = names.lines().map(String::from).collect();
+    v.sort();
+    v
+}
+
+/// Add `sample` as `version` of `a`, its agent's service asking for `replicas` (`deploy.replicas`).
+fn add_with_replicas(h: &Harness, a: &str, version: &str, replicas: &str) -> String {
+    let path = h.root.add("compose-agents-net", a, version, None);
+    let f = h.root.path.join(a).join(version).join("docker-compose.yml");
+    let text = std::fs::read_to_string(&f).unwrap();
+    let asked = format!("    build: .\n    deploy:\n      replicas: {replicas}\n");
+    std::fs::write(&f, text.replacen("    build: .\n", &asked, 1)).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
+async fn replicas_a_package_asks_for_run_alike_update_together_and_are_capped() {
+    // issue 23, item 3
+    ensure_busybox_image();
+    let net = TestNet::new();
+    let a = unique("reps");
+    let _clean = AgentCleanup::new(&[&a]);
+    let mut h = Harness::new(&net.name).await;
+    h.extra_env.push(("AGENT_MAX_REPLICAS".into(), "3".into()));
+    let _w = h.spawn("c1");
+    let v1 = add_with_replicas(&h, &a, "v1.0.0", "3");
+    let t = std::time::Instant::now();
+    let id = h.queue(&h.deploy_fields(&a, &v1, "u1")).await;
+    let s = h.wait_terminal_of(&a, &id, T).await;
+    assert_eq!(s["status"], "completed", "{s:?}");
+    println!("three replicas: queued -> completed in {:?}", t.elapsed());
+    let blue = nasiko_contract::Slot::Blue;
+    let mut want: Vec<String> = (1..=3).map(|i| blue.replica(&a, i)).collect();
+    want.sort();
+    assert_eq!(running(&a), want);
+    let first = inspect(&want[0]);
+    for c in &want {
+        let r = ask(c, &net.name).await;
+        assert_eq!(
+            r["result"]["parts"][0]["text"],
+            format!("hello from {a} v1.0.0"),
+            "{c}"
+        );
+        let i = inspect(c);
+        for key in [
+            "/HostConfig/Memory",
+            "/HostConfig/NanoCpus",
+            "/HostConfig/PidsLimit",
+        ] {
+            assert_eq!(i.pointer(key), first.pointer(key), "{c}: {key}");
+        }
+        assert_eq!(
+            i["Config"]["Labels"]["nasiko.deploy-hash"],
+            first["Config"]["Labels"]["nasiko.deploy-hash"]
+        );
+        assert!(
+            i["NetworkSettings"]["Networks"]
+                .get(nasiko_contract::agent_network(&net.name, &a))
+                .is_some(),
+            "{c} is on the agent's own network"
+        );
+    }
+    // an update replaces them all, beside them: three in the green slot, none left in blue
+    let v2 = add_with_replicas(&h, &a, "v2.0.0", "3");
+    let mut f = h.deploy_fields(&a, &v2, "u1");
+    f.action = Some(nasiko_contract::stream::Action::Update);
+    let id = h.queue(&f).await;
+    let s = h.wait_terminal_of(&a, &id, T).await;
+    assert_eq!(s["status"], "completed", "{s:?}");
+    let green = nasiko_contract::Slot::Green;
+    let mut want: Vec<String> = (1..=3).map(|i| green.replica(&a, i)).collect();
+    want.sort();
+    assert_eq!(running(&a), want);
+    for c in &want {
+        let r = ask(c, &net.name).await;
+        assert_eq!(
+            r["result"]["parts"][0]["text"],
+            format!("hello from {a} v2.0.0")
+        );
+    }
+    assert!(
+        (1..=3).all(|i| !exists(&blue.replica(&a, i))),
+        "blue is gone"
+    );
+    // more than the operator allows: refused with the cap named, and v2 serves on
+    let v3 = add_with_replicas(&h, &a, "v3.0.0", "4");
+    let mut f = h.deploy_fields(&a, &v3, "u1");
+    f.action = Some(nasiko_contract::stream::Action::Update);
+    let id = h.queue(&f).await;
+    let s = h.wait_terminal_of(&a, &id, T).await;
+    assert_eq!(s["status"], "failed", "{s:?}");
+    assert!(s["message"].contains("AGENT_MAX_REPLICAS"), "{s:?}");
+    assert_eq!(running(&a), want);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs docker"]
 async fn a_job_waits_while_docker_is_unreachable_and_completes_when_it_returns() {

@@ -129,6 +129,17 @@ impl Slot {
         }
     }
 
+    /// The slot's container of replica `i` (from 1): the first is [`Slot::container`], the
+    /// others `agent{i}-{name}` or `agentgreen{i}-{name}` (no agent's `agent-…` name, and no
+    /// other slot's, begins so).
+    pub fn replica(self, name: &str, i: u64) -> String {
+        match (self, i) {
+            (_, 0 | 1) => self.container(name),
+            (Slot::Blue, i) => format!("agent{i}-{name}"),
+            (Slot::Green, i) => format!("agentgreen{i}-{name}"),
+        }
+    }
+
     /// The slot's compose project: [`compose_project`], or `agentgreen-…` with the same rest.
     pub fn project(self, name: &str) -> String {
         let p = compose_project(name);
@@ -267,14 +278,22 @@ mod tests {
             "g",
             "f.o",
             "f_do",
+            "2-foo",
+            "foo-2",
         ];
         let mut seen = std::collections::BTreeSet::new();
         for n in names {
             for slot in Slot::BOTH {
-                assert!(seen.insert(slot.container(n)), "{n} {slot:?}");
+                for i in 1..=12 {
+                    assert!(seen.insert(slot.replica(n, i)), "{n} {slot:?} {i}");
+                }
                 assert!(seen.insert(format!("project {}", slot.project(n))), "{n}");
             }
         }
+        assert_eq!(Slot::Blue.replica("foo", 1), "agent-foo");
+        assert_eq!(Slot::Blue.replica("foo", 2), "agent2-foo");
+        assert_eq!(Slot::Green.replica("foo", 3), "agentgreen3-foo");
+        assert!(name_from_container(&Slot::Blue.replica("foo", 2)).is_none());
         assert_eq!(Slot::Blue.other(), Slot::Green);
         assert_eq!(Slot::Green.other().as_str(), "blue");
     }

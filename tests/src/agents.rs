@@ -149,8 +149,14 @@ impl Drop for AgentCleanup {
                 args.extend(c.iter().map(String::as_str));
                 docker(&args);
             }
-            for n in ids(&["network", "ls", "-q", "--filter", &project]) {
-                docker(&["network", "rm", &n]);
+            let green = format!(
+                "label=com.docker.compose.project={}",
+                nasiko_contract::Slot::Green.project(a)
+            );
+            for filter in [&project, &green] {
+                for n in ids(&["network", "ls", "-q", "--filter", filter]) {
+                    docker(&["network", "rm", &n]);
+                }
             }
             // the agent's own network, with whoever the test or a sidecar joined to it
             let own = format!("label=nasiko.agent-network={a}");

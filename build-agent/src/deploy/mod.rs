@@ -158,7 +158,7 @@ pub fn read_package(dir: &Path, agent: &str, cfg: &Config) -> Result<Checked, De
     };
     let shared = |k: &str| cx.is_shared(k);
     let container = compose::container_name(agent);
-    policy::check(&pkg, agent, &container, cfg.max_services, &shared)?;
+    policy::check(&pkg, agent, &container, cfg.most, &shared)?;
     let caps = policy::caps(&pkg, &cfg.limits)?;
     let entry = policy::entry_service(&pkg, agent)?;
     let build = entry
@@ -244,13 +244,21 @@ pub fn write_compose_files(
         .contains(&k)
     };
     let mut r = render::render(&p.package, &p.caps, &spec, &shared)?;
-    // the configuration's hash is the same in either slot: it leaves out the container's name
+    // the configuration's hash, on each container of the agent, is the same in either slot and
+    // for any number of replicas: it leaves out the container's name and the other replicas (a
+    // change of their number alone adds or removes replicas beside the running ones)
     let entry = compose::container_name(&job.agent);
+    let replicas = replica_keys(&r.doc, &entry);
     let mut slotless = r.doc.clone();
     slotless["services"][&entry]["container_name"] = serde_json::Value::Null;
+    if let Some(s) = slotless["services"].as_object_mut() {
+        s.retain(|k, _| !replicas.contains(k) || *k == entry);
+    }
     let deploy_hash = package::text_hash(&slotless.to_string());
-    r.doc["services"][&entry]["labels"][DEPLOY_HASH_LABEL] =
-        serde_json::Value::String(deploy_hash.clone());
+    for k in &replicas {
+        r.doc["services"][k]["labels"][DEPLOY_HASH_LABEL] =
+            serde_json::Value::String(deploy_hash.clone());
+    }
     let dir = p.agent_dir.join(format!("compose-{}", slot.as_str()));
     let unwritable = |path: &Path, e: std::io::Error| {
         DeployError::machine(format!(
@@ -273,6 +281,22 @@ pub fn write_compose_files(
         deploy_hash,
         doc: r.doc,
     })
+}
+
+/// The services of a rendered file that are the agent (`entry`, the first, and its replicas):
+/// those labelled `nasiko.type=agent`.
+pub fn replica_keys(doc: &serde_json::Value, entry: &str) -> Vec<String> {
+    let mut keys: Vec<String> = doc["services"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, s)| {
+            s["labels"][nasiko_contract::labels::TYPE] == nasiko_contract::labels::TYPE_AGENT
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.sort_by_key(|k| k != entry);
+    keys
 }
 
 /// A bind's missing folder is made inside the package's build copy, as compose's short form

@@ -107,6 +107,9 @@ pub struct Service {
     pub cpus: Option<f64>,
     pub cpu_shares: Option<u64>,
     pub pids_limit: Option<u64>,
+    /// `deploy.replicas` or `scale`: how many containers of it run (the agent's service only;
+    /// the policy checks the operator's cap).
+    pub replicas: Option<u64>,
 }
 
 impl Package {
@@ -212,7 +215,6 @@ fn instead(key: &str) -> &'static str {
         "volumes_from" => "mount a named volume of the package's own instead",
         "secrets" | "configs" => "put the values in the package's .env file instead",
         "logging" => "logs go to `docker logs` and the build agent; remove it",
-        "deploy" | "scale" => "use mem_limit / cpus / pids_limit (the operator's caps apply)",
         "extends" | "include" => "put everything in the one docker-compose.yml of the package",
         "platform" | "pull_policy" | "profiles" => "remove it; the build agent builds and runs the agent",
         _ => "remove it (see the README's table of what an agent may ask for)",
@@ -697,6 +699,8 @@ const SERVICE_KEYS: &[&str] = &[
     "cpus",
     "cpu_shares",
     "pids_limit",
+    "deploy",
+    "scale",
 ];
 
 fn service(cx: &Context, key: &str, n: &Node) -> Result<Service, Refusal> {
@@ -757,6 +761,23 @@ fn service(cx: &Context, key: &str, n: &Node) -> Result<Service, Refusal> {
             "cpus" => s.cpus = Some(at.number(k, v)?),
             "cpu_shares" => s.cpu_shares = Some(at.count(k, v)?),
             "pids_limit" => s.pids_limit = Some(at.count(k, v)?),
+            "deploy" | "scale" => {
+                let n = if k == "scale" {
+                    at.count(k, v)?
+                } else {
+                    let m = at.fields(k, v, &["replicas"])?;
+                    match m.first() {
+                        Some((_, r)) => at.count("deploy.replicas", r)?,
+                        None => continue,
+                    }
+                };
+                if s.replicas.is_some_and(|r| r != n) {
+                    return err(format!(
+                        "service '{key}' asks for two numbers of replicas (deploy.replicas and scale); keep one"
+                    ));
+                }
+                s.replicas = Some(n);
+            }
             _ if SERVICE_KEYS.contains(&k.as_str()) => unreachable!("every allowed key is read"),
             _ => {
                 return err(format!(

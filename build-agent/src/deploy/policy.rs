@@ -57,22 +57,32 @@ fn shared_keys<'s>(
         .collect()
 }
 
+/// How much of the machine one package may ask for in containers: services, and replicas of
+/// its agent's service.
+#[derive(Debug, Clone, Copy)]
+pub struct Counts {
+    pub services: usize,
+    pub replicas: u64,
+}
+
 /// Check the package for `agent`, whose container on the agents network is `agent_container`.
 /// `is_shared` tells a network key that means the agents network without a declaration.
 pub fn check(
     pkg: &Package,
     agent: &str,
     agent_container: &str,
-    max_services: usize,
+    most: Counts,
     is_shared: &dyn Fn(&str) -> bool,
 ) -> Result<(), Refusal> {
-    if pkg.services.len() > max_services {
+    if pkg.services.len() > most.services {
         return err(format!(
-            "the package has {} services; an agent may have at most {max_services} (MAX_AGENT_SERVICES). Merge or drop some",
-            pkg.services.len()
+            "the package has {} services; an agent may have at most {} (MAX_AGENT_SERVICES). Merge or drop some",
+            pkg.services.len(),
+            most.services
         ));
     }
     let entry = entry_service(pkg, agent)?;
+    replicas(pkg, entry, most.replicas)?;
     for d in &pkg.networks {
         if let Some((k, _)) = d.labels.iter().find(|(k, _)| reserved_label(k)) {
             return err(format!(
@@ -106,6 +116,34 @@ pub fn check(
     };
     for s in &pkg.services {
         check_service(&whole, s)?;
+    }
+    Ok(())
+}
+
+/// Replicas: of the agent's own service only, at least one, at most the operator's cap.
+fn replicas(pkg: &Package, entry: &Service, most: u64) -> Result<(), Refusal> {
+    for s in &pkg.services {
+        match s.replicas {
+            Some(n) if s.key != entry.key && n != 1 => {
+                return err(format!(
+                    "service '{}' asks for {n} replicas; only the agent's own service ('{}') may have replicas (remove deploy.replicas / scale)",
+                    s.key, entry.key
+                ))
+            }
+            Some(0) => {
+                return err(format!(
+                    "service '{}' asks for 0 replicas; an agent runs at least one (remove deploy.replicas / scale to stop it instead)",
+                    s.key
+                ))
+            }
+            Some(n) if n > most => {
+                return err(format!(
+                    "service '{}' asks for {n} replicas; this platform runs at most {most} of an agent (AGENT_MAX_REPLICAS)",
+                    s.key
+                ))
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -340,6 +378,11 @@ mod tests {
     use super::*;
     use std::path::Path;
 
+    const MOST: Counts = Counts {
+        services: 8,
+        replicas: 3,
+    };
+
     fn pkg(t: &str) -> Result<Package, Refusal> {
         let vars = Vars::default();
         let cx = Context::new(Path::new("/work/pkg"), &vars, "nasiko-network");
@@ -352,7 +395,7 @@ mod tests {
 
     fn refused(t: &str, agent: &str) -> String {
         let p = pkg(t).unwrap_or_else(|e| panic!("{t}: {e}"));
-        check(&p, agent, &format!("agent-{agent}"), 8, &shared)
+        check(&p, agent, &format!("agent-{agent}"), MOST, &shared)
             .unwrap_err()
             .0
     }
@@ -390,16 +433,45 @@ mod tests {
             ("services: {a: {build: ., volumes: [{type: bind, source: /, target: /host}]}}", "outside the package"),
             ("services: {a: {build: ., volumes: [{type: bind, source: ., target: /h, bind: {propagation: rshared}}]}}", "volumes.bind"),
             ("services: {a: {build: ., env_file: /etc/shadow}}", "outside the package"),
-            ("services: {a: {build: ., deploy: {replicas: 3}}}", "mem_limit"),
+            ("services: {a: {build: ., deploy: {resources: {limits: {memory: 1g}}}}}", "use only replicas"),
+            ("services: {a: {build: ., scale: 2, deploy: {replicas: 3}}}", "two numbers of replicas"),
             ("services: {a: {build: .}}\nnetworks: {n: {driver: host}}", "network 'n' sets 'driver'"),
             ("include: [other.yml]\nservices: {a: {build: .}}", "top-level 'include'"),
             ("services: {a: {build: ., networks: {agents-net: {ipv4_address: 1.2.3.4}}}}", "only aliases"),
         ];
-        assert_eq!(cases.len(), 26);
+        assert_eq!(cases.len(), 27);
         for (t, needle) in cases {
             let e = pkg(t).unwrap_err().0;
             assert!(e.contains(needle), "{t}\n→ {e}");
         }
+    }
+
+    #[test]
+    fn replicas_are_the_agents_own_between_one_and_the_operators_cap() {
+        for (t, needle) in [
+            (
+                "services: {a: {build: ., deploy: {replicas: 4}}}",
+                "at most 3 of an agent (AGENT_MAX_REPLICAS)",
+            ),
+            ("services: {a: {build: ., scale: 0}}", "at least one"),
+            (
+                "services: {a: {build: .}, db: {image: m, deploy: {replicas: 2}}}",
+                "only the agent's own service ('a') may have replicas",
+            ),
+        ] {
+            let e = refused(t, "a");
+            assert!(e.contains(needle), "{t}\n→ {e}");
+        }
+        for t in [
+            "services: {a: {build: ., deploy: {replicas: 3}}}",
+            "services: {a: {build: ., scale: '2'}}",
+            "services: {a: {build: ., deploy: {}}, db: {image: m, scale: 1}}",
+        ] {
+            let p = pkg(t).unwrap();
+            check(&p, "a", "agent-a", MOST, &shared).unwrap_or_else(|e| panic!("{t}: {e}"));
+        }
+        let p = pkg("services: {a: {build: ., deploy: {replicas: 3}}}").unwrap();
+        assert_eq!(p.services[0].replicas, Some(3));
     }
 
     #[test]
@@ -436,7 +508,7 @@ mod tests {
     fn what_real_agents_use_is_allowed() {
         let ok = "services:\n  a:\n    build: .\n    container_name: a\n    environment:\n    stdin_open: true\n    tty: true\n    ports: ['5000']\n    networks: [agents-net, db]\n    volumes: ['data:/data', './cfg:/cfg:ro', {type: tmpfs, target: /tmp}]\n    healthcheck: {test: [CMD, 'true'], interval: 5s}\n    mem_limit: 256m\n    labels: {com.example.team: x}\n  mongo:\n    image: mongo\n    depends_on: [a]\n    networks: [db]\nnetworks:\n  agents-net: {external: true}\n  db: {external: true}\nvolumes:\n  data: {}\nx-common: {a: 1}\nversion: '3.8'\n";
         let p = pkg(ok).unwrap();
-        check(&p, "a", "agent-a", 8, &shared).unwrap();
+        check(&p, "a", "agent-a", MOST, &shared).unwrap();
         assert_eq!(entry_service(&p, "a").unwrap().key, "a");
     }
 

@@ -146,7 +146,16 @@ pub fn render(
             }
             out.insert("depends_on".into(), Value::Object(d));
         }
+        // replicas: copies of the entry under their own container names, one target each
+        let copies = if entry { s.replicas.unwrap_or(1) } else { 1 };
+        let copy = out.clone();
         services.insert(rename(&s.key), Value::Object(out));
+        for i in 2..=copies {
+            let mut copy = copy.clone();
+            let name = spec.slot.replica(spec.agent, i);
+            copy.insert("container_name".into(), Value::String(name));
+            services.insert(format!("{container}-{i}"), Value::Object(copy));
+        }
     }
     let networks = networks(pkg, spec, &services, &mut notes);
     let volumes: Map<String, Value> = pkg
@@ -563,6 +572,35 @@ mod tests {
         let mut same = green.clone();
         same["services"]["agent-solo"]["container_name"] = json!("agent-solo");
         assert_eq!(same, blue, "the slots' files differ in that name alone");
+    }
+
+    #[test]
+    fn replicas_are_copies_of_the_entry_under_their_slots_names() {
+        let doc = rendered_in(
+            nasiko_contract::Slot::Green,
+            "rep",
+            "services:\n  rep: {build: ., deploy: {replicas: 3}, mem_limit: 64m}\n",
+        );
+        let s = doc["services"].as_object().unwrap();
+        let names: Vec<(&str, &Value)> = s
+            .iter()
+            .map(|(k, v)| (k.as_str(), &v["container_name"]))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("agent-rep", &json!("agentgreen-rep")),
+                ("agent-rep-2", &json!("agentgreen2-rep")),
+                ("agent-rep-3", &json!("agentgreen3-rep"))
+            ]
+        );
+        for v in s.values() {
+            let mut v = v.clone();
+            v["container_name"] = Value::Null;
+            let mut first = s["agent-rep"].clone();
+            first["container_name"] = Value::Null;
+            assert_eq!(v, first, "the same labels, limits and networks");
+        }
     }
 
     #[test]

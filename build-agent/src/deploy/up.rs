@@ -146,7 +146,6 @@ impl Deployer {
         image: &str,
     ) -> Result<String, DeployError> {
         let project = slot.project(&job.agent);
-        let container = slot.container(&job.agent);
         let cf = write_compose_files(&self.cfg, job, p, image, slot)?;
         if image == p.tag {
             for note in &cf.notes {
@@ -165,14 +164,14 @@ impl Deployer {
         }
         let network =
             network::ensure(&self.cfg.agent_networks, &self.cfg.network, &job.agent).await?;
-        let mut started = self.start(&project, &cf, &container).await;
+        let mut started = self.start(&project, &cf, &job.agent).await;
         if network_went_away(&started, &network) {
             // A worker that died while removing an orphaned network (remove_orphans) may have
             // left its removal in flight at the engine: it lands after our `ensure`. Make the
             // network again and start once more.
             tracing::warn!(%network, "the agent's network was removed under this deploy; making it again");
             network::ensure(&self.cfg.agent_networks, &self.cfg.network, &job.agent).await?;
-            started = self.start(&project, &cf, &container).await;
+            started = self.start(&project, &cf, &job.agent).await;
         }
         started
     }
@@ -198,11 +197,13 @@ impl Deployer {
         }
     }
 
+    /// `compose up` the file, then wait for each of the agent's containers (its replicas); the
+    /// first one's id.
     async fn start(
         &self,
         project: &str,
         cf: &ComposeFiles,
-        container: &str,
+        agent: &str,
     ) -> Result<String, DeployError> {
         docker::compose(
             &self.compose,
@@ -220,7 +221,19 @@ impl Deployer {
         )
         .await
         .map_err(|e| DeployError::docker("docker compose up failed", e))?;
-        self.wait_running(container).await
+        let entry = super::compose::container_name(agent);
+        let mut first = None;
+        for k in super::replica_keys(&cf.doc, &entry) {
+            let name = cf.doc["services"][&k]["container_name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let id = self.wait_running(&name).await?;
+            first.get_or_insert(id);
+        }
+        first.ok_or_else(|| {
+            DeployError::machine(format!("the compose file of {agent} has no agent service"))
+        })
     }
 
     /// Running (and healthy, with a health check) and stable for a second; else why not.
