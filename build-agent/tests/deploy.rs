@@ -721,13 +721,10 @@ fn running(a: &str) -> Vec<String> {
     v
 }
 
-/// Add `sample` as `version` of `a`, its agent's service asking for `replicas` (`deploy.replicas`).
+/// Add `version` of `a`, its agent's service asking for `replicas` (`deploy.replicas`).
 fn add_with_replicas(h: &Harness, a: &str, version: &str, replicas: &str) -> String {
     let path = h.root.add("compose-agents-net", a, version, None);
-    let f = h.root.path.join(a).join(version).join("docker-compose.yml");
-    let text = std::fs::read_to_string(&f).unwrap();
-    let asked = format!("    build: .\n    deploy:\n      replicas: {replicas}\n");
-    std::fs::write(&f, text.replacen("    build: .\n", &asked, 1)).unwrap();
+    nasiko_tests::agents::ask_replicas(&h.root.path, a, version, replicas);
     path
 }
 

@@ -332,6 +332,16 @@ async fn main() {
     println!("update under 50 requests/s: {update}");
     let rollback = switch_under_load(&http, &stack, &cached, &p, "v1.0.0", "rollback_agent").await;
     println!("rollback to the kept v1 under 50 requests/s: {rollback}");
+    let v3 = stack.add_replicated("compose-agents-net", &cached, "v3.0.0", 3);
+    let t = Instant::now();
+    let scale = switch_under_load(&http, &stack, &cached, &v3, "v3.0.0", "update_agent").await;
+    println!(
+        "scale-up to 3 replicas (a new version) under 50 requests/s: {scale}; {:.2} s per replica",
+        t.elapsed().as_secs_f64() / 3.0
+    );
+    let v4 = stack.add_replicated("compose-agents-net", &cached, "v4.0.0", 3);
+    let across = switch_under_load(&http, &stack, &cached, &v4, "v4.0.0", "update_agent").await;
+    println!("update across 3 replicas under 50 requests/s: {across}");
 
     // the edit-and-see loop: deploy-agent.sh --watch, then one-line edits of agent.sh
     let hello = format!("hello{pid}");

@@ -32,6 +32,20 @@ pub fn add_package(
     format!("/app/agents/{agent}/{version}")
 }
 
+/// Have the package `agent`/`version` under `root` (a compose sample) ask for `replicas` of its
+/// agent's service (`deploy.replicas`).
+pub fn ask_replicas(root: &Path, agent: &str, version: &str, replicas: &str) {
+    let f = root.join(agent).join(version).join("docker-compose.yml");
+    let text = std::fs::read_to_string(&f).expect("a compose sample");
+    let asked = format!("    build: .\n    deploy:\n      replicas: {replicas}\n");
+    assert!(
+        text.contains("    build: .\n"),
+        "{} has no build",
+        f.display()
+    );
+    std::fs::write(&f, text.replacen("    build: .\n", &asked, 1)).expect("write the compose file");
+}
+
 /// The hostile corpus (tests/agents/hostile/): every package's folder name, with the words its
 /// refusal must have (its `refused-because`), sorted.
 pub fn hostile_corpus() -> Vec<(String, String)> {

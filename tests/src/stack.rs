@@ -206,6 +206,13 @@ impl Stack {
         crate::agents::add_package(&self.agents_dir, sample, name, version, None)
     }
 
+    /// [`add_package`](Self::add_package), asking for `replicas` of the agent's service.
+    pub fn add_replicated(&self, sample: &str, name: &str, version: &str, replicas: u8) -> String {
+        let path = self.add_package(sample, name, version);
+        crate::agents::ask_replicas(&self.agents_dir, name, version, &replicas.to_string());
+        path
+    }
+
     /// XADD a job through the stack's own Redis with the fields the Nasiko backend sends
     /// (contracts.md §3); `action` makes it an update or rollback.
     pub fn queue(&self, name: &str, path: &str, version: &str, action: Option<&str>) -> String {

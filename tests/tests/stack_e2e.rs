@@ -651,6 +651,50 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         failn, 0,
         "requests keep succeeding throughout the update (blue/green)"
     );
+    // replicas the package asks for: each a target, which kong-check (the sidecar's own reading)
+    // finds in Kong
+    let v3 = stack.add_replicated("compose-agents-net", &name, "v3.0.0", 2);
+    let job = stack.queue(&name, &v3, "v3.0.0", Some("update_agent"));
+    let status = wait_for("v3's job to end", T, || async {
+        let st = stack.agent_status(&name, "status");
+        (stack.agent_status(&name, "stream_id") == job && st != "building" && st != "deploying")
+            .then(|| (st, stack.agent_status(&name, "message")))
+            .filter(|(st, _)| st == "completed" || st == "failed")
+    })
+    .await;
+    assert_eq!(status.0, "completed", "{}", status.1);
+    let seen = std::sync::Mutex::new(String::new());
+    let routed = tokio::time::timeout(T, async {
+        loop {
+            let out = kong_check();
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let both = text
+                .lines()
+                .find(|l| l.contains(&format!(" agent-{name}: ")))
+                .is_some_and(|l| l.matches(":5000 at 100").count() == 2);
+            *seen.lock().unwrap() = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+            if out.status.success() && both {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(
+        routed.is_ok(),
+        "both replicas of v3 routed; kong-check said:\n{}",
+        seen.lock().unwrap()
+    );
+    for i in 1..=2 {
+        let c = nasiko_contract::Slot::Blue.replica(&name, i);
+        let running = docker_ok(&["inspect", "-f", "{{.State.Running}}", &c]);
+        assert_eq!(running.trim(), "true", "{c}");
+    }
+    let r = stack.ask(&http, &name).await.expect("v3 answers");
+    assert_eq!(
+        r["result"]["parts"][0]["text"],
+        format!("hello from {name} v3.0.0")
+    );
 
     // a newcomer's first agent (issue 13): examples/hello-agent with the README's command, its
     // card through the gateway; then the edit-and-see loop
