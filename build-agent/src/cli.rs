@@ -279,7 +279,7 @@ pub async fn plan(
         version: String::new(),
         backend_url: None,
         webhook_url: None,
-        recreate: false,
+        strategy: Default::default(),
         keep_old: false,
     };
     let result = async {

@@ -25,9 +25,9 @@ pub struct DeployJob {
     /// Where the backend is reachable (after the cluster-URL fallback), if anywhere.
     pub backend_url: Option<String>,
     pub webhook_url: Option<String>,
-    /// `update_strategy=recreate`: replace the running container in its slot, not beside it
+    /// `update_strategy`: `recreate` replaces the running container in its slot, not beside it
     /// (faster, may drop requests for a moment; the edit-and-see loop uses it).
-    pub recreate: bool,
+    pub strategy: nasiko_contract::stream::Strategy,
     /// `cleanup_old=False`: the version an update replaces is stopped, not removed.
     pub keep_old: bool,
 }
@@ -260,7 +260,7 @@ pub fn parse(
         version: job.version,
         backend_url: backend,
         webhook_url: job.webhook_url,
-        recreate: job.recreate,
+        strategy: job.strategy,
         keep_old: job.keep_old,
     })
 }

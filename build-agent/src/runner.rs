@@ -206,7 +206,7 @@ mod tests {
             version: String::new(),
             backend_url: None,
             webhook_url: None,
-            recreate: false,
+            strategy: Default::default(),
             keep_old: false,
         }
     }

@@ -798,8 +798,44 @@ async fn replicas_a_package_asks_for_run_alike_update_together_and_are_capped() 
         (1..=3).all(|i| !exists(&blue.replica(&a, i))),
         "blue is gone"
     );
-    // more than the operator allows: refused with the cap named, and v2 serves on
-    let v3 = add_with_replicas(&h, &a, "v3.0.0", "4");
+    // rolling: the new replicas start one at a time, each HANDOVER_SECS (1 here) after the one
+    // before was up
+    let v3 = add_with_replicas(&h, &a, "v3.0.0", "3");
+    let mut f = h.deploy_fields(&a, &v3, "u1");
+    f.action = Some(nasiko_contract::stream::Action::Update);
+    f.update_strategy = Some("rolling".into());
+    let id = h.queue(&f).await;
+    let s = h.wait_terminal_of(&a, &id, T).await;
+    assert_eq!(s["status"], "completed", "{s:?}");
+    let mut want: Vec<String> = (1..=3).map(|i| blue.replica(&a, i)).collect();
+    want.sort();
+    assert_eq!(running(&a), want);
+    let started: Vec<String> = (1..=3)
+        .map(|i| {
+            inspect(&blue.replica(&a, i))["State"]["StartedAt"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let secs = |t: &str| -> f64 {
+        // HH:MM:SS.fraction of the same day is enough for gaps of seconds
+        let hms = &t[11..t.len() - 1];
+        let mut f = hms.split(':').map(|x| x.parse::<f64>().unwrap());
+        f.next().unwrap() * 3600.0 + f.next().unwrap() * 60.0 + f.next().unwrap()
+    };
+    for w in started.windows(2) {
+        let gap = secs(&w[1]) - secs(&w[0]);
+        assert!(gap >= 1.0, "replicas started {gap:.2} s apart: {started:?}");
+    }
+    let log = format!(
+        "{:?}",
+        h.stream_entries(&format!("agent:buildlog:{a}")).await
+    );
+    assert!(log.contains("a replica at a time"), "{log}");
+    // more than the operator allows: refused with the cap named, and v3 serves on
+    let want = running(&a);
+    let v3 = add_with_replicas(&h, &a, "v4.0.0", "4");
     let mut f = h.deploy_fields(&a, &v3, "u1");
     f.action = Some(nasiko_contract::stream::Action::Update);
     let id = h.queue(&f).await;

@@ -34,6 +34,30 @@ pub const SOURCE: &str = "source";
 pub const DEPLOY_AGENT: &str = "deploy_agent";
 /// `update_strategy` that replaces a running agent in place, not beside it (blue/green).
 pub const RECREATE: &str = "recreate";
+/// `update_strategy` that starts the new version's replicas one at a time.
+pub const ROLLING: &str = "rolling";
+
+/// How an update replaces what runs (`update_strategy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Strategy {
+    /// `blue-green`, and anything else: the new version starts whole beside the old one.
+    #[default]
+    BlueGreen,
+    /// `rolling`: beside the old one too, a replica at a time, each ready before the next.
+    Rolling,
+    /// `recreate`: in place.
+    Recreate,
+}
+
+impl Strategy {
+    pub fn read(value: Option<&str>) -> Strategy {
+        match value {
+            Some(RECREATE) => Strategy::Recreate,
+            Some(ROLLING) => Strategy::Rolling,
+            _ => Strategy::BlueGreen,
+        }
+    }
+}
 /// `upload_type` of a plain deploy and of an update, as upstream writes them.
 pub const UPLOAD_DIRECTORY: &str = "directory";
 pub const UPLOAD_UPDATE: &str = "agent_update";
@@ -186,8 +210,8 @@ pub struct Job {
     /// `new_version`, else `target_version`, else `version`, else empty.
     pub version: String,
     pub webhook_url: Option<String>,
-    /// `update_strategy=recreate`.
-    pub recreate: bool,
+    /// `update_strategy`.
+    pub strategy: Strategy,
     /// `cleanup_old=False` (or `false`, `0`): the replaced version is stopped, not removed.
     pub keep_old: bool,
 }
@@ -316,7 +340,7 @@ pub fn decode(e: &Entry) -> Result<Job, Invalid> {
             .unwrap_or("")
             .to_string(),
         webhook_url: e.get(WEBHOOK_URL).map(String::from),
-        recreate: e.get(UPDATE_STRATEGY) == Some(RECREATE),
+        strategy: Strategy::read(e.get(UPDATE_STRATEGY)),
         keep_old: e
             .get(CLEANUP_OLD)
             .is_some_and(|v| v.eq_ignore_ascii_case("false") || v == "0"),
@@ -353,7 +377,7 @@ mod tests {
                 PackagePath::Given("/app/agents/translator/v2".into())
             );
             assert_eq!((got.owner_id.as_str(), got.version.as_str()), ("u1", "v2"));
-            assert!(got.recreate);
+            assert_eq!(got.strategy, Strategy::Recreate);
             assert!(got.keep_old);
         }
     }

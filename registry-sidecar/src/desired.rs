@@ -65,9 +65,11 @@ fn is_ready(a: &AgentEndpoint, now: f64, warmup: f64) -> bool {
 /// is the newest with a ready container (none ready, as on a first deploy: the oldest, routed at
 /// once). All of its containers take traffic — replicas starting beside ready ones included: Kong
 /// tries another peer while one does not listen yet. Ready containers of other generations are
-/// drained (weight 0) until they stop, so an old version gets no new request once the new one
-/// answers; a newer generation not ready yet gets nothing. A blue/green update is thus two
-/// target writes: the new version in, the old one drained; then its removal when it stops.
+/// drained (weight 0) until they stop, one for each ready container of the serving generation
+/// (the rest serve on), so an old version gets no new request once as many of the new one
+/// answer; a newer generation not ready yet gets nothing. A blue/green update of one container
+/// is thus two target writes: the new version in, the old one drained; then its removal when it
+/// stops. A rolling one moves the traffic a replica at a time.
 pub fn weigh<'a>(
     candidates: &[&'a AgentEndpoint],
     now: f64,
@@ -95,10 +97,32 @@ pub fn weigh<'a>(
                 .min_by(|(_, a), (_, b)| a.1.total_cmp(&b.1))
         })
         .map(|(generation, _)| *generation);
+    let of_serving = |a: &AgentEndpoint| Some(a.generation.as_str()) == serving;
+    // an older ready container is drained for each ready one of the serving generation: a
+    // rolling update moves the traffic a replica at a time (the newest old ones serve longest)
+    let serving_ready = candidates
+        .iter()
+        .filter(|a| of_serving(a) && ready(a))
+        .count();
+    let mut old: Vec<&&AgentEndpoint> = candidates
+        .iter()
+        .filter(|a| !of_serving(a) && ready(a))
+        .collect();
+    old.sort_by(|a, b| {
+        let created = |x: &AgentEndpoint| x.created_unix().unwrap_or(0.0);
+        created(b)
+            .total_cmp(&created(a))
+            .then_with(|| a.container_id.cmp(&b.container_id))
+    });
+    let still_serving: Vec<&str> = old
+        .iter()
+        .take(old.len().saturating_sub(serving_ready))
+        .map(|a| a.container_id.as_str())
+        .collect();
     candidates
         .iter()
         .filter_map(|a| {
-            let weight = if Some(a.generation.as_str()) == serving {
+            let weight = if of_serving(a) || still_serving.contains(&a.container_id.as_str()) {
                 Some(FULL_WEIGHT)
             } else {
                 ready(a).then_some(0)
@@ -425,6 +449,59 @@ mod tests {
             Some(base + 13.0)
         );
         assert_eq!(next_warmup(agents.iter(), base + 14.0, 3.0), None);
+    }
+
+    #[test]
+    fn an_old_replica_is_drained_for_each_new_one_ready() {
+        let t = |secs: u32| format!("2026-11-24T00:00:{secs:02}Z");
+        let base = 1795478400.0;
+        let old: Vec<AgentEndpoint> = (0..3)
+            .map(|i| agent("a", &format!("10.0.0.{}", 10 + i), &t(i)))
+            .collect();
+        let new = |i: u32, at: u32| {
+            let mut n = agent("a", &format!("10.0.1.{i}"), &t(at));
+            n.generation = "v1 in agentgreen-a".into();
+            n
+        };
+        let (n1, n2, n3) = (new(1, 20), new(2, 30), new(3, 40));
+        let mut all: Vec<&AgentEndpoint> = old.iter().collect();
+        all.push(&n1);
+        assert_eq!(
+            weights(&all, base + 21.0),
+            [
+                ("10.0.0.10".to_string(), 100),
+                ("10.0.0.11".to_string(), 100),
+                ("10.0.0.12".to_string(), 100)
+            ],
+            "the first new replica warms up"
+        );
+        assert_eq!(
+            weights(&all, base + 24.0),
+            [
+                ("10.0.0.10".to_string(), 0),
+                ("10.0.0.11".to_string(), 100),
+                ("10.0.0.12".to_string(), 100),
+                ("10.0.1.1".to_string(), 100)
+            ],
+            "one new ready: the oldest old one is drained"
+        );
+        all.push(&n2);
+        all.push(&n3);
+        assert_eq!(
+            weights(&all, base + 34.0),
+            [
+                ("10.0.0.10".to_string(), 0),
+                ("10.0.0.11".to_string(), 0),
+                ("10.0.0.12".to_string(), 100),
+                ("10.0.1.1".to_string(), 100),
+                ("10.0.1.2".to_string(), 100),
+                ("10.0.1.3".to_string(), 100)
+            ],
+            "two ready (the third starting beside them takes traffic too): one old one serves on"
+        );
+        assert!(weights(&all, base + 44.0)
+            .iter()
+            .all(|(ip, w)| (*w == 0) == ip.starts_with("10.0.0.")));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use super::docker::Container;
 use super::model::Package;
+use nasiko_contract::stream::Strategy;
 use nasiko_contract::Slot;
 
 /// The way a deploy goes.
@@ -13,8 +14,13 @@ pub enum Way {
     /// Replace what runs in `slot` (requests may drop meanwhile), for `why`.
     InPlace { slot: Slot, why: &'static str },
     /// Start in `new` beside `live`, which serves until the new version is ready and the sidecar
-    /// has moved the traffic; then `live` goes.
-    BlueGreen { live: Slot, new: Slot },
+    /// has moved the traffic; then `live` goes. `rolling`: the new replicas one at a time, each
+    /// ready before the next starts (the sidecar drains an old replica per new one ready).
+    BlueGreen {
+        live: Slot,
+        new: Slot,
+        rolling: bool,
+    },
 }
 
 /// The agent's slots as Docker has them now: `[blue, green]`.
@@ -61,7 +67,7 @@ pub fn doubles(pkg: &Package) -> bool {
 }
 
 /// How a deploy of configuration `hash` goes, given what runs now.
-pub fn choose(now: &Now, hash: &str, recreate: bool, doubles: bool) -> Way {
+pub fn choose(now: &Now, hash: &str, strategy: Strategy, doubles: bool) -> Way {
     let Some(live) = live(now, hash) else {
         // nothing runs: the slot that has a container (stopped), else blue
         let slot = Slot::BOTH
@@ -76,7 +82,7 @@ pub fn choose(now: &Now, hash: &str, recreate: bool, doubles: bool) -> Way {
     if of(now, live).and_then(|c| c.label(super::DEPLOY_HASH_LABEL)) == Some(hash) {
         return Way::Unchanged(live);
     }
-    if recreate {
+    if strategy == Strategy::Recreate {
         return Way::InPlace {
             slot: live,
             why: "update_strategy=recreate: replaced in place",
@@ -91,12 +97,15 @@ pub fn choose(now: &Now, hash: &str, recreate: bool, doubles: bool) -> Way {
     Way::BlueGreen {
         live,
         new: live.other(),
+        rolling: strategy == Strategy::Rolling,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const BG: Strategy = Strategy::BlueGreen;
 
     fn c(status: &str, hash: &str, created: &str) -> Option<Container> {
         Some(Container {
@@ -114,7 +123,7 @@ mod tests {
     fn a_first_deploy_goes_to_blue_and_a_stopped_slot_is_reused() {
         let none: Now = [None, None];
         assert_eq!(
-            choose(&none, "h", false, true),
+            choose(&none, "h", BG, true),
             Way::InPlace {
                 slot: Slot::Blue,
                 why: "nothing of the agent is running"
@@ -122,7 +131,7 @@ mod tests {
         );
         let green_stopped: Now = [None, c("exited", "h0", T1)];
         assert!(matches!(
-            choose(&green_stopped, "h", false, true),
+            choose(&green_stopped, "h", BG, true),
             Way::InPlace {
                 slot: Slot::Green,
                 ..
@@ -134,38 +143,48 @@ mod tests {
     fn an_update_starts_beside_the_running_slot_unless_it_cannot_or_is_told_not_to() {
         let blue: Now = [c("running", "h1", T1), None];
         assert_eq!(
-            choose(&blue, "h2", false, true),
+            choose(&blue, "h2", BG, true),
             Way::BlueGreen {
                 live: Slot::Blue,
-                new: Slot::Green
+                new: Slot::Green,
+                rolling: false
+            }
+        );
+        assert_eq!(
+            choose(&blue, "h2", Strategy::Rolling, true),
+            Way::BlueGreen {
+                live: Slot::Blue,
+                new: Slot::Green,
+                rolling: true
             }
         );
         let green: Now = [c("exited", "h0", T1), c("running", "h1", T2)];
         assert_eq!(
-            choose(&green, "h2", false, true),
+            choose(&green, "h2", BG, true),
             Way::BlueGreen {
                 live: Slot::Green,
-                new: Slot::Blue
+                new: Slot::Blue,
+                rolling: false
             },
             "a kept (stopped) old version is the next update's slot"
         );
         assert!(matches!(
-            choose(&blue, "h2", true, true),
+            choose(&blue, "h2", Strategy::Recreate, true),
             Way::InPlace {
                 slot: Slot::Blue,
                 why: "update_strategy=recreate: replaced in place"
             }
         ));
         assert!(matches!(
-            choose(&blue, "h2", false, false),
+            choose(&blue, "h2", BG, false),
             Way::InPlace {
                 slot: Slot::Blue,
                 ..
             }
         ));
-        assert_eq!(choose(&blue, "h1", false, true), Way::Unchanged(Slot::Blue));
+        assert_eq!(choose(&blue, "h1", BG, true), Way::Unchanged(Slot::Blue));
         assert_eq!(
-            choose(&blue, "h1", true, true),
+            choose(&blue, "h1", Strategy::Recreate, true),
             Way::Unchanged(Slot::Blue),
             "recreate or not, an unchanged configuration is left as it runs"
         );
@@ -175,17 +194,15 @@ mod tests {
     fn a_switch_cut_short_resumes_with_the_new_version_or_the_newer_slot() {
         // killed after the new version (green, h2) was up, before blue went
         let both: Now = [c("running", "h1", T1), c("running", "h2", T2)];
-        assert_eq!(
-            choose(&both, "h2", false, true),
-            Way::Unchanged(Slot::Green)
-        );
-        assert_eq!(choose(&both, "h1", false, true), Way::Unchanged(Slot::Blue));
+        assert_eq!(choose(&both, "h2", BG, true), Way::Unchanged(Slot::Green));
+        assert_eq!(choose(&both, "h1", BG, true), Way::Unchanged(Slot::Blue));
         // another version now: beside the newer, which the sidecar serves (.51 s is after .5 s)
         assert_eq!(
-            choose(&both, "h3", false, true),
+            choose(&both, "h3", BG, true),
             Way::BlueGreen {
                 live: Slot::Green,
-                new: Slot::Blue
+                new: Slot::Blue,
+                rolling: false
             }
         );
         let swapped: Now = [c("running", "h1", T2), c("running", "h2", T1)];

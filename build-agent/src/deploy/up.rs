@@ -31,7 +31,7 @@ impl Deployer {
             docker::container_state(&Slot::Green.container(agent)).await,
         ];
         let hash = write_compose_files(&self.cfg, job, p, &p.tag, Slot::Blue)?.deploy_hash;
-        let way = slots::choose(&now, &hash, job.recreate, slots::doubles(&p.package));
+        let way = slots::choose(&now, &hash, job.strategy, slots::doubles(&p.package));
         let (slot, started) = match way {
             Way::Unchanged(slot) => {
                 self.note(
@@ -39,7 +39,7 @@ impl Deployer {
                     "the running container has this exact configuration; compose recreates nothing",
                 )
                 .await;
-                (slot, self.start_in(job, p, slot, &p.tag).await)
+                (slot, self.start_in(job, p, slot, &p.tag, false).await)
             }
             Way::InPlace { slot, why } => {
                 self.note(job, why).await;
@@ -47,7 +47,7 @@ impl Deployer {
                     .as_ref()
                     .map(|c| c.image.clone())
                     .filter(|img| *img != p.tag);
-                let started = match self.start_in(job, p, slot, &p.tag).await {
+                let started = match self.start_in(job, p, slot, &p.tag, false).await {
                     Err(e) if previous.is_some() => {
                         let prev = previous.unwrap_or_default();
                         Err(self.put_back(job, p, slot, &prev, e).await)
@@ -56,15 +56,17 @@ impl Deployer {
                 };
                 (slot, started)
             }
-            Way::BlueGreen { live, new } => {
+            Way::BlueGreen { live, new, rolling } => {
                 let msg = format!(
-                    "blue/green: the new version starts in the {} slot beside the {} one, which serves until it is ready",
+                    "{}: the new version starts in the {} slot beside the {} one, which serves until it is ready{}",
+                    if rolling { "rolling" } else { "blue/green" },
                     new.as_str(),
-                    live.as_str()
+                    live.as_str(),
+                    if rolling { ", a replica at a time" } else { "" }
                 );
                 self.note(job, &msg).await;
                 let _ = docker::remove_project(&new.project(agent)).await;
-                match self.start_in(job, p, new, &p.tag).await {
+                match self.start_in(job, p, new, &p.tag, rolling).await {
                     Ok(id) => (new, Ok(id)),
                     Err(e) => {
                         let _ = docker::remove_project(&new.project(agent)).await;
@@ -137,13 +139,15 @@ impl Deployer {
         }
     }
 
-    /// Write the files for `image` in `slot`, have compose read them back, and start it there.
+    /// Write the files for `image` in `slot`, have compose read them back, and start it there
+    /// (`one_at_a_time`: a replica at a time).
     async fn start_in(
         &self,
         job: &DeployJob,
         p: &Prepared,
         slot: Slot,
         image: &str,
+        one_at_a_time: bool,
     ) -> Result<String, DeployError> {
         let project = slot.project(&job.agent);
         let cf = write_compose_files(&self.cfg, job, p, image, slot)?;
@@ -164,14 +168,14 @@ impl Deployer {
         }
         let network =
             network::ensure(&self.cfg.agent_networks, &self.cfg.network, &job.agent).await?;
-        let mut started = self.start(&project, &cf, &job.agent).await;
+        let mut started = self.start(&project, &cf, &job.agent, one_at_a_time).await;
         if network_went_away(&started, &network) {
             // A worker that died while removing an orphaned network (remove_orphans) may have
             // left its removal in flight at the engine: it lands after our `ensure`. Make the
             // network again and start once more.
             tracing::warn!(%network, "the agent's network was removed under this deploy; making it again");
             network::ensure(&self.cfg.agent_networks, &self.cfg.network, &job.agent).await?;
-            started = self.start(&project, &cf, &job.agent).await;
+            started = self.start(&project, &cf, &job.agent, one_at_a_time).await;
         }
         started
     }
@@ -187,7 +191,7 @@ impl Deployer {
         e: DeployError,
     ) -> DeployError {
         tracing::warn!("new version failed ({e}); putting {prev} back");
-        match self.start_in(job, p, slot, prev).await {
+        match self.start_in(job, p, slot, prev, false).await {
             Ok(_) => e.explain(|m| {
                 format!("{m}; the previous version ({prev}) was put back and is serving")
             }),
@@ -198,38 +202,50 @@ impl Deployer {
     }
 
     /// `compose up` the file, then wait for each of the agent's containers (its replicas); the
-    /// first one's id.
+    /// first one's id. `one_at_a_time`: each replica is started alone and waited for, and gets
+    /// HANDOVER_SECS to take traffic (the sidecar drains an old replica for it) before the next.
     async fn start(
         &self,
         project: &str,
         cf: &ComposeFiles,
         agent: &str,
+        one_at_a_time: bool,
     ) -> Result<String, DeployError> {
-        docker::compose(
-            &self.compose,
-            project,
-            cf,
-            &[
-                "up",
-                "-d",
-                "--no-build",
-                "--remove-orphans",
-                "--timeout",
-                "3",
-            ],
-            Duration::from_secs(300),
-        )
-        .await
-        .map_err(|e| DeployError::docker("docker compose up failed", e))?;
         let entry = super::compose::container_name(agent);
+        let replicas = super::replica_keys(&cf.doc, &entry);
+        let steps: Vec<Vec<String>> = if one_at_a_time && replicas.len() > 1 {
+            replicas.iter().map(|k| vec![k.clone()]).collect()
+        } else {
+            vec![vec![]]
+        };
         let mut first = None;
-        for k in super::replica_keys(&cf.doc, &entry) {
-            let name = cf.doc["services"][&k]["container_name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let id = self.wait_running(&name).await?;
-            first.get_or_insert(id);
+        for (n, services) in steps.iter().enumerate() {
+            if n > 0 {
+                tokio::time::sleep(self.cfg.handover_wait).await;
+            }
+            let mut args = vec!["up", "-d", "--no-build", "--timeout", "3"];
+            if services.is_empty() {
+                args.push("--remove-orphans");
+            } else {
+                args.push("--no-deps");
+                args.extend(services.iter().map(String::as_str));
+            }
+            docker::compose(&self.compose, project, cf, &args, Duration::from_secs(300))
+                .await
+                .map_err(|e| DeployError::docker("docker compose up failed", e))?;
+            let waited = if services.is_empty() {
+                &replicas
+            } else {
+                services
+            };
+            for k in waited {
+                let name = cf.doc["services"][k]["container_name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let id = self.wait_running(&name).await?;
+                first.get_or_insert(id);
+            }
         }
         first.ok_or_else(|| {
             DeployError::machine(format!("the compose file of {agent} has no agent service"))
