@@ -1201,43 +1201,63 @@ async fn replicas_share_an_agents_traffic_and_a_new_generation_drains_the_old_be
         [(r1.clone(), 5), (r2.clone(), 5)].into(),
         "Kong balances the replicas"
     );
-    // a container of another image: a new generation. It warms up (3 s), then takes the traffic
-    // and the old ones are drained (weight 0), still running, until they stop
+    // a container of another image: a new generation. It warms up (3 s), then takes traffic,
+    // and an old one is drained (weight 0, still running, until it stops) for each new one that
+    // is ready: the oldest first
     let next = nasiko_tests::docker::NextImage::new();
     h.kong.clear_requests();
     let r3 = format!("{name}-r3");
     h.net.replica(&r3, &name, &next.tag, &[]);
     h.wait_targets(
         &svc,
-        "the new generation in, the old drained",
-        &[(addr(&r1), 0), (addr(&r2), 0), (addr(&r3), 100)],
+        "the new generation in, an old replica drained",
+        &[(addr(&r1), 0), (addr(&r2), 100), (addr(&r3), 100)],
     )
     .await;
-    assert_eq!(served_by(&h, &svc, 6).await, [(r3.clone(), 6)].into());
-    let writes: Vec<String> = h
-        .kong
-        .requests()
-        .into_iter()
-        .filter(|r| r.is_write())
-        .map(|r| format!("{} {} {}", r.method, r.path, r.status))
-        .collect();
-    assert_eq!(
-        writes.len(),
-        3,
-        "one target added, two drained: {writes:#?}"
-    );
+    let writes = |h: &Harness| -> Vec<String> {
+        h.kong
+            .requests()
+            .into_iter()
+            .filter(|r| r.is_write())
+            .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+            .collect()
+    };
+    let w = writes(&h);
+    assert_eq!(w.len(), 2, "one target added, one drained: {w:#?}");
     assert!(
-        writes[0].starts_with("POST "),
-        "added before anything is drained: {writes:#?}"
+        w[0].starts_with("POST "),
+        "added before anything is drained: {w:#?}"
+    );
+    assert_eq!(
+        served_by(&h, &svc, 6).await,
+        [(r2.clone(), 3), (r3.clone(), 3)].into()
+    );
+    // a second replica of the new generation: the other old one is drained
+    let r4 = format!("{name}-r4");
+    h.net.replica(&r4, &name, &next.tag, &[]);
+    h.wait_targets(
+        &svc,
+        "the new generation whole, the old drained",
+        &[
+            (addr(&r1), 0),
+            (addr(&r2), 0),
+            (addr(&r3), 100),
+            (addr(&r4), 100),
+        ],
+    )
+    .await;
+    assert_eq!(
+        served_by(&h, &svc, 6).await,
+        [(r3.clone(), 3), (r4.clone(), 3)].into()
     );
     docker_ok(&["stop", "-t", "1", &r1]);
     h.wait_targets(
         &svc,
         "a stopped container's target removed",
-        &[(addr(&r2), 0), (addr(&r3), 100)],
+        &[(addr(&r2), 0), (addr(&r3), 100), (addr(&r4), 100)],
     )
     .await;
-    docker_ok(&["rm", "-f", &r1, &r2, &r3]);
+    docker_ok(&["rm", "-f", &r1, &r2, &r3, &r4]);
 }
 
 /// Issue 22: new agents' paths, polled without pause from before their containers start until
