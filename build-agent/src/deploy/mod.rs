@@ -211,16 +211,16 @@ pub struct ComposeFiles {
 /// The label that tells what configuration a running agent container was deployed with.
 pub const DEPLOY_HASH_LABEL: &str = "nasiko.deploy-hash";
 
-/// Render the package for `image` in `slot` into `{agent_dir}/compose-{slot}/` (made anew):
-/// `compose.json`, and `compose.env`, empty, for `--env-file` (so neither the package's `.env`
-/// nor anything else configures compose).
-pub fn write_compose_files(
+/// The package rendered for `image` in `slot`, with the configuration's hash on each of the
+/// agent's containers (`nasiko.deploy-hash`). The hash is the same in either slot: it leaves out
+/// the containers' names.
+pub fn render_compose(
     cfg: &Config,
     job: &DeployJob,
     p: &Prepared,
     image: &str,
     slot: Slot,
-) -> Result<ComposeFiles, DeployError> {
+) -> Result<(render::Rendered, String), DeployError> {
     let env = agent_env(cfg, job, &p.build_dir);
     let network = cfg.agent_network(&job.agent);
     let spec = render::Spec {
@@ -244,21 +244,29 @@ pub fn write_compose_files(
         .contains(&k)
     };
     let mut r = render::render(&p.package, &p.caps, &spec, &shared)?;
-    // the configuration's hash, on each container of the agent, is the same in either slot and
-    // for any number of replicas: it leaves out the container's name and the other replicas (a
-    // change of their number alone adds or removes replicas beside the running ones)
-    let entry = compose::container_name(&job.agent);
-    let replicas = replica_keys(&r.doc, &entry);
-    let mut slotless = r.doc.clone();
-    slotless["services"][&entry]["container_name"] = serde_json::Value::Null;
-    if let Some(s) = slotless["services"].as_object_mut() {
-        s.retain(|k, _| !replicas.contains(k) || *k == entry);
-    }
-    let deploy_hash = package::text_hash(&slotless.to_string());
+    let replicas = replica_keys(&r.doc, &compose::container_name(&job.agent));
+    let mut nameless = r.doc.clone();
     for k in &replicas {
-        r.doc["services"][k]["labels"][DEPLOY_HASH_LABEL] =
-            serde_json::Value::String(deploy_hash.clone());
+        nameless["services"][k]["container_name"] = serde_json::Value::Null;
     }
+    let hash = package::text_hash(&nameless.to_string());
+    for k in &replicas {
+        r.doc["services"][k]["labels"][DEPLOY_HASH_LABEL] = serde_json::Value::String(hash.clone());
+    }
+    Ok((r, hash))
+}
+
+/// [`render_compose`] into `{agent_dir}/compose-{slot}/` (made anew): `compose.json`, and
+/// `compose.env`, empty, for `--env-file` (so neither the package's `.env` nor anything else
+/// configures compose).
+pub fn write_compose_files(
+    cfg: &Config,
+    job: &DeployJob,
+    p: &Prepared,
+    image: &str,
+    slot: Slot,
+) -> Result<ComposeFiles, DeployError> {
+    let (r, deploy_hash) = render_compose(cfg, job, p, image, slot)?;
     let dir = p.agent_dir.join(format!("compose-{}", slot.as_str()));
     let unwritable = |path: &Path, e: std::io::Error| {
         DeployError::machine(format!(

@@ -6,8 +6,8 @@
 
 use super::slots::{self, Now, Way};
 use super::{
-    docker, make_bind_sources, network, read_back, write_compose_files, ComposeFiles, DeployError,
-    Deployed, Deployer, Prepared,
+    docker, make_bind_sources, network, read_back, render_compose, write_compose_files,
+    ComposeFiles, DeployError, Deployed, Deployer, Prepared,
 };
 use crate::job::DeployJob;
 use nasiko_contract::Slot;
@@ -30,7 +30,7 @@ impl Deployer {
             docker::container_state(&Slot::Blue.container(agent)).await,
             docker::container_state(&Slot::Green.container(agent)).await,
         ];
-        let hash = write_compose_files(&self.cfg, job, p, &p.tag, Slot::Blue)?.deploy_hash;
+        let (_, hash) = render_compose(&self.cfg, job, p, &p.tag, Slot::Blue)?;
         let way = slots::choose(&now, &hash, job.strategy, slots::doubles(&p.package));
         let (slot, started) = match way {
             Way::Unchanged(slot) => {
@@ -47,12 +47,9 @@ impl Deployer {
                     .as_ref()
                     .map(|c| c.image.clone())
                     .filter(|img| *img != p.tag);
-                let started = match self.start_in(job, p, slot, &p.tag, false).await {
-                    Err(e) if previous.is_some() => {
-                        let prev = previous.unwrap_or_default();
-                        Err(self.put_back(job, p, slot, &prev, e).await)
-                    }
-                    r => r,
+                let started = match (self.start_in(job, p, slot, &p.tag, false).await, previous) {
+                    (Err(e), Some(prev)) => Err(self.put_back(job, p, slot, &prev, e).await),
+                    (r, _) => r,
                 };
                 (slot, started)
             }
@@ -79,7 +76,7 @@ impl Deployer {
             }
         };
         let id = started?;
-        self.retire(job, slot.other(), Instant::now()).await;
+        self.retire(job, slot.other()).await;
         Ok(Deployed {
             container_id: id,
             image: p.tag.clone(),
@@ -91,18 +88,18 @@ impl Deployer {
             .await;
     }
 
-    /// The agent's other slot, once the one in `slot.other()` serves: a running version there
-    /// gets HANDOVER_SECS from `since` (the sidecar moves the traffic to the new one when it is
-    /// ready) and then goes — removed, or stopped with `cleanup_old=False`. A stopped one (kept
-    /// by an earlier update) goes unless this job keeps old versions too.
-    async fn retire(&self, job: &DeployJob, slot: Slot, since: Instant) {
+    /// The agent's other slot, once the one in `slot.other()` is up: a running version there
+    /// gets HANDOVER_SECS more (the sidecar moves the traffic to the new one when it is ready)
+    /// and then goes — removed, or stopped with `cleanup_old=False`. A stopped one (kept by an
+    /// earlier update) goes unless this job keeps old versions too.
+    async fn retire(&self, job: &DeployJob, slot: Slot) {
         let agent = &job.agent;
         let Some(c) = docker::container_state(&slot.container(agent)).await else {
             return;
         };
         let project = slot.project(agent);
         if c.running() {
-            tokio::time::sleep_until(since + self.cfg.handover_wait).await;
+            tokio::time::sleep(self.cfg.handover_wait).await;
             if let Err(e) = docker::stop_project(&project, RETIRE_GRACE).await {
                 tracing::warn!("could not stop the replaced version in {project}: {e}");
             }
