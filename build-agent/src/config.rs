@@ -419,6 +419,19 @@ impl Config {
             r.agent_subnet_prefix,
         )
         .map_err(ConfigError::Networks)?;
+        if let crate::deploy::network::AgentNetworks::Own { prefix, .. } = agent_networks {
+            // the network's own address, its broadcast and its gateway, then the members
+            let members = nasiko_contract::AGENT_NETWORK_MEMBERS.split(',').count() as u64;
+            let room = (1u64 << (32 - u32::from(prefix))).saturating_sub(3 + members);
+            let replicas = r.agent_max_replicas.max(1);
+            if 2 * replicas > room {
+                return Err(ConfigError::Replicas {
+                    replicas,
+                    prefix,
+                    room,
+                });
+            }
+        }
         let agent_env = agent_env(&r);
         Ok(Config {
             redis_url: c.redis_url(),
@@ -480,6 +493,12 @@ pub enum ConfigError {
     MemoryLimit(String),
     /// AGENT_NETWORKS, AGENT_SUBNET_POOL and AGENT_SUBNET_PREFIX do not work together.
     Networks(crate::deploy::network::NetworksError),
+    /// AGENT_MAX_REPLICAS needs more addresses than an agent's own network holds.
+    Replicas {
+        replicas: u64,
+        prefix: u8,
+        room: u64,
+    },
 }
 
 impl std::fmt::Display for ConfigError {
@@ -501,6 +520,11 @@ impl std::fmt::Display for ConfigError {
                 "AGENT_MEMORY_LIMIT '{m}' is not a size; write e.g. 512m or 1g (empty: no cap)"
             ),
             ConfigError::Networks(e) => e.fmt(f),
+            ConfigError::Replicas { replicas, prefix, room } => write!(
+                f,
+                "AGENT_MAX_REPLICAS={replicas} needs {} addresses on each agent's own network (both deploy slots run during an update), but a /{prefix} (AGENT_SUBNET_PREFIX) holds {room} besides the gateway and Phoenix; lower AGENT_MAX_REPLICAS or AGENT_SUBNET_PREFIX",
+                2 * replicas
+            ),
         }
     }
 }
@@ -609,6 +633,17 @@ mod tests {
             ]),
             "AGENT_SUBNET_POOL: '10.213.0.1/16' has host bits set; the subnet is 10.213.0.0/16"
         );
+        // a /28 holds 16 addresses: 3 the network's own, 2 the gateway and Phoenix, 11 for two
+        // slots of replicas
+        assert_eq!(
+            refused(&["--agent-max-replicas", "6"]),
+            "AGENT_MAX_REPLICAS=6 needs 12 addresses on each agent's own network (both deploy slots run during an update), but a /28 (AGENT_SUBNET_PREFIX) holds 11 besides the gateway and Phoenix; lower AGENT_MAX_REPLICAS or AGENT_SUBNET_PREFIX"
+        );
+        let cli = Cli::parse_from(["build-agent", "run", "--agent-max-replicas", "5"]);
+        let Some(Command::Run(r)) = cli.command else {
+            panic!("run")
+        };
+        assert!(Config::new(&cli.common, *r).is_ok(), "5 fit a /28");
     }
 
     #[test]
