@@ -48,6 +48,15 @@ async fn try_ask(container: &str, net: &str) -> Option<Value> {
     (s == 200).then_some(v)
 }
 
+/// What the agent says (the text of its answer), once it answers.
+async fn says(container: &str, net: &str) -> String {
+    let r = ask(container, net).await;
+    r["result"]["parts"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Ask until the agent answers.
 async fn ask(container: &str, net: &str) -> Value {
     wait_for("the agent to answer", T, || try_ask(container, net)).await
@@ -493,9 +502,8 @@ async fn a_job_killed_three_times_each_time_further_along_completes() {
     let s = h.wait_terminal(&a).await;
     assert_eq!(s["status"], "completed", "started 4 times, 3 killed: {s:?}");
     assert!(h.dead_letters().await.is_empty());
-    let r = ask(&format!("agent-{a}"), &net.name).await;
     assert_eq!(
-        r["result"]["parts"][0]["text"],
+        says(&format!("agent-{a}"), &net.name).await,
         format!("hello from {a} v1.0.0")
     );
 }
@@ -666,9 +674,8 @@ async fn a_switch_killed_midway_leaves_one_version_and_completes_once_on_restart
         (r["result"]["parts"][0]["text"] == format!("hello from {a} v2.0.0")).then_some(())
     })
     .await;
-    let r = ask(&format!("agent-{a}"), &net.name).await;
     assert_eq!(
-        r["result"]["parts"][0]["text"],
+        says(&format!("agent-{a}"), &net.name).await,
         format!("hello from {a} v1.0.0"),
         "the old version serves until the switch is done"
     );
@@ -685,9 +692,8 @@ async fn a_switch_killed_midway_leaves_one_version_and_completes_once_on_restart
         [green.as_str()],
         "the old version is gone"
     );
-    let r = ask(&green, &net.name).await;
     assert_eq!(
-        r["result"]["parts"][0]["text"],
+        says(&green, &net.name).await,
         format!("hello from {a} v2.0.0")
     );
     // the backend hears of each deploy's completion once: v1's, then the update's
@@ -751,9 +757,8 @@ async fn replicas_a_package_asks_for_run_alike_update_together_and_are_capped() 
     assert_eq!(running(&a), want);
     let first = inspect(&want[0]);
     for c in &want {
-        let r = ask(c, &net.name).await;
         assert_eq!(
-            r["result"]["parts"][0]["text"],
+            says(c, &net.name).await,
             format!("hello from {a} v1.0.0"),
             "{c}"
         );
@@ -788,11 +793,7 @@ async fn replicas_a_package_asks_for_run_alike_update_together_and_are_capped() 
     want.sort();
     assert_eq!(running(&a), want);
     for c in &want {
-        let r = ask(c, &net.name).await;
-        assert_eq!(
-            r["result"]["parts"][0]["text"],
-            format!("hello from {a} v2.0.0")
-        );
+        assert_eq!(says(c, &net.name).await, format!("hello from {a} v2.0.0"));
     }
     assert!(
         (1..=3).all(|i| !exists(&blue.replica(&a, i))),
@@ -878,9 +879,8 @@ async fn a_job_waits_while_docker_is_unreachable_and_completes_when_it_returns()
     proxy.restore();
     let s = h.wait_terminal(&a).await;
     assert_eq!(s["status"], "completed", "{s:?}");
-    let r = ask(&format!("agent-{a}"), &net.name).await;
     assert_eq!(
-        r["result"]["parts"][0]["text"],
+        says(&format!("agent-{a}"), &net.name).await,
         format!("hello from {a} v1.0.0")
     );
 }
@@ -1008,9 +1008,8 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
         );
     }
     for a in &names[..6] {
-        let r = ask(&serving(a), &net.name).await;
         assert_eq!(
-            r["result"]["parts"][0]["text"],
+            says(&serving(a), &net.name).await,
             format!("hello from {a} v2.0.0")
         );
     }
@@ -1076,9 +1075,8 @@ async fn a_failed_update_puts_the_previous_version_back_and_it_keeps_serving() {
         "exited",
         "cleanup_old=False: v1 is kept, stopped"
     );
-    let r = ask(&green, &net.name).await;
     assert_eq!(
-        r["result"]["parts"][0]["text"],
+        says(&green, &net.name).await,
         format!("hello from {a} v2.0.0")
     );
     // a broken update: the container exits; v2 is put back
@@ -1107,9 +1105,8 @@ async fn a_failed_update_puts_the_previous_version_back_and_it_keeps_serving() {
         [green.as_str()],
         "the broken v3 is removed (it took the kept v1's slot)"
     );
-    let r = ask(&green, &net.name).await;
     assert_eq!(
-        r["result"]["parts"][0]["text"],
+        says(&green, &net.name).await,
         format!("hello from {a} v2.0.0")
     );
     // each version's image is tagged by version too; a rollback to v1 starts it without a build
@@ -1128,9 +1125,8 @@ async fn a_failed_update_puts_the_previous_version_back_and_it_keeps_serving() {
     assert_eq!(st["status"], "completed", "{st:?}");
     assert_eq!(serving(&a), blue, "the rollback started beside v2, in blue");
     assert_eq!(slots_present(&a), [blue.as_str()], "v2 went");
-    let r = ask(&blue, &net.name).await;
     assert_eq!(
-        r["result"]["parts"][0]["text"],
+        says(&blue, &net.name).await,
         format!("hello from {a} v1.0.0")
     );
     println!("rollback to a kept version: queued -> completed in {took:?}");
@@ -1161,9 +1157,8 @@ async fn a_failed_update_puts_the_previous_version_back_and_it_keeps_serving() {
         st["message"]
     );
     assert_eq!(serving(&a), blue);
-    let r = ask(&blue, &net.name).await;
     assert_eq!(
-        r["result"]["parts"][0]["text"],
+        says(&blue, &net.name).await,
         format!("hello from {a} v1.0.0")
     );
     // at most AGENT_KEEP_VERSIONS (3) images of the agent are kept, each with all its tags

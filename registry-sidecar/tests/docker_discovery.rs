@@ -74,7 +74,11 @@ impl Harness {
             .env("LISTEN_ADDR", format!("127.0.0.1:{}", self.port))
             .env("STATIC_ROUTES_FILE", &self.static_file)
             .env("REGISTRY_INTERVAL", "30")
-            .env("RUST_LOG", "warn");
+            // NASIKO_TEST_SIDECAR_LOG=debug tells more when a test here fails
+            .env(
+                "RUST_LOG",
+                std::env::var("NASIKO_TEST_SIDECAR_LOG").unwrap_or_else(|_| "warn".into()),
+            );
         match &self.docker_host {
             Some(h) => cmd.env("DOCKER_HOST", h),
             None => cmd.env_remove("DOCKER_HOST"),
