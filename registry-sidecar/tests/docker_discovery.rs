@@ -149,15 +149,33 @@ impl Harness {
         v
     }
 
-    /// Wait until upstream `name`'s targets are `want` (address, weight), in any order.
+    /// Wait until upstream `name`'s targets are `want` (address, weight), in any order; else
+    /// fail with what Kong had and what the sidecar saw. Twice `T`: on a machine busy with
+    /// builds (CI's first run) a target has once taken longer than `T` to come.
     async fn wait_targets(&self, name: &str, what: &str, want: &[(String, u64)]) {
         let mut want = want.to_vec();
         want.sort();
-        let want = &want;
-        wait_for(what, T, || async move {
-            (self.targets(name).await == *want).then_some(())
-        })
-        .await;
+        let within = 2 * T;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let have = self.targets(name).await;
+            if have == want {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let agents = self
+                    .http
+                    .json("GET", &format!("{}/agents", self.api), None)
+                    .await
+                    .map(|r| r.1)
+                    .unwrap_or_default();
+                panic!(
+                    "timed out after {within:?} waiting for {what}: Kong has {have:?}, not {want:?}\nthe sidecar's status: {}\nits agents: {agents}",
+                    self.status().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn plugin_names(&self, service: &str) -> Vec<String> {
