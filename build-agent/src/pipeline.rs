@@ -77,12 +77,11 @@ impl Pipeline {
     pub async fn finish_run(&self, s: &Subject, stage: Stage, message: &str, f: &Facts) {
         let mut message = message.to_string();
         if self.deployer.is_some() && stage == Stage::Failed && !message.contains("serving") {
-            for slot in nasiko_contract::Slot::BOTH {
-                let container = slot.container(&s.agent);
-                if let Some(c) = docker::container_state(&container).await {
-                    if c.running() {
-                        message.push_str(&format!("; {container} ({}) is still serving", c.image));
-                    }
+            let slots = docker::agent_slots(&s.agent).await;
+            for (slot, c) in nasiko_contract::Slot::BOTH.iter().zip(&slots) {
+                if let Some(c) = c.as_ref().filter(|c| c.running()) {
+                    let container = slot.container(&s.agent);
+                    message.push_str(&format!("; {container} ({}) is still serving", c.image));
                 }
             }
         }

@@ -462,18 +462,14 @@ async fn serving(job: &DeployJob) -> bool {
     if job.upload_id.is_empty() || job.version.is_empty() {
         return false;
     }
-    for slot in nasiko_contract::Slot::BOTH {
-        let Some(c) = crate::deploy::docker::container_state(&slot.container(&job.agent)).await
-        else {
-            continue;
-        };
-        let label = |l| c.label(l);
-        if c.running()
-            && label(nasiko_contract::labels::UPLOAD_ID) == Some(job.upload_id.as_str())
-            && label(nasiko_contract::labels::VERSION) == Some(job.version.as_str())
-        {
-            return true;
-        }
-    }
-    false
+    use nasiko_contract::labels::{UPLOAD_ID, VERSION};
+    crate::deploy::docker::agent_slots(&job.agent)
+        .await
+        .iter()
+        .flatten()
+        .any(|c| {
+            c.running()
+                && c.label(UPLOAD_ID) == Some(job.upload_id.as_str())
+                && c.label(VERSION) == Some(job.version.as_str())
+        })
 }

@@ -551,22 +551,8 @@ async fn a_job_out_of_attempts_whose_agent_already_serves_it_completes() {
     assert!(s["message"].contains("started 3 times"), "{s:?}");
 }
 
-/// Running containers the sidecar would route for agent `a`.
-fn routable(a: &str) -> usize {
-    docker_ok(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=nasiko.name={a}"),
-        "--filter",
-        "label=nasiko.type=agent",
-    ])
-    .lines()
-    .count()
-}
-
-/// The name of agent `a`'s one running container (its serving slot's); panics unless one runs.
-fn serving(a: &str) -> String {
+/// Agent `a`'s running containers (its replicas), sorted by name.
+fn running(a: &str) -> Vec<String> {
     let names = docker_ok(&[
         "ps",
         "--format",
@@ -576,9 +562,33 @@ fn serving(a: &str) -> String {
         "--filter",
         "label=nasiko.type=agent",
     ]);
-    let names: Vec<&str> = names.lines().collect();
+    let mut v: Vec<String> = names.lines().map(String::from).collect();
+    v.sort();
+    v
+}
+
+/// The name of agent `a`'s one running container (its serving slot's); panics unless one runs.
+fn serving(a: &str) -> String {
+    let names = running(a);
     assert_eq!(names.len(), 1, "{a}: one running container, not {names:?}");
-    names[0].to_string()
+    names[0].clone()
+}
+
+/// Wait until the backend has heard of `n` completions of agent `a`, then give one more report
+/// a second to show up: it hears of each exactly once.
+async fn completions_settle_at(h: &Harness, a: &str, n: usize) {
+    let completed = || {
+        h.upload_statuses(a)
+            .iter()
+            .filter(|c| c.body["status"] == "completed")
+            .count()
+    };
+    wait_for("the backend to hear of the completion", T, || async {
+        (completed() >= n).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(completed(), n);
 }
 
 /// Which of agent `a`'s slot containers exist, running or not.
@@ -697,34 +707,7 @@ async fn a_switch_killed_midway_leaves_one_version_and_completes_once_on_restart
         format!("hello from {a} v2.0.0")
     );
     // the backend hears of each deploy's completion once: v1's, then the update's
-    let completed = || {
-        h.upload_statuses(&a)
-            .iter()
-            .filter(|c| c.body["status"] == "completed")
-            .count()
-    };
-    wait_for("the backend to hear of the update", T, || async {
-        (completed() >= 2).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(completed(), 2);
-}
-
-/// Agent `a`'s running containers (its replicas), sorted by name.
-fn running(a: &str) -> Vec<String> {
-    let names = docker_ok(&[
-        "ps",
-        "--format",
-        "{{.Names}}",
-        "--filter",
-        &format!("label=nasiko.name={a}"),
-        "--filter",
-        "label=nasiko.type=agent",
-    ]);
-    let mut v: Vec<String> = names.lines().map(String::from).collect();
-    v.sort();
-    v
+    completions_settle_at(&h, &a, 2).await;
 }
 
 /// Add `version` of `a`, its agent's service asking for `replicas` (`deploy.replicas`).
@@ -1000,7 +983,7 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
         "only the hanging job is dead-lettered: {dead:#?}; interrupted per job: {killed_in:?}"
     );
     for a in &names {
-        assert_eq!(routable(a), 1, "{a}: one routable container");
+        assert_eq!(running(a).len(), 1, "{a}: one routable container");
         assert_eq!(
             slots_present(a),
             [serving(a)],
@@ -1213,18 +1196,7 @@ async fn a_build_agent_killed_mid_build_resumes_the_job_and_completes_it_once() 
     .await;
     // the backend hears of it once: the report goes out after the terminal status (the outbox),
     // so wait for it, then give a second report time to show up
-    let completed = || {
-        h.upload_statuses(&a)
-            .iter()
-            .filter(|c| c.body["status"] == "completed")
-            .count()
-    };
-    wait_for("the backend to hear of the completion", T, || async {
-        (completed() >= 1).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(completed(), 1);
+    completions_settle_at(&h, &a, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -145,13 +145,8 @@ async fn switch_under_load(
     let load = {
         let (stop, answered, failed, seen) =
             (stop.clone(), answered.clone(), failed.clone(), seen.clone());
-        let (http, url, version) = (
-            http.clone(),
-            format!("{}/agents/agent-{name}", stack.gateway()),
-            version.to_string(),
-        );
-        let req = serde_json::json!({"jsonrpc": "2.0", "id": "load", "method": "message/send",
-            "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": "hi"}]}}});
+        let (http, url, version) = (http.clone(), stack.agent_url(name), version.to_string());
+        let req = nasiko_tests::stack::a2a_request("load");
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 match http.json("POST", &url, Some(&req)).await {

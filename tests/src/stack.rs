@@ -253,11 +253,16 @@ impl Stack {
         http: &crate::http::HttpClient,
         name: &str,
     ) -> Option<serde_json::Value> {
-        let req = serde_json::json!({"jsonrpc": "2.0", "id": "e2e", "method": "message/send",
-            "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": "hi"}]}}});
-        let url = format!("{}/agents/agent-{name}", self.gateway());
-        let (s, v) = http.json("POST", &url, Some(&req)).await.ok()?;
+        let (s, v) = http
+            .json("POST", &self.agent_url(name), Some(&a2a_request("e2e")))
+            .await
+            .ok()?;
         (s == 200).then_some(v)
+    }
+
+    /// Agent `name`'s URL on the gateway.
+    pub fn agent_url(&self, name: &str) -> String {
+        format!("{}/agents/agent-{name}", self.gateway())
     }
 
     pub fn gateway(&self) -> String {
@@ -285,4 +290,10 @@ impl Drop for Stack {
         drop(crate::agents::AgentCleanup { agents: names });
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// An A2A `message/send` saying "hi", with JSON-RPC id `id`.
+pub fn a2a_request(id: &str) -> serde_json::Value {
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "message/send",
+        "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": "hi"}]}}})
 }

@@ -202,6 +202,16 @@ pub async fn container_state(name: &str) -> Option<Container> {
     })
 }
 
+/// Agent `agent`'s deploy slots as Docker has them now: the entry container of each, blue then
+/// green (`Slot as usize`).
+pub async fn agent_slots(agent: &str) -> [Option<Container>; 2] {
+    use nasiko_contract::Slot;
+    [
+        container_state(&Slot::Blue.container(agent)).await,
+        container_state(&Slot::Green.container(agent)).await,
+    ]
+}
+
 pub async fn remove_container(name: &str) -> Result<(), CmdError> {
     run(&argv(&["docker", "rm", "-f", "-v", name]), SHORT, None)
         .await

@@ -25,11 +25,10 @@ impl Deployer {
     /// Start the prepared version and wait for it; see the module's comment for how.
     pub async fn up(&self, job: &DeployJob, p: &Prepared) -> Result<Deployed, DeployError> {
         let agent = &job.agent;
-        self.drop_older_naming(agent).await;
-        let now: Now = [
-            docker::container_state(&Slot::Blue.container(agent)).await,
-            docker::container_state(&Slot::Green.container(agent)).await,
-        ];
+        let mut now: Now = docker::agent_slots(agent).await;
+        if drop_older_naming(agent, now[Slot::Blue as usize].as_ref()).await {
+            now[Slot::Blue as usize] = None;
+        }
         let (_, hash) = render_compose(&self.cfg, job, p, &p.tag, Slot::Blue)?;
         let way = slots::choose(&now, &hash, job.strategy, slots::doubles(&p.package));
         let (slot, started) = match way {
@@ -119,21 +118,6 @@ impl Deployer {
             )
         };
         self.note(job, &line).await;
-    }
-
-    /// An agent deployed under the project naming of before (names with '.' or '_'): its
-    /// containers go, or compose could not take the container's name.
-    async fn drop_older_naming(&self, agent: &str) {
-        let blue = Slot::Blue.container(agent);
-        let Some(c) = docker::container_state(&blue).await else {
-            return;
-        };
-        if let Some(old) = c.label(PROJECT_LABEL) {
-            if old != Slot::Blue.project(agent) {
-                let _ = docker::remove_project(old).await;
-                let _ = docker::remove_container(&blue).await;
-            }
-        }
     }
 
     /// Write the files for `image` in `slot`, have compose read them back, and start it there
@@ -288,6 +272,21 @@ impl Deployer {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+}
+
+/// An agent deployed under the project naming of before (names with '.' or '_'): its
+/// containers go, or compose could not take the container's name. `blue` is its blue container
+/// as inspected; true when it went.
+async fn drop_older_naming(agent: &str, blue: Option<&docker::Container>) -> bool {
+    let Some(old) = blue.and_then(|c| c.label(PROJECT_LABEL)) else {
+        return false;
+    };
+    if old == Slot::Blue.project(agent) {
+        return false;
+    }
+    let _ = docker::remove_project(old).await;
+    let _ = docker::remove_container(&Slot::Blue.container(agent)).await;
+    true
 }
 
 /// Whether `started` failed because the engine has no network named `network`: compose v1 says
