@@ -651,6 +651,33 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         failn, 0,
         "requests keep succeeding throughout the update (blue/green)"
     );
+    // the new version runs in the green slot: from there too, by address, only the gateway's
+    // proxy on the agent's own network answers
+    let green = nasiko_contract::Slot::Green.container(&name);
+    let (_on_bridge, _, bridge_gateway) = fence::bridge_listener();
+    let plan = fence::Plan::new(&stack, &green, &bridge_gateway);
+    let mut targets = plan.platform_targets();
+    targets.extend(plan.host_targets());
+    let mut from_green = fence::probe_from(&green, &targets);
+    from_green.without_departed_host_addresses(&plan.host);
+    let proxy = show(&plan.proxy);
+    println!(
+        "fence: from the green slot {} targets, answered: {:?}",
+        targets.len(),
+        from_green.open
+    );
+    assert_eq!(
+        from_green.tried,
+        Some(targets.len()),
+        "{green} tried them all"
+    );
+    assert!(
+        from_green.open.contains(&proxy),
+        "{proxy} did not answer {green}: the probe proves nothing"
+    );
+    let bad = unexpected(&from_green.open, std::slice::from_ref(&proxy));
+    assert!(bad.is_empty(), "answered {green} and must not: {bad:?}");
+
     // replicas the package asks for: each a target, which kong-check (the sidecar's own reading)
     // finds in Kong
     let v3 = stack.add_replicated("compose-agents-net", &name, "v3.0.0", 2);
