@@ -423,6 +423,9 @@ async fn healthy_jobs_behind_a_build_that_keeps_dying_run_and_only_it_is_dead_le
         h.queue(&h.deploy_fields(a, &p, "u1")).await;
     }
     let con = h.con().await;
+    // the hanging step (FROM, COPY, then `RUN chmod … && sleep`): a first attempt killed before
+    // it would let the second pass it, which is progress, and the count would start again
+    let hanging = 200_000 + 3;
     for kill in 1..=3u64 {
         let mut w = h.spawn("c1");
         wait_for("the hanging build to start again", T, || {
@@ -439,7 +442,8 @@ async fn healthy_jobs_behind_a_build_that_keeps_dying_run_and_only_it_is_dead_le
                     .ok()?;
                 let building =
                     h.status(&agent).await.get("status").map(String::as_str) == Some("building");
-                (n == Some(kill) && building).then_some(())
+                let at_the_hang = reached(h, &id).await == Some(hanging);
+                (n == Some(kill) && building && at_the_hang).then_some(())
             }
         })
         .await;
