@@ -7,7 +7,8 @@
 //! at Kong's defaults (`eventual`, every 5 s). DB-less, our side of a sync on its own: the desired
 //! state, the document and its canonical text, without Kong.
 //! Run: cargo bench -p registry-sidecar   (BENCH_STARTS=N to change N; BENCH_ONLY=syncs for the
-//! sync costs alone)
+//! sync costs alone, BENCH_ONLY=route for start → route at 0, 100 and 500 other agents;
+//! BENCH_SIDECAR_BIN=path to run another build of the sidecar)
 
 use nasiko_tests::docker::{docker, docker_ok, ensure_busybox_image, unique, AgentNet, TestNet};
 use nasiko_tests::kong::{KongEmulator, Options};
@@ -16,7 +17,7 @@ use registry_sidecar::endpoint::AgentEndpoint;
 use registry_sidecar::kong::KongClient;
 use registry_sidecar::plugin_gate::PluginGate;
 use registry_sidecar::static_routes::{parse, HostOverrides, EMBEDDED};
-use registry_sidecar::sync::SyncRun;
+use registry_sidecar::sync::{Start, SyncRun};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,8 +44,13 @@ fn rss_kb(pid: u32) -> u64 {
 /// agent networks; given a second to start.
 async fn spawn_sidecar(kong: &KongEmulator, net: &TestNet, members: &str) -> ChildGuard {
     let port = free_port();
-    let bin =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/registry-sidecar");
+    // BENCH_SIDECAR_BIN: another build of the sidecar, for a before and after in one setting
+    let bin = std::env::var_os("BENCH_SIDECAR_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/release/registry-sidecar")
+        });
     let mut cmd = Command::new(&bin);
     cmd.env("KONG_ADMIN_URL", kong.admin_url())
         .env("AGENTS_NETWORK", &net.name)
@@ -57,9 +63,120 @@ async fn spawn_sidecar(kong: &KongEmulator, net: &TestNet, members: &str) -> Chi
     sidecar
 }
 
-/// Start → route, the agent on the shared network (legacy) or, with `own`, on a network of its
-/// own that a stand-in gateway has joined (as the sidecar's membership keeper joins it).
-async fn start_to_route(n: usize, own: bool) {
+/// Wall-clock seconds (Docker's clock is the same host's).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// `n` labelled agents on `net` besides the measured one (busybox httpd), four `docker run`s at
+/// a time; returns once Kong routes them all.
+fn fill(net: &TestNet, kong: &KongEmulator, n: usize, run: &str) {
+    std::thread::scope(|s| {
+        for w in 0..4 {
+            s.spawn(move || {
+                for i in (w..n).step_by(4) {
+                    net.labelled_agent(&format!("{run}-f{i}"));
+                }
+            });
+        }
+    });
+    let routes = || {
+        kong.with_store(|s| {
+            s.all(nasiko_tests::kong::entities::Kind::Routes)
+                .filter(|r| r["name"].as_str().is_some_and(|n| n.contains(run)))
+                .count()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while routes() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} agents routed",
+            routes()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The limit of one start → route, measured beside it: the start event reaching a subscriber,
+/// one `inspect`, and a new agent's writes alone (the requests the sidecar sends, phase by phase:
+/// upstream and service, then target and plugins, then route, the order that closes the auth
+/// window).
+struct Limit {
+    event_ms: Vec<f64>,
+    inspect_ms: Vec<f64>,
+    writes_ms: Vec<f64>,
+}
+
+impl Limit {
+    /// The sum of the three medians.
+    fn total_p50(&mut self) -> f64 {
+        pct(&mut self.event_ms, 50.0)
+            + pct(&mut self.inspect_ms, 50.0)
+            + pct(&mut self.writes_ms, 50.0)
+    }
+}
+
+/// A new agent's writes, timed alone against `kong`, `n` times: the plan the sidecar would make
+/// for it, sent phase by phase with each phase's writes together, under another tag (which the
+/// sidecar leaves alone), then removed.
+async fn new_agent_writes(kong: &KongEmulator, n: usize) -> Vec<f64> {
+    let client = KongClient::new(
+        &kong.admin_url(),
+        Duration::from_secs(5),
+        "bench-limit",
+        Arc::default(),
+    );
+    let mut statics = parse(EMBEDDED, &HostOverrides::default()).unwrap();
+    statics.proxies.clear();
+    let gate = PluginGate::new(tokio::time::Instant::now());
+    let run = SyncRun {
+        kong: &client,
+        owner_tag: "bench-limit",
+        warmup: Duration::ZERO,
+        concurrency: 8,
+        gate: &gate,
+    };
+    let node = client.node().await.unwrap();
+    let probe = [AgentEndpoint::labelled(
+        "limitprobe",
+        "c-limitprobe",
+        "10.250.1.2",
+        "nasiko-network",
+    )];
+    let mut ms = Vec::new();
+    for _ in 0..n {
+        let desired = run.wanted(&node, &statics, &probe);
+        let p = registry_sidecar::diff::plan(&desired, &Default::default(), true);
+        assert_eq!(
+            p.phases.iter().filter(|p| !p.is_empty()).count(),
+            3,
+            "{:?}",
+            p.phases
+        );
+        let t = Instant::now();
+        for phase in &p.phases {
+            for r in futures_util::future::join_all(phase.iter().map(|w| client.apply(w))).await {
+                r.unwrap();
+            }
+        }
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        run.converge(true, &statics, &[], Start::Fresh)
+            .await
+            .unwrap();
+    }
+    ms
+}
+
+/// Start → route readable in Kong, `n` isolated starts of one agent's container among `agents`
+/// others, on the shared network (legacy) or, with `own`, on a network of its own that a stand-in
+/// gateway has joined (as the sidecar's membership keeper joins it). The route is watched from
+/// before `docker start` by a thread that reads the emulator's store every 0.2 ms; the time is
+/// counted from the container's `StartedAt`. Beside it, the limit (`Limit`).
+async fn start_to_route(n: usize, own: bool, agents: usize) {
     ensure_busybox_image();
     let kong = KongEmulator::start(Options::strict()).await.unwrap();
     let net = TestNet::new();
@@ -72,6 +189,7 @@ async fn start_to_route(n: usize, own: bool) {
     );
     let agent_net = own.then(|| AgentNet::new(&net.name, &name, &net.run));
     let sidecar = spawn_sidecar(&kong, &net, &format!("{gw}=kong-gateway")).await;
+    fill(&net, &kong, agents, &name);
     let c = format!("c-{name}");
     let on = agent_net.as_ref().map_or(&net.name, |a| &a.name);
     let net_arg = format!("--network={on}");
@@ -86,33 +204,76 @@ async fn start_to_route(n: usize, own: bool) {
         &["sleep", "100000"],
     );
     docker_ok(&["stop", "-t", "0", &c]);
-    let svc = format!("agent-{name}");
-    while kong.has_route(&format!("{svc}-route")) {
+    let route = format!("agent-{name}-route");
+    while kong.has_route(&route) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // the start events, as a subscriber like the sidecar receives them
+    let engine = registry_sidecar::discovery::connect(None).await.unwrap();
+    let arrivals = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+    let listener = {
+        let (engine, arrivals, c) = (engine.clone(), arrivals.clone(), c.clone());
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let filters = [
+                ("type".to_string(), vec!["container".to_string()]),
+                ("event".to_string(), vec!["start".to_string()]),
+                ("container".to_string(), vec![c]),
+            ];
+            let mut events = engine.events(Some(bollard::query_parameters::EventsOptions {
+                since: None,
+                until: None,
+                filters: Some(filters.into_iter().collect()),
+            }));
+            while let Some(Ok(_)) = events.next().await {
+                arrivals.lock().unwrap().push(unix_now());
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_rest = rss_kb(sidecar.pid());
-    let mut lat = Vec::new();
+    let (mut lat, mut limit) = (
+        Vec::new(),
+        Limit {
+            event_ms: Vec::new(),
+            inspect_ms: Vec::new(),
+            writes_ms: new_agent_writes(&kong, 20).await,
+        },
+    );
     for _ in 0..n {
-        let out = docker(&["start", &c]);
-        assert!(out.status.success());
+        let seen = std::thread::scope(|s| {
+            let poll = s.spawn(|| {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !kong.has_route(&route) {
+                    if Instant::now() > deadline {
+                        return None;
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Some(unix_now())
+            });
+            assert!(docker(&["start", &c]).status.success());
+            poll.join().unwrap()
+        });
+        let seen = seen.expect("the route within 10 s");
         let started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &c]);
         let t_start = registry_sidecar::endpoint::parse_rfc3339(&started).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !kong.has_route(&format!("{svc}-route")) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        lat.push((seen - t_start) * 1000.0);
+        if let Some(at) = arrivals.lock().unwrap().pop() {
+            limit.event_ms.push((at - t_start) * 1000.0);
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64();
-        lat.push((now - t_start) * 1000.0);
         docker_ok(&["stop", "-t", "0", &c]);
-        while kong.has_route(&format!("{svc}-route")) {
+        while kong.has_route(&route) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         // an isolated start: nothing else happened in the last moment
         tokio::time::sleep(Duration::from_millis(300)).await;
+        // one inspect, timed while nothing else runs (this process also hosts the emulator)
+        let t = Instant::now();
+        engine.inspect_container(&c, None).await.unwrap();
+        limit.inspect_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
+    listener.abort();
     let rss_after = rss_kb(sidecar.pid());
     let (p50, p95, p99) = (
         pct(&mut lat, 50.0),
@@ -124,7 +285,19 @@ async fn start_to_route(n: usize, own: bool) {
     } else {
         "on the shared network"
     };
-    println!("container start -> route readable in Kong ({n} starts, {on}): p50 {p50:.1} ms, p95 {p95:.1} ms, p99 {p99:.1} ms, max {:.1} ms", lat.last().unwrap());
+    let floor = limit.total_p50();
+    println!(
+        "container start -> route readable in Kong ({n} starts, {on}, {agents} other agents): p50 {p50:.1} ms, p95 {p95:.1} ms, p99 {p99:.1} ms, max {:.1} ms",
+        lat.last().unwrap()
+    );
+    println!(
+        "  limit, measured beside it: start event delivered p50 {:.1} ms + one inspect p50 {:.1} ms + a new agent's writes alone (3 phases) p50 {:.1} ms = {floor:.1} ms; our p50 is {:.1}x the limit, p95 {:.1}x",
+        pct(&mut limit.event_ms, 50.0),
+        pct(&mut limit.inspect_ms, 50.0),
+        pct(&mut limit.writes_ms, 50.0),
+        p50 / floor,
+        p95 / floor
+    );
     println!(
         "sidecar RSS: {} KiB at rest, {} KiB after {n} start/stop cycles",
         rss_rest, rss_after
@@ -170,7 +343,7 @@ async fn sync_costs(n: usize, dbless: bool) {
         gate: &gate,
     };
     let sync = || async {
-        if let Err(e) = run.converge(true, &statics, &agents).await {
+        if let Err(e) = run.converge(true, &statics, &agents, Start::Fresh).await {
             panic!("sync failed: {e}");
         }
     };
@@ -208,7 +381,66 @@ async fn sync_costs(n: usize, dbless: bool) {
     );
     if dbless {
         dbless_our_side(&run, &client, &statics, &agents).await;
+    } else {
+        event_sync(&run, &kong, &statics, &agents).await;
     }
+}
+
+/// DB mode: an event's sync among `agents` (a new agent, planned from the snapshot the sync
+/// before it left), its time and Admin API requests before its route is in; then the agent
+/// removed again. The median of 5.
+async fn event_sync(
+    run: &SyncRun<'_>,
+    kong: &KongEmulator,
+    statics: &registry_sidecar::static_routes::StaticConfig,
+    agents: &[AgentEndpoint],
+) {
+    let mut snap = run
+        .converge(true, statics, agents, Start::Fresh)
+        .await
+        .unwrap()
+        .snapshot;
+    let mut with = agents.to_vec();
+    with.push(AgentEndpoint::labelled(
+        "newcomer",
+        "c-new",
+        "10.250.0.2",
+        "nasiko-network",
+    ));
+    let (mut ms, mut until_route, mut reads) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..5 {
+        kong.clear_requests();
+        let t = Instant::now();
+        let start = Start::From(snap.take().expect("a snapshot"));
+        let mut watch = std::pin::pin!(run.converge(true, statics, &with, start));
+        // the route's time: poll the emulator's store while the sync runs
+        let report = loop {
+            tokio::select! {
+                r = &mut watch => break r.unwrap(),
+                _ = tokio::time::sleep(Duration::from_micros(100)) => {
+                    if until_route.len() < ms.len() + 1 && kong.has_route("agent-newcomer-route") {
+                        until_route.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+        };
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let reqs = kong.requests();
+        let last_write = reqs.iter().rposition(|r| r.is_write()).unwrap_or(0);
+        reads.push(reqs[..last_write].iter().filter(|r| !r.is_write()).count() as f64);
+        snap = run
+            .converge(true, statics, agents, Start::From(report.snapshot.unwrap()))
+            .await
+            .unwrap()
+            .snapshot;
+    }
+    println!(
+        "{} agents, DB mode: an event's sync (a new agent, from the snapshot): route in after {:.1} ms (median of 5), the whole sync with the read after its writes {:.1} ms; reads before its last write: {:.0} (GET / included)",
+        agents.len(),
+        pct(&mut until_route, 50.0),
+        pct(&mut ms, 50.0),
+        pct(&mut reads, 50.0)
+    );
 }
 
 /// DB-less: our side of a sync alone (the desired state, the document, its canonical text), cold
@@ -392,8 +624,17 @@ async fn main() {
         }
         return;
     }
-    start_to_route(n, false).await;
-    start_to_route(n, true).await;
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("route") {
+        for agents in [0, 100, 500] {
+            start_to_route(n, false, agents).await;
+        }
+        return;
+    }
+    start_to_route(n, false, 0).await;
+    start_to_route(n, true, 0).await;
+    for agents in [100, 500] {
+        start_to_route(n.min(40), false, agents).await;
+    }
     for agents in [100, 500] {
         for dbless in [false, true] {
             sync_costs(agents, dbless).await;

@@ -56,6 +56,7 @@ pub async fn check(cfg: &Config) -> Result<Report, String> {
         .plan_writes(&desired, true)
         .await
         .map_err(|e| e.to_string())?
+        .0
         .phases
         .iter()
         .flatten()

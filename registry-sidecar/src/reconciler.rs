@@ -1,6 +1,8 @@
 //! The reconcile loop: every trigger (Docker change, static file change, POST /sync, the periodic
 //! resync, a retry after failure) runs the same idempotent sync: read → desired → diff → ordered
 //! writes. An isolated change is applied at once; a burst is coalesced (at most one sync per 250 ms).
+//! A Docker or static-file change plans from the snapshot the last sync left (`sync::Snapshot`),
+//! so its writes go out without a read first; every other trigger reads Kong afresh.
 
 use crate::discovery::AgentsView;
 use crate::kong::{KongClient, KongError};
@@ -8,7 +10,7 @@ use crate::plugin_gate::PluginGate;
 use crate::schedule::{Due, Ended, Schedule, PROBE_EVERY};
 use crate::static_routes::StaticConfig;
 use crate::status::{format_time, now_unix, Counters, Publisher, SyncState};
-use crate::sync::{SyncError, SyncReport, SyncRun};
+use crate::sync::{Snapshot, Start, SyncError, SyncReport, SyncRun};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -78,6 +80,7 @@ impl Reconciler {
         // DB-less: the configuration hash Kong showed after our last sync (None: not seen yet)
         let mut hash_after_sync: Option<Option<String>> = None;
         let mut sources = Sources::default();
+        let mut snapshot: Option<Snapshot> = None;
         loop {
             let mut waiters: Vec<SyncRequest> = Vec::new();
             let (at, due) = schedule.next(self.next_warmup());
@@ -118,7 +121,13 @@ impl Reconciler {
                     }
                 }
             }
-            let (outcome, recheck) = self.sync_once().await;
+            // an event's sync plans from the last sync's snapshot; every other trigger reads
+            let start = match (trigger, snapshot.take()) {
+                (None, Some(s)) => Start::From(s),
+                _ => Start::Fresh,
+            };
+            let (outcome, recheck, next) = self.sync_once(start).await;
+            snapshot = next;
             hash_after_sync = None;
             let ended = match (&outcome.error, outcome.kong_down) {
                 (None, _) => Ended::Converged,
@@ -187,8 +196,12 @@ impl Reconciler {
         }
     }
 
-    /// One sync, and when to sync again for what it held back.
-    async fn sync_once(&mut self) -> (SyncOutcome, Option<Instant>) {
+    /// One sync from `start`: its outcome, when to sync again for what it held back, and the
+    /// snapshot it left (none after a failure: the next sync reads Kong).
+    async fn sync_once(
+        &mut self,
+        start: Start,
+    ) -> (SyncOutcome, Option<Instant>, Option<Snapshot>) {
         let view = self.agents.borrow_and_update().clone();
         let statics = self.statics.borrow_and_update().clone();
         let agents: Vec<_> = view.agents.values().cloned().collect();
@@ -200,10 +213,12 @@ impl Reconciler {
             concurrency: self.concurrency,
             gate: &self.gate,
         };
-        let result = run.converge(view.complete, &statics, &agents).await;
+        let result = run.converge(view.complete, &statics, &agents, start).await;
         let recheck = result.as_ref().ok().and_then(|c| c.recheck_at);
+        let mut snapshot = None;
         let outcome = match result {
-            Ok(report) => {
+            Ok(mut report) => {
+                snapshot = report.snapshot.take();
                 self.converged(&report, view.last_event_unix);
                 SyncOutcome {
                     agents: agents.len(),
@@ -224,7 +239,7 @@ impl Reconciler {
             s.waiting = view.waiting.values().cloned().collect();
             s.malformed = view.malformed.values().cloned().collect();
         });
-        (outcome, recheck)
+        (outcome, recheck, snapshot)
     }
 
     /// Report a converged sync; count the lag from the event it applied.

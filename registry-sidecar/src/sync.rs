@@ -64,6 +64,28 @@ pub struct SyncReport {
     pub desired: DesiredState,
     /// Writes were held back until their service's plugins settle: sync again then.
     pub recheck_at: Option<Instant>,
+    /// What Kong held of ours when it ended (DB mode), for the next event's plan.
+    pub snapshot: Option<Snapshot>,
+}
+
+/// What Kong held of ours at the end of a sync: the reading the sync planned from when it wrote
+/// nothing, else one taken after its writes (off the path of the change it applied). The next
+/// event's sync plans from it and goes straight to its writes (after `GET /`, which is cheap and
+/// says what the node can run now). It is only ever a reading of Kong, never a guess: a write
+/// that finds Kong changed behind it fails (409, 404), the sync is retried from a fresh reading,
+/// and every other trigger (the periodic resync, a retry, `POST /sync`, Kong's return) reads
+/// afresh. A plan that would delete an upstream is made from a fresh reading too: the snapshot
+/// may not show a target someone else put on it since, which the delete would take with it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub owned: OwnedState,
+}
+
+/// Where a sync starts: a fresh reading of Kong, or the last sync's snapshot.
+#[derive(Debug, Clone)]
+pub enum Start {
+    Fresh,
+    From(Snapshot),
 }
 
 /// One sync's settings and the Kong it speaks to.
@@ -95,36 +117,55 @@ impl<K: KongApi> SyncRun<'_, K> {
         })
     }
 
-    /// The writes that take what Kong holds of ours (DB mode) to `desired`. Target writes are
-    /// planned from a fresh listing of the upstreams they touch, which are then listed afresh
-    /// next time too (the writes change them).
+    /// The writes that take what Kong holds of ours (DB mode) to `desired`, and the reading they
+    /// were planned from. Target writes are planned from a fresh listing of the upstreams they
+    /// touch, which are then listed afresh next time too (the writes change them).
     pub async fn plan_writes(
         &self,
         desired: &DesiredState,
         allow_deletes: bool,
-    ) -> Result<Plan, KongError> {
-        let owned = self.kong.read_owned(&BTreeSet::new()).await?;
+    ) -> Result<(Plan, OwnedState), KongError> {
+        let mut owned = self.kong.read_owned(&BTreeSet::new()).await?;
         let mut p = plan(desired, &owned, allow_deletes);
         let mut touched = p.upstreams_touched();
         if !touched.is_empty() {
             if owned.reused_targets {
-                let fresh = self.kong.read_owned(&touched).await?;
-                p = plan(desired, &fresh, allow_deletes);
+                owned = self.kong.read_owned(&touched).await?;
+                p = plan(desired, &owned, allow_deletes);
                 touched.extend(p.upstreams_touched());
             }
             self.kong.forget_targets(&touched);
         }
-        Ok(p)
+        Ok((p, owned))
+    }
+
+    /// The snapshot a sync leaves: the reading it planned from if it wrote nothing, else Kong
+    /// read again now that its writes are in (none if that read fails: the next sync reads).
+    async fn snapshot(&self, read: OwnedState, writes: usize) -> Option<Snapshot> {
+        let owned = if writes == 0 {
+            read
+        } else {
+            match self.kong.read_owned(&BTreeSet::new()).await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::debug!("no snapshot after the writes ({e}): the next sync reads Kong");
+                    return None;
+                }
+            }
+        };
+        Some(Snapshot { owned })
     }
 
     /// Converge Kong to the desired state of `agents` and `statics`: a diff and ordered writes
     /// (DB mode), or one declarative push (DB-less). `complete`: Docker has been listed
-    /// completely since the last connect (else nothing of ours is removed).
+    /// completely since the last connect (else nothing of ours is removed). `start`: read Kong
+    /// afresh, or plan from the last sync's snapshot.
     pub async fn converge(
         &self,
         complete: bool,
         statics: &StaticConfig,
         agents: &[AgentEndpoint],
+        start: Start,
     ) -> Result<SyncReport, SyncError> {
         let node = self.kong.node().await.map_err(SyncError::Kong)?;
         let desired = self.wanted(&node, statics, agents);
@@ -132,10 +173,26 @@ impl<K: KongApi> SyncRun<'_, K> {
             return self.push_declarative(complete, desired).await;
         }
         let allow_deletes = complete;
-        let mut p = self
-            .plan_writes(&desired, allow_deletes)
-            .await
-            .map_err(SyncError::Kong)?;
+        let from_snapshot = match start {
+            Start::From(s) => Some((plan(&desired, &s.owned, allow_deletes), s.owned)),
+            Start::Fresh => None,
+        }
+        .filter(|(p, _)| {
+            !p.phases
+                .iter()
+                .flatten()
+                .any(|w| matches!(w, KongWrite::DeleteUpstream { .. }))
+        });
+        let (mut p, read) = match from_snapshot {
+            Some((p, owned)) => {
+                self.kong.forget_targets(&p.upstreams_touched());
+                (p, owned)
+            }
+            None => self
+                .plan_writes(&desired, allow_deletes)
+                .await
+                .map_err(SyncError::Kong)?,
+        };
         let held = self
             .gate
             .hold(&mut p, &desired, node.propagation, Instant::now());
@@ -146,8 +203,9 @@ impl<K: KongApi> SyncRun<'_, K> {
         match first_failure {
             None => Ok(SyncReport {
                 writes,
-                desired,
                 recheck_at: self.gate.recheck_at(&held, node.propagation),
+                snapshot: self.snapshot(read, writes).await,
+                desired,
             }),
             Some((what, e)) => Err(SyncError::Write {
                 what,
@@ -224,12 +282,14 @@ impl<K: KongApi> SyncRun<'_, K> {
                     writes: 1,
                     desired,
                     recheck_at: None,
+                    snapshot: None,
                 })
             }
             Ok(false) => Ok(SyncReport {
                 writes: 0,
                 desired,
                 recheck_at: None,
+                snapshot: None,
             }),
             Err(e) => Err(SyncError::Write {
                 what: "push the declarative configuration".into(),

@@ -1,0 +1,210 @@
+//! A sync that plans from the last sync's snapshot (an event's sync) against the Kong emulator,
+//! without Docker: its writes go out before any listing of Kong's entities, it leaves Kong as a fresh sync would, and a
+//! snapshot Kong has moved past fails the sync rather than leaving a wrong state, which a fresh
+//! reading then repairs.
+
+use nasiko_tests::http::HttpClient;
+use nasiko_tests::kong::{KongEmulator, Options, Recorded};
+use registry_sidecar::endpoint::AgentEndpoint;
+use registry_sidecar::kong::KongClient;
+use registry_sidecar::plugin_gate::PluginGate;
+use registry_sidecar::static_routes::{parse, HostOverrides, StaticConfig, EMBEDDED};
+use registry_sidecar::sync::{Snapshot, Start, SyncRun};
+use std::sync::Arc;
+use std::time::Duration;
+
+const TAG: &str = "managed-by-nasiko-registry";
+
+struct Bench {
+    kong: KongEmulator,
+    client: KongClient,
+    statics: StaticConfig,
+    gate: PluginGate,
+}
+
+impl Bench {
+    async fn new() -> Bench {
+        let kong = KongEmulator::start(Options::strict()).await.unwrap();
+        let client = KongClient::new(
+            &kong.admin_url(),
+            Duration::from_secs(5),
+            TAG,
+            Arc::default(),
+        );
+        Bench {
+            kong,
+            client,
+            statics: parse(EMBEDDED, &HostOverrides::default()).unwrap(),
+            gate: PluginGate::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// One sync of `agents` from `start`: its writes and the snapshot it left, or its error.
+    async fn sync(
+        &self,
+        agents: &[AgentEndpoint],
+        start: Start,
+    ) -> Result<(usize, Snapshot), String> {
+        let run = SyncRun {
+            kong: &self.client,
+            owner_tag: TAG,
+            warmup: Duration::ZERO,
+            concurrency: 8,
+            gate: &self.gate,
+        };
+        let r = run
+            .converge(true, &self.statics, agents, start)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((
+            r.writes,
+            r.snapshot.expect("a DB-mode sync leaves a snapshot"),
+        ))
+    }
+
+    /// The targets Kong holds for agent `name`'s upstream.
+    async fn targets(&self, name: &str) -> Vec<String> {
+        let url = format!("{}/upstreams/agent-{name}/targets", self.kong.admin_url());
+        let (_, v) = HttpClient::default().json("GET", &url, None).await.unwrap();
+        let mut t: Vec<String> = v["data"]
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .filter_map(|t| t["target"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        t.sort();
+        t
+    }
+}
+
+fn agent(name: &str, ip: &str) -> AgentEndpoint {
+    AgentEndpoint::labelled(name, &format!("c-{name}-{ip}"), ip, "nasiko-network")
+}
+
+fn show(r: &[Recorded]) -> Vec<String> {
+    r.iter()
+        .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_events_sync_from_the_snapshot_writes_first_and_leaves_what_a_fresh_one_would() {
+    let b = Bench::new().await;
+    let mut agents = vec![agent("a0", "10.9.0.2"), agent("a1", "10.9.0.3")];
+    let (writes, mut snap) = b.sync(&agents, Start::Fresh).await.unwrap();
+    assert!(writes > 0);
+    // three changes in turn, each as an event's sync: a new agent, a container replaced (a new
+    // address), an agent gone (its upstream deleted: planned from a fresh reading)
+    type Change = fn(&mut Vec<AgentEndpoint>);
+    let steps: [(&str, Change, bool); 3] = [
+        ("a new agent", |a| a.push(agent("a2", "10.9.0.4")), true),
+        (
+            "a replaced container",
+            |a| a[0] = agent("a0", "10.9.0.9"),
+            true,
+        ),
+        (
+            "an agent gone",
+            |a| {
+                a.remove(1);
+            },
+            false,
+        ),
+    ];
+    for (what, change, writes_first) in steps {
+        change(&mut agents);
+        b.kong.clear_requests();
+        let (writes, next) = b.sync(&agents, Start::From(snap)).await.unwrap();
+        snap = next;
+        let reqs = b.kong.requests();
+        assert!(writes > 0, "{what}: nothing written: {:#?}", show(&reqs));
+        // the node's `GET /` comes first in every sync; a listing of Kong's entities only after
+        // the writes, unless the plan deletes an upstream
+        let last_write = reqs.iter().rposition(Recorded::is_write).unwrap();
+        let listed_before = reqs[..last_write]
+            .iter()
+            .any(|r| !r.is_write() && r.path != "/");
+        assert_eq!(
+            !listed_before,
+            writes_first,
+            "{what}: the writes first? {:#?}",
+            show(&reqs)
+        );
+        assert!(
+            reqs.iter().all(|r| r.status < 400),
+            "{what}: {:#?}",
+            show(&reqs)
+        );
+        // a fresh reading finds nothing left to do, and the snapshot left is that reading
+        b.kong.clear_requests();
+        let (fresh, from_fresh) = b.sync(&agents, Start::Fresh).await.unwrap();
+        assert_eq!(fresh, 0, "{what}: {:#?}", show(&b.kong.requests()));
+        assert_eq!(
+            format!("{:?}", snap.owned.services),
+            format!("{:?}", from_fresh.owned.services),
+            "{what}"
+        );
+        assert_eq!(snap.owned.targets.len(), from_fresh.owned.targets.len());
+    }
+    assert_eq!(b.targets("a0").await, ["10.9.0.9:5000"]);
+    assert_eq!(b.targets("a2").await, ["10.9.0.4:5000"]);
+    let (_, v) = HttpClient::default()
+        .json(
+            "GET",
+            &format!("{}/services/agent-a1", b.kong.admin_url()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(v["message"], "Not found", "a1 is gone: {v}");
+}
+
+#[tokio::test]
+async fn a_snapshot_kong_has_moved_past_fails_the_sync_and_a_fresh_reading_repairs_it() {
+    let b = Bench::new().await;
+    let (_, snap) = b
+        .sync(&[agent("a0", "10.9.0.2")], Start::Fresh)
+        .await
+        .unwrap();
+    // behind our back: the agent's upstream (and its targets) deleted
+    let http = HttpClient::default();
+    let url = format!("{}/upstreams/agent-a0", b.kong.admin_url());
+    let (status, _) = http.json("DELETE", &url, None).await.unwrap();
+    assert_eq!(status, 204);
+    // its container replaced: the snapshot's plan adds a target to an upstream that is gone
+    let now = [agent("a0", "10.9.0.7")];
+    let err = b.sync(&now, Start::From(snap)).await.unwrap_err();
+    assert!(err.contains("404") || err.contains("Not found"), "{err}");
+    // the reconciler's retry reads afresh: the upstream and its one target are back
+    let (writes, _) = b.sync(&now, Start::Fresh).await.unwrap();
+    assert!(writes >= 2, "{writes}");
+    assert_eq!(b.targets("a0").await, ["10.9.0.7:5000"]);
+    let (writes, _) = b.sync(&now, Start::Fresh).await.unwrap();
+    assert_eq!(writes, 0);
+}
+
+#[tokio::test]
+async fn an_agent_gone_keeps_its_upstream_for_a_target_someone_put_on_it_after_the_snapshot() {
+    let b = Bench::new().await;
+    let (_, snap) = b
+        .sync(&[agent("a0", "10.9.0.2")], Start::Fresh)
+        .await
+        .unwrap();
+    // someone else's target on the agent's upstream, under their own tag: no tagged id of ours
+    // changes, so only a fresh listing of the upstream shows it
+    let url = format!("{}/upstreams/agent-a0/targets", b.kong.admin_url());
+    let body = serde_json::json!({"target": "10.1.1.2:80", "tags": ["ops"]});
+    let (status, _) = HttpClient::default()
+        .json("POST", &url, Some(&body))
+        .await
+        .unwrap();
+    assert_eq!(status, 201);
+    b.sync(&[], Start::From(snap)).await.unwrap();
+    assert_eq!(
+        b.targets("a0").await,
+        ["10.1.1.2:80"],
+        "their target survives"
+    );
+}
