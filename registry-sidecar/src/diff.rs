@@ -5,8 +5,8 @@
 use crate::desired::DesiredState;
 use crate::model::rule::{matches, Agrees, Spec};
 use crate::model::{
-    LinkKind, PluginRow, PluginSpec, RouteRow, RouteSpec, Row, ServiceRow, ServiceSpec, TargetKey,
-    TargetRow, TargetSpec, UpstreamRow, UpstreamSpec,
+    Head, LinkKind, PluginRow, PluginSpec, RouteRow, RouteSpec, Row, ServiceRow, ServiceSpec,
+    TargetKey, TargetRow, TargetSpec, UpstreamRow, UpstreamSpec,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +24,39 @@ pub struct OwnedState {
     /// Some upstreams' targets are those listed by an earlier read, confirmed by Kong's ids:
     /// good to tell that nothing is to be done there, not to plan target writes from.
     pub reused_targets: bool,
+}
+
+impl OwnedState {
+    /// What is left without the entities of these services (by name): each service, its routes
+    /// and plugins, and the upstream of its name with its targets. An event's sync plans the
+    /// agents it changed against what is left once the unchanged ones are taken out.
+    pub fn without_services(&self, names: &BTreeSet<String>) -> OwnedState {
+        let named = |h: &Head| h.name().is_some_and(|n| names.contains(n));
+        let ids = |rows: &mut dyn Iterator<Item = &Head>| -> BTreeSet<String> {
+            rows.filter(|h| named(h))
+                .filter_map(|h| h.id().map(String::from))
+                .collect()
+        };
+        let services = ids(&mut self.services.iter().map(|r| &r.head));
+        let upstreams = ids(&mut self.upstreams.iter().map(|r| &r.head));
+        let on = |h: &Head, kind: LinkKind, ids: &BTreeSet<String>| {
+            h.link(kind).is_some_and(|id| ids.contains(id))
+        };
+        fn keep<F: Clone>(rows: &[Row<F>], drop: impl Fn(&Head) -> bool) -> Vec<Row<F>> {
+            rows.iter().filter(|r| !drop(&r.head)).cloned().collect()
+        }
+        OwnedState {
+            services: keep(&self.services, named),
+            routes: keep(&self.routes, |h| on(h, LinkKind::Service, &services)),
+            plugins: keep(&self.plugins, |h| on(h, LinkKind::Service, &services)),
+            upstreams: keep(&self.upstreams, named),
+            targets: keep(&self.targets, |h| on(h, LinkKind::Upstream, &upstreams)),
+            foreign_targets: keep(&self.foreign_targets, |h| {
+                on(h, LinkKind::Upstream, &upstreams)
+            }),
+            reused_targets: self.reused_targets,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -2,15 +2,18 @@
 //! resync, a retry after failure) runs the same idempotent sync: read → desired → diff → ordered
 //! writes. An isolated change is applied at once; a burst is coalesced (at most one sync per 250 ms).
 //! A Docker or static-file change plans from the snapshot the last sync left (`sync::Snapshot`),
-//! so its writes go out without a read first; every other trigger reads Kong afresh.
+//! so its writes go out without a listing first, and a Docker change plans only the agents it
+//! changed; every other trigger reads Kong afresh.
 
 use crate::discovery::AgentsView;
+use crate::endpoint::AgentEndpoint;
 use crate::kong::{KongClient, KongError};
 use crate::plugin_gate::PluginGate;
 use crate::schedule::{Due, Ended, Schedule, PROBE_EVERY};
 use crate::static_routes::StaticConfig;
 use crate::status::{format_time, now_unix, Counters, Publisher, SyncState};
 use crate::sync::{Snapshot, Start, SyncError, SyncReport, SyncRun};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -38,6 +41,53 @@ enum Beat {
     Away,
     /// Kong's configuration changed behind us: sync.
     Changed,
+}
+
+/// What the last sync left: Kong's snapshot and the inputs it applied, so that the next event's
+/// sync plans only the agents that changed since.
+struct Left {
+    snapshot: Snapshot,
+    agents: BTreeMap<String, AgentEndpoint>,
+    statics: Arc<StaticConfig>,
+    complete: bool,
+}
+
+impl Left {
+    /// How an event's sync starts from it: only the agents whose containers changed, while the
+    /// static routes and Docker's completeness are the same; else every agent.
+    fn start(self, view: &AgentsView, statics: &Arc<StaticConfig>) -> Start {
+        if !Arc::ptr_eq(&self.statics, statics) || self.complete != view.complete {
+            return Start::From(self.snapshot);
+        }
+        Start::Changed(self.snapshot, changed_agents(&self.agents, &view.agents))
+    }
+}
+
+/// The Kong service names of the agents a container was added to, removed from or changed in,
+/// between two views (container id → endpoint).
+fn changed_agents(
+    before: &BTreeMap<String, AgentEndpoint>,
+    now: &BTreeMap<String, AgentEndpoint>,
+) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for (id, a) in now {
+        match before.get(id) {
+            Some(b) if b == a => {}
+            Some(b) => {
+                names.insert(b.kong_name.clone());
+                names.insert(a.kong_name.clone());
+            }
+            None => {
+                names.insert(a.kong_name.clone());
+            }
+        }
+    }
+    for (id, b) in before {
+        if !now.contains_key(id) {
+            names.insert(b.kong_name.clone());
+        }
+    }
+    names
 }
 
 pub struct Reconciler {
@@ -80,7 +130,7 @@ impl Reconciler {
         // DB-less: the configuration hash Kong showed after our last sync (None: not seen yet)
         let mut hash_after_sync: Option<Option<String>> = None;
         let mut sources = Sources::default();
-        let mut snapshot: Option<Snapshot> = None;
+        let mut left: Option<Left> = None;
         loop {
             let mut waiters: Vec<SyncRequest> = Vec::new();
             let (at, due) = schedule.next(self.next_warmup());
@@ -121,13 +171,9 @@ impl Reconciler {
                     }
                 }
             }
-            // an event's sync plans from the last sync's snapshot; every other trigger reads
-            let start = match (trigger, snapshot.take()) {
-                (None, Some(s)) => Start::From(s),
-                _ => Start::Fresh,
-            };
-            let (outcome, recheck, next) = self.sync_once(start).await;
-            snapshot = next;
+            // an event's sync plans from what the last sync left; every other trigger reads
+            let (outcome, recheck, next) = self.sync_once(trigger.is_none(), left.take()).await;
+            left = next;
             hash_after_sync = None;
             let ended = match (&outcome.error, outcome.kong_down) {
                 (None, _) => Ended::Converged,
@@ -196,14 +242,20 @@ impl Reconciler {
         }
     }
 
-    /// One sync from `start`: its outcome, when to sync again for what it held back, and the
-    /// snapshot it left (none after a failure: the next sync reads Kong).
+    /// One sync from what the last one `left` when an `event` started it, else from a fresh
+    /// reading. Its outcome, when to sync again for what it held back, and what it leaves (nothing
+    /// after a failure: the next sync reads Kong).
     async fn sync_once(
         &mut self,
-        start: Start,
-    ) -> (SyncOutcome, Option<Instant>, Option<Snapshot>) {
+        event: bool,
+        left: Option<Left>,
+    ) -> (SyncOutcome, Option<Instant>, Option<Left>) {
         let view = self.agents.borrow_and_update().clone();
         let statics = self.statics.borrow_and_update().clone();
+        let start = match left.filter(|_| event) {
+            Some(l) => l.start(&view, &statics),
+            None => Start::Fresh,
+        };
         let agents: Vec<_> = view.agents.values().cloned().collect();
         Counters::inc(&self.counters.syncs);
         let run = SyncRun {
@@ -215,10 +267,15 @@ impl Reconciler {
         };
         let result = run.converge(view.complete, &statics, &agents, start).await;
         let recheck = result.as_ref().ok().and_then(|c| c.recheck_at);
-        let mut snapshot = None;
+        let mut leaves = None;
         let outcome = match result {
             Ok(mut report) => {
-                snapshot = report.snapshot.take();
+                leaves = report.snapshot.take().map(|snapshot| Left {
+                    snapshot,
+                    agents: view.agents.clone(),
+                    statics: statics.clone(),
+                    complete: view.complete,
+                });
                 self.converged(&report, view.last_event_unix);
                 SyncOutcome {
                     agents: agents.len(),
@@ -239,7 +296,7 @@ impl Reconciler {
             s.waiting = view.waiting.values().cloned().collect();
             s.malformed = view.malformed.values().cloned().collect();
         });
-        (outcome, recheck, snapshot)
+        (outcome, recheck, leaves)
     }
 
     /// Report a converged sync; count the lag from the event it applied.
@@ -281,5 +338,42 @@ impl Reconciler {
             s.error = Some(e.to_string());
         });
         unreachable || failing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(of: &[(&str, &str, &str)]) -> BTreeMap<String, AgentEndpoint> {
+        of.iter()
+            .map(|(id, name, ip)| (id.to_string(), AgentEndpoint::labelled(name, id, ip, "net")))
+            .collect()
+    }
+
+    #[test]
+    fn the_agents_an_event_changed_are_those_with_a_container_added_removed_or_changed() {
+        let before = view(&[
+            ("c1", "a", "10.0.0.2"),
+            ("c2", "b", "10.0.0.3"),
+            ("c3", "c", "10.0.0.4"),
+        ]);
+        assert!(changed_agents(&before, &before).is_empty());
+        // b's container has a new address, d is new, c is gone, a is as it was
+        let now = view(&[
+            ("c1", "a", "10.0.0.2"),
+            ("c2", "b", "10.0.0.9"),
+            ("c4", "d", "10.0.0.5"),
+        ]);
+        let names: Vec<String> = changed_agents(&before, &now).into_iter().collect();
+        assert_eq!(names, ["agent-b", "agent-c", "agent-d"]);
+        // a container that now claims another agent's name changes both
+        let moved = view(&[
+            ("c1", "e", "10.0.0.2"),
+            ("c2", "b", "10.0.0.3"),
+            ("c3", "c", "10.0.0.4"),
+        ]);
+        let names: Vec<String> = changed_agents(&before, &moved).into_iter().collect();
+        assert_eq!(names, ["agent-a", "agent-e"]);
     }
 }

@@ -86,6 +86,10 @@ pub struct Snapshot {
 pub enum Start {
     Fresh,
     From(Snapshot),
+    /// Only these agents (by Kong service name) changed since the snapshot: plan them alone,
+    /// against the snapshot without the other agents' entities (the cost of an event's plan is
+    /// its own agents', not every agent's).
+    Changed(Snapshot, BTreeSet<String>),
 }
 
 /// One sync's settings and the Kong it speaks to.
@@ -168,30 +172,70 @@ impl<K: KongApi> SyncRun<'_, K> {
         start: Start,
     ) -> Result<SyncReport, SyncError> {
         let node = self.kong.node().await.map_err(SyncError::Kong)?;
-        let desired = self.wanted(&node, statics, agents);
         if node.dbless {
+            let desired = self.wanted(&node, statics, agents);
             return self.push_declarative(complete, desired).await;
         }
         let allow_deletes = complete;
-        let from_snapshot = match start {
-            Start::From(s) => Some((plan(&desired, &s.owned, allow_deletes), s.owned)),
-            Start::Fresh => None,
-        }
-        .filter(|(p, _)| {
-            !p.phases
-                .iter()
-                .flatten()
-                .any(|w| matches!(w, KongWrite::DeleteUpstream { .. }))
-        });
-        let (mut p, read) = match from_snapshot {
+        let (snapshot, only) = match start {
+            Start::Fresh => (None, None),
+            Start::From(s) => (Some(s), None),
+            Start::Changed(s, names) => (Some(s), Some(names)),
+        };
+        let desired = match &only {
+            Some(names) => {
+                let changed: Vec<AgentEndpoint> = agents
+                    .iter()
+                    .filter(|a| names.contains(&a.kong_name))
+                    .cloned()
+                    .collect();
+                self.wanted(&node, statics, &changed)
+            }
+            None => self.wanted(&node, statics, agents),
+        };
+        let from_snapshot = snapshot
+            .map(|s| {
+                let p = match &only {
+                    Some(names) => {
+                        let unchanged: BTreeSet<String> = agents
+                            .iter()
+                            .map(|a| a.kong_name.clone())
+                            .filter(|n| !names.contains(n))
+                            .collect();
+                        plan(
+                            &desired,
+                            &s.owned.without_services(&unchanged),
+                            allow_deletes,
+                        )
+                    }
+                    None => plan(&desired, &s.owned, allow_deletes),
+                };
+                (p, s.owned)
+            })
+            .filter(|(p, _)| {
+                !p.phases
+                    .iter()
+                    .flatten()
+                    .any(|w| matches!(w, KongWrite::DeleteUpstream { .. }))
+            });
+        let partial = only.is_some() && from_snapshot.is_some();
+        let (mut p, read, desired) = match from_snapshot {
             Some((p, owned)) => {
                 self.kong.forget_targets(&p.upstreams_touched());
-                (p, owned)
+                (p, owned, desired)
             }
-            None => self
-                .plan_writes(&desired, allow_deletes)
-                .await
-                .map_err(SyncError::Kong)?,
+            None => {
+                // every agent, from a fresh reading
+                let desired = match only {
+                    Some(_) => self.wanted(&node, statics, agents),
+                    None => desired,
+                };
+                let (p, owned) = self
+                    .plan_writes(&desired, allow_deletes)
+                    .await
+                    .map_err(SyncError::Kong)?;
+                (p, owned, desired)
+            }
         };
         let held = self
             .gate
@@ -205,7 +249,11 @@ impl<K: KongApi> SyncRun<'_, K> {
                 writes,
                 recheck_at: self.gate.recheck_at(&held, node.propagation),
                 snapshot: self.snapshot(read, writes).await,
-                desired,
+                // what the report shows is every agent's, built once the writes are out
+                desired: match partial {
+                    true => self.wanted(&node, statics, agents),
+                    false => desired,
+                },
             }),
             Some((what, e)) => Err(SyncError::Write {
                 what,

@@ -91,6 +91,17 @@ fn show(r: &[Recorded]) -> Vec<String> {
 
 #[tokio::test]
 async fn an_events_sync_from_the_snapshot_writes_first_and_leaves_what_a_fresh_one_would() {
+    event_syncs(false).await;
+}
+
+#[tokio::test]
+async fn an_events_sync_of_the_agents_it_changed_alone_leaves_what_a_fresh_one_would() {
+    event_syncs(true).await;
+}
+
+/// Three changes in turn, each as an event's sync from the snapshot the sync before it left:
+/// every agent planned, or (`partial`) the one it changed alone.
+async fn event_syncs(partial: bool) {
     let b = Bench::new().await;
     let mut agents = vec![agent("a0", "10.9.0.2"), agent("a1", "10.9.0.3")];
     let (writes, mut snap) = b.sync(&agents, Start::Fresh).await.unwrap();
@@ -98,11 +109,17 @@ async fn an_events_sync_from_the_snapshot_writes_first_and_leaves_what_a_fresh_o
     // three changes in turn, each as an event's sync: a new agent, a container replaced (a new
     // address), an agent gone (its upstream deleted: planned from a fresh reading)
     type Change = fn(&mut Vec<AgentEndpoint>);
-    let steps: [(&str, Change, bool); 3] = [
-        ("a new agent", |a| a.push(agent("a2", "10.9.0.4")), true),
+    let steps: [(&str, Change, &str, bool); 3] = [
+        (
+            "a new agent",
+            |a| a.push(agent("a2", "10.9.0.4")),
+            "agent-a2",
+            true,
+        ),
         (
             "a replaced container",
             |a| a[0] = agent("a0", "10.9.0.9"),
+            "agent-a0",
             true,
         ),
         (
@@ -110,13 +127,18 @@ async fn an_events_sync_from_the_snapshot_writes_first_and_leaves_what_a_fresh_o
             |a| {
                 a.remove(1);
             },
+            "agent-a1",
             false,
         ),
     ];
-    for (what, change, writes_first) in steps {
+    for (what, change, changed, writes_first) in steps {
         change(&mut agents);
         b.kong.clear_requests();
-        let (writes, next) = b.sync(&agents, Start::From(snap)).await.unwrap();
+        let start = match partial {
+            true => Start::Changed(snap, [changed.to_string()].into()),
+            false => Start::From(snap),
+        };
+        let (writes, next) = b.sync(&agents, start).await.unwrap();
         snap = next;
         let reqs = b.kong.requests();
         assert!(writes > 0, "{what}: nothing written: {:#?}", show(&reqs));
@@ -134,6 +156,16 @@ async fn an_events_sync_from_the_snapshot_writes_first_and_leaves_what_a_fresh_o
         );
         assert!(
             reqs.iter().all(|r| r.status < 400),
+            "{what}: {:#?}",
+            show(&reqs)
+        );
+        // nothing but the changed agent is written (deletes name ids, not agents)
+        assert!(
+            !writes_first
+                || reqs
+                    .iter()
+                    .filter(|r| r.is_write())
+                    .all(|r| r.path.contains(changed)),
             "{what}: {:#?}",
             show(&reqs)
         );
