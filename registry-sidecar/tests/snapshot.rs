@@ -15,15 +15,15 @@ use std::time::Duration;
 
 const TAG: &str = "managed-by-nasiko-registry";
 
-struct Bench {
+struct Harness {
     kong: KongEmulator,
     client: KongClient,
     statics: StaticConfig,
     gate: PluginGate,
 }
 
-impl Bench {
-    async fn new() -> Bench {
+impl Harness {
+    async fn new() -> Harness {
         let kong = KongEmulator::start(Options::strict()).await.unwrap();
         let client = KongClient::new(
             &kong.admin_url(),
@@ -31,7 +31,7 @@ impl Bench {
             TAG,
             Arc::default(),
         );
-        Bench {
+        Harness {
             kong,
             client,
             statics: parse(EMBEDDED, &HostOverrides::default()).unwrap(),
@@ -102,7 +102,7 @@ async fn an_events_sync_of_the_agents_it_changed_alone_leaves_what_a_fresh_one_w
 /// Three changes in turn, each as an event's sync from the snapshot the sync before it left:
 /// every agent planned, or (`partial`) the one it changed alone.
 async fn event_syncs(partial: bool) {
-    let b = Bench::new().await;
+    let b = Harness::new().await;
     let mut agents = vec![agent("a0", "10.9.0.2"), agent("a1", "10.9.0.3")];
     let (writes, mut snap) = b.sync(&agents, Start::Fresh).await.unwrap();
     assert!(writes > 0);
@@ -195,7 +195,7 @@ async fn event_syncs(partial: bool) {
 
 #[tokio::test]
 async fn a_snapshot_kong_has_moved_past_fails_the_sync_and_a_fresh_reading_repairs_it() {
-    let b = Bench::new().await;
+    let b = Harness::new().await;
     let (_, snap) = b
         .sync(&[agent("a0", "10.9.0.2")], Start::Fresh)
         .await
@@ -219,7 +219,7 @@ async fn a_snapshot_kong_has_moved_past_fails_the_sync_and_a_fresh_reading_repai
 
 #[tokio::test]
 async fn an_agent_gone_keeps_its_upstream_for_a_target_someone_put_on_it_after_the_snapshot() {
-    let b = Bench::new().await;
+    let b = Harness::new().await;
     let (_, snap) = b
         .sync(&[agent("a0", "10.9.0.2")], Start::Fresh)
         .await
