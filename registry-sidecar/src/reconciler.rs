@@ -267,15 +267,10 @@ impl Reconciler {
         };
         let result = run.converge(view.complete, &statics, &agents, start).await;
         let recheck = result.as_ref().ok().and_then(|c| c.recheck_at);
-        let mut leaves = None;
+        let mut snapshot = None;
         let outcome = match result {
             Ok(mut report) => {
-                leaves = report.snapshot.take().map(|snapshot| Left {
-                    snapshot,
-                    agents: view.agents.clone(),
-                    statics: statics.clone(),
-                    complete: view.complete,
-                });
+                snapshot = report.snapshot.take();
                 self.converged(&report, view.last_event_unix);
                 SyncOutcome {
                     agents: agents.len(),
@@ -295,6 +290,12 @@ impl Reconciler {
             s.agents = agents;
             s.waiting = view.waiting.values().cloned().collect();
             s.malformed = view.malformed.values().cloned().collect();
+        });
+        let leaves = snapshot.map(|snapshot| Left {
+            snapshot,
+            agents: view.agents,
+            statics,
+            complete: view.complete,
         });
         (outcome, recheck, leaves)
     }

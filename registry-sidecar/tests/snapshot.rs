@@ -10,6 +10,7 @@ use registry_sidecar::kong::KongClient;
 use registry_sidecar::plugin_gate::PluginGate;
 use registry_sidecar::static_routes::{parse, HostOverrides, StaticConfig, EMBEDDED};
 use registry_sidecar::sync::{Snapshot, Start, SyncRun};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,10 +63,20 @@ impl Harness {
         ))
     }
 
+    /// One Admin API request, as someone else's tool would send it: its status and body.
+    async fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.kong.admin_url());
+        HttpClient::default()
+            .json(method, &url, body)
+            .await
+            .unwrap()
+    }
+
     /// The targets Kong holds for agent `name`'s upstream.
     async fn targets(&self, name: &str) -> Vec<String> {
-        let url = format!("{}/upstreams/agent-{name}/targets", self.kong.admin_url());
-        let (_, v) = HttpClient::default().json("GET", &url, None).await.unwrap();
+        let (_, v) = self
+            .admin("GET", &format!("/upstreams/agent-{name}/targets"), None)
+            .await;
         let mut t: Vec<String> = v["data"]
             .as_array()
             .map(|d| {
@@ -182,14 +193,7 @@ async fn event_syncs(partial: bool) {
     }
     assert_eq!(b.targets("a0").await, ["10.9.0.9:5000"]);
     assert_eq!(b.targets("a2").await, ["10.9.0.4:5000"]);
-    let (_, v) = HttpClient::default()
-        .json(
-            "GET",
-            &format!("{}/services/agent-a1", b.kong.admin_url()),
-            None,
-        )
-        .await
-        .unwrap();
+    let (_, v) = b.admin("GET", "/services/agent-a1", None).await;
     assert_eq!(v["message"], "Not found", "a1 is gone: {v}");
 }
 
@@ -201,9 +205,7 @@ async fn a_snapshot_kong_has_moved_past_fails_the_sync_and_a_fresh_reading_repai
         .await
         .unwrap();
     // behind our back: the agent's upstream (and its targets) deleted
-    let http = HttpClient::default();
-    let url = format!("{}/upstreams/agent-a0", b.kong.admin_url());
-    let (status, _) = http.json("DELETE", &url, None).await.unwrap();
+    let (status, _) = b.admin("DELETE", "/upstreams/agent-a0", None).await;
     assert_eq!(status, 204);
     // its container replaced: the snapshot's plan adds a target to an upstream that is gone
     let now = [agent("a0", "10.9.0.7")];
@@ -226,12 +228,10 @@ async fn an_agent_gone_keeps_its_upstream_for_a_target_someone_put_on_it_after_t
         .unwrap();
     // someone else's target on the agent's upstream, under their own tag: no tagged id of ours
     // changes, so only a fresh listing of the upstream shows it
-    let url = format!("{}/upstreams/agent-a0/targets", b.kong.admin_url());
     let body = serde_json::json!({"target": "10.1.1.2:80", "tags": ["ops"]});
-    let (status, _) = HttpClient::default()
-        .json("POST", &url, Some(&body))
-        .await
-        .unwrap();
+    let (status, _) = b
+        .admin("POST", "/upstreams/agent-a0/targets", Some(&body))
+        .await;
     assert_eq!(status, 201);
     b.sync(&[], Start::From(snap)).await.unwrap();
     assert_eq!(

@@ -263,9 +263,11 @@ impl Drop for TestNet {
             args.extend(ids);
             let _ = docker(&args);
         }
-        let _ = docker(&["network", "rm", &self.name]);
+        // whoever is still on it (a container Docker is still releasing, a gateway a sidecar
+        // joined) is disconnected first: a bare `network rm` left networks behind
+        remove_network(&self.name);
         // the build agent's build network for this stack, when a test built on it
-        let _ = docker(&["network", "rm", &nasiko_contract::build_network(&self.name)]);
+        remove_network(&nasiko_contract::build_network(&self.name));
     }
 }
 
@@ -329,5 +331,7 @@ pub fn remove_network(name: &str) {
         if docker(&["network", "rm", name]).status.success() || !on.status.success() {
             return;
         }
+        // Docker may still be releasing the endpoints of containers just removed
+        std::thread::sleep(std::time::Duration::from_millis(300));
     }
 }
