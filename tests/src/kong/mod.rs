@@ -25,6 +25,7 @@ pub mod proxy;
 pub mod router;
 pub mod store;
 pub mod timing;
+pub mod unique;
 
 use crate::http::{json_response, spawn_connection, HttpClient, ReadRequest, Resp, SendError};
 use bytes::Bytes;
@@ -248,6 +249,11 @@ impl KongEmulator {
     /// The store holds a route named `name` (read past the Admin API and any fault).
     pub fn has_route(&self, name: &str) -> bool {
         self.with_store(|s| s.all(entities::Kind::Routes).any(|r| r["name"] == name))
+    }
+
+    /// When the route named `name` was last written (unix seconds): from then on a read sees it.
+    pub fn route_written_at(&self, name: &str) -> Option<f64> {
+        self.with_store(|s| s.route_written_at(name))
     }
 }
 

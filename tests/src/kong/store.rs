@@ -5,6 +5,7 @@
 use super::entities::{self, foreign_keys, is_uuid, valid_name, Kind};
 use super::errors::{self, Answer, FieldErrors};
 use super::paging;
+use super::unique;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -40,6 +41,22 @@ pub struct Store {
     router_version: u64,
     /// Bumped by every write to plugins (`plugins_iterator:version`).
     plugins_version: u64,
+    /// When each route (by name) was last written, in unix seconds: the moment a read sees it,
+    /// for a benchmark to time a change without polling the store.
+    routes_written: std::collections::HashMap<String, f64>,
+    /// The unique keys of every row (`unique`), kept with each write.
+    unique: unique::Index,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn route_name(row: &Row) -> Option<String> {
+    row.get("name").and_then(|v| v.as_str()).map(String::from)
 }
 
 pub fn now() -> i64 {
@@ -74,6 +91,8 @@ impl Store {
             opaque: Map::new(),
             router_version: 0,
             plugins_version: 0,
+            routes_written: Default::default(),
+            unique: Default::default(),
         };
         s.node_id = s.new_uuid();
         s
@@ -116,6 +135,17 @@ impl Store {
         self.upstreams = loaded.upstreams;
         self.targets = loaded.targets;
         self.opaque = opaque;
+        let mut index = unique::Index::default();
+        for kind in Kind::ALL {
+            for (id, row) in self.table(kind) {
+                index.insert(kind, id, row);
+            }
+        }
+        self.unique = index;
+        let names: Vec<String> = self.routes.values().filter_map(route_name).collect();
+        for name in names {
+            self.routes_written.insert(name, unix_now());
+        }
         self.balancer.forget_missing(&self.upstreams, &self.targets);
         self.router_version += 1;
         self.plugins_version += 1;
@@ -141,6 +171,42 @@ impl Store {
             Kind::Targets => &self.targets,
         }
     }
+    /// A row created or replaced (a route's write time noted).
+    fn commit(&mut self, kind: Kind, id: String, row: Row) {
+        if let Some(name) = route_name(&row).filter(|_| kind == Kind::Routes) {
+            self.routes_written.insert(name, unix_now());
+        }
+        let keys = unique::keys(kind, &row);
+        if let Some(old) = self.table_mut(kind).insert(id.clone(), row) {
+            self.unique.remove(kind, &id, &old);
+        }
+        self.unique.add(keys, &id);
+    }
+
+    /// Rows of `kind` removed (the only way one goes).
+    fn drop_rows(&mut self, kind: Kind, gone: impl Fn(&Row) -> bool) {
+        let ids: Vec<String> = self
+            .table(kind)
+            .iter()
+            .filter(|(_, r)| gone(r))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.drop_row(kind, &id);
+        }
+    }
+
+    fn drop_row(&mut self, kind: Kind, id: &str) {
+        if let Some(row) = self.table_mut(kind).remove(id) {
+            self.unique.remove(kind, id, &row);
+        }
+    }
+
+    /// When the route named `name` was last written (unix seconds), if it ever was.
+    pub fn route_written_at(&self, name: &str) -> Option<f64> {
+        self.routes_written.get(name).copied()
+    }
+
     /// Every write goes through here, and marks the router or the plugins iterator stale.
     fn table_mut(&mut self, kind: Kind) -> &mut BTreeMap<String, Row> {
         match kind {
@@ -176,12 +242,7 @@ impl Store {
         if kind != Kind::Consumers && !valid_name(seg) {
             return Err(errors::invalid_unique(kind.endpoint_key(), seg));
         }
-        let key = kind.endpoint_key();
-        Ok(self
-            .table(kind)
-            .iter()
-            .find(|(_, r)| r.get(key).and_then(|v| v.as_str()) == Some(seg))
-            .map(|(id, _)| id.clone()))
+        Ok(self.unique.get(&unique::named(kind, seg)).map(String::from))
     }
 
     fn belongs(&self, kind: Kind, id: &str, scope: Scope) -> bool {
@@ -261,36 +322,16 @@ impl Store {
                 }
             }
         }
-        let others = self
-            .table(kind)
-            .iter()
-            .filter(|(id, _)| Some(id.as_str()) != self_id)
-            .map(|(_, r)| r);
-        let key = kind.endpoint_key();
-        if kind == Kind::Targets {
-            // unique per upstream (the cache key `{upstream, target}`)
-            let ck = |r: &Row| json!({"target": r["target"], "upstream": r["upstream"]});
-            let mine = ck(row);
-            if others.clone().any(|r| ck(r) == mine) {
-                return Err(errors::unique_violation(mine));
-            }
-        } else if let Some(name) = row.get(key).filter(|v| !v.is_null()) {
-            if others.clone().any(|r| r.get(key) == Some(name)) {
-                return Err(errors::unique_violation(json!({ key: name })));
-            }
-        }
-        // a consumer's other unique field
-        if let Some(c) = row.get("custom_id").filter(|_| kind == Kind::Consumers) {
-            if !c.is_null() && others.clone().any(|r| r.get("custom_id") == Some(c)) {
-                return Err(errors::unique_violation(json!({ "custom_id": c })));
+        for k in unique::keys(kind, row) {
+            if self
+                .unique
+                .get(&k)
+                .is_some_and(|other| Some(other) != self_id)
+            {
+                return Err(errors::unique_violation(k.violated(kind, row)));
             }
         }
         if kind == Kind::Plugins {
-            let ck = |r: &Row| json!({"consumer": r["consumer"], "name": r["name"], "route": r["route"], "service": r["service"]});
-            let mine = ck(row);
-            if others.clone().any(|r| ck(r) == mine) {
-                return Err(errors::unique_violation(mine));
-            }
             if let Some(rid) = row["route"].get("id").and_then(|v| v.as_str()) {
                 let rp: Vec<&Value> = self.routes[&rid.to_ascii_lowercase()]["protocols"]
                     .as_array()
@@ -344,7 +385,7 @@ impl Store {
         row.insert("id".into(), json!(id));
         stamp(&mut row, "created_at", &t);
         stamp(&mut row, "updated_at", &t);
-        self.table_mut(kind).insert(id, row.clone());
+        self.commit(kind, id, row.clone());
         Answer::ok(201, Value::Object(row))
     }
 
@@ -386,7 +427,7 @@ impl Store {
         row.insert("id".into(), json!(id));
         stamp(&mut row, "created_at", &t);
         row.insert("updated_at".into(), t);
-        self.table_mut(kind).insert(id, row.clone());
+        self.commit(kind, id, row.clone());
         Answer::ok(200, Value::Object(row))
     }
 
@@ -438,7 +479,7 @@ impl Store {
         row.insert("id".into(), json!(id));
         row.insert("created_at".into(), old["created_at"].clone());
         row.insert("updated_at".into(), now_of(kind));
-        self.table_mut(kind).insert(id, row.clone());
+        self.commit(kind, id, row.clone());
         Answer::ok(200, Value::Object(row))
     }
 
@@ -464,13 +505,12 @@ impl Store {
             _ => None,
         };
         if let Some(fk) = fk {
-            self.plugins.retain(|_, p| !refs(p, fk));
-            self.plugins_version += 1;
+            self.drop_rows(Kind::Plugins, |p| refs(p, fk));
         }
         if kind == Kind::Upstreams {
-            self.targets.retain(|_, t| !refs(t, "upstream"));
+            self.drop_rows(Kind::Targets, |t| refs(t, "upstream"));
         }
-        self.table_mut(kind).remove(&id);
+        self.drop_row(kind, &id);
         self.balancer.forget_missing(&self.upstreams, &self.targets);
         Answer::no_content()
     }
@@ -574,14 +614,12 @@ impl Store {
 
     /// Distinct plugin names in use (`enabled_in_cluster`).
     pub fn plugins_in_use(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
+        let names: std::collections::BTreeSet<&str> = self
             .plugins
             .values()
-            .filter_map(|p| p["name"].as_str().map(String::from))
+            .filter_map(|p| p["name"].as_str())
             .collect();
-        v.sort();
-        v.dedup();
-        v
+        names.into_iter().map(String::from).collect()
     }
 
     /// The id a route's `service` points at, if any.
@@ -614,9 +652,9 @@ impl Store {
 
     /// The upstream named `host` (a service's host), if there is one.
     pub fn upstream_named(&self, host: &str) -> Option<&Row> {
-        self.upstreams
-            .values()
-            .find(|u| u["name"].as_str() == Some(host))
+        self.unique
+            .get(&unique::named(Kind::Upstreams, host))
+            .and_then(|id| self.upstreams.get(id))
     }
 
     /// The targets of an upstream, oldest first (`created_at`, then id), as the balancer sees them.
