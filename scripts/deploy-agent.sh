@@ -117,6 +117,9 @@ fi
 # A deploy runs in the background and is waited for: a trapped Ctrl-C (or TERM) interrupts `wait`
 # at once, where bash would first let a foreground command finish (a deploy's wait can be long).
 deploying=
+# where synced files are given their modification time (stamped_copy)
+stamps="$(mktemp -d "${TMPDIR:-/tmp}/nasiko-sync.XXXXXX")"
+trap 'rm -rf "$stamps"' EXIT
 trap 'echo; [ -z "$deploying" ] || { pkill -P "$deploying"; kill "$deploying"; } 2>/dev/null; say "stopped watching $dir"; exit 0' INT TERM
 # (deployed=1 while the last deploy completed: only then is the running container the package's
 # and a sync of its files right)
@@ -126,11 +129,26 @@ deploy_in_background() {
   if wait "$deploying"; then deployed=1; else deployed=0; fi
   deploying=
 }
+# The last modification time given to a synced file, in unix seconds.
+synced_at=$(date +%s)
+
+# Sets `copy` to a copy of file $1 in $2 whose modification time is a second no earlier sync
+# used: Python takes its cached bytecode as current while a source keeps its size and its mtime's
+# second, so two edits of one length within a second would otherwise run the first one's code.
+stamped_copy() {
+  local now
+  now=$(date +%s)
+  synced_at=$(( now > synced_at ? now : synced_at + 1 ))
+  copy="$2/$(basename "$1")"
+  cp "$1" "$copy" \
+    && TZ=UTC touch -t "$(date -u -d "@$synced_at" +%Y%m%d%H%M.%S 2>/dev/null || date -u -r "$synced_at" +%Y%m%d%H%M.%S)" "$copy"
+}
+
 # Sync the changed files $@ (package paths) into the running agent (each of its replicas), as
 # `build-agent sync-plan` places them, and restart it; returns 1 (having said why) when a deploy
 # is needed instead.
 sync_once() {
-  local t0 plan kind f to c n=0 containers=()
+  local t0 plan kind f to c copy n=0 containers=()
   t0=$(date +%s%N)
   copy_package
   mapfile -t containers < <(agent_containers "$name")
@@ -143,8 +161,10 @@ sync_once() {
   while IFS=$'\t' read -r kind f to; do
     case "$kind" in
       build) say "change in $dir: redeploying ($f)"; return 1 ;;
-      sync) for c in "${containers[@]}"; do
-              docker cp "$dir/$f" "$c:$to" >/dev/null \
+      sync) stamped_copy "$dir/$f" "$stamps" \
+              || { say "change in $dir: redeploying (cannot copy $f)"; return 1; }
+            for c in "${containers[@]}"; do
+              docker cp "$copy" "$c:$to" >/dev/null \
                 || { say "change in $dir: redeploying (cannot copy $f to $to in $c)"; return 1; }
             done
             n=$((n + 1)) ;;
@@ -174,11 +194,12 @@ changed_files() {
 last="$(listing)"
 deploy_in_background
 say "watching $dir (Ctrl-C to stop)"
-while sleep 0.1; do
+while sleep 0.05; do
   now="$(listing)"
   [ "$now" = "$last" ] && continue
-  # debounce: wait until the files have stopped changing for 100 ms
-  while sleep 0.1; do
+  # debounce: wait until the files have stopped changing for 50 ms (an editor's save is one
+  # write or one rename; a checkout of many files goes on changing)
+  while sleep 0.05; do
     again="$(listing)"
     [ "$again" = "$now" ] && break
     now="$again"

@@ -164,8 +164,11 @@ impl Pipeline {
         let mut wait = Backoff::new(RETRY_FIRST, RETRY_MAX);
         loop {
             let e = match self.deploy(d, job, &s).await {
-                Ok((f, note)) => {
-                    let msg = format!("deployed in {:.1}s{note}", started.elapsed().as_secs_f64());
+                Ok((f, stages, note)) => {
+                    let msg = format!(
+                        "deployed in {:.1}s ({stages}){note}",
+                        started.elapsed().as_secs_f64()
+                    );
                     return self.finish_run(&s, Stage::Done, &msg, &f).await;
                 }
                 Err(e) => e,
@@ -203,8 +206,10 @@ impl Pipeline {
         d: &Deployer,
         job: &DeployJob,
         s: &Subject,
-    ) -> Result<(Facts, String), DeployError> {
+    ) -> Result<(Facts, String, String), DeployError> {
+        let mut stages = Stages::new();
         let p = d.prepare(job).await?;
+        stages.end("prepare");
         self.stage(
             s,
             Stage::Building,
@@ -213,6 +218,7 @@ impl Pipeline {
         )
         .await;
         let built = d.build(job, &p).await?;
+        stages.end("build");
         let rollback = job.action == Action::Rollback;
         let msg = match (built, rollback) {
             (true, false) => format!("built {}; starting", p.tag),
@@ -229,6 +235,7 @@ impl Pipeline {
         self.stage(s, Stage::Deploying, &msg, &Facts::default())
             .await;
         let dep = d.up(job, &p).await?;
+        stages.end("start");
         let url = self.agent_url(&job.agent);
         let mut f = Facts {
             url: Some(url.clone()),
@@ -272,7 +279,41 @@ impl Pipeline {
         if !removed.is_empty() {
             tracing::info!("removed old images: {}", removed.join(", "));
         }
-        Ok((f, notes))
+        stages.end("register");
+        Ok((f, stages.to_string(), notes))
+    }
+}
+
+/// How long each stage of one deploy took (its status writes included), said in its final
+/// status so a slow deploy shows where its time went.
+struct Stages {
+    since: Instant,
+    took: Vec<(&'static str, Duration)>,
+}
+
+impl Stages {
+    fn new() -> Stages {
+        Stages {
+            since: Instant::now(),
+            took: Vec::new(),
+        }
+    }
+
+    /// Stage `name` ended now.
+    fn end(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.took.push((name, now - self.since));
+        self.since = now;
+    }
+}
+
+impl std::fmt::Display for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, d)) in self.took.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{name} {:.2}s", d.as_secs_f64())?;
+        }
+        Ok(())
     }
 }
 

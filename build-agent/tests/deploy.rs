@@ -87,6 +87,12 @@ async fn the_real_template_deploys_with_labels_network_env_card_and_answers() {
     h.queue(&fields).await;
     let s = h.wait_terminal(&a).await;
     assert_eq!(s["status"], "completed", "{s:?}");
+    // where the time went, stage by stage
+    let stages = ["(prepare ", "s, build ", "s, start ", "s, register "];
+    assert!(
+        s["message"].starts_with("deployed in ") && stages.iter().all(|t| s["message"].contains(t)),
+        "{s:?}"
+    );
     let c = inspect(&format!("agent-{a}"));
     let labels = &c["Config"]["Labels"];
     assert_eq!(
@@ -883,7 +889,11 @@ async fn a_kill_soak_loses_nothing_and_leaves_one_container_per_agent() {
     let mut all: Vec<&str> = names.iter().map(String::as_str).collect();
     all.push(&hang);
     let _clean = AgentCleanup::new(&all);
-    let h = Harness::new(&net.name).await;
+    let mut h = Harness::new(&net.name).await;
+    // two jobs at once, as when the soak was laid out: at the default four, the jobs are done
+    // before 14 kills have landed (the rest of the settings are the defaults)
+    h.extra_env.push(("MAX_CONCURRENT_JOBS".into(), "2".into()));
+    let h = h;
     let slow = |agent: &str, version: &str, secs: u32| {
         h.root.add_slow("compose-agents-net", agent, version, secs)
     };

@@ -83,7 +83,16 @@ impl Harness {
     pub async fn con(&self) -> redis::aio::MultiplexedConnection {
         let end = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
-            match self.redis.client().get_multiplexed_async_connection().await {
+            // a restarted redis-server takes connections while it loads its data, and answers
+            // LOADING until it is done: ready once it answers PING
+            let ready = match self.redis.client().get_multiplexed_async_connection().await {
+                Ok(mut c) => match redis::cmd("PING").query_async::<String>(&mut c).await {
+                    Ok(_) => Ok(c),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            match ready {
                 Ok(c) => return c,
                 Err(e) if tokio::time::Instant::now() < end => {
                     eprintln!("redis not ready yet ({e}); trying again");
