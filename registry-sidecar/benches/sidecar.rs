@@ -7,12 +7,15 @@
 //! at Kong's defaults (`eventual`, every 5 s). DB-less, our side of a sync on its own: the desired
 //! state, the document and its canonical text, without Kong.
 //! Run: cargo bench -p registry-sidecar   (BENCH_STARTS=N to change N; BENCH_ONLY=syncs for the
-//! sync costs alone, BENCH_ONLY=route for start → route at 0, 100 and 500 other agents;
-//! BENCH_SIDECAR_BIN=path to run another build of the sidecar)
+//! sync costs alone (100 and 500 agents), BENCH_ONLY=route for start → route at 0, 100 and 500
+//! other agents, BENCH_AGENTS=0,500 for some; BENCH_SIDECAR_LOG=registry_sidecar=debug for the
+//! sidecar's timings of each stage in its log; BENCH_ONLY=memory for its RSS with 50 agents;
+//! BENCH_SIDECAR_BIN=path to run another build of the sidecar, or a wrapper that profiles it)
 
 use nasiko_tests::docker::{docker, docker_ok, ensure_busybox_image, unique, AgentNet, TestNet};
 use nasiko_tests::kong::{KongEmulator, Options};
 use nasiko_tests::process::{free_port, ChildGuard};
+use nasiko_tests::procfs;
 use registry_sidecar::endpoint::AgentEndpoint;
 use registry_sidecar::kong::KongClient;
 use registry_sidecar::plugin_gate::PluginGate;
@@ -28,16 +31,38 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[i.min(v.len() - 1)]
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+fn rss_kb(pid: u32) -> f64 {
+    procfs::status_kib(pid, "VmRSS:")
+}
+
+/// A process's memory as its `/proc/PID/status` says it: "RSS 16.1 MiB (10.2 + 5.9), peak 16.2
+/// MiB, 5 threads".
+fn memory_of(pid: u32) -> String {
+    let mib = |key: &str| procfs::status_kib(pid, key) / 1024.0;
+    format!(
+        "RSS {:.1} MiB ({:.1} + {:.1}), peak {:.1} MiB, {} threads",
+        mib("VmRSS:"),
+        mib("RssAnon:"),
+        mib("RssFile:"),
+        mib("VmHWM:"),
+        procfs::status_kib(pid, "Threads:")
+    )
+}
+
+/// The emulator (`strict`), a test network, a run name (`prefix` made unique) and a stand-in
+/// gateway container on the network, `gw-{name}`: the member the sidecar keeps on agent networks.
+async fn with_gateway(prefix: &str) -> (KongEmulator, TestNet, String, String) {
+    ensure_busybox_image();
+    let kong = KongEmulator::start(Options::strict()).await.unwrap();
+    let net = TestNet::new();
+    let name = unique(prefix);
+    let gw = format!("gw-{name}");
+    net.run(
+        &gw,
+        &[&format!("--network={}", net.name)],
+        &["sleep", "100000"],
+    );
+    (kong, net, name, gw)
 }
 
 /// The release sidecar as a process against `kong`, watching `net`, keeping `members` on the
@@ -57,7 +82,11 @@ async fn spawn_sidecar(kong: &KongEmulator, net: &TestNet, members: &str) -> Chi
         .env("AGENT_NETWORK_MEMBERS", members)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("STATIC_ROUTES_FILE", "/nonexistent")
-        .env("RUST_LOG", "error");
+        // BENCH_SIDECAR_LOG=debug: the sidecar's timings of each stage, in its log
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_SIDECAR_LOG").unwrap_or_else(|_| "error".into()),
+        );
     let sidecar = ChildGuard::spawn("registry-sidecar", &mut cmd);
     tokio::time::sleep(Duration::from_secs(1)).await;
     sidecar
@@ -177,16 +206,7 @@ async fn new_agent_writes(kong: &KongEmulator, n: usize) -> Vec<f64> {
 /// before `docker start` by a thread that reads the emulator's store every 0.2 ms; the time is
 /// counted from the container's `StartedAt`. Beside it, the limit (`Limit`).
 async fn start_to_route(n: usize, own: bool, agents: usize) {
-    ensure_busybox_image();
-    let kong = KongEmulator::start(Options::strict()).await.unwrap();
-    let net = TestNet::new();
-    let name = unique("bench");
-    let gw = format!("gw-{name}");
-    net.run(
-        &gw,
-        &[&format!("--network={}", net.name)],
-        &["sleep", "100000"],
-    );
+    let (kong, net, name, gw) = with_gateway("bench").await;
     let agent_net = own.then(|| AgentNet::new(&net.name, &name, &net.run));
     let sidecar = spawn_sidecar(&kong, &net, &format!("{gw}=kong-gateway")).await;
     fill(&net, &kong, agents, &name);
@@ -198,10 +218,11 @@ async fn start_to_route(n: usize, own: bool, agents: usize) {
         format!("nasiko.name={name}"),
         format!("nasiko.stack={}", net.name),
     );
+    // an agent that listens on its port at once (busybox httpd): it is routed once it does
     net.run(
         &c,
         &[&net_arg, "--label", &l1, "--label", &l2, "--label", &l3],
-        &["sleep", "100000"],
+        &["httpd", "-f", "-p", "5000", "-h", "/"],
     );
     docker_ok(&["stop", "-t", "0", &c]);
     let route = format!("agent-{name}-route");
@@ -241,21 +262,18 @@ async fn start_to_route(n: usize, own: bool, agents: usize) {
         },
     );
     for _ in 0..n {
-        let seen = std::thread::scope(|s| {
-            let poll = s.spawn(|| {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while !kong.has_route(&route) {
-                    if Instant::now() > deadline {
-                        return None;
-                    }
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Some(unix_now())
-            });
-            assert!(docker(&["start", &c]).status.success());
-            poll.join().unwrap()
-        });
-        let seen = seen.expect("the route within 10 s");
+        // the emulator notes when it wrote the route: the moment a read sees it, with no poll
+        // beside the sidecar competing for the store or the CPU
+        let before = kong.route_written_at(&route);
+        assert!(docker(&["start", &c]).status.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let seen = loop {
+            match kong.route_written_at(&route) {
+                Some(t) if Some(t) != before && kong.has_route(&route) => break t,
+                _ if Instant::now() > deadline => panic!("no route within 10 s"),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
         let started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &c]);
         let t_start = registry_sidecar::endpoint::parse_rfc3339(&started).unwrap();
         lat.push((seen - t_start) * 1000.0);
@@ -302,6 +320,31 @@ async fn start_to_route(n: usize, own: bool, agents: usize) {
         "sidecar RSS: {} KiB at rest, {} KiB after {n} start/stop cycles",
         rss_rest, rss_after
     );
+    drop(sidecar);
+}
+
+/// The sidecar's RSS as a host process: at rest, once `agents` agents (busybox httpd, on the
+/// shared network) are routed, and after its idle connections time out (35 s); the peak. With
+/// `BENCH_SIDECAR_BIN` pointing at a wrapper that runs it under heaptrack, a heap profile of the
+/// same (the wrapper's own RSS is then what is printed).
+async fn memory(agents: usize) {
+    let (kong, net, name, gw) = with_gateway("mem").await;
+    let sidecar = spawn_sidecar(&kong, &net, &format!("{gw}=kong-gateway")).await;
+    let rest = memory_of(sidecar.pid());
+    let t = Instant::now();
+    fill(&net, &kong, agents, &name);
+    let routed = t.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded = memory_of(sidecar.pid());
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let settled = memory_of(sidecar.pid());
+    println!(
+        "sidecar memory as a host process (RSS: anonymous + files mapped; peak; threads): at rest {rest}; with {agents} agents (all routed in {:.1} s) {loaded}; 35 s later {settled}",
+        routed.as_secs_f64()
+    );
+    // SIGTERM: a profiler around it writes its data out
+    sidecar.signal(15);
+    tokio::time::sleep(Duration::from_secs(3)).await;
     drop(sidecar);
 }
 
@@ -413,19 +456,14 @@ async fn event_sync(
         let t = Instant::now();
         let newcomer = ["agent-newcomer".to_string()].into();
         let start = Start::Changed(snap.take().expect("a snapshot"), newcomer);
-        let mut watch = std::pin::pin!(run.converge(true, statics, &with, start));
-        // the route's time: poll the emulator's store while the sync runs
-        let report = loop {
-            tokio::select! {
-                r = &mut watch => break r.unwrap(),
-                _ = tokio::time::sleep(Duration::from_micros(100)) => {
-                    if until_route.len() < ms.len() + 1 && kong.has_route("agent-newcomer-route") {
-                        until_route.push(t.elapsed().as_secs_f64() * 1000.0);
-                    }
-                }
-            }
-        };
+        let began = unix_now();
+        let report = run.converge(true, statics, &with, start).await.unwrap();
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        // the route's time: when the emulator wrote it
+        let written = kong
+            .route_written_at("agent-newcomer-route")
+            .expect("the route");
+        until_route.push((written - began) * 1000.0);
         let reqs = kong.requests();
         let last_write = reqs.iter().rposition(|r| r.is_write()).unwrap_or(0);
         reads.push(reqs[..last_write].iter().filter(|r| !r.is_write()).count() as f64);
@@ -442,12 +480,12 @@ async fn event_sync(
         node_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     println!(
-        "{} agents, DB mode: an event's sync (a new agent alone, from the snapshot): route in after {:.1} ms (median of 5; GET / alone {:.1} ms), the whole sync with the read after its writes {:.1} ms; reads before its last write: {:.0} (GET / included)",
+        "{} agents, DB mode: an event's sync (a new agent alone, from the snapshot): route in after {:.1} ms (median of 5), the whole sync with the read after its writes {:.1} ms; reads before its last write: {:.0} (GET / alone, which the snapshot spares it: {:.1} ms)",
         agents.len(),
         pct(&mut until_route, 50.0),
-        pct(&mut node_ms, 50.0),
         pct(&mut ms, 50.0),
-        pct(&mut reads, 50.0)
+        pct(&mut reads, 50.0),
+        pct(&mut node_ms, 50.0)
     );
 }
 
@@ -627,13 +665,23 @@ async fn main() {
         .unwrap_or(100);
     println!("== registry-sidecar");
     if std::env::var("BENCH_ONLY").as_deref() == Ok("syncs") {
-        for dbless in [false, true] {
-            sync_costs(500, dbless).await;
+        for agents in [100, 500] {
+            for dbless in [false, true] {
+                sync_costs(agents, dbless).await;
+            }
         }
         return;
     }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("memory") {
+        memory(50).await;
+        return;
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("route") {
-        for agents in [0, 100, 500] {
+        // BENCH_AGENTS=0,500: only these counts of other agents
+        let counts: Vec<usize> = std::env::var("BENCH_AGENTS")
+            .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+            .unwrap_or_else(|_| vec![0, 100, 500]);
+        for agents in counts {
             start_to_route(n, false, agents).await;
         }
         return;
@@ -643,6 +691,7 @@ async fn main() {
     for agents in [100, 500] {
         start_to_route(n.min(40), false, agents).await;
     }
+    memory(50).await;
     for agents in [100, 500] {
         for dbless in [false, true] {
             sync_costs(agents, dbless).await;

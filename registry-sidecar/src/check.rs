@@ -29,7 +29,8 @@ pub async fn check(cfg: &Config) -> Result<Report, String> {
         return Err("check reads Docker; in Kubernetes mode, read the sidecar's /status".into());
     }
     let docker = crate::discovery::connect(cfg.docker_host.as_deref()).await?;
-    let view = crate::discovery::list_agents(&docker, &cfg.agents_network).await?;
+    let probe = crate::listening::Probe::new(cfg.host_proc.clone(), cfg.route_warmup);
+    let view = crate::discovery::list_agents(&docker, &cfg.agents_network, &probe).await?;
     let (statics, _) = crate::static_watch::load(&cfg.static_routes_file, &cfg.hosts)?;
     let kong = KongClient::new(
         &cfg.kong_admin_url,

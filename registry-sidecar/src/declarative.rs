@@ -376,7 +376,7 @@ mod tests {
                     service: svc.clone(),
                     fields: PluginFields {
                         name: "cors".into(),
-                        config: json!({}),
+                        config: json!({}).into(),
                         enabled: true,
                     },
                     tags: vec!["owner".into()],

@@ -55,9 +55,17 @@ fn is_warm(a: &AgentEndpoint, now: f64, warmup: f64) -> bool {
     a.started_unix().is_none_or(|t| t + warmup <= now)
 }
 
-/// Ready for traffic: it passed its health check, or (without one) it has run `warmup` seconds.
+/// Ready for traffic: it passed its health check, or (without one) it was seen listening on its
+/// port, or it has run `warmup` seconds.
 fn is_ready(a: &AgentEndpoint, now: f64, warmup: f64) -> bool {
-    a.health_checked || is_warm(a, now, warmup)
+    a.health_checked || a.listening == Some(true) || is_warm(a, now, warmup)
+}
+
+/// Not routed yet: it was seen not listening on its port, and its warm-up is not over. A route
+/// or target to it would only fail, and failures take a target out of Kong's rotation until an
+/// active probe brings it back (5 s).
+pub fn is_held(a: &AgentEndpoint, now: f64, warmup: f64) -> bool {
+    a.listening == Some(false) && !is_warm(a, now, warmup)
 }
 
 /// How an agent's running containers share its traffic, as (container, weight) — the targets of
@@ -132,10 +140,12 @@ pub fn weigh<'a>(
         .collect()
 }
 
-/// When the targets may change next by a container warming up (a resync is due then).
+/// When the targets may change next by time alone, after unix time `since` (a resync is due
+/// then): a held container's warm-up ends (it is routed), or that of a container beside another
+/// of its agent, of unknown readiness (it takes the traffic).
 pub fn next_warmup<'a>(
     agents: impl Iterator<Item = &'a AgentEndpoint> + Clone,
-    now: f64,
+    since: f64,
     warmup: f64,
 ) -> Option<f64> {
     let mut count: BTreeMap<&str, usize> = BTreeMap::new();
@@ -143,9 +153,12 @@ pub fn next_warmup<'a>(
         *count.entry(a.name.as_str()).or_default() += 1;
     }
     agents
-        .filter(|a| count[a.name.as_str()] > 1 && !a.health_checked)
+        .filter(|a| {
+            a.listening == Some(false)
+                || (a.listening.is_none() && !a.health_checked && count[a.name.as_str()] > 1)
+        })
         .filter_map(|a| a.started_unix().map(|t| t + warmup))
-        .filter(|t| *t > now)
+        .filter(|t| *t > since)
         .min_by(|a, b| a.total_cmp(b))
 }
 
@@ -157,7 +170,11 @@ pub fn build(inp: &Inputs) -> DesiredState {
     }
     // each agent's containers, weighed (see `weigh`)
     let mut groups: BTreeMap<&str, Vec<&AgentEndpoint>> = BTreeMap::new();
-    for a in inp.agents {
+    for a in inp
+        .agents
+        .iter()
+        .filter(|a| !is_held(a, inp.now, inp.warmup))
+    {
         groups.entry(a.name.as_str()).or_default().push(a);
     }
     let agent_tags = vec![inp.owner_tag.to_string(), AGENT_TAG.to_string()];
@@ -274,7 +291,13 @@ fn add_plugins(
             service: service.to_string(),
             fields: PluginFields {
                 name: p.clone(),
-                config: inp.statics.plugins.get(p).cloned().unwrap_or(json!({})),
+                config: inp
+                    .statics
+                    .plugins
+                    .get(p)
+                    .cloned()
+                    .unwrap_or(json!({}))
+                    .into(),
                 enabled: true,
             },
             tags: tags.to_vec(),
@@ -449,6 +472,56 @@ mod tests {
             Some(base + 13.0)
         );
         assert_eq!(next_warmup(agents.iter(), base + 14.0, 3.0), None);
+        // seen listening: ready before its warm-up ends
+        let mut listening = green.clone();
+        listening.listening = Some(true);
+        assert_eq!(
+            weights(&[&old, &listening], base + 10.5),
+            [("10.0.0.2".to_string(), 0), ("10.0.0.3".to_string(), 100)],
+            "listening: the new version serves at once"
+        );
+        assert_eq!(
+            next_warmup([old.clone(), listening].iter(), base + 10.5, 3.0),
+            None
+        );
+    }
+
+    #[test]
+    fn a_container_seen_not_listening_is_held_until_it_listens_or_its_warm_up_ends() {
+        let statics = parse(EMBEDDED, &HostOverrides::default()).unwrap();
+        let base = 1795478400.0;
+        let mut lone = agent("a", "10.0.0.2", "2026-11-24T00:00:00Z");
+        lone.listening = Some(false);
+        let services = |a: &AgentEndpoint, now: f64| -> Vec<String> {
+            let d = build(&Inputs {
+                agents: std::slice::from_ref(a),
+                statics: &statics,
+                available_plugins: None,
+                owner_tag: "own",
+                now,
+                warmup: 3.0,
+            });
+            d.services
+                .keys()
+                .filter(|k| k.starts_with("agent-"))
+                .cloned()
+                .collect()
+        };
+        assert!(services(&lone, base + 1.0).is_empty(), "held: not routed");
+        assert_eq!(
+            next_warmup(std::iter::once(&lone), base + 1.0, 3.0),
+            Some(base + 3.0)
+        );
+        assert_eq!(
+            services(&lone, base + 3.0),
+            ["agent-a"],
+            "its warm-up is over"
+        );
+        lone.listening = Some(true);
+        assert_eq!(services(&lone, base + 1.0), ["agent-a"], "it listens");
+        lone.listening = None;
+        assert_eq!(services(&lone, base + 1.0), ["agent-a"], "unknown: at once");
+        assert_eq!(next_warmup(std::iter::once(&lone), base + 1.0, 3.0), None);
     }
 
     #[test]

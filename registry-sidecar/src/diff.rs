@@ -485,7 +485,7 @@ pub(crate) mod tests {
                     b["id"] = json!(format!("pid-{}", p.instance_name));
                     b["service"] = json!({"id": sid(&p.service)});
                     b["route"] = Value::Null;
-                    let mut cfg = p.fields.config.clone();
+                    let mut cfg = (*p.fields.config).clone();
                     cfg["some_default"] = json!(1);
                     b["config"] = cfg;
                     b

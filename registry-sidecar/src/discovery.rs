@@ -4,9 +4,13 @@
 //! Publishes the agents it sees on a watch channel. It watches the shared agents network and
 //! every agent's own network of this stack (`endpoint::watched_network`); it never connects or
 //! disconnects anything (the membership keeper, `members`, joins the gateway to agent networks).
+//! A new container without a health check is held (not routed) until it listens on its port
+//! (`listening`): read when it is seen, then as often as its age says (`due`) until it does or its
+//! warm-up ends.
 
 use crate::backoff::Backoff;
 use crate::endpoint::{classify, watched_network, AgentEndpoint, Classified, ContainerFacts};
+use crate::listening::Probe;
 use crate::status::{now_unix, Counters, DiscoveryState, Publisher};
 use bollard::models::{ContainerInspectResponse, EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
@@ -16,6 +20,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// How often held containers' sockets are looked at (their namespace's socket counts, and their
+/// socket tables when those changed), only while a container is held; every `FIRST_POLL` while
+/// one is in its first `FIRST_WINDOW` seconds, when a quick starter begins to listen.
+const LISTEN_POLL: Duration = Duration::from_millis(5);
+const FIRST_POLL: Duration = Duration::from_millis(1);
+const FIRST_WINDOW: f64 = 0.05;
 
 /// What discovery currently sees.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -37,6 +48,9 @@ pub struct Discovery {
     /// The shared agents network (AGENTS_NETWORK); agents' own networks are named after it.
     pub shared_network: String,
     pub idle_ping: Duration,
+    /// Reads whether held containers listen yet (here on an event, and in a task of its own that
+    /// polls them, which a slow `inspect` cannot hold up).
+    pub probe: Arc<Probe>,
     /// Discovery's own state, for the API.
     pub report: Publisher<DiscoveryState>,
     pub counters: Arc<Counters>,
@@ -86,6 +100,8 @@ pub async fn connect(docker_host: Option<&str>) -> Result<Docker, String> {
 impl Discovery {
     /// Run forever (until the task is dropped).
     pub async fn run(self) {
+        let poller = tokio::spawn(listen_for_held(self.tx.clone(), self.probe.clone()));
+        let _poller = AbortOnDrop(poller);
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
         let mut first = true;
         loop {
@@ -125,12 +141,17 @@ impl Discovery {
             until: None,
             filters: Some(filters),
         }));
-        let view = match self.list(&docker).await {
+        let mut view = match self.list(&docker).await {
             Ok(v) => v,
             Err(e) => return Disconnect::List(e),
         };
         let n = view.agents.len();
         self.tx.send_if_modified(|v| {
+            for (id, a) in view.agents.iter_mut() {
+                if let Some(was) = v.agents.get(id) {
+                    still_listening(was, a);
+                }
+            }
             let changed = *v != view;
             *v = view;
             changed
@@ -168,7 +189,7 @@ impl Discovery {
 
     /// [`list_agents`] on the networks this discovery watches.
     async fn list(&self, docker: &Docker) -> Result<AgentsView, String> {
-        list_agents(docker, &self.shared_network).await
+        list_agents(docker, &self.shared_network, &self.probe).await
     }
 
     /// The container an event may change the view of; `None` for events that cannot.
@@ -214,6 +235,7 @@ impl Discovery {
         let Some(id) = self.subject(&e, &action) else {
             return;
         };
+        let seen = now_unix();
         let outcome = if action == "destroy" {
             None
         } else {
@@ -233,26 +255,124 @@ impl Discovery {
             .map(|n| n as f64 / 1e9)
             .or(e.time.map(|t| t as f64));
         self.tx.send_if_modified(|v| {
-            let before = v.clone();
-            v.agents.remove(&id);
-            v.waiting.remove(&id);
-            v.malformed.remove(&id);
+            // what the view held of this container (an event changes no other)
+            let (agent, waiting, malformed) = (
+                v.agents.remove(&id),
+                v.waiting.remove(&id),
+                v.malformed.remove(&id),
+            );
             if let Some(c) = &outcome {
                 apply(v, &id, c);
             }
+            if let Some(a) = v.agents.get_mut(&id) {
+                if let Some(was) = &agent {
+                    still_listening(was, a);
+                }
+                self.probe.hear(a, now_unix());
+                let ms = |t: f64| (t * 1000.0).round();
+                tracing::debug!(
+                    container = %a.container_name,
+                    "{action}: seen {} ms after it happened, inspected in {} ms; {}",
+                    ms(seen - when.unwrap_or(seen)),
+                    ms(now_unix() - seen),
+                    if self.probe.holds(a, now_unix()) { "held until it listens" } else { "routable" }
+                );
+            }
             if let Some(m) = v.malformed.get(&id) {
-                if before.malformed.get(&id) != Some(m) {
+                if malformed.as_ref() != Some(m) {
                     tracing::warn!("skipping container: {m}");
                 }
             }
-            let changed = before.agents != v.agents
-                || before.waiting != v.waiting
-                || before.malformed != v.malformed;
+            let changed = v.agents.get(&id) != agent.as_ref()
+                || v.waiting.get(&id) != waiting.as_ref()
+                || v.malformed.get(&id) != malformed.as_ref();
             if changed {
                 v.last_event_unix = when;
             }
             changed
         });
+    }
+}
+
+/// Looks at the held containers while there are any (each as often as its age says, `due`), else
+/// waits for the view to change; publishes those that listen.
+async fn listen_for_held(tx: watch::Sender<AgentsView>, probe: Arc<Probe>) {
+    let mut changes = tx.subscribe();
+    // the poll's own clock, in milliseconds of steps taken
+    let mut clock: u64 = 0;
+    loop {
+        let now = now_unix();
+        let youngest = changes
+            .borrow_and_update()
+            .agents
+            .values()
+            .filter(|a| probe.holds(a, now))
+            .map(|a| age(a, now))
+            .min_by(f64::total_cmp);
+        let Some(youngest) = youngest else {
+            if changes.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let step = match youngest < FIRST_WINDOW {
+            true => FIRST_POLL,
+            false => LISTEN_POLL,
+        };
+        tokio::time::sleep(step).await;
+        let before = clock;
+        clock += step.as_millis() as u64;
+        let now = now_unix();
+        tx.send_if_modified(|v| {
+            let mut changed = false;
+            let looked_at = v
+                .agents
+                .values_mut()
+                .filter(|a| probe.holds(a, now) && due(age(a, now), before, clock));
+            for a in looked_at {
+                changed |= probe.hear(a, now);
+            }
+            let held = v.agents.values().filter(|a| probe.holds(a, now));
+            probe.keep_only(held.map(|a| a.container_id.as_str()));
+            changed
+        });
+    }
+}
+
+/// Aborts its task when dropped: the poller goes with discovery.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Seconds since a container started, at unix time `now` (0 when unknown).
+fn age(a: &AgentEndpoint, now: f64) -> f64 {
+    a.started_unix().map_or(0.0, |t| now - t)
+}
+
+/// Whether a held container of `age` seconds is looked at when the poll's clock moves from
+/// `before` to `now` (milliseconds): every millisecond in its first 50 ms, every 5 ms until
+/// 250 ms, every 20 ms until 1 s, then every 100 ms. A quick starter is routed within a
+/// millisecond or two of listening; a burst of slow starters costs little.
+fn due(age: f64, before: u64, now: u64) -> bool {
+    let every = match age {
+        x if x < FIRST_WINDOW => 1,
+        x if x < 0.25 => 5,
+        x if x < 1.0 => 20,
+        _ => 100,
+    };
+    now / every != before / every
+}
+
+/// What was heard of a container's sockets holds while its process is the same (a later inspect
+/// knows nothing of it): its traffic does not go back and forth.
+fn still_listening(was: &AgentEndpoint, a: &mut AgentEndpoint) {
+    // a fresh reading (it listens; unreadable) stands
+    if was.pid == a.pid && was.started_at == a.started_at && a.listening == Some(false) {
+        a.listening = was.listening;
     }
 }
 
@@ -278,7 +398,11 @@ fn short(id: &str) -> &str {
 /// Every container on a network of this stack (the shared one, `shared`, or an agent's own),
 /// inspected and classified. One list of all containers, kept to those on a watched network (a
 /// filter by label would miss the unlabelled `agent-…` containers of the naming fallback).
-pub async fn list_agents(docker: &Docker, shared: &str) -> Result<AgentsView, String> {
+pub async fn list_agents(
+    docker: &Docker,
+    shared: &str,
+    probe: &Probe,
+) -> Result<AgentsView, String> {
     let list = docker
         .list_containers(Some(ListContainersOptions {
             all: true,
@@ -314,6 +438,10 @@ pub async fn list_agents(docker: &Docker, shared: &str) -> Result<AgentsView, St
             }) => {}
             Err(e) => return Err(format!("inspect {id}: {e}")),
         }
+    }
+    let now = now_unix();
+    for a in view.agents.values_mut() {
+        probe.hear(a, now);
     }
     Ok(view)
 }
@@ -360,5 +488,56 @@ pub fn facts(c: &ContainerInspectResponse) -> ContainerFacts {
         started_at: state.and_then(|s| s.started_at.clone()).unwrap_or_default(),
         created_at: c.created.clone().unwrap_or_default(),
         image: c.image.clone().unwrap_or_default(),
+        pid: state
+            .and_then(|s| s.pid)
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_container_is_looked_at_less_often_as_it_ages() {
+        // how often each age is looked at over one second of the poll's steps
+        let looks = |age: f64, step: u64| {
+            (0..1000 / step)
+                .filter(|i| due(age, i * step, (i + 1) * step))
+                .count()
+        };
+        assert_eq!(looks(0.01, 1), 1000, "every step in its first 50 ms");
+        assert_eq!(looks(0.1, 1), 200);
+        assert_eq!(looks(0.1, 5), 200, "steps of 5 ms cross every 5 ms too");
+        assert_eq!(looks(0.5, 5), 50);
+        assert_eq!(looks(2.0, 5), 10);
+        assert_eq!(looks(2.0, 1), 10);
+    }
+
+    #[test]
+    fn a_container_heard_listening_stays_so_while_its_process_is_the_same() {
+        let heard = |pid: u32, listening: Option<bool>| {
+            let mut a = AgentEndpoint::labelled("a", "c1", "10.0.0.2", "n");
+            a.pid = Some(pid);
+            a.started_at = "2026-12-06T00:00:00Z".into();
+            a.listening = listening;
+            a
+        };
+        let before = heard(7, Some(true));
+        let mut again = heard(7, Some(false));
+        still_listening(&before, &mut again);
+        assert_eq!(
+            again.listening,
+            Some(true),
+            "a new inspect of the same process"
+        );
+        let mut restarted = heard(8, Some(false));
+        still_listening(&before, &mut restarted);
+        assert_eq!(
+            restarted.listening,
+            Some(false),
+            "another process is heard again"
+        );
     }
 }

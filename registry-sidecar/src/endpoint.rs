@@ -26,6 +26,8 @@ pub struct ContainerFacts {
     pub created_at: String,
     /// The image id it runs: containers of one image are one generation of the agent.
     pub image: String,
+    /// Its main process on the Docker host (`State.Pid`; None when not running).
+    pub pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -62,6 +64,14 @@ pub struct AgentEndpoint {
     pub generation: String,
     /// It has a health check, and passed it: ready for traffic now, without a warm-up.
     pub health_checked: bool,
+    /// Without a health check, whether it was seen listening on its port (`listening`):
+    /// `Some(true)` ready; `Some(false)` not yet, and not routed until it does or its warm-up
+    /// ends; `None` unknown (a health check decides, or its sockets cannot be read: then it is
+    /// routed at once, and beside another container of its agent ready after its warm-up).
+    pub listening: Option<bool>,
+    /// Its main process on the Docker host, where its sockets are read (`listening`).
+    #[serde(skip)]
+    pub pid: Option<u32>,
 }
 
 impl AgentEndpoint {
@@ -84,6 +94,8 @@ impl AgentEndpoint {
             created_at: String::new(),
             generation: String::new(),
             health_checked: false,
+            listening: None,
+            pid: None,
         }
     }
 
@@ -206,6 +218,9 @@ pub fn classify(c: &ContainerFacts, shared: &str) -> Classified {
         created_at: c.created_at.clone(),
         generation: generation(c),
         health_checked: c.health.is_some(),
+        // read by discovery (`listening`) until it is seen listening or its warm-up ends
+        listening: (c.health.is_none() && c.pid.is_some()).then_some(false),
+        pid: c.pid,
     }))
 }
 
@@ -312,6 +327,7 @@ mod tests {
             started_at: "2026-01-01T00:00:00Z".into(),
             created_at: "2026-01-01T00:00:00Z".into(),
             image: "sha256:1".into(),
+            pid: None,
         }
     }
 

@@ -99,6 +99,8 @@ pub fn classify_service(svc: &Service, namespace: &str) -> Result<AgentEndpoint,
         created_at: String::new(),
         generation: String::new(),
         health_checked: false,
+        listening: None,
+        pid: None,
     })
 }
 

@@ -12,7 +12,9 @@ pub mod discovery;
 pub mod endpoint;
 pub mod kong;
 pub mod kubernetes;
+pub mod listening;
 pub mod members;
+pub mod memory;
 pub mod model;
 pub mod plugin_gate;
 pub mod privileges;
@@ -71,6 +73,10 @@ fn docker_discovery(
         docker_host: cfg.docker_host.clone(),
         shared_network: cfg.agents_network.clone(),
         idle_ping: Duration::from_secs(30),
+        probe: Arc::new(listening::Probe::new(
+            cfg.host_proc.clone(),
+            cfg.route_warmup,
+        )),
         report: discovery,
         counters,
         tx,

@@ -52,6 +52,7 @@ fn main() {
             std::process::exit(2);
         }
     };
+    registry_sidecar::memory::one_arena();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

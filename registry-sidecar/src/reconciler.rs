@@ -131,9 +131,12 @@ impl Reconciler {
         let mut hash_after_sync: Option<Option<String>> = None;
         let mut sources = Sources::default();
         let mut left: Option<Left> = None;
+        // unix time just before the last sync planned: a warm-up that ended after it may not
+        // have been planned for
+        let mut planned_since = 0.0;
         loop {
             let mut waiters: Vec<SyncRequest> = Vec::new();
-            let (at, due) = schedule.next(self.next_warmup());
+            let (at, due) = schedule.next(self.next_warmup(planned_since));
             let trigger = tokio::select! {
                 r = self.agents.changed(), if sources.agents => {
                     if r.is_err() { sources.agents = false; tracing::error!("discovery has stopped; keeping the last agents it saw"); continue }
@@ -171,11 +174,18 @@ impl Reconciler {
                     }
                 }
             }
-            // an event's sync plans from what the last sync left; every other trigger reads
-            let (outcome, recheck, next) = self.sync_once(trigger.is_none(), left.take()).await;
+            // an event's sync plans from what the last sync left; every other trigger reads;
+            // a warm-up that ended since the last sync changes its agent with no event: plan all
+            let event = trigger.is_none() && !self.warmed_since(planned_since);
+            // an event's sync from a snapshot (DB mode) that writes nothing costs no request
+            let from_snapshot = event && left.is_some();
+            planned_since = now_unix();
+            let (outcome, recheck, next) = self.sync_once(event, left.take()).await;
             left = next;
+            crate::memory::give_back();
             hash_after_sync = None;
             let ended = match (&outcome.error, outcome.kong_down) {
+                (None, _) if outcome.writes == 0 && from_snapshot => Ended::Unchanged,
                 (None, _) => Ended::Converged,
                 (Some(_), true) => Ended::KongDown,
                 (Some(_), false) => Ended::Failed,
@@ -210,12 +220,23 @@ impl Reconciler {
         }
     }
 
-    /// When a container has warmed up next (its agent's targets change then).
-    fn next_warmup(&self) -> Option<Instant> {
+    /// When a container has warmed up next, after unix time `since` (its agent's targets change
+    /// then): at once when that was between the last sync's planning and now.
+    fn next_warmup(&self, since: f64) -> Option<Instant> {
         let now = now_unix();
-        let view = self.agents.borrow();
-        crate::desired::next_warmup(view.agents.values(), now, self.warmup.as_secs_f64())
+        self.warm_at(since)
             .map(|t| Instant::now() + Duration::from_secs_f64((t - now).max(0.0) + 0.05))
+    }
+
+    /// Whether a container's warm-up ended between unix time `since` and now.
+    fn warmed_since(&self, since: f64) -> bool {
+        self.warm_at(since).is_some_and(|t| t <= now_unix())
+    }
+
+    /// The unix time of the first warm-up to end after `since` (`desired::next_warmup`).
+    fn warm_at(&self, since: f64) -> Option<f64> {
+        let view = self.agents.borrow();
+        crate::desired::next_warmup(view.agents.values(), since, self.warmup.as_secs_f64())
     }
 
     /// One heartbeat: is Kong still the one we configured? `hash_after_sync` is the DB-less
@@ -252,6 +273,12 @@ impl Reconciler {
     ) -> (SyncOutcome, Option<Instant>, Option<Left>) {
         let view = self.agents.borrow_and_update().clone();
         let statics = self.statics.borrow_and_update().clone();
+        if let Some(t) = view.last_event_unix.filter(|_| event) {
+            tracing::debug!(
+                "an event's sync starts {:.1} ms after the last event",
+                (now_unix() - t) * 1000.0
+            );
+        }
         let start = match left.filter(|_| event) {
             Some(l) => l.start(&view, &statics),
             None => Start::Fresh,
@@ -316,8 +343,10 @@ impl Reconciler {
             s.last_sync = Some(format_time(now));
             s.last_sync_unix = Some(now);
             s.last_sync_writes = c.writes;
-            s.missing_plugins = c.desired.missing_plugins.clone();
-            s.managed_services = c.desired.services.keys().cloned().collect();
+            if let Some(d) = &c.desired {
+                s.missing_plugins = d.missing_plugins.clone();
+                s.managed_services = d.services.keys().cloned().collect();
+            }
             s.error = None;
         });
     }

@@ -8,8 +8,9 @@ use crate::backoff::Backoff;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The least time between two event-driven syncs: a burst of events is applied together, and
-/// a crash-looping container cannot cause more than four syncs a second.
+/// The least time after an event-driven sync that wrote before the next: a burst of events is
+/// applied together, and a crash-looping container cannot cause more than four writing syncs a
+/// second.
 pub const MIN_GAP: Duration = Duration::from_millis(250);
 
 /// How often a Kong that is away or answers 5xx is probed (one cheap `GET /status`): the sync
@@ -37,6 +38,10 @@ pub enum Due {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
     Converged,
+    /// An event's sync from the last snapshot (DB mode: no request) converged with nothing
+    /// written (a container held until it listens, say): it opens no gap, so the change that
+    /// follows it closely (it listens) is applied at once.
+    Unchanged,
     /// Kong did not answer, or answered 5xx: probe it rather than back off.
     KongDown,
     /// Anything else: retry with backoff.
@@ -74,14 +79,15 @@ impl Schedule {
     }
 
     /// The next deadline and what is due then; `warmed`: when a container has warmed up (its
-    /// agent's targets change then). No heartbeat while Kong is probed; a sync wins a tie.
+    /// agent's targets change then), gathered as events are (no sooner than `MIN_GAP` after the
+    /// last sync). No heartbeat while Kong is probed; a sync wins a tie.
     pub fn next(&self, warmed: Option<Instant>) -> (Instant, Due) {
         let beat = self.probe_at.is_none().then_some(self.next_beat);
         [
             (Some(self.next_periodic), Due::Sync),
             (self.retry_at, Due::Sync),
             (self.recheck_at, Due::Sync),
-            (warmed, Due::Sync),
+            (warmed.map(|w| self.gathered(w)), Due::Sync),
             (self.probe_at, Due::Probe),
             (beat, Due::Heartbeat),
         ]
@@ -89,6 +95,11 @@ impl Schedule {
         .filter_map(|(at, due)| Some((at?, due)))
         .min_by_key(|(at, _)| *at)
         .expect("the periodic resync is always scheduled")
+    }
+
+    /// `at`, or the end of the gap after the last sync when that is later.
+    fn gathered(&self, at: Instant) -> Instant {
+        self.last_run.map_or(at, |t| at.max(t + MIN_GAP))
     }
 
     /// An event arrived: until when to gather more before syncing — the end of the gap after the
@@ -120,13 +131,15 @@ impl Schedule {
         ended: Ended,
         recheck: Option<Instant>,
     ) -> Option<Duration> {
-        self.last_run = Some(now);
+        if ended != Ended::Unchanged {
+            self.last_run = Some(now);
+        }
         self.next_periodic = now + self.interval;
         self.recheck_at = recheck;
         self.probe_at = None;
         self.retry_at = None;
         match ended {
-            Ended::Converged => {
+            Ended::Converged | Ended::Unchanged => {
                 self.backoff.reset();
                 None
             }
@@ -250,6 +263,11 @@ mod tests {
             wait(&s, Some(warmed)).await,
             (Duration::from_millis(300), Due::Sync)
         );
+        // warm-ups ending one after another are gathered as events are: one sync per gap
+        s.synced(Instant::now(), Ended::Converged, None);
+        s.beaten(Instant::now(), false);
+        let warmed = Instant::now() + Duration::from_millis(10);
+        assert_eq!(wait(&s, Some(warmed)).await, (MIN_GAP, Due::Sync));
     }
 
     #[tokio::test(start_paused = true)]
@@ -265,5 +283,11 @@ mod tests {
         );
         advance(Duration::from_millis(150)).await;
         assert_eq!(s.gather_until(Instant::now()), None, "the gap has passed");
+        s.synced(Instant::now(), Ended::Unchanged, None);
+        assert_eq!(
+            s.gather_until(Instant::now()),
+            None,
+            "a sync that wrote nothing opens no gap"
+        );
     }
 }

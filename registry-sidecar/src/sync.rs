@@ -61,7 +61,10 @@ impl KongApi for KongClient {
 /// What one sync did.
 pub struct SyncReport {
     pub writes: usize,
-    pub desired: DesiredState,
+    /// What the sidecar wants of every agent, for the report; None after an event's sync that
+    /// wrote nothing, which changed nothing the last report showed (building it costs as much as
+    /// every agent's plan).
+    pub desired: Option<DesiredState>,
     /// Writes were held back until their service's plugins settle: sync again then.
     pub recheck_at: Option<Instant>,
     /// What Kong held of ours when it ended (DB mode), for the next event's plan.
@@ -69,9 +72,12 @@ pub struct SyncReport {
 }
 
 /// What Kong held of ours at the end of a sync: the reading the sync planned from when it wrote
-/// nothing, else one taken after its writes (off the path of the change it applied). The next
-/// event's sync plans from it and goes straight to its writes (after `GET /`, which is cheap and
-/// says what the node can run now). It is only ever a reading of Kong, never a guess: a write
+/// nothing, else one taken after its writes (off the path of the change it applied), and the node
+/// it read. The next event's sync plans from it and goes straight to its writes, with no request
+/// before them: not even `GET /`, which Kong 3.4 answers by reading every plugin row from its
+/// database (`kong/api/routes/kong.lua`, `kong.db.plugins:each()`), and whose facts (the plugins
+/// the node can run, its database mode, its timing) change only when Kong restarts or reloads.
+/// It is only ever a reading of Kong, never a guess: a write
 /// that finds Kong changed behind it fails (409, 404), the sync is retried from a fresh reading,
 /// and every other trigger (the periodic resync, a retry, `POST /sync`, Kong's return) reads
 /// afresh. A plan that would delete an upstream is made from a fresh reading too: the snapshot
@@ -79,6 +85,7 @@ pub struct SyncReport {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub owned: OwnedState,
+    pub node: Node,
 }
 
 /// Where a sync starts: a fresh reading of Kong, or the last sync's snapshot.
@@ -143,21 +150,21 @@ impl<K: KongApi> SyncRun<'_, K> {
         Ok((p, owned))
     }
 
-    /// The snapshot a sync leaves: the reading it planned from if it wrote nothing, else Kong
-    /// read again now that its writes are in (none if that read fails: the next sync reads).
-    async fn snapshot(&self, read: OwnedState, writes: usize) -> Option<Snapshot> {
-        let owned = if writes == 0 {
-            read
-        } else {
-            match self.kong.read_owned(&BTreeSet::new()).await {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::debug!("no snapshot after the writes ({e}): the next sync reads Kong");
-                    return None;
-                }
+    /// The snapshot a sync leaves: the reading (and node) it planned from if it wrote nothing,
+    /// else Kong and its node read again now that its writes are in (none if that read fails:
+    /// the next sync reads).
+    async fn snapshot(&self, read: OwnedState, writes: usize, node: Node) -> Option<Snapshot> {
+        if writes == 0 {
+            return Some(Snapshot { owned: read, node });
+        }
+        let all = BTreeSet::new();
+        match tokio::try_join!(self.kong.read_owned(&all), self.kong.node()) {
+            Ok((owned, node)) => Some(Snapshot { owned, node }),
+            Err(e) => {
+                tracing::debug!("no snapshot after the writes ({e}): the next sync reads Kong");
+                None
             }
-        };
-        Some(Snapshot { owned })
+        }
     }
 
     /// Converge Kong to the desired state of `agents` and `statics`: a diff and ordered writes
@@ -171,17 +178,18 @@ impl<K: KongApi> SyncRun<'_, K> {
         agents: &[AgentEndpoint],
         start: Start,
     ) -> Result<SyncReport, SyncError> {
-        let node = self.kong.node().await.map_err(SyncError::Kong)?;
+        let began = Instant::now();
+        // a snapshot (DB mode only) holds the node it was read from
+        let (node, snapshot, only) = match start {
+            Start::Fresh => (self.kong.node().await.map_err(SyncError::Kong)?, None, None),
+            Start::From(s) => (s.node.clone(), Some(s), None),
+            Start::Changed(s, names) => (s.node.clone(), Some(s), Some(names)),
+        };
         if node.dbless {
             let desired = self.wanted(&node, statics, agents);
             return self.push_declarative(complete, desired).await;
         }
         let allow_deletes = complete;
-        let (snapshot, only) = match start {
-            Start::Fresh => (None, None),
-            Start::From(s) => (Some(s), None),
-            Start::Changed(s, names) => (Some(s), Some(names)),
-        };
         let desired = match &only {
             Some(names) => {
                 let changed: Vec<AgentEndpoint> = agents
@@ -218,7 +226,8 @@ impl<K: KongApi> SyncRun<'_, K> {
                     .flatten()
                     .any(|w| matches!(w, KongWrite::DeleteUpstream { .. }))
             });
-        let partial = only.is_some() && from_snapshot.is_some();
+        let snapshot_used = from_snapshot.is_some();
+        let partial = only.is_some() && snapshot_used;
         let (mut p, read, desired) = match from_snapshot {
             Some((p, owned)) => {
                 self.kong.forget_targets(&p.upstreams_touched());
@@ -243,18 +252,37 @@ impl<K: KongApi> SyncRun<'_, K> {
         if !allow_deletes {
             tracing::debug!("not deleting anything: Docker has not been listed completely since the last connect");
         }
+        let planned = began.elapsed();
         let (writes, first_failure) = self.write(p).await;
+        let written = began.elapsed();
         match first_failure {
-            None => Ok(SyncReport {
-                writes,
-                recheck_at: self.gate.recheck_at(&held, node.propagation),
-                snapshot: self.snapshot(read, writes).await,
-                // what the report shows is every agent's, built once the writes are out
-                desired: match partial {
-                    true => self.wanted(&node, statics, agents),
-                    false => desired,
-                },
-            }),
+            None => {
+                let report = SyncReport {
+                    writes,
+                    recheck_at: self.gate.recheck_at(&held, node.propagation),
+                    snapshot: self.snapshot(read, writes, node.clone()).await,
+                    // what the report shows is every agent's, built once the writes are out
+                    desired: match (partial, writes) {
+                        (false, _) => Some(desired),
+                        (true, 0) => None,
+                        (true, _) => Some(self.wanted(&node, statics, agents)),
+                    },
+                };
+                let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+                tracing::debug!(
+                    "synced {} agents ({}): planned by {:.1} ms, {writes} writes done by {:.1} ms, ended at {:.1} ms",
+                    agents.len(),
+                    match (snapshot_used, partial) {
+                        (_, true) => "those an event changed, from the last snapshot",
+                        (true, false) => "from the last snapshot",
+                        (false, false) => "from a fresh reading",
+                    },
+                    ms(planned),
+                    ms(written),
+                    ms(began.elapsed())
+                );
+                Ok(report)
+            }
             Some((what, e)) => Err(SyncError::Write {
                 what,
                 error: e,
@@ -328,14 +356,14 @@ impl<K: KongApi> SyncRun<'_, K> {
                 );
                 Ok(SyncReport {
                     writes: 1,
-                    desired,
+                    desired: Some(desired),
                     recheck_at: None,
                     snapshot: None,
                 })
             }
             Ok(false) => Ok(SyncReport {
                 writes: 0,
-                desired,
+                desired: Some(desired),
                 recheck_at: None,
                 snapshot: None,
             }),

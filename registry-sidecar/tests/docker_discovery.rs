@@ -22,6 +22,8 @@ struct Harness {
     static_file: PathBuf,
     docker_host: Option<String>,
     port: u16,
+    /// More of the sidecar's environment.
+    env: Vec<(&'static str, &'static str)>,
 }
 
 impl Drop for Harness {
@@ -64,6 +66,7 @@ impl Harness {
             static_file,
             docker_host,
             port,
+            env: Vec::new(),
         }
     }
 
@@ -83,6 +86,7 @@ impl Harness {
             Some(h) => cmd.env("DOCKER_HOST", h),
             None => cmd.env_remove("DOCKER_HOST"),
         };
+        cmd.envs(self.env.iter().copied());
         self.sidecar = Some(ChildGuard::spawn("registry-sidecar", &mut cmd));
         self.wait_status("the sidecar's first sync", |s| {
             s["last_sync"] != "never" && s["docker_listed"] == true
@@ -280,17 +284,22 @@ async fn a_labelled_agent_is_routed_while_running_and_removed_when_stopped() {
         .await
         .unwrap();
     assert_eq!(code, 404);
-    let (st, body) = h
-        .http
-        .json("GET", &format!("{}/agents", h.api), None)
-        .await
-        .unwrap();
-    assert_eq!(st, 200);
-    assert!(body["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|a| a["name"] == name.as_str() && a["owner"] == "u1"));
+    // /agents is what the last sync saw, published once it is over (after its read-back of
+    // Kong, which may come after the route answers)
+    wait_for("the agent with its owner in /agents", T, || async {
+        let (st, body) = h
+            .http
+            .json("GET", &format!("{}/agents", h.api), None)
+            .await
+            .ok()?;
+        assert_eq!(st, 200);
+        body["agents"]
+            .as_array()?
+            .iter()
+            .any(|a| a["name"] == name.as_str() && a["owner"] == "u1")
+            .then_some(())
+    })
+    .await;
 
     docker_ok(&["stop", "-t", "0", &c]);
     h.wait_service(&svc, "the service to go when the container stops", |s| {
@@ -872,9 +881,11 @@ async fn editing_the_static_routes_file_is_applied_and_a_bad_edit_is_reported() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs docker"]
 async fn a_node_without_nasiko_auth_gets_the_other_plugins_and_reports_the_missing_one() {
-    let h = Harness::new().await;
+    // a Kong started without it (its plugin list changes only when it restarts or reloads)
+    let mut h = Harness::prepare(None).await;
     h.kong
         .set_available_plugins(vec!["cors".into(), "chat-logger".into()]);
+    h.start_sidecar().await;
     let n = unique("noauth");
     h.net.labelled_agent(&n);
     h.wait_service(&format!("agent-{n}"), "agent", |s| s.is_some())
@@ -953,7 +964,11 @@ async fn the_http_api_keeps_the_python_shapes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs docker"]
 async fn a_burst_of_starts_is_coalesced_into_a_few_syncs() {
-    let h = Harness::new().await;
+    // the containers sleep: routed at once, not held until they listen (their syncs would write
+    // nothing, and such syncs are not gathered)
+    let mut h = Harness::prepare(None).await;
+    h.env.push(("ROUTE_WARMUP_SECS", "0"));
+    h.start_sidecar().await;
     let names: Vec<String> = (0..20).map(|i| unique(&format!("burst{i}"))).collect();
     let net = format!("--network={}", h.net.name);
     for n in &names {
@@ -1280,6 +1295,104 @@ async fn replicas_share_an_agents_traffic_and_a_new_generation_drains_the_old_be
     )
     .await;
     docker_ok(&["rm", "-f", &r1, &r2, &r3, &r4]);
+}
+
+/// Issue 23: a new container without a health check takes its agent's traffic once the kernel
+/// shows it listening on its port, not after a fixed wait (ROUTE_WARMUP_SECS is 600 here); one
+/// that listens on loopback only, which the gateway cannot reach, never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
+async fn a_new_generation_takes_the_traffic_once_it_listens_and_not_on_loopback() {
+    let mut h = Harness::prepare(None).await;
+    h.env.push(("ROUTE_WARMUP_SECS", "600"));
+    h.start_sidecar().await;
+    let name = unique("listens");
+    let svc = format!("agent-{name}");
+    let busybox = nasiko_tests::docker::ensure_busybox_image();
+    let addr = |c: &str| format!("{}:5000", h.net.ip_of(c));
+    let old = format!("{name}-old");
+    h.net.replica(&old, &name, busybox, &[]);
+    h.wait_targets(&svc, "the first container", &[(addr(&old), 100)])
+        .await;
+    // two new generations (another image; and it in another compose project)
+    let next = nasiko_tests::docker::NextImage::new();
+    let lo = format!("{name}-lo");
+    let project = [("com.docker.compose.project", "loopback")];
+    h.net
+        .replica_serving(&lo, &name, &next.tag, &project, "-p 127.0.0.1:5000", false);
+    let late = format!("{name}-late");
+    h.net
+        .replica_serving(&late, &name, &next.tag, &[], "-p 5000", true);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        h.targets(&svc).await,
+        [(addr(&old), 100)],
+        "neither new container listens where the gateway reaches it yet"
+    );
+    h.net.let_serve(&late);
+    h.wait_targets(
+        &svc,
+        "the late listener in, the old drained, the loopback one not a target",
+        &[(addr(&old), 0), (addr(&late), 100)],
+    )
+    .await;
+    assert_eq!(served_by(&h, &svc, 4).await, [(late.clone(), 4)].into());
+    let agents = h
+        .http
+        .json("GET", &format!("{}/agents", h.api), None)
+        .await
+        .unwrap()
+        .1;
+    let text = agents.to_string();
+    assert!(text.contains("\"listening\":true"), "{text}");
+    docker_ok(&["rm", "-f", &old, &lo, &late]);
+}
+
+/// A lone container that does not listen on its port yet is not routed: a request would only
+/// fail, and failed requests take a target out of Kong's rotation until a probe brings it back
+/// (5 s). It is routed once it listens, or when its warm-up ends whatever it listens on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker"]
+async fn a_lone_container_is_routed_once_it_listens_or_when_its_warm_up_ends() {
+    let mut h = Harness::prepare(None).await;
+    h.env.push(("ROUTE_WARMUP_SECS", "6"));
+    h.start_sidecar().await;
+    let busybox = nasiko_tests::docker::ensure_busybox_image();
+    let (late, never) = (unique("late"), unique("never"));
+    let addr = |c: &str| format!("{}:5000", h.net.ip_of(c));
+    let started = std::time::Instant::now();
+    h.net
+        .replica_serving(&never, &never, busybox, &[], "-p 127.0.0.1:5000", false);
+    h.net
+        .replica_serving(&late, &late, busybox, &[], "-p 5000", true);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for name in [&late, &never] {
+        assert_eq!(
+            h.kong_get(&format!("/services/agent-{name}")).await.0,
+            404,
+            "{name} is routed before it listens"
+        );
+    }
+    // the loopback listener's warm-up (from its start, after `started`) had not ended yet
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "the check came {:?} after the starts: the engine was too slow for it to mean anything",
+        started.elapsed()
+    );
+    h.net.let_serve(&late);
+    h.wait_targets(
+        &format!("agent-{late}"),
+        "the late listener",
+        &[(addr(&late), 100)],
+    )
+    .await;
+    h.wait_targets(
+        &format!("agent-{never}"),
+        "the loopback listener, after its warm-up",
+        &[(addr(&never), 100)],
+    )
+    .await;
+    docker_ok(&["rm", "-f", &late, &never]);
 }
 
 /// Issue 22: new agents' paths, polled without pause from before their containers start until

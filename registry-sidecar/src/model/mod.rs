@@ -5,6 +5,7 @@
 
 pub mod row;
 pub mod rule;
+pub mod shared;
 pub mod spec;
 
 pub use row::{Head, Link, LinkKind, Row};

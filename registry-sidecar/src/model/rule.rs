@@ -145,7 +145,7 @@ mod tests {
             service: "agent-a".into(),
             fields: PluginFields {
                 name: "cors".into(),
-                config: json!({"origins": ["*"]}),
+                config: json!({"origins": ["*"]}).into(),
                 enabled: true,
             },
             tags: vec!["own".into()],

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{json, Value};
 use std::fmt;
+use std::sync::Arc;
 
 /// Kong's `utf8_name` rule, ASCII part.
 pub fn valid_kong_name(s: &str) -> bool {
@@ -203,7 +204,8 @@ pub struct RouteSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PluginFields {
     pub name: String,
-    pub config: Value,
+    #[serde(with = "super::shared")]
+    pub config: Arc<Value>,
     pub enabled: bool,
 }
 
@@ -235,7 +237,8 @@ impl PluginSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpstreamFields {
     pub algorithm: String,
-    pub healthchecks: Value,
+    #[serde(with = "super::shared")]
+    pub healthchecks: Arc<Value>,
 }
 
 /// Health checks of an agent's upstream. Passive: two failed connections (or three timeouts) in a
@@ -257,7 +260,7 @@ impl UpstreamFields {
     pub fn agent() -> UpstreamFields {
         UpstreamFields {
             algorithm: "round-robin".into(),
-            healthchecks: agent_healthchecks(),
+            healthchecks: Arc::new(agent_healthchecks()),
         }
     }
 }
