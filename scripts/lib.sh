@@ -97,18 +97,47 @@ ensure_packages() {
 # The newer Debian suite whose docker-compose package is compose v2 (a static Go binary).
 compose_v2_suite=trixie
 
+# The machine's Debian mirror and the suite it is configured for, as "URI SUITE", from its apt
+# sources (deb822 or one-line form; the security archive left out); nothing when there is none.
+apt_source() {
+  local src=""
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    src="$(awk '!/security/ && /^URIs:/ && !uri {uri = $2} !/security/ && /^Suites:/ && !suite {suite = $2}
+                END {if (uri && suite) print uri, suite}' /etc/apt/sources.list.d/debian.sources)"
+  fi
+  if [ -z "$src" ] && [ -f /etc/apt/sources.list ]; then
+    src="$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i < NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i, $(i + 1); exit } }' /etc/apt/sources.list)"
+  fi
+  [ -z "$src" ] || echo "$src"
+}
+
+# A root file system of Debian's python3 (minbase, with python-is-python3) from the machine's own
+# mirror, kept as a tar in the cache and made once (debootstrap, as root); prints its path. It is
+# the e2e bench's python:3.12-slim where the engine cannot pull one.
+python_standin_rootfs() {
+  local tar="$cache/python-standin-rootfs.tar" src root
+  if [ ! -f "$tar" ]; then
+    command -v debootstrap >/dev/null || die "debootstrap is missing: install it (apt-get install debootstrap), as root"
+    src="$(apt_source)"
+    [ -n "$src" ] || die "no Debian mirror in this machine's apt sources: load python:3.12-slim into the engine instead"
+    mkdir -p "$cache" && root="$(mktemp -d)"
+    debootstrap --variant=minbase --include=python3,python-is-python3 "${src#* }" "$root" "${src%% *}" >&2 \
+      || { rm -rf "$root"; die "debootstrap failed (run as root)"; }
+    tar -C "$root" -cf "$tar.partial" . && mv "$tar.partial" "$tar"
+    rm -rf "$root"
+  fi
+  echo "$tar"
+}
+
 # Adds $compose_v2_suite beside the configured Debian suite, from the same mirror and keyring as
 # the machine's own apt sources, pinned low (priority 100) so nothing is upgraded from it.
 add_newer_suite() {
   local list=/etc/apt/sources.list.d/nasiko-$compose_v2_suite.sources
   [ -f "$list" ] && return 0
   local uri="" keyring=""
+  read -r uri _ < <(apt_source)
   if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-    uri="$(awk '/^URIs:/ && !/security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)"
     keyring="$(awk '/^Signed-By:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)"
-  fi
-  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-    uri="$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' /etc/apt/sources.list)"
   fi
   [ -n "$uri" ] || die "cannot find a Debian mirror in this machine's apt sources; install the compose v2 plugin (docker compose) by hand"
   {

@@ -12,6 +12,7 @@
 use nasiko_tests::docker::{docker, docker_ok, ensure_busybox_image, unique, TestNet};
 use nasiko_tests::kong::{KongEmulator, Options};
 use nasiko_tests::process::{free_port, ChildGuard};
+use nasiko_tests::procfs::{cpu_secs, rss_mib};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -69,27 +70,6 @@ fn ratio(python: f64, ours: f64) -> String {
     } else {
         "-".into()
     }
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// User and system CPU time of a process so far, seconds (clock ticks of 1/100 s).
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // the fields after the command's closing parenthesis: utime and stime are the 12th and 13th
-    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
-    let f: Vec<f64> = after
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0.0))
-        .collect();
-    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
 }
 
 fn pct(v: &[f64], p: f64) -> f64 {

@@ -13,27 +13,11 @@ use std::time::{Duration, Instant};
 
 /// RSS of a host process by pid, MiB.
 fn rss_pid_mib(pid: &str) -> f64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+    nasiko_tests::procfs::rss_mib(pid.trim().parse().unwrap_or(0))
 }
 
 fn dockerd_mib() -> f64 {
-    let out = std::process::Command::new("pidof").arg("dockerd").output();
-    let pid = out
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
-        .unwrap_or_default();
-    rss_pid_mib(&pid)
+    nasiko_tests::procfs::pid_of("dockerd").map_or(0.0, nasiko_tests::procfs::rss_mib)
 }
 
 /// RSS of a container's main process, MiB.

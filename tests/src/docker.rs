@@ -141,13 +141,39 @@ impl TestNet {
         image: &str,
         extra_labels: &[(&str, &str)],
     ) -> String {
+        self.replica_serving(container, name, image, extra_labels, "-p 5000", false)
+    }
+
+    /// `replica`, its server started with `httpd_listen` (`-p 5000`, `-p 127.0.0.1:5000`); when
+    /// `gated`, only once the test calls `let_serve`, so "before it listens" never depends on how
+    /// long `docker run` took.
+    pub fn replica_serving(
+        &self,
+        container: &str,
+        name: &str,
+        image: &str,
+        extra_labels: &[(&str, &str)],
+        httpd_listen: &str,
+        gated: bool,
+    ) -> String {
         let mut labels = vec![("nasiko.type", "agent"), ("nasiko.name", name)];
         labels.extend_from_slice(extra_labels);
         let extra = self.on_network_with(&labels);
         let refs: Vec<&str> = extra.iter().map(String::as_str).collect();
-        let script =
-            format!("mkdir -p /w && echo {container} > /w/id && exec httpd -f -p 5000 -h /w");
+        let gate = if gated {
+            "until [ -e /w/go ]; do sleep 0.05; done && "
+        } else {
+            ""
+        };
+        let script = format!(
+            "mkdir -p /w && echo {container} > /w/id && {gate}exec httpd -f {httpd_listen} -h /w"
+        );
         self.run_image(container, &refs, image, &["sh", "-c", &script])
+    }
+
+    /// Lets a gated `replica_serving` container start its server.
+    pub fn let_serve(&self, container: &str) {
+        docker_ok(&["exec", container, "touch", "/w/go"]);
     }
 
     /// An agent-like container on this network that serves HTTP on 5000 (busybox httpd).

@@ -10,6 +10,8 @@ pub mod http;
 pub mod k8s_api;
 pub mod kong;
 pub mod process;
+pub mod procfs;
+pub mod python_base;
 pub mod redis_server;
 pub mod sockproxy;
 pub mod stack;

@@ -145,12 +145,33 @@ where
     }
 }
 
-/// A free loopback port (bound then released).
+/// A free loopback port (bound then released), for a process or container to bind later.
+///
+/// It is chosen below the kernel's ephemeral range, which Docker also allocates a container's
+/// unnamed host ports from (`127.0.0.1::8000`, as the build agent publishes them): a port from
+/// there could be handed to another test's container before ours binds it. Each call tries the
+/// next port, from a point set by this process's id, so tests beside each other rarely meet.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = (10_000, ephemeral_low().max(20_000));
+    let span = high - low;
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let port = low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}")
+}
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
 }
 
 fn remove_logs_older_than(dir: &std::path::Path, age: Duration) {
@@ -166,6 +187,25 @@ fn remove_logs_older_than(dir: &std::path::Path, age: Duration) {
             .is_some_and(|a| a > age);
         if old {
             let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ephemeral_low, free_port};
+
+    #[test]
+    fn free_ports_are_bindable_distinct_and_below_the_ephemeral_range() {
+        let low = ephemeral_low() as u16;
+        let ports: Vec<u16> = (0..20).map(|_| free_port()).collect();
+        let mut distinct = ports.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        for p in ports {
+            assert!((10_000..low).contains(&p), "port {p} is not below {low}");
+            std::net::TcpListener::bind(("127.0.0.1", p)).expect("still free");
         }
     }
 }

@@ -43,6 +43,10 @@ impl Stack {
     }
 
     /// `up`, with more arguments for local-up.sh (e.g. `--dbless`).
+    ///
+    /// A port chosen free can be taken before the stack binds it (by a test beside this one), and
+    /// then compose fails on it: that start is torn down and tried again with new ports, twice at
+    /// most. Any other failure fails the test.
     pub fn up_with(extra: &[&str]) -> Stack {
         for i in IMAGES {
             let img = format!("nasiko/{i}:local");
@@ -51,6 +55,38 @@ impl Stack {
                 "image {img} is missing: run scripts/build-images.sh first"
             );
         }
+        let mut attempt = 1;
+        loop {
+            let s = Self::configured();
+            let mut args = vec!["--standalone", "--no-build", "--timeout", "120"];
+            args.extend_from_slice(extra);
+            let out = s.script("local-up.sh", &args);
+            if out.status.success() {
+                return s;
+            }
+            let said = format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let port_taken = ["port is already allocated", "address already in use"]
+                .iter()
+                .any(|m| said.contains(m));
+            assert!(
+                port_taken && attempt < 3,
+                "local-up.sh failed (attempt {attempt}):\n{said}"
+            );
+            eprintln!(
+                "a port of stack {} was taken before it bound it; trying new ports",
+                s.project
+            );
+            drop(s);
+            attempt += 1;
+        }
+    }
+
+    /// A stack's private project, folders, ports and env file, not yet started.
+    fn configured() -> Stack {
         let project = unique("e2e").replace('-', "");
         let dir = std::env::temp_dir().join(&project);
         let agents_dir = dir.join("agents");
@@ -77,10 +113,11 @@ impl Stack {
                 "NASIKO_PORT_KONG_ADMIN" => Some(admin_port.to_string()),
                 "NASIKO_PORT_SERVICE_REGISTRY" => Some(registry_port.to_string()),
                 "REGISTRY_INTERVAL" => Some("5".into()),
-                // a run may choose Kong's timing, e.g. its defaults for the eventual figures
-                "NASIKO_KONG_WORKER_CONSISTENCY" | "NASIKO_KONG_WORKER_STATE_UPDATE_FREQUENCY" => {
-                    std::env::var(key).ok()
-                }
+                // a run may choose Kong's timing (e.g. its defaults for the eventual figures) and
+                // the build agent's concurrency (the burst's figures)
+                "NASIKO_KONG_WORKER_CONSISTENCY"
+                | "NASIKO_KONG_WORKER_STATE_UPDATE_FREQUENCY"
+                | "NASIKO_MAX_CONCURRENT_JOBS" => std::env::var(key).ok(),
                 _ => None,
             };
             match v {
@@ -90,7 +127,7 @@ impl Stack {
         }
         let env_file = dir.join("env");
         std::fs::write(&env_file, env).expect("env file");
-        let s = Stack {
+        Stack {
             project,
             network,
             platform_network,
@@ -100,17 +137,7 @@ impl Stack {
             proxy_port,
             admin_port,
             registry_port,
-        };
-        let mut args = vec!["--standalone", "--no-build", "--timeout", "120"];
-        args.extend_from_slice(extra);
-        let out = s.script("local-up.sh", &args);
-        assert!(
-            out.status.success(),
-            "local-up.sh failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        s
+        }
     }
 
     /// `scripts/deploy-agent.sh examples/hello-agent --name NAME --wait`, the README's command.
@@ -128,20 +155,22 @@ impl Stack {
     }
 
     /// `scripts/deploy-agent.sh COPY --name NAME --watch` on a fresh copy of examples/hello-agent
-    /// in this stack's folder, its output in `watch.log` there. Returns the watcher and the copy.
+    /// in this stack's folder, its output in `watch-{NAME}.log` there. Returns the watcher and the
+    /// copy.
     pub fn watch_hello(&self, name: &str) -> (crate::process::ChildGuard, PathBuf) {
+        self.watch_example("hello-agent", name)
+    }
+
+    /// `watch_hello` on a copy of `examples/{example}` (its package files, not its README).
+    pub fn watch_example(
+        &self,
+        example: &str,
+        name: &str,
+    ) -> (crate::process::ChildGuard, PathBuf) {
         let src = self.dir.join(format!("{name}-src"));
-        std::fs::create_dir_all(&src).expect("copy dir");
-        let example = repo_root().join("examples/hello-agent");
-        for f in [
-            "Dockerfile",
-            "AgentCard.json",
-            "docker-compose.yml",
-            "agent.sh",
-        ] {
-            std::fs::copy(example.join(f), src.join(f)).expect("copy the example");
-        }
-        let log = std::fs::File::create(self.dir.join("watch.log")).expect("watch.log");
+        copy_package(&repo_root().join("examples").join(example), &src);
+        let log =
+            std::fs::File::create(self.dir.join(format!("watch-{name}.log"))).expect("watch log");
         let watch = crate::process::ChildGuard::spawn_keeping_stdout(
             "deploy-agent.sh --watch",
             Command::new(repo_root().join("scripts/deploy-agent.sh"))
@@ -239,6 +268,15 @@ impl Stack {
         self.exec("redis", &args).trim().to_string()
     }
 
+    /// A variable's value in this stack's env file ("" when it has none).
+    pub fn env_value(&self, key: &str) -> String {
+        let text = std::fs::read_to_string(&self.env_file).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// One field of the agent's status hash, through the stack's Redis ("" when unset).
     pub fn agent_status(&self, name: &str, field: &str) -> String {
         let key = format!("agent:status:{name}");
@@ -296,4 +334,18 @@ impl Drop for Stack {
 pub fn a2a_request(id: &str) -> serde_json::Value {
     serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "message/send",
         "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": "hi"}]}}})
+}
+
+/// A package's files, folders included, but its README.
+fn copy_package(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("copy dir");
+    for entry in std::fs::read_dir(from).expect("the example") {
+        let entry = entry.expect("the example");
+        let (path, target) = (entry.path(), to.join(entry.file_name()));
+        if path.is_dir() {
+            copy_package(&path, &target);
+        } else if entry.file_name() != "README.md" {
+            std::fs::copy(&path, &target).expect("copy the example");
+        }
+    }
 }

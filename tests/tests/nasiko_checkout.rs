@@ -118,8 +118,21 @@ fn every_build_context_dockerfile_and_bind_source_exists_in_the_checkout() {
                     src.display()
                 );
             } else {
-                // outside the checkout: only the Docker socket and the build agent's work folder
+                // outside the checkout: only the Docker socket, the build agent's work folder,
+                // and the host's /proc, read-only, where the sidecar reads agents' sockets
                 let s = src.display().to_string();
+                if s == "/proc" {
+                    assert_eq!(
+                        name, "kong-service-registry",
+                        "{name} mounts the host's /proc"
+                    );
+                    assert_eq!(
+                        v["read_only"],
+                        Value::Bool(true),
+                        "{name}: /proc is writable"
+                    );
+                    continue;
+                }
                 assert!(
                     s == "/var/run/docker.sock" || s == "/var/lib/nasiko-build-agent",
                     "{name}: unexpected host path {s}"

@@ -807,7 +807,7 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
     // (no job), a Dockerfile change redeploys once and the build gives what the sync gave, a save
     // that changes nothing does nothing, Ctrl-C ends it
     let (mut watch, src) = stack.watch_hello(&hello);
-    let log = stack.dir.join("watch.log");
+    let log = stack.dir.join(format!("watch-{hello}.log"));
     let queued = || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
