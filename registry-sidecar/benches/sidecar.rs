@@ -170,12 +170,12 @@ async fn new_agent_writes(kong: &KongEmulator, n: usize) -> Vec<f64> {
         gate: &gate,
     };
     let node = client.node().await.unwrap();
-    let probe = [AgentEndpoint::labelled(
+    let probe = [Arc::new(AgentEndpoint::labelled(
         "limitprobe",
         "c-limitprobe",
         "10.250.1.2",
         "nasiko-network",
-    )];
+    ))];
     let mut ms = Vec::new();
     for _ in 0..n {
         let desired = run.wanted(&node, &statics, &probe);
@@ -348,16 +348,16 @@ async fn memory(agents: usize) {
     drop(sidecar);
 }
 
-fn synthetic(n: usize) -> Vec<AgentEndpoint> {
+fn synthetic(n: usize) -> Vec<Arc<AgentEndpoint>> {
     (0..n)
         .map(|i| {
             let ip = format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256);
-            AgentEndpoint::labelled(
+            Arc::new(AgentEndpoint::labelled(
                 &format!("agent{i}"),
                 &format!("c{i}"),
                 &ip,
                 "nasiko-network",
-            )
+            ))
         })
         .collect()
 }
@@ -436,7 +436,7 @@ async fn event_sync(
     run: &SyncRun<'_>,
     kong: &KongEmulator,
     statics: &registry_sidecar::static_routes::StaticConfig,
-    agents: &[AgentEndpoint],
+    agents: &[Arc<AgentEndpoint>],
 ) {
     let mut snap = run
         .converge(true, statics, agents, Start::Fresh)
@@ -444,12 +444,12 @@ async fn event_sync(
         .unwrap()
         .snapshot;
     let mut with = agents.to_vec();
-    with.push(AgentEndpoint::labelled(
+    with.push(Arc::new(AgentEndpoint::labelled(
         "newcomer",
         "c-new",
         "10.250.0.2",
         "nasiko-network",
-    ));
+    )));
     let (mut ms, mut until_route, mut reads) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
         kong.clear_requests();
@@ -495,7 +495,7 @@ async fn dbless_our_side(
     run: &SyncRun<'_>,
     client: &KongClient,
     statics: &registry_sidecar::static_routes::StaticConfig,
-    agents: &[AgentEndpoint],
+    agents: &[Arc<AgentEndpoint>],
 ) {
     use registry_sidecar::declarative::{canonical, document};
     let node = client.node().await.unwrap();

@@ -11,6 +11,7 @@ use crate::model::{
 use crate::static_routes::{StaticConfig, StaticProxy};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// The path of agent service `svc`'s route: `/agents/{svc}` and what lies below it, and nothing
 /// else — a regex path (`~`), since Kong matches a plain path as a prefix and `/agents/agent-a`
@@ -40,7 +41,7 @@ pub const AGENT_TAG: &str = "nasiko-agent";
 pub const STATIC_TAG: &str = "nasiko-static";
 
 pub struct Inputs<'a> {
-    pub agents: &'a [AgentEndpoint],
+    pub agents: &'a [Arc<AgentEndpoint>],
     pub statics: &'a StaticConfig,
     /// `None` when unknown (Kong unreachable): then no plugin is planned.
     pub available_plugins: Option<&'a BTreeSet<String>>,
@@ -327,7 +328,7 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let agents = [agent("translator", "10.0.0.2", "t1")];
+        let agents = [Arc::new(agent("translator", "10.0.0.2", "t1"))];
         let d = build(&Inputs {
             agents: &agents,
             statics: &statics,
@@ -384,7 +385,7 @@ mod tests {
     fn plugins_the_node_lacks_are_reported_not_planned() {
         let statics = parse(EMBEDDED, &HostOverrides::default()).unwrap();
         let only_cors: BTreeSet<String> = ["cors".to_string()].into();
-        let agents = [agent("a", "10.0.0.2", "t1")];
+        let agents = [Arc::new(agent("a", "10.0.0.2", "t1"))];
         let d = build(&Inputs {
             agents: &agents,
             statics: &statics,
@@ -494,7 +495,7 @@ mod tests {
         lone.listening = Some(false);
         let services = |a: &AgentEndpoint, now: f64| -> Vec<String> {
             let d = build(&Inputs {
-                agents: std::slice::from_ref(a),
+                agents: &[Arc::new(a.clone())],
                 statics: &statics,
                 available_plugins: None,
                 owner_tag: "own",

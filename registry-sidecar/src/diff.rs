@@ -30,7 +30,7 @@ impl OwnedState {
     /// What is left without the entities of these services (by name): each service, its routes
     /// and plugins, and the upstream of its name with its targets. An event's sync plans the
     /// agents it changed against what is left once the unchanged ones are taken out.
-    pub fn without_services(&self, names: &BTreeSet<String>) -> OwnedState {
+    pub fn without_services(&self, names: &BTreeSet<&str>) -> OwnedState {
         let named = |h: &Head| h.name().is_some_and(|n| names.contains(n));
         let ids = |rows: &mut dyn Iterator<Item = &Head>| -> BTreeSet<String> {
             rows.filter(|h| named(h))
@@ -380,6 +380,7 @@ pub(crate) mod tests {
     use crate::static_routes::{parse, HostOverrides, EMBEDDED};
     use serde_json::{json, Value};
     use std::collections::BTreeSet;
+    use std::sync::Arc;
 
     /// The embedded static proxies, every plugin available, and `agents` as (name, ip).
     pub(crate) fn desired(agents: &[(&str, &str)]) -> DesiredState {
@@ -388,9 +389,9 @@ pub(crate) mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let agents: Vec<AgentEndpoint> = agents
+        let agents: Vec<_> = agents
             .iter()
-            .map(|(n, ip)| AgentEndpoint::labelled(n, n, ip, "nasiko-network"))
+            .map(|(n, ip)| Arc::new(AgentEndpoint::labelled(n, n, ip, "nasiko-network")))
             .collect();
         build(&Inputs {
             agents: &agents,

@@ -31,8 +31,9 @@ const FIRST_WINDOW: f64 = 0.05;
 /// What discovery currently sees.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AgentsView {
-    /// container id → endpoint
-    pub agents: BTreeMap<String, AgentEndpoint>,
+    /// container id → endpoint, shared: the reconciler's copy of a view costs a reference count
+    /// per agent, and an event's update copies only its own container's endpoint
+    pub agents: BTreeMap<String, Arc<AgentEndpoint>>,
     /// container id → why it is not routed yet
     pub waiting: BTreeMap<String, String>,
     /// container id → why its labels were rejected
@@ -149,7 +150,7 @@ impl Discovery {
         self.tx.send_if_modified(|v| {
             for (id, a) in view.agents.iter_mut() {
                 if let Some(was) = v.agents.get(id) {
-                    still_listening(was, a);
+                    still_listening(was, Arc::make_mut(a));
                 }
             }
             let changed = *v != view;
@@ -264,7 +265,7 @@ impl Discovery {
             if let Some(c) = &outcome {
                 apply(v, &id, c);
             }
-            if let Some(a) = v.agents.get_mut(&id) {
+            if let Some(a) = v.agents.get_mut(&id).map(Arc::make_mut) {
                 if let Some(was) = &agent {
                     still_listening(was, a);
                 }
@@ -330,7 +331,11 @@ async fn listen_for_held(tx: watch::Sender<AgentsView>, probe: Arc<Probe>) {
                 .values_mut()
                 .filter(|a| probe.holds(a, now) && due(age(a, now), before, clock));
             for a in looked_at {
-                changed |= probe.hear(a, now);
+                // (an endpoint the reconciler shares is copied only when it changes)
+                if let Some(listening) = probe.heard(a, now) {
+                    Arc::make_mut(a).listening = listening;
+                    changed = true;
+                }
             }
             let held = v.agents.values().filter(|a| probe.holds(a, now));
             probe.keep_only(held.map(|a| a.container_id.as_str()));
@@ -379,7 +384,7 @@ fn still_listening(was: &AgentEndpoint, a: &mut AgentEndpoint) {
 fn apply(view: &mut AgentsView, id: &str, c: &Classified) {
     match c {
         Classified::Agent(a) => {
-            view.agents.insert(id.to_string(), (**a).clone());
+            view.agents.insert(id.to_string(), Arc::new((**a).clone()));
         }
         Classified::Waiting(w) => {
             view.waiting.insert(id.to_string(), w.clone());
@@ -441,7 +446,7 @@ pub async fn list_agents(
     }
     let now = now_unix();
     for a in view.agents.values_mut() {
-        probe.hear(a, now);
+        probe.hear(Arc::make_mut(a), now);
     }
     Ok(view)
 }

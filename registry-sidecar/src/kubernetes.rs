@@ -200,7 +200,7 @@ impl KubeDiscovery {
         for (name, svc) in services {
             match classify_service(svc, &self.namespace) {
                 Ok(a) => {
-                    view.agents.insert(name.clone(), a);
+                    view.agents.insert(name.clone(), std::sync::Arc::new(a));
                 }
                 Err(why) => {
                     view.waiting

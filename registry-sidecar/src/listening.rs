@@ -4,9 +4,10 @@
 //! `/proc/{pid}/cgroup` shows that the pid is that container's (a pid of another pid namespace, or
 //! reused, is never read as the agent's). No exec, no connection into the agent's network.
 //! A socket table costs the kernel a walk of the host's whole connection hash (about 4 ms on a
-//! 24 GiB host, more with many connections anywhere), so it is read only when the namespace's
-//! count of TCP sockets in use (`net/sockstat`, microseconds) is not zero and has changed since
-//! the last read: a process that has not listened yet costs next to nothing.
+//! 24 GiB host, more with many connections anywhere), so a family's table (IPv4, IPv6) is read
+//! only when the namespace's count of its TCP sockets in use (`net/sockstat`, `sockstat6`,
+//! microseconds) is not zero and has changed since the last read: a process that has not listened
+//! yet costs next to nothing, and one that listens costs one walk, not two.
 
 use crate::endpoint::AgentEndpoint;
 use std::collections::HashMap;
@@ -48,12 +49,20 @@ impl Probe {
     /// `None` when `HOST_PROC` does not show the container's process (then it is routed at once;
     /// said once in the log). A failed read leaves it held. Returns whether `a` changed.
     pub fn hear(&self, a: &mut AgentEndpoint, now: f64) -> bool {
-        let Some(pid) = a.pid.filter(|_| self.holds(a, now)) else {
-            return false;
-        };
+        match self.heard(a, now) {
+            Some(listening) => {
+                a.listening = listening;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What [`Probe::hear`] would set `a.listening` to, when it changes it.
+    pub fn heard(&self, a: &AgentEndpoint, now: f64) -> Option<Option<bool>> {
+        let pid = a.pid.filter(|_| self.holds(a, now))?;
         if self.proc_root.as_os_str().is_empty() {
-            a.listening = None; // not read (HOST_PROC empty): routed at once
-            return true;
+            return Some(None); // not read (HOST_PROC empty): routed at once
         }
         let mut read_at = self.read_at.lock().unwrap_or_else(|e| e.into_inner());
         let last = read_at.get(&a.container_id).copied();
@@ -61,27 +70,25 @@ impl Probe {
         match listens(&self.proc_root, &a.container_id, pid, &a.ip, a.port, last) {
             Ok((false, in_use)) => {
                 read_at.insert(a.container_id.clone(), in_use);
-                false
+                None
             }
             Ok((true, _)) => {
                 read_at.remove(&a.container_id);
                 let since = a.started_unix().map_or(0.0, |s| (now - s) * 1000.0);
                 let read = t.elapsed().as_secs_f64() * 1000.0;
                 tracing::debug!(container = %a.container_name, port = a.port, "listening {since:.0} ms after its start (its sockets read in {read:.1} ms): routable");
-                a.listening = Some(true);
-                true
+                Some(Some(true))
             }
             Err(Unreadable::Io(e)) => {
                 tracing::debug!(container = %a.container_name, "its sockets cannot be read now ({e}); held until it listens or its warm-up ends");
-                false
+                None
             }
             Err(e) => {
                 read_at.remove(&a.container_id);
                 if !self.warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(container = %a.container_name, "cannot tell whether agent containers listen on their ports: {e}; a new container is routed at once, and takes the traffic from another of its agent ROUTE_WARMUP_SECS after its start");
                 }
-                a.listening = None;
-                true
+                Some(None)
             }
         }
     }
@@ -125,10 +132,11 @@ impl std::fmt::Display for Unreadable {
 }
 
 /// Whether container `container_id`, whose main process is `pid` (the engine's `State.Pid`),
-/// listens on `port` at `ip` or at every address, and its namespace's TCP sockets in use. Its
-/// tables are not read when no TCP socket is in use, or when the counts are `last`'s (the counts
-/// when they were last read); the pid is checked to be the container's on the first look and
-/// before the tables are read.
+/// listens on `port` at `ip` or at every address, and its namespace's TCP sockets in use. A
+/// family's table is read only when its count is not zero and not `last`'s (the counts when the
+/// tables were last read); IPv6 first, since Docker's resolver holds an IPv4 listener in every
+/// container on a user-defined network, so IPv6 sockets in use are the agent's own. The pid is
+/// checked to be the container's on the first look and before the tables are read.
 pub fn listens(
     proc_root: &Path,
     container_id: &str,
@@ -160,8 +168,12 @@ pub fn listens(
     }
     is_the_containers()?;
     let ip: Option<IpAddr> = ip.parse().ok();
-    for (table, count) in [("net/tcp", in_use.0), ("net/tcp6", in_use.1)] {
-        if count == 0 {
+    let tables = [
+        ("net/tcp6", in_use.1, last.map(|l| l.1)),
+        ("net/tcp", in_use.0, last.map(|l| l.0)),
+    ];
+    for (table, count, was) in tables {
+        if count == 0 || Some(count) == was {
             continue;
         }
         let path = dir.join(table);
@@ -391,6 +403,45 @@ mod tests {
         // the kernel's own: this process listening is in use
         let _l = TcpListener::bind("0.0.0.0:0").unwrap();
         assert!(in_use(Path::new("/proc/self/net/sockstat"), "TCP:").unwrap() >= 1);
+    }
+
+    /// A procfs of one process at `root`: its cgroup names `id`, its sockets in use are `in_use`,
+    /// and each table given is a file (the others are missing: a read of one fails).
+    fn fake_proc(root: &Path, id: &str, in_use: InUse, tcp: Option<&str>, tcp6: Option<&str>) {
+        let net = root.join("7/net");
+        let _ = std::fs::remove_dir_all(root);
+        std::fs::create_dir_all(&net).unwrap();
+        std::fs::write(root.join("7/cgroup"), format!("0::/docker/{id}\n")).unwrap();
+        let (v4, v6) = in_use;
+        std::fs::write(net.join("sockstat"), format!("TCP: inuse {v4} orphan 0\n")).unwrap();
+        std::fs::write(net.join("sockstat6"), format!("TCP6: inuse {v6}\n")).unwrap();
+        for (name, table) in [("tcp", tcp), ("tcp6", tcp6)] {
+            if let Some(t) = table {
+                std::fs::write(net.join(name), t).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_familys_table_is_read_only_when_its_count_changed() {
+        let root = std::env::temp_dir().join(format!("fake-proc-{}", std::process::id()));
+        let id = "c".repeat(64);
+        let look = |last| listens(&root, &id, 7, "10.0.0.2", 5000, last);
+        let v6_listener = "h\n 0: 00000000000000000000000000000000:1388 0:0 0A\n";
+        let resolver = "h\n 0: 0B00007F:B58B 00000000:0000 0A\n";
+        // the resolver alone (IPv4): its table is read on the first look, not again
+        fake_proc(&root, &id, (1, 0), Some(resolver), None);
+        assert_eq!(look(None), Ok((false, (1, 0))));
+        fake_proc(&root, &id, (1, 0), None, None);
+        assert_eq!(look(Some((1, 0))), Ok((false, (1, 0))), "nothing read");
+        // the agent listens on IPv6: only that table is read, though IPv4's cannot be
+        fake_proc(&root, &id, (1, 1), None, Some(v6_listener));
+        assert_eq!(look(Some((1, 0))), Ok((true, (1, 1))));
+        // on a first look too, IPv6 first: found there, IPv4's is not read
+        assert_eq!(look(None), Ok((true, (1, 1))));
+        // an IPv4 count that changed is read (here it cannot be: the failure shows the read)
+        assert!(matches!(look(Some((0, 1))), Err(Unreadable::Io(_))));
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

@@ -47,7 +47,7 @@ enum Beat {
 /// sync plans only the agents that changed since.
 struct Left {
     snapshot: Snapshot,
-    agents: BTreeMap<String, AgentEndpoint>,
+    agents: BTreeMap<String, Arc<AgentEndpoint>>,
     statics: Arc<StaticConfig>,
     complete: bool,
 }
@@ -64,15 +64,16 @@ impl Left {
 }
 
 /// The Kong service names of the agents a container was added to, removed from or changed in,
-/// between two views (container id → endpoint).
+/// between two views (container id → endpoint; an endpoint discovery did not touch since is the
+/// same one, and costs no comparison).
 fn changed_agents(
-    before: &BTreeMap<String, AgentEndpoint>,
-    now: &BTreeMap<String, AgentEndpoint>,
+    before: &BTreeMap<String, Arc<AgentEndpoint>>,
+    now: &BTreeMap<String, Arc<AgentEndpoint>>,
 ) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for (id, a) in now {
         match before.get(id) {
-            Some(b) if b == a => {}
+            Some(b) if Arc::ptr_eq(b, a) || b == a => {}
             Some(b) => {
                 names.insert(b.kong_name.clone());
                 names.insert(a.kong_name.clone());
@@ -236,7 +237,11 @@ impl Reconciler {
     /// The unix time of the first warm-up to end after `since` (`desired::next_warmup`).
     fn warm_at(&self, since: f64) -> Option<f64> {
         let view = self.agents.borrow();
-        crate::desired::next_warmup(view.agents.values(), since, self.warmup.as_secs_f64())
+        crate::desired::next_warmup(
+            view.agents.values().map(|a| &**a),
+            since,
+            self.warmup.as_secs_f64(),
+        )
     }
 
     /// One heartbeat: is Kong still the one we configured? `hash_after_sync` is the DB-less
@@ -375,9 +380,12 @@ impl Reconciler {
 mod tests {
     use super::*;
 
-    fn view(of: &[(&str, &str, &str)]) -> BTreeMap<String, AgentEndpoint> {
+    fn view(of: &[(&str, &str, &str)]) -> BTreeMap<String, Arc<AgentEndpoint>> {
         of.iter()
-            .map(|(id, name, ip)| (id.to_string(), AgentEndpoint::labelled(name, id, ip, "net")))
+            .map(|(id, name, ip)| {
+                let a = AgentEndpoint::labelled(name, id, ip, "net");
+                (id.to_string(), Arc::new(a))
+            })
             .collect()
     }
 

@@ -105,7 +105,7 @@ pub struct SyncState {
     pub last_sync_writes: usize,
     /// Why the last sync failed (the reconciler's own; discovery's is its own `error`).
     pub error: Option<String>,
-    pub agents: Vec<AgentEndpoint>,
+    pub agents: Vec<Arc<AgentEndpoint>>,
     pub waiting: Vec<String>,
     pub malformed: Vec<String>,
     pub missing_plugins: BTreeSet<String>,

@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -116,7 +117,7 @@ impl<K: KongApi> SyncRun<'_, K> {
         &self,
         node: &Node,
         statics: &StaticConfig,
-        agents: &[AgentEndpoint],
+        agents: &[Arc<AgentEndpoint>],
     ) -> DesiredState {
         build(&Inputs {
             now: crate::status::now_unix(),
@@ -175,7 +176,7 @@ impl<K: KongApi> SyncRun<'_, K> {
         &self,
         complete: bool,
         statics: &StaticConfig,
-        agents: &[AgentEndpoint],
+        agents: &[Arc<AgentEndpoint>],
         start: Start,
     ) -> Result<SyncReport, SyncError> {
         let began = Instant::now();
@@ -192,7 +193,7 @@ impl<K: KongApi> SyncRun<'_, K> {
         let allow_deletes = complete;
         let desired = match &only {
             Some(names) => {
-                let changed: Vec<AgentEndpoint> = agents
+                let changed: Vec<Arc<AgentEndpoint>> = agents
                     .iter()
                     .filter(|a| names.contains(&a.kong_name))
                     .cloned()
@@ -205,10 +206,10 @@ impl<K: KongApi> SyncRun<'_, K> {
             .map(|s| {
                 let p = match &only {
                     Some(names) => {
-                        let unchanged: BTreeSet<String> = agents
+                        let unchanged: BTreeSet<&str> = agents
                             .iter()
-                            .map(|a| a.kong_name.clone())
-                            .filter(|n| !names.contains(n))
+                            .map(|a| a.kong_name.as_str())
+                            .filter(|n| !names.contains(*n))
                             .collect();
                         plan(
                             &desired,

@@ -53,8 +53,9 @@ impl Harness {
             concurrency: 8,
             gate: &self.gate,
         };
+        let agents: Vec<_> = agents.iter().cloned().map(std::sync::Arc::new).collect();
         let r = run
-            .converge(true, &self.statics, agents, start)
+            .converge(true, &self.statics, &agents, start)
             .await
             .map_err(|e| e.to_string())?;
         Ok((

@@ -224,8 +224,10 @@ mod tests {
             ("b", "nasiko-network-agent-b"),
             ("c", "nasiko-network"),
         ] {
-            view.agents
-                .insert(format!("id-{name}"), endpoint(name, net));
+            view.agents.insert(
+                format!("id-{name}"),
+                std::sync::Arc::new(endpoint(name, net)),
+            );
         }
         let members = [
             member("gw", "kong-gateway"),
