@@ -27,10 +27,12 @@ pub struct OwnedState {
 }
 
 impl OwnedState {
-    /// What is left without the entities of these services (by name): each service, its routes
-    /// and plugins, and the upstream of its name with its targets. An event's sync plans the
-    /// agents it changed against what is left once the unchanged ones are taken out.
-    pub fn without_services(&self, names: &BTreeSet<&str>) -> OwnedState {
+    /// What it holds of these services (by name) and of no service: each service named, its
+    /// routes and plugins, the upstream of its name with its targets, and the rows linked to no
+    /// service or upstream. An event's sync plans the agents it changed and the static routes
+    /// against this, so its cost is theirs, not every agent's: a plan from it leaves every other
+    /// service alone (its rows are not there to delete).
+    pub fn only_services(&self, names: &BTreeSet<&str>) -> OwnedState {
         let named = |h: &Head| h.name().is_some_and(|n| names.contains(n));
         let ids = |rows: &mut dyn Iterator<Item = &Head>| -> BTreeSet<String> {
             rows.filter(|h| named(h))
@@ -40,10 +42,10 @@ impl OwnedState {
         let services = ids(&mut self.services.iter().map(|r| &r.head));
         let upstreams = ids(&mut self.upstreams.iter().map(|r| &r.head));
         let on = |h: &Head, kind: LinkKind, ids: &BTreeSet<String>| {
-            h.link(kind).is_some_and(|id| ids.contains(id))
+            h.link(kind).is_none_or(|id| ids.contains(id))
         };
-        fn keep<F: Clone>(rows: &[Row<F>], drop: impl Fn(&Head) -> bool) -> Vec<Row<F>> {
-            rows.iter().filter(|r| !drop(&r.head)).cloned().collect()
+        fn keep<F: Clone>(rows: &[Row<F>], keep: impl Fn(&Head) -> bool) -> Vec<Row<F>> {
+            rows.iter().filter(|r| keep(&r.head)).cloned().collect()
         }
         OwnedState {
             services: keep(&self.services, named),
@@ -493,6 +495,42 @@ pub(crate) mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn only_the_named_services_rows_are_kept_with_what_is_no_services() {
+        let d = desired(&[("a", "10.0.0.2"), ("b", "10.0.0.3"), ("c", "10.0.0.4")]);
+        let mut answers = as_kong(&d);
+        // a plugin of ours on no service (global) stays in any view
+        answers
+            .plugins
+            .push(json!({"id": "pid-global", "name": "cors", "tags": ["own"]}));
+        let all = answers.read();
+        let statics = desired(&[]);
+        let names: BTreeSet<&str> = ["agent-b"]
+            .into_iter()
+            .chain(statics.services.keys().map(String::as_str))
+            .collect();
+        let only = all.only_services(&names);
+        let service_names: BTreeSet<&str> = only.services.iter().filter_map(|r| r.name()).collect();
+        assert_eq!(service_names, names, "b's service and the static ones");
+        let upstreams: Vec<_> = only.upstreams.iter().filter_map(|r| r.name()).collect();
+        assert_eq!(upstreams, ["agent-b"]);
+        assert_eq!(only.targets.len(), 1, "b's one target");
+        let b_and_statics = desired(&[("b", "10.0.0.3")]);
+        assert_eq!(only.routes.len(), b_and_statics.routes.len());
+        assert_eq!(
+            only.plugins.len(),
+            b_and_statics.plugins.len() + 1,
+            "and the global one"
+        );
+        // planned against it, b's desired state is converged, and a and c are left alone: the
+        // one write is the global plugin's delete (not wanted, and no service's, as in any plan)
+        let p = plan(&b_and_statics, &only, true);
+        let writes: Vec<_> = p.phases.iter().flatten().map(|w| w.describe()).collect();
+        assert_eq!(writes, ["delete plugin cors (pid-global)"]);
+        // while against everything, the same plan would delete a and c
+        assert!(!plan(&b_and_statics, &all, true).is_empty());
     }
 
     #[test]

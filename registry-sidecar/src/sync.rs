@@ -94,9 +94,9 @@ pub struct Snapshot {
 pub enum Start {
     Fresh,
     From(Snapshot),
-    /// Only these agents (by Kong service name) changed since the snapshot: plan them alone,
-    /// against the snapshot without the other agents' entities (the cost of an event's plan is
-    /// its own agents', not every agent's).
+    /// Only these agents (by Kong service name) changed since the snapshot: plan them and the
+    /// static routes alone, against the snapshot's rows of theirs (`OwnedState::only_services`):
+    /// the cost of an event's plan is its own agents', not every agent's.
     Changed(Snapshot, BTreeSet<String>),
 }
 
@@ -206,16 +206,13 @@ impl<K: KongApi> SyncRun<'_, K> {
             .map(|s| {
                 let p = match &only {
                     Some(names) => {
-                        let unchanged: BTreeSet<&str> = agents
-                            .iter()
-                            .map(|a| a.kong_name.as_str())
-                            .filter(|n| !names.contains(*n))
+                        // the changed agents (those gone included) and the static routes
+                        let planned: BTreeSet<&str> = (names.iter())
+                            .chain(desired.services.keys())
+                            .chain(desired.upstreams.keys())
+                            .map(String::as_str)
                             .collect();
-                        plan(
-                            &desired,
-                            &s.owned.without_services(&unchanged),
-                            allow_deletes,
-                        )
+                        plan(&desired, &s.owned.only_services(&planned), allow_deletes)
                     }
                     None => plan(&desired, &s.owned, allow_deletes),
                 };
