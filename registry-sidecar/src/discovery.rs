@@ -255,7 +255,7 @@ impl Discovery {
             .time_nano
             .map(|n| n as f64 / 1e9)
             .or(e.time.map(|t| t as f64));
-        self.tx.send_if_modified(|v| {
+        let published = self.tx.send_if_modified(|v| {
             // what the view held of this container (an event changes no other)
             let (agent, waiting, malformed) = (
                 v.agents.remove(&id),
@@ -292,6 +292,11 @@ impl Discovery {
             }
             changed
         });
+        if published {
+            // the reconciler was woken on this thread: let it start the change's sync before
+            // the next event's inspect (seen to wait a millisecond or more behind it)
+            tokio::task::yield_now().await;
+        }
     }
 }
 
