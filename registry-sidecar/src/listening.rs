@@ -344,27 +344,22 @@ mod tests {
 
     #[test]
     fn a_pid_that_is_not_the_containers_is_never_read() {
-        let me = std::process::id();
-        let e = listens(
-            Path::new("/proc"),
-            &"a".repeat(64),
-            me,
-            "10.0.0.1",
-            5000,
-            None,
-        )
-        .unwrap_err();
+        // this process, read as a container's whose id it does not hold
+        let look = |root: &str| {
+            let id = "a".repeat(64);
+            listens(
+                Path::new(root),
+                &id,
+                std::process::id(),
+                "10.0.0.1",
+                5000,
+                None,
+            )
+        };
+        let e = look("/proc").unwrap_err();
         assert!(matches!(e, Unreadable::NotTheContainer { .. }), "{e}");
         assert!(e.to_string().contains("HOST_PROC"), "{e}");
-        let e = listens(
-            Path::new("/nonexistent"),
-            &"a".repeat(64),
-            me,
-            "10.0.0.1",
-            5000,
-            None,
-        );
-        assert!(e.is_err());
+        assert!(look("/nonexistent").is_err());
     }
 
     #[test]
