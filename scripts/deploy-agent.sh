@@ -204,6 +204,8 @@ while sleep 0.05; do
     [ "$again" = "$now" ] && break
     now="$again"
   done
+  # a save seen half-written (truncated, then written) may settle back where it was: no change
+  [ "$now" = "$last" ] && continue
   files=()
   if list="$(changed_files "$last" "$now")"; then
     mapfile -t files <<<"$list"

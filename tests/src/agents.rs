@@ -25,6 +25,8 @@ pub fn add_package(
         std::fs::write(dest.join(e.file_name()), text).expect("write package file");
     }
     let dockerfile = std::fs::read_to_string(dest.join("Dockerfile")).unwrap_or_default();
+    // the samples build FROM the test base image: a test run alone has it too
+    crate::docker::ensure_busybox_image();
     if dockerfile.contains("agent.sh") {
         std::fs::copy(samples_dir().join("common/agent.sh"), dest.join("agent.sh"))
             .expect("agent.sh");

@@ -871,15 +871,32 @@ async fn the_local_docker_plan_phase_4_journey_with_faults() {
         "the build gives what the sync gave"
     );
     let after_edit = queued();
-    // rewriting a file with the same content is no change
-    let same = std::fs::read_to_string(&agent_sh).unwrap();
-    std::fs::write(&agent_sh, same).unwrap();
+    // rewriting a file with the same content is no change, even when --watch lists it half-way
+    // through (truncated, then written: std::fs::write's own order). The half-written moment
+    // is widened to 10 ms, less than the 50 ms --watch waits for a save to settle, and repeated
+    // 20 times: with a listing every ~60 ms, one at least falls into it.
+    let same = std::fs::read(&agent_sh).unwrap();
+    for _ in 0..20 {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&agent_sh).unwrap();
+        f.write_all(&same[..same.len() / 2]).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+        f.write_all(&same[same.len() / 2..]).unwrap();
+        drop(f);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(queued(), after_edit, "an unchanged save redeployed");
+    assert_eq!(
+        queued(),
+        after_edit,
+        "an unchanged save redeployed: {}",
+        text()
+    );
     assert_eq!(
         text().matches("synced").count(),
         1,
-        "an unchanged save synced"
+        "an unchanged save synced: {}",
+        text()
     );
     watch.signal(2);
     let code = watch
