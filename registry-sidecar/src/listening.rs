@@ -3,11 +3,13 @@
 //! namespace (`/proc/{pid}/net/tcp` and `tcp6`, through the host's procfs at `HOST_PROC`), once
 //! `/proc/{pid}/cgroup` shows that the pid is that container's (a pid of another pid namespace, or
 //! reused, is never read as the agent's). No exec, no connection into the agent's network.
-//! A socket table costs the kernel a walk of the host's whole connection hash (about 4 ms on a
+//! A socket table costs the kernel a walk of the host's whole connection hash (2–4 ms on a
 //! 24 GiB host, more with many connections anywhere), so a family's table (IPv4, IPv6) is read
 //! only when the namespace's count of its TCP sockets in use (`net/sockstat`, `sockstat6`,
 //! microseconds) is not zero and has changed since the last read: a process that has not listened
-//! yet costs next to nothing, and one that listens costs one walk, not two.
+//! yet costs next to nothing, and one that listens costs one walk, not two. A table is read no
+//! further than its listeners (`read_listeners`): every read() after the kernel reached the end
+//! of a table, that which finds the end included, walks the hash again from its start.
 
 use crate::endpoint::AgentEndpoint;
 use std::collections::HashMap;
@@ -179,8 +181,7 @@ pub fn listens(
         let path = dir.join(table);
         let f = std::fs::File::open(&path)
             .map_err(|e| Unreadable::Io(format!("{}: {e}", path.display())))?;
-        let lines = BufReader::new(f).lines().map_while(Result::ok);
-        if listening_in(lines.take(MAX_SOCKETS), ip, port) {
+        if listening_in(read_listeners(f, count), ip, port) {
             return Ok((true, in_use));
         }
     }
@@ -209,40 +210,58 @@ fn in_use(path: &Path, proto: &str) -> Result<u64, Unreadable> {
 
 /// The most lines of a socket table read: a package that opens sockets by the hundred thousand
 /// costs the sidecar no more than this each time, and waits its warm-up.
-const MAX_SOCKETS: usize = 20_000;
+const MAX_SOCKETS: u64 = 20_000;
+
+/// The heading and the first `in_use` lines of socket table `f`, with no read() past them: the
+/// kernel lists its listening sockets before any other, and each is one of the namespace's
+/// sockets in use, so these hold every listener; and a read() after the kernel has found the end
+/// of its table walks the host's connection hash again (one more read in a table without the
+/// agent's listener was one more walk). A read takes up to 64 KiB, more than the kernel gives at
+/// once (a page of whole lines).
+fn read_listeners(f: std::fs::File, in_use: u64) -> impl Iterator<Item = String> {
+    let lines = BufReader::with_capacity(64 * 1024, f).lines();
+    lines
+        .map_while(Result::ok)
+        .take(1 + in_use.min(MAX_SOCKETS) as usize)
+}
 
 /// Whether the lines of a `/proc/net/tcp` or `tcp6` table (its heading first) have a listening
 /// socket on `port` at an address that takes connections for `ip`: every address, or `ip`
-/// itself (never loopback alone).
+/// itself (never loopback alone). The kernel lists its listeners first: the lines after the
+/// first that does not listen are not looked at.
 pub fn listening_in<S: AsRef<str>>(
     mut table: impl Iterator<Item = S>,
     ip: Option<IpAddr>,
     port: u16,
 ) -> bool {
     table.next();
-    table.any(|line| {
+    for line in table {
         let line = line.as_ref();
         let mut cols = line.split_whitespace();
         let (Some(_slot), Some(local), Some(_remote), Some(state)) =
             (cols.next(), cols.next(), cols.next(), cols.next())
         else {
-            return false;
+            continue;
         };
         if state != LISTEN {
             return false;
         }
         let Some((addr, p)) = local.split_once(':') else {
-            return false;
+            continue;
         };
         if u16::from_str_radix(p, 16).ok() != Some(port) {
-            return false;
+            continue;
         }
-        match address(addr) {
+        let reachable = match address(addr) {
             Some(a) if a.is_unspecified() => true,
             Some(a) => Some(a) == ip && !a.is_loopback(),
             None => false,
+        };
+        if reachable {
+            return true;
         }
-    })
+    }
+    false
 }
 
 /// An address as the kernel prints it: 32-bit words in the host's byte order, in hex; an
@@ -436,6 +455,75 @@ mod tests {
         assert_eq!(look(None), Ok((true, (1, 1))));
         // an IPv4 count that changed is read (here it cannot be: the failure shows the read)
         assert!(matches!(look(Some((0, 1))), Err(Unreadable::Io(_))));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// The kernel's order, which reading stops on: its listeners before any other socket, here
+    /// with a listener opened after a connection.
+    #[test]
+    fn the_kernel_lists_its_listeners_first() {
+        let first = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(first.local_addr().unwrap()).unwrap();
+        let (_served, _) = first.accept().unwrap();
+        let later = TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = |s: std::net::SocketAddr| format!(":{:04X} ", s.port());
+        let table = own_table(false);
+        let records: Vec<&str> = table.lines().skip(1).collect();
+        let at = |needle: String, state: &str| {
+            records
+                .iter()
+                .position(|l| {
+                    let local = l.split_whitespace().nth(1).unwrap_or_default();
+                    format!("{local} ").ends_with(&needle)
+                        && l.split_whitespace().nth(3) == Some(state)
+                })
+                .unwrap_or_else(|| panic!("{needle} {state} in {table}"))
+        };
+        let connected = at(port(client.local_addr().unwrap()), "01");
+        assert!(
+            at(port(later.local_addr().unwrap()), LISTEN) < connected,
+            "{table}"
+        );
+        let last_listener = records
+            .iter()
+            .rposition(|l| l.split_whitespace().nth(3) == Some(LISTEN));
+        let first_other = records
+            .iter()
+            .position(|l| l.split_whitespace().nth(3) != Some(LISTEN));
+        assert!(last_listener < first_other, "{table}");
+    }
+
+    /// A table that is a pipe whose writer stays open: a read() past the lines given would
+    /// block. `listens` must answer from the heading and the lines it needs.
+    #[test]
+    fn a_table_is_read_no_further_than_its_listeners() {
+        let root = std::env::temp_dir().join(format!("fifo-proc-{}", std::process::id()));
+        let id = "d".repeat(64);
+        let resolver = " 0: 0B00007F:B58B 00000000:0000 0A\n";
+        let connected = " 1: 0200A8C0:9C40 0100A8C0:01BB 01\n";
+        // the resolver alone among 1 socket in use; one listener, then a connection, among 9
+        for (in_use, lines) in [(1, vec![resolver]), (9, vec![resolver, connected])] {
+            fake_proc(&root, &id, (in_use, 0), None, None);
+            let path = root.join("7/net/tcp");
+            let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+            // SAFETY: mkfifo on a path this test owns, no memory handed over.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            let text = format!("h\n{}", lines.concat());
+            let writer = std::thread::spawn(move || {
+                use std::io::Write;
+                let mut w = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+                w.write_all(text.as_bytes()).unwrap();
+                std::thread::sleep(Duration::from_secs(10)); // no end of file meanwhile
+            });
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (r, i) = (root.clone(), id.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send(listens(&r, &i, 7, "10.0.0.2", 5000, None));
+            });
+            let answer = rx.recv_timeout(Duration::from_secs(5));
+            assert_eq!(answer, Ok(Ok((false, (in_use, 0)))), "{lines:?}");
+            drop(writer); // (detached: it ends on its own)
+        }
         let _ = std::fs::remove_dir_all(&root);
     }
 
