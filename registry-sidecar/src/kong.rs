@@ -287,6 +287,12 @@ impl KongClient {
         lists.into_iter().collect()
     }
 
+    /// Every target of the upstream of this id, listed afresh.
+    pub async fn targets_of(&self, upstream_id: &str) -> Result<Vec<TargetRow>, KongError> {
+        self.list_rows(format!("/upstreams/{upstream_id}/targets?size=1000"))
+            .await
+    }
+
     /// Our writes changed these upstreams (by name): their targets are listed afresh next time.
     pub fn forget_targets(&self, upstreams: &BTreeSet<String>) {
         self.targets_seen

@@ -7,6 +7,7 @@ use crate::desired::{build, DesiredState, Inputs};
 use crate::diff::{plan, KongWrite, OwnedState, Plan};
 use crate::endpoint::AgentEndpoint;
 use crate::kong::{KongClient, KongError, Node};
+use crate::model::TargetRow;
 use crate::plugin_gate::PluginGate;
 use crate::static_routes::StaticConfig;
 use futures_util::StreamExt;
@@ -28,6 +29,11 @@ pub trait KongApi: Sync {
     ) -> impl Future<Output = Result<OwnedState, KongError>> + Send;
     /// Our writes changed these upstreams: list their targets afresh next time.
     fn forget_targets(&self, upstreams: &BTreeSet<String>);
+    /// Every target Kong holds on the upstream of this id, listed afresh.
+    fn targets_of(
+        &self,
+        upstream_id: &str,
+    ) -> impl Future<Output = Result<Vec<TargetRow>, KongError>> + Send;
     fn apply(&self, w: &KongWrite) -> impl Future<Output = Result<(), KongError>> + Send;
     /// DB-less: the configuration Kong holds, parsed.
     fn read_config(&self) -> impl Future<Output = Result<Value, KongError>> + Send;
@@ -47,6 +53,12 @@ impl KongApi for KongClient {
     }
     fn forget_targets(&self, upstreams: &BTreeSet<String>) {
         KongClient::forget_targets(self, upstreams)
+    }
+    fn targets_of(
+        &self,
+        upstream_id: &str,
+    ) -> impl Future<Output = Result<Vec<TargetRow>, KongError>> + Send {
+        KongClient::targets_of(self, upstream_id)
     }
     fn apply(&self, w: &KongWrite) -> impl Future<Output = Result<(), KongError>> + Send {
         KongClient::apply(self, w)
@@ -81,8 +93,9 @@ pub struct SyncReport {
 /// It is only ever a reading of Kong, never a guess: a write
 /// that finds Kong changed behind it fails (409, 404), the sync is retried from a fresh reading,
 /// and every other trigger (the periodic resync, a retry, `POST /sync`, Kong's return) reads
-/// afresh. A plan that would delete an upstream is made from a fresh reading too: the snapshot
-/// may not show a target someone else put on it since, which the delete would take with it.
+/// afresh. A plan that would delete an upstream first lists that upstream's targets afresh: the
+/// snapshot may not show a target someone else put on it since, which the delete would take
+/// with it; if one is there, the plan is made from a fresh reading (which keeps the upstream).
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub owned: OwnedState,
@@ -151,6 +164,31 @@ impl<K: KongApi> SyncRun<'_, K> {
         Ok((p, owned))
     }
 
+    /// Whether each upstream plan `p` deletes holds, listed afresh, only targets that `owned`
+    /// (the snapshot it was planned from) holds on it: Kong deletes an upstream's targets with it,
+    /// and one put there since the snapshot is someone else's to keep.
+    async fn deletes_known_targets(&self, p: &Plan, owned: &OwnedState) -> Result<bool, SyncError> {
+        for w in p.phases.iter().flatten() {
+            let KongWrite::DeleteUpstream { id, .. } = w else {
+                continue;
+            };
+            let known: BTreeSet<&str> = (owned.targets.iter())
+                .chain(&owned.foreign_targets)
+                .filter(|t| t.upstream.as_ref().is_some_and(|l| l.0 == *id))
+                .filter_map(|t| t.id())
+                .collect();
+            let now = self.kong.targets_of(id).await.map_err(SyncError::Kong)?;
+            if now
+                .iter()
+                .any(|t| t.id().is_none_or(|i| !known.contains(i)))
+            {
+                tracing::debug!("a target the snapshot does not show is on the upstream {id}: planning from a fresh reading");
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The snapshot a sync leaves: the reading (and node) it planned from if it wrote nothing,
     /// else Kong and its node read again now that its writes are in (none if that read fails:
     /// the next sync reads).
@@ -202,28 +240,25 @@ impl<K: KongApi> SyncRun<'_, K> {
             }
             None => self.wanted(&node, statics, agents),
         };
-        let from_snapshot = snapshot
-            .map(|s| {
-                let p = match &only {
-                    Some(names) => {
-                        // the changed agents (those gone included) and the static routes
-                        let planned: BTreeSet<&str> = (names.iter())
-                            .chain(desired.services.keys())
-                            .chain(desired.upstreams.keys())
-                            .map(String::as_str)
-                            .collect();
-                        plan(&desired, &s.owned.only_services(&planned), allow_deletes)
-                    }
-                    None => plan(&desired, &s.owned, allow_deletes),
-                };
-                (p, s.owned)
-            })
-            .filter(|(p, _)| {
-                !p.phases
-                    .iter()
-                    .flatten()
-                    .any(|w| matches!(w, KongWrite::DeleteUpstream { .. }))
-            });
+        let from_snapshot = snapshot.map(|s| {
+            let p = match &only {
+                Some(names) => {
+                    // the changed agents (those gone included) and the static routes
+                    let planned: BTreeSet<&str> = (names.iter())
+                        .chain(desired.services.keys())
+                        .chain(desired.upstreams.keys())
+                        .map(String::as_str)
+                        .collect();
+                    plan(&desired, &s.owned.only_services(&planned), allow_deletes)
+                }
+                None => plan(&desired, &s.owned, allow_deletes),
+            };
+            (p, s.owned)
+        });
+        let from_snapshot = match from_snapshot {
+            Some((p, owned)) if self.deletes_known_targets(&p, &owned).await? => Some((p, owned)),
+            _ => None,
+        };
         let snapshot_used = from_snapshot.is_some();
         let partial = only.is_some() && snapshot_used;
         let (mut p, read, desired) = match from_snapshot {

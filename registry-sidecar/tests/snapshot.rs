@@ -119,7 +119,8 @@ async fn event_syncs(partial: bool) {
     let (writes, mut snap) = b.sync(&agents, Start::Fresh).await.unwrap();
     assert!(writes > 0);
     // three changes in turn, each as an event's sync: a new agent, a container replaced (a new
-    // address), an agent gone (its upstream deleted: planned from a fresh reading)
+    // address), an agent gone (its upstream deleted: its targets listed afresh first, and
+    // nothing else read)
     type Change = fn(&mut Vec<AgentEndpoint>);
     let steps: [(&str, Change, &str, bool); 3] = [
         (
@@ -155,13 +156,24 @@ async fn event_syncs(partial: bool) {
         let reqs = b.kong.requests();
         assert!(writes > 0, "{what}: nothing written: {:#?}", show(&reqs));
         // no request before the writes, not even `GET /` (the snapshot holds the node); a listing
-        // of Kong's entities only after the writes, unless the plan deletes an upstream
+        // of Kong's entities only after the writes; a plan that deletes an upstream lists that
+        // upstream's targets first, and nothing more
         let last_write = reqs.iter().rposition(Recorded::is_write).unwrap();
-        let listed_before = reqs[..last_write].iter().any(|r| !r.is_write());
+        let read_before: Vec<&Recorded> = reqs[..last_write]
+            .iter()
+            .filter(|r| !r.is_write())
+            .collect();
         assert_eq!(
-            !listed_before,
+            read_before.is_empty(),
             writes_first,
             "{what}: the writes first? {:#?}",
+            show(&reqs)
+        );
+        assert!(
+            read_before
+                .iter()
+                .all(|r| r.path.starts_with("/upstreams/") && r.path.contains("/targets")),
+            "{what}: only the deleted upstream's targets are read first: {:#?}",
             show(&reqs)
         );
         assert!(
