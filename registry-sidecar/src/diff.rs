@@ -59,6 +59,73 @@ impl OwnedState {
             reused_targets: self.reused_targets,
         }
     }
+
+    /// What Kong holds after write `w` went through, told by Kong's answer to it: the row it
+    /// answered with (`row`, for a write that creates or changes one; a PUT of an existing
+    /// entity keeps its id), or the row `w` deleted gone, with what Kong 3.4 deletes with it (an
+    /// upstream's targets, a service's or a route's plugins: `on_delete = "cascade"` in
+    /// `kong/db/schema/entities/targets.lua` and `plugins.lua`). A target is ours when it carries
+    /// `owner_tag`. False when the answer does not tell (a write that changes a row answered
+    /// without one): then only a reading does.
+    pub fn written(
+        &mut self,
+        w: &KongWrite,
+        row: Option<&serde_json::Value>,
+        owner_tag: &str,
+    ) -> bool {
+        fn put<F: serde::de::DeserializeOwned>(rows: &mut Vec<Row<F>>, v: &serde_json::Value) {
+            let row = Row::<F>::read(v);
+            rows.retain(|r| r.id() != row.id());
+            rows.push(row);
+        }
+        fn gone<F>(rows: &mut Vec<Row<F>>, gone: impl Fn(&Head) -> bool) {
+            rows.retain(|r| !gone(&r.head));
+        }
+        if row.is_some_and(|v| v["id"].as_str().is_none_or(str::is_empty)) {
+            return false;
+        }
+        let linked = |kind: LinkKind, id: &str| {
+            let id = id.to_string();
+            move |h: &Head| h.link(kind) == Some(id.as_str())
+        };
+        match (w, row) {
+            (KongWrite::PutUpstream(_), Some(v)) => put(&mut self.upstreams, v),
+            (KongWrite::PutService(_), Some(v)) => put(&mut self.services, v),
+            (KongWrite::PutRoute(_), Some(v)) => put(&mut self.routes, v),
+            (KongWrite::PutPlugin(_), Some(v)) => put(&mut self.plugins, v),
+            (KongWrite::AddTarget(_) | KongWrite::UpdateTarget { .. }, Some(v)) => {
+                let row = TargetRow::read(v);
+                gone(&mut self.targets, |h| h.id() == row.id());
+                gone(&mut self.foreign_targets, |h| h.id() == row.id());
+                match row.has_tag(owner_tag) {
+                    true => self.targets.push(row),
+                    false => self.foreign_targets.push(row),
+                }
+            }
+            (KongWrite::DeleteTarget { id, .. }, _) => {
+                gone(&mut self.targets, |h| h.id() == Some(id));
+                gone(&mut self.foreign_targets, |h| h.id() == Some(id));
+            }
+            (KongWrite::DeleteUpstream { id, .. }, _) => {
+                gone(&mut self.upstreams, |h| h.id() == Some(id));
+                gone(&mut self.targets, linked(LinkKind::Upstream, id));
+                gone(&mut self.foreign_targets, linked(LinkKind::Upstream, id));
+            }
+            (KongWrite::DeleteService { id, .. }, _) => {
+                gone(&mut self.services, |h| h.id() == Some(id));
+                gone(&mut self.plugins, linked(LinkKind::Service, id));
+            }
+            (KongWrite::DeleteRoute { id, .. }, _) => {
+                gone(&mut self.routes, |h| h.id() == Some(id));
+                gone(&mut self.plugins, linked(LinkKind::Route, id));
+            }
+            (KongWrite::DeletePlugin { id, .. }, _) => {
+                gone(&mut self.plugins, |h| h.id() == Some(id))
+            }
+            (_, None) => return false,
+        }
+        true
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -432,6 +499,58 @@ pub(crate) mod tests {
                 reused_targets: false,
             }
         }
+    }
+
+    /// What Kong answers to a write, applied to a reading: an untagged target adopted (its
+    /// answer carries our tag) becomes ours; a deleted service takes its plugins, a deleted
+    /// upstream its targets; an answer without a row does not tell.
+    #[test]
+    fn a_reading_follows_kongs_answers_to_the_writes() {
+        let d = desired(&[("a", "10.0.0.2")]);
+        let mut k = as_kong(&d);
+        k.foreign_targets = std::mem::take(&mut k.targets);
+        k.foreign_targets[0]["tags"] = json!([]); // the Python era's
+        let mut o = k.read();
+        let (tid, sid) = (o.foreign_targets[0].head.id.clone(), "id-agent-a");
+        let spec = d.targets.values().next().unwrap().clone();
+        let mut answer = k.foreign_targets[0].clone();
+        answer["tags"] = json!(["own", "agent"]);
+        let adopt = KongWrite::UpdateTarget {
+            id: tid.clone(),
+            spec,
+        };
+        assert!(o.written(&adopt, Some(&answer), "own"));
+        assert!(o.foreign_targets.is_empty());
+        assert_eq!(o.targets.len(), 1);
+        let plugins_of_a = |o: &OwnedState| {
+            (o.plugins.iter())
+                .filter(|p| p.link(LinkKind::Service) == Some(sid))
+                .count()
+        };
+        assert_eq!(plugins_of_a(&o), 3);
+        let (routes, plugins) = (o.routes.len(), o.plugins.len());
+        let service = KongWrite::DeleteService {
+            id: sid.into(),
+            name: "agent-a".into(),
+        };
+        assert!(o.written(&service, None, "own"));
+        assert_eq!(plugins_of_a(&o), 0);
+        assert_eq!(o.plugins.len(), plugins - 3, "no other service's plugin");
+        assert_eq!(
+            o.routes.len(),
+            routes,
+            "routes are not cascaded (Kong refuses)"
+        );
+        let upstream = KongWrite::DeleteUpstream {
+            id: "uid-agent-a".into(),
+            name: "agent-a".into(),
+        };
+        assert!(o.written(&upstream, None, "own"));
+        assert!(o.targets.is_empty() && o.upstreams.is_empty());
+        // a PUT answered without its row, or with a row without an id: only a reading tells
+        let put = KongWrite::PutUpstream(d.upstreams.values().next().unwrap().clone());
+        assert!(!o.written(&put, None, "own"));
+        assert!(!o.written(&put, Some(&json!({"name": "agent-a"})), "own"));
     }
 
     /// What Kong would hold after applying `d` (the full shape, as the emulator answers).

@@ -347,25 +347,27 @@ impl KongClient {
         Ok(status != 304)
     }
 
-    /// Send one write. Two conflicts are ours to resolve: a target already at the address
-    /// (untagged, or added by a sync that did not see its answer) is patched instead, and an
-    /// untagged plugin in a spec's place (the Python registry's) is adopted by its id.
-    pub async fn apply(&self, w: &KongWrite) -> Result<(), KongError> {
+    /// Send one write; Kong's answer: the row it wrote (None for a delete). Two conflicts are
+    /// ours to resolve: a target already at the address (untagged, or added by a sync that did
+    /// not see its answer) is patched instead, and an untagged plugin in a spec's place (the
+    /// Python registry's) is adopted by its id.
+    pub async fn apply(&self, w: &KongWrite) -> Result<Option<Value>, KongError> {
         let (method, path, body) = request_for(w);
-        match (self.request(method, &path, body.as_ref()).await, w) {
+        let answer = match (self.request(method, &path, body.as_ref()).await, w) {
             (Err(KongError::Status { status: 409, .. }), KongWrite::AddTarget(t)) => {
                 let path = format!("{path}/{}", t.target);
-                self.request("PATCH", &path, body.as_ref()).await.map(drop)
+                self.request("PATCH", &path, body.as_ref()).await
             }
             (Err(KongError::Status { status: 409, .. }), KongWrite::PutPlugin(p)) => {
                 self.adopt_plugin(p).await
             }
-            (other, _) => other.map(drop),
-        }
+            (other, _) => other,
+        };
+        answer.map(|(_, row)| Some(row).filter(Value::is_object))
     }
 
     /// Take over the untagged plugin that holds `p`'s place on its service: PUT by its id.
-    async fn adopt_plugin(&self, p: &PluginSpec) -> Result<(), KongError> {
+    async fn adopt_plugin(&self, p: &PluginSpec) -> Result<(u16, Value), KongError> {
         let (_, list) = self
             .request("GET", &format!("/services/{}/plugins", p.service), None)
             .await?;
@@ -382,7 +384,6 @@ impl KongClient {
                 tracing::info!(plugin = %p.name(), service = %p.service, "adopting an untagged plugin");
                 self.request("PUT", &format!("/plugins/{id}"), Some(&p.body()))
                     .await
-                    .map(drop)
             }
             None => Err(KongError::Status {
                 method: "PUT".into(),

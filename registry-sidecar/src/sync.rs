@@ -34,7 +34,9 @@ pub trait KongApi: Sync {
         &self,
         upstream_id: &str,
     ) -> impl Future<Output = Result<Vec<TargetRow>, KongError>> + Send;
-    fn apply(&self, w: &KongWrite) -> impl Future<Output = Result<(), KongError>> + Send;
+    /// One write; the row Kong answered with (None for a delete).
+    fn apply(&self, w: &KongWrite)
+        -> impl Future<Output = Result<Option<Value>, KongError>> + Send;
     /// DB-less: the configuration Kong holds, parsed.
     fn read_config(&self) -> impl Future<Output = Result<Value, KongError>> + Send;
     /// DB-less: push the whole configuration; false when Kong already held exactly this.
@@ -60,7 +62,10 @@ impl KongApi for KongClient {
     ) -> impl Future<Output = Result<Vec<TargetRow>, KongError>> + Send {
         KongClient::targets_of(self, upstream_id)
     }
-    fn apply(&self, w: &KongWrite) -> impl Future<Output = Result<(), KongError>> + Send {
+    fn apply(
+        &self,
+        w: &KongWrite,
+    ) -> impl Future<Output = Result<Option<Value>, KongError>> + Send {
         KongClient::apply(self, w)
     }
     fn read_config(&self) -> impl Future<Output = Result<Value, KongError>> + Send {
@@ -189,11 +194,19 @@ impl<K: KongApi> SyncRun<'_, K> {
         Ok(true)
     }
 
-    /// The snapshot a sync leaves: the reading (and node) it planned from if it wrote nothing,
-    /// else Kong and its node read again now that its writes are in (none if that read fails:
-    /// the next sync reads).
-    async fn snapshot(&self, read: OwnedState, writes: usize, node: Node) -> Option<Snapshot> {
-        if writes == 0 {
+    /// The snapshot a sync leaves: the reading it planned from, with what Kong answered to each
+    /// of its writes (`OwnedState::written`), and the node it planned for; if an answer did not
+    /// tell, Kong and its node read again (none if that read fails: the next sync reads).
+    async fn snapshot(
+        &self,
+        mut read: OwnedState,
+        written: Vec<(KongWrite, Option<Value>)>,
+        node: Node,
+    ) -> Option<Snapshot> {
+        let told = written
+            .iter()
+            .all(|(w, row)| read.written(w, row.as_ref(), self.owner_tag));
+        if told {
             return Some(Snapshot { owned: read, node });
         }
         let all = BTreeSet::new();
@@ -286,14 +299,15 @@ impl<K: KongApi> SyncRun<'_, K> {
             tracing::debug!("not deleting anything: Docker has not been listed completely since the last connect");
         }
         let planned = began.elapsed();
-        let (writes, first_failure) = self.write(p).await;
-        let written = began.elapsed();
+        let (written, first_failure) = self.write(p).await;
+        let writes = written.len();
+        let writes_done = began.elapsed();
         match first_failure {
             None => {
                 let report = SyncReport {
                     writes,
                     recheck_at: self.gate.recheck_at(&held, node.propagation),
-                    snapshot: self.snapshot(read, writes, node.clone()).await,
+                    snapshot: self.snapshot(read, written, node.clone()).await,
                     // what the report shows is every agent's, built once the writes are out
                     desired: match (partial, writes) {
                         (false, _) => Some(desired),
@@ -311,7 +325,7 @@ impl<K: KongApi> SyncRun<'_, K> {
                         (false, false) => "from a fresh reading",
                     },
                     ms(planned),
-                    ms(written),
+                    ms(writes_done),
                     ms(began.elapsed())
                 );
                 Ok(report)
@@ -325,12 +339,16 @@ impl<K: KongApi> SyncRun<'_, K> {
     }
 
     /// Apply a plan phase by phase, each phase's writes `concurrency` at a time; stop after a
-    /// phase in which Kong went away. The writes done, and the first that failed.
-    async fn write(&self, p: Plan) -> (usize, Option<(String, KongError)>) {
-        let mut writes = 0;
+    /// phase in which Kong went away. The writes done with Kong's answer to each, in order, and
+    /// the first that failed.
+    async fn write(
+        &self,
+        p: Plan,
+    ) -> (Vec<(KongWrite, Option<Value>)>, Option<(String, KongError)>) {
+        let mut written = Vec::new();
         let mut failures = Vec::new();
         for phase in p.phases {
-            let results: Vec<(KongWrite, Result<(), KongError>)> =
+            let results: Vec<(KongWrite, Result<Option<Value>, KongError>)> =
                 futures_util::stream::iter(phase)
                     .map(|w| async move {
                         let r = self.kong.apply(&w).await;
@@ -341,10 +359,10 @@ impl<K: KongApi> SyncRun<'_, K> {
                     .await;
             for (w, r) in results {
                 match r {
-                    Ok(()) => {
-                        writes += 1;
+                    Ok(row) => {
                         self.gate.written(&w, Instant::now());
                         tracing::info!("{}", w.describe());
+                        written.push((w, row));
                     }
                     Err(e) => {
                         tracing::warn!("{} failed: {e}", w.describe());
@@ -359,7 +377,7 @@ impl<K: KongApi> SyncRun<'_, K> {
                 break; // Kong went away mid-sync: stop, retry with backoff
             }
         }
-        (writes, failures.into_iter().next())
+        (written, failures.into_iter().next())
     }
 
     /// DB-less Kong: read what it holds, put the desired state in place of ours, push it whole.
