@@ -431,7 +431,7 @@ async fn sync_costs(n: usize, dbless: bool) {
 
 /// DB mode: an event's sync among `agents` (a new agent, planned from the snapshot the sync
 /// before it left), its time and Admin API requests before its route is in; then the agent
-/// removed again. The median of 5.
+/// removed again (its upstream deleted), as another event's sync, timed too. The median of 5.
 async fn event_sync(
     run: &SyncRun<'_>,
     kong: &KongEmulator,
@@ -451,6 +451,7 @@ async fn event_sync(
         "nasiko-network",
     )));
     let (mut ms, mut until_route, mut reads) = (Vec::new(), Vec::new(), Vec::new());
+    let mut removal_ms = Vec::new();
     for _ in 0..5 {
         kong.clear_requests();
         let t = Instant::now();
@@ -467,11 +468,15 @@ async fn event_sync(
         let reqs = kong.requests();
         let last_write = reqs.iter().rposition(|r| r.is_write()).unwrap_or(0);
         reads.push(reqs[..last_write].iter().filter(|r| !r.is_write()).count() as f64);
+        let t = Instant::now();
+        let gone = ["agent-newcomer".to_string()].into();
+        let start = Start::Changed(report.snapshot.unwrap(), gone);
         snap = run
-            .converge(true, statics, agents, Start::From(report.snapshot.unwrap()))
+            .converge(true, statics, agents, start)
             .await
             .unwrap()
             .snapshot;
+        removal_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let mut node_ms: Vec<f64> = Vec::new();
     for _ in 0..5 {
@@ -480,10 +485,11 @@ async fn event_sync(
         node_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     println!(
-        "{} agents, DB mode: an event's sync (a new agent alone, from the snapshot): route in after {:.1} ms (median of 5), the whole sync with the read after its writes {:.1} ms; reads before its last write: {:.0} (GET / alone, which the snapshot spares it: {:.1} ms)",
+        "{} agents, DB mode: an event's sync (a new agent alone, from the snapshot): route in after {:.1} ms (median of 5), the whole sync with the snapshot it leaves {:.1} ms, the agent's removal (another event's sync) {:.1} ms; reads before its last write: {:.0} (GET / alone, which the snapshot spares it: {:.1} ms)",
         agents.len(),
         pct(&mut until_route, 50.0),
         pct(&mut ms, 50.0),
+        pct(&mut removal_ms, 50.0),
         pct(&mut reads, 50.0),
         pct(&mut node_ms, 50.0)
     );
