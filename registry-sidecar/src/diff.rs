@@ -95,17 +95,13 @@ impl OwnedState {
             (KongWrite::PutPlugin(_), Some(v)) => put(&mut self.plugins, v),
             (KongWrite::AddTarget(_) | KongWrite::UpdateTarget { .. }, Some(v)) => {
                 let row = TargetRow::read(v);
-                gone(&mut self.targets, |h| h.id() == row.id());
-                gone(&mut self.foreign_targets, |h| h.id() == row.id());
+                self.without_target(row.id());
                 match row.has_tag(owner_tag) {
                     true => self.targets.push(row),
                     false => self.foreign_targets.push(row),
                 }
             }
-            (KongWrite::DeleteTarget { id, .. }, _) => {
-                gone(&mut self.targets, |h| h.id() == Some(id));
-                gone(&mut self.foreign_targets, |h| h.id() == Some(id));
-            }
+            (KongWrite::DeleteTarget { id, .. }, _) => self.without_target(Some(id)),
             (KongWrite::DeleteUpstream { id, .. }, _) => {
                 gone(&mut self.upstreams, |h| h.id() == Some(id));
                 gone(&mut self.targets, linked(LinkKind::Upstream, id));
@@ -125,6 +121,12 @@ impl OwnedState {
             (_, None) => return false,
         }
         true
+    }
+
+    /// Without the target of this id, ours or not.
+    fn without_target(&mut self, id: Option<&str>) {
+        self.targets.retain(|t| t.id() != id);
+        self.foreign_targets.retain(|t| t.id() != id);
     }
 }
 

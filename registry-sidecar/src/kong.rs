@@ -277,10 +277,7 @@ impl KongClient {
     ) -> Result<BTreeMap<String, Vec<TargetRow>>, KongError> {
         let lists: Vec<Result<(String, Vec<TargetRow>), KongError>> =
             futures_util::stream::iter(upstream_ids)
-                .map(|id| async move {
-                    let path = format!("/upstreams/{id}/targets?size=1000");
-                    self.list_rows(path).await.map(|t| (id, t))
-                })
+                .map(|id| async move { self.targets_of(&id).await.map(|t| (id, t)) })
                 .buffer_unordered(8)
                 .collect()
                 .await;
